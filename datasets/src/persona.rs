@@ -1,0 +1,155 @@
+//! The planted behaviour personas: the ground truth a clustering step must
+//! recover.
+//!
+//! Every member has exactly one primary persona, drawn from a fixed mixture
+//! close to the interest communities a real brand reported (beauty lovers
+//! being the largest). Each persona has one strong, persona-specific signal in
+//! the per-member features (a dominant category, the weekend share, items per
+//! order, the promotion share, the order count, the recency) while everything
+//! else follows the same noisy base behaviour, so the personas are separable
+//! but not trivially so.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A member's planted primary behaviour, written to `personas.{ext}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Persona {
+    /// 60–80 % of order lines (and more of the spend) in beauty.
+    BeautyLover,
+    /// Most lines in snacks, bought several at a time.
+    SnackLover,
+    /// Collects IP-licensed products, mostly of one or two favourite series.
+    IpFan,
+    /// Shops mostly on Saturday and Sunday; toys and snacks; bigger baskets.
+    WeekendFamily,
+    /// Few trips, each with many lines and high quantities.
+    MultiItemHoarder,
+    /// Most lines discounted or bought with a coupon.
+    PromotionDriven,
+    /// Exactly one order ever.
+    OneTimeBuyer,
+    /// Bought several times, then nothing in the last 180+ days.
+    SleepingMember,
+    /// Registered but never bought.
+    NeverBought,
+}
+
+impl Persona {
+    /// Every persona, in a fixed order.
+    pub const ALL: [Persona; 9] = [
+        Persona::BeautyLover,
+        Persona::SnackLover,
+        Persona::IpFan,
+        Persona::WeekendFamily,
+        Persona::MultiItemHoarder,
+        Persona::PromotionDriven,
+        Persona::OneTimeBuyer,
+        Persona::SleepingMember,
+        Persona::NeverBought,
+    ];
+
+    /// The snake_case name written to the `persona` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Persona::BeautyLover => "beauty_lover",
+            Persona::SnackLover => "snack_lover",
+            Persona::IpFan => "ip_fan",
+            Persona::WeekendFamily => "weekend_family",
+            Persona::MultiItemHoarder => "multi_item_hoarder",
+            Persona::PromotionDriven => "promotion_driven",
+            Persona::OneTimeBuyer => "one_time_buyer",
+            Persona::SleepingMember => "sleeping_member",
+            Persona::NeverBought => "never_bought",
+        }
+    }
+
+    /// Share of members with this persona.
+    pub fn share(self) -> f64 {
+        self.params().share
+    }
+
+    pub(crate) fn params(self) -> &'static PersonaParams {
+        &PARAMS[self as usize]
+    }
+}
+
+impl fmt::Display for Persona {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Persona {
+    type Err = String;
+
+    /// Parses the name written by [`Persona::as_str`].
+    fn from_str(s: &str) -> Result<Self, String> {
+        Persona::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| format!("unknown persona {s:?}"))
+    }
+}
+
+/// How often members of a persona buy, and what their baskets look like.
+#[derive(Debug)]
+pub(crate) struct PersonaParams {
+    /// Share of all members.
+    pub(crate) share: f64,
+    /// Orders guaranteed to every member of the persona (on top of the
+    /// activity-driven Poisson count; 0 for never-bought).
+    pub(crate) base_orders: u32,
+    /// Relative order frequency per unit of activity (0: no Poisson orders).
+    pub(crate) frequency: f64,
+    /// Mean order lines per order (lines are `1 + Poisson(mean - 1)`).
+    pub(crate) lines_per_order: f64,
+    /// Mean extra units per line (quantity is `1 + Poisson(extra)`).
+    pub(crate) extra_quantity: f64,
+    /// Range of the probability that an order is a promotion order.
+    pub(crate) promo: (f64, f64),
+}
+
+const fn params(
+    share: f64,
+    base_orders: u32,
+    frequency: f64,
+    lines_per_order: f64,
+    extra_quantity: f64,
+    promo: (f64, f64),
+) -> PersonaParams {
+    PersonaParams { share, base_orders, frequency, lines_per_order, extra_quantity, promo }
+}
+
+/// Usual promotion-order probability range.
+const PROMO_USUAL: (f64, f64) = (0.05, 0.30);
+
+/// Indexed by `Persona as usize`; shares add up to 1.
+static PARAMS: [PersonaParams; 9] = [
+    params(0.22, 1, 1.00, 1.8, 0.15, PROMO_USUAL),  // beauty_lover
+    params(0.14, 1, 1.20, 2.2, 0.15, PROMO_USUAL),  // snack_lover
+    params(0.10, 1, 0.90, 1.6, 0.15, PROMO_USUAL),  // ip_fan
+    params(0.10, 1, 0.80, 3.5, 0.40, PROMO_USUAL),  // weekend_family
+    params(0.08, 1, 0.50, 7.0, 1.50, PROMO_USUAL),  // multi_item_hoarder
+    params(0.10, 1, 0.90, 2.0, 0.15, (0.85, 0.97)), // promotion_driven
+    params(0.10, 1, 0.00, 1.8, 0.15, PROMO_USUAL),  // one_time_buyer
+    params(0.08, 3, 0.60, 1.8, 0.15, PROMO_USUAL),  // sleeping_member
+    params(0.08, 0, 0.00, 0.0, 0.00, PROMO_USUAL),  // never_bought
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_add_up_to_one() {
+        let total: f64 = Persona::ALL.iter().map(|p| p.share()).sum();
+        assert!((total - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for p in Persona::ALL {
+            assert_eq!(p.as_str().parse::<Persona>().unwrap(), p);
+            assert_eq!(Persona::ALL[p as usize], p);
+        }
+        assert!("gold".parse::<Persona>().is_err());
+    }
+}

@@ -1,0 +1,55 @@
+use std::path::PathBuf;
+
+/// Errors of the ingest layer.
+///
+/// Row-level problems are not errors: they become quarantine rows and the
+/// ingest goes on. These are the failures that stop a whole file or the
+/// whole command, each naming the file (and line) it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A source file cannot be read at all (missing, not a CSV/JSON/Parquet
+    /// file, a required column absent, …).
+    #[error("{}: {message}", path.display())]
+    Source {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The mapping file is invalid.
+    #[error("mapping {}: {message}", path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(inline)".into()))]
+    Mapping {
+        /// The mapping file, when it came from one.
+        path: Option<PathBuf>,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// An input pattern matched no file.
+    #[error("no input file matches `{0}`")]
+    NoFiles(String),
+    /// The warehouse failed.
+    #[error(transparent)]
+    Storage(#[from] taglake_storage::Error),
+    /// An Arrow kernel failed on data ingest had already validated: a bug.
+    #[error("internal error while {context}: {source} (this is likely a bug in taglake)")]
+    Internal {
+        /// What ingest was doing.
+        context: &'static str,
+        /// The Arrow error.
+        #[source]
+        source: arrow::error::ArrowError,
+    },
+}
+
+impl Error {
+    pub(crate) fn source(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Source { path: path.into(), message: message.into() }
+    }
+
+    pub(crate) fn internal(context: &'static str) -> impl FnOnce(arrow::error::ArrowError) -> Error {
+        move |source| Error::Internal { context, source }
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, Error>;

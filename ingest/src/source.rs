@@ -1,0 +1,615 @@
+//! Reading exports: CSV, JSON lines and Parquet into raw column batches.
+//!
+//! A reader does not interpret values: it turns each file into
+//! [`RawBatch`]es whose columns are exactly the file's columns (text for
+//! CSV and JSON lines, the stored types for Parquet) and the row numbers a
+//! person would use to find a row again (the line number for text files,
+//! the record number for Parquet). Rows that cannot even be split into
+//! fields (wrong field count, invalid UTF-8, broken JSON) come out as
+//! [`Reject`]s at this stage, so one bad line never costs the file.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatchReader, StringBuilder};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::{Error, Result};
+
+/// A row that failed, with where and why. Becomes one quarantine row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reject {
+    /// Line number (CSV, JSON lines) or record number (Parquet), 1-based.
+    pub row: u64,
+    /// The column at fault, when one is.
+    pub column: Option<String>,
+    /// Why the row was rejected.
+    pub reason: String,
+    /// The row as it was read, for a person to inspect.
+    pub raw: Option<String>,
+}
+
+/// File formats ingest reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceFormat {
+    /// Delimited text with a header line.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+    /// Apache Parquet.
+    Parquet,
+}
+
+impl SourceFormat {
+    /// Format from a file name's extension.
+    pub fn from_path(path: &Path) -> Option<SourceFormat> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "csv" | "tsv" | "txt" | "psv" => Some(SourceFormat::Csv),
+            "jsonl" | "ndjson" | "json" => Some(SourceFormat::Jsonl),
+            "parquet" | "pq" => Some(SourceFormat::Parquet),
+            _ => None,
+        }
+    }
+}
+
+/// Expands the command line's file arguments: plain paths, glob patterns
+/// and directories (every file below with a known extension). The result
+/// is sorted and free of repeats, so the same arguments always ingest in
+/// the same order.
+pub fn expand_inputs(args: &[impl AsRef<str>]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for arg in args {
+        let arg = arg.as_ref();
+        let path = Path::new(arg);
+        if path.is_dir() {
+            let before = out.len();
+            walk_dir(path, &mut out)?;
+            if out.len() == before {
+                return Err(Error::source(path, "directory holds no .csv, .jsonl or .parquet file"));
+            }
+        } else if path.exists() {
+            out.push(path.to_path_buf());
+        } else if arg.contains(['*', '?', '[']) {
+            let matches = glob::glob(arg).map_err(|e| Error::source(path, format!("bad pattern: {e}")))?;
+            let before = out.len();
+            for m in matches {
+                let m = m.map_err(|e| Error::source(e.path(), e.error().to_string()))?;
+                if m.is_file() {
+                    out.push(m);
+                }
+            }
+            if out.len() == before {
+                return Err(Error::NoFiles(arg.to_string()));
+            }
+        } else {
+            return Err(Error::source(path, "no such file or directory"));
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn walk_dir(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::source(dir, e.to_string()))?;
+    for entry in entries {
+        let p = entry.map_err(|e| Error::source(dir, e.to_string()))?.path();
+        if p.is_dir() {
+            walk_dir(&p, out)?;
+        } else if SourceFormat::from_path(&p).is_some() {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// A slice of a source file: its columns as read, and row numbers.
+#[derive(Debug, Clone)]
+pub struct RawBatch {
+    /// Column names as the file spells them.
+    pub headers: Arc<Vec<String>>,
+    /// One array per header, all of the same length.
+    pub columns: Vec<ArrayRef>,
+    /// Row number of each row (1-based line or record number).
+    pub rows: Vec<u64>,
+    /// Rows of this stretch of the file that could not be read at all.
+    pub rejects: Vec<Reject>,
+}
+
+impl RawBatch {
+    /// Number of readable rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// No readable rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The row as text (`name=value` pairs), for the quarantine table.
+    pub fn raw_row(&self, i: usize) -> String {
+        use arrow::util::display::{ArrayFormatter, FormatOptions};
+        let opts = FormatOptions::default().with_null("");
+        let mut s = String::new();
+        for (h, c) in self.headers.iter().zip(&self.columns) {
+            if !s.is_empty() {
+                s.push_str(", ");
+            }
+            s.push_str(h);
+            s.push('=');
+            match ArrayFormatter::try_new(c.as_ref(), &opts) {
+                Ok(f) => s.push_str(&f.value(i).to_string()),
+                Err(_) => s.push('?'),
+            }
+        }
+        s
+    }
+}
+
+/// How to read text sources.
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    /// Field delimiter; `None` sniffs it from the header line.
+    pub delimiter: Option<u8>,
+    /// Quote character.
+    pub quote: u8,
+    /// Rows per batch.
+    pub batch_rows: usize,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions { delimiter: None, quote: b'"', batch_rows: 65_536 }
+    }
+}
+
+/// A stream of raw batches from one file.
+pub type RawBatches = Box<dyn Iterator<Item = Result<RawBatch>> + Send>;
+
+/// Opens a source file for reading.
+pub fn open(path: &Path, opts: &ReadOptions) -> Result<RawBatches> {
+    let format = SourceFormat::from_path(path).ok_or_else(|| {
+        Error::source(path, "unknown file type (expected .csv, .tsv, .jsonl, .ndjson, .json or .parquet)")
+    })?;
+    let file = File::open(path).map_err(|e| Error::source(path, e.to_string()))?;
+    match format {
+        SourceFormat::Csv => Ok(Box::new(CsvReader::new(path, file, opts)?)),
+        SourceFormat::Jsonl => Ok(Box::new(JsonlReader::new(path, file, opts))),
+        SourceFormat::Parquet => open_parquet(path, file, opts),
+    }
+}
+
+// ---------------------------------------------------------------- CSV
+
+struct CsvReader {
+    path: PathBuf,
+    reader: csv::Reader<Box<dyn Read + Send>>,
+    headers: Arc<Vec<String>>,
+    batch_rows: usize,
+    delimiter: u8,
+    done: bool,
+}
+
+/// Sniffs the delimiter from the header line: the candidate that occurs
+/// most often outside quotes (comma on a tie or none).
+fn sniff_delimiter(header: &[u8]) -> u8 {
+    let mut counts = [(b',', 0usize), (b';', 0), (b'\t', 0), (b'|', 0)];
+    let mut quoted = false;
+    for &b in header {
+        if b == b'"' {
+            quoted = !quoted;
+        } else if !quoted {
+            for c in counts.iter_mut() {
+                if c.0 == b {
+                    c.1 += 1;
+                }
+            }
+        }
+    }
+    counts.iter().fold((b',', 0), |best, c| if c.1 > best.1 { *c } else { best }).0
+}
+
+impl CsvReader {
+    fn new(path: &Path, file: File, opts: &ReadOptions) -> Result<Self> {
+        let mut buf = BufReader::with_capacity(1 << 20, file);
+        // Skip a UTF-8 byte order mark, which spreadsheet exports often add.
+        let head = buf.fill_buf().map_err(|e| Error::source(path, e.to_string()))?;
+        if head.starts_with(&[0xEF, 0xBB, 0xBF]) {
+            buf.consume(3);
+        }
+        let head = buf.fill_buf().map_err(|e| Error::source(path, e.to_string()))?;
+        if head.is_empty() {
+            return Err(Error::source(path, "file is empty (expected a header line)"));
+        }
+        let first_line = head.split(|&b| b == b'\n').next().unwrap_or(head);
+        let delimiter = opts.delimiter.unwrap_or_else(|| {
+            if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("tsv")) {
+                b'\t'
+            } else {
+                sniff_delimiter(first_line)
+            }
+        });
+        let inner: Box<dyn Read + Send> = Box::new(buf);
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(delimiter)
+            .quote(opts.quote)
+            .has_headers(true)
+            .flexible(true)
+            .buffer_capacity(1 << 20)
+            .from_reader(inner);
+        let raw_headers = reader
+            .byte_headers()
+            .map_err(|e| Error::source(path, format!("cannot read the header line: {e}")))?
+            .clone();
+        let mut headers = Vec::with_capacity(raw_headers.len());
+        for (i, h) in raw_headers.iter().enumerate() {
+            let h = std::str::from_utf8(h)
+                .map_err(|_| Error::source(path, format!("line 1: header {} is not valid UTF-8", i + 1)))?
+                .trim();
+            if h.is_empty() {
+                return Err(Error::source(path, format!("line 1: header {} is empty", i + 1)));
+            }
+            if headers.iter().any(|x: &String| x == h) {
+                return Err(Error::source(path, format!("line 1: column `{h}` appears twice in the header")));
+            }
+            headers.push(h.to_string());
+        }
+        Ok(CsvReader {
+            path: path.into(),
+            reader,
+            headers: Arc::new(headers),
+            batch_rows: opts.batch_rows.max(1),
+            delimiter,
+            done: false,
+        })
+    }
+
+    fn read_batch(&mut self) -> Result<Option<RawBatch>> {
+        let n = self.headers.len();
+        let mut builders: Vec<StringBuilder> =
+            (0..n).map(|_| StringBuilder::with_capacity(self.batch_rows, self.batch_rows * 8)).collect();
+        let mut rows = Vec::with_capacity(self.batch_rows);
+        let mut rejects = Vec::new();
+        let mut record = csv::ByteRecord::new();
+        while rows.len() < self.batch_rows {
+            match self.reader.read_byte_record(&mut record) {
+                Ok(false) => {
+                    self.done = true;
+                    break;
+                }
+                Ok(true) => {}
+                Err(e) => {
+                    let line = e.position().map(|p| p.line()).unwrap_or(0);
+                    if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                        return Err(Error::source(&self.path, format!("line {line}: {e}")));
+                    }
+                    rejects.push(Reject {
+                        row: line,
+                        column: None,
+                        reason: format!("unreadable CSV row: {e}"),
+                        raw: None,
+                    });
+                    continue;
+                }
+            }
+            let line = record.position().map(|p| p.line()).unwrap_or(0);
+            if record.len() != n {
+                // A lone empty field is a blank line with stray whitespace.
+                if record.len() == 1 && record[0].iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                rejects.push(Reject {
+                    row: line,
+                    column: None,
+                    reason: format!("expected {n} fields as in the header, found {}", record.len()),
+                    raw: Some(self.join_lossy(&record)),
+                });
+                continue;
+            }
+            if let Some(bad) = record.iter().position(|f| std::str::from_utf8(f).is_err()) {
+                rejects.push(Reject {
+                    row: line,
+                    column: Some(self.headers[bad].clone()),
+                    reason: "value is not valid UTF-8".into(),
+                    raw: Some(self.join_lossy(&record)),
+                });
+                continue;
+            }
+            for (b, f) in builders.iter_mut().zip(record.iter()) {
+                // Checked above.
+                b.append_value(std::str::from_utf8(f).unwrap_or_default());
+            }
+            rows.push(line);
+        }
+        if rows.is_empty() && rejects.is_empty() {
+            return Ok(None);
+        }
+        let columns = builders.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef).collect();
+        Ok(Some(RawBatch { headers: self.headers.clone(), columns, rows, rejects }))
+    }
+
+    fn join_lossy(&self, record: &csv::ByteRecord) -> String {
+        let d = (self.delimiter as char).to_string();
+        record.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect::<Vec<_>>().join(&d)
+    }
+}
+
+impl Iterator for CsvReader {
+    type Item = Result<RawBatch>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        self.read_batch().transpose()
+    }
+}
+
+// ---------------------------------------------------------------- JSON lines
+
+struct JsonlReader {
+    path: PathBuf,
+    reader: BufReader<File>,
+    headers: Vec<String>,
+    line: u64,
+    batch_rows: usize,
+    done: bool,
+}
+
+impl JsonlReader {
+    fn new(path: &Path, file: File, opts: &ReadOptions) -> Self {
+        JsonlReader {
+            path: path.into(),
+            reader: BufReader::with_capacity(1 << 20, file),
+            headers: Vec::new(),
+            line: 0,
+            batch_rows: opts.batch_rows.max(1),
+            done: false,
+        }
+    }
+
+    fn read_batch(&mut self) -> Result<Option<RawBatch>> {
+        use serde_json::Value;
+        let mut objects: Vec<serde_json::Map<String, Value>> = Vec::with_capacity(self.batch_rows.min(65_536));
+        let mut rows = Vec::new();
+        let mut rejects = Vec::new();
+        let mut buf = Vec::new();
+        while objects.len() < self.batch_rows {
+            buf.clear();
+            let n = self
+                .reader
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| Error::source(&self.path, format!("line {}: {e}", self.line + 1)))?;
+            if n == 0 {
+                self.done = true;
+                break;
+            }
+            self.line += 1;
+            let mut bytes = &buf[..];
+            if self.line == 1 && bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
+                bytes = &bytes[3..];
+            }
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let Ok(text) = std::str::from_utf8(bytes) else {
+                rejects.push(Reject {
+                    row: self.line,
+                    column: None,
+                    reason: "line is not valid UTF-8".into(),
+                    raw: Some(String::from_utf8_lossy(bytes).trim_end().to_string()),
+                });
+                continue;
+            };
+            match serde_json::from_str::<Value>(text) {
+                Ok(Value::Object(map)) => {
+                    for k in map.keys() {
+                        if !self.headers.iter().any(|h| h == k) {
+                            self.headers.push(k.clone());
+                        }
+                    }
+                    objects.push(map);
+                    rows.push(self.line);
+                }
+                Ok(other) => rejects.push(Reject {
+                    row: self.line,
+                    column: None,
+                    reason: format!("expected a JSON object, found {}", json_kind(&other)),
+                    raw: Some(text.trim_end().to_string()),
+                }),
+                Err(e) => rejects.push(Reject {
+                    row: self.line,
+                    column: None,
+                    reason: format!("invalid JSON: {e}"),
+                    raw: Some(text.trim_end().to_string()),
+                }),
+            }
+        }
+        if objects.is_empty() && rejects.is_empty() {
+            return Ok(None);
+        }
+        let mut columns = Vec::with_capacity(self.headers.len());
+        for h in &self.headers {
+            let mut b = StringBuilder::with_capacity(objects.len(), objects.len() * 8);
+            for o in &objects {
+                match o.get(h) {
+                    None | Some(Value::Null) => b.append_null(),
+                    Some(Value::String(s)) => b.append_value(s),
+                    Some(v) => b.append_value(v.to_string()),
+                }
+            }
+            columns.push(Arc::new(b.finish()) as ArrayRef);
+        }
+        Ok(Some(RawBatch { headers: Arc::new(self.headers.clone()), columns, rows, rejects }))
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+impl Iterator for JsonlReader {
+    type Item = Result<RawBatch>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        self.read_batch().transpose()
+    }
+}
+
+// ---------------------------------------------------------------- Parquet
+
+fn open_parquet(path: &Path, file: File, opts: &ReadOptions) -> Result<RawBatches> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| Error::source(path, format!("not a readable Parquet file: {e}")))?;
+    let reader = builder
+        .with_batch_size(opts.batch_rows.max(1))
+        .build()
+        .map_err(|e| Error::source(path, format!("not a readable Parquet file: {e}")))?;
+    let headers = Arc::new(reader.schema().fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>());
+    let path = path.to_path_buf();
+    let mut next_row = 1u64;
+    Ok(Box::new(reader.map(move |batch| {
+        let batch = batch.map_err(|e| Error::source(&path, format!("record {next_row}: {e}")))?;
+        let rows: Vec<u64> = (next_row..next_row + batch.num_rows() as u64).collect();
+        next_row += batch.num_rows() as u64;
+        Ok(RawBatch { headers: headers.clone(), columns: batch.columns().to_vec(), rows, rejects: Vec::new() })
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray};
+
+    fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    fn read_all(p: &Path) -> (Vec<RawBatch>, Vec<Reject>) {
+        let batches: Vec<RawBatch> = open(p, &ReadOptions::default()).unwrap().map(|b| b.unwrap()).collect();
+        let rejects = batches.iter().flat_map(|b| b.rejects.clone()).collect();
+        (batches, rejects)
+    }
+
+    #[test]
+    fn csv_with_bom_quotes_and_semicolons() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "m.csv", "\u{feff}id;name\n1;\"a;b\"\n2;\"say \"\"hi\"\"\"\n".as_bytes());
+        let (b, rej) = read_all(&p);
+        assert!(rej.is_empty());
+        assert_eq!(*b[0].headers, ["id", "name"]);
+        assert_eq!(b[0].columns[1].as_string::<i32>().value(0), "a;b");
+        assert_eq!(b[0].columns[1].as_string::<i32>().value(1), "say \"hi\"");
+        assert_eq!(b[0].rows, [2, 3]);
+    }
+
+    #[test]
+    fn csv_bad_rows_are_rejected_with_line_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "o.csv", b"a,b\n1,2\n3\n4,\xff\xfe\n5,6,7\n8,9\n");
+        let (b, rej) = read_all(&p);
+        assert_eq!(b[0].rows, [2, 6]);
+        assert_eq!(
+            rej[0],
+            Reject {
+                row: 3,
+                column: None,
+                reason: "expected 2 fields as in the header, found 1".into(),
+                raw: Some("3".into())
+            }
+        );
+        assert_eq!(rej[1].row, 4);
+        assert_eq!(rej[1].column.as_deref(), Some("b"));
+        assert_eq!(rej[1].reason, "value is not valid UTF-8");
+        assert_eq!(rej[2].reason, "expected 2 fields as in the header, found 3");
+    }
+
+    #[test]
+    fn csv_header_problems_fail_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "e.csv", b"");
+        assert!(
+            open(&p, &ReadOptions::default())
+                .err()
+                .unwrap()
+                .to_string()
+                .ends_with("file is empty (expected a header line)")
+        );
+        let p = write(dir.path(), "d.csv", b"a,a\n1,2\n");
+        assert!(
+            open(&p, &ReadOptions::default())
+                .err()
+                .unwrap()
+                .to_string()
+                .ends_with("line 1: column `a` appears twice in the header")
+        );
+    }
+
+    #[test]
+    fn tsv_and_sniffing() {
+        assert_eq!(sniff_delimiter(b"a|b|c"), b'|');
+        assert_eq!(sniff_delimiter(b"\"a,b\";c;d"), b';');
+        assert_eq!(sniff_delimiter(b"abc"), b',');
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "t.tsv", b"a\tb\n1\t2\n");
+        let (b, _) = read_all(&p);
+        assert_eq!(b[0].columns.len(), 2);
+    }
+
+    #[test]
+    fn jsonl_mixed_keys_types_and_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "x.jsonl",
+            b"{\"a\":1,\"b\":\"x\"}\n\n{\"b\":null,\"c\":true}\n[1]\n{bad\n\xff\n{\"a\":{\"n\":1}}\n",
+        );
+        let (b, rej) = read_all(&p);
+        let b = &b[0];
+        assert_eq!(*b.headers, ["a", "b", "c"]);
+        assert_eq!(b.rows, [1, 3, 7]);
+        let a = b.columns[0].as_string::<i32>();
+        assert_eq!(a.value(0), "1");
+        assert!(a.is_null(1));
+        assert_eq!(a.value(2), "{\"n\":1}");
+        assert_eq!(b.columns[2].as_string::<i32>().value(1), "true");
+        assert_eq!(rej.iter().map(|r| r.row).collect::<Vec<_>>(), [4, 5, 6]);
+        assert_eq!(rej[0].reason, "expected a JSON object, found an array");
+        assert!(rej[1].reason.starts_with("invalid JSON: "), "{}", rej[1].reason);
+        assert_eq!(rej[2].reason, "line is not valid UTF-8");
+    }
+
+    #[test]
+    fn expand_globs_and_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("parts")).unwrap();
+        write(&dir.path().join("parts"), "b.csv", b"a\n1\n");
+        write(&dir.path().join("parts"), "a.csv", b"a\n1\n");
+        write(&dir.path().join("parts"), "notes.md", b"x");
+        let d = dir.path().join("parts");
+        let got = expand_inputs(&[d.to_string_lossy().to_string()]).unwrap();
+        assert_eq!(
+            got.iter().map(|p| p.file_name().unwrap().to_str().unwrap()).collect::<Vec<_>>(),
+            ["a.csv", "b.csv"]
+        );
+        let pat = format!("{}/*.csv", d.display());
+        assert_eq!(expand_inputs(&[pat.clone(), pat]).unwrap().len(), 2);
+        let none = format!("{}/*.parquet", d.display());
+        assert_eq!(expand_inputs(&[none.clone()]).unwrap_err().to_string(), format!("no input file matches `{none}`"));
+        assert!(expand_inputs(&["/no/such/file.csv"]).unwrap_err().to_string().ends_with("no such file or directory"));
+    }
+}

@@ -1,0 +1,12 @@
+//! The `taglake` command: one subcommand per pipeline stage.
+//!
+//! Each stage is a library crate (`taglake-ingest`, `taglake-datasets`, …);
+//! this binary only parses arguments, shows progress on a terminal and
+//! prints the one-line summaries a nightly pipeline logs.
+
+mod cli;
+mod report;
+
+fn main() -> std::process::ExitCode {
+    cli::run()
+}

@@ -1,0 +1,104 @@
+//! Progress bars and summary lines.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Peak resident memory of this process so far, in bytes (Linux; `None`
+/// elsewhere).
+pub fn peak_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// `1.2 GiB`, `340 MiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+/// `12,345,678`.
+pub fn count(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `1.62 M rows/s`.
+pub fn rate(n: u64, seconds: f64) -> String {
+    let r = n as f64 / seconds.max(1e-9);
+    if r >= 1e6 {
+        format!("{:.2} M", r / 1e6)
+    } else if r >= 1e3 {
+        format!("{:.1} k", r / 1e3)
+    } else {
+        format!("{r:.0}")
+    }
+}
+
+/// The tail every summary line ends with: seconds, rate, peak memory.
+pub fn timing(rows: u64, seconds: f64) -> String {
+    let mem = peak_memory().map(bytes).unwrap_or_else(|| "n/a".into());
+    format!("{seconds:.2} s · {} rows/s · peak memory {mem}", rate(rows, seconds))
+}
+
+/// A row counter on stderr when it is a terminal; invisible otherwise.
+pub fn spinner(label: &str) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {prefix} {human_pos} rows · {per_sec} · {elapsed} {wide_msg}")
+            .expect("valid template"),
+    );
+    pb.set_prefix(label.to_string());
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
+/// Ingest progress forwarded to a spinner.
+pub struct IngestBar(pub ProgressBar);
+
+impl taglake_ingest::Progress for IngestBar {
+    fn file(&self, path: &std::path::Path, index: usize, total: usize) {
+        self.0.set_message(format!("[{}/{}] {}", index + 1, total, path.display()));
+    }
+    fn rows(&self, n: u64) {
+        self.0.inc(n);
+    }
+}
+
+impl IngestBar {
+    pub fn new(label: &str) -> (Arc<Self>, ProgressBar) {
+        let pb = spinner(label);
+        (Arc::new(IngestBar(pb.clone())), pb)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(1234567), "1,234,567");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
+        assert_eq!(rate(2_000_000, 1.0), "2.00 M");
+        assert!(peak_memory().unwrap_or(1) > 0);
+    }
+}

@@ -1,0 +1,53 @@
+use std::path::PathBuf;
+
+/// Errors of the warehouse layer. Each names the table and its folder.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Delta Lake library failed reading or committing a table.
+    #[error("warehouse table `{table}` at {}: {source}", path.display())]
+    Delta {
+        /// Table name.
+        table: &'static str,
+        /// Folder of the table.
+        path: PathBuf,
+        /// What Delta reported.
+        #[source]
+        source: Box<deltalake::DeltaTableError>,
+    },
+    /// The table on disk does not have the columns taglake expects.
+    #[error(
+        "warehouse table `{table}` at {}: {message} (was it written by another tool or an older taglake?)",
+        path.display()
+    )]
+    Schema {
+        /// Table name.
+        table: &'static str,
+        /// Folder of the table.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A batch handed to a writer does not match the table schema: a bug in
+    /// the caller, not bad input data.
+    #[error(
+        "batch for warehouse table `{table}` does not match its schema: {message} (this is likely a bug in taglake)"
+    )]
+    BatchSchema {
+        /// Table name.
+        table: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The warehouse directory itself cannot be used.
+    #[error("warehouse directory {}: {source}", path.display())]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,285 @@
+//! The warehouse tables and their columns.
+//!
+//! One definition per table serves three readers: ingest (which columns a
+//! source must provide and how to parse them), the Delta writer (the Arrow
+//! schema of the files) and every later stage (which reads columns by name).
+//! Keeping them in one place is what makes "the canonical schema" a single
+//! fact instead of a convention.
+
+use std::sync::{Arc, OnceLock};
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// Logical type of a warehouse column, mapped to one Arrow (and Delta) type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    /// UTF-8 text (`string`).
+    Text,
+    /// 32-bit signed integer (`integer`).
+    Int32,
+    /// 64-bit signed integer (`long`).
+    Int64,
+    /// 64-bit float (`double`).
+    Float64,
+    /// Boolean (`boolean`).
+    Bool,
+    /// Instant in UTC with microsecond precision (`timestamp`).
+    Timestamp,
+    /// Calendar date (`date`).
+    Date,
+}
+
+impl ColumnType {
+    /// The Arrow type columns of this type have in the warehouse.
+    pub fn arrow(self) -> DataType {
+        match self {
+            ColumnType::Text => DataType::Utf8,
+            ColumnType::Int32 => DataType::Int32,
+            ColumnType::Int64 => DataType::Int64,
+            ColumnType::Float64 => DataType::Float64,
+            ColumnType::Bool => DataType::Boolean,
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            ColumnType::Date => DataType::Date32,
+        }
+    }
+
+    /// Name used in messages ("an integer", "a timestamp", …).
+    pub fn describe(self) -> &'static str {
+        match self {
+            ColumnType::Text => "text",
+            ColumnType::Int32 => "a 32-bit integer",
+            ColumnType::Int64 => "a 64-bit integer",
+            ColumnType::Float64 => "a number",
+            ColumnType::Bool => "a boolean",
+            ColumnType::Timestamp => "a timestamp",
+            ColumnType::Date => "a date",
+        }
+    }
+}
+
+/// One column of a warehouse table.
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    /// Column name (a public interface: never renamed).
+    pub name: &'static str,
+    /// Logical type.
+    pub ty: ColumnType,
+    /// A row without a value here is invalid (after defaults are applied).
+    pub required: bool,
+    /// Part of the canonical *input* schema (what exports provide); `false`
+    /// for columns taglake computes itself, such as `member_key`.
+    pub input: bool,
+}
+
+const fn col(name: &'static str, ty: ColumnType, required: bool) -> Column {
+    Column { name, ty, required, input: true }
+}
+
+const fn derived(name: &'static str, ty: ColumnType) -> Column {
+    Column { name, ty, required: true, input: false }
+}
+
+use ColumnType::*;
+
+const MEMBERS: &[Column] = &[
+    derived("member_key", Int64),
+    col("member_id", Text, true),
+    col("registered_at", Timestamp, true),
+    col("birthday", Date, false),
+    col("gender", Text, false),
+    col("city", Text, false),
+    col("register_channel", Text, false),
+    col("home_store_id", Text, false),
+    col("points_balance", Int64, false),
+];
+
+const ORDERS: &[Column] = &[
+    col("order_id", Text, true),
+    col("line_no", Int32, true),
+    derived("member_key", Int64),
+    col("member_id", Text, true),
+    col("ordered_at", Timestamp, true),
+    col("channel", Text, true),
+    col("store_id", Text, false),
+    col("sku", Text, true),
+    col("category", Text, false),
+    col("quantity", Int32, true),
+    col("amount", Float64, true),
+    // Required in the warehouse; ingest fills the documented defaults
+    // (0 and false) when a source leaves them out.
+    col("discount", Float64, true),
+    col("coupon_used", Bool, true),
+];
+
+const PRODUCTS: &[Column] = &[
+    col("sku", Text, true),
+    col("category", Text, true),
+    col("subcategory", Text, false),
+    col("brand", Text, false),
+    col("ip_series", Text, false),
+];
+
+const MEMBER_IDS: &[Column] = &[derived("member_id", Text), derived("member_key", Int64)];
+
+const QUARANTINE: &[Column] = &[
+    derived("table_name", Text),
+    derived("source_file", Text),
+    derived("row_number", Int64),
+    Column { name: "column_name", ty: Text, required: false, input: false },
+    derived("reason", Text),
+    Column { name: "raw_record", ty: Text, required: false, input: false },
+    derived("ingested_at", Timestamp),
+];
+
+/// A warehouse table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    /// One row per member (key `member_id`).
+    Members,
+    /// One row per order line (key `(order_id, line_no)`).
+    Orders,
+    /// One row per SKU (key `sku`).
+    Products,
+    /// The append-only dictionary external `member_id` ↔ dense `member_key`.
+    MemberIds,
+    /// Rows that failed validation, with file, row, column and reason.
+    Quarantine,
+}
+
+impl Table {
+    /// Every table, in dependency order.
+    pub const ALL: [Table; 5] = [Table::MemberIds, Table::Members, Table::Products, Table::Orders, Table::Quarantine];
+
+    /// The tables a user ingests from exports.
+    pub const INPUTS: [Table; 3] = [Table::Members, Table::Orders, Table::Products];
+
+    /// Folder and SQL name of the table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Members => "members",
+            Table::Orders => "orders",
+            Table::Products => "products",
+            Table::MemberIds => "member_ids",
+            Table::Quarantine => "quarantine",
+        }
+    }
+
+    /// Parses a table name as the CLI and mapping files spell it.
+    pub fn from_name(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// The columns, in storage order.
+    pub fn columns(self) -> &'static [Column] {
+        match self {
+            Table::Members => MEMBERS,
+            Table::Orders => ORDERS,
+            Table::Products => PRODUCTS,
+            Table::MemberIds => MEMBER_IDS,
+            Table::Quarantine => QUARANTINE,
+        }
+    }
+
+    /// The columns an export provides (the canonical input schema).
+    pub fn input_columns(self) -> impl Iterator<Item = &'static Column> {
+        self.columns().iter().filter(|c| c.input)
+    }
+
+    /// Looks a column up by name.
+    pub fn column(self, name: &str) -> Option<&'static Column> {
+        self.columns().iter().find(|c| c.name == name)
+    }
+
+    /// The columns that identify a row: a later row with the same key is
+    /// the same entity (it replaces or duplicates the earlier one).
+    pub fn key(self) -> &'static [&'static str] {
+        match self {
+            Table::Members => &["member_id"],
+            Table::Orders => &["order_id", "line_no"],
+            Table::Products => &["sku"],
+            Table::MemberIds => &["member_id"],
+            Table::Quarantine => &["table_name", "source_file", "row_number"],
+        }
+    }
+
+    /// The Arrow schema of the table's files.
+    pub fn arrow_schema(self) -> SchemaRef {
+        static SCHEMAS: OnceLock<Vec<SchemaRef>> = OnceLock::new();
+        let all = SCHEMAS.get_or_init(|| {
+            Table::ALL
+                .iter()
+                .map(|t| {
+                    Arc::new(Schema::new(
+                        t.columns().iter().map(|c| Field::new(c.name, c.ty.arrow(), !c.required)).collect::<Vec<_>>(),
+                    ))
+                })
+                .collect()
+        });
+        let i = Table::ALL.iter().position(|t| *t == self).expect("every table is in ALL");
+        all[i].clone()
+    }
+}
+
+impl std::fmt::Display for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for t in Table::ALL {
+            assert_eq!(Table::from_name(t.name()), Some(t));
+        }
+        assert_eq!(Table::from_name("order"), None);
+    }
+
+    #[test]
+    fn keys_are_columns() {
+        for t in Table::ALL {
+            for k in t.key() {
+                assert!(t.column(k).is_some(), "{t}.{k}");
+            }
+        }
+    }
+
+    #[test]
+    fn canonical_input_schema_matches_design() {
+        let names = |t: Table| t.input_columns().map(|c| c.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(Table::Orders),
+            [
+                "order_id",
+                "line_no",
+                "member_id",
+                "ordered_at",
+                "channel",
+                "store_id",
+                "sku",
+                "category",
+                "quantity",
+                "amount",
+                "discount",
+                "coupon_used"
+            ]
+        );
+        assert_eq!(
+            names(Table::Members),
+            [
+                "member_id",
+                "registered_at",
+                "birthday",
+                "gender",
+                "city",
+                "register_channel",
+                "home_store_id",
+                "points_balance"
+            ]
+        );
+        assert_eq!(names(Table::Products), ["sku", "category", "subcategory", "brand", "ip_series"]);
+    }
+}

@@ -1,0 +1,341 @@
+//! Opening, reading and committing warehouse tables.
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{Schema, SchemaRef};
+use deltalake::kernel::StructType;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::protocol::SaveMode;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::{DeltaTable, DeltaTableError};
+use futures::TryStreamExt;
+
+use crate::{Error, Result, Table};
+
+/// Target size of the Parquet files a commit writes.
+const TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
+
+/// A warehouse directory holding one Delta table per [`Table`].
+#[derive(Debug, Clone)]
+pub struct Warehouse {
+    root: PathBuf,
+}
+
+impl Warehouse {
+    /// Opens (creating if needed) the warehouse directory.
+    pub fn open(root: impl AsRef<Path>) -> Result<Self> {
+        let root = root.as_ref();
+        std::fs::create_dir_all(root).map_err(|source| Error::Io { path: root.into(), source })?;
+        let root = std::fs::canonicalize(root).map_err(|source| Error::Io { path: root.into(), source })?;
+        Ok(Warehouse { root })
+    }
+
+    /// The warehouse directory (absolute).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The folder of one table.
+    pub fn table_path(&self, table: Table) -> PathBuf {
+        self.root.join(table.name())
+    }
+
+    fn delta_err(&self, table: Table) -> impl Fn(DeltaTableError) -> Error + '_ {
+        move |source| Error::Delta { table: table.name(), path: self.table_path(table), source: Box::new(source) }
+    }
+
+    /// Loads the Delta table, or `None` when nothing was ever committed.
+    async fn load(&self, table: Table) -> Result<Option<DeltaTable>> {
+        let path = self.table_path(table);
+        if !path.join("_delta_log").is_dir() {
+            return Ok(None);
+        }
+        let url = deltalake::ensure_table_uri(path.to_string_lossy()).map_err(self.delta_err(table))?;
+        match deltalake::open_table(url).await {
+            Ok(t) => Ok(Some(t)),
+            Err(DeltaTableError::NotATable(_)) => Ok(None),
+            Err(e) => Err(self.delta_err(table)(e)),
+        }
+    }
+
+    /// The current version of a table, `None` when it does not exist yet.
+    pub async fn version(&self, table: Table) -> Result<Option<u64>> {
+        Ok(self.load(table).await?.and_then(|t| t.version()))
+    }
+
+    /// Reads a table (or the given columns of it) into memory, each column
+    /// in its canonical Arrow type. A table never written reads as empty.
+    pub async fn read(&self, table: Table, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>> {
+        let names: Vec<&str> = match columns {
+            Some(c) => c.to_vec(),
+            None => table.columns().iter().map(|c| c.name).collect(),
+        };
+        for n in &names {
+            if table.column(n).is_none() {
+                return Err(Error::BatchSchema {
+                    table: table.name(),
+                    message: format!("no column `{n}`; columns are {}", column_list(table)),
+                });
+            }
+        }
+        let target = projected_schema(table, &names);
+        let Some(delta) = self.load(table).await? else { return Ok(Vec::new()) };
+        let (_, stream) = delta
+            .scan_table()
+            .with_columns(names.iter().map(|s| s.to_string()))
+            .await
+            .map_err(self.delta_err(table))?;
+        let batches: Vec<RecordBatch> =
+            stream.try_collect().await.map_err(|e| self.delta_err(table)(DeltaTableError::from(e)))?;
+        batches.into_iter().filter(|b| b.num_rows() > 0).map(|b| self.conform(table, &target, b)).collect()
+    }
+
+    /// Casts a batch read back from Delta (where strings may come back as
+    /// views and nullability is relaxed) to the canonical types.
+    fn conform(&self, table: Table, target: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch> {
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(target.fields().len());
+        for field in target.fields() {
+            let Some(col) = batch.column_by_name(field.name()) else {
+                return Err(Error::Schema {
+                    table: table.name(),
+                    path: self.table_path(table),
+                    message: format!("column `{}` is missing", field.name()),
+                });
+            };
+            let col = if col.data_type() == field.data_type() {
+                col.clone()
+            } else {
+                cast(col, field.data_type()).map_err(|e| Error::Schema {
+                    table: table.name(),
+                    path: self.table_path(table),
+                    message: format!(
+                        "column `{}` has type {} and cannot be read as {}: {e}",
+                        field.name(),
+                        col.data_type(),
+                        field.data_type()
+                    ),
+                })?
+            };
+            cols.push(col);
+        }
+        let relaxed =
+            Schema::new(target.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>());
+        RecordBatch::try_new(relaxed.into(), cols).map_err(|e| Error::Schema {
+            table: table.name(),
+            path: self.table_path(table),
+            message: e.to_string(),
+        })
+    }
+
+    /// Number of rows in a table (0 when it does not exist).
+    pub async fn row_count(&self, table: Table) -> Result<u64> {
+        let key = table.key()[0];
+        Ok(self.read(table, Some(&[key])).await?.iter().map(|b| b.num_rows() as u64).sum())
+    }
+
+    /// Starts a streaming append: batches go to Parquet files as they come;
+    /// nothing is visible until [`TableWriter::commit`] makes them one
+    /// Delta commit. Dropping the writer without committing leaves only
+    /// unreferenced files behind, never a partial table.
+    pub async fn append(&self, table: Table) -> Result<TableWriter> {
+        let delta = match self.load(table).await? {
+            Some(t) => t,
+            None => self.create(table).await?,
+        };
+        check_table_schema(self, table, &delta)?;
+        let writer = RecordBatchWriter::for_table(&delta)
+            .map_err(self.delta_err(table))?
+            .with_target_file_size(TARGET_FILE_SIZE);
+        Ok(TableWriter { warehouse: self.clone(), table, delta, writer, rows: 0 })
+    }
+
+    async fn create(&self, table: Table) -> Result<DeltaTable> {
+        let path = self.table_path(table);
+        let url = deltalake::ensure_table_uri(path.to_string_lossy()).map_err(self.delta_err(table))?;
+        let schema: StructType = table
+            .arrow_schema()
+            .as_ref()
+            .try_into_kernel()
+            .map_err(|e| self.delta_err(table)(DeltaTableError::from(e)))?;
+        let fresh = DeltaTable::try_from_url(url).await.map_err(self.delta_err(table))?;
+        fresh
+            .create()
+            .with_table_name(table.name())
+            .with_columns(schema.fields().cloned())
+            .with_save_mode(SaveMode::Ignore)
+            .await
+            .map_err(self.delta_err(table))
+    }
+
+    /// Replaces the whole content of a table in one commit (the previous
+    /// version stays readable by time travel). Returns the new version.
+    pub async fn overwrite(&self, table: Table, batches: Vec<RecordBatch>) -> Result<u64> {
+        for b in &batches {
+            check_batch(table, b)?;
+        }
+        let delta = match self.load(table).await? {
+            Some(t) => t,
+            None => self.create(table).await?,
+        };
+        let written = delta
+            .write(batches)
+            .with_save_mode(SaveMode::Overwrite)
+            .with_target_file_size(std::num::NonZeroU64::new(TARGET_FILE_SIZE))
+            .await
+            .map_err(self.delta_err(table))?;
+        Ok(written.version().unwrap_or(0))
+    }
+}
+
+/// An open append to one table; see [`Warehouse::append`].
+pub struct TableWriter {
+    warehouse: Warehouse,
+    table: Table,
+    delta: DeltaTable,
+    writer: RecordBatchWriter,
+    rows: u64,
+}
+
+impl TableWriter {
+    /// Writes one batch (in the table's exact Arrow schema).
+    pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        check_batch(self.table, &batch)?;
+        self.rows += batch.num_rows() as u64;
+        self.writer.write(batch).await.map_err(self.warehouse.delta_err(self.table))
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Commits everything written as one Delta commit. Returns the new
+    /// version, or `None` when no row was written (no commit is made).
+    pub async fn commit(mut self) -> Result<Option<u64>> {
+        if self.rows == 0 {
+            return Ok(None);
+        }
+        let version =
+            self.writer.flush_and_commit(&mut self.delta).await.map_err(self.warehouse.delta_err(self.table))?;
+        Ok(Some(version))
+    }
+}
+
+fn column_list(table: Table) -> String {
+    table.columns().iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
+}
+
+fn projected_schema(table: Table, names: &[&str]) -> SchemaRef {
+    let full = table.arrow_schema();
+    let fields: Vec<_> = names.iter().map(|n| full.field_with_name(n).expect("checked").clone()).collect();
+    Schema::new(fields).into()
+}
+
+fn check_batch(table: Table, batch: &RecordBatch) -> Result<()> {
+    let want = table.arrow_schema();
+    let got = batch.schema();
+    if got.fields().len() != want.fields().len()
+        || got.fields().iter().zip(want.fields()).any(|(g, w)| g.name() != w.name() || g.data_type() != w.data_type())
+    {
+        return Err(Error::BatchSchema { table: table.name(), message: format!("expected {want:?}, got {got:?}") });
+    }
+    Ok(())
+}
+
+fn check_table_schema(wh: &Warehouse, table: Table, delta: &DeltaTable) -> Result<()> {
+    let snapshot = delta.snapshot().map_err(wh.delta_err(table))?;
+    let on_disk = snapshot.schema();
+    let names: Vec<String> = on_disk.fields().map(|f| f.name().to_string()).collect();
+    for c in table.columns() {
+        if !names.iter().any(|n| n == c.name) {
+            return Err(Error::Schema {
+                table: table.name(),
+                path: wh.table_path(table),
+                message: format!("column `{}` is missing; the table has {}", c.name, names.join(", ")),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use std::sync::Arc;
+
+    fn ids(pairs: &[(&str, i64)]) -> RecordBatch {
+        RecordBatch::try_new(
+            Table::MemberIds.arrow_schema(),
+            vec![
+                Arc::new(StringArray::from(pairs.iter().map(|p| p.0).collect::<Vec<_>>())),
+                Arc::new(Int64Array::from(pairs.iter().map(|p| p.1).collect::<Vec<_>>())),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn missing_table_reads_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Warehouse::open(dir.path()).unwrap();
+        assert!(wh.read(Table::Orders, None).await.unwrap().is_empty());
+        assert_eq!(wh.version(Table::Orders).await.unwrap(), None);
+        assert_eq!(wh.row_count(Table::Orders).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn append_is_one_commit_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Warehouse::open(dir.path()).unwrap();
+        let mut w = wh.append(Table::MemberIds).await.unwrap();
+        w.write(ids(&[("a", 0), ("b", 1)])).await.unwrap();
+        w.write(ids(&[("c", 2)])).await.unwrap();
+        let v = w.commit().await.unwrap().unwrap();
+        assert_eq!(wh.version(Table::MemberIds).await.unwrap(), Some(v));
+        assert_eq!(wh.row_count(Table::MemberIds).await.unwrap(), 3);
+        let keys = wh.read(Table::MemberIds, Some(&["member_key"])).await.unwrap();
+        let mut all: Vec<i64> = keys
+            .iter()
+            .flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec())
+            .collect();
+        all.sort();
+        assert_eq!(all, [0, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn uncommitted_writer_leaves_nothing_visible() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Warehouse::open(dir.path()).unwrap();
+        let mut w = wh.append(Table::MemberIds).await.unwrap();
+        w.write(ids(&[("a", 0)])).await.unwrap();
+        drop(w);
+        assert_eq!(wh.row_count(Table::MemberIds).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn overwrite_replaces_and_keeps_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Warehouse::open(dir.path()).unwrap();
+        wh.overwrite(Table::MemberIds, vec![ids(&[("a", 0), ("b", 1)])]).await.unwrap();
+        let v = wh.overwrite(Table::MemberIds, vec![ids(&[("z", 9)])]).await.unwrap();
+        assert!(v >= 1);
+        assert_eq!(wh.row_count(Table::MemberIds).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn wrong_batch_schema_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Warehouse::open(dir.path()).unwrap();
+        let mut w = wh.append(Table::Products).await.unwrap();
+        let err = w.write(ids(&[("a", 0)])).await.unwrap_err().to_string();
+        assert!(err.contains("batch for warehouse table `products` does not match"), "{err}");
+        let err = wh.read(Table::Orders, Some(&["nope"])).await.unwrap_err().to_string();
+        assert!(err.contains("no column `nope`; columns are order_id, line_no"), "{err}");
+    }
+}

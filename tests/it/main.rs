@@ -1,0 +1,52 @@
+//! End-to-end tests of the `taglake` command: one test binary (DataFusion
+//! is linked once) with a module per capability.
+
+mod cli;
+mod ingest_generated;
+mod kill;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs the built `taglake` binary and returns its output.
+pub fn taglake(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_taglake"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("TAGLAKE_WAREHOUSE")
+        .output()
+        .expect("taglake runs")
+}
+
+/// Like [`taglake`], failing the test unless the command succeeds.
+pub fn taglake_ok(args: &[&str], cwd: &Path) -> String {
+    let out = taglake(args, cwd);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "taglake {args:?} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// Reads a table back as sorted, printable rows (for comparing warehouses).
+pub fn table_rows(warehouse: &Path, table: taglake_storage::Table, skip: &[&str]) -> Vec<String> {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let wh = taglake_storage::Warehouse::open(warehouse).unwrap();
+    let batches = rt.block_on(wh.read(table, None)).unwrap();
+    let mut rows = Vec::new();
+    let opts = FormatOptions::default().with_null("∅");
+    for b in batches {
+        let schema = b.schema();
+        let cols: Vec<(String, ArrayFormatter<'_>)> = schema
+            .fields()
+            .iter()
+            .zip(b.columns())
+            .filter(|(f, _)| !skip.contains(&f.name().as_str()))
+            .map(|(f, c)| (f.name().clone(), ArrayFormatter::try_new(c.as_ref(), &opts).unwrap()))
+            .collect();
+        for i in 0..b.num_rows() {
+            rows.push(cols.iter().map(|(n, f)| format!("{n}={}", f.value(i))).collect::<Vec<_>>().join("|"));
+        }
+    }
+    rows.sort();
+    rows
+}
