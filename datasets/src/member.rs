@@ -17,7 +17,7 @@ use crate::catalog::{
     BEAUTY, CATEGORIES, Catalog, CategoryId, HOUSEHOLD, IP_LICENSED, IP_SERIES, N_CATEGORIES, SNACKS, TOYS,
 };
 use crate::config::GenerateConfig;
-use crate::persona::Persona;
+use crate::persona::{Persona, RECENT_DAYS};
 use crate::rng::{Rng, cumulative};
 
 /// Stream tag of the member profile draws.
@@ -360,9 +360,17 @@ impl History {
         let catalog = &world.catalog;
         let params = profile.persona.params();
 
-        for _ in 0..profile.orders {
+        let (lo, hi) = profile.span;
+        // Active members' first draw is their guaranteed recent order.
+        let recent_lo = (hi - RECENT_DAYS).max(lo);
+        let recent_gap = (profile.gap.0.clamp(recent_lo, hi), profile.gap.1.clamp(recent_lo, hi));
+        for k in 0..profile.orders {
             let channel = rng.pick_cumulative(&profile.channel_cum);
-            let day = cal.sample_day(&mut rng, profile.rhythm, profile.span.0, profile.span.1, profile.gap);
+            let day = if k == 0 && params.active {
+                cal.sample_day(&mut rng, profile.rhythm, recent_lo, hi, recent_gap)
+            } else {
+                cal.sample_day(&mut rng, profile.rhythm, lo, hi, profile.gap)
+            };
             let second = cal.sample_second_of_day(&mut rng, channel == CH_STORE);
             self.orders.push(Order {
                 ordered_at_us: ((cal.start_day + day) * 86_400 + second) * 1_000_000,
@@ -497,7 +505,11 @@ mod tests {
                         assert!(end_us - last >= 180 * 86_400 * 1_000_000);
                         assert!(h.orders.len() >= 3);
                     }
-                    _ => assert!(!h.orders.is_empty()),
+                    _ => {
+                        assert!(h.orders.len() >= 2);
+                        let last = h.orders.last().unwrap().ordered_at_us;
+                        assert!(end_us - last <= RECENT_DAYS * 86_400 * 1_000_000);
+                    }
                 }
                 for o in &h.orders {
                     assert!(o.ordered_at_us >= start_us && o.ordered_at_us < end_us);

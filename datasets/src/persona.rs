@@ -95,7 +95,8 @@ pub(crate) struct PersonaParams {
     /// Share of all members.
     pub(crate) share: f64,
     /// Orders guaranteed to every member of the persona (on top of the
-    /// activity-driven Poisson count; 0 for never-bought).
+    /// activity-driven Poisson count): 2 for the active repeat buyers, so a
+    /// single order is the one-time buyers' signal; 0 for never-bought.
     pub(crate) base_orders: u32,
     /// Relative order frequency per unit of activity (0: no Poisson orders).
     pub(crate) frequency: f64,
@@ -105,7 +106,15 @@ pub(crate) struct PersonaParams {
     pub(crate) extra_quantity: f64,
     /// Range of the probability that an order is a promotion order.
     pub(crate) promo: (f64, f64),
+    /// Active repeat buyers: one guaranteed order falls in the last
+    /// [`RECENT_DAYS`] days of the window. Lapsed behaviour is planted in the
+    /// sleeping and one-time personas instead, so recency separates them.
+    pub(crate) active: bool,
 }
+
+/// The guaranteed recent order of an active persona is this many days
+/// before the end of the window at most.
+pub(crate) const RECENT_DAYS: i64 = 90;
 
 const fn params(
     share: f64,
@@ -115,7 +124,9 @@ const fn params(
     extra_quantity: f64,
     promo: (f64, f64),
 ) -> PersonaParams {
-    PersonaParams { share, base_orders, frequency, lines_per_order, extra_quantity, promo }
+    // Every persona guaranteed two or more orders except the sleeping one.
+    let active = base_orders == 2;
+    PersonaParams { share, base_orders, frequency, lines_per_order, extra_quantity, promo, active }
 }
 
 /// Usual promotion-order probability range.
@@ -123,12 +134,12 @@ const PROMO_USUAL: (f64, f64) = (0.05, 0.30);
 
 /// Indexed by `Persona as usize`; shares add up to 1.
 static PARAMS: [PersonaParams; 9] = [
-    params(0.22, 1, 1.00, 1.8, 0.15, PROMO_USUAL),  // beauty_lover
-    params(0.14, 1, 1.20, 2.2, 0.15, PROMO_USUAL),  // snack_lover
-    params(0.10, 1, 0.90, 1.6, 0.15, PROMO_USUAL),  // ip_fan
-    params(0.10, 1, 0.80, 3.5, 0.40, PROMO_USUAL),  // weekend_family
-    params(0.08, 1, 0.50, 7.0, 1.50, PROMO_USUAL),  // multi_item_hoarder
-    params(0.10, 1, 0.90, 2.0, 0.15, (0.85, 0.97)), // promotion_driven
+    params(0.22, 2, 1.00, 1.8, 0.15, PROMO_USUAL),  // beauty_lover
+    params(0.14, 2, 1.20, 2.2, 0.15, PROMO_USUAL),  // snack_lover
+    params(0.10, 2, 0.90, 1.6, 0.15, PROMO_USUAL),  // ip_fan
+    params(0.10, 2, 0.80, 3.5, 0.40, PROMO_USUAL),  // weekend_family
+    params(0.08, 2, 0.50, 7.0, 1.50, PROMO_USUAL),  // multi_item_hoarder
+    params(0.10, 2, 0.90, 2.0, 0.15, (0.85, 0.97)), // promotion_driven
     params(0.10, 1, 0.00, 1.8, 0.15, PROMO_USUAL),  // one_time_buyer
     params(0.08, 3, 0.60, 1.8, 0.15, PROMO_USUAL),  // sleeping_member
     params(0.08, 0, 0.00, 0.0, 0.00, PROMO_USUAL),  // never_bought

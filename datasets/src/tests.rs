@@ -244,7 +244,8 @@ fn order_lines_are_well_formed() {
         assert!(l.ordered_at >= start_us && l.ordered_at < b.end_us);
         assert!(l.ordered_at > b.members[l.member].registered_at);
         assert!(l.quantity >= 1 && l.amount > 0.0 && l.discount >= 0.0);
-        assert_eq!((l.amount * 100.0).round(), l.amount * 100.0, "cents");
+        assert_eq!((l.amount * 100.0).round() / 100.0, l.amount, "cents");
+        assert_eq!((l.discount * 100.0).round() / 100.0, l.discount, "cents");
         assert_eq!(l.store_id.is_none(), l.channel == "marketplaces");
         assert!(["store", "mini_program", "app", "marketplaces", "delivery"].contains(&l.channel.as_str()));
     }
@@ -588,4 +589,49 @@ fn unwritable_output_names_the_path() {
         other => panic!("expected an I/O error, got {other:?}"),
     }
     assert!(err.to_string().contains("not-a-dir"), "{err}");
+}
+
+#[test]
+#[ignore]
+fn diagnose_personas() {
+    let b = base();
+    let (rows, truth) = features(b);
+    for p in Persona::ALL {
+        let v: Vec<&[f64; 10]> = rows.iter().zip(&truth).filter(|(_, t)| **t == p as usize).map(|(r, _)| r).collect();
+        let mut line = format!("{:20}", p.as_str());
+        for f in 0..10 {
+            let m = v.iter().map(|r| r[f]).sum::<f64>() / v.len() as f64;
+            let sd = (v.iter().map(|r| (r[f] - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+            line += &format!(" {m:6.2}±{sd:4.2}");
+        }
+        println!("{line}");
+    }
+    let dims = rows[0].len();
+    let n = rows.len() as f64;
+    let mut data: Vec<Vec<f64>> = rows.iter().map(|r| r.to_vec()).collect();
+    for d in 0..dims {
+        let mean = data.iter().map(|r| r[d]).sum::<f64>() / n;
+        let sd = (data.iter().map(|r| (r[d] - mean).powi(2)).sum::<f64>() / n).sqrt().max(1e-9);
+        for r in &mut data {
+            r[d] = (r[d] - mean) / sd;
+        }
+    }
+    let labels = kmeans(&data, 9, 3);
+    let mut table = vec![[0usize; 9]; 9];
+    for (&l, &t) in labels.iter().zip(&truth) {
+        table[t][l] += 1;
+    }
+    for p in Persona::ALL {
+        println!("{:20} {:?}", p.as_str(), table[p as usize]);
+    }
+    println!("ARI {}", adjusted_rand_index(&labels, &truth));
+    let mut spend = vec![0.0; b.members.len()];
+    for l in &b.lines {
+        spend[l.member] += l.amount;
+    }
+    let mut buyers: Vec<f64> = spend.into_iter().filter(|&s| s > 0.0).collect();
+    buyers.sort_by(|x, y| y.total_cmp(x));
+    let total: f64 = buyers.iter().sum();
+    let top: f64 = buyers[..buyers.len() / 5].iter().sum();
+    println!("top20 share {} mean lines {}", top / total, b.lines.len() as f64 / b.members.len() as f64);
 }

@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
+    Array, ArrayRef, AsArray, BooleanBuilder, Date32Builder, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use arrow::json::writer::LineDelimited;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -31,7 +31,8 @@ use crate::member::{CHANNELS, GENDERS, History, Profile, REGISTER_CHANNELS, Worl
 
 /// Time zone of every timestamp column.
 const UTC: &str = "UTC";
-/// Timestamp format of the text formats (all values are whole seconds).
+/// Timestamp format of the text formats: RFC 3339 in UTC (all values are
+/// whole seconds).
 const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%SZ";
 /// Date format of the text formats.
 const DATE_FORMAT: &str = "%Y-%m-%d";
@@ -371,13 +372,13 @@ impl TableWriter {
             Format::Csv => Inner::Csv(
                 arrow::csv::WriterBuilder::new()
                     .with_header(true)
-                    .with_timestamp_tz_format(TIMESTAMP_FORMAT.to_string())
+                    .with_timestamp_format(TIMESTAMP_FORMAT.to_string())
                     .with_date_format(DATE_FORMAT.to_string())
                     .build(out),
             ),
             Format::Jsonl => Inner::Jsonl(
                 arrow::json::WriterBuilder::new()
-                    .with_timestamp_tz_format(TIMESTAMP_FORMAT.to_string())
+                    .with_timestamp_format(TIMESTAMP_FORMAT.to_string())
                     .with_date_format(DATE_FORMAT.to_string())
                     .build::<_, LineDelimited>(out),
             ),
@@ -390,8 +391,8 @@ impl TableWriter {
         let path = &self.path;
         match self.inner.as_mut() {
             Some(Inner::Parquet(w)) => w.write(batch).map_err(|e| Error::parquet(path, e)),
-            Some(Inner::Csv(w)) => w.write(batch).map_err(|e| Error::arrow(path, e)),
-            Some(Inner::Jsonl(w)) => w.write(batch).map_err(|e| Error::arrow(path, e)),
+            Some(Inner::Csv(w)) => w.write(&without_time_zone(batch)).map_err(|e| Error::arrow(path, e)),
+            Some(Inner::Jsonl(w)) => w.write(&without_time_zone(batch)).map_err(|e| Error::arrow(path, e)),
             None => unreachable!("TableWriter used after finish"),
         }
     }
@@ -425,6 +426,36 @@ impl Drop for TableWriter {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
+}
+
+/// The batch with its UTC timestamp columns relabelled as zone-less (the
+/// values, UTC microseconds, are unchanged; no copy).
+///
+/// Arrow's text writers can only format named zones such as `UTC` with its
+/// `chrono-tz` feature, a large dependency; zone-less values are printed
+/// as they are, and [`TIMESTAMP_FORMAT`] appends the `Z` that marks them as UTC.
+fn without_time_zone(batch: &RecordBatch) -> RecordBatch {
+    let schema = batch.schema();
+    if !schema.fields().iter().any(|f| matches!(f.data_type(), DataType::Timestamp(_, Some(_)))) {
+        return batch.clone();
+    }
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        match field.data_type() {
+            DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => {
+                let naive = column.as_primitive::<TimestampMicrosecondType>().clone().with_timezone_opt(None::<&str>);
+                fields.push(field.as_ref().clone().with_data_type(naive.data_type().clone()));
+                columns.push(Arc::new(naive) as ArrayRef);
+            }
+            _ => {
+                fields.push(field.as_ref().clone());
+                columns.push(column.clone());
+            }
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .expect("relabelling a time zone keeps every column valid")
 }
 
 /// Snappy compression; no dictionary for the high-cardinality columns, where

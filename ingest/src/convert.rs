@@ -206,10 +206,10 @@ fn convert_column(
         other => other.clone(),
     };
     // Typed fast paths for Parquet sources that already hold the target type.
-    if let Some(src) = source {
-        if let Some(done) = typed_fast_path(m, rule, src, &mut errors) {
-            return Ok((done, errors));
-        }
+    if let Some(src) = source
+        && let Some(done) = typed_fast_path(m, rule, src, &mut errors)
+    {
+        return Ok((done, errors));
     }
     let text = source.map(as_text);
     let text = text.as_ref().map(|a| a.as_string::<i32>());

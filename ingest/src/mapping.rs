@@ -251,10 +251,10 @@ impl Mapping {
 
     /// Validates every field against the table and returns the rules.
     pub fn check(&self, table: Table) -> Result<CheckedMapping> {
-        if let Some(t) = &self.table {
-            if t != table.name() {
-                return Err(self.err(format!("written for table `{t}`, but ingesting `{}`", table.name())));
-            }
+        if let Some(t) = &self.table
+            && t != table.name()
+        {
+            return Err(self.err(format!("written for table `{t}`, but ingesting `{}`", table.name())));
         }
         let delimiter = match self.source.delimiter.as_deref() {
             None => None,

@@ -609,7 +609,10 @@ mod tests {
         let pat = format!("{}/*.csv", d.display());
         assert_eq!(expand_inputs(&[pat.clone(), pat]).unwrap().len(), 2);
         let none = format!("{}/*.parquet", d.display());
-        assert_eq!(expand_inputs(&[none.clone()]).unwrap_err().to_string(), format!("no input file matches `{none}`"));
+        assert_eq!(
+            expand_inputs(std::slice::from_ref(&none)).unwrap_err().to_string(),
+            format!("no input file matches `{none}`")
+        );
         assert!(expand_inputs(&["/no/such/file.csv"]).unwrap_err().to_string().ends_with("no such file or directory"));
     }
 }

@@ -7,7 +7,7 @@ use crate::{table_rows, taglake_ok};
 
 fn count_of(line: &str, what: &str) -> u64 {
     // "..., 123 inserted, ..." → 123
-    let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+    let words: Vec<&str> = line.split_whitespace().map(|w| w.trim_end_matches(',')).collect();
     let i = words.iter().position(|w| *w == what).unwrap_or_else(|| panic!("no `{what}` in {line}"));
     words[i - 1].replace(',', "").parse().unwrap()
 }

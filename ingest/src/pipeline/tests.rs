@@ -80,7 +80,7 @@ async fn malformed_members_csv() {
     csv.extend_from_slice(b"M1,2024-01-01T08:00:00Z,1990-05-01,Marseille,120\n"); // 11 later M1 wins
     csv.extend_from_slice(b"M10,1969-07-20 20:17:00,,Lyon,1\n"); // 12 timestamp range
     let f = write(dir.path(), "members.csv", &csv);
-    let s = run(&wh, Table::Members, &[f.clone()], None, false).await;
+    let s = run(&wh, Table::Members, std::slice::from_ref(&f), None, false).await;
     assert_eq!((s.rows_read, s.inserted, s.unchanged, s.quarantined), (11, 2, 1, 8));
     let q = quarantined(&wh, &f).await;
     let want: Vec<(i64, &str, &str)> = vec![
@@ -103,7 +103,7 @@ async fn malformed_members_csv() {
     assert_eq!(ids(&members, "city"), ["Marseille", "Nice, FR"]);
 
     // Again: nothing changes, no quarantine repeats.
-    let again = run(&wh, Table::Members, &[f.clone()], None, false).await;
+    let again = run(&wh, Table::Members, std::slice::from_ref(&f), None, false).await;
     assert_eq!((again.inserted, again.replaced, again.quarantined), (0, 0, 0));
     assert_eq!(quarantined(&wh, &f).await.len(), 8);
 
@@ -142,7 +142,7 @@ async fn malformed_orders_jsonl() {
         format!(r#"{{"order_id":"o9","line_no":1,"member_id":"M2",{base},"amount":2, "quantity":0}}"#), // 12 duplicate key in JSON: last wins (0)
     ];
     let f = write(dir.path(), "orders.jsonl", (lines.join("\n") + "\n").as_bytes());
-    let s = run(&wh, Table::Orders, &[f.clone()], None, false).await;
+    let s = run(&wh, Table::Orders, std::slice::from_ref(&f), None, false).await;
     assert_eq!((s.rows_read, s.inserted, s.unchanged), (12, 2, 1), "{s:?}");
     let q = quarantined(&wh, &f).await;
     let reasons: Vec<(i64, &str, &str)> = q.iter().map(|(r, c, w)| (*r, c.as_str(), w.as_str())).collect();
@@ -176,7 +176,7 @@ async fn malformed_orders_jsonl() {
     assert_eq!(ids(&orders, "order_id"), ["o1", "o8"]);
 
     // With --create-members the unknown member's order is accepted and the member created.
-    let s = run(&wh, Table::Orders, &[f.clone()], None, true).await;
+    let s = run(&wh, Table::Orders, std::slice::from_ref(&f), None, true).await;
     assert_eq!((s.inserted, s.new_members, s.quarantined), (1, 1, 0));
     assert_eq!(ids(&wh.read(Table::Members, None).await.unwrap(), "member_id"), ["M1", "M2", "M404"]);
 }
@@ -230,7 +230,7 @@ async fn parquet_with_wrong_types_and_household_mapping() {
         amount = "SALES_VALUE"
         discount = { from = "RETAIL_DISC", scale = -1.0 }
     "#;
-    let s = run(&wh, Table::Orders, &[f.clone()], Some(mapping), true).await;
+    let s = run(&wh, Table::Orders, std::slice::from_ref(&f), Some(mapping), true).await;
     assert_eq!((s.inserted, s.quarantined, s.new_members), (1, 3, 1), "{s:?}");
     let q = quarantined(&wh, &f).await;
     assert_eq!(
