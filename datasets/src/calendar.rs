@@ -3,7 +3,8 @@
 //!
 //! Real retail demand is not uniform in time, and tags such as "weekend
 //! shopper" or seasonal campaigns only make sense if the data shows it:
-//! weekends are busier for most members (and dominate for families), November
+//! weekends are busier for most members (and dominate for families, while
+//! passers-by who try the brand once come on workdays), November
 //! (Singles' Day, 11-11) and December peak, 6-18 is a mid-year sale, and July
 //! and August dip. Days are drawn exactly from cumulative tables over the
 //! window (a binary search, no rejection loop), so the cost per order is
@@ -17,6 +18,8 @@ use crate::rng::{Rng, cumulative};
 const DOW_USUAL: [f64; 7] = [0.90, 0.85, 0.90, 0.95, 1.10, 1.50, 1.45];
 /// Day-of-week weights for families, who shop when the children are free.
 const DOW_FAMILY: [f64; 7] = [0.10, 0.10, 0.10, 0.10, 0.25, 1.50, 1.45];
+/// Day-of-week weights for commuters and passers-by, who drop in on workdays.
+const DOW_WORKDAY: [f64; 7] = [1.00, 1.00, 1.00, 1.00, 1.00, 0.08, 0.08];
 /// Month weights, January first: summer dip, November/December peak.
 const MONTH: [f64; 12] = [1.00, 0.90, 0.90, 0.90, 1.00, 1.10, 0.80, 0.80, 0.95, 1.05, 1.50, 1.35];
 /// Sale days (month, day, multiplier).
@@ -40,6 +43,8 @@ pub(crate) enum Rhythm {
     Usual = 0,
     /// Mostly Saturday and Sunday (~82 %).
     Family = 1,
+    /// Mostly Monday to Friday (~3 % on weekends).
+    Workday = 2,
 }
 
 /// The order window `[start, start + days)` and the sampling tables over it.
@@ -50,7 +55,7 @@ pub(crate) struct Calendar {
     /// Length of the window in days.
     pub(crate) days: i64,
     /// Per rhythm: cumulative day weights, `days + 1` entries starting at 0.
-    day_cum: [Vec<f64>; 2],
+    day_cum: [Vec<f64>; 3],
     hours_store: Vec<f64>,
     hours_online: Vec<f64>,
 }
@@ -61,7 +66,7 @@ impl Calendar {
         let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
         let end_day = (end - epoch).num_days();
         let start_day = end_day - i64::from(days);
-        let mut cum = [vec![0.0], vec![0.0]];
+        let mut cum = [vec![0.0], vec![0.0], vec![0.0]];
         for d in 0..i64::from(days) {
             let date = epoch + chrono::Duration::days(start_day + d);
             let dow = weekday_index(date.weekday());
@@ -71,7 +76,7 @@ impl Calendar {
                     season *= mult;
                 }
             }
-            for (rhythm, dow_weights) in [DOW_USUAL, DOW_FAMILY].iter().enumerate() {
+            for (rhythm, dow_weights) in [DOW_USUAL, DOW_FAMILY, DOW_WORKDAY].iter().enumerate() {
                 let last = *cum[rhythm].last().expect("starts non-empty");
                 cum[rhythm].push(last + season * dow_weights[dow]);
             }
@@ -145,8 +150,32 @@ mod tests {
         let cal = Calendar::new(NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(), 730);
         let usual = weekend_share(&cal, Rhythm::Usual);
         let family = weekend_share(&cal, Rhythm::Family);
+        let workday = weekend_share(&cal, Rhythm::Workday);
         assert!((0.34..0.44).contains(&usual), "{usual}");
         assert!(family > 0.75, "{family}");
+        assert!(workday < 0.06, "{workday}");
+    }
+
+    #[test]
+    fn november_and_december_outsell_july_and_august() {
+        let cal = Calendar::new(NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(), 730);
+        let mut rng = Rng::from_key(3);
+        let mut per_month = [0usize; 12];
+        for _ in 0..100_000 {
+            let d = cal.sample_day(&mut rng, Rhythm::Usual, 0, cal.days, (0, 0));
+            let date = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap() + chrono::Duration::days(cal.start_day + d);
+            per_month[date.month0() as usize] += 1;
+        }
+        let (summer, winter) = (per_month[6] + per_month[7], per_month[10] + per_month[11]);
+        assert!(winter as f64 > 1.5 * summer as f64, "{per_month:?}");
+        // 11-11 is the busiest day of the year.
+        let mut per_day = vec![0usize; cal.days as usize];
+        for _ in 0..200_000 {
+            per_day[cal.sample_day(&mut rng, Rhythm::Usual, 0, cal.days, (0, 0)) as usize] += 1;
+        }
+        let busiest = (0..cal.days).max_by_key(|&d| per_day[d as usize]).unwrap();
+        let date = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap() + chrono::Duration::days(cal.start_day + busiest);
+        assert_eq!((date.month(), date.day()), (11, 11));
     }
 
     #[test]

@@ -28,6 +28,12 @@ pub(crate) const SNACKS: CategoryId = 1;
 pub(crate) const IP_LICENSED: CategoryId = 2;
 pub(crate) const TOYS: CategoryId = 3;
 pub(crate) const HOUSEHOLD: CategoryId = 4;
+pub(crate) const STATIONERY: CategoryId = 6;
+pub(crate) const PERSONAL_CARE: CategoryId = 7;
+pub(crate) const APPAREL: CategoryId = 8;
+pub(crate) const DIGITAL: CategoryId = 9;
+pub(crate) const HOME_FRAGRANCE: CategoryId = 10;
+pub(crate) const BAGS: CategoryId = 11;
 
 /// The categories, 8,000 SKUs in total.
 pub(crate) const CATEGORIES: [Category; 13] = [
@@ -47,7 +53,7 @@ pub(crate) const CATEGORIES: [Category; 13] = [
     cat("stationery", 500, 3.0, 49.0, &["pens", "notebooks", "office", "art_supplies"], 20),
     cat("personal_care", 600, 9.0, 69.0, &["oral_care", "hair_care", "body_care", "sanitary"], 25),
     cat("apparel", 500, 29.0, 199.0, &["socks", "underwear", "t_shirts", "sleepwear", "hats"], 20),
-    cat("digital", 400, 29.0, 399.0, &["earphones", "chargers", "cables", "speakers", "power_banks"], 20),
+    cat("digital", 400, 29.0, 299.0, &["earphones", "chargers", "cables", "speakers", "power_banks"], 20),
     cat("home_fragrance", 250, 19.0, 129.0, &["candles", "diffusers", "sachets"], 12),
     cat("bags", 300, 29.0, 249.0, &["backpacks", "handbags", "wallets", "travel"], 15),
     cat("pet_supplies", 250, 9.0, 99.0, &["pet_food", "pet_toys", "pet_care"], 12),
@@ -254,7 +260,7 @@ mod tests {
         let c = Catalog::new(1);
         assert_eq!(c.products.len(), 8_000);
         assert_eq!(c.stores.len(), N_STORES);
-        assert!(N_CATEGORIES >= 12);
+        const { assert!(N_CATEGORIES >= 12) };
         assert_eq!(c.products[0].sku, "SKU000001");
         assert_eq!(c.products[7_999].sku, "SKU008000");
         assert_eq!(c.stores[4_499], "S4500");

@@ -5,8 +5,9 @@
 //! depend only on the configuration: order part `p` holds the members
 //! `[p * members_per_part, (p + 1) * members_per_part)` and is written by one
 //! rayon task, streaming batches of about [`ORDER_BATCH_LINES`] lines, so
-//! memory stays bounded at any size. The members and personas files are built
-//! in parallel chunks that are written in member order, alongside the parts.
+//! memory stays bounded at any size (plus 4 bytes per member: the points
+//! balances the parts compute for the members file). The members and personas
+//! files are then built in parallel chunks, written in member order.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -88,9 +89,12 @@ pub fn generate(cfg: &GenerateConfig, progress: &(dyn Fn(u64) + Sync)) -> Result
     products.write(&batch)?;
     let products_path = products.finish()?;
 
-    let (members, parts) = rayon::join(|| write_members(cfg, &world), || write_parts(cfg, &world, progress));
-    let [members_path, personas_path] = members?;
-    let parts = parts?;
+    // Points balances need each member's total spend, known once its orders
+    // are simulated: the parts record them (4 bytes per member) so the
+    // members file does not simulate every order a second time.
+    let mut balances = vec![0u32; usize::try_from(cfg.members()).expect("member count fits in memory")];
+    let parts = write_parts(cfg, &world, &mut balances, progress)?;
+    let [members_path, personas_path] = write_members(cfg, &world, &balances)?;
 
     let mut files = vec![members_path, products_path, personas_path];
     files.extend(parts.iter().map(|p| p.path.clone()));
@@ -132,7 +136,8 @@ fn remove_stale_parts(orders_dir: &Path, ext: &str, parts: u64) -> Result<()> {
 }
 
 /// Writes `members.{ext}` and `personas.{ext}`; returns their paths.
-fn write_members(cfg: &GenerateConfig, world: &World) -> Result<[PathBuf; 2]> {
+/// `balances[i]` is the points balance of member `i`.
+fn write_members(cfg: &GenerateConfig, world: &World, balances: &[u32]) -> Result<[PathBuf; 2]> {
     let ext = cfg.format().extension();
     let members_path = cfg.out().join(format!("members.{ext}"));
     let personas_path = cfg.out().join(format!("personas.{ext}"));
@@ -149,13 +154,11 @@ fn write_members(cfg: &GenerateConfig, world: &World) -> Result<[PathBuf; 2]> {
                 let lo = chunk * MEMBER_CHUNK;
                 let hi = (lo + MEMBER_CHUNK).min(cfg.members());
                 let mut batch = MembersBatch::new((hi - lo) as usize);
-                let mut history = History::default();
                 let mut id = String::with_capacity(16);
                 for index in lo..hi {
                     let profile = Profile::new(world, index);
-                    history.simulate(world, &profile, index);
                     member_id(&mut id, index);
-                    batch.append(world, &id, &profile, history.spend());
+                    batch.append(world, &id, &profile, balances[index as usize]);
                 }
                 batch.finish()
             })
@@ -177,13 +180,30 @@ struct PartStats {
     orders: u64,
 }
 
-/// Writes every order part, in parallel.
-fn write_parts(cfg: &GenerateConfig, world: &World, progress: &(dyn Fn(u64) + Sync)) -> Result<Vec<PartStats>> {
-    (0..cfg.parts()).into_par_iter().map(|part| write_part(cfg, world, part, progress)).collect()
+/// Writes every order part, in parallel; fills in every member's points balance.
+fn write_parts(
+    cfg: &GenerateConfig,
+    world: &World,
+    balances: &mut [u32],
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<PartStats>> {
+    let per_part = usize::try_from(cfg.members_per_part()).unwrap_or(usize::MAX);
+    balances
+        .par_chunks_mut(per_part)
+        .enumerate()
+        .map(|(part, balances)| write_part(cfg, world, part as u64, balances, progress))
+        .collect()
 }
 
-/// Writes the order lines of the members of part `part`.
-fn write_part(cfg: &GenerateConfig, world: &World, part: u64, progress: &(dyn Fn(u64) + Sync)) -> Result<PartStats> {
+/// Writes the order lines of the members of part `part`; `balances` are
+/// their points balances, filled in here.
+fn write_part(
+    cfg: &GenerateConfig,
+    world: &World,
+    part: u64,
+    balances: &mut [u32],
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<PartStats> {
     let path = part_path(&cfg.out().join("orders"), part, cfg.format().extension());
     let mut writer = TableWriter::create(&path, orders_schema(), cfg.format())?;
     let lo = part * cfg.members_per_part();
@@ -192,12 +212,14 @@ fn write_part(cfg: &GenerateConfig, world: &World, part: u64, progress: &(dyn Fn
     let mut history = History::default();
     let mut id = String::with_capacity(16);
     let (mut lines, mut orders) = (0u64, 0u64);
-    for index in lo..hi {
+    for (index, balance) in (lo..hi).zip(balances.iter_mut()) {
         let profile = Profile::new(world, index);
         if profile.orders == 0 {
+            *balance = profile.points_balance(0.0);
             continue;
         }
         history.simulate(world, &profile, index);
+        *balance = profile.points_balance(history.spend());
         member_id(&mut id, index);
         batch.append(world, index, &id, &history);
         orders += history.orders.len() as u64;

@@ -14,11 +14,12 @@
 
 use crate::calendar::{Calendar, Rhythm};
 use crate::catalog::{
-    BEAUTY, CATEGORIES, Catalog, CategoryId, HOUSEHOLD, IP_LICENSED, IP_SERIES, N_CATEGORIES, SNACKS, TOYS,
+    APPAREL, BAGS, BEAUTY, CATEGORIES, Catalog, CategoryId, DIGITAL, HOME_FRAGRANCE, HOUSEHOLD, IP_LICENSED, IP_SERIES,
+    N_CATEGORIES, PERSONAL_CARE, SNACKS, STATIONERY, TOYS,
 };
 use crate::config::GenerateConfig;
 use crate::persona::{Persona, RECENT_DAYS};
-use crate::rng::{Rng, cumulative};
+use crate::rng::{Rng, SmallPoisson, cumulative};
 
 /// Stream tag of the member profile draws.
 const STREAM_PROFILE: u64 = 1;
@@ -30,11 +31,17 @@ const REGISTERED_BEFORE_WINDOW: f64 = 0.65;
 /// How far before the window the earliest members registered, in days.
 const REGISTRATION_HISTORY_DAYS: u64 = 3 * 365;
 /// Spread of the per-member activity (log-normal sigma); drives the 80/20 skew.
-const ACTIVITY_SIGMA: f64 = 1.0;
+const ACTIVITY_SIGMA: f64 = 1.4;
+/// Microseconds per day.
+const DAY_US: i64 = 86_400 * 1_000_000;
 /// Most orders one member can have: the order id holds a 4-digit sequence.
 pub(crate) const MAX_ORDERS_PER_MEMBER: u32 = 9_999;
 /// Most lines in one order.
 const MAX_LINES_PER_ORDER: u32 = 40;
+/// One-time buyers bought in the last this many days of the window: they
+/// tried the brand once and have not come back yet (older one-timers are
+/// indistinguishable from lapsed members and are left to the sleeping persona).
+pub(crate) const ONE_TIME_DAYS: i64 = 270;
 /// Sleeping members' last order is at least this many days before the end.
 pub(crate) const SLEEPING_DAYS: i64 = 181;
 
@@ -52,8 +59,9 @@ const REGISTER_WEIGHTS: [f64; 4] = [0.60, 0.25, 0.10, 0.05];
 /// Gender codes.
 pub(crate) const GENDERS: [&str; 3] = ["F", "M", "U"];
 
-/// Line share of each category for a member without a favourite category.
-const GENERAL_MIX: [f64; N_CATEGORIES] = [0.18, 0.14, 0.08, 0.06, 0.10, 0.09, 0.06, 0.09, 0.06, 0.05, 0.03, 0.03, 0.03];
+/// Base line share of each category, before member noise; a persona's own
+/// categories then take a fixed share and this mix fills the rest.
+const GENERAL_MIX: [f64; N_CATEGORIES] = [0.16, 0.12, 0.08, 0.07, 0.09, 0.08, 0.06, 0.08, 0.07, 0.06, 0.05, 0.05, 0.03];
 
 /// Everything shared by all members: catalog, calendar, calibrated rates.
 #[derive(Debug)]
@@ -65,6 +73,18 @@ pub(crate) struct World {
     pub(crate) orders_per_year: f64,
     persona_cum: Vec<f64>,
     register_cum: Vec<f64>,
+    /// Per persona: lines-per-order law and, per category, the quantity law.
+    basket_laws: Vec<(SmallPoisson, [SmallPoisson; N_CATEGORIES])>,
+}
+
+/// Mean extra units per line a category adds (snacks and household goods
+/// come in multiples).
+fn category_extra_quantity(category: CategoryId) -> f64 {
+    match category {
+        SNACKS => 0.4,
+        HOUSEHOLD => 0.2,
+        _ => 0.0,
+    }
 }
 
 impl World {
@@ -80,6 +100,16 @@ impl World {
             orders_per_year,
             persona_cum: cumulative(&shares),
             register_cum: cumulative(&REGISTER_WEIGHTS),
+            basket_laws: Persona::ALL
+                .iter()
+                .map(|p| {
+                    let params = p.params();
+                    let lines = SmallPoisson::new((params.lines_per_order - 1.0).max(0.0));
+                    let quantity =
+                        std::array::from_fn(|c| SmallPoisson::new(params.extra_quantity + category_extra_quantity(c)));
+                    (lines, quantity)
+                })
+                .collect(),
         }
     }
 }
@@ -166,6 +196,10 @@ impl Profile {
                 let reg = if before { history } else { rng.below((cutoff - 60) as u64) as i64 };
                 (reg, ((reg + 1).max(0), cutoff))
             }
+            Persona::OneTimeBuyer => {
+                let reg = if before { history } else { rng.below((window - 1) as u64) as i64 };
+                (reg, ((reg + 1).max(window - ONE_TIME_DAYS), window))
+            }
             _ => {
                 let reg = if before { history } else { rng.below((window - 1) as u64) as i64 };
                 (reg, ((reg + 1).max(0), window))
@@ -207,12 +241,18 @@ impl Profile {
         } else {
             (span.0, span.0)
         };
-        let rhythm = if persona == Persona::WeekendFamily { Rhythm::Family } else { Rhythm::Usual };
+        let rhythm = match persona {
+            Persona::WeekendFamily => Rhythm::Family,
+            Persona::OneTimeBuyer => Rhythm::Workday,
+            _ => Rhythm::Usual,
+        };
 
         let mut mix = [0.0; N_CATEGORIES];
         for (m, base) in mix.iter_mut().zip(GENERAL_MIX) {
-            *m = base * (0.5 * rng.normal()).exp();
+            *m = base * (0.25 * rng.normal()).exp();
         }
+        // Each persona's typical basket: its categories take a fixed share of
+        // the lines, the rest follows the member's noisy general mix.
         match persona {
             Persona::BeautyLover => concentrate(&mut mix, &[(BEAUTY, rng.range_f64(0.60, 0.80))]),
             Persona::SnackLover => concentrate(&mut mix, &[(SNACKS, rng.range_f64(0.75, 0.90))]),
@@ -222,7 +262,29 @@ impl Profile {
                 let snacks = rng.range_f64(0.25, 0.32);
                 concentrate(&mut mix, &[(TOYS, toys), (SNACKS, snacks)]);
             }
-            _ => normalize(&mut mix),
+            Persona::MultiItemHoarder => {
+                // Stocking up on daily necessities.
+                let household = rng.range_f64(0.30, 0.40);
+                let care = rng.range_f64(0.20, 0.30);
+                concentrate(&mut mix, &[(HOUSEHOLD, household), (PERSONAL_CARE, care)]);
+            }
+            Persona::PromotionDriven => {
+                // Gadgets and fashion bought on sale.
+                let digital = rng.range_f64(0.25, 0.35);
+                let apparel = rng.range_f64(0.20, 0.30);
+                concentrate(&mut mix, &[(DIGITAL, digital), (APPAREL, apparel)]);
+            }
+            Persona::OneTimeBuyer => {
+                // A passer-by's single quick buy: a pen, a notebook.
+                concentrate(&mut mix, &[(STATIONERY, 0.85)]);
+            }
+            Persona::SleepingMember => {
+                // Seasonal gift buyers who lapsed: candles, diffusers, bags.
+                let fragrance = rng.range_f64(0.30, 0.40);
+                let bags = rng.range_f64(0.15, 0.25);
+                concentrate(&mut mix, &[(HOME_FRAGRANCE, fragrance), (BAGS, bags)]);
+            }
+            Persona::NeverBought => normalize(&mut mix),
         }
         let mut channels = [0.0; 5];
         for (c, base) in channels.iter_mut().zip(CHANNEL_BASE) {
@@ -266,14 +328,15 @@ impl Profile {
     }
 
     /// Points balance after spending `spend`: earned at the member's rate,
-    /// minus whole 100-point vouchers redeemed; never negative.
-    pub(crate) fn points_balance(&self, spend: f64) -> i64 {
+    /// minus whole 100-point vouchers redeemed; never negative (and capped at
+    /// `u32::MAX`, which would take a spend of two billion).
+    pub(crate) fn points_balance(&self, spend: f64) -> u32 {
         let earned = (spend * self.points_rate).floor() as i64;
         let redeemed = match self.redeemed_share {
             Some(share) => ((earned as f64 * share) / 100.0).floor() as i64 * 100,
             None => 0,
         };
-        (earned - redeemed).max(0)
+        u32::try_from((earned - redeemed).max(0)).unwrap_or(u32::MAX)
     }
 }
 
@@ -360,20 +423,14 @@ impl History {
         let catalog = &world.catalog;
         let params = profile.persona.params();
 
+        let (lines_law, quantity_laws) = world.basket_laws[profile.persona as usize];
         let (lo, hi) = profile.span;
-        // Active members' first draw is their guaranteed recent order.
-        let recent_lo = (hi - RECENT_DAYS).max(lo);
-        let recent_gap = (profile.gap.0.clamp(recent_lo, hi), profile.gap.1.clamp(recent_lo, hi));
-        for k in 0..profile.orders {
+        for _ in 0..profile.orders {
             let channel = rng.pick_cumulative(&profile.channel_cum);
-            let day = if k == 0 && params.active {
-                cal.sample_day(&mut rng, profile.rhythm, recent_lo, hi, recent_gap)
-            } else {
-                cal.sample_day(&mut rng, profile.rhythm, lo, hi, profile.gap)
-            };
+            let day = cal.sample_day(&mut rng, profile.rhythm, lo, hi, profile.gap);
             let second = cal.sample_second_of_day(&mut rng, channel == CH_STORE);
             self.orders.push(Order {
-                ordered_at_us: ((cal.start_day + day) * 86_400 + second) * 1_000_000,
+                ordered_at_us: (cal.start_day + day) * DAY_US + second * 1_000_000,
                 channel,
                 store: None,
                 first_line: 0,
@@ -381,6 +438,19 @@ impl History {
             });
         }
         self.orders.sort_unstable_by_key(|o| (o.ordered_at_us, o.channel));
+        // Active members bought recently: if their last order is older than
+        // RECENT_DAYS, it moves into that stretch (same time of day). Moving
+        // only when needed keeps the bump in the last months small.
+        if params.active {
+            let recent_lo = (hi - RECENT_DAYS).max(lo);
+            if let Some(last) = self.orders.last_mut()
+                && last.ordered_at_us.div_euclid(DAY_US) - cal.start_day < recent_lo
+            {
+                let gap = (profile.gap.0.clamp(recent_lo, hi), profile.gap.1.clamp(recent_lo, hi));
+                let day = cal.sample_day(&mut rng, profile.rhythm, recent_lo, hi, gap);
+                last.ordered_at_us = (cal.start_day + day) * DAY_US + last.ordered_at_us.rem_euclid(DAY_US);
+            }
+        }
 
         for o in &mut self.orders {
             o.store = match o.channel {
@@ -397,7 +467,7 @@ impl History {
             };
             let promo_order = rng.chance(profile.promo);
             let coupon_order = promo_order && rng.chance(0.5);
-            let wanted = (1 + rng.poisson(params.lines_per_order - 1.0)).min(MAX_LINES_PER_ORDER);
+            let wanted = (1 + rng.small_poisson(lines_law)).min(MAX_LINES_PER_ORDER);
             let first = self.lines.len();
             o.first_line = first as u32;
             for _ in 0..wanted {
@@ -412,13 +482,7 @@ impl History {
                 }
                 let Some(product) = product else { continue };
                 let item = &catalog.products[product as usize];
-                let extra = params.extra_quantity
-                    + match item.category {
-                        SNACKS => 0.4,
-                        HOUSEHOLD => 0.2,
-                        _ => 0.0,
-                    };
-                let quantity = (1 + rng.poisson(extra)).min(99) as i32;
+                let quantity = (1 + rng.small_poisson(quantity_laws[item.category])).min(99) as i32;
                 let gross = item.price * f64::from(quantity);
                 let promoted = rng.chance(if promo_order { 0.85 } else { 0.05 });
                 let discount = if promoted { cents(gross * rng.range_f64(0.10, 0.35)) } else { 0.0 };
@@ -506,7 +570,7 @@ mod tests {
                         assert!(h.orders.len() >= 3);
                     }
                     _ => {
-                        assert!(h.orders.len() >= 2);
+                        assert!(h.orders.len() >= 3);
                         let last = h.orders.last().unwrap().ordered_at_us;
                         assert!(end_us - last <= RECENT_DAYS * 86_400 * 1_000_000);
                     }
@@ -523,7 +587,7 @@ mod tests {
                     }
                 }
                 assert!(h.orders.windows(2).all(|o| o[0].ordered_at_us <= o[1].ordered_at_us));
-                assert!(p.points_balance(h.spend()) >= 0);
+                assert!(f64::from(p.points_balance(h.spend())) <= 2.0 * h.spend());
             }
         }
     }

@@ -3,11 +3,20 @@
 //!
 //! Every member has exactly one primary persona, drawn from a fixed mixture
 //! close to the interest communities a real brand reported (beauty lovers
-//! being the largest). Each persona has one strong, persona-specific signal in
-//! the per-member features (a dominant category, the weekend share, items per
-//! order, the promotion share, the order count, the recency) while everything
-//! else follows the same noisy base behaviour, so the personas are separable
-//! but not trivially so.
+//! being the largest). Each persona has a typical basket (one to three
+//! categories taking most of its lines) and, for the behavioural personas, a
+//! strong behavioural signal (weekend share, items per order, promotion share,
+//! order count, recency); everything else follows the same noisy base
+//! behaviour.
+//!
+//! The baskets matter as much as the behaviours: a clustering step
+//! standardizes every feature, so a category share that only noise moves
+//! becomes as loud as a real signal. With each persona owning its categories,
+//! k-means on standardized per-member features (spend share of all 13
+//! categories, weekend share, log lines per order, units per line, promotion
+//! share, log order count, recency, log spend) recovers the personas with an
+//! adjusted Rand index above 0.8 (checked by a test). Order count and spend
+//! are heavy-tailed on purpose (the 80/20 rule), so use them on a log scale.
 
 use std::fmt;
 use std::str::FromStr;
@@ -23,13 +32,17 @@ pub enum Persona {
     IpFan,
     /// Shops mostly on Saturday and Sunday; toys and snacks; bigger baskets.
     WeekendFamily,
-    /// Few trips, each with many lines and high quantities.
+    /// Few trips, each with many lines and high quantities, stocking up on
+    /// household and personal care.
     MultiItemHoarder,
-    /// Most lines discounted or bought with a coupon.
+    /// Most lines discounted or bought with a coupon; gadgets and apparel
+    /// bought on sale.
     PromotionDriven,
-    /// Exactly one order ever.
+    /// Exactly one order of one line (mostly stationery): a passer-by's
+    /// workday quick buy in the last 270 days, rarely on promotion.
     OneTimeBuyer,
-    /// Bought several times, then nothing in the last 180+ days.
+    /// Bought at least five times, mostly home fragrance and bags (seasonal
+    /// gifts), then nothing in the last 180+ days.
     SleepingMember,
     /// Registered but never bought.
     NeverBought,
@@ -95,8 +108,8 @@ pub(crate) struct PersonaParams {
     /// Share of all members.
     pub(crate) share: f64,
     /// Orders guaranteed to every member of the persona (on top of the
-    /// activity-driven Poisson count): 2 for the active repeat buyers, so a
-    /// single order is the one-time buyers' signal; 0 for never-bought.
+    /// activity-driven Poisson count): 3 for the active repeat buyers and the
+    /// sleeping members, so a single order is the one-time buyers' signal.
     pub(crate) base_orders: u32,
     /// Relative order frequency per unit of activity (0: no Poisson orders).
     pub(crate) frequency: f64,
@@ -118,31 +131,34 @@ pub(crate) const RECENT_DAYS: i64 = 90;
 
 const fn params(
     share: f64,
+    active: bool,
     base_orders: u32,
     frequency: f64,
     lines_per_order: f64,
     extra_quantity: f64,
     promo: (f64, f64),
 ) -> PersonaParams {
-    // Every persona guaranteed two or more orders except the sleeping one.
-    let active = base_orders == 2;
     PersonaParams { share, base_orders, frequency, lines_per_order, extra_quantity, promo, active }
 }
 
 /// Usual promotion-order probability range.
 const PROMO_USUAL: (f64, f64) = (0.05, 0.30);
+/// Active repeat buyers.
+const ACTIVE: bool = true;
+/// Lapsed or never buying.
+const LAPSED: bool = false;
 
 /// Indexed by `Persona as usize`; shares add up to 1.
 static PARAMS: [PersonaParams; 9] = [
-    params(0.22, 2, 1.00, 1.8, 0.15, PROMO_USUAL),  // beauty_lover
-    params(0.14, 2, 1.20, 2.2, 0.15, PROMO_USUAL),  // snack_lover
-    params(0.10, 2, 0.90, 1.6, 0.15, PROMO_USUAL),  // ip_fan
-    params(0.10, 2, 0.80, 3.5, 0.40, PROMO_USUAL),  // weekend_family
-    params(0.08, 2, 0.50, 7.0, 1.50, PROMO_USUAL),  // multi_item_hoarder
-    params(0.10, 2, 0.90, 2.0, 0.15, (0.85, 0.97)), // promotion_driven
-    params(0.10, 1, 0.00, 1.8, 0.15, PROMO_USUAL),  // one_time_buyer
-    params(0.08, 3, 0.60, 1.8, 0.15, PROMO_USUAL),  // sleeping_member
-    params(0.08, 0, 0.00, 0.0, 0.00, PROMO_USUAL),  // never_bought
+    params(0.22, ACTIVE, 3, 1.00, 1.8, 0.15, PROMO_USUAL), // beauty_lover
+    params(0.14, ACTIVE, 3, 1.20, 2.2, 0.15, PROMO_USUAL), // snack_lover
+    params(0.10, ACTIVE, 3, 0.90, 1.6, 0.15, PROMO_USUAL), // ip_fan
+    params(0.10, ACTIVE, 3, 0.80, 3.5, 0.40, PROMO_USUAL), // weekend_family
+    params(0.08, ACTIVE, 3, 0.50, 7.0, 1.50, PROMO_USUAL), // multi_item_hoarder
+    params(0.10, ACTIVE, 3, 0.90, 2.0, 0.15, (0.85, 0.97)), // promotion_driven
+    params(0.10, LAPSED, 1, 0.00, 1.0, 0.15, (0.02, 0.12)), // one_time_buyer
+    params(0.08, LAPSED, 5, 1.50, 1.8, 0.15, PROMO_USUAL), // sleeping_member
+    params(0.08, LAPSED, 0, 0.00, 0.0, 0.00, PROMO_USUAL), // never_bought
 ];
 
 #[cfg(test)]

@@ -137,6 +137,20 @@ impl Rng {
         }
     }
 
+    /// A Poisson variate with a precomputed [`SmallPoisson`] law: the same
+    /// draws as [`Rng::poisson`] without recomputing `exp(-lambda)`.
+    #[inline]
+    pub(crate) fn small_poisson(&mut self, law: SmallPoisson) -> u32 {
+        let Some(limit) = law.limit else { return 0 };
+        let mut k = 0u32;
+        let mut p = self.f64();
+        while p > limit {
+            k += 1;
+            p *= self.f64();
+        }
+        k
+    }
+
     /// An index drawn with probability proportional to the increments of the
     /// cumulative weights `cum` (non-decreasing, last element = total).
     #[inline]
@@ -144,6 +158,23 @@ impl Rng {
         let total = cum[cum.len() - 1];
         let x = self.f64() * total;
         cum.partition_point(|&c| c <= x).min(cum.len() - 1)
+    }
+}
+
+/// A Poisson law with a small mean (below 30), ready for
+/// [`Rng::small_poisson`]; it draws exactly what [`Rng::poisson`] draws for
+/// the same mean.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SmallPoisson {
+    /// `exp(-lambda)`, or `None` for a mean of 0 (always 0, no draw).
+    limit: Option<f64>,
+}
+
+impl SmallPoisson {
+    /// The law with mean `lambda` (`lambda < 30`).
+    pub(crate) fn new(lambda: f64) -> Self {
+        assert!(lambda < 30.0, "SmallPoisson is for means below 30, got {lambda}");
+        Self { limit: (lambda > 0.0).then(|| (-lambda).exp()) }
     }
 }
 
@@ -249,6 +280,15 @@ mod tests {
 
         let ln: Vec<f64> = (0..n).map(|_| rng.lognormal_mean_one(0.8)).collect();
         assert!((mean(&ln) - 1.0).abs() < 0.02);
+
+        for lambda in [0.0, 0.7, 6.0] {
+            let (mut a, mut b) = (Rng::from_key(8), Rng::from_key(8));
+            let law = SmallPoisson::new(lambda);
+            for _ in 0..1_000 {
+                assert_eq!(a.poisson(lambda), b.small_poisson(law));
+            }
+            assert_eq!(a.next_u64(), b.next_u64());
+        }
 
         for lambda in [0.3, 4.0, 55.0] {
             let p: Vec<f64> = (0..n).map(|_| f64::from(rng.poisson(lambda))).collect();

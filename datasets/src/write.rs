@@ -275,8 +275,8 @@ impl MembersBatch {
         }
     }
 
-    /// Appends one member; `spend` is the total of its order lines.
-    pub(crate) fn append(&mut self, world: &World, member: &str, profile: &Profile, spend: f64) {
+    /// Appends one member with its points balance.
+    pub(crate) fn append(&mut self, world: &World, member: &str, profile: &Profile, points_balance: u32) {
         self.member_id.append_value(member);
         self.registered_at.append_value(profile.registered_at_us);
         self.birthday.append_option(profile.birthday);
@@ -284,7 +284,7 @@ impl MembersBatch {
         self.city.append_value(crate::catalog::CITIES[profile.city].0);
         self.register_channel.append_value(REGISTER_CHANNELS[profile.register_channel]);
         self.home_store_id.append_value(&world.catalog.stores[profile.home_store as usize]);
-        self.points_balance.append_value(profile.points_balance(spend));
+        self.points_balance.append_value(i64::from(points_balance));
         self.persona_member_id.append_value(member);
         self.persona.append_value(profile.persona.as_str());
     }
