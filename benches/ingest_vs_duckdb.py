@@ -27,6 +27,7 @@ DUCKDB_SCRIPT = r"""
 import duckdb, sys
 src, out = sys.argv[1], sys.argv[2]
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 con.execute(f"CREATE TABLE orders AS SELECT * FROM read_csv('{src}/*.csv', header=true)")
 n = con.execute("SELECT count(*) FROM orders").fetchone()[0]
 con.execute(f"COPY orders TO '{out}' (FORMAT parquet)")

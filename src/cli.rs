@@ -206,9 +206,10 @@ async fn ingest_files(
         eprintln!("error: {}: {reason}", path.display());
     }
     println!(
-        "ingest {}: {} files, {} rows read, {} inserted, {} replaced, {} unchanged, {} quarantined{} · {}",
+        "ingest {}: {} file{}, {} rows read, {} inserted, {} replaced, {} unchanged, {} quarantined{} · {}",
         table.name(),
         s.files,
+        if s.files == 1 { "" } else { "s" },
         report::count(s.rows_read),
         report::count(s.inserted),
         report::count(s.replaced),
