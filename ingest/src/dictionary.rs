@@ -19,7 +19,7 @@ use crate::{Error, Result};
 /// External member id → dense key, with the keys assigned in this run.
 #[derive(Debug, Default)]
 pub struct MemberDictionary {
-    keys: HashMap<String, i64>,
+    keys: HashMap<String, i64, xxhash_rust::xxh3::Xxh3DefaultBuilder>,
     next: i64,
     added: Vec<(String, i64)>,
 }

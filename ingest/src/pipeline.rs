@@ -280,6 +280,28 @@ fn with_member_key(table: Table, batch: &RecordBatch, keys: ArrayRef) -> Result<
     RecordBatch::try_new(table.arrow_schema(), cols).map_err(Error::internal("adding member_key"))
 }
 
+/// Order-line keys are already uniform 128-bit hashes: the set uses their
+/// low bits directly instead of hashing them again.
+#[derive(Default, Clone, Copy)]
+struct PreHashed(u64);
+
+impl std::hash::Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached for non-u128 keys; fold the bytes in.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+}
+
+type KeySet = HashSet<u128, std::hash::BuildHasherDefault<PreHashed>>;
+
 fn order_key(order_id: &str, line_no: i32) -> u128 {
     let mut h = Xxh3::new();
     h.update(order_id.as_bytes());
@@ -304,7 +326,7 @@ async fn ingest_orders(
     summary: &mut IngestSummary,
 ) -> Result<()> {
     let table = Table::Orders;
-    let mut seen: HashSet<u128> = HashSet::new();
+    let mut seen = KeySet::default();
     for b in wh.read(table, Some(&["order_id", "line_no"])).await? {
         let (ids, lines) = (b.column(0).as_string::<i32>(), b.column(1).as_primitive::<Int32Type>());
         seen.reserve(b.num_rows());
