@@ -22,7 +22,6 @@ use arrow::compute::{concat_batches, filter, take};
 use arrow::datatypes::Int32Type;
 use arrow::row::{RowConverter, SortField};
 use taglake_storage::{Table, TableWriter, Warehouse};
-use xxhash_rust::xxh3::Xxh3;
 
 use crate::convert::{Converted, Converter, input_schema};
 use crate::dictionary::MemberDictionary;
@@ -303,12 +302,9 @@ impl std::hash::Hasher for PreHashed {
 type KeySet = HashSet<u128, std::hash::BuildHasherDefault<PreHashed>>;
 
 fn order_key(order_id: &str, line_no: i32) -> u128 {
-    let mut h = Xxh3::new();
-    h.update(order_id.as_bytes());
-    // 0xFF never occurs in UTF-8, so (id, line) pairs hash unambiguously.
-    h.update(&[0xFF]);
-    h.update(&line_no.to_le_bytes());
-    h.digest128()
+    // One-shot 128-bit hash of the id, seeded by the line number: distinct
+    // (id, line) pairs collide with probability ~2^-128.
+    xxhash_rust::xxh3::xxh3_128_with_seed(order_id.as_bytes(), line_no as u32 as u64)
 }
 
 // ---------------------------------------------------------------- orders

@@ -310,18 +310,26 @@ impl CsvReader {
                 });
                 continue;
             }
-            if let Some(bad) = record.iter().position(|f| std::str::from_utf8(f).is_err()) {
-                rejects.push(Reject {
-                    row: line,
-                    column: Some(self.headers[bad].clone()),
-                    reason: "value is not valid UTF-8".into(),
-                    raw: Some(self.join_lossy(&record)),
-                });
-                continue;
-            }
-            for (b, f) in builders.iter_mut().zip(record.iter()) {
-                // Checked above.
-                b.append_value(std::str::from_utf8(f).unwrap_or_default());
+            // Validate the record's UTF-8 once; only a bad record is
+            // searched for the offending field.
+            match csv::StringRecord::from_byte_record(std::mem::take(&mut record)) {
+                Ok(text) => {
+                    for (b, f) in builders.iter_mut().zip(text.iter()) {
+                        b.append_value(f);
+                    }
+                    record = text.into_byte_record();
+                }
+                Err(e) => {
+                    record = e.into_byte_record();
+                    let bad = record.iter().position(|f| std::str::from_utf8(f).is_err()).unwrap_or(0);
+                    rejects.push(Reject {
+                        row: line,
+                        column: Some(self.headers[bad].clone()),
+                        reason: "value is not valid UTF-8".into(),
+                        raw: Some(self.join_lossy(&record)),
+                    });
+                    continue;
+                }
             }
             rows.push(line);
         }
