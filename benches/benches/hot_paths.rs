@@ -7,7 +7,7 @@
 use taglake_benches::{median_time, peak_rss};
 use taglake_datasets::{Format, GenerateConfig};
 use taglake_ingest::CheckedMapping;
-use taglake_ingest::convert::Converter;
+use taglake_ingest::convert::ConvertedFile;
 use taglake_ingest::source::{self, ReadOptions};
 use taglake_storage::Table;
 
@@ -33,12 +33,8 @@ fn main() {
     let (secs, rows) = median_time(3, || {
         let mut rows = 0u64;
         for f in &files {
-            let mut conv = Converter::new(&mapping);
-            let mut bindings = None;
-            for raw in source::open(f, &ReadOptions::default()).expect("open") {
-                let raw = raw.expect("read");
-                let b = bindings.get_or_insert_with(|| mapping.bind(&raw.headers).expect("canonical headers"));
-                rows += conv.convert(&raw, b).expect("convert").batch.num_rows() as u64;
+            for batch in ConvertedFile::open(f, &mapping, &ReadOptions::default()).expect("open") {
+                rows += batch.expect("convert").1.batch.num_rows() as u64;
             }
         }
         rows

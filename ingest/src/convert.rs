@@ -8,6 +8,7 @@
 //! first failing column in schema order and the rest of the batch is kept.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -21,7 +22,7 @@ use rayon::prelude::*;
 use taglake_storage::{ColumnType, Table};
 
 use crate::mapping::{Binding, CheckedMapping, ColumnRule, DefaultValue, TimeFormat, Zone};
-use crate::source::{RawBatch, Reject};
+use crate::source::{self, RawBatch, RawBatches, ReadOptions, Reject};
 use crate::{Error, Result};
 
 /// Accepted range of timestamps (order and registration times).
@@ -145,6 +146,52 @@ impl<'m> Converter<'m> {
     }
 }
 
+/// One source file read and converted batch by batch. The mapping is bound
+/// to the file's columns once, and again whenever they change (JSON lines
+/// may add keys mid-file).
+pub struct ConvertedFile<'m> {
+    path: PathBuf,
+    mapping: &'m CheckedMapping,
+    reader: RawBatches,
+    converter: Converter<'m>,
+    bound: Option<(Arc<Vec<String>>, Vec<Binding>)>,
+}
+
+impl<'m> ConvertedFile<'m> {
+    /// Opens a file for conversion with `mapping`.
+    pub fn open(path: &Path, mapping: &'m CheckedMapping, opts: &ReadOptions) -> Result<Self> {
+        Ok(ConvertedFile {
+            path: path.to_path_buf(),
+            mapping,
+            reader: source::open(path, opts)?,
+            converter: Converter::new(mapping),
+            bound: None,
+        })
+    }
+
+    fn next_batch(&mut self, raw: Result<RawBatch>) -> Result<(u64, Converted)> {
+        let raw = raw?;
+        let same = matches!(&self.bound, Some((h, _)) if Arc::ptr_eq(h, &raw.headers) || **h == *raw.headers);
+        if !same {
+            let b = self.mapping.bind(&raw.headers).map_err(|m| Error::source(&self.path, m))?;
+            self.bound = Some((raw.headers.clone(), b));
+        }
+        let (_, bindings) = self.bound.as_ref().expect("bound above");
+        let read = (raw.len() + raw.rejects.len()) as u64;
+        Ok((read, self.converter.convert(&raw, bindings)?))
+    }
+}
+
+impl Iterator for ConvertedFile<'_> {
+    /// Rows read (good and unreadable) and the converted batch.
+    type Item = Result<(u64, Converted)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let raw = self.reader.next()?;
+        Some(self.next_batch(raw))
+    }
+}
+
 /// The name a person sees for a column: the source column(s) it came from,
 /// with the canonical name when they differ.
 fn source_name(raw: &RawBatch, binding: &Binding, canonical: &str) -> String {
@@ -201,10 +248,7 @@ fn convert_column(
     n: usize,
 ) -> Result<(ArrayRef, Errors)> {
     let mut errors = Errors::new();
-    let default = match &rule.default {
-        Some(DefaultValue::Parsed(text)) => Some(DefaultValue::Parsed(text.clone())),
-        other => other.clone(),
-    };
+    let default = rule.default.clone();
     // Typed fast paths for Parquet sources that already hold the target type.
     if let Some(src) = source
         && let Some(done) = typed_fast_path(m, rule, src, &mut errors)

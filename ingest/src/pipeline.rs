@@ -23,10 +23,10 @@ use arrow::datatypes::Int32Type;
 use arrow::row::{RowConverter, SortField};
 use taglake_storage::{Table, TableWriter, Warehouse};
 
-use crate::convert::{Converted, Converter, input_schema};
+use crate::convert::{Converted, ConvertedFile, input_schema};
 use crate::dictionary::MemberDictionary;
 use crate::mapping::CheckedMapping;
-use crate::source::{self, ReadOptions, Reject};
+use crate::source::{ReadOptions, Reject};
 use crate::{Error, Result};
 
 /// What to ingest and how.
@@ -119,26 +119,12 @@ fn spawn_reader(
             progress.file(&path, index, total);
             let file: Arc<str> = std::fs::canonicalize(&path).unwrap_or(path.clone()).to_string_lossy().into();
             let result = (|| -> Result<()> {
-                let reader = source::open(&path, &read_opts)?;
-                let mut converter = Converter::new(&opts.mapping);
-                let mut bound: Option<(Arc<Vec<String>>, Vec<crate::mapping::Binding>)> = None;
-                for raw in reader {
-                    let raw = raw?;
-                    let bindings = match &bound {
-                        Some((h, b)) if Arc::ptr_eq(h, &raw.headers) || **h == *raw.headers => b.clone(),
-                        _ => {
-                            let b = opts.mapping.bind(&raw.headers).map_err(|m| Error::source(&path, m))?;
-                            bound = Some((raw.headers.clone(), b.clone()));
-                            b
-                        }
-                    };
-                    let n = (raw.len() + raw.rejects.len()) as u64;
-                    progress.rows(n);
-                    if tx.blocking_send(Message::Rows(n)).is_err() {
-                        return Ok(());
-                    }
-                    let converted = converter.convert(&raw, &bindings)?;
-                    if tx.blocking_send(Message::Piece(Piece { file: file.clone(), converted })).is_err() {
+                for batch in ConvertedFile::open(&path, &opts.mapping, &read_opts)? {
+                    let (read, converted) = batch?;
+                    progress.rows(read);
+                    let sent = tx.blocking_send(Message::Rows(read)).is_ok()
+                        && tx.blocking_send(Message::Piece(Piece { file: file.clone(), converted })).is_ok();
+                    if !sent {
                         return Ok(()); // the consumer stopped
                     }
                 }
