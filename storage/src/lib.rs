@@ -30,4 +30,4 @@ mod warehouse;
 
 pub use error::{Error, Result};
 pub use schema::{Column, ColumnType, Table};
-pub use warehouse::{TableWriter, Warehouse};
+pub use warehouse::{BatchReceiver, DataFile, TableWriter, Warehouse};

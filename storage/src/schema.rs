@@ -27,6 +27,8 @@ pub enum ColumnType {
     Timestamp,
     /// Calendar date (`date`).
     Date,
+    /// Opaque bytes (`binary`), e.g. a serialized roaring bitmap.
+    Binary,
 }
 
 impl ColumnType {
@@ -40,6 +42,7 @@ impl ColumnType {
             ColumnType::Bool => DataType::Boolean,
             ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
             ColumnType::Date => DataType::Date32,
+            ColumnType::Binary => DataType::Binary,
         }
     }
 
@@ -53,6 +56,7 @@ impl ColumnType {
             ColumnType::Bool => "a boolean",
             ColumnType::Timestamp => "a timestamp",
             ColumnType::Date => "a date",
+            ColumnType::Binary => "bytes",
         }
     }
 }
@@ -131,6 +135,68 @@ const QUARANTINE: &[Column] = &[
     derived("ingested_at", Timestamp),
 ];
 
+const fn nullable(name: &'static str, ty: ColumnType) -> Column {
+    Column { name, ty, required: false, input: false }
+}
+
+/// The fixed columns of `features`. After them come one column per value
+/// of the data's categories and channels (`spend_share_beauty`,
+/// `order_share_app`, …), so the full schema is only known per run.
+const FEATURES: &[Column] = &[
+    derived("member_key", Int64),
+    derived("as_of", Date),
+    derived("registered_date", Date),
+    derived("tenure_days", Int32),
+    nullable("first_order_date", Date),
+    nullable("last_order_date", Date),
+    nullable("recency_days", Int32),
+    nullable("first_order_days_ago", Int32),
+    derived("orders_30d", Int32),
+    derived("orders_90d", Int32),
+    derived("orders_365d", Int32),
+    derived("orders_total", Int32),
+    derived("spend_30d", Float64),
+    derived("spend_90d", Float64),
+    derived("spend_365d", Float64),
+    derived("spend_total", Float64),
+    nullable("avg_order_value", Float64),
+    derived("items_total", Int64),
+    nullable("items_per_order", Float64),
+    derived("lines_total", Int64),
+    derived("distinct_categories", Int32),
+    derived("distinct_channels", Int32),
+    nullable("weekend_share", Float64),
+    nullable("promotion_share", Float64),
+    derived("growth_value", Float64),
+    nullable("age", Int32),
+    nullable("birthday_month", Int32),
+    nullable("gender", Text),
+    nullable("city", Text),
+    nullable("register_channel", Text),
+    nullable("home_store", Text),
+    nullable("main_channel", Text),
+    nullable("points_balance", Int64),
+];
+
+/// One row per tag per snapshot; the table is partitioned by `snapshot`
+/// so reading one snapshot touches only its own files.
+const TAGS: &[Column] = &[
+    derived("snapshot", Int64),
+    derived("position", Int32),
+    derived("name", Text),
+    derived("family", Text),
+    derived("description", Text),
+    derived("rule", Text),
+    derived("members", Int64),
+    derived("share", Float64),
+    derived("bitmap", Binary),
+    derived("as_of", Date),
+    derived("base_members", Int64),
+    nullable("features_version", Int64),
+    derived("catalog_digest", Text),
+    derived("created_at", Timestamp),
+];
+
 /// A warehouse table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
@@ -144,11 +210,23 @@ pub enum Table {
     MemberIds,
     /// Rows that failed validation, with file, row, column and reason.
     Quarantine,
+    /// One row of computed features per member, replaced by each `tag` run.
+    Features,
+    /// Tag snapshots: one roaring bitmap per tag and snapshot.
+    Tags,
 }
 
 impl Table {
     /// Every table, in dependency order.
-    pub const ALL: [Table; 5] = [Table::MemberIds, Table::Members, Table::Products, Table::Orders, Table::Quarantine];
+    pub const ALL: [Table; 7] = [
+        Table::MemberIds,
+        Table::Members,
+        Table::Products,
+        Table::Orders,
+        Table::Quarantine,
+        Table::Features,
+        Table::Tags,
+    ];
 
     /// The tables a user ingests from exports.
     pub const INPUTS: [Table; 3] = [Table::Members, Table::Orders, Table::Products];
@@ -161,6 +239,8 @@ impl Table {
             Table::Products => "products",
             Table::MemberIds => "member_ids",
             Table::Quarantine => "quarantine",
+            Table::Features => "features",
+            Table::Tags => "tags",
         }
     }
 
@@ -177,6 +257,8 @@ impl Table {
             Table::Products => PRODUCTS,
             Table::MemberIds => MEMBER_IDS,
             Table::Quarantine => QUARANTINE,
+            Table::Features => FEATURES,
+            Table::Tags => TAGS,
         }
     }
 
@@ -199,6 +281,22 @@ impl Table {
             Table::Products => &["sku"],
             Table::MemberIds => &["member_id"],
             Table::Quarantine => &["table_name", "source_file", "row_number"],
+            Table::Features => &["member_key"],
+            Table::Tags => &["snapshot", "name"],
+        }
+    }
+
+    /// Whether rows may carry columns beyond [`Table::columns`], whose
+    /// names depend on the data (the per-category shares of `features`).
+    pub fn has_data_dependent_columns(self) -> bool {
+        self == Table::Features
+    }
+
+    /// Delta partition columns of the table.
+    pub fn partition_columns(self) -> &'static [&'static str] {
+        match self {
+            Table::Tags => &["snapshot"],
+            _ => &[],
         }
     }
 

@@ -164,6 +164,7 @@ impl Warehouse {
             .create()
             .with_table_name(table.name())
             .with_columns(schema.fields().cloned())
+            .with_partition_columns(table.partition_columns().iter().copied())
             .with_save_mode(SaveMode::Ignore)
             .await
             .map_err(self.delta_err(table))
@@ -186,6 +187,124 @@ impl Warehouse {
             .await
             .map_err(self.delta_err(table))?;
         Ok(written.version().unwrap_or(0))
+    }
+}
+
+/// One Parquet file of a table's current version.
+#[derive(Debug, Clone)]
+pub struct DataFile {
+    /// Local path of the file.
+    pub path: PathBuf,
+    /// Values of the table's partition columns for this file.
+    pub partition: Vec<(String, Option<String>)>,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl DataFile {
+    /// The value of one partition column, if set.
+    pub fn partition_value(&self, column: &str) -> Option<&str> {
+        self.partition.iter().find(|(c, _)| c == column).and_then(|(_, v)| v.as_deref())
+    }
+}
+
+/// Receiving end of a streaming write: batches, or the producer's error.
+pub type BatchReceiver = tokio::sync::mpsc::Receiver<std::result::Result<RecordBatch, String>>;
+
+impl Warehouse {
+    /// The Parquet files of a table's current version, in log order. Readers
+    /// that need more speed or control than [`Warehouse::read`] (a parallel
+    /// scan of a few columns, one partition) read these directly.
+    pub async fn files(&self, table: Table) -> Result<Vec<DataFile>> {
+        let Some(delta) = self.load(table).await? else { return Ok(Vec::new()) };
+        let snapshot = delta.snapshot().map_err(self.delta_err(table))?;
+        let log_store = delta.log_store();
+        let mut out = Vec::new();
+        for file in snapshot.log_data() {
+            let uri = log_store.to_uri(&file.object_store_path());
+            let path = url::Url::parse(&uri).ok().and_then(|u| u.to_file_path().ok()).ok_or_else(|| Error::Schema {
+                table: table.name(),
+                path: self.table_path(table),
+                message: format!("data file {uri} is not a local file"),
+            })?;
+            let mut partition: Vec<(String, Option<String>)> = file.partition_values_map().into_iter().collect();
+            partition.sort();
+            out.push(DataFile { path, partition, size: file.size().max(0) as u64 });
+        }
+        Ok(out)
+    }
+
+    /// The column names of a table as stored (for tables whose columns
+    /// depend on the data, see [`Table::has_data_dependent_columns`]).
+    pub async fn stored_columns(&self, table: Table) -> Result<Vec<String>> {
+        let Some(delta) = self.load(table).await? else { return Ok(Vec::new()) };
+        let snapshot = delta.snapshot().map_err(self.delta_err(table))?;
+        Ok(snapshot.schema().fields().map(|f| f.name().to_string()).collect())
+    }
+
+    /// Replaces a table's content (and schema) with batches streamed from
+    /// `batches`, in one commit, without holding them all in memory. The
+    /// producer ends the stream by dropping its sender; an `Err` it sends
+    /// aborts the write and nothing is committed. Returns the new version.
+    pub async fn overwrite_streaming(&self, table: Table, schema: SchemaRef, batches: BatchReceiver) -> Result<u64> {
+        check_schema(table, &schema)?;
+        use datafusion::catalog::streaming::StreamingTable;
+        use datafusion::datasource::provider_as_source;
+        use datafusion::logical_expr::LogicalPlanBuilder;
+        let source = ChannelPartition { schema: schema.clone(), rx: std::sync::Mutex::new(Some(batches)) };
+        let provider = StreamingTable::try_new(schema, vec![std::sync::Arc::new(source)])
+            .map_err(|e| self.delta_err(table)(DeltaTableError::from(e)))?;
+        let plan = LogicalPlanBuilder::scan(table.name(), provider_as_source(std::sync::Arc::new(provider)), None)
+            .and_then(|b| b.build())
+            .map_err(|e| self.delta_err(table)(DeltaTableError::from(e)))?;
+        let delta = match self.load(table).await? {
+            Some(t) => t,
+            None => self.create(table).await?,
+        };
+        let written = delta
+            .write(Vec::new())
+            .with_input_plan(plan)
+            .with_save_mode(SaveMode::Overwrite)
+            .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
+            .with_target_file_size(std::num::NonZeroU64::new(TARGET_FILE_SIZE))
+            .await
+            .map_err(self.delta_err(table))?;
+        Ok(written.version().unwrap_or(0))
+    }
+}
+
+/// A DataFusion partition that yields what a channel receives.
+struct ChannelPartition {
+    schema: SchemaRef,
+    rx: std::sync::Mutex<Option<BatchReceiver>>,
+}
+
+impl std::fmt::Debug for ChannelPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChannelPartition")
+    }
+}
+
+impl datafusion::physical_plan::streaming::PartitionStream for ChannelPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(
+        &self,
+        _ctx: std::sync::Arc<datafusion::execution::TaskContext>,
+    ) -> datafusion::execution::SendableRecordBatchStream {
+        use datafusion::error::DataFusionError;
+        let rx = self.rx.lock().map(|mut g| g.take()).unwrap_or(None);
+        let stream = futures::stream::unfold(rx, |rx| async move {
+            let mut rx = rx?;
+            match rx.recv().await {
+                None => None,
+                Some(Ok(batch)) => Some((Ok(batch), Some(rx))),
+                Some(Err(message)) => Some((Err(DataFusionError::Execution(message)), None)),
+            }
+        });
+        Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(self.schema.clone(), stream))
     }
 }
 
@@ -237,9 +356,19 @@ fn projected_schema(table: Table, names: &[&str]) -> SchemaRef {
 }
 
 fn check_batch(table: Table, batch: &RecordBatch) -> Result<()> {
+    check_schema(table, &batch.schema())
+}
+
+/// The fixed columns must come first, in order and type; tables with
+/// data-dependent columns may have more after them.
+fn check_schema(table: Table, got: &SchemaRef) -> Result<()> {
     let want = table.arrow_schema();
-    let got = batch.schema();
-    if got.fields().len() != want.fields().len()
+    let len_ok = if table.has_data_dependent_columns() {
+        got.fields().len() >= want.fields().len()
+    } else {
+        got.fields().len() == want.fields().len()
+    };
+    if !len_ok
         || got.fields().iter().zip(want.fields()).any(|(g, w)| g.name() != w.name() || g.data_type() != w.data_type())
     {
         return Err(Error::BatchSchema { table: table.name(), message: format!("expected {want:?}, got {got:?}") });
