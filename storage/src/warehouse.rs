@@ -222,7 +222,8 @@ impl Warehouse {
         let mut out = Vec::new();
         for file in snapshot.log_data() {
             let uri = log_store.to_uri(&file.object_store_path());
-            let path = url::Url::parse(&uri).ok().and_then(|u| u.to_file_path().ok()).ok_or_else(|| Error::Schema {
+            let local = if uri.starts_with('/') { Some(PathBuf::from(&uri)) } else { None };
+            let path = local.or_else(|| url::Url::parse(&uri).ok().and_then(|u| u.to_file_path().ok())).ok_or_else(|| Error::Schema {
                 table: table.name(),
                 path: self.table_path(table),
                 message: format!("data file {uri} is not a local file"),
@@ -455,6 +456,69 @@ mod tests {
         let v = wh.overwrite(Table::MemberIds, vec![ids(&[("z", 9)])]).await.unwrap();
         assert!(v >= 1);
         assert_eq!(wh.row_count(Table::MemberIds).await.unwrap(), 1);
+    }
+
+    fn features(keys: &[i64], extra: &str) -> RecordBatch {
+        let fixed = Table::Features.arrow_schema();
+        let n = keys.len();
+        let mut fields: Vec<arrow::datatypes::Field> =
+            fixed.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+        let mut cols: Vec<ArrayRef> = fixed
+            .fields()
+            .iter()
+            .map(|f| {
+                if f.name() == "member_key" {
+                    Arc::new(Int64Array::from(keys.to_vec())) as ArrayRef
+                } else {
+                    arrow::array::new_null_array(f.data_type(), n)
+                }
+            })
+            .collect();
+        fields.push(arrow::datatypes::Field::new(extra, arrow::datatypes::DataType::Float64, true));
+        cols.push(Arc::new(arrow::array::Float64Array::from(vec![0.5; n])));
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
+    }
+
+    async fn stream(wh: &Warehouse, batches: Vec<RecordBatch>, fail: bool) -> Result<u64> {
+        let schema = batches[0].schema();
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let producer = tokio::spawn(async move {
+            for b in batches {
+                tx.send(Ok(b)).await.unwrap();
+            }
+            if fail {
+                tx.send(Err("the producer failed".into())).await.unwrap();
+            }
+        });
+        let v = wh.overwrite_streaming(Table::Features, schema, rx).await;
+        producer.await.unwrap();
+        v
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn streaming_overwrite_replaces_schema_and_rows_in_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Warehouse::open(dir.path()).unwrap();
+        stream(&wh, vec![features(&[0, 1], "spend_share_beauty"), features(&[2], "spend_share_beauty")], false)
+            .await
+            .unwrap();
+        assert_eq!(wh.row_count(Table::Features).await.unwrap(), 3);
+        assert!(wh.stored_columns(Table::Features).await.unwrap().contains(&"spend_share_beauty".to_string()));
+        // The next run has other categories: the schema follows.
+        let v = stream(&wh, vec![features(&[5], "spend_share_snacks")], false).await.unwrap();
+        let cols = wh.stored_columns(Table::Features).await.unwrap();
+        assert!(cols.contains(&"spend_share_snacks".to_string()) && !cols.contains(&"spend_share_beauty".to_string()));
+        assert_eq!(wh.row_count(Table::Features).await.unwrap(), 1);
+        assert_eq!(wh.files(Table::Features).await.unwrap().len(), 1);
+        // A producer error commits nothing.
+        let err = stream(&wh, vec![features(&[7, 8], "spend_share_snacks")], true).await.unwrap_err().to_string();
+        assert!(err.contains("the producer failed"), "{err}");
+        assert_eq!(wh.version(Table::Features).await.unwrap(), Some(v));
+        assert_eq!(wh.row_count(Table::Features).await.unwrap(), 1);
+        // The fixed columns must lead.
+        let wrong = ids(&[("a", 0)]);
+        let (_tx, rx) = tokio::sync::mpsc::channel(1);
+        assert!(wh.overwrite_streaming(Table::Features, wrong.schema(), rx).await.is_err());
     }
 
     #[tokio::test]
