@@ -36,6 +36,26 @@ enum Command {
     Ingest(IngestArgs),
     /// Show the warehouse tables: versions and row counts.
     Status(WarehouseArg),
+    /// Compute member features and all tags; commit a new tag snapshot.
+    Tag(TagCmd),
+    /// Read tag snapshots: list, show, diff, trigger lists.
+    Tags(TagsCmd),
+}
+
+#[derive(Args)]
+struct TagCmd {
+    #[command(flatten)]
+    args: crate::tags::TagArgs,
+    #[command(flatten)]
+    wh: WarehouseArg,
+}
+
+#[derive(Args)]
+struct TagsCmd {
+    #[command(subcommand)]
+    command: crate::tags::TagsCommand,
+    #[command(flatten)]
+    wh: WarehouseArg,
 }
 
 #[derive(Args)]
@@ -145,6 +165,8 @@ pub fn run() -> ExitCode {
             Command::Generate(a) => generate(&a).map(|_| ()),
             Command::Ingest(a) => ingest_cmd(a).await,
             Command::Status(a) => status(&a.warehouse).await,
+            Command::Tag(a) => crate::tags::tag(&Warehouse::open(&a.wh.warehouse)?, &a.args).await.map(|_| ()),
+            Command::Tags(a) => crate::tags::tags(&Warehouse::open(&a.wh.warehouse)?, a.command).await,
         }
     });
     match result {
@@ -287,6 +309,15 @@ async fn demo(a: DemoArgs) -> Result<()> {
             report::count(g.members),
             report::count(g.order_lines)
         );
+    }
+    println!("\n4. tag every member");
+    crate::tags::tag(&wh, &crate::tags::TagArgs { as_of: None, catalog: None }).await?;
+    let info = taglake_tagger::snapshot::info(&wh, None).await?;
+    let mut top: Vec<_> = info.tags.iter().collect();
+    top.sort_by(|a, b| b.members.cmp(&a.members).then(a.position.cmp(&b.position)));
+    println!("\n   top tags of snapshot {} (of {}; `taglake tags list` shows all):", info.snapshot, info.tags.len());
+    for t in top.iter().take(15) {
+        println!("   {:<28} {:>10} {:>7.2}%  {}", t.name, report::count(t.members as u64), 100.0 * t.share, t.description);
     }
     println!("demo finished in {:.1} s", start.elapsed().as_secs_f64());
     Ok(())

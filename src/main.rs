@@ -6,6 +6,7 @@
 
 mod cli;
 mod report;
+mod tags;
 
 fn main() -> std::process::ExitCode {
     cli::run()

@@ -351,6 +351,12 @@ fn convert_column(
                 _ => Err("is not a timestamp".to_string()),
             }
         ),
+        // No input column is binary; raw bytes of the text, should one ever be.
+        ColumnType::Binary => build!(
+            arrow::array::BinaryBuilder::with_capacity(n, n * 8),
+            |v: &str| -> std::result::Result<Vec<u8>, String> { Ok(v.as_bytes().to_vec()) },
+            |_: &DefaultValue| -> std::result::Result<Vec<u8>, String> { Err("is not bytes".to_string()) }
+        ),
         ColumnType::Date => build!(
             Date32Builder::with_capacity(n),
             |v: &str| parse_date(v, &rule.format).and_then(check_date),

@@ -175,6 +175,7 @@ const FEATURES: &[Column] = &[
     nullable("register_channel", Text),
     nullable("home_store", Text),
     nullable("main_channel", Text),
+    nullable("main_category", Text),
     nullable("points_balance", Int64),
 ];
 

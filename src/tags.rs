@@ -1,0 +1,264 @@
+//! `taglake tag` and `taglake tags …`: run the tagger, read snapshots.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use taglake_storage::Warehouse;
+use taglake_tagger::snapshot::{self, TagInfo};
+use taglake_tagger::{RefreshOptions, RefreshSummary};
+
+use crate::report;
+
+#[derive(Args)]
+pub struct TagArgs {
+    /// Compute as of this date (only orders before it count); default the day after the newest order.
+    #[arg(long)]
+    pub as_of: Option<chrono::NaiveDate>,
+    /// A tag catalog (TOML) added to the built-in one (or replacing it with `replace_default = true`).
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum TagsCommand {
+    /// The tags of a snapshot with their member counts.
+    List(ListArgs),
+    /// One tag: family, description, rule, members.
+    Show(ShowArgs),
+    /// Per tag, members who entered and exited between two snapshots; with
+    /// --tag and --who, the list of those members (trigger lists).
+    Diff(DiffArgs),
+    /// The snapshots in the warehouse.
+    Snapshots,
+}
+
+#[derive(Copy, Clone, ValueEnum, PartialEq, Eq)]
+pub enum OutputFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// Snapshot version (default: the newest).
+    #[arg(long)]
+    snapshot: Option<i64>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
+    /// Only tags of this family.
+    #[arg(long)]
+    family: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ShowArgs {
+    /// Tag name.
+    tag: String,
+    /// Snapshot version (default: the newest).
+    #[arg(long)]
+    snapshot: Option<i64>,
+}
+
+#[derive(Copy, Clone, ValueEnum, PartialEq, Eq)]
+pub enum Who {
+    Entered,
+    Exited,
+}
+
+#[derive(Args)]
+pub struct DiffArgs {
+    /// Older snapshot.
+    #[arg(long)]
+    from: i64,
+    /// Newer snapshot.
+    #[arg(long)]
+    to: i64,
+    /// Output format of the per-tag table.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
+    /// Export the members who entered or exited this tag …
+    #[arg(long, requires = "who")]
+    tag: Option<String>,
+    /// … entered or exited.
+    #[arg(long, value_enum, requires = "tag")]
+    who: Option<Who>,
+    /// Write the member list here (CSV: member_id,member_key) instead of stdout.
+    #[arg(long, requires = "tag")]
+    out: Option<PathBuf>,
+}
+
+pub async fn tag(wh: &Warehouse, a: &TagArgs) -> Result<RefreshSummary> {
+    let pb = report::spinner("tag: features, tags, snapshot");
+    let s = taglake_tagger::refresh(wh, &RefreshOptions { as_of: a.as_of, catalog: a.catalog.clone() }).await;
+    pb.finish_and_clear();
+    let s = s?;
+    let total = s.features_seconds + s.evaluate_seconds + s.snapshot_seconds;
+    println!(
+        "tag: snapshot {} as of {}: {} tags over {} members, {} member-tags ({:.1} per member) from {} order lines · \
+         features {:.2} s, tags {:.2} s, commit {:.2} s · {}",
+        s.snapshot,
+        s.as_of,
+        s.tags,
+        report::count(s.base_members),
+        report::count(s.member_tags),
+        s.tags_per_member(),
+        report::count(s.order_lines),
+        s.features_seconds,
+        s.evaluate_seconds,
+        s.snapshot_seconds,
+        report::timing(s.member_tags, total)
+    );
+    Ok(s)
+}
+
+pub async fn tags(wh: &Warehouse, cmd: TagsCommand) -> Result<()> {
+    match cmd {
+        TagsCommand::List(a) => {
+            let info = snapshot::info(wh, a.snapshot).await?;
+            let tags: Vec<&TagInfo> =
+                info.tags.iter().filter(|t| a.family.as_ref().is_none_or(|f| &t.family == f)).collect();
+            if a.format == OutputFormat::Table {
+                println!(
+                    "snapshot {} as of {} · {} members · {} tags",
+                    info.snapshot,
+                    info.as_of,
+                    report::count(info.base_members as u64),
+                    tags.len()
+                );
+            }
+            print_tags(&tags, a.format)?;
+        }
+        TagsCommand::Show(a) => {
+            let info = snapshot::info(wh, a.snapshot).await?;
+            let Some(t) = info.tags.iter().find(|t| t.name == a.tag) else {
+                let hint = taglake_tagger::suggest(&a.tag, info.tags.iter().map(|t| t.name.as_str()))
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                bail!("no tag `{}` in snapshot {}{hint}", a.tag, info.snapshot);
+            };
+            println!("tag          {}", t.name);
+            println!("family       {}", t.family);
+            println!("description  {}", t.description);
+            println!("rule         {}", t.rule);
+            println!("members      {} ({:.2} % of {})", report::count(t.members as u64), 100.0 * t.share, report::count(info.base_members as u64));
+            println!("snapshot     {} as of {} (created {})", info.snapshot, info.as_of, info.created_at.format("%Y-%m-%d %H:%M:%S UTC"));
+        }
+        TagsCommand::Diff(a) => diff(wh, a).await?,
+        TagsCommand::Snapshots => {
+            let versions = snapshot::versions(wh).await?;
+            if versions.is_empty() {
+                println!("no tag snapshot yet; run `taglake tag`");
+            }
+            println!("{:>8}  {:<10}  {:>12}  {:>6}  created", "snapshot", "as_of", "members", "tags");
+            for v in versions {
+                let i = snapshot::info(wh, Some(v)).await?;
+                println!(
+                    "{:>8}  {:<10}  {:>12}  {:>6}  {}",
+                    i.snapshot,
+                    i.as_of.to_string(),
+                    report::count(i.base_members as u64),
+                    i.tags.len(),
+                    i.created_at.format("%Y-%m-%d %H:%M:%S UTC")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+}
+
+fn print_tags(tags: &[&TagInfo], format: OutputFormat) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        OutputFormat::Table => {
+            let w = tags.iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
+            let fw = tags.iter().map(|t| t.family.len()).max().unwrap_or(6).max(6);
+            writeln!(out, "{:<w$}  {:<fw$}  {:>12}  {:>7}  description", "name", "family", "members", "share")?;
+            for t in tags {
+                writeln!(
+                    out,
+                    "{:<w$}  {:<fw$}  {:>12}  {:>6.2}%  {}",
+                    t.name,
+                    t.family,
+                    report::count(t.members as u64),
+                    100.0 * t.share,
+                    t.description
+                )?;
+            }
+        }
+        OutputFormat::Csv => {
+            writeln!(out, "name,family,description,members,share")?;
+            for t in tags {
+                writeln!(out, "{},{},{},{},{}", t.name, csv_field(&t.family), csv_field(&t.description), t.members, t.share)?;
+            }
+        }
+        OutputFormat::Json => {
+            let rows: Vec<serde_json::Value> = tags
+                .iter()
+                .map(|t| {
+                    serde_json::json!({"name": t.name, "family": t.family, "description": t.description, "members": t.members, "share": t.share})
+                })
+                .collect();
+            writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        }
+    }
+    Ok(())
+}
+
+async fn diff(wh: &Warehouse, a: DiffArgs) -> Result<()> {
+    if let (Some(tag), Some(who)) = (&a.tag, a.who) {
+        let (_, old) = snapshot::bitmaps(wh, Some(a.from), Some(&[tag.as_str()])).await?;
+        let (_, new) = snapshot::bitmaps(wh, Some(a.to), Some(&[tag.as_str()])).await?;
+        let (o, n) = (&old[0].1, &new[0].1);
+        let keys = if who == Who::Entered { n - o } else { o - n };
+        let ids = snapshot::member_ids(wh, &keys).await?;
+        let mut out: Box<dyn Write> = match &a.out {
+            Some(p) => Box::new(std::io::BufWriter::new(
+                std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+            )),
+            None => Box::new(std::io::stdout().lock()),
+        };
+        writeln!(out, "member_id,member_key")?;
+        for (k, id) in &ids {
+            writeln!(out, "{},{k}", csv_field(id))?;
+        }
+        out.flush()?;
+        if let Some(p) = &a.out {
+            eprintln!(
+                "{} members {} `{tag}` between snapshots {} and {} → {}",
+                report::count(ids.len() as u64),
+                if who == Who::Entered { "entered" } else { "exited" },
+                a.from,
+                a.to,
+                p.display()
+            );
+        }
+        return Ok(());
+    }
+    let rows = snapshot::diff(wh, a.from, a.to).await?;
+    let mut out = std::io::stdout().lock();
+    match a.format {
+        OutputFormat::Table => {
+            let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+            writeln!(out, "{:<w$}  {:>12}  {:>12}  {:>12}", "name", "entered", "exited", "net")?;
+            for r in &rows {
+                writeln!(out, "{:<w$}  {:>12}  {:>12}  {:>+12}", r.name, r.entered, r.exited, r.net)?;
+            }
+        }
+        OutputFormat::Csv => {
+            writeln!(out, "name,entered,exited,net")?;
+            for r in &rows {
+                writeln!(out, "{},{},{},{}", r.name, r.entered, r.exited, r.net)?;
+            }
+        }
+        OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?,
+    }
+    Ok(())
+}

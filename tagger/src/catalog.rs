@@ -1,0 +1,380 @@
+//! The declarative tag catalog (TOML).
+//!
+//! A catalog declares tags; it never contains code. Five kinds of entries:
+//!
+//! - `[[tag]]` — one tag with a rule over features, scores and earlier tags;
+//! - `[[family]]` — a rule template expanded once per value of the data
+//!   (`category_lover_{value}` → one tag per category); `{value}` becomes the
+//!   value's slug, `{raw}` the value itself;
+//! - `[[partition]]` — one tag per value of a feature, each member in the tag
+//!   of its own value (`home_store_{value}`, `birthday_month_{value}`),
+//!   evaluated in one pass however many values there are;
+//! - `[[score]]` — a quantile score (1..=buckets) of a feature over a base;
+//!   it defines a variable for later rules (`rfm_r`) and one tag per score;
+//! - `[[rank]]` — members of a base ranked by a feature and cut into bands
+//!   by rank (`value_core` = top 20 %);
+//! - `[[lookup]]` — one tag per cell label of a grid indexed by two scores
+//!   (the classic RFM segments).
+//!
+//! The built-in default catalog (`catalog/default.toml`) documents every tag
+//! it declares. A user's catalog file is added to it (or replaces it with
+//! `replace_default = true`); a tag declared twice is an error.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// The built-in catalog text.
+pub const DEFAULT_CATALOG: &str = include_str!("../catalog/default.toml");
+
+/// Name under which errors report the built-in catalog.
+pub const DEFAULT_SOURCE: &str = "built-in default";
+
+/// A parsed (not yet expanded) catalog.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogFile {
+    /// Catalog-wide settings.
+    #[serde(default)]
+    pub settings: Option<Settings>,
+    /// A user catalog sets this to start from nothing instead of the default.
+    #[serde(default)]
+    pub replace_default: bool,
+    /// Single tags.
+    #[serde(default)]
+    pub tag: Vec<TagEntry>,
+    /// Rule templates expanded per value.
+    #[serde(default)]
+    pub family: Vec<FamilyEntry>,
+    /// One tag per value of a feature.
+    #[serde(default)]
+    pub partition: Vec<PartitionEntry>,
+    /// Quantile scores.
+    #[serde(default)]
+    pub score: Vec<ScoreEntry>,
+    /// Rank bands.
+    #[serde(default)]
+    pub rank: Vec<RankEntry>,
+    /// Two-score grids.
+    #[serde(default)]
+    pub lookup: Vec<LookupEntry>,
+}
+
+/// Catalog-wide settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Growth points per currency unit spent in the last 365 days (default 10).
+    #[serde(default)]
+    pub growth_per_unit: Option<f64>,
+}
+
+/// `[[tag]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagEntry {
+    /// Tag name (a SQL identifier).
+    pub name: String,
+    /// Family the tag belongs to.
+    pub family: String,
+    /// What the tag means, for people.
+    pub description: String,
+    /// The rule.
+    pub rule: String,
+}
+
+/// Where a family's or partition's values come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Values {
+    /// A dictionary of the data: `categories`, `channels`, `stores`,
+    /// `genders`, `cities` or `register_channels`.
+    Data(String),
+    /// An explicit list of text values.
+    Text(Vec<String>),
+    /// An explicit list of whole numbers.
+    Numbers(Vec<i64>),
+}
+
+/// `[[family]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FamilyEntry {
+    /// Name template with `{value}`.
+    pub name: String,
+    /// Family of the expanded tags.
+    pub family: String,
+    /// Description template (`{raw}` / `{value}`).
+    pub description: String,
+    /// The values to expand over.
+    pub values: Values,
+    /// Rule template (`{value}` = slug, `{raw}` = the value).
+    pub rule: String,
+}
+
+/// `[[partition]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionEntry {
+    /// Name template with `{value}`.
+    pub name: String,
+    /// Family of the expanded tags.
+    pub family: String,
+    /// Description template (`{raw}` / `{value}`).
+    pub description: String,
+    /// The text or whole-number feature whose value picks the tag.
+    pub feature: String,
+    /// The values that get a tag (text features: default all values of the data).
+    #[serde(default)]
+    pub values: Option<Values>,
+}
+
+/// Which end of a score or rank is the best.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Better {
+    /// Higher values score higher / rank first.
+    Higher,
+    /// Lower values score higher / rank first.
+    Lower,
+}
+
+/// `[[score]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreEntry {
+    /// Variable name; tags are `{name}_1` … `{name}_{buckets}`.
+    pub name: String,
+    /// Family of the score tags.
+    pub family: String,
+    /// Description template (`{value}` = the score).
+    pub description: String,
+    /// The numeric feature scored.
+    pub feature: String,
+    /// Number of quantile buckets (default 5).
+    #[serde(default = "five")]
+    pub buckets: u32,
+    /// Which end scores `buckets`.
+    pub better: Better,
+    /// Who is scored (a rule); others have no score.
+    pub among: String,
+}
+
+fn five() -> u32 {
+    5
+}
+
+/// One band of a `[[rank]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Band {
+    /// Tag name.
+    pub name: String,
+    /// The band ends at this percentage of the ranked base (cumulative).
+    pub up_to_percent: f64,
+    /// What the band means.
+    pub description: String,
+}
+
+/// `[[rank]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RankEntry {
+    /// Family of the band tags.
+    pub family: String,
+    /// The numeric feature ranked.
+    pub by: String,
+    /// Which end ranks first.
+    pub better: Better,
+    /// Who is ranked (a rule).
+    pub among: String,
+    /// Bands from the best; the last must end at 100.
+    pub bands: Vec<Band>,
+}
+
+/// `[[lookup]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupEntry {
+    /// Family of the tags.
+    pub family: String,
+    /// Score selecting the grid row (row 1 first).
+    pub rows: String,
+    /// Score selecting the grid column (column 1 first).
+    pub columns: String,
+    /// Labels; tag name = prefix + label.
+    pub grid: Vec<Vec<String>>,
+    /// Tag name prefix.
+    #[serde(default)]
+    pub prefix: String,
+    /// Description per label.
+    pub descriptions: BTreeMap<String, String>,
+}
+
+impl CatalogFile {
+    /// Parses catalog text; `source` names it in errors.
+    pub fn parse(text: &str, source: &str) -> Result<CatalogFile> {
+        let file: CatalogFile =
+            toml::from_str(text).map_err(|e| Error::Catalog { source_name: source.into(), message: e.to_string() })?;
+        file.check(source)?;
+        Ok(file)
+    }
+
+    /// The built-in catalog.
+    pub fn default_catalog() -> CatalogFile {
+        CatalogFile::parse(DEFAULT_CATALOG, DEFAULT_SOURCE).expect("the built-in catalog is valid")
+    }
+
+    /// The default catalog with a user's catalog added (or only the
+    /// user's, when it says `replace_default = true`).
+    pub fn with_user(user: Option<(&str, &str)>) -> Result<(CatalogFile, String)> {
+        let Some((text, source)) = user else { return Ok((CatalogFile::default_catalog(), DEFAULT_SOURCE.into())) };
+        let user = CatalogFile::parse(text, source)?;
+        if user.replace_default {
+            return Ok((user, source.into()));
+        }
+        let mut all = CatalogFile::default_catalog();
+        if user.settings.is_some() {
+            all.settings = user.settings;
+        }
+        all.tag.extend(user.tag);
+        all.family.extend(user.family);
+        all.partition.extend(user.partition);
+        all.score.extend(user.score);
+        all.rank.extend(user.rank);
+        all.lookup.extend(user.lookup);
+        Ok((all, format!("{source} (with the built-in default)")))
+    }
+
+    /// Growth points per currency unit.
+    pub fn growth_per_unit(&self) -> f64 {
+        self.settings.as_ref().and_then(|s| s.growth_per_unit).unwrap_or(10.0)
+    }
+
+    /// Checks what can be checked without data: names, templates, bands, grids.
+    fn check(&self, source: &str) -> Result<()> {
+        let err = |message: String| Error::Catalog { source_name: source.into(), message };
+        for t in &self.tag {
+            check_name(&t.name).map_err(|m| err(format!("[[tag]] `{}`: {m}", t.name)))?;
+        }
+        for f in &self.family {
+            if !f.name.contains("{value}") {
+                return Err(err(format!("[[family]] `{}`: the name must contain `{{value}}`", f.name)));
+            }
+            check_name(&f.name.replace("{value}", "x")).map_err(|m| err(format!("[[family]] `{}`: {m}", f.name)))?;
+        }
+        for p in &self.partition {
+            if !p.name.contains("{value}") {
+                return Err(err(format!("[[partition]] `{}`: the name must contain `{{value}}`", p.name)));
+            }
+        }
+        for s in &self.score {
+            check_name(&s.name).map_err(|m| err(format!("[[score]] `{}`: {m}", s.name)))?;
+            if !(2..=100).contains(&s.buckets) {
+                return Err(err(format!("[[score]] `{}`: buckets must be 2 to 100, not {}", s.name, s.buckets)));
+            }
+        }
+        for r in &self.rank {
+            let mut last = 0.0;
+            for b in &r.bands {
+                check_name(&b.name).map_err(|m| err(format!("[[rank]] band `{}`: {m}", b.name)))?;
+                if !(b.up_to_percent > last && b.up_to_percent <= 100.0) {
+                    return Err(err(format!(
+                        "[[rank]] by `{}`: band `{}` ends at {} %, which must be above the previous band's {last} % and at most 100",
+                        r.by, b.name, b.up_to_percent
+                    )));
+                }
+                last = b.up_to_percent;
+            }
+            if last != 100.0 {
+                return Err(err(format!("[[rank]] by `{}`: the last band must end at 100 %, not {last} %", r.by)));
+            }
+        }
+        for l in &self.lookup {
+            if l.grid.is_empty() || l.grid.iter().any(|row| row.len() != l.grid[0].len()) {
+                return Err(err(format!(
+                    "[[lookup]] `{}`: the grid must be a rectangle (rows of equal length)",
+                    l.family
+                )));
+            }
+            for label in l.grid.iter().flatten() {
+                check_name(&format!("{}{label}", l.prefix))
+                    .map_err(|m| err(format!("[[lookup]] `{}`: label `{label}`: {m}", l.family)))?;
+                if !l.descriptions.contains_key(label) {
+                    return Err(err(format!(
+                        "[[lookup]] `{}`: label `{label}` has no entry in `descriptions`",
+                        l.family
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A tag name must be a lowercase SQL identifier.
+pub fn check_name(name: &str) -> std::result::Result<(), String> {
+    let mut chars = name.chars();
+    let ok_first = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    if !ok_first || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+        return Err(format!(
+            "`{name}` is not a valid tag name: use lowercase letters, digits and `_`, starting with a letter"
+        ));
+    }
+    Ok(())
+}
+
+/// Substitutes `{value}` (slug) and `{raw}` (the value, quotes doubled
+/// for use inside a rule's text literal).
+pub fn substitute(template: &str, slug: &str, raw: &str) -> String {
+    template.replace("{value}", slug).replace("{raw}", &raw.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_catalog_parses() {
+        let c = CatalogFile::default_catalog();
+        assert!(c.tag.len() > 20);
+    }
+
+    #[test]
+    fn unknown_key_names_the_key_and_line() {
+        let err = CatalogFile::parse("[[tag]]\nname = \"a\"\nfamily = \"f\"\ndescription = \"d\"\nrul = \"x\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("t.toml"), "{err}");
+        assert!(err.contains("unknown field `rul`"), "{err}");
+        assert!(err.contains("line 5"), "{err}");
+    }
+
+    #[test]
+    fn bad_names_and_bands_are_named() {
+        let err =
+            CatalogFile::parse("[[tag]]\nname = \"Tier Gold\"\nfamily = \"f\"\ndescription = \"d\"\nrule = \"x\"\n", "t")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("`Tier Gold` is not a valid tag name"), "{err}");
+        let bands = r#"[[rank]]
+family = "value"
+by = "spend_365d"
+better = "higher"
+among = "orders_total > 0"
+bands = [{ name = "a", up_to_percent = 50, description = "" }, { name = "b", up_to_percent = 40, description = "" }]
+"#;
+        let err = CatalogFile::parse(bands, "t").unwrap_err().to_string();
+        assert!(err.contains("band `b` ends at 40 %"), "{err}");
+        let fam = "[[family]]\nname = \"lover\"\nfamily = \"f\"\ndescription = \"d\"\nvalues = \"categories\"\nrule = \"x\"\n";
+        let err = CatalogFile::parse(fam, "t").unwrap_err().to_string();
+        assert!(err.contains("must contain `{value}`"), "{err}");
+    }
+
+    #[test]
+    fn substitute_quotes_raw_values() {
+        assert_eq!(substitute("home_store = '{raw}' -- {value}", "o_brien", "O'Brien"), "home_store = 'O''Brien' -- o_brien");
+    }
+}

@@ -1,0 +1,860 @@
+//! Per-member features, computed in one parallel pass over the orders.
+//!
+//! Every per-member quantity lives in plain arrays indexed by the dense
+//! `member_key`, split into shards of [`CHUNK`] members (one roaring
+//! container each). Row groups of the orders table are decoded on rayon
+//! threads; each decoded batch is grouped by shard and applied under that
+//! shard's lock, so two threads only wait for each other when they touch
+//! the same 65,536 members at the same moment. No hash map is touched per
+//! line: text columns arrive dictionary-encoded and each batch maps its few
+//! distinct values to global codes once.
+//!
+//! Two quantities need care to be exact and deterministic whatever the
+//! thread schedule:
+//! - **Money** is summed as integers in 1/10,000 of a currency unit, so the
+//!   sums do not depend on the order lines arrive in (a tier boundary at
+//!   exactly 6,000 growth points is hit exactly).
+//! - **Orders** are distinct `order_id`s. Each line contributes a 128-bit
+//!   record (member, a 40-bit hash of the order id, day, store, channel,
+//!   part of day) to its shard; consecutive lines of the same order collapse
+//!   on the way in. After the pass each shard sorts its records and keeps
+//!   the first of each (member, order) group. A 40-bit hash can only
+//!   confuse two orders *of the same member*: with 1,000 orders a member the
+//!   chance is about 5 in 10⁷ per member.
+//!
+//! Definitions (as of a date D; only lines with `ordered_at < D` count;
+//! windows are `[D − n days, D)` on UTC dates) are spelled out column by
+//! column in [`FeatureSet::chunk`].
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use arrow::array::{Array, AsArray, BooleanArray, DictionaryArray, StringArray};
+use arrow::datatypes::{Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
+use chrono::{Datelike, NaiveDate};
+use rayon::prelude::*;
+use taglake_storage::{Table, Warehouse};
+
+use crate::scan::{Wanted, scan, table_files};
+use crate::{Error, Result};
+
+/// Members per shard and per evaluation chunk: one roaring container.
+pub const CHUNK: usize = 1 << 16;
+/// Money is summed in these units per currency unit.
+const UNITS: f64 = 10_000.0;
+const DAY_US: i64 = 86_400_000_000;
+const NO_DAY: i32 = i32::MIN;
+const NO_CODE: u32 = u32::MAX;
+const NO_STORE: u32 = 0xFF_FFFF;
+const NO_POINTS: i64 = i64::MIN;
+
+/// Names of the weekday and part-of-day columns.
+pub const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+/// Parts of the day by the hour of `ordered_at`: 0–5, 6–11, 12–17, 18–23.
+pub const DAYPARTS: [&str; 4] = ["night", "morning", "afternoon", "evening"];
+
+/// Options of a feature computation.
+#[derive(Debug, Clone)]
+pub struct FeatureOptions {
+    /// The date D; `None` = the day after the newest order.
+    pub as_of: Option<NaiveDate>,
+    /// Growth points per currency unit spent in the last 365 days.
+    pub growth_per_unit: f64,
+}
+
+impl Default for FeatureOptions {
+    fn default() -> Self {
+        FeatureOptions { as_of: None, growth_per_unit: 10.0 }
+    }
+}
+
+/// Values of a text column, assigned codes in the order first seen by any
+/// thread (so not deterministic) and sorted into final codes after the pass.
+#[derive(Default)]
+struct Interner {
+    map: HashMap<String, u32>,
+    values: Vec<String>,
+}
+
+impl Interner {
+    fn code(&mut self, v: &str) -> u32 {
+        if let Some(c) = self.map.get(v) {
+            return *c;
+        }
+        let c = self.values.len() as u32;
+        self.map.insert(v.to_string(), c);
+        self.values.push(v.to_string());
+        c
+    }
+
+    /// Global codes of one batch's dictionary values.
+    fn codes_of(lock: &Mutex<Interner>, values: &StringArray) -> Vec<u32> {
+        let mut g = lock.lock().expect("interner lock");
+        (0..values.len()).map(|i| if values.is_null(i) { NO_CODE } else { g.code(values.value(i)) }).collect()
+    }
+
+    /// Sorted values and the map from first-seen code to sorted code.
+    fn finish(self) -> Dictionary {
+        let mut order: Vec<u32> = (0..self.values.len() as u32).collect();
+        order.sort_by(|a, b| self.values[*a as usize].cmp(&self.values[*b as usize]));
+        let mut remap = vec![0u32; order.len()];
+        for (sorted, first_seen) in order.iter().enumerate() {
+            remap[*first_seen as usize] = sorted as u32;
+        }
+        let values = order.iter().map(|c| self.values[*c as usize].clone()).collect();
+        Dictionary { values, remap }
+    }
+}
+
+/// The distinct values of a text column, sorted.
+#[derive(Debug, Clone, Default)]
+pub struct Dictionary {
+    /// Values; a member's code indexes this.
+    pub values: Vec<String>,
+    remap: Vec<u32>,
+}
+
+impl Dictionary {
+    fn sorted_code(&self, first_seen: u32) -> u32 {
+        if first_seen == NO_CODE { NO_CODE } else { self.remap[first_seen as usize] }
+    }
+}
+
+/// Per-member accumulators of one shard.
+#[derive(Default)]
+struct Shard {
+    len: usize,
+    // from `members`
+    registered: Vec<i32>,
+    birthday: Vec<i32>,
+    gender: Vec<u32>,
+    city: Vec<u32>,
+    register_channel: Vec<u32>,
+    home_store_attr: Vec<u32>,
+    points: Vec<i64>,
+    // from order lines: [total, 365 d, 90 d, 30 d]
+    spend: [Vec<i64>; 4],
+    items: Vec<i64>,
+    lines: Vec<i64>,
+    promo_lines: Vec<i64>,
+    category_spend: Vec<Vec<i64>>,
+    category_last: Vec<Vec<i32>>,
+    records: Vec<u128>,
+    // from orders (after `finish`): [total, 365 d, 90 d, 30 d]
+    orders: [Vec<u32>; 4],
+    first_day: Vec<i32>,
+    last_day: Vec<i32>,
+    weekend_orders: Vec<u32>,
+    channel_orders: Vec<Vec<u32>>,
+    month_orders: Vec<[u16; 12]>,
+    weekday_orders: Vec<[u16; 7]>,
+    daypart_orders: Vec<[u16; 4]>,
+    store: Vec<u32>,
+}
+
+impl Shard {
+    fn new(len: usize) -> Shard {
+        Shard {
+            len,
+            registered: vec![NO_DAY; len],
+            birthday: vec![NO_DAY; len],
+            gender: vec![NO_CODE; len],
+            city: vec![NO_CODE; len],
+            register_channel: vec![NO_CODE; len],
+            home_store_attr: vec![NO_CODE; len],
+            points: vec![NO_POINTS; len],
+            spend: std::array::from_fn(|_| vec![0; len]),
+            items: vec![0; len],
+            lines: vec![0; len],
+            promo_lines: vec![0; len],
+            ..Shard::default()
+        }
+    }
+
+    fn category_column(&mut self, code: usize) -> (&mut Vec<i64>, &mut Vec<i32>) {
+        while self.category_spend.len() <= code {
+            self.category_spend.push(vec![0; self.len]);
+            self.category_last.push(vec![NO_DAY; self.len]);
+        }
+        (&mut self.category_spend[code], &mut self.category_last[code])
+    }
+}
+
+/// Every member's accumulated state, ready to be turned into feature columns.
+pub struct FeatureSet {
+    /// The date D, as days since 1970-01-01.
+    pub as_of_day: i32,
+    /// The date D.
+    pub as_of: NaiveDate,
+    /// Growth points per currency unit.
+    pub growth_per_unit: f64,
+    /// Members in the key space (highest `member_key` + 1).
+    pub members: usize,
+    /// Order lines counted (before D).
+    pub lines: u64,
+    /// Categories of the order lines, sorted.
+    pub categories: Dictionary,
+    /// Channels, sorted.
+    pub channels: Dictionary,
+    /// Stores (of orders and of members' `home_store_id`), sorted.
+    pub stores: Dictionary,
+    /// Genders, sorted.
+    pub genders: Dictionary,
+    /// Cities, sorted.
+    pub cities: Dictionary,
+    /// Registration channels, sorted.
+    pub register_channels: Dictionary,
+    shards: Vec<Shard>,
+}
+
+/// Which dictionary a text feature's codes index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextKind {
+    /// [`FeatureSet::genders`]
+    Gender,
+    /// [`FeatureSet::cities`]
+    City,
+    /// [`FeatureSet::register_channels`]
+    RegisterChannel,
+    /// [`FeatureSet::stores`]
+    Store,
+    /// [`FeatureSet::channels`]
+    Channel,
+    /// [`FeatureSet::categories`]
+    Category,
+}
+
+/// Storage type of a feature column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeatureKind {
+    /// Whole number (`int`).
+    Int32,
+    /// Whole number (`long`).
+    Int64,
+    /// Real number (`double`).
+    Float64,
+    /// Calendar date, held as days since 1970-01-01.
+    Date,
+    /// Text, held as codes into a dictionary.
+    Text(TextKind),
+}
+
+/// Values of one feature column over one chunk of members.
+#[derive(Debug, Clone)]
+pub enum FeatureData {
+    /// Numbers (and dates as day numbers); NaN is null.
+    Num(Vec<f64>),
+    /// Codes into a dictionary; `u32::MAX` is null.
+    Text(Vec<u32>),
+}
+
+/// One feature column over one chunk of members.
+#[derive(Debug, Clone)]
+pub struct FeatureColumn {
+    /// Column name in `features` and in tag rules.
+    pub name: String,
+    /// Storage type.
+    pub kind: FeatureKind,
+    /// Values, one per member of the chunk.
+    pub data: FeatureData,
+}
+
+/// The features of one chunk of members (`CHUNK` consecutive keys).
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    /// First member key of the chunk.
+    pub start: u32,
+    /// 1 where the key is a member of the base as of D (registered before D).
+    pub base: Vec<u8>,
+    /// The feature columns, in `features` table order.
+    pub columns: Vec<FeatureColumn>,
+}
+
+impl Chunk {
+    /// Members in the chunk (base or not).
+    pub fn len(&self) -> usize {
+        self.base.len()
+    }
+
+    /// Whether the chunk has no keys.
+    pub fn is_empty(&self) -> bool {
+        self.base.is_empty()
+    }
+
+    /// The column of a feature, by name.
+    pub fn column(&self, name: &str) -> Option<&FeatureColumn> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+struct Interners {
+    category: Mutex<Interner>,
+    channel: Mutex<Interner>,
+    store: Mutex<Interner>,
+    gender: Mutex<Interner>,
+    city: Mutex<Interner>,
+    register_channel: Mutex<Interner>,
+}
+
+fn date_to_day(d: NaiveDate) -> i32 {
+    (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32
+}
+
+fn day_to_date(day: i32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + chrono::Duration::days(day as i64)
+}
+
+fn dict_codes(lock: &Mutex<Interner>, col: &dyn Array) -> Result<(Vec<u32>, DictionaryArray<Int32Type>)> {
+    let dict = col
+        .as_dictionary_opt::<Int32Type>()
+        .ok_or_else(|| Error::Internal(format!("expected a dictionary column, got {}", col.data_type())))?
+        .clone();
+    let values = dict.values().as_string_opt::<i32>().ok_or_else(|| Error::Internal("dictionary values".into()))?;
+    Ok((Interner::codes_of(lock, values), dict))
+}
+
+#[inline]
+fn code_at(codes: &[u32], dict: &DictionaryArray<Int32Type>, row: usize) -> u32 {
+    if dict.is_null(row) { NO_CODE } else { codes[dict.keys().value(row) as usize] }
+}
+
+/// Reads `members` and `orders` and accumulates every member's state.
+pub async fn compute(wh: &Warehouse, options: &FeatureOptions) -> Result<FeatureSet> {
+    let id_files = table_files(wh, Table::MemberIds).await?;
+    let member_files = table_files(wh, Table::Members).await?;
+    let order_files = table_files(wh, Table::Orders).await?;
+    tokio::task::block_in_place(|| compute_blocking(&id_files, &member_files, &order_files, options))
+}
+
+fn compute_blocking(
+    id_files: &[std::path::PathBuf],
+    member_files: &[std::path::PathBuf],
+    order_files: &[std::path::PathBuf],
+    options: &FeatureOptions,
+) -> Result<FeatureSet> {
+    // The key space: the dictionary never reuses keys, so its maximum bounds them all.
+    let max_key = std::sync::atomic::AtomicI64::new(-1);
+    scan(Table::MemberIds, id_files, &[Wanted::plain(Table::MemberIds, "member_key")], |b| {
+        if let Some(m) = arrow::compute::max(b.column(0).as_primitive::<Int64Type>()) {
+            max_key.fetch_max(m, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    })?;
+    let members = (max_key.into_inner() + 1) as usize;
+    if members > u32::MAX as usize {
+        return Err(Error::Data(format!("{members} member keys do not fit the 32-bit bitmaps")));
+    }
+    let as_of = match options.as_of {
+        Some(d) => d,
+        None => {
+            let newest = std::sync::atomic::AtomicI64::new(i64::MIN);
+            scan(Table::Orders, order_files, &[Wanted::plain(Table::Orders, "ordered_at")], |b| {
+                if let Some(m) = arrow::compute::max(b.column(0).as_primitive::<TimestampMicrosecondType>()) {
+                    newest.fetch_max(m, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(())
+            })?;
+            let newest = newest.into_inner();
+            if newest == i64::MIN {
+                return Err(Error::Data(
+                    "the warehouse has no orders, so there is no default as-of date; pass --as-of DATE".into(),
+                ));
+            }
+            day_to_date(newest.div_euclid(DAY_US) as i32 + 1)
+        }
+    };
+    let as_of_day = date_to_day(as_of);
+    let shards: Vec<Mutex<Shard>> =
+        (0..members.div_ceil(CHUNK)).map(|s| Mutex::new(Shard::new(CHUNK.min(members - s * CHUNK)))).collect();
+    let interners = Interners {
+        category: Mutex::default(),
+        channel: Mutex::default(),
+        store: Mutex::default(),
+        gender: Mutex::default(),
+        city: Mutex::default(),
+        register_channel: Mutex::default(),
+    };
+    read_members(member_files, &shards, &interners, members)?;
+    let lines = std::sync::atomic::AtomicU64::new(0);
+    read_orders(order_files, &shards, &interners, members, as_of_day, &lines)?;
+
+    let categories = interners.category.into_inner().expect("lock").finish();
+    let channels = interners.channel.into_inner().expect("lock").finish();
+    let stores = interners.store.into_inner().expect("lock").finish();
+    if channels.values.len() > 255 {
+        return Err(Error::Data(format!(
+            "orders have {} distinct channels; taglake supports up to 255 (map them to fewer with a mapping file)",
+            channels.values.len()
+        )));
+    }
+    let mut shards: Vec<Shard> = shards.into_iter().map(|s| s.into_inner().expect("shard lock")).collect();
+    shards.par_iter_mut().for_each(|s| finish_orders(s, as_of_day, &stores, &categories, &channels));
+    Ok(FeatureSet {
+        as_of_day,
+        as_of,
+        growth_per_unit: options.growth_per_unit,
+        members,
+        lines: lines.into_inner(),
+        categories,
+        channels,
+        stores,
+        genders: interners.gender.into_inner().expect("lock").finish(),
+        cities: interners.city.into_inner().expect("lock").finish(),
+        register_channels: interners.register_channel.into_inner().expect("lock").finish(),
+        shards,
+    })
+}
+
+fn key_of(keys: &arrow::array::Int64Array, row: usize, members: usize, table: &str) -> Result<usize> {
+    let k = keys.value(row);
+    if keys.is_null(row) || k < 0 || k as usize >= members {
+        return Err(Error::Data(format!(
+            "{table} row has member_key {k}, outside the member dictionary (0..{members}); \
+             was the warehouse written by another tool?"
+        )));
+    }
+    Ok(k as usize)
+}
+
+fn read_members(files: &[std::path::PathBuf], shards: &[Mutex<Shard>], it: &Interners, members: usize) -> Result<()> {
+    let t = Table::Members;
+    let wanted = [
+        Wanted::plain(t, "member_key"),
+        Wanted::plain(t, "registered_at"),
+        Wanted::plain(t, "birthday"),
+        Wanted::dictionary("gender"),
+        Wanted::dictionary("city"),
+        Wanted::dictionary("register_channel"),
+        Wanted::dictionary("home_store_id"),
+        Wanted::plain(t, "points_balance"),
+    ];
+    scan(t, files, &wanted, |b| {
+        let keys = b.column(0).as_primitive::<Int64Type>();
+        let reg = b.column(1).as_primitive::<TimestampMicrosecondType>();
+        let bday = b.column(2).as_primitive::<Date32Type>();
+        let (gc, gd) = dict_codes(&it.gender, b.column(3))?;
+        let (cc, cd) = dict_codes(&it.city, b.column(4))?;
+        let (rc, rd) = dict_codes(&it.register_channel, b.column(5))?;
+        let (sc, sd) = dict_codes(&it.store, b.column(6))?;
+        let points = b.column(7).as_primitive::<Int64Type>();
+        let mut rows: Vec<(usize, usize)> = Vec::with_capacity(b.num_rows());
+        for row in 0..b.num_rows() {
+            rows.push((key_of(keys, row, members, "members")?, row));
+        }
+        rows.sort_unstable();
+        for group in rows.chunk_by(|a, b| a.0 / CHUNK == b.0 / CHUNK) {
+            let mut s = shards[group[0].0 / CHUNK].lock().expect("shard lock");
+            for &(key, row) in group {
+                let m = key % CHUNK;
+                s.registered[m] = if reg.is_null(row) { NO_DAY } else { reg.value(row).div_euclid(DAY_US) as i32 };
+                s.birthday[m] = if bday.is_null(row) { NO_DAY } else { bday.value(row) };
+                s.gender[m] = code_at(&gc, &gd, row);
+                s.city[m] = code_at(&cc, &cd, row);
+                s.register_channel[m] = code_at(&rc, &rd, row);
+                s.home_store_attr[m] = code_at(&sc, &sd, row);
+                s.points[m] = if points.is_null(row) { NO_POINTS } else { points.value(row) };
+            }
+        }
+        Ok(())
+    })
+}
+
+fn read_orders(
+    files: &[std::path::PathBuf],
+    shards: &[Mutex<Shard>],
+    it: &Interners,
+    members: usize,
+    as_of_day: i32,
+    lines_seen: &std::sync::atomic::AtomicU64,
+) -> Result<()> {
+    let t = Table::Orders;
+    let wanted = [
+        Wanted::plain(t, "member_key"),
+        Wanted::plain(t, "order_id"),
+        Wanted::plain(t, "ordered_at"),
+        Wanted::dictionary("channel"),
+        Wanted::dictionary("store_id"),
+        Wanted::dictionary("category"),
+        Wanted::plain(t, "quantity"),
+        Wanted::plain(t, "amount"),
+        Wanted::plain(t, "discount"),
+        Wanted::plain(t, "coupon_used"),
+    ];
+    let as_of_us = as_of_day as i64 * DAY_US;
+    scan(t, files, &wanted, |b| {
+        let keys = b.column(0).as_primitive::<Int64Type>();
+        let order_ids: &StringArray = b.column(1).as_string::<i32>();
+        let ts = b.column(2).as_primitive::<TimestampMicrosecondType>();
+        let (chc, chd) = dict_codes(&it.channel, b.column(3))?;
+        let (stc, std_) = dict_codes(&it.store, b.column(4))?;
+        let (cac, cad) = dict_codes(&it.category, b.column(5))?;
+        let qty = b.column(6).as_primitive::<Int32Type>();
+        let amount = b.column(7).as_primitive::<Float64Type>();
+        let discount = b.column(8).as_primitive::<Float64Type>();
+        let coupon: &BooleanArray = b.column(9).as_boolean();
+        let mut rows: Vec<(usize, usize)> = Vec::with_capacity(b.num_rows());
+        for row in 0..b.num_rows() {
+            if ts.value(row) < as_of_us {
+                rows.push((key_of(keys, row, members, "orders")?, row));
+            }
+        }
+        lines_seen.fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        // Group by shard, keeping the file order within a shard so the
+        // lines of one order stay next to each other.
+        rows.sort_by_key(|&(key, row)| (key / CHUNK, row));
+        for group in rows.chunk_by(|a, b| a.0 / CHUNK == b.0 / CHUNK) {
+            let mut guard = shards[group[0].0 / CHUNK].lock().expect("shard lock");
+            let s = &mut *guard;
+            let mut previous: Option<u128> = None;
+            for &(key, row) in group {
+                let m = key % CHUNK;
+                let t_us = ts.value(row);
+                let day = t_us.div_euclid(DAY_US) as i32;
+                let age = as_of_day - day;
+                let units = (amount.value(row) * UNITS).round() as i64;
+                s.spend[0][m] += units;
+                if age <= 365 {
+                    s.spend[1][m] += units;
+                }
+                if age <= 90 {
+                    s.spend[2][m] += units;
+                }
+                if age <= 30 {
+                    s.spend[3][m] += units;
+                }
+                s.items[m] += qty.value(row) as i64;
+                s.lines[m] += 1;
+                let promo = (!discount.is_null(row) && discount.value(row) > 0.0)
+                    || (!coupon.is_null(row) && coupon.value(row));
+                s.promo_lines[m] += promo as i64;
+                let cat = code_at(&cac, &cad, row);
+                if cat != NO_CODE {
+                    let (spend, last) = s.category_column(cat as usize);
+                    spend[m] += units;
+                    last[m] = last[m].max(day);
+                }
+                let store = code_at(&stc, &std_, row);
+                if store != NO_CODE && store >= NO_STORE {
+                    return Err(Error::Data("orders have more than 16 million distinct stores".into()));
+                }
+                let store = if store == NO_CODE { NO_STORE } else { store };
+                let channel = code_at(&chc, &chd, row);
+                let hash = xxhash_rust::xxh3::xxh3_64(order_ids.value(row).as_bytes()) >> 24;
+                let hour = t_us.rem_euclid(DAY_US) / 3_600_000_000;
+                let record = ((m as u128) << 112)
+                    | ((hash as u128) << 72)
+                    | ((day.clamp(0, 0xFFFF) as u128) << 56)
+                    | ((store as u128) << 32)
+                    | (((channel.min(255)) as u128) << 24)
+                    | (((hour / 6) as u128) << 22);
+                let order_key = record >> 72;
+                if previous != Some(order_key) {
+                    s.records.push(record);
+                    previous = Some(order_key);
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Turns a shard's order records into per-member order statistics and
+/// maps text codes to their final (sorted) values.
+fn finish_orders(s: &mut Shard, as_of_day: i32, stores: &Dictionary, categories: &Dictionary, channels: &Dictionary) {
+    let len = s.len;
+    let mut records = std::mem::take(&mut s.records);
+    records.sort_unstable();
+    records.dedup_by_key(|r| *r >> 72);
+    s.orders = std::array::from_fn(|_| vec![0; len]);
+    s.first_day = vec![NO_DAY; len];
+    s.last_day = vec![NO_DAY; len];
+    s.weekend_orders = vec![0; len];
+    s.channel_orders = vec![vec![0; len]; channels.values.len()];
+    s.month_orders = vec![[0; 12]; len];
+    s.weekday_orders = vec![[0; 7]; len];
+    s.daypart_orders = vec![[0; 4]; len];
+    s.store = vec![NO_CODE; len];
+    let mut member_stores: Vec<u32> = Vec::new();
+    for member_records in records.chunk_by(|a, b| a >> 112 == b >> 112) {
+        let m = (member_records[0] >> 112) as usize;
+        member_stores.clear();
+        for &r in member_records {
+            let day = ((r >> 56) & 0xFFFF) as i32;
+            let store = ((r >> 32) & 0xFF_FFFF) as u32;
+            let channel = ((r >> 24) & 0xFF) as u32;
+            let daypart = ((r >> 22) & 0b11) as usize;
+            let age = as_of_day - day;
+            s.orders[0][m] += 1;
+            s.orders[1][m] += (age <= 365) as u32;
+            s.orders[2][m] += (age <= 90) as u32;
+            s.orders[3][m] += (age <= 30) as u32;
+            s.first_day[m] = if s.first_day[m] == NO_DAY { day } else { s.first_day[m].min(day) };
+            s.last_day[m] = s.last_day[m].max(day);
+            let weekday = (day + 3).rem_euclid(7) as usize;
+            s.weekend_orders[m] += (weekday >= 5) as u32;
+            s.weekday_orders[m][weekday] = s.weekday_orders[m][weekday].saturating_add(1);
+            let month = day_to_date(day).month0() as usize;
+            s.month_orders[m][month] = s.month_orders[m][month].saturating_add(1);
+            s.daypart_orders[m][daypart] = s.daypart_orders[m][daypart].saturating_add(1);
+            if channel != 255 && (channel as usize) < channels.remap.len() {
+                s.channel_orders[channels.sorted_code(channel) as usize][m] += 1;
+            }
+            if store != NO_STORE {
+                member_stores.push(stores.sorted_code(store));
+            }
+        }
+        // The most frequent store; a tie goes to the first store by name.
+        member_stores.sort_unstable();
+        let mut best = (0usize, NO_CODE);
+        for run in member_stores.chunk_by(|a, b| a == b) {
+            if run.len() > best.0 {
+                best = (run.len(), run[0]);
+            }
+        }
+        s.store[m] = best.1;
+    }
+    for m in 0..len {
+        if s.store[m] == NO_CODE {
+            s.store[m] = stores.sorted_code(s.home_store_attr[m]);
+        }
+    }
+    // Category columns in sorted order.
+    let mut spend = vec![Vec::new(); categories.values.len()];
+    let mut last = vec![Vec::new(); categories.values.len()];
+    for (first_seen, (sp, la)) in
+        std::mem::take(&mut s.category_spend).into_iter().zip(std::mem::take(&mut s.category_last)).enumerate()
+    {
+        let c = categories.remap[first_seen] as usize;
+        spend[c] = sp;
+        last[c] = la;
+    }
+    for c in 0..categories.values.len() {
+        if spend[c].is_empty() {
+            spend[c] = vec![0; len];
+            last[c] = vec![NO_DAY; len];
+        }
+    }
+    s.category_spend = spend;
+    s.category_last = last;
+}
+
+/// Makes a value usable in a column or tag name: lowercase ASCII letters,
+/// digits and single underscores (`"Mini Program"` → `mini_program`).
+pub fn slug(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for ch in value.chars().flat_map(char::to_lowercase) {
+        if ch.is_ascii_alphanumeric() {
+            out.push(ch);
+        } else if !out.ends_with('_') && !out.is_empty() {
+            out.push('_');
+        }
+    }
+    while out.ends_with('_') {
+        out.pop();
+    }
+    if out.is_empty() { "unknown".into() } else { out }
+}
+
+/// Slugs of a dictionary's values, made unique by a `_2`, `_3` … suffix.
+pub fn unique_slugs(values: &[String]) -> Vec<String> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    values
+        .iter()
+        .map(|v| {
+            let s = slug(v);
+            let n = seen.entry(s.clone()).or_insert(0);
+            *n += 1;
+            if *n == 1 { s } else { format!("{s}_{n}") }
+        })
+        .collect()
+}
+
+/// `d - day` as a number, without overflow for the "no day" marker (the
+/// result is then discarded by `nan_if`).
+fn days(d: i32, day: i32) -> f64 {
+    (d as i64 - day as i64) as f64
+}
+
+fn nan_if(cond: bool, v: f64) -> f64 {
+    if cond { f64::NAN } else { v }
+}
+
+impl FeatureSet {
+    /// Number of chunks (shards) of the key space.
+    pub fn chunks(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The dictionary a text feature indexes.
+    pub fn dictionary(&self, kind: TextKind) -> &Dictionary {
+        match kind {
+            TextKind::Gender => &self.genders,
+            TextKind::City => &self.cities,
+            TextKind::RegisterChannel => &self.register_channels,
+            TextKind::Store => &self.stores,
+            TextKind::Channel => &self.channels,
+            TextKind::Category => &self.categories,
+        }
+    }
+
+    /// The feature columns of chunk `index` (members `index * CHUNK ..`).
+    ///
+    /// Definitions, for a member as of D (days are UTC dates):
+    /// - `recency_days` = D − day of the last order; `first_order_days_ago` likewise for the first;
+    /// - `orders_{30d,90d,365d}` = distinct orders dated in `[D − n, D)`, `orders_total` all before D;
+    ///   `spend_*` the sum of `amount` over the same lines;
+    /// - `avg_order_value` = spend_total / orders_total; `items_per_order` = sum(quantity) / orders_total;
+    /// - `weekend_share` = share of orders on Saturday or Sunday; `promotion_share` = share of lines
+    ///   with `discount > 0` or `coupon_used`;
+    /// - `growth_value` = growth points per unit × spend_365d;
+    /// - `age` = whole years from birthday to D; `tenure_days` = D − registration day;
+    /// - `home_store` = the store of most orders (ties: first by name), else the member's `home_store_id`;
+    /// - `main_channel` = the channel of most orders (ties: first by name);
+    /// - `main_category` = the category of most spend, if above 0 (ties: first by name);
+    /// - `spend_share_{category}` = category spend / spend_total (null when spend_total ≤ 0);
+    ///   `category_recency_days_{category}` = D − day of the last line in the category;
+    /// - `order_share_{channel}` = share of orders in the channel; `month_orders_{1..12}`,
+    ///   `weekday_orders_{mon..sun}`, `daypart_orders_{night..evening}` = orders by calendar month,
+    ///   weekday and part of day.
+    ///
+    /// Members without orders have null order dates, shares and averages, and zero counts and sums.
+    pub fn chunk(&self, index: usize) -> Chunk {
+        let s = &self.shards[index];
+        let len = s.len;
+        let d = self.as_of_day;
+        let start = (index * CHUNK) as u32;
+        let base: Vec<u8> = s.registered.iter().map(|&r| (r != NO_DAY && r < d) as u8).collect();
+        let mut cols: Vec<FeatureColumn> = Vec::with_capacity(64);
+        let mut num = |name: &str, kind: FeatureKind, values: Vec<f64>| {
+            cols.push(FeatureColumn { name: name.to_string(), kind, data: FeatureData::Num(values) });
+        };
+        let per = |f: &dyn Fn(usize) -> f64| (0..len).map(f).collect::<Vec<f64>>();
+        let money = |v: i64| v as f64 / UNITS;
+        let has_orders = |m: usize| s.orders[0][m] > 0;
+        use FeatureKind::*;
+        num("member_key", Int64, per(&|m| (start as usize + m) as f64));
+        num("as_of", Date, vec![d as f64; len]);
+        num("registered_date", Date, per(&|m| nan_if(s.registered[m] == NO_DAY, s.registered[m] as f64)));
+        num("tenure_days", Int32, per(&|m| nan_if(s.registered[m] == NO_DAY, days(d, s.registered[m]))));
+        num("first_order_date", Date, per(&|m| nan_if(!has_orders(m), s.first_day[m] as f64)));
+        num("last_order_date", Date, per(&|m| nan_if(!has_orders(m), s.last_day[m] as f64)));
+        num("recency_days", Int32, per(&|m| nan_if(!has_orders(m), days(d, s.last_day[m]))));
+        num("first_order_days_ago", Int32, per(&|m| nan_if(!has_orders(m), days(d, s.first_day[m]))));
+        for (name, w) in [("orders_30d", 3), ("orders_90d", 2), ("orders_365d", 1), ("orders_total", 0)] {
+            num(name, Int32, per(&|m| s.orders[w][m] as f64));
+        }
+        for (name, w) in [("spend_30d", 3), ("spend_90d", 2), ("spend_365d", 1), ("spend_total", 0)] {
+            num(name, Float64, per(&|m| money(s.spend[w][m])));
+        }
+        num(
+            "avg_order_value",
+            Float64,
+            per(&|m| nan_if(!has_orders(m), money(s.spend[0][m]) / s.orders[0][m] as f64)),
+        );
+        num("items_total", Int64, per(&|m| s.items[m] as f64));
+        num("items_per_order", Float64, per(&|m| nan_if(!has_orders(m), s.items[m] as f64 / s.orders[0][m] as f64)));
+        num("lines_total", Int64, per(&|m| s.lines[m] as f64));
+        num(
+            "distinct_categories",
+            Int32,
+            per(&|m| s.category_spend.iter().zip(&s.category_last).filter(|(_, l)| l[m] != NO_DAY).count() as f64),
+        );
+        num("distinct_channels", Int32, per(&|m| s.channel_orders.iter().filter(|c| c[m] > 0).count() as f64));
+        num(
+            "weekend_share",
+            Float64,
+            per(&|m| nan_if(!has_orders(m), s.weekend_orders[m] as f64 / s.orders[0][m] as f64)),
+        );
+        num(
+            "promotion_share",
+            Float64,
+            per(&|m| nan_if(s.lines[m] == 0, s.promo_lines[m] as f64 / s.lines[m] as f64)),
+        );
+        num("growth_value", Float64, per(&|m| self.growth_per_unit * money(s.spend[1][m])));
+        let as_of = self.as_of;
+        num(
+            "age",
+            Int32,
+            per(&|m| {
+                if s.birthday[m] == NO_DAY || s.birthday[m] >= d {
+                    return f64::NAN;
+                }
+                let b = day_to_date(s.birthday[m]);
+                let before = (as_of.month(), as_of.day()) < (b.month(), b.day());
+                (as_of.year() - b.year() - before as i32) as f64
+            }),
+        );
+        num(
+            "birthday_month",
+            Int32,
+            per(&|m| nan_if(s.birthday[m] == NO_DAY, day_to_date(s.birthday[m].max(0)).month() as f64)),
+        );
+        let mut text = |name: &str, kind: TextKind, codes: Vec<u32>| {
+            cols.push(FeatureColumn { name: name.to_string(), kind: Text(kind), data: FeatureData::Text(codes) });
+        };
+        let sorted = |dict: &Dictionary, codes: &[u32]| codes.iter().map(|c| dict.sorted_code(*c)).collect::<Vec<_>>();
+        text("gender", TextKind::Gender, sorted(&self.genders, &s.gender));
+        text("city", TextKind::City, sorted(&self.cities, &s.city));
+        text("register_channel", TextKind::RegisterChannel, sorted(&self.register_channels, &s.register_channel));
+        text("home_store", TextKind::Store, s.store.clone());
+        let main_channel = (0..len)
+            .map(|m| {
+                let mut best = (0u32, NO_CODE);
+                for (c, counts) in s.channel_orders.iter().enumerate() {
+                    if counts[m] > best.0 {
+                        best = (counts[m], c as u32);
+                    }
+                }
+                best.1
+            })
+            .collect();
+        text("main_channel", TextKind::Channel, main_channel);
+        let main_category = (0..len)
+            .map(|m| {
+                let mut best = (0i64, NO_CODE);
+                for (c, spend) in s.category_spend.iter().enumerate() {
+                    if spend[m] > best.0 {
+                        best = (spend[m], c as u32);
+                    }
+                }
+                best.1
+            })
+            .collect();
+        text("main_category", TextKind::Category, main_category);
+        let mut num = |name: String, kind: FeatureKind, values: Vec<f64>| {
+            cols.push(FeatureColumn { name, kind, data: FeatureData::Num(values) });
+        };
+        num("points_balance".into(), Int64, per(&|m| nan_if(s.points[m] == NO_POINTS, s.points[m] as f64)));
+        for (c, slug) in unique_slugs(&self.categories.values).iter().enumerate() {
+            num(
+                format!("spend_share_{slug}"),
+                Float64,
+                per(&|m| nan_if(s.spend[0][m] <= 0, s.category_spend[c][m] as f64 / s.spend[0][m] as f64)),
+            );
+        }
+        for (c, slug) in unique_slugs(&self.categories.values).iter().enumerate() {
+            num(
+                format!("category_recency_days_{slug}"),
+                Int32,
+                per(&|m| nan_if(s.category_last[c][m] == NO_DAY, days(d, s.category_last[c][m]))),
+            );
+        }
+        for (c, slug) in unique_slugs(&self.channels.values).iter().enumerate() {
+            num(
+                format!("order_share_{slug}"),
+                Float64,
+                per(&|m| nan_if(!has_orders(m), s.channel_orders[c][m] as f64 / s.orders[0][m] as f64)),
+            );
+        }
+        for month in 0..12 {
+            num(format!("month_orders_{}", month + 1), Int32, per(&|m| s.month_orders[m][month] as f64));
+        }
+        for (w, name) in WEEKDAYS.iter().enumerate() {
+            num(format!("weekday_orders_{name}"), Int32, per(&|m| s.weekday_orders[m][w] as f64));
+        }
+        for (p, name) in DAYPARTS.iter().enumerate() {
+            num(format!("daypart_orders_{name}"), Int32, per(&|m| s.daypart_orders[m][p] as f64));
+        }
+        Chunk { start, base, columns: cols }
+    }
+}

@@ -1,0 +1,258 @@
+//! One tag run: features → `features` table, catalog → bitmaps → snapshot.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use rayon::prelude::*;
+use roaring::RoaringBitmap;
+use taglake_storage::{Table, Warehouse};
+
+use crate::catalog::CatalogFile;
+use crate::evaluate::Compiled;
+use crate::features::{self, Chunk, FeatureData, FeatureKind, FeatureOptions, FeatureSet};
+use crate::snapshot::{self, NewSnapshot, TagInfo};
+use crate::{Error, Result};
+
+/// What to run.
+#[derive(Debug, Clone, Default)]
+pub struct RefreshOptions {
+    /// The as-of date; default the day after the newest order.
+    pub as_of: Option<chrono::NaiveDate>,
+    /// A user catalog file added to (or replacing) the built-in one.
+    pub catalog: Option<PathBuf>,
+}
+
+/// What a run did, with timings.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RefreshSummary {
+    /// The new snapshot version.
+    pub snapshot: i64,
+    /// The new `features` table version.
+    pub features_version: u64,
+    /// The as-of date.
+    pub as_of: chrono::NaiveDate,
+    /// Members in the base.
+    pub base_members: u64,
+    /// Order lines before the as-of date.
+    pub order_lines: u64,
+    /// Tags in the snapshot.
+    pub tags: usize,
+    /// Sum of all tags' cardinalities.
+    pub member_tags: u64,
+    /// Seconds reading orders and accumulating features.
+    pub features_seconds: f64,
+    /// Seconds evaluating tags and writing features.
+    pub evaluate_seconds: f64,
+    /// Seconds committing the snapshot.
+    pub snapshot_seconds: f64,
+}
+
+impl RefreshSummary {
+    /// Average tags per member of the base.
+    pub fn tags_per_member(&self) -> f64 {
+        if self.base_members == 0 { 0.0 } else { self.member_tags as f64 / self.base_members as f64 }
+    }
+}
+
+/// Loads the catalog: the built-in default plus the user's file.
+pub fn load_catalog(path: Option<&std::path::Path>) -> Result<(CatalogFile, String, String)> {
+    let user = match path {
+        Some(p) => Some((
+            std::fs::read_to_string(p).map_err(|source| Error::Io { path: p.into(), source })?,
+            p.display().to_string(),
+        )),
+        None => None,
+    };
+    let (catalog, source) = CatalogFile::with_user(user.as_ref().map(|(t, s)| (t.as_str(), s.as_str())))?;
+    let mut digest_input = crate::catalog::DEFAULT_CATALOG.to_string();
+    if let Some((text, _)) = &user {
+        digest_input.push_str(text);
+    }
+    let digest = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(digest_input.as_bytes()));
+    Ok((catalog, source, digest))
+}
+
+/// Computes features and tags and commits the `features` table and a new
+/// tag snapshot.
+pub async fn refresh(wh: &Warehouse, options: &RefreshOptions) -> Result<RefreshSummary> {
+    let (catalog, source, digest) = load_catalog(options.catalog.as_deref())?;
+    let t0 = Instant::now();
+    let fs = features::compute(
+        wh,
+        &FeatureOptions { as_of: options.as_of, growth_per_unit: catalog.growth_per_unit() },
+    )
+    .await?;
+    let features_seconds = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let mut compiled = Compiled::new(&catalog, &source, &fs)?;
+    let schema = features_schema(&fs.chunk(0));
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let writer = {
+        let wh = wh.clone();
+        let schema = schema.clone();
+        tokio::spawn(async move { wh.overwrite_streaming(Table::Features, schema, rx).await })
+    };
+    let fs = Arc::new(fs);
+    let evaluated = {
+        let fs = fs.clone();
+        tokio::task::spawn_blocking(move || {
+            compiled.prepare(&fs);
+            let out = evaluate_all(&compiled, &fs, &schema, |batch| {
+                tx.blocking_send(Ok(batch)).map_err(|_| Error::Internal("the features writer stopped".into()))
+            });
+            if let Err(e) = &out {
+                let _ = tx.blocking_send(Err(e.to_string()));
+            }
+            drop(tx);
+            out.map(|(bitmaps, base)| (compiled, bitmaps, base))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("tag evaluation panicked: {e}")))?
+    };
+    let features_version = writer.await.map_err(|e| Error::Internal(format!("features writer panicked: {e}")))?;
+    let (compiled, bitmaps, base) = evaluated?;
+    let features_version = features_version?;
+    let evaluate_seconds = t1.elapsed().as_secs_f64();
+    let t2 = Instant::now();
+    let member_tags: u64 = bitmaps.iter().map(|b| b.len()).sum();
+    let tags: Vec<(TagInfo, RoaringBitmap)> = compiled
+        .tags
+        .iter()
+        .zip(bitmaps)
+        .enumerate()
+        .map(|(i, (def, bm))| {
+            let members = bm.len() as i64;
+            (
+                TagInfo {
+                    position: i as i32,
+                    name: def.name.clone(),
+                    family: def.family.clone(),
+                    description: def.description.clone(),
+                    rule: def.rule.clone(),
+                    members,
+                    share: if base == 0 { 0.0 } else { members as f64 / base as f64 },
+                },
+                bm,
+            )
+        })
+        .collect();
+    let n_tags = tags.len();
+    let snapshot = snapshot::write(
+        wh,
+        NewSnapshot {
+            as_of: fs.as_of,
+            base_members: base as i64,
+            features_version: Some(features_version as i64),
+            catalog_digest: digest,
+            tags,
+        },
+    )
+    .await?;
+    Ok(RefreshSummary {
+        snapshot,
+        features_version,
+        as_of: fs.as_of,
+        base_members: base,
+        order_lines: fs.lines,
+        tags: n_tags,
+        member_tags,
+        features_seconds,
+        evaluate_seconds,
+        snapshot_seconds: t2.elapsed().as_secs_f64(),
+    })
+}
+
+/// Evaluates every chunk (in parallel, in groups so memory stays bounded),
+/// hands each chunk's features batch to `sink` in key order, and returns
+/// the merged bitmaps and the base size.
+pub fn evaluate_all(
+    compiled: &Compiled,
+    fs: &FeatureSet,
+    schema: &SchemaRef,
+    mut sink: impl FnMut(RecordBatch) -> Result<()>,
+) -> Result<(Vec<RoaringBitmap>, u64)> {
+    let mut merged = vec![RoaringBitmap::new(); compiled.tags.len()];
+    let mut base = 0u64;
+    let group = rayon::current_num_threads() * 2;
+    for start in (0..fs.chunks()).step_by(group) {
+        let results: Vec<Result<(Vec<RoaringBitmap>, RecordBatch, u64)>> = (start..(start + group).min(fs.chunks()))
+            .into_par_iter()
+            .map(|c| {
+                let chunk = fs.chunk(c);
+                let bitmaps = compiled.evaluate(&chunk);
+                let batch = features_batch(&chunk, schema, fs)?;
+                Ok((bitmaps, batch, chunk.base.iter().map(|b| *b as u64).sum()))
+            })
+            .collect();
+        for r in results {
+            let (bitmaps, batch, b) = r?;
+            base += b;
+            for (m, bm) in merged.iter_mut().zip(bitmaps) {
+                if !bm.is_empty() {
+                    *m |= bm;
+                }
+            }
+            if batch.num_rows() > 0 {
+                sink(batch)?;
+            }
+        }
+    }
+    Ok((merged, base))
+}
+
+fn arrow_type(kind: FeatureKind) -> DataType {
+    match kind {
+        FeatureKind::Int32 => DataType::Int32,
+        FeatureKind::Int64 => DataType::Int64,
+        FeatureKind::Float64 => DataType::Float64,
+        FeatureKind::Date => DataType::Date32,
+        FeatureKind::Text(_) => DataType::Utf8,
+    }
+}
+
+/// The `features` table schema for these columns.
+pub fn features_schema(chunk: &Chunk) -> SchemaRef {
+    let fixed = Table::Features.arrow_schema();
+    Arc::new(Schema::new(
+        chunk
+            .columns
+            .iter()
+            .map(|c| {
+                let nullable = fixed.field_with_name(&c.name).map(|f| f.is_nullable()).unwrap_or(true);
+                Field::new(&c.name, arrow_type(c.kind), nullable)
+            })
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// The base members' rows of a chunk as a `features` batch.
+pub fn features_batch(chunk: &Chunk, schema: &SchemaRef, fs: &FeatureSet) -> Result<RecordBatch> {
+    let keep = BooleanArray::from(chunk.base.iter().map(|b| *b == 1).collect::<Vec<_>>());
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(chunk.columns.len());
+    for c in &chunk.columns {
+        let array: ArrayRef = match (&c.data, c.kind) {
+            (FeatureData::Num(v), FeatureKind::Int32) => {
+                Arc::new(v.iter().map(|x| (!x.is_nan()).then_some(*x as i32)).collect::<Int32Array>())
+            }
+            (FeatureData::Num(v), FeatureKind::Int64) => {
+                Arc::new(v.iter().map(|x| (!x.is_nan()).then_some(*x as i64)).collect::<Int64Array>())
+            }
+            (FeatureData::Num(v), FeatureKind::Date) => {
+                Arc::new(v.iter().map(|x| (!x.is_nan()).then_some(*x as i32)).collect::<Date32Array>())
+            }
+            (FeatureData::Num(v), _) => {
+                Arc::new(v.iter().map(|x| (!x.is_nan()).then_some(*x)).collect::<Float64Array>())
+            }
+            (FeatureData::Text(codes), FeatureKind::Text(kind)) => {
+                let dict = &fs.dictionary(kind).values;
+                Arc::new(codes.iter().map(|c| dict.get(*c as usize).map(|s| s.as_str())).collect::<StringArray>())
+            }
+            (FeatureData::Text(_), _) => return Err(Error::Internal(format!("text data in column {}", c.name))),
+        };
+        cols.push(arrow::compute::filter(&array, &keep).map_err(|e| Error::Internal(e.to_string()))?);
+    }
+    RecordBatch::try_new(schema.clone(), cols).map_err(|e| Error::Internal(format!("features batch: {e}")))
+}

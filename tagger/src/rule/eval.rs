@@ -1,0 +1,495 @@
+//! Runs a [`Program`] over a chunk of members, column at a time.
+//!
+//! The chunk is cut into blocks of [`BLOCK`] members so that the output
+//! mask and any intermediate buffers stay in cache while every node of the
+//! rule passes over them. Within a block each node is one loop over plain
+//! slices (`fill1`, `fill2`, `map_*`), generic over a closure so that each
+//! operator gets its own monomorphised loop the compiler can vectorise; the
+//! operator itself is chosen once per block, outside the loop.
+//!
+//! Masks are folded in place: a leaf either sets the mask, or ANDs / ORs
+//! itself into it ([`Mode`]), so `a and b and c` is three passes over one
+//! buffer. Number buffers come from a per-thread pool and are reused for the
+//! next node and the next call, so steady-state evaluation does not allocate.
+
+use std::cell::RefCell;
+
+use super::compile::{BinFn, Cmp, Num, Pred, Program, UnOp};
+use super::{ColumnRef, VarType};
+
+/// Members per block: a 4 KiB mask and 32 KiB number buffers.
+pub(crate) const BLOCK: usize = 4096;
+
+// Scalar semantics, shared by constant folding and by the loops below.
+
+impl UnOp {
+    #[inline(always)]
+    pub(crate) fn apply(self, x: f64) -> f64 {
+        match self {
+            UnOp::Neg => -x,
+            UnOp::Abs => x.abs(),
+            UnOp::Floor => x.floor(),
+            UnOp::Ceil => x.ceil(),
+        }
+    }
+}
+
+impl BinFn {
+    #[inline(always)]
+    pub(crate) fn apply(self, a: f64, b: f64) -> f64 {
+        match self {
+            BinFn::Add => a + b,
+            BinFn::Sub => a - b,
+            BinFn::Mul => a * b,
+            BinFn::Div => {
+                if b == 0.0 {
+                    f64::NAN
+                } else {
+                    a / b
+                }
+            }
+            BinFn::Rem => {
+                if b == 0.0 {
+                    f64::NAN
+                } else {
+                    a % b
+                }
+            }
+            BinFn::Coalesce => {
+                if a.is_nan() {
+                    b
+                } else {
+                    a
+                }
+            }
+            // f64::min/max return the other operand when one is NaN: exactly
+            // "nulls are ignored" (null only when both are null).
+            BinFn::Least => a.min(b),
+            BinFn::Greatest => a.max(b),
+            BinFn::NullIf => {
+                if a == b {
+                    f64::NAN
+                } else {
+                    a
+                }
+            }
+        }
+    }
+}
+
+impl Cmp {
+    #[inline(always)]
+    pub(crate) fn apply(self, a: f64, b: f64) -> bool {
+        match self {
+            Cmp::Lt => a < b,
+            Cmp::Le => a <= b,
+            Cmp::Gt => a > b,
+            Cmp::Ge => a >= b,
+            Cmp::Eq => a == b,
+            Cmp::OrdNe => a != b,
+        }
+    }
+}
+
+/// Expands `$body` once per variant, with `$name` a constant of that
+/// variant, so the operator is fixed inside each generated loop.
+macro_rules! per_variant {
+    ($value:expr, $ty:ident { $($variant:ident),* }, $name:ident => $body:expr) => {
+        match $value {
+            $($ty::$variant => {
+                const $name: $ty = $ty::$variant;
+                $body
+            })*
+        }
+    };
+}
+
+macro_rules! per_cmp {
+    ($value:expr, $name:ident => $body:expr) => {
+        per_variant!($value, Cmp { Lt, Le, Gt, Ge, Eq, OrdNe }, $name => $body)
+    };
+}
+
+macro_rules! per_bin {
+    ($value:expr, $name:ident => $body:expr) => {
+        per_variant!($value, BinFn { Add, Sub, Mul, Div, Rem, Coalesce, Least, Greatest, NullIf }, $name => $body)
+    };
+}
+
+macro_rules! per_unary {
+    ($value:expr, $name:ident => $body:expr) => {
+        per_variant!($value, UnOp { Neg, Abs, Floor, Ceil }, $name => $body)
+    };
+}
+
+impl Program {
+    /// Evaluates over `len` members; `columns[slot]` for each slot it reads
+    /// (others may be any ColumnRef). Writes out[i] = 1 where the rule is
+    /// TRUE, else 0. `out` is cleared and resized to len.
+    ///
+    /// # Panics
+    ///
+    /// When a slot the program reads (see [`Program::slots`]) is missing
+    /// from `columns`, has another type than the [`Env`](super::Env) said,
+    /// or is shorter than `len`: a bug in the caller.
+    pub fn eval(&self, columns: &[ColumnRef<'_>], len: usize, out: &mut Vec<u8>) {
+        self.eval_in_blocks(columns, len, out, BLOCK);
+    }
+
+    /// [`Program::eval`] with a chosen block size (tests use tiny blocks to
+    /// exercise block edges).
+    pub(crate) fn eval_in_blocks(&self, columns: &[ColumnRef<'_>], len: usize, out: &mut Vec<u8>, block: usize) {
+        self.check_columns(columns, len);
+        out.clear();
+        out.resize(len, 0);
+        SCRATCH.with(|scratch| {
+            let pool = &mut *scratch.borrow_mut();
+            for (i, chunk) in out.chunks_mut(block.max(1)).enumerate() {
+                let start = i * block.max(1);
+                let b = Block { cols: columns, start, end: start + chunk.len() };
+                pred(&self.root, &b, pool, chunk, Mode::Set);
+            }
+        });
+    }
+
+    fn check_columns(&self, columns: &[ColumnRef<'_>], len: usize) {
+        for &(slot, ty) in &self.reads {
+            let (got, got_len) = match columns.get(slot) {
+                Some(ColumnRef::Num(v)) => (Some(VarType::Num), v.len()),
+                Some(ColumnRef::Bool(v)) => (Some(VarType::Bool), v.len()),
+                Some(ColumnRef::Text(v)) => (Some(VarType::Text), v.len()),
+                None => (None, 0),
+            };
+            assert!(
+                got == Some(ty) && got_len >= len,
+                "the rule reads slot {slot} as a {} column of at least {len} values, but got {}",
+                ty.noun(),
+                match got {
+                    Some(t) => format!("a {} column of {got_len} values", t.noun()),
+                    None => format!("only {} columns", columns.len()),
+                }
+            );
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::default();
+}
+
+/// Reusable buffers. Taken buffers have the right length but stale
+/// contents: every user overwrites them in full before reading.
+#[derive(Default)]
+struct Scratch {
+    nums: Vec<Vec<f64>>,
+    masks: Vec<Vec<u8>>,
+}
+
+impl Scratch {
+    fn num(&mut self, len: usize) -> Vec<f64> {
+        let mut v = self.nums.pop().unwrap_or_default();
+        v.resize(len, 0.0);
+        v
+    }
+
+    fn mask(&mut self, len: usize) -> Vec<u8> {
+        let mut v = self.masks.pop().unwrap_or_default();
+        v.resize(len, 0);
+        v
+    }
+
+    fn give(&mut self, v: NumVal<'_>) {
+        if let NumVal::Owned(v) = v {
+            self.nums.push(v);
+        }
+    }
+}
+
+/// One block of the chunk: the columns and the member range.
+struct Block<'s, 'a> {
+    cols: &'s [ColumnRef<'a>],
+    start: usize,
+    end: usize,
+}
+
+impl<'a> Block<'_, 'a> {
+    fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    fn num(&self, slot: usize) -> &'a [f64] {
+        match self.cols[slot] {
+            ColumnRef::Num(v) => &v[self.start..self.end],
+            _ => unreachable!("column types are checked before evaluation"),
+        }
+    }
+
+    fn bools(&self, slot: usize) -> &'a [u8] {
+        match self.cols[slot] {
+            ColumnRef::Bool(v) => &v[self.start..self.end],
+            _ => unreachable!("column types are checked before evaluation"),
+        }
+    }
+
+    fn codes(&self, slot: usize) -> &'a [u32] {
+        match self.cols[slot] {
+            ColumnRef::Text(v) => &v[self.start..self.end],
+            _ => unreachable!("column types are checked before evaluation"),
+        }
+    }
+}
+
+/// How a predicate writes its mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// out = p
+    Set,
+    /// out &= p
+    And,
+    /// out |= p
+    Or,
+}
+
+/// `out[i] (mode)= f(a[i])`: the one loop every leaf ends in.
+#[inline(always)]
+fn fill1<T: Copy>(out: &mut [u8], a: &[T], mode: Mode, f: impl Fn(T) -> bool) {
+    let a = &a[..out.len()];
+    match mode {
+        Mode::Set => out.iter_mut().zip(a).for_each(|(o, &x)| *o = u8::from(f(x))),
+        Mode::And => out.iter_mut().zip(a).for_each(|(o, &x)| *o &= u8::from(f(x))),
+        Mode::Or => out.iter_mut().zip(a).for_each(|(o, &x)| *o |= u8::from(f(x))),
+    }
+}
+
+/// `out[i] (mode)= f(a[i], b[i])`.
+#[inline(always)]
+fn fill2<T: Copy, U: Copy>(out: &mut [u8], a: &[T], b: &[U], mode: Mode, f: impl Fn(T, U) -> bool) {
+    let (a, b) = (&a[..out.len()], &b[..out.len()]);
+    let pairs = out.iter_mut().zip(a.iter().zip(b));
+    match mode {
+        Mode::Set => pairs.for_each(|(o, (&x, &y))| *o = u8::from(f(x, y))),
+        Mode::And => pairs.for_each(|(o, (&x, &y))| *o &= u8::from(f(x, y))),
+        Mode::Or => pairs.for_each(|(o, (&x, &y))| *o |= u8::from(f(x, y))),
+    }
+}
+
+/// The same value for every member.
+fn fill_const(out: &mut [u8], mode: Mode, v: bool) {
+    match (mode, v) {
+        (Mode::Set, v) => out.fill(u8::from(v)),
+        (Mode::And, false) => out.fill(0),
+        (Mode::Or, true) => out.fill(1),
+        _ => {}
+    }
+}
+
+/// A mask made of `parts` folded with `inner` (AND or OR), written into
+/// `out` with `mode`. Folds straight into `out` when `mode` allows, through
+/// a scratch mask otherwise.
+fn fold_parts(
+    out: &mut [u8],
+    mode: Mode,
+    inner: Mode,
+    parts: usize,
+    pool: &mut Scratch,
+    mut part: impl FnMut(usize, &mut [u8], Mode, &mut Scratch),
+) {
+    let first = |i: usize| if i == 0 { Mode::Set } else { inner };
+    if parts == 0 {
+        // The empty AND is true, the empty OR false.
+        fill_const(out, mode, inner == Mode::And);
+    } else if mode == Mode::Set {
+        (0..parts).for_each(|i| part(i, out, first(i), pool));
+    } else if mode == inner {
+        (0..parts).for_each(|i| part(i, out, inner, pool));
+    } else {
+        let mut tmp = pool.mask(out.len());
+        (0..parts).for_each(|i| part(i, &mut tmp, first(i), pool));
+        fill1(out, &tmp, mode, |t| t != 0);
+        pool.masks.push(tmp);
+    }
+}
+
+fn pred(p: &Pred, b: &Block<'_, '_>, pool: &mut Scratch, out: &mut [u8], mode: Mode) {
+    match p {
+        Pred::Const(v) => fill_const(out, mode, *v),
+        Pred::Cmp(op, x, y) => {
+            let (x, y) = (num(x, b, pool), num(y, b, pool));
+            match (&x, &y) {
+                (NumVal::Const(c), NumVal::Const(d)) => fill_const(out, mode, op.apply(*c, *d)),
+                (x, NumVal::Const(c)) => {
+                    let (s, c) = (x.slice(), *c);
+                    per_cmp!(*op, OP => fill1(out, s, mode, |v| OP.apply(v, c)));
+                }
+                (NumVal::Const(c), y) => {
+                    let (s, c) = (y.slice(), *c);
+                    per_cmp!(op.flip(), OP => fill1(out, s, mode, |v| OP.apply(v, c)));
+                }
+                (x, y) => per_cmp!(*op, OP => fill2(out, x.slice(), y.slice(), mode, |a, b| OP.apply(a, b))),
+            }
+            pool.give(x);
+            pool.give(y);
+        }
+        &Pred::Range { ref x, lo, hi, inside } => {
+            let x = num(x, b, pool);
+            match (&x, inside) {
+                (NumVal::Const(c), true) => fill_const(out, mode, (*c >= lo) & (*c <= hi)),
+                (NumVal::Const(c), false) => fill_const(out, mode, (*c < lo) | (*c > hi)),
+                (x, true) => fill1(out, x.slice(), mode, |v| (v >= lo) & (v <= hi)),
+                (x, false) => fill1(out, x.slice(), mode, |v| (v < lo) | (v > hi)),
+            }
+            pool.give(x);
+        }
+        Pred::InNum { x, set, member } => {
+            let x = num(x, b, pool);
+            if let NumVal::Const(c) = x {
+                fill_const(out, mode, if *member { set.contains(&c) } else { !c.is_nan() && !set.contains(&c) });
+                return;
+            }
+            let s = x.slice();
+            if *member {
+                // x = c0 or x = c1 or …
+                fold_parts(out, mode, Mode::Or, set.len(), pool, |i, o, m, _| {
+                    let c = set[i];
+                    fill1(o, s, m, |v| v == c);
+                });
+            } else {
+                // x is known and x != c0 and x != c1 and …
+                fold_parts(out, mode, Mode::And, set.len() + 1, pool, |i, o, m, _| match i {
+                    0 => fill1(o, s, m, |v| !v.is_nan()),
+                    _ => {
+                        let c = set[i - 1];
+                        fill1(o, s, m, |v| v != c);
+                    }
+                });
+            }
+            pool.give(x);
+        }
+        &Pred::IsNan { ref x, nan } => {
+            let x = num(x, b, pool);
+            match &x {
+                NumVal::Const(c) => fill_const(out, mode, c.is_nan() == nan),
+                x if nan => fill1(out, x.slice(), mode, |v| v.is_nan()),
+                x => fill1(out, x.slice(), mode, |v| !v.is_nan()),
+            }
+            pool.give(x);
+        }
+        &Pred::BoolIs { slot, want } => fill1(out, b.bools(slot), mode, |v| v == want),
+        &Pred::BoolNull { slot, null: true } => fill1(out, b.bools(slot), mode, |v| v > 1),
+        &Pred::BoolNull { slot, null: false } => fill1(out, b.bools(slot), mode, |v| v <= 1),
+        &Pred::TextEq { slot, code, eq: true, .. } => fill1(out, b.codes(slot), mode, |v| v == code),
+        &Pred::TextEq { slot, code, n, eq: false } => fill1(out, b.codes(slot), mode, |v| (v != code) & (v < n)),
+        &Pred::TextSet { slot, ref bits, n } => {
+            let codes = b.codes(slot);
+            if let [word] = bits[..] {
+                // Up to 63 values: one word, a shift per member.
+                fill1(out, codes, mode, |v| (word >> v.min(n)) & 1 != 0);
+            } else {
+                fill1(out, codes, mode, |v| {
+                    let k = v.min(n) as usize;
+                    (bits[k / 64] >> (k % 64)) & 1 != 0
+                });
+            }
+        }
+        &Pred::TextNull { slot, n, null: true } => fill1(out, b.codes(slot), mode, |v| v >= n),
+        &Pred::TextNull { slot, n, null: false } => fill1(out, b.codes(slot), mode, |v| v < n),
+        Pred::Not(q) => {
+            let mut tmp = pool.mask(out.len());
+            pred(q, b, pool, &mut tmp, Mode::Set);
+            fill1(out, &tmp, mode, |t| t == 0);
+            pool.masks.push(tmp);
+        }
+        Pred::And(qs) => fold_parts(out, mode, Mode::And, qs.len(), pool, |i, o, m, pool| pred(&qs[i], b, pool, o, m)),
+        Pred::Or(qs) => fold_parts(out, mode, Mode::Or, qs.len(), pool, |i, o, m, pool| pred(&qs[i], b, pool, o, m)),
+    }
+}
+
+/// A number-valued intermediate: a column slice (no copy), a constant, or a
+/// pooled buffer.
+enum NumVal<'a> {
+    Slice(&'a [f64]),
+    Const(f64),
+    Owned(Vec<f64>),
+}
+
+impl NumVal<'_> {
+    /// The values of a non-constant.
+    fn slice(&self) -> &[f64] {
+        match self {
+            NumVal::Slice(s) => s,
+            NumVal::Owned(v) => v,
+            NumVal::Const(_) => unreachable!("constants are handled by the caller"),
+        }
+    }
+}
+
+fn num<'a>(n: &Num, b: &Block<'_, 'a>, pool: &mut Scratch) -> NumVal<'a> {
+    match n {
+        Num::Const(c) => NumVal::Const(*c),
+        Num::Col(slot) => NumVal::Slice(b.num(*slot)),
+        Num::Unary(op, x) => {
+            let x = num(x, b, pool);
+            per_unary!(*op, OP => map1(x, b.len(), pool, |v| OP.apply(v)))
+        }
+        Num::Bin(f, x, y) => {
+            let (x, y) = (num(x, b, pool), num(y, b, pool));
+            per_bin!(*f, OP => map2(x, y, b.len(), pool, |u, v| OP.apply(u, v)))
+        }
+    }
+}
+
+/// `f` of every value, in place when `x` is already a buffer.
+#[inline(always)]
+fn map1<'a>(x: NumVal<'a>, len: usize, pool: &mut Scratch, f: impl Fn(f64) -> f64) -> NumVal<'a> {
+    match x {
+        NumVal::Const(c) => NumVal::Const(f(c)),
+        NumVal::Owned(mut v) => {
+            v.iter_mut().for_each(|e| *e = f(*e));
+            NumVal::Owned(v)
+        }
+        NumVal::Slice(s) => {
+            let mut v = pool.num(len);
+            v.iter_mut().zip(&s[..len]).for_each(|(o, &e)| *o = f(e));
+            NumVal::Owned(v)
+        }
+    }
+}
+
+/// `f` of every pair, reusing whichever operand is already a buffer.
+#[inline(always)]
+fn map2<'a>(x: NumVal<'a>, y: NumVal<'a>, len: usize, pool: &mut Scratch, f: impl Fn(f64, f64) -> f64) -> NumVal<'a> {
+    match (x, y) {
+        (NumVal::Const(c), NumVal::Const(d)) => NumVal::Const(f(c, d)),
+        (NumVal::Owned(mut v), y) => {
+            match &y {
+                NumVal::Const(d) => v.iter_mut().for_each(|e| *e = f(*e, *d)),
+                y => v.iter_mut().zip(&y.slice()[..len]).for_each(|(e, &w)| *e = f(*e, w)),
+            }
+            pool.give(y);
+            NumVal::Owned(v)
+        }
+        (x, NumVal::Owned(mut v)) => {
+            match &x {
+                NumVal::Const(c) => v.iter_mut().for_each(|e| *e = f(*c, *e)),
+                x => v.iter_mut().zip(&x.slice()[..len]).for_each(|(e, &u)| *e = f(u, *e)),
+            }
+            pool.give(x);
+            NumVal::Owned(v)
+        }
+        (NumVal::Slice(s), NumVal::Const(d)) => {
+            let mut v = pool.num(len);
+            v.iter_mut().zip(&s[..len]).for_each(|(o, &u)| *o = f(u, d));
+            NumVal::Owned(v)
+        }
+        (NumVal::Const(c), NumVal::Slice(t)) => {
+            let mut v = pool.num(len);
+            v.iter_mut().zip(&t[..len]).for_each(|(o, &w)| *o = f(c, w));
+            NumVal::Owned(v)
+        }
+        (NumVal::Slice(s), NumVal::Slice(t)) => {
+            let mut v = pool.num(len);
+            v.iter_mut().zip(s[..len].iter().zip(&t[..len])).for_each(|(o, (&u, &w))| *o = f(u, w));
+            NumVal::Owned(v)
+        }
+    }
+}
