@@ -53,8 +53,13 @@ pub fn rate(n: u64, seconds: f64) -> String {
 
 /// The tail every summary line ends with: seconds, rate, peak memory.
 pub fn timing(rows: u64, seconds: f64) -> String {
+    timing_of(rows, "rows", seconds)
+}
+
+/// [`timing`] counting something other than rows (`member-tags`).
+pub fn timing_of(n: u64, what: &str, seconds: f64) -> String {
     let mem = peak_memory().map(bytes).unwrap_or_else(|| "n/a".into());
-    format!("{seconds:.2} s · {} rows/s · peak memory {mem}", rate(rows, seconds))
+    format!("{seconds:.2} s · {} {what}/s · peak memory {mem}", rate(n, seconds))
 }
 
 /// A row counter on stderr when it is a terminal; invisible otherwise.

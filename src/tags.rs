@@ -110,7 +110,7 @@ pub async fn tag(wh: &Warehouse, a: &TagArgs) -> Result<RefreshSummary> {
         s.features_seconds,
         s.evaluate_seconds,
         s.snapshot_seconds,
-        report::timing(s.member_tags, total)
+        report::timing_of(s.member_tags, "member-tags", total)
     );
     Ok(s)
 }

@@ -37,7 +37,7 @@ pub enum Error {
         message: String,
     },
     /// A tag's rule does not parse or does not type-check.
-    #[error("tag catalog {source_name}, tag `{tag}`: {}", error.render(rule))]
+    #[error("tag catalog {source_name}, tag `{tag}`, position {}: {}", error.pos, error.render(rule))]
     Rule {
         /// The catalog file (or "built-in default").
         source_name: String,

@@ -466,47 +466,58 @@ impl Compiled {
         self.feature_names.len() + self.constants.len() + self.scores.len() + self.tag_slot.iter().flatten().count()
     }
 
-    /// Computes the cut points of every score and rank over the whole base.
+    /// Computes the cut points of every score and rank over the whole base,
+    /// in one parallel pass over the chunks.
     pub fn prepare(&mut self, fs: &FeatureSet) {
-        let cuts: Vec<(bool, usize)> =
-            (0..self.scores.len()).map(|i| (true, i)).chain((0..self.ranks.len()).map(|i| (false, i))).collect();
-        for (is_score, i) in cuts {
-            let cut = if is_score { &self.scores[i].1 } else { &self.ranks[i] };
-            let nf = self.feature_names.len();
-            let constants = &self.constants;
-            let mut pairs: Vec<(u64, u32)> = (0..fs.chunks())
-                .into_par_iter()
-                .flat_map_iter(|c| {
-                    let chunk = fs.chunk(c);
-                    let cols = base_columns(&chunk, constants, nf);
-                    let mut among = Vec::new();
-                    cut.among.eval(&cols, chunk.len(), &mut among);
-                    let FeatureData::Num(values) = &chunk.columns[cut.feature].data else { unreachable!() };
-                    let sign = cut.sign;
-                    let start = chunk.start;
-                    let picked: Vec<(u64, u32)> = (0..chunk.len())
-                        .filter(|&m| chunk.base[m] == 1 && among[m] == 1 && !values[m].is_nan())
-                        .map(|m| (ordered_bits(sign * values[m]), start + m as u32))
-                        .collect();
-                    picked.into_iter()
-                })
-                .collect();
+        let nf = self.feature_names.len();
+        let constants = &self.constants;
+        let cuts: Vec<&Cut> = self.scores.iter().map(|(_, c)| c).chain(self.ranks.iter()).collect();
+        if cuts.is_empty() {
+            return;
+        }
+        let per_chunk: Vec<Vec<Vec<(u64, u32)>>> = (0..fs.chunks())
+            .into_par_iter()
+            .map(|c| {
+                let chunk = fs.chunk(c);
+                let cols = base_columns(&chunk, constants, nf);
+                let mut among = Vec::new();
+                cuts.iter()
+                    .map(|cut| {
+                        cut.among.eval(&cols, chunk.len(), &mut among);
+                        let FeatureData::Num(values) = &chunk.columns[cut.feature].data else { unreachable!() };
+                        (0..chunk.len())
+                            .filter(|&m| chunk.base[m] == 1 && among[m] == 1 && !values[m].is_nan())
+                            .map(|m| (ordered_bits(cut.sign * values[m]), chunk.start + m as u32))
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut all_starts = Vec::with_capacity(cuts.len());
+        for (i, cut) in cuts.iter().enumerate() {
+            let mut pairs: Vec<(u64, u32)> = per_chunk.iter().flat_map(|c| c[i].iter().copied()).collect();
             pairs.par_sort_unstable();
             let n = pairs.len();
-            let starts: Vec<usize> = match &cut.groups {
+            let positions: Vec<usize> = match &cut.groups {
                 Groups::Ntile(b) => {
                     let b = *b as usize;
                     let (q, r) = (n / b, n % b);
                     (1..b).map(|g| if g <= r { g * (q + 1) } else { r * (q + 1) + (g - r) * q }).collect()
                 }
-                Groups::Percents(p) => p[..p.len() - 1].iter().map(|pct| (pct * n as f64 / 100.0).floor() as usize).collect(),
+                Groups::Percents(p) => {
+                    p[..p.len() - 1].iter().map(|pct| (pct * n as f64 / 100.0).floor() as usize).collect()
+                }
             };
-            let starts = starts.into_iter().map(|p| pairs.get(p).copied().unwrap_or((u64::MAX, u32::MAX))).collect();
-            if is_score {
-                self.scores[i].1.starts = starts;
-            } else {
-                self.ranks[i].starts = starts;
-            }
+            all_starts
+                .push(positions.into_iter().map(|p| pairs.get(p).copied().unwrap_or((u64::MAX, u32::MAX))).collect());
+        }
+        drop(per_chunk);
+        let mut starts = all_starts.into_iter();
+        for (_, cut) in &mut self.scores {
+            cut.starts = starts.next().expect("one per cut");
+        }
+        for cut in &mut self.ranks {
+            cut.starts = starts.next().expect("one per cut");
         }
     }
 

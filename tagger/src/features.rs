@@ -135,8 +135,8 @@ struct Shard {
     // from order lines: [total, 365 d, 90 d, 30 d]
     spend: [Vec<i64>; 4],
     items: Vec<i64>,
-    lines: Vec<i64>,
-    promo_lines: Vec<i64>,
+    lines: Vec<u32>,
+    promo_lines: Vec<u32>,
     category_spend: Vec<Vec<i64>>,
     category_last: Vec<Vec<i32>>,
     records: Vec<u128>,
@@ -526,7 +526,7 @@ fn read_orders(
                 s.lines[m] += 1;
                 let promo = (!discount.is_null(row) && discount.value(row) > 0.0)
                     || (!coupon.is_null(row) && coupon.value(row));
-                s.promo_lines[m] += promo as i64;
+                s.promo_lines[m] += promo as u32;
                 let cat = code_at(&cac, &cad, row);
                 if cat != NO_CODE {
                     let (spend, last) = s.category_column(cat as usize);

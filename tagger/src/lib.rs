@@ -27,6 +27,8 @@ mod refresh;
 pub mod rule;
 mod scan;
 pub mod snapshot;
+#[cfg(test)]
+mod tests;
 
 pub use error::{Error, Result};
 pub use refresh::{RefreshOptions, RefreshSummary, evaluate_all, features_batch, features_schema, load_catalog, refresh};

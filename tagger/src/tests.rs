@@ -1,0 +1,192 @@
+//! Hand-computed cases: a tiny warehouse written row by row, the exact
+//! boundaries of the core rules, and catalog errors.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::TimestampMicrosecondArray;
+use chrono::NaiveDate;
+use roaring::RoaringBitmap;
+use taglake_storage::{Table, Warehouse};
+
+use crate::{RefreshOptions, refresh, snapshot};
+
+const DAY_US: i64 = 86_400_000_000;
+
+fn day(d: &str) -> i64 {
+    let d = NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap();
+    (d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()).num_days()
+}
+
+/// A member: id, registered date, birthday.
+struct M(&'static str, &'static str, Option<&'static str>);
+/// An order line: order id, member index, date, channel, store, category, quantity, amount, discount, coupon.
+struct L(&'static str, usize, &'static str, &'static str, &'static str, &'static str, i32, f64, f64, bool);
+
+async fn warehouse(dir: &std::path::Path, members: &[M], lines: &[L]) -> Warehouse {
+    let wh = Warehouse::open(dir).unwrap();
+    let n = members.len();
+    let ids: Vec<&str> = members.iter().map(|m| m.0).collect();
+    let keys: Vec<i64> = (0..n as i64).collect();
+    let mut w = wh.append(Table::MemberIds).await.unwrap();
+    w.write(
+        RecordBatch::try_new(
+            Table::MemberIds.arrow_schema(),
+            vec![Arc::new(StringArray::from(ids.clone())), Arc::new(Int64Array::from(keys.clone()))],
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    w.commit().await.unwrap();
+    let ts = |v: Vec<i64>| Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC")) as ArrayRef;
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(keys)),
+        Arc::new(StringArray::from(ids)),
+        ts(members.iter().map(|m| day(m.1) * DAY_US).collect()),
+        Arc::new(Date32Array::from(members.iter().map(|m| m.2.map(|b| day(b) as i32)).collect::<Vec<_>>())),
+        Arc::new(StringArray::from(vec![Some("f"); n])),
+        Arc::new(StringArray::from(vec![Some("Lyon"); n])),
+        Arc::new(StringArray::from(vec![Some("app"); n])),
+        Arc::new(StringArray::from(vec![Some("S9"); n])),
+        Arc::new(Int64Array::from(vec![Some(700); n])),
+    ];
+    let mut w = wh.append(Table::Members).await.unwrap();
+    w.write(RecordBatch::try_new(Table::Members.arrow_schema(), cols).unwrap()).await.unwrap();
+    w.commit().await.unwrap();
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(lines.iter().map(|l| l.0).collect::<Vec<_>>())),
+        Arc::new(Int32Array::from((0..lines.len() as i32).collect::<Vec<_>>())),
+        Arc::new(Int64Array::from(lines.iter().map(|l| l.1 as i64).collect::<Vec<_>>())),
+        Arc::new(StringArray::from(lines.iter().map(|l| members[l.1].0).collect::<Vec<_>>())),
+        ts(lines.iter().map(|l| day(l.2) * DAY_US + 10 * 3_600_000_000).collect()),
+        Arc::new(StringArray::from(lines.iter().map(|l| l.3).collect::<Vec<_>>())),
+        Arc::new(StringArray::from(lines.iter().map(|l| Some(l.4).filter(|s| !s.is_empty())).collect::<Vec<_>>())),
+        Arc::new(StringArray::from(vec!["sku"; lines.len()])),
+        Arc::new(StringArray::from(lines.iter().map(|l| Some(l.5)).collect::<Vec<_>>())),
+        Arc::new(Int32Array::from(lines.iter().map(|l| l.6).collect::<Vec<_>>())),
+        Arc::new(Float64Array::from(lines.iter().map(|l| l.7).collect::<Vec<_>>())),
+        Arc::new(Float64Array::from(lines.iter().map(|l| l.8).collect::<Vec<_>>())),
+        Arc::new(BooleanArray::from(lines.iter().map(|l| l.9).collect::<Vec<_>>())),
+    ];
+    let mut w = wh.append(Table::Orders).await.unwrap();
+    w.write(RecordBatch::try_new(Table::Orders.arrow_schema(), cols).unwrap()).await.unwrap();
+    w.commit().await.unwrap();
+    wh
+}
+
+async fn tags_of(wh: &Warehouse) -> Vec<(String, RoaringBitmap)> {
+    snapshot::bitmaps(wh, None, None).await.unwrap().1
+}
+
+fn members_of(tags: &[(String, RoaringBitmap)], name: &str) -> Vec<u32> {
+    tags.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no tag {name}")).1.iter().collect()
+}
+
+/// As of 2026-11-01. Member 0: gold by exactly 600.00 spent in the window
+/// (two lines of one order), last order 30 days ago. Member 1: growth
+/// 5,999.9 (silver), last order 60 days ago. Member 2: never bought.
+/// Member 3: pre-churn (4 orders 121–300 days ago). Member 4: one order
+/// 366 days ago (outside the 365-day window). Member 5 registers on D
+/// (not in the base).
+#[tokio::test(flavor = "multi_thread")]
+async fn core_rules_at_their_boundaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let members = [
+        M("a", "2024-01-01", Some("1990-11-15")),
+        M("b", "2024-01-01", None),
+        M("c", "2026-10-05", None),
+        M("d", "2023-01-01", Some("2000-03-01")),
+        M("e", "2024-01-01", None),
+        M("f", "2026-11-01", None),
+    ];
+    let lines = [
+        L("o1", 0, "2026-10-02", "app", "", "beauty", 1, 250.25, 0.0, false),
+        L("o1", 0, "2026-10-02", "app", "", "beauty", 2, 349.75, 5.0, false),
+        L("o2", 1, "2026-09-02", "store", "S1", "snacks", 1, 599.99, 0.0, true),
+        L("o3", 3, "2026-07-03", "store", "S2", "toys", 1, 10.0, 0.0, false),
+        L("o4", 3, "2026-05-01", "store", "S2", "toys", 1, 10.0, 0.0, false),
+        L("o5", 3, "2026-03-01", "store", "S1", "toys", 1, 10.0, 0.0, false),
+        L("o6", 3, "2026-01-05", "app", "S1", "toys", 1, 10.0, 0.0, false),
+        L("o7", 4, "2025-10-31", "store", "S3", "beauty", 1, 10.0, 0.0, false),
+        // After D: ignored.
+        L("o8", 2, "2026-11-01", "store", "S3", "beauty", 1, 10.0, 0.0, false),
+    ];
+    let wh = warehouse(dir.path(), &members, &lines).await;
+    let s = refresh(&wh, &RefreshOptions::default()).await.unwrap();
+    assert_eq!(s.as_of, NaiveDate::from_ymd_opt(2026, 11, 2).unwrap(), "the day after the newest order");
+    let s = refresh(&wh, &RefreshOptions { as_of: NaiveDate::from_ymd_opt(2026, 11, 1), catalog: None })
+        .await
+        .unwrap();
+    assert_eq!(s.base_members, 5);
+    assert_eq!(s.order_lines, 8);
+    let t = tags_of(&wh).await;
+    assert_eq!(members_of(&t, "tier_gold"), [0]);
+    assert_eq!(members_of(&t, "tier_silver"), [1]);
+    assert_eq!(members_of(&t, "tier_regular"), [2, 3, 4]);
+    assert_eq!(members_of(&t, "dormant_30_60"), [0]);
+    assert_eq!(members_of(&t, "dormant_60_90"), [1]);
+    assert_eq!(members_of(&t, "dormant_90_plus"), [3, 4]);
+    assert_eq!(members_of(&t, "sleeping_180_plus"), [4]);
+    assert_eq!(members_of(&t, "lifecycle_introduction"), [2]);
+    assert_eq!(members_of(&t, "lifecycle_growth"), [0, 1, 4]);
+    assert_eq!(members_of(&t, "lifecycle_decline"), [3]);
+    assert_eq!(members_of(&t, "lifecycle_churned"), Vec::<u32>::new());
+    assert_eq!(members_of(&t, "one_time_buyer"), [0, 1, 4]);
+    assert_eq!(members_of(&t, "frequency_none_365d"), [4]);
+    assert_eq!(members_of(&t, "home_store_s1"), [1, 3], "S1 and S2 tie for member 3: first by name");
+    assert_eq!(members_of(&t, "home_store_s9"), [0, 2], "no store orders: the registered home store");
+    assert_eq!(members_of(&t, "channel_main_store"), [1, 3, 4]);
+    assert_eq!(members_of(&t, "birthday_month_11"), [0]);
+    assert_eq!(members_of(&t, "birthday_this_month"), [0]);
+    assert_eq!(members_of(&t, "new_last_month"), [2]);
+    assert_eq!(members_of(&t, "category_lover_toys"), [3]);
+    assert_eq!(members_of(&t, "promotion_user"), [0, 1]);
+    // Value pyramid over the 4 members with orders by spend_365d (600,
+    // 599.99, 40, 0): core = ranks [0, floor(0.8)) = none, middle = [0, 3), tail = [3, 4).
+    assert_eq!(members_of(&t, "value_core"), Vec::<u32>::new());
+    assert_eq!(members_of(&t, "value_middle"), [0, 1, 3]);
+    assert_eq!(members_of(&t, "value_tail"), [4]);
+    // Recency ntile(5) over 4 members: each gets its own score, best = most recent.
+    assert_eq!(members_of(&t, "rfm_r_4"), [0]);
+    assert_eq!(members_of(&t, "rfm_r_1"), [4]);
+    let features = wh.read(Table::Features, Some(&["member_key", "orders_total", "spend_365d"])).await.unwrap();
+    let rows: usize = features.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 5, "one features row per base member");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn catalog_errors_name_the_tag_and_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(
+        dir.path(),
+        &[M("a", "2024-01-01", None)],
+        &[L("o1", 0, "2026-10-02", "app", "", "beauty", 1, 1.0, 0.0, false)],
+    )
+    .await;
+    let run = |text: &str| {
+        let path = dir.path().join("user.toml");
+        std::fs::write(&path, text).unwrap();
+        let wh = wh.clone();
+        async move { refresh(&wh, &RefreshOptions { as_of: None, catalog: Some(path) }).await.unwrap_err().to_string() }
+    };
+    let err = run("[[tag]]\nname = \"x\"\nfamily = \"f\"\ndescription = \"d\"\nrule = \"orders_total > 1 and recency_dayz < 3\"\n").await;
+    assert!(err.contains("tag `x`"), "{err}");
+    assert!(err.contains("position 22:"), "{err}");
+    assert!(err.contains("did you mean `recency_days`"), "{err}");
+    let err = run("[[tag]]\nname = \"tier_gold\"\nfamily = \"f\"\ndescription = \"d\"\nrule = \"orders_total > 1\"\n").await;
+    assert!(err.contains("tag `tier_gold` is declared twice"), "{err}");
+    let err = run("[[tag]]\nname = \"a1\"\nfamily = \"f\"\ndescription = \"d\"\nrule = \"a2\"\n[[tag]]\nname = \"a2\"\nfamily = \"f\"\ndescription = \"d\"\nrule = \"a1\"\n").await;
+    assert!(err.contains("cycle: a1 → a2 → a1") || err.contains("cycle: a2 → a1 → a2"), "{err}");
+    let err = run("[[partition]]\nname = \"p_{value}\"\nfamily = \"f\"\ndescription = \"d\"\nfeature = \"orders_total\"\n").await;
+    assert!(err.contains("is a number; list the values"), "{err}");
+    // A valid user catalog adds its tags to the default; `replace_default` keeps only its own.
+    let path = dir.path().join("ok.toml");
+    std::fs::write(&path, "[[tag]]\nname = \"big_spender\"\nfamily = \"mine\"\ndescription = \"d\"\nrule = \"tier_gold or spend_total > 0.5\"\n").unwrap();
+    refresh(&wh, &RefreshOptions { as_of: None, catalog: Some(path.clone()) }).await.unwrap();
+    let info = snapshot::info(&wh, None).await.unwrap();
+    assert!(info.tags.len() > 100 && info.tags.iter().any(|t| t.name == "big_spender" && t.members == 1));
+    std::fs::write(&path, "replace_default = true\n[[tag]]\nname = \"big_spender\"\nfamily = \"mine\"\ndescription = \"d\"\nrule = \"spend_total > 0.5\"\n").unwrap();
+    refresh(&wh, &RefreshOptions { as_of: None, catalog: Some(path) }).await.unwrap();
+    assert_eq!(snapshot::info(&wh, None).await.unwrap().tags.len(), 1);
+}
