@@ -4,6 +4,9 @@
 mod cli;
 mod ingest_generated;
 mod kill;
+mod tag_cli;
+mod tag_kill;
+mod tag_reference;
 
 use std::path::Path;
 use std::process::{Command, Output};
