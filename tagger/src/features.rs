@@ -787,7 +787,7 @@ impl FeatureSet {
         num(
             "birthday_month",
             Int32,
-            per(&|m| nan_if(s.birthday[m] == NO_DAY, day_to_date(s.birthday[m].max(0)).month() as f64)),
+            per(&|m| if s.birthday[m] == NO_DAY { f64::NAN } else { day_to_date(s.birthday[m]).month() as f64 }),
         );
         let mut text = |name: &str, kind: TextKind, codes: Vec<u32>| {
             cols.push(FeatureColumn { name: name.to_string(), kind: Text(kind), data: FeatureData::Text(codes) });

@@ -24,10 +24,16 @@ struct M(&'static str, &'static str, Option<&'static str>);
 struct L(&'static str, usize, &'static str, &'static str, &'static str, &'static str, i32, f64, f64, bool);
 
 async fn warehouse(dir: &std::path::Path, members: &[M], lines: &[L]) -> Warehouse {
+    warehouse_with_stride(dir, members, lines, 1).await
+}
+
+/// Member `i` gets key `i * stride`: with a large stride the members fall
+/// into different chunks of the key space.
+async fn warehouse_with_stride(dir: &std::path::Path, members: &[M], lines: &[L], stride: i64) -> Warehouse {
     let wh = Warehouse::open(dir).unwrap();
     let n = members.len();
     let ids: Vec<&str> = members.iter().map(|m| m.0).collect();
-    let keys: Vec<i64> = (0..n as i64).collect();
+    let keys: Vec<i64> = (0..n as i64).map(|k| k * stride).collect();
     let mut w = wh.append(Table::MemberIds).await.unwrap();
     w.write(
         RecordBatch::try_new(
@@ -57,7 +63,7 @@ async fn warehouse(dir: &std::path::Path, members: &[M], lines: &[L]) -> Warehou
     let cols: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(lines.iter().map(|l| l.0).collect::<Vec<_>>())),
         Arc::new(Int32Array::from((0..lines.len() as i32).collect::<Vec<_>>())),
-        Arc::new(Int64Array::from(lines.iter().map(|l| l.1 as i64).collect::<Vec<_>>())),
+        Arc::new(Int64Array::from(lines.iter().map(|l| l.1 as i64 * stride).collect::<Vec<_>>())),
         Arc::new(StringArray::from(lines.iter().map(|l| members[l.1].0).collect::<Vec<_>>())),
         ts(lines.iter().map(|l| day(l.2) * DAY_US + 10 * 3_600_000_000).collect()),
         Arc::new(StringArray::from(lines.iter().map(|l| l.3).collect::<Vec<_>>())),
@@ -79,8 +85,9 @@ async fn tags_of(wh: &Warehouse) -> Vec<(String, RoaringBitmap)> {
     snapshot::bitmaps(wh, None, None).await.unwrap().1
 }
 
-fn members_of(tags: &[(String, RoaringBitmap)], name: &str) -> Vec<u32> {
-    tags.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no tag {name}")).1.iter().collect()
+/// Member indices (keys divided by the stride) of a tag.
+fn members_of(tags: &[(String, RoaringBitmap)], name: &str, stride: u32) -> Vec<u32> {
+    tags.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no tag {name}")).1.iter().map(|k| k / stride).collect()
 }
 
 /// As of 2026-11-01. Member 0: gold by exactly 600.00 spent in the window
@@ -91,9 +98,20 @@ fn members_of(tags: &[(String, RoaringBitmap)], name: &str) -> Vec<u32> {
 /// (not in the base).
 #[tokio::test(flavor = "multi_thread")]
 async fn core_rules_at_their_boundaries() {
+    core_rules(1).await;
+}
+
+/// The same members spread over four chunks of the key space: scores,
+/// ranks and bitmaps merge across chunks exactly as within one.
+#[tokio::test(flavor = "multi_thread")]
+async fn core_rules_across_chunks() {
+    core_rules(70_001).await;
+}
+
+async fn core_rules(stride: u32) {
     let dir = tempfile::tempdir().unwrap();
     let members = [
-        M("a", "2024-01-01", Some("1990-11-15")),
+        M("a", "2024-01-01", Some("1960-11-15")),
         M("b", "2024-01-01", None),
         M("c", "2026-10-05", None),
         M("d", "2023-01-01", Some("2000-03-01")),
@@ -112,7 +130,7 @@ async fn core_rules_at_their_boundaries() {
         // After D: ignored.
         L("o8", 2, "2026-11-01", "store", "S3", "beauty", 1, 10.0, 0.0, false),
     ];
-    let wh = warehouse(dir.path(), &members, &lines).await;
+    let wh = warehouse_with_stride(dir.path(), &members, &lines, stride as i64).await;
     let s = refresh(&wh, &RefreshOptions::default()).await.unwrap();
     assert_eq!(s.as_of, NaiveDate::from_ymd_opt(2026, 11, 2).unwrap(), "the day after the newest order");
     let s = refresh(&wh, &RefreshOptions { as_of: NaiveDate::from_ymd_opt(2026, 11, 1), catalog: None })
@@ -121,6 +139,7 @@ async fn core_rules_at_their_boundaries() {
     assert_eq!(s.base_members, 5);
     assert_eq!(s.order_lines, 8);
     let t = tags_of(&wh).await;
+    let members_of = |t: &[(String, RoaringBitmap)], name: &str| members_of(t, name, stride);
     assert_eq!(members_of(&t, "tier_gold"), [0]);
     assert_eq!(members_of(&t, "tier_silver"), [1]);
     assert_eq!(members_of(&t, "tier_regular"), [2, 3, 4]);

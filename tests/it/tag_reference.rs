@@ -870,11 +870,9 @@ fn edge_cases_match_the_reference() {
     assert!(has("lifecycle_decline", "E07") && has("city_home_living_city", "E07"));
 }
 
-/// Bug: `birthday_month` is 1 for every birthday before 1970-01-01
-/// (`features.rs` turns the day into a date after `max(0)`), so those
-/// members get `birthday_month_1` instead of their month.
+/// Regression: `birthday_month` was 1 for every birthday before 1970-01-01
+/// (the day number was clamped at 0 before turning it into a date).
 #[test]
-#[ignore = "known tagger bug: birthday_month of birthdays before 1970 is 1"]
 fn birthdays_before_1970_have_their_month() {
     let dir = tempfile::tempdir().unwrap();
     let path = edge_case_warehouse(dir.path(), "E08,2022-01-01 00:00:00,1965-06-15,F,Shanghai,app,S001,10\n", "");
