@@ -128,23 +128,62 @@ pub(crate) enum Pred {
     Const(bool),
     /// `a op b`; a constant operand is always on the right.
     Cmp(Cmp, Num, Num),
+    /// `x op c`, or `x` is null: `coalesce(x, d) op c` where `d op c` holds.
+    CmpOrNull(Cmp, Num, f64),
     /// `lo <= x <= hi` (`inside`) or `x < lo | x > hi`, constants known.
-    Range { x: Num, lo: f64, hi: f64, inside: bool },
+    Range {
+        x: Num,
+        lo: f64,
+        hi: f64,
+        inside: bool,
+    },
     /// `x` equals one of `set` (`member`), or is known and equals none.
-    InNum { x: Num, set: Vec<f64>, member: bool },
+    InNum {
+        x: Num,
+        set: Vec<f64>,
+        member: bool,
+    },
     /// `x` is NaN (`nan`) or is not.
-    IsNan { x: Num, nan: bool },
+    IsNan {
+        x: Num,
+        nan: bool,
+    },
     /// A boolean column holds `want` (0 or 1).
-    BoolIs { slot: usize, want: u8 },
+    BoolIs {
+        slot: usize,
+        want: u8,
+    },
     /// A boolean column is null (any byte but 0 and 1), or is not.
-    BoolNull { slot: usize, null: bool },
+    BoolNull {
+        slot: usize,
+        null: bool,
+    },
     /// A text column holds `code` (`eq`), or holds a known other code.
-    TextEq { slot: usize, code: u32, n: u32, eq: bool },
+    TextEq {
+        slot: usize,
+        code: u32,
+        n: u32,
+        eq: bool,
+    },
+    /// A text column holds one of a few codes (repeated to fill the array),
+    /// tested in one pass without lookups.
+    TextAny {
+        slot: usize,
+        codes: [u32; 4],
+    },
     /// A text column's code is in the bitset; `n` (and anything above, i.e.
     /// null) is never in it.
-    TextSet { slot: usize, bits: Vec<u64>, n: u32 },
+    TextSet {
+        slot: usize,
+        bits: Vec<u64>,
+        n: u32,
+    },
     /// A text column is null (code >= n), or is not.
-    TextNull { slot: usize, n: u32, null: bool },
+    TextNull {
+        slot: usize,
+        n: u32,
+        null: bool,
+    },
     Not(Box<Pred>),
     And(Vec<Pred>),
     Or(Vec<Pred>),
@@ -179,15 +218,47 @@ enum Cond {
     Or(Vec<Cond>),
     CmpNum(CmpOp, Num, Num),
     /// `a = b` (`eq`) or `a != b` between conditions.
-    EqBool { eq: bool, a: Box<Cond>, b: Box<Cond> },
+    EqBool {
+        eq: bool,
+        a: Box<Cond>,
+        b: Box<Cond>,
+    },
     /// A text column is one of `codes` (`= 'x'` is a one-code list).
-    TextIn { slot: usize, n: u32, codes: Vec<u32>, negated: bool },
-    TextIsNull { slot: usize, n: u32, negated: bool },
-    NumIsNull { x: Num, negated: bool },
-    CondIsNull { x: Box<Cond>, negated: bool },
-    Between { x: Num, lo: Num, hi: Num, negated: bool },
-    InNum { x: Num, set: Vec<f64>, negated: bool },
-    InBool { x: Box<Cond>, set: Vec<bool>, negated: bool },
+    TextIn {
+        slot: usize,
+        n: u32,
+        codes: Vec<u32>,
+        negated: bool,
+    },
+    TextIsNull {
+        slot: usize,
+        n: u32,
+        negated: bool,
+    },
+    NumIsNull {
+        x: Num,
+        negated: bool,
+    },
+    BoolIsNull {
+        x: Box<Cond>,
+        negated: bool,
+    },
+    Between {
+        x: Num,
+        lo: Num,
+        hi: Num,
+        negated: bool,
+    },
+    InNum {
+        x: Num,
+        set: Vec<f64>,
+        negated: bool,
+    },
+    InBool {
+        x: Box<Cond>,
+        set: Vec<bool>,
+        negated: bool,
+    },
     Coalesce(Vec<Cond>),
     NullIf(Box<Cond>, Box<Cond>),
 }
@@ -267,9 +338,9 @@ impl Checker<'_> {
                 Typed::Num(bin(f, self.num(lhs, &need)?, self.num(rhs, &need)?))
             }
             ExprKind::Not(x) => Typed::Bool(Cond::Not(Box::new(self.cond(x, "`not` needs a boolean")?))),
-            ExprKind::And(items) => {
-                Typed::Bool(Cond::And(items.iter().map(|x| self.cond(x, "`and` needs booleans")).collect::<Result<_>>()?))
-            }
+            ExprKind::And(items) => Typed::Bool(Cond::And(
+                items.iter().map(|x| self.cond(x, "`and` needs booleans")).collect::<Result<_>>()?,
+            )),
             ExprKind::Or(items) => {
                 Typed::Bool(Cond::Or(items.iter().map(|x| self.cond(x, "`or` needs booleans")).collect::<Result<_>>()?))
             }
@@ -288,7 +359,7 @@ impl Checker<'_> {
                         Num::Const(c) => Cond::Const(Some(c.is_nan() != negated)),
                         x => Cond::NumIsNull { x, negated },
                     },
-                    Typed::Bool(x) => Cond::CondIsNull { x: Box::new(x), negated },
+                    Typed::Bool(x) => Cond::BoolIsNull { x: Box::new(x), negated },
                     Typed::Text(Text::Col(slot)) => Cond::TextIsNull { slot, n: self.dict_len(slot), negated },
                     Typed::Text(Text::Lit(_)) => Cond::Const(Some(negated)),
                     Typed::Null => Cond::Const(Some(!negated)),
@@ -338,7 +409,10 @@ impl Checker<'_> {
                 let message = match op {
                     CmpOp::Eq => format!("`= null` is never true; write `{} is null`", show(other)),
                     CmpOp::Ne => format!("`!= null` is never true; write `{} is not null`", show(other)),
-                    _ => format!("comparing with `null` is never true; test for a missing value with `{} is null`", show(other)),
+                    _ => format!(
+                        "comparing with `null` is never true; test for a missing value with `{} is null`",
+                        show(other)
+                    ),
                 };
                 return Err(RuleError::new(side.span, message));
             }
@@ -370,7 +444,8 @@ impl Checker<'_> {
             (Typed::Bool(x), Typed::Bool(y)) => Cond::EqBool { eq: op == CmpOp::Eq, a: Box::new(x), b: Box::new(y) },
             (Typed::Text(x), Typed::Text(y)) => {
                 if !equality {
-                    let (who, t) = if matches!(y, Text::Col(_)) { (rhs, Typed::Text(y)) } else { (lhs, Typed::Text(x)) };
+                    let (who, t) =
+                        if matches!(y, Text::Col(_)) { (rhs, Typed::Text(y)) } else { (lhs, Typed::Text(x)) };
                     return Err(only_equality(who, &t));
                 }
                 match (x, y) {
@@ -448,7 +523,8 @@ impl Checker<'_> {
                 Cond::InBool { x: Box::new(x), set, negated }
             }
             Typed::Text(Text::Col(slot)) => {
-                let literals = list.iter().filter_map(|e| if let ExprKind::Text(s) = &e.kind { Some(s.as_str()) } else { None });
+                let literals =
+                    list.iter().filter_map(|e| if let ExprKind::Text(s) = &e.kind { Some(s.as_str()) } else { None });
                 let (n, codes) = self.codes(slot, literals);
                 Cond::TextIn { slot, n, codes, negated }
             }
@@ -593,9 +669,13 @@ fn unary(op: UnOp, x: Num) -> Num {
 }
 
 fn bin(f: BinFn, a: Num, b: Num) -> Num {
-    match (a, b) {
-        (Num::Const(x), Num::Const(y)) => Num::Const(f.apply(x, y)),
-        (a, b) => Num::Bin(f, Box::new(a), Box::new(b)),
+    match (f, a, b) {
+        (f, Num::Const(x), Num::Const(y)) => Num::Const(f.apply(x, y)),
+        // `x / nullif(y, 0)` is `x / y`: dividing by zero is null anyway.
+        (BinFn::Div | BinFn::Rem, a, Num::Bin(BinFn::NullIf, y, zero)) if *zero == Num::Const(0.0) => {
+            Num::Bin(f, Box::new(a), y)
+        }
+        (f, a, b) => Num::Bin(f, Box::new(a), Box::new(b)),
     }
 }
 
@@ -673,7 +753,7 @@ fn lower(c: &Cond, want: bool) -> Pred {
         }
         Cond::TextIsNull { slot, n, negated } => Pred::TextNull { slot: *slot, n: *n, null: want != *negated },
         Cond::NumIsNull { x, negated } => Pred::IsNan { x: x.clone(), nan: want != *negated },
-        Cond::CondIsNull { x, negated } => {
+        Cond::BoolIsNull { x, negated } => {
             let null = want != *negated;
             if let Cond::Col(slot) = **x {
                 return Pred::BoolNull { slot, null };
@@ -732,7 +812,15 @@ fn cmp(op: Cmp, a: Num, b: Num) -> Pred {
         (Num::Const(x), Num::Const(y)) => Pred::Const(op.apply(x, y)),
         // A null constant makes every comparison false.
         (_, Num::Const(c)) | (Num::Const(c), _) if c.is_nan() => Pred::Const(false),
-        (a @ Num::Const(_), b) => Pred::Cmp(op.flip(), b, a),
+        (a @ Num::Const(_), b) => cmp(op.flip(), b, a),
+        // `coalesce(x, d) op c`: `x op c` where x is known, `d op c` elsewhere.
+        (Num::Bin(BinFn::Coalesce, x, d), Num::Const(c)) if matches!(*d, Num::Const(d) if !d.is_nan()) => {
+            let Num::Const(d) = *d else { unreachable!("matched a constant") };
+            match (op.apply(d, c), *x) {
+                (false, x) => cmp(op, x, Num::Const(c)),
+                (true, x) => Pred::CmpOrNull(op, x, c),
+            }
+        }
         (a, b) => Pred::Cmp(op, a, b),
     }
 }
@@ -792,6 +880,7 @@ fn text_member(slot: usize, n: u32, members: Vec<u32>) -> Pred {
             let missing = (0..n).zip(&members).find(|(c, m)| c != *m).map_or(n - 1, |(c, _)| c);
             Pred::TextEq { slot, code: missing, n, eq: false }
         }
+        2..=4 => Pred::TextAny { slot, codes: [0, 1, 2, 3].map(|i| members[i.min(members.len() - 1)]) },
         _ => Pred::TextSet { slot, bits: bitset(n, members.into_iter()), n },
     }
 }
@@ -813,11 +902,16 @@ impl Pred {
                 a.collect_reads(reads);
                 b.collect_reads(reads);
             }
-            Pred::Range { x, .. } | Pred::InNum { x, .. } | Pred::IsNan { x, .. } => x.collect_reads(reads),
+            Pred::CmpOrNull(_, x, _) | Pred::Range { x, .. } | Pred::InNum { x, .. } | Pred::IsNan { x, .. } => {
+                x.collect_reads(reads)
+            }
             Pred::BoolIs { slot, .. } | Pred::BoolNull { slot, .. } => {
                 reads.insert(*slot, VarType::Bool);
             }
-            Pred::TextEq { slot, .. } | Pred::TextSet { slot, .. } | Pred::TextNull { slot, .. } => {
+            Pred::TextEq { slot, .. }
+            | Pred::TextAny { slot, .. }
+            | Pred::TextSet { slot, .. }
+            | Pred::TextNull { slot, .. } => {
                 reads.insert(*slot, VarType::Text);
             }
             Pred::Not(p) => p.collect_reads(reads),
@@ -957,10 +1051,7 @@ mod tests {
         assert_eq!(root("growth_value >= 6000"), Pred::Cmp(Cmp::Ge, col(3), Num::Const(6000.0)));
         assert_eq!(root("6000 <= growth_value"), Pred::Cmp(Cmp::Ge, col(3), Num::Const(6000.0)));
         assert_eq!(root("not growth_value >= 2 * 3000"), Pred::Cmp(Cmp::Lt, col(3), Num::Const(6000.0)));
-        assert_eq!(
-            root("recency_days between 30 and 59"),
-            Pred::Range { x: col(0), lo: 30.0, hi: 59.0, inside: true }
-        );
+        assert_eq!(root("recency_days between 30 and 59"), Pred::Range { x: col(0), lo: 30.0, hi: 59.0, inside: true });
         assert_eq!(
             root("recency_days not between -1 and 1"),
             Pred::Range { x: col(0), lo: -1.0, hi: 1.0, inside: false }
@@ -968,8 +1059,8 @@ mod tests {
         assert_eq!(root("home_store = 'S0042'"), Pred::TextEq { slot: 5, code: 1, n: 2, eq: true });
         assert_eq!(root("home_store = 'S9999'"), Pred::Const(false));
         assert_eq!(root("home_store != 'S9999'"), Pred::TextNull { slot: 5, n: 2, null: false });
-        assert_eq!(root("channel in ('app', 'web', 'fax')"), Pred::TextSet { slot: 6, bits: vec![0b101], n: 4 });
-        assert_eq!(root("channel not in ('app', 'web')"), Pred::TextSet { slot: 6, bits: vec![0b1010], n: 4 });
+        assert_eq!(root("channel in ('app', 'web', 'fax')"), Pred::TextAny { slot: 6, codes: [0, 2, 2, 2] });
+        assert_eq!(root("channel not in ('app', 'web')"), Pred::TextAny { slot: 6, codes: [1, 3, 3, 3] });
         assert_eq!(root("channel not in ('app')"), Pred::TextEq { slot: 6, code: 0, n: 4, eq: false });
         assert_eq!(root("channel in ('app', 'store', 'web')"), Pred::TextEq { slot: 6, code: 3, n: 4, eq: false });
         assert_eq!(root("channel in ('app', 'store', 'web', 'email')"), Pred::TextNull { slot: 6, n: 4, null: false });
@@ -978,6 +1069,14 @@ mod tests {
         assert_eq!(root("lifecycle_growth = false"), Pred::BoolIs { slot: 4, want: 0 });
         assert_eq!(root("lifecycle_growth is not null"), Pred::BoolNull { slot: 4, null: false });
         assert_eq!(root("growth_value > 1 or true"), Pred::Const(true));
+        // Peepholes for the catalog's favourite shapes.
+        assert_eq!(root("coalesce(growth_value, 0) >= 500"), Pred::Cmp(Cmp::Ge, col(3), Num::Const(500.0)));
+        assert_eq!(root("coalesce(growth_value, 600) >= 500"), Pred::CmpOrNull(Cmp::Ge, col(3), 500.0));
+        assert_eq!(root("not coalesce(growth_value, 0) >= 500"), Pred::CmpOrNull(Cmp::Lt, col(3), 500.0));
+        assert_eq!(
+            root("spend_365d / nullif(orders_365d, 0) >= 200"),
+            Pred::Cmp(Cmp::Ge, Num::Bin(BinFn::Div, Box::new(col(1)), Box::new(col(2))), Num::Const(200.0))
+        );
         assert_eq!(root("growth_value > null + 1 or 1 / 0 is null"), Pred::Const(true));
         assert_eq!(root("null"), Pred::Const(false));
         assert_eq!(

@@ -3,9 +3,13 @@
 //! The chunk is cut into blocks of [`BLOCK`] members so that the output
 //! mask and any intermediate buffers stay in cache while every node of the
 //! rule passes over them. Within a block each node is one loop over plain
-//! slices (`fill1`, `fill2`, `map_*`), generic over a closure so that each
-//! operator gets its own monomorphised loop the compiler can vectorise; the
-//! operator itself is chosen once per block, outside the loop.
+//! slices (`fill1`, `fill2`, `map1`, `map2`), generic over a closure so that
+//! each operator gets its own monomorphised loop the compiler can vectorise;
+//! the operator itself is chosen once per block, outside the loop (the
+//! `per_*` macros). The shapes catalogs use most need no intermediate buffer
+//! at all: a column against a constant, `between` constants, short `in`
+//! lists (unrolled), text codes, tag columns, and `u / v op c` over two
+//! columns.
 //!
 //! Masks are folded in place: a leaf either sets the mask, or ANDs / ORs
 //! itself into it ([`Mode`]), so `a and b and c` is three passes over one
@@ -86,7 +90,7 @@ impl Cmp {
             Cmp::Gt => a > b,
             Cmp::Ge => a >= b,
             Cmp::Eq => a == b,
-            Cmp::OrdNe => a != b,
+            Cmp::OrdNe => (a < b) | (a > b),
         }
     }
 }
@@ -116,6 +120,29 @@ macro_rules! per_bin {
     };
 }
 
+macro_rules! per_arith {
+    ($value:expr, $name:ident => $body:expr) => {
+        match $value {
+            BinFn::Add => {
+                const $name: BinFn = BinFn::Add;
+                $body
+            }
+            BinFn::Sub => {
+                const $name: BinFn = BinFn::Sub;
+                $body
+            }
+            BinFn::Mul => {
+                const $name: BinFn = BinFn::Mul;
+                $body
+            }
+            _ => {
+                const $name: BinFn = BinFn::Div;
+                $body
+            }
+        }
+    };
+}
+
 macro_rules! per_unary {
     ($value:expr, $name:ident => $body:expr) => {
         per_variant!($value, UnOp { Neg, Abs, Floor, Ceil }, $name => $body)
@@ -124,7 +151,7 @@ macro_rules! per_unary {
 
 impl Program {
     /// Evaluates over `len` members; `columns[slot]` for each slot it reads
-    /// (others may be any ColumnRef). Writes out[i] = 1 where the rule is
+    /// (others may be any ColumnRef). Writes `out[i] = 1` where the rule is
     /// TRUE, else 0. `out` is cleared and resized to len.
     ///
     /// # Panics
@@ -313,6 +340,17 @@ fn fold_parts(
 fn pred(p: &Pred, b: &Block<'_, '_>, pool: &mut Scratch, out: &mut [u8], mode: Mode) {
     match p {
         Pred::Const(v) => fill_const(out, mode, *v),
+        // `u / v >= c` over two columns (ratios like spend per order): one
+        // pass, no intermediate buffer.
+        &Pred::Cmp(
+            op,
+            Num::Bin(f @ (BinFn::Add | BinFn::Sub | BinFn::Mul | BinFn::Div), ref u, ref v),
+            Num::Const(c),
+        ) if matches!((&**u, &**v), (Num::Col(_), Num::Col(_))) => {
+            let (Num::Col(u), Num::Col(v)) = (&**u, &**v) else { unreachable!("matched two columns") };
+            let (u, v) = (b.num(*u), b.num(*v));
+            per_cmp!(op, OP => per_arith!(f, F => fill2(out, u, v, mode, |p, q| OP.apply(F.apply(p, q), c))));
+        }
         Pred::Cmp(op, x, y) => {
             let (x, y) = (num(x, b, pool), num(y, b, pool));
             match (&x, &y) {
@@ -329,6 +367,14 @@ fn pred(p: &Pred, b: &Block<'_, '_>, pool: &mut Scratch, out: &mut [u8], mode: M
             }
             pool.give(x);
             pool.give(y);
+        }
+        &Pred::CmpOrNull(op, ref x, c) => {
+            let x = num(x, b, pool);
+            match &x {
+                NumVal::Const(v) => fill_const(out, mode, v.is_nan() || op.apply(*v, c)),
+                x => per_cmp!(op, OP => fill1(out, x.slice(), mode, |v| OP.apply(v, c) | v.is_nan())),
+            }
+            pool.give(x);
         }
         &Pred::Range { ref x, lo, hi, inside } => {
             let x = num(x, b, pool);
@@ -347,7 +393,14 @@ fn pred(p: &Pred, b: &Block<'_, '_>, pool: &mut Scratch, out: &mut [u8], mode: M
                 return;
             }
             let s = x.slice();
-            if *member {
+            if let Some(a) = pad4(set) {
+                // A short list: one pass, the list unrolled.
+                if *member {
+                    fill1(out, s, mode, |v| (v == a[0]) | (v == a[1]) | (v == a[2]) | (v == a[3]));
+                } else {
+                    fill1(out, s, mode, |v| !v.is_nan() & (v != a[0]) & (v != a[1]) & (v != a[2]) & (v != a[3]));
+                }
+            } else if *member {
                 // x = c0 or x = c1 or …
                 fold_parts(out, mode, Mode::Or, set.len(), pool, |i, o, m, _| {
                     let c = set[i];
@@ -379,6 +432,9 @@ fn pred(p: &Pred, b: &Block<'_, '_>, pool: &mut Scratch, out: &mut [u8], mode: M
         &Pred::BoolNull { slot, null: false } => fill1(out, b.bools(slot), mode, |v| v <= 1),
         &Pred::TextEq { slot, code, eq: true, .. } => fill1(out, b.codes(slot), mode, |v| v == code),
         &Pred::TextEq { slot, code, n, eq: false } => fill1(out, b.codes(slot), mode, |v| (v != code) & (v < n)),
+        &Pred::TextAny { slot, codes: a } => {
+            fill1(out, b.codes(slot), mode, |v| (v == a[0]) | (v == a[1]) | (v == a[2]) | (v == a[3]));
+        }
         &Pred::TextSet { slot, ref bits, n } => {
             let codes = b.codes(slot);
             if let [word] = bits[..] {
@@ -402,6 +458,11 @@ fn pred(p: &Pred, b: &Block<'_, '_>, pool: &mut Scratch, out: &mut [u8], mode: M
         Pred::And(qs) => fold_parts(out, mode, Mode::And, qs.len(), pool, |i, o, m, pool| pred(&qs[i], b, pool, o, m)),
         Pred::Or(qs) => fold_parts(out, mode, Mode::Or, qs.len(), pool, |i, o, m, pool| pred(&qs[i], b, pool, o, m)),
     }
+}
+
+/// Up to four values as exactly four, the first repeated.
+fn pad4(set: &[f64]) -> Option<[f64; 4]> {
+    (1..=4).contains(&set.len()).then(|| [0, 1, 2, 3].map(|i| set[i.min(set.len() - 1)]))
 }
 
 /// A number-valued intermediate: a column slice (no copy), a constant, or a

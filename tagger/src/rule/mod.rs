@@ -123,7 +123,7 @@ impl VarType {
 pub trait Env {
     /// Slot and type of a column, None when unknown.
     fn resolve(&self, name: &str) -> Option<(usize, VarType)>;
-    /// Dictionary of a Text slot (code i = dict[i]).
+    /// Dictionary of a Text slot (code `i` is `dict[i]`).
     fn dictionary(&self, slot: usize) -> &[String];
     /// Every name, for "did you mean" suggestions.
     fn names(&self) -> Vec<String>;
@@ -188,7 +188,8 @@ impl RuleError {
         // Keep tabs in the padding so the caret lines up however tabs render.
         let pad: String = line.chars().take(col).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
         let pad = format!("{pad}{}", " ".repeat(col.saturating_sub(line.chars().count())));
-        let header = if src.contains('\n') { format!("{} (line {line_no})", self.message) } else { self.message.clone() };
+        let header =
+            if src.contains('\n') { format!("{} (line {line_no})", self.message) } else { self.message.clone() };
         format!("{header}\n  {line}\n  {pad}^")
     }
 }

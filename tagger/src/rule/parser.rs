@@ -19,9 +19,9 @@
 //! write rules are CRM analysts, not parser authors. Nesting is capped so a
 //! hostile or generated rule cannot overflow the stack of a later pass.
 
+use super::RuleError;
 use super::ast::{ArithOp, CmpOp, Expr, ExprKind};
 use super::lexer::{Kw, Lexer, Sym, Tok, Token};
-use super::RuleError;
 
 /// How deep parentheses, `not`, `-` and operator chains may nest.
 const MAX_DEPTH: usize = 200;
@@ -189,7 +189,10 @@ impl Parser<'_> {
         self.bump()?;
         let high = self.sum()?;
         let span = expr.span.to(high.span);
-        Ok(Expr::new(ExprKind::Between { expr: Box::new(expr), low: Box::new(low), high: Box::new(high), negated }, span))
+        Ok(Expr::new(
+            ExprKind::Between { expr: Box::new(expr), low: Box::new(low), high: Box::new(high), negated },
+            span,
+        ))
     }
 
     /// After `x [not]`, at `in`.
@@ -364,10 +367,7 @@ mod tests {
     /// The catalog examples, each with its canonical form.
     const EXAMPLES: &[(&str, &str)] = &[
         ("growth_value >= 6000", "growth_value >= 6000"),
-        (
-            "orders_total > 0 AND recency_days BETWEEN 30 AND 59",
-            "orders_total > 0 and recency_days between 30 and 59",
-        ),
+        ("orders_total > 0 AND recency_days BETWEEN 30 AND 59", "orders_total > 0 and recency_days between 30 and 59"),
         (
             "not (lifecycle_growth or lifecycle_mature) and orders_total > 0",
             "not (lifecycle_growth or lifecycle_mature) and orders_total > 0",

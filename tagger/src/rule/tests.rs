@@ -226,6 +226,7 @@ fn arithmetic_and_division_by_zero() {
     assert_eq!(truth(&env, &data, "x % 0 is null"), [T, T, T, T, T, T]);
     assert_eq!(truth(&env, &data, "x / y > 0"), [U, U, T, U, F, U]);
     assert_eq!(truth(&env, &data, "x / nullif(y, 0) >= 1"), [U, U, T, U, F, U]);
+    assert_eq!(truth(&env, &data, "x / nullif(y, 2) is null"), [T, T, T, T, F, T]);
     assert_eq!(truth(&env, &data, "-x = x * -1"), [U, T, T, T, T, T]);
     assert_eq!(truth(&env, &data, "x - y * 2 = -3"), [U, U, F, F, F, F]);
     assert_eq!(truth(&env, &data, "x % 2 = -0"), [U, F, T, F, T, T]);
@@ -444,7 +445,13 @@ fn num_expr() -> BoxedStrategy<Expr> {
             1 => (select(vec!["abs", "floor", "ceil"]), inner.clone()).prop_map(|(f, x)| call(f, vec![x])),
             2 => (select(vec!["coalesce", "least", "greatest"]), prop::collection::vec(inner.clone(), 1..=3))
                 .prop_map(|(f, xs)| call(f, xs)),
-            1 => (inner.clone(), inner).prop_map(|(a, b)| call("nullif", vec![a, b])),
+            1 => (inner.clone(), inner.clone()).prop_map(|(a, b)| call("nullif", vec![a, b])),
+            // The shapes the compiler rewrites: `x / nullif(y, c)`, `coalesce(x, c)`.
+            1 => (inner.clone(), inner.clone(), constant(), any::<bool>()).prop_map(|(a, b, c, rem)| {
+                let op = if rem { ArithOp::Rem } else { ArithOp::Div };
+                node(ExprKind::Arith { op, lhs: boxed(a), rhs: boxed(call("nullif", vec![b, c])) })
+            }),
+            1 => (inner, constant()).prop_map(|(a, c)| call("coalesce", vec![a, c])),
         ]
     })
     .boxed()
@@ -512,40 +519,38 @@ fn bool_expr() -> BoxedStrategy<Expr> {
 fn env_and_data() -> impl Strategy<Value = (TestEnv, Vec<Col>, usize)> {
     let names: Vec<&'static str> = NUMS.iter().chain(&BOOLS).chain(&TEXTS).copied().collect();
     let dict = || proptest::sample::subsequence(WORDS.to_vec(), 0..=WORDS.len()).prop_shuffle();
-    (Just(names).prop_shuffle(), dict(), dict(), 0usize..80, 1usize..20).prop_flat_map(
-        |(order, d0, d1, len, block)| {
-            let mut env = TestEnv::new();
-            let mut cols = Vec::new();
-            for name in order {
-                let col: BoxedStrategy<Col> = match name.as_bytes()[0] {
-                    b'n' => {
-                        env = env.num(name);
-                        prop::collection::vec(select(VALUES.to_vec()), len).prop_map(Col::Num).boxed()
-                    }
-                    b'b' => {
-                        env = env.bool(name);
-                        prop::collection::vec(prop_oneof![3 => Just(0u8), 3 => Just(1u8), 1 => Just(2u8)], len)
-                            .prop_map(Col::Bool)
-                            .boxed()
-                    }
-                    _ => {
-                        let dict = if name == "t0" { &d0 } else { &d1 };
-                        env = env.text(name, dict);
-                        // Codes in range, just past it, and the null code.
-                        let n = dict.len() as u32;
-                        let code = prop_oneof![6 => 0..n.max(1), 1 => Just(n), 1 => Just(u32::MAX)];
-                        prop::collection::vec(code, len).prop_map(Col::Text).boxed()
-                    }
-                };
-                cols.push(col);
-            }
-            (Just(env), cols, Just(block))
-        },
-    )
+    (Just(names).prop_shuffle(), dict(), dict(), 0usize..80, 1usize..20).prop_flat_map(|(order, d0, d1, len, block)| {
+        let mut env = TestEnv::new();
+        let mut cols = Vec::new();
+        for name in order {
+            let col: BoxedStrategy<Col> = match name.as_bytes()[0] {
+                b'n' => {
+                    env = env.num(name);
+                    prop::collection::vec(select(VALUES.to_vec()), len).prop_map(Col::Num).boxed()
+                }
+                b'b' => {
+                    env = env.bool(name);
+                    prop::collection::vec(prop_oneof![3 => Just(0u8), 3 => Just(1u8), 1 => Just(2u8)], len)
+                        .prop_map(Col::Bool)
+                        .boxed()
+                }
+                _ => {
+                    let dict = if name == "t0" { &d0 } else { &d1 };
+                    env = env.text(name, dict);
+                    // Codes in range, just past it, and the null code.
+                    let n = dict.len() as u32;
+                    let code = prop_oneof![6 => 0..n.max(1), 1 => Just(n), 1 => Just(u32::MAX)];
+                    prop::collection::vec(code, len).prop_map(Col::Text).boxed()
+                }
+            };
+            cols.push(col);
+        }
+        (Just(env), cols, Just(block))
+    })
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
 
     /// Any well-typed rule prints, parses back to itself, compiles, and the
     /// compiled program tags exactly the members the naive evaluator finds TRUE.
