@@ -317,7 +317,13 @@ async fn demo(a: DemoArgs) -> Result<()> {
     top.sort_by(|a, b| b.members.cmp(&a.members).then(a.position.cmp(&b.position)));
     println!("\n   top tags of snapshot {} (of {}; `taglake tags list` shows all):", info.snapshot, info.tags.len());
     for t in top.iter().take(15) {
-        println!("   {:<28} {:>10} {:>7.2}%  {}", t.name, report::count(t.members as u64), 100.0 * t.share, t.description);
+        println!(
+            "   {:<28} {:>10} {:>7.2}%  {}",
+            t.name,
+            report::count(t.members as u64),
+            100.0 * t.share,
+            t.description
+        );
     }
     println!("demo finished in {:.1} s", start.elapsed().as_secs_f64());
     Ok(())

@@ -144,8 +144,18 @@ pub async fn tags(wh: &Warehouse, cmd: TagsCommand) -> Result<()> {
             println!("family       {}", t.family);
             println!("description  {}", t.description);
             println!("rule         {}", t.rule);
-            println!("members      {} ({:.2} % of {})", report::count(t.members as u64), 100.0 * t.share, report::count(info.base_members as u64));
-            println!("snapshot     {} as of {} (created {})", info.snapshot, info.as_of, info.created_at.format("%Y-%m-%d %H:%M:%S UTC"));
+            println!(
+                "members      {} ({:.2} % of {})",
+                report::count(t.members as u64),
+                100.0 * t.share,
+                report::count(info.base_members as u64)
+            );
+            println!(
+                "snapshot     {} as of {} (created {})",
+                info.snapshot,
+                info.as_of,
+                info.created_at.format("%Y-%m-%d %H:%M:%S UTC")
+            );
         }
         TagsCommand::Diff(a) => diff(wh, a).await?,
         TagsCommand::Snapshots => {
@@ -196,7 +206,15 @@ fn print_tags(tags: &[&TagInfo], format: OutputFormat) -> Result<()> {
         OutputFormat::Csv => {
             writeln!(out, "name,family,description,members,share")?;
             for t in tags {
-                writeln!(out, "{},{},{},{},{}", t.name, csv_field(&t.family), csv_field(&t.description), t.members, t.share)?;
+                writeln!(
+                    out,
+                    "{},{},{},{},{}",
+                    t.name,
+                    csv_field(&t.family),
+                    csv_field(&t.description),
+                    t.members,
+                    t.share
+                )?;
             }
         }
         OutputFormat::Json => {

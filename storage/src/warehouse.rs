@@ -223,11 +223,14 @@ impl Warehouse {
         for file in snapshot.log_data() {
             let uri = log_store.to_uri(&file.object_store_path());
             let local = if uri.starts_with('/') { Some(PathBuf::from(&uri)) } else { None };
-            let path = local.or_else(|| url::Url::parse(&uri).ok().and_then(|u| u.to_file_path().ok())).ok_or_else(|| Error::Schema {
-                table: table.name(),
-                path: self.table_path(table),
-                message: format!("data file {uri} is not a local file"),
-            })?;
+            let path =
+                local.or_else(|| url::Url::parse(&uri).ok().and_then(|u| u.to_file_path().ok())).ok_or_else(|| {
+                    Error::Schema {
+                        table: table.name(),
+                        path: self.table_path(table),
+                        message: format!("data file {uri} is not a local file"),
+                    }
+                })?;
             let mut partition: Vec<(String, Option<String>)> = file.partition_values_map().into_iter().collect();
             partition.sort();
             out.push(DataFile { path, partition, size: file.size().max(0) as u64 });
@@ -247,14 +250,37 @@ impl Warehouse {
     /// `batches`, in one commit, without holding them all in memory. The
     /// producer ends the stream by dropping its sender; an `Err` it sends
     /// aborts the write and nothing is committed. Returns the new version.
-    pub async fn overwrite_streaming(&self, table: Table, schema: SchemaRef, batches: BatchReceiver) -> Result<u64> {
+    ///
+    /// Each receiver is one partition of the write, encoded to Parquet on its
+    /// own task: give it as many as there are cores to spare. Text columns
+    /// are dictionary-encoded; numbers are not (their dictionaries rarely pay
+    /// for the hashing at write time).
+    pub async fn overwrite_streaming(
+        &self,
+        table: Table,
+        schema: SchemaRef,
+        partitions: Vec<BatchReceiver>,
+    ) -> Result<u64> {
         check_schema(table, &schema)?;
         use datafusion::catalog::streaming::StreamingTable;
         use datafusion::datasource::provider_as_source;
         use datafusion::logical_expr::LogicalPlanBuilder;
-        let source = ChannelPartition { schema: schema.clone(), rx: std::sync::Mutex::new(Some(batches)) };
-        let provider = StreamingTable::try_new(schema, vec![std::sync::Arc::new(source)])
-            .map_err(|e| self.delta_err(table)(DeltaTableError::from(e)))?;
+        use datafusion::physical_plan::streaming::PartitionStream;
+        let sources: Vec<std::sync::Arc<dyn PartitionStream>> = partitions
+            .into_iter()
+            .map(|rx| {
+                std::sync::Arc::new(ChannelPartition { schema: schema.clone(), rx: std::sync::Mutex::new(Some(rx)) })
+                    as std::sync::Arc<dyn PartitionStream>
+            })
+            .collect();
+        let mut props = parquet::file::properties::WriterProperties::builder().set_dictionary_enabled(false);
+        for f in schema.fields() {
+            if matches!(f.data_type(), arrow::datatypes::DataType::Utf8) {
+                props = props.set_column_dictionary_enabled(f.name().as_str().into(), true);
+            }
+        }
+        let provider =
+            StreamingTable::try_new(schema, sources).map_err(|e| self.delta_err(table)(DeltaTableError::from(e)))?;
         let plan = LogicalPlanBuilder::scan(table.name(), provider_as_source(std::sync::Arc::new(provider)), None)
             .and_then(|b| b.build())
             .map_err(|e| self.delta_err(table)(DeltaTableError::from(e)))?;
@@ -265,6 +291,7 @@ impl Warehouse {
         let written = delta
             .write(Vec::new())
             .with_input_plan(plan)
+            .with_writer_properties(props.build())
             .with_save_mode(SaveMode::Overwrite)
             .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
             .with_target_file_size(std::num::NonZeroU64::new(TARGET_FILE_SIZE))
@@ -490,7 +517,7 @@ mod tests {
                 tx.send(Err("the producer failed".into())).await.unwrap();
             }
         });
-        let v = wh.overwrite_streaming(Table::Features, schema, rx).await;
+        let v = wh.overwrite_streaming(Table::Features, schema, vec![rx]).await;
         producer.await.unwrap();
         v
     }
@@ -518,7 +545,7 @@ mod tests {
         // The fixed columns must lead.
         let wrong = ids(&[("a", 0)]);
         let (_tx, rx) = tokio::sync::mpsc::channel(1);
-        assert!(wh.overwrite_streaming(Table::Features, wrong.schema(), rx).await.is_err());
+        assert!(wh.overwrite_streaming(Table::Features, wrong.schema(), vec![rx]).await.is_err());
     }
 
     #[tokio::test]

@@ -344,9 +344,10 @@ mod tests {
 
     #[test]
     fn unknown_key_names_the_key_and_line() {
-        let err = CatalogFile::parse("[[tag]]\nname = \"a\"\nfamily = \"f\"\ndescription = \"d\"\nrul = \"x\"\n", "t.toml")
-            .unwrap_err()
-            .to_string();
+        let err =
+            CatalogFile::parse("[[tag]]\nname = \"a\"\nfamily = \"f\"\ndescription = \"d\"\nrul = \"x\"\n", "t.toml")
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("t.toml"), "{err}");
         assert!(err.contains("unknown field `rul`"), "{err}");
         assert!(err.contains("line 5"), "{err}");
@@ -354,10 +355,12 @@ mod tests {
 
     #[test]
     fn bad_names_and_bands_are_named() {
-        let err =
-            CatalogFile::parse("[[tag]]\nname = \"Tier Gold\"\nfamily = \"f\"\ndescription = \"d\"\nrule = \"x\"\n", "t")
-                .unwrap_err()
-                .to_string();
+        let err = CatalogFile::parse(
+            "[[tag]]\nname = \"Tier Gold\"\nfamily = \"f\"\ndescription = \"d\"\nrule = \"x\"\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("`Tier Gold` is not a valid tag name"), "{err}");
         let bands = r#"[[rank]]
 family = "value"
@@ -375,6 +378,9 @@ bands = [{ name = "a", up_to_percent = 50, description = "" }, { name = "b", up_
 
     #[test]
     fn substitute_quotes_raw_values() {
-        assert_eq!(substitute("home_store = '{raw}' -- {value}", "o_brien", "O'Brien"), "home_store = 'O''Brien' -- o_brien");
+        assert_eq!(
+            substitute("home_store = '{raw}' -- {value}", "o_brien", "O'Brien"),
+            "home_store = 'O''Brien' -- o_brien"
+        );
     }
 }

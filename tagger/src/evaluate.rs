@@ -220,7 +220,11 @@ impl Compiled {
                     description: substitute(&s.description, &bucket.to_string(), &bucket.to_string()),
                     rule: format!(
                         "{} = {bucket}: ntile({}) of {} ({} is better) among {}",
-                        s.name, s.buckets, s.feature, if sign > 0.0 { "higher" } else { "lower" }, s.among
+                        s.name,
+                        s.buckets,
+                        s.feature,
+                        if sign > 0.0 { "higher" } else { "lower" },
+                        s.among
                     ),
                     kind: Kind::Score { score: scores.len() - 1, bucket },
                 });
@@ -249,7 +253,10 @@ impl Compiled {
                     .iter()
                     .enumerate()
                     .flat_map(|(i, row)| {
-                        row.iter().enumerate().filter(|(_, v)| *v == label).map(move |(j, _)| format!("({},{})", i + 1, j + 1))
+                        row.iter()
+                            .enumerate()
+                            .filter(|(_, v)| *v == label)
+                            .map(move |(j, _)| format!("({},{})", i + 1, j + 1))
                     })
                     .collect();
                 tags.push(TagDef {
@@ -408,7 +415,7 @@ impl Compiled {
                 }
             }
             let program = rule::compile(&expr, &env).map_err(|e| rule_err(name, text, e))?;
-                        rules.push((*tag, program));
+            rules.push((*tag, program));
             deps.push(d);
         }
         // Rules in dependency order (a rule after the rule tags it reads).
@@ -448,18 +455,7 @@ impl Compiled {
                 cat_err(format!("tags refer to each other in a cycle: {}", names.join(" → ")))
             })?;
         }
-        Ok(Compiled {
-            tags,
-            feature_names,
-            constants,
-            scores,
-            ranks,
-            lookups,
-            rules,
-            order,
-            partitions,
-            tag_slot,
-        })
+        Ok(Compiled { tags, feature_names, constants, scores, ranks, lookups, rules, order, partitions, tag_slot })
     }
 
     fn slots_len(&self) -> usize {
@@ -479,7 +475,8 @@ impl Compiled {
             .into_par_iter()
             .map(|c| {
                 let chunk = fs.chunk(c);
-                let cols = base_columns(&chunk, constants, nf);
+                let consts = constant_columns(constants, chunk.len());
+                let cols = base_columns(&chunk, &consts, nf);
                 let mut among = Vec::new();
                 cuts.iter()
                     .map(|cut| {
@@ -535,7 +532,8 @@ impl Compiled {
             let me = (ordered_bits(cut.sign * values[m]), chunk.start + m as u32);
             Some(cut.starts.iter().filter(|s| **s <= me).count())
         };
-        let base_cols = base_columns(chunk, &self.constants, nf);
+        let consts = constant_columns(&self.constants, len);
+        let base_cols = base_columns(chunk, &consts, nf);
         let mut among = Vec::new();
         let mut score_values: Vec<Vec<f64>> = Vec::new();
         let mut masks: Vec<Option<Vec<u8>>> = vec![None; self.tags.len()];
@@ -556,7 +554,9 @@ impl Compiled {
                 Kind::Score { score, bucket } => {
                     Some(score_values[*score].iter().map(|v| (*v == *bucket as f64) as u8).collect())
                 }
-                Kind::Band { rank, band } => Some(band_of[*rank].iter().map(|b| (*b as usize == *band) as u8).collect()),
+                Kind::Band { rank, band } => {
+                    Some(band_of[*rank].iter().map(|b| (*b as usize == *band) as u8).collect())
+                }
                 Kind::Lookup { lookup, label } => {
                     let (r, c, grid) = &self.lookups[*lookup];
                     let (rv, cv) = (&score_values[*r], &score_values[*c]);
@@ -581,7 +581,7 @@ impl Compiled {
         for &r in &self.order {
             let (tag, program) = &self.rules[r];
             {
-                let cols = self.columns(chunk, &owned, &masks);
+                let cols = self.columns(chunk, &consts, &owned, &masks);
                 program.eval(&cols, len, &mut out);
             }
             for (o, b) in out.iter_mut().zip(&chunk.base) {
@@ -599,19 +599,19 @@ impl Compiled {
             let mut members: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
             match &chunk.columns[p.feature].data {
                 FeatureData::Text(codes) => {
-                    for m in 0..len {
+                    for (m, code) in codes.iter().enumerate() {
                         if chunk.base[m] == 1
-                            && let Some(Some(t)) = p.by_code.get(codes[m] as usize)
+                            && let Some(Some(t)) = p.by_code.get(*code as usize)
                         {
                             members.entry(*t).or_default().push(chunk.start + m as u32);
                         }
                     }
                 }
                 FeatureData::Num(values) => {
-                    for m in 0..len {
+                    for (m, value) in values.iter().enumerate() {
                         if chunk.base[m] == 1
-                            && !values[m].is_nan()
-                            && let Some(t) = p.by_number.get(&(values[m] as i64))
+                            && !value.is_nan()
+                            && let Some(t) = p.by_number.get(&(*value as i64))
                         {
                             members.entry(*t).or_default().push(chunk.start + m as u32);
                         }
@@ -628,10 +628,11 @@ impl Compiled {
     fn columns<'a>(
         &self,
         chunk: &'a Chunk,
+        consts: &'a [Vec<f64>],
         scores: &'a [Vec<f64>],
         masks: &'a [Option<Vec<u8>>],
     ) -> Vec<ColumnRef<'a>> {
-        let mut cols = base_columns(chunk, &self.constants, self.feature_names.len());
+        let mut cols = base_columns(chunk, consts, self.feature_names.len());
         for s in scores {
             cols.push(ColumnRef::Num(s));
         }
@@ -645,8 +646,13 @@ impl Compiled {
     }
 }
 
+/// The catalog constants broadcast to a chunk's length.
+fn constant_columns(constants: &[(String, f64)], len: usize) -> Vec<Vec<f64>> {
+    constants.iter().map(|(_, v)| vec![*v; len]).collect()
+}
+
 /// Feature and constant columns of a chunk (slots `0..features+constants`).
-fn base_columns<'a>(chunk: &'a Chunk, constants: &[(String, f64)], nf: usize) -> Vec<ColumnRef<'a>> {
+fn base_columns<'a>(chunk: &'a Chunk, constants: &'a [Vec<f64>], nf: usize) -> Vec<ColumnRef<'a>> {
     let mut cols: Vec<ColumnRef<'a>> = Vec::with_capacity(nf + constants.len() + 256);
     for c in &chunk.columns[..nf] {
         cols.push(match &c.data {
@@ -654,19 +660,10 @@ fn base_columns<'a>(chunk: &'a Chunk, constants: &[(String, f64)], nf: usize) ->
             FeatureData::Text(v) => ColumnRef::Text(v),
         });
     }
-    // Constants are broadcast into leaked-once buffers per value and length;
-    // they are few and small.
-    for (_, v) in constants {
-        cols.push(ColumnRef::Num(constant(*v, chunk.len())));
+    for c in constants {
+        cols.push(ColumnRef::Num(c));
     }
     cols
-}
-
-fn constant(v: f64, len: usize) -> &'static [f64] {
-    use std::sync::{Mutex, OnceLock};
-    static CACHE: OnceLock<Mutex<HashMap<(u64, usize), &'static [f64]>>> = OnceLock::new();
-    let mut g = CACHE.get_or_init(Default::default).lock().expect("constant cache");
-    g.entry((v.to_bits(), len)).or_insert_with(|| Box::leak(vec![v; len].into_boxed_slice()))
 }
 
 /// Packs a 0/1 mask into the bitmap of keys `start + i`.

@@ -746,11 +746,7 @@ impl FeatureSet {
         for (name, w) in [("spend_30d", 3), ("spend_90d", 2), ("spend_365d", 1), ("spend_total", 0)] {
             num(name, Float64, per(&|m| money(s.spend[w][m])));
         }
-        num(
-            "avg_order_value",
-            Float64,
-            per(&|m| nan_if(!has_orders(m), money(s.spend[0][m]) / s.orders[0][m] as f64)),
-        );
+        num("avg_order_value", Float64, per(&|m| nan_if(!has_orders(m), money(s.spend[0][m]) / s.orders[0][m] as f64)));
         num("items_total", Int64, per(&|m| s.items[m] as f64));
         num("items_per_order", Float64, per(&|m| nan_if(!has_orders(m), s.items[m] as f64 / s.orders[0][m] as f64)));
         num("lines_total", Int64, per(&|m| s.lines[m] as f64));
@@ -765,11 +761,7 @@ impl FeatureSet {
             Float64,
             per(&|m| nan_if(!has_orders(m), s.weekend_orders[m] as f64 / s.orders[0][m] as f64)),
         );
-        num(
-            "promotion_share",
-            Float64,
-            per(&|m| nan_if(s.lines[m] == 0, s.promo_lines[m] as f64 / s.lines[m] as f64)),
-        );
+        num("promotion_share", Float64, per(&|m| nan_if(s.lines[m] == 0, s.promo_lines[m] as f64 / s.lines[m] as f64)));
         num("growth_value", Float64, per(&|m| self.growth_per_unit * money(s.spend[1][m])));
         let as_of = self.as_of;
         num(

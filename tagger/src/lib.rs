@@ -31,7 +31,9 @@ pub mod snapshot;
 mod tests;
 
 pub use error::{Error, Result};
-pub use refresh::{RefreshOptions, RefreshSummary, evaluate_all, features_batch, features_schema, load_catalog, refresh};
+pub use refresh::{
+    RefreshOptions, RefreshSummary, evaluate_all, features_batch, features_schema, load_catalog, refresh,
+};
 
 /// The closest of `candidates` to `name` (edit distance ≤ 2 or a shared
 /// prefix of 4+), for "did you mean" hints.

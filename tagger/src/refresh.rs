@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::{
+    ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use rayon::prelude::*;
 use roaring::RoaringBitmap;
@@ -80,33 +82,40 @@ pub fn load_catalog(path: Option<&std::path::Path>) -> Result<(CatalogFile, Stri
 pub async fn refresh(wh: &Warehouse, options: &RefreshOptions) -> Result<RefreshSummary> {
     let (catalog, source, digest) = load_catalog(options.catalog.as_deref())?;
     let t0 = Instant::now();
-    let fs = features::compute(
-        wh,
-        &FeatureOptions { as_of: options.as_of, growth_per_unit: catalog.growth_per_unit() },
-    )
-    .await?;
+    let fs =
+        features::compute(wh, &FeatureOptions { as_of: options.as_of, growth_per_unit: catalog.growth_per_unit() })
+            .await?;
     let features_seconds = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let mut compiled = Compiled::new(&catalog, &source, &fs)?;
     let schema = features_schema(&fs.chunk(0));
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    // One write partition per core: Parquet encoding of the features is as
+    // much work as evaluating the tags.
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..rayon::current_num_threads().max(1)).map(|_| tokio::sync::mpsc::channel(2)).unzip();
     let writer = {
         let wh = wh.clone();
         let schema = schema.clone();
-        tokio::spawn(async move { wh.overwrite_streaming(Table::Features, schema, rx).await })
+        tokio::spawn(async move { wh.overwrite_streaming(Table::Features, schema, receivers).await })
     };
     let fs = Arc::new(fs);
     let evaluated = {
         let fs = fs.clone();
         tokio::task::spawn_blocking(move || {
             compiled.prepare(&fs);
+            let mut next = 0usize;
             let out = evaluate_all(&compiled, &fs, &schema, |batch| {
-                tx.blocking_send(Ok(batch)).map_err(|_| Error::Internal("the features writer stopped".into()))
+                next = (next + 1) % senders.len();
+                senders[next]
+                    .blocking_send(Ok(batch))
+                    .map_err(|_| Error::Internal("the features writer stopped".into()))
             });
             if let Err(e) = &out {
-                let _ = tx.blocking_send(Err(e.to_string()));
+                for tx in &senders {
+                    let _ = tx.blocking_send(Err(e.to_string()));
+                }
             }
-            drop(tx);
+            drop(senders);
             out.map(|(bitmaps, base)| (compiled, bitmaps, base))
         })
         .await

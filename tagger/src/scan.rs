@@ -134,7 +134,8 @@ fn conform(batch: &RecordBatch, wanted: &[Wanted]) -> std::result::Result<Record
         let col = if col.data_type() == &w.ty {
             col.clone()
         } else {
-            cast(col, &w.ty).map_err(|e| format!("column `{}` ({}) cannot be read as {}: {e}", w.name, col.data_type(), w.ty))?
+            cast(col, &w.ty)
+                .map_err(|e| format!("column `{}` ({}) cannot be read as {}: {e}", w.name, col.data_type(), w.ty))?
         };
         fields.push(Field::new(w.name, w.ty.clone(), true));
         columns.push(col);

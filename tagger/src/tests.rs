@@ -3,8 +3,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::array::TimestampMicrosecondArray;
+use arrow::array::{
+    ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+};
 use chrono::NaiveDate;
 use roaring::RoaringBitmap;
 use taglake_storage::{Table, Warehouse};
@@ -87,7 +89,13 @@ async fn tags_of(wh: &Warehouse) -> Vec<(String, RoaringBitmap)> {
 
 /// Member indices (keys divided by the stride) of a tag.
 fn members_of(tags: &[(String, RoaringBitmap)], name: &str, stride: u32) -> Vec<u32> {
-    tags.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no tag {name}")).1.iter().map(|k| k / stride).collect()
+    tags.iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no tag {name}"))
+        .1
+        .iter()
+        .map(|k| k / stride)
+        .collect()
 }
 
 /// As of 2026-11-01. Member 0: gold by exactly 600.00 spent in the window
@@ -133,9 +141,7 @@ async fn core_rules(stride: u32) {
     let wh = warehouse_with_stride(dir.path(), &members, &lines, stride as i64).await;
     let s = refresh(&wh, &RefreshOptions::default()).await.unwrap();
     assert_eq!(s.as_of, NaiveDate::from_ymd_opt(2026, 11, 2).unwrap(), "the day after the newest order");
-    let s = refresh(&wh, &RefreshOptions { as_of: NaiveDate::from_ymd_opt(2026, 11, 1), catalog: None })
-        .await
-        .unwrap();
+    let s = refresh(&wh, &RefreshOptions { as_of: NaiveDate::from_ymd_opt(2026, 11, 1), catalog: None }).await.unwrap();
     assert_eq!(s.base_members, 5);
     assert_eq!(s.order_lines, 8);
     let t = tags_of(&wh).await;
@@ -193,11 +199,14 @@ async fn catalog_errors_name_the_tag_and_position() {
     assert!(err.contains("tag `x`"), "{err}");
     assert!(err.contains("position 22:"), "{err}");
     assert!(err.contains("did you mean `recency_days`"), "{err}");
-    let err = run("[[tag]]\nname = \"tier_gold\"\nfamily = \"f\"\ndescription = \"d\"\nrule = \"orders_total > 1\"\n").await;
+    let err =
+        run("[[tag]]\nname = \"tier_gold\"\nfamily = \"f\"\ndescription = \"d\"\nrule = \"orders_total > 1\"\n").await;
     assert!(err.contains("tag `tier_gold` is declared twice"), "{err}");
     let err = run("[[tag]]\nname = \"a1\"\nfamily = \"f\"\ndescription = \"d\"\nrule = \"a2\"\n[[tag]]\nname = \"a2\"\nfamily = \"f\"\ndescription = \"d\"\nrule = \"a1\"\n").await;
     assert!(err.contains("cycle: a1 → a2 → a1") || err.contains("cycle: a2 → a1 → a2"), "{err}");
-    let err = run("[[partition]]\nname = \"p_{value}\"\nfamily = \"f\"\ndescription = \"d\"\nfeature = \"orders_total\"\n").await;
+    let err =
+        run("[[partition]]\nname = \"p_{value}\"\nfamily = \"f\"\ndescription = \"d\"\nfeature = \"orders_total\"\n")
+            .await;
     assert!(err.contains("is a number; list the values"), "{err}");
     // A valid user catalog adds its tags to the default; `replace_default` keeps only its own.
     let path = dir.path().join("ok.toml");
