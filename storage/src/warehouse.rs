@@ -252,9 +252,10 @@ impl Warehouse {
     /// aborts the write and nothing is committed. Returns the new version.
     ///
     /// Each receiver is one partition of the write, encoded to Parquet on its
-    /// own task: give it as many as there are cores to spare. Text columns
-    /// are dictionary-encoded; numbers are not (their dictionaries rarely pay
-    /// for the hashing at write time).
+    /// own task: give it as many as there are cores to spare. Text, 32-bit
+    /// integer and date columns are dictionary-encoded (counts and days have
+    /// few distinct values); 64-bit numbers are not (their dictionaries
+    /// rarely pay for the hashing at write time).
     pub async fn overwrite_streaming(
         &self,
         table: Table,
@@ -273,9 +274,14 @@ impl Warehouse {
                     as std::sync::Arc<dyn PartitionStream>
             })
             .collect();
-        let mut props = parquet::file::properties::WriterProperties::builder().set_dictionary_enabled(false);
+        // Small row groups bound the memory each partition's encoder holds.
+        let mut props = parquet::file::properties::WriterProperties::builder()
+            .set_dictionary_enabled(false)
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(128 * 1024));
         for f in schema.fields() {
-            if matches!(f.data_type(), arrow::datatypes::DataType::Utf8) {
+            use arrow::datatypes::DataType::*;
+            if matches!(f.data_type(), Utf8 | Int32 | Date32) {
                 props = props.set_column_dictionary_enabled(f.name().as_str().into(), true);
             }
         }

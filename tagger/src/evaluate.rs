@@ -462,37 +462,37 @@ impl Compiled {
         self.feature_names.len() + self.constants.len() + self.scores.len() + self.tag_slot.iter().flatten().count()
     }
 
-    /// Computes the cut points of every score and rank over the whole base,
-    /// in one parallel pass over the chunks.
+    /// Computes the cut points of every score and rank over the whole base.
+    /// One cut at a time, each reading only the columns it needs, so the
+    /// sort buffer is one (value, key) pair per ranked member of one cut.
     pub fn prepare(&mut self, fs: &FeatureSet) {
         let nf = self.feature_names.len();
-        let constants = &self.constants;
-        let cuts: Vec<&Cut> = self.scores.iter().map(|(_, c)| c).chain(self.ranks.iter()).collect();
-        if cuts.is_empty() {
-            return;
-        }
-        let per_chunk: Vec<Vec<Vec<(u64, u32)>>> = (0..fs.chunks())
-            .into_par_iter()
-            .map(|c| {
-                let chunk = fs.chunk(c);
-                let consts = constant_columns(constants, chunk.len());
-                let cols = base_columns(&chunk, &consts, nf);
-                let mut among = Vec::new();
-                cuts.iter()
-                    .map(|cut| {
-                        cut.among.eval(&cols, chunk.len(), &mut among);
-                        let FeatureData::Num(values) = &chunk.columns[cut.feature].data else { unreachable!() };
-                        (0..chunk.len())
-                            .filter(|&m| chunk.base[m] == 1 && among[m] == 1 && !values[m].is_nan())
-                            .map(|m| (ordered_bits(cut.sign * values[m]), chunk.start + m as u32))
-                            .collect()
-                    })
-                    .collect()
-            })
-            .collect();
-        let mut all_starts = Vec::with_capacity(cuts.len());
-        for (i, cut) in cuts.iter().enumerate() {
-            let mut pairs: Vec<(u64, u32)> = per_chunk.iter().flat_map(|c| c[i].iter().copied()).collect();
+        let n_scores = self.scores.len();
+        for i in 0..n_scores + self.ranks.len() {
+            let cut = if i < n_scores { &self.scores[i].1 } else { &self.ranks[i - n_scores] };
+            let mut needed: Vec<&str> = vec![self.feature_names[cut.feature].as_str()];
+            needed.extend(cut.among.slots().into_iter().filter(|s| *s < nf).map(|s| self.feature_names[s].as_str()));
+            let constants = &self.constants;
+            let per_chunk: Vec<Vec<(u64, u32)>> = (0..fs.chunks())
+                .into_par_iter()
+                .map(|c| {
+                    let chunk = fs.chunk_columns(c, &|name| needed.contains(&name));
+                    let consts = constant_columns(constants, chunk.len());
+                    let cols = base_columns(&chunk, &consts, nf);
+                    let mut among = Vec::new();
+                    cut.among.eval(&cols, chunk.len(), &mut among);
+                    let FeatureData::Num(values) = &chunk.columns[cut.feature].data else { unreachable!() };
+                    (0..chunk.len())
+                        .filter(|&m| chunk.base[m] == 1 && among[m] == 1 && !values[m].is_nan())
+                        .map(|m| (ordered_bits(cut.sign * values[m]), chunk.start + m as u32))
+                        .collect()
+                })
+                .collect();
+            // Exact capacity: a growing Vec would briefly hold twice the base.
+            let mut pairs = Vec::with_capacity(per_chunk.iter().map(|c| c.len()).sum());
+            for c in per_chunk {
+                pairs.extend(c);
+            }
             pairs.par_sort_unstable();
             let n = pairs.len();
             let positions: Vec<usize> = match &cut.groups {
@@ -505,16 +505,12 @@ impl Compiled {
                     p[..p.len() - 1].iter().map(|pct| (pct * n as f64 / 100.0).floor() as usize).collect()
                 }
             };
-            all_starts
-                .push(positions.into_iter().map(|p| pairs.get(p).copied().unwrap_or((u64::MAX, u32::MAX))).collect());
-        }
-        drop(per_chunk);
-        let mut starts = all_starts.into_iter();
-        for (_, cut) in &mut self.scores {
-            cut.starts = starts.next().expect("one per cut");
-        }
-        for cut in &mut self.ranks {
-            cut.starts = starts.next().expect("one per cut");
+            let starts = positions.into_iter().map(|p| pairs.get(p).copied().unwrap_or((u64::MAX, u32::MAX))).collect();
+            if i < n_scores {
+                self.scores[i].1.starts = starts;
+            } else {
+                self.ranks[i - n_scores].starts = starts;
+            }
         }
     }
 

@@ -27,7 +27,7 @@
 //! column in [`FeatureSet::chunk`].
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, AsArray, BooleanArray, DictionaryArray, StringArray};
 use arrow::datatypes::{Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
@@ -138,17 +138,25 @@ struct Shard {
     lines: Vec<u32>,
     promo_lines: Vec<u32>,
     category_spend: Vec<Vec<i64>>,
-    category_last: Vec<Vec<i32>>,
+    /// Day of the last line per category, as [`category_day`] (0 = none).
+    category_last: Vec<Vec<u16>>,
+    /// One record per (member, order); sorted and deduplicated by `finish`.
     records: Vec<u128>,
-    // from orders (after `finish`): [total, 365 d, 90 d, 30 d]
+}
+
+/// Per-member order statistics of one chunk, derived from its sorted order
+/// records when the chunk is computed (keeping them for the whole base
+/// would cost more than the records they come from).
+struct OrderStats {
+    // [total, 365 d, 90 d, 30 d]
     orders: [Vec<u32>; 4],
     first_day: Vec<i32>,
     last_day: Vec<i32>,
     weekend_orders: Vec<u32>,
     channel_orders: Vec<Vec<u32>>,
-    month_orders: Vec<[u16; 12]>,
-    weekday_orders: Vec<[u16; 7]>,
-    daypart_orders: Vec<[u16; 4]>,
+    month_orders: Vec<[u32; 12]>,
+    weekday_orders: Vec<[u32; 7]>,
+    daypart_orders: Vec<[u32; 4]>,
     store: Vec<u32>,
 }
 
@@ -171,10 +179,10 @@ impl Shard {
         }
     }
 
-    fn category_column(&mut self, code: usize) -> (&mut Vec<i64>, &mut Vec<i32>) {
+    fn category_column(&mut self, code: usize) -> (&mut Vec<i64>, &mut Vec<u16>) {
         while self.category_spend.len() <= code {
             self.category_spend.push(vec![0; self.len]);
-            self.category_last.push(vec![NO_DAY; self.len]);
+            self.category_last.push(vec![0; self.len]);
         }
         (&mut self.category_spend[code], &mut self.category_last[code])
     }
@@ -204,7 +212,8 @@ pub struct FeatureSet {
     pub cities: Dictionary,
     /// Registration channels, sorted.
     pub register_channels: Dictionary,
-    shards: Vec<Shard>,
+    /// Per-shard state; a shard is released (`None`) once evaluated.
+    shards: Vec<Mutex<Option<Arc<Shard>>>>,
 }
 
 /// Which dictionary a text feature's codes index.
@@ -294,6 +303,13 @@ struct Interners {
     gender: Mutex<Interner>,
     city: Mutex<Interner>,
     register_channel: Mutex<Interner>,
+}
+
+/// A day since 1970-01-01 in two bytes, 0 meaning "none": per member and
+/// category this halves the largest array of the pass. Days before 1970
+/// (which ingest never lets through) count as 1970-01-01.
+fn category_day(day: i32) -> u16 {
+    (day.clamp(0, 65_534) + 1) as u16
 }
 
 fn date_to_day(d: NaiveDate) -> i32 {
@@ -388,7 +404,7 @@ fn compute_blocking(
         )));
     }
     let mut shards: Vec<Shard> = shards.into_iter().map(|s| s.into_inner().expect("shard lock")).collect();
-    shards.par_iter_mut().for_each(|s| finish_orders(s, as_of_day, &stores, &categories, &channels));
+    shards.par_iter_mut().for_each(|s| finish_orders(s, &categories));
     Ok(FeatureSet {
         as_of_day,
         as_of,
@@ -401,7 +417,7 @@ fn compute_blocking(
         genders: interners.gender.into_inner().expect("lock").finish(),
         cities: interners.city.into_inner().expect("lock").finish(),
         register_channels: interners.register_channel.into_inner().expect("lock").finish(),
-        shards,
+        shards: shards.into_iter().map(|s| Mutex::new(Some(Arc::new(s)))).collect(),
     })
 }
 
@@ -531,7 +547,7 @@ fn read_orders(
                 if cat != NO_CODE {
                     let (spend, last) = s.category_column(cat as usize);
                     spend[m] += units;
-                    last[m] = last[m].max(day);
+                    last[m] = last[m].max(category_day(day));
                 }
                 let store = code_at(&stc, &std_, row);
                 if store != NO_CODE && store >= NO_STORE {
@@ -558,67 +574,13 @@ fn read_orders(
     })
 }
 
-/// Turns a shard's order records into per-member order statistics and
-/// maps text codes to their final (sorted) values.
-fn finish_orders(s: &mut Shard, as_of_day: i32, stores: &Dictionary, categories: &Dictionary, channels: &Dictionary) {
+/// Sorts and deduplicates a shard's order records (one per distinct order)
+/// and puts its category columns in sorted-name order.
+fn finish_orders(s: &mut Shard, categories: &Dictionary) {
     let len = s.len;
-    let mut records = std::mem::take(&mut s.records);
-    records.sort_unstable();
-    records.dedup_by_key(|r| *r >> 72);
-    s.orders = std::array::from_fn(|_| vec![0; len]);
-    s.first_day = vec![NO_DAY; len];
-    s.last_day = vec![NO_DAY; len];
-    s.weekend_orders = vec![0; len];
-    s.channel_orders = vec![vec![0; len]; channels.values.len()];
-    s.month_orders = vec![[0; 12]; len];
-    s.weekday_orders = vec![[0; 7]; len];
-    s.daypart_orders = vec![[0; 4]; len];
-    s.store = vec![NO_CODE; len];
-    let mut member_stores: Vec<u32> = Vec::new();
-    for member_records in records.chunk_by(|a, b| a >> 112 == b >> 112) {
-        let m = (member_records[0] >> 112) as usize;
-        member_stores.clear();
-        for &r in member_records {
-            let day = ((r >> 56) & 0xFFFF) as i32;
-            let store = ((r >> 32) & 0xFF_FFFF) as u32;
-            let channel = ((r >> 24) & 0xFF) as u32;
-            let daypart = ((r >> 22) & 0b11) as usize;
-            let age = as_of_day - day;
-            s.orders[0][m] += 1;
-            s.orders[1][m] += (age <= 365) as u32;
-            s.orders[2][m] += (age <= 90) as u32;
-            s.orders[3][m] += (age <= 30) as u32;
-            s.first_day[m] = if s.first_day[m] == NO_DAY { day } else { s.first_day[m].min(day) };
-            s.last_day[m] = s.last_day[m].max(day);
-            let weekday = (day + 3).rem_euclid(7) as usize;
-            s.weekend_orders[m] += (weekday >= 5) as u32;
-            s.weekday_orders[m][weekday] = s.weekday_orders[m][weekday].saturating_add(1);
-            let month = day_to_date(day).month0() as usize;
-            s.month_orders[m][month] = s.month_orders[m][month].saturating_add(1);
-            s.daypart_orders[m][daypart] = s.daypart_orders[m][daypart].saturating_add(1);
-            if channel != 255 && (channel as usize) < channels.remap.len() {
-                s.channel_orders[channels.sorted_code(channel) as usize][m] += 1;
-            }
-            if store != NO_STORE {
-                member_stores.push(stores.sorted_code(store));
-            }
-        }
-        // The most frequent store; a tie goes to the first store by name.
-        member_stores.sort_unstable();
-        let mut best = (0usize, NO_CODE);
-        for run in member_stores.chunk_by(|a, b| a == b) {
-            if run.len() > best.0 {
-                best = (run.len(), run[0]);
-            }
-        }
-        s.store[m] = best.1;
-    }
-    for m in 0..len {
-        if s.store[m] == NO_CODE {
-            s.store[m] = stores.sorted_code(s.home_store_attr[m]);
-        }
-    }
-    // Category columns in sorted order.
+    s.records.sort_unstable();
+    s.records.dedup_by_key(|r| *r >> 72);
+    s.records.shrink_to_fit();
     let mut spend = vec![Vec::new(); categories.values.len()];
     let mut last = vec![Vec::new(); categories.values.len()];
     for (first_seen, (sp, la)) in
@@ -631,11 +593,74 @@ fn finish_orders(s: &mut Shard, as_of_day: i32, stores: &Dictionary, categories:
     for c in 0..categories.values.len() {
         if spend[c].is_empty() {
             spend[c] = vec![0; len];
-            last[c] = vec![NO_DAY; len];
+            last[c] = vec![0; len];
         }
     }
     s.category_spend = spend;
     s.category_last = last;
+}
+
+impl FeatureSet {
+    /// Order statistics of one shard from its sorted records.
+    fn order_stats(&self, s: &Shard) -> OrderStats {
+        let len = s.len;
+        let (stores, channels) = (&self.stores, &self.channels);
+        let mut o = OrderStats {
+            orders: std::array::from_fn(|_| vec![0; len]),
+            first_day: vec![NO_DAY; len],
+            last_day: vec![NO_DAY; len],
+            weekend_orders: vec![0; len],
+            channel_orders: vec![vec![0; len]; channels.values.len()],
+            month_orders: vec![[0; 12]; len],
+            weekday_orders: vec![[0; 7]; len],
+            daypart_orders: vec![[0; 4]; len],
+            store: vec![NO_CODE; len],
+        };
+        let mut member_stores: Vec<u32> = Vec::new();
+        for member_records in s.records.chunk_by(|a, b| a >> 112 == b >> 112) {
+            let m = (member_records[0] >> 112) as usize;
+            member_stores.clear();
+            for &r in member_records {
+                let day = ((r >> 56) & 0xFFFF) as i32;
+                let store = ((r >> 32) & 0xFF_FFFF) as u32;
+                let channel = ((r >> 24) & 0xFF) as u32;
+                let daypart = ((r >> 22) & 0b11) as usize;
+                let age = self.as_of_day - day;
+                o.orders[0][m] += 1;
+                o.orders[1][m] += (age <= 365) as u32;
+                o.orders[2][m] += (age <= 90) as u32;
+                o.orders[3][m] += (age <= 30) as u32;
+                o.first_day[m] = if o.first_day[m] == NO_DAY { day } else { o.first_day[m].min(day) };
+                o.last_day[m] = o.last_day[m].max(day);
+                let weekday = (day + 3).rem_euclid(7) as usize;
+                o.weekend_orders[m] += (weekday >= 5) as u32;
+                o.weekday_orders[m][weekday] += 1;
+                o.month_orders[m][day_to_date(day).month0() as usize] += 1;
+                o.daypart_orders[m][daypart] += 1;
+                if channel != 255 && (channel as usize) < channels.remap.len() {
+                    o.channel_orders[channels.sorted_code(channel) as usize][m] += 1;
+                }
+                if store != NO_STORE {
+                    member_stores.push(stores.sorted_code(store));
+                }
+            }
+            // The most frequent store; a tie goes to the first store by name.
+            member_stores.sort_unstable();
+            let mut best = (0usize, NO_CODE);
+            for run in member_stores.chunk_by(|a, b| a == b) {
+                if run.len() > best.0 {
+                    best = (run.len(), run[0]);
+                }
+            }
+            o.store[m] = best.1;
+        }
+        for m in 0..len {
+            if o.store[m] == NO_CODE {
+                o.store[m] = stores.sorted_code(s.home_store_attr[m]);
+            }
+        }
+        o
+    }
 }
 
 /// Makes a value usable in a column or tag name: lowercase ASCII letters,
@@ -719,47 +744,64 @@ impl FeatureSet {
     ///
     /// Members without orders have null order dates, shares and averages, and zero counts and sums.
     pub fn chunk(&self, index: usize) -> Chunk {
-        let s = &self.shards[index];
+        self.chunk_columns(index, &|_| true)
+    }
+
+    /// Frees the state of chunk `index`; later calls for it panic. Lets a
+    /// caller that has used a chunk for the last time give its memory back.
+    pub fn release(&self, index: usize) {
+        *self.shards[index].lock().expect("shard lock") = None;
+    }
+
+    /// [`FeatureSet::chunk`] computing only the columns `wanted` accepts
+    /// (the others are present, with no values).
+    pub fn chunk_columns(&self, index: usize, wanted: &dyn Fn(&str) -> bool) -> Chunk {
+        let shard = self.shards[index].lock().expect("shard lock").clone().expect("chunk used after release");
+        let s = &*shard;
+        let o = self.order_stats(s);
         let len = s.len;
         let d = self.as_of_day;
         let start = (index * CHUNK) as u32;
         let base: Vec<u8> = s.registered.iter().map(|&r| (r != NO_DAY && r < d) as u8).collect();
         let mut cols: Vec<FeatureColumn> = Vec::with_capacity(64);
-        let mut num = |name: &str, kind: FeatureKind, values: Vec<f64>| {
+        fn per(f: &dyn Fn(usize) -> f64) -> &dyn Fn(usize) -> f64 {
+            f
+        }
+        let mut num = |name: &str, kind: FeatureKind, f: &dyn Fn(usize) -> f64| {
+            let values = if wanted(name) { (0..len).map(f).collect() } else { Vec::new() };
             cols.push(FeatureColumn { name: name.to_string(), kind, data: FeatureData::Num(values) });
         };
-        let per = |f: &dyn Fn(usize) -> f64| (0..len).map(f).collect::<Vec<f64>>();
         let money = |v: i64| v as f64 / UNITS;
-        let has_orders = |m: usize| s.orders[0][m] > 0;
+        let has_orders = |m: usize| o.orders[0][m] > 0;
         use FeatureKind::*;
         num("member_key", Int64, per(&|m| (start as usize + m) as f64));
-        num("as_of", Date, vec![d as f64; len]);
+        num("as_of", Date, per(&|_| d as f64));
         num("registered_date", Date, per(&|m| nan_if(s.registered[m] == NO_DAY, s.registered[m] as f64)));
         num("tenure_days", Int32, per(&|m| nan_if(s.registered[m] == NO_DAY, days(d, s.registered[m]))));
-        num("first_order_date", Date, per(&|m| nan_if(!has_orders(m), s.first_day[m] as f64)));
-        num("last_order_date", Date, per(&|m| nan_if(!has_orders(m), s.last_day[m] as f64)));
-        num("recency_days", Int32, per(&|m| nan_if(!has_orders(m), days(d, s.last_day[m]))));
-        num("first_order_days_ago", Int32, per(&|m| nan_if(!has_orders(m), days(d, s.first_day[m]))));
+        num("first_order_date", Date, per(&|m| nan_if(!has_orders(m), o.first_day[m] as f64)));
+        num("last_order_date", Date, per(&|m| nan_if(!has_orders(m), o.last_day[m] as f64)));
+        num("recency_days", Int32, per(&|m| nan_if(!has_orders(m), days(d, o.last_day[m]))));
+        num("first_order_days_ago", Int32, per(&|m| nan_if(!has_orders(m), days(d, o.first_day[m]))));
         for (name, w) in [("orders_30d", 3), ("orders_90d", 2), ("orders_365d", 1), ("orders_total", 0)] {
-            num(name, Int32, per(&|m| s.orders[w][m] as f64));
+            num(name, Int32, per(&|m| o.orders[w][m] as f64));
         }
         for (name, w) in [("spend_30d", 3), ("spend_90d", 2), ("spend_365d", 1), ("spend_total", 0)] {
             num(name, Float64, per(&|m| money(s.spend[w][m])));
         }
-        num("avg_order_value", Float64, per(&|m| nan_if(!has_orders(m), money(s.spend[0][m]) / s.orders[0][m] as f64)));
+        num("avg_order_value", Float64, per(&|m| nan_if(!has_orders(m), money(s.spend[0][m]) / o.orders[0][m] as f64)));
         num("items_total", Int64, per(&|m| s.items[m] as f64));
-        num("items_per_order", Float64, per(&|m| nan_if(!has_orders(m), s.items[m] as f64 / s.orders[0][m] as f64)));
+        num("items_per_order", Float64, per(&|m| nan_if(!has_orders(m), s.items[m] as f64 / o.orders[0][m] as f64)));
         num("lines_total", Int64, per(&|m| s.lines[m] as f64));
         num(
             "distinct_categories",
             Int32,
-            per(&|m| s.category_spend.iter().zip(&s.category_last).filter(|(_, l)| l[m] != NO_DAY).count() as f64),
+            per(&|m| s.category_spend.iter().zip(&s.category_last).filter(|(_, l)| l[m] != 0).count() as f64),
         );
-        num("distinct_channels", Int32, per(&|m| s.channel_orders.iter().filter(|c| c[m] > 0).count() as f64));
+        num("distinct_channels", Int32, per(&|m| o.channel_orders.iter().filter(|c| c[m] > 0).count() as f64));
         num(
             "weekend_share",
             Float64,
-            per(&|m| nan_if(!has_orders(m), s.weekend_orders[m] as f64 / s.orders[0][m] as f64)),
+            per(&|m| nan_if(!has_orders(m), o.weekend_orders[m] as f64 / o.orders[0][m] as f64)),
         );
         num("promotion_share", Float64, per(&|m| nan_if(s.lines[m] == 0, s.promo_lines[m] as f64 / s.lines[m] as f64)));
         num("growth_value", Float64, per(&|m| self.growth_per_unit * money(s.spend[1][m])));
@@ -781,39 +823,45 @@ impl FeatureSet {
             Int32,
             per(&|m| if s.birthday[m] == NO_DAY { f64::NAN } else { day_to_date(s.birthday[m]).month() as f64 }),
         );
-        let mut text = |name: &str, kind: TextKind, codes: Vec<u32>| {
+        let mut text = |name: &str, kind: TextKind, f: &dyn Fn() -> Vec<u32>| {
+            let codes = if wanted(name) { f() } else { Vec::new() };
             cols.push(FeatureColumn { name: name.to_string(), kind: Text(kind), data: FeatureData::Text(codes) });
         };
         let sorted = |dict: &Dictionary, codes: &[u32]| codes.iter().map(|c| dict.sorted_code(*c)).collect::<Vec<_>>();
-        text("gender", TextKind::Gender, sorted(&self.genders, &s.gender));
-        text("city", TextKind::City, sorted(&self.cities, &s.city));
-        text("register_channel", TextKind::RegisterChannel, sorted(&self.register_channels, &s.register_channel));
-        text("home_store", TextKind::Store, s.store.clone());
-        let main_channel = (0..len)
-            .map(|m| {
-                let mut best = (0u32, NO_CODE);
-                for (c, counts) in s.channel_orders.iter().enumerate() {
-                    if counts[m] > best.0 {
-                        best = (counts[m], c as u32);
+        text("gender", TextKind::Gender, &|| sorted(&self.genders, &s.gender));
+        text("city", TextKind::City, &|| sorted(&self.cities, &s.city));
+        text("register_channel", TextKind::RegisterChannel, &|| sorted(&self.register_channels, &s.register_channel));
+        text("home_store", TextKind::Store, &|| o.store.clone());
+        let main_channel = || {
+            (0..len)
+                .map(|m| {
+                    let mut best = (0u32, NO_CODE);
+                    for (c, counts) in o.channel_orders.iter().enumerate() {
+                        if counts[m] > best.0 {
+                            best = (counts[m], c as u32);
+                        }
                     }
-                }
-                best.1
-            })
-            .collect();
-        text("main_channel", TextKind::Channel, main_channel);
-        let main_category = (0..len)
-            .map(|m| {
-                let mut best = (0i64, NO_CODE);
-                for (c, spend) in s.category_spend.iter().enumerate() {
-                    if spend[m] > best.0 {
-                        best = (spend[m], c as u32);
+                    best.1
+                })
+                .collect()
+        };
+        text("main_channel", TextKind::Channel, &main_channel);
+        let main_category = || {
+            (0..len)
+                .map(|m| {
+                    let mut best = (0i64, NO_CODE);
+                    for (c, spend) in s.category_spend.iter().enumerate() {
+                        if spend[m] > best.0 {
+                            best = (spend[m], c as u32);
+                        }
                     }
-                }
-                best.1
-            })
-            .collect();
-        text("main_category", TextKind::Category, main_category);
-        let mut num = |name: String, kind: FeatureKind, values: Vec<f64>| {
+                    best.1
+                })
+                .collect()
+        };
+        text("main_category", TextKind::Category, &main_category);
+        let mut num = |name: String, kind: FeatureKind, f: &dyn Fn(usize) -> f64| {
+            let values = if wanted(&name) { (0..len).map(f).collect() } else { Vec::new() };
             cols.push(FeatureColumn { name, kind, data: FeatureData::Num(values) });
         };
         num("points_balance".into(), Int64, per(&|m| nan_if(s.points[m] == NO_POINTS, s.points[m] as f64)));
@@ -828,24 +876,24 @@ impl FeatureSet {
             num(
                 format!("category_recency_days_{slug}"),
                 Int32,
-                per(&|m| nan_if(s.category_last[c][m] == NO_DAY, days(d, s.category_last[c][m]))),
+                per(&|m| nan_if(s.category_last[c][m] == 0, days(d, s.category_last[c][m] as i32 - 1))),
             );
         }
         for (c, slug) in unique_slugs(&self.channels.values).iter().enumerate() {
             num(
                 format!("order_share_{slug}"),
                 Float64,
-                per(&|m| nan_if(!has_orders(m), s.channel_orders[c][m] as f64 / s.orders[0][m] as f64)),
+                per(&|m| nan_if(!has_orders(m), o.channel_orders[c][m] as f64 / o.orders[0][m] as f64)),
             );
         }
         for month in 0..12 {
-            num(format!("month_orders_{}", month + 1), Int32, per(&|m| s.month_orders[m][month] as f64));
+            num(format!("month_orders_{}", month + 1), Int32, per(&|m| o.month_orders[m][month] as f64));
         }
         for (w, name) in WEEKDAYS.iter().enumerate() {
-            num(format!("weekday_orders_{name}"), Int32, per(&|m| s.weekday_orders[m][w] as f64));
+            num(format!("weekday_orders_{name}"), Int32, per(&|m| o.weekday_orders[m][w] as f64));
         }
         for (p, name) in DAYPARTS.iter().enumerate() {
-            num(format!("daypart_orders_{name}"), Int32, per(&|m| s.daypart_orders[m][p] as f64));
+            num(format!("daypart_orders_{name}"), Int32, per(&|m| o.daypart_orders[m][p] as f64));
         }
         Chunk { start, base, columns: cols }
     }

@@ -123,6 +123,8 @@ pub async fn refresh(wh: &Warehouse, options: &RefreshOptions) -> Result<Refresh
     };
     let features_version = writer.await.map_err(|e| Error::Internal(format!("features writer panicked: {e}")))?;
     let (compiled, bitmaps, base) = evaluated?;
+    let (as_of, order_lines) = (fs.as_of, fs.lines);
+    drop(fs);
     let features_version = features_version?;
     let evaluate_seconds = t1.elapsed().as_secs_f64();
     let t2 = Instant::now();
@@ -152,7 +154,7 @@ pub async fn refresh(wh: &Warehouse, options: &RefreshOptions) -> Result<Refresh
     let snapshot = snapshot::write(
         wh,
         NewSnapshot {
-            as_of: fs.as_of,
+            as_of,
             base_members: base as i64,
             features_version: Some(features_version as i64),
             catalog_digest: digest,
@@ -163,9 +165,9 @@ pub async fn refresh(wh: &Warehouse, options: &RefreshOptions) -> Result<Refresh
     Ok(RefreshSummary {
         snapshot,
         features_version,
-        as_of: fs.as_of,
+        as_of,
         base_members: base,
-        order_lines: fs.lines,
+        order_lines,
         tags: n_tags,
         member_tags,
         features_seconds,
@@ -185,12 +187,15 @@ pub fn evaluate_all(
 ) -> Result<(Vec<RoaringBitmap>, u64)> {
     let mut merged = vec![RoaringBitmap::new(); compiled.tags.len()];
     let mut base = 0u64;
-    let group = rayon::current_num_threads() * 2;
+    // One chunk per thread at a time: memory in flight stays small at any scale.
+    let group = rayon::current_num_threads();
     for start in (0..fs.chunks()).step_by(group) {
         let results: Vec<Result<(Vec<RoaringBitmap>, RecordBatch, u64)>> = (start..(start + group).min(fs.chunks()))
             .into_par_iter()
             .map(|c| {
                 let chunk = fs.chunk(c);
+                // Its state is no longer needed: memory goes down as bitmaps grow.
+                fs.release(c);
                 let bitmaps = compiled.evaluate(&chunk);
                 let batch = features_batch(&chunk, schema, fs)?;
                 Ok((bitmaps, batch, chunk.base.iter().map(|b| *b as u64).sum()))

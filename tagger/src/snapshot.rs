@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 
 use arrow::array::{
-    Array, AsArray, BinaryArray, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    Array, AsArray, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
 use arrow::datatypes::{Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
@@ -94,25 +94,32 @@ pub async fn write(wh: &Warehouse, new: NewSnapshot) -> Result<i64> {
     let created = chrono::Utc::now().timestamp_micros();
     let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
     let as_of = (new.as_of - epoch).num_days() as i32;
-    let mut bytes: Vec<Vec<u8>> = Vec::with_capacity(n);
-    for (_, bm) in &new.tags {
-        let mut b = Vec::with_capacity(bm.serialized_size());
-        bm.serialize_into(&mut b).map_err(|e| Error::Internal(format!("serializing a bitmap: {e}")))?;
-        bytes.push(b);
+    // Serialize each bitmap straight into the column and free it: the
+    // snapshot never holds a tag twice in memory.
+    let total: usize = new.tags.iter().map(|(_, b)| b.serialized_size()).sum();
+    let mut column = arrow::array::BinaryBuilder::with_capacity(n, total);
+    let mut tags = Vec::with_capacity(n);
+    let mut buffer = Vec::new();
+    for (info, bm) in new.tags {
+        buffer.clear();
+        bm.serialize_into(&mut buffer).map_err(|e| Error::Internal(format!("serializing a bitmap: {e}")))?;
+        column.append_value(&buffer);
+        tags.push(info);
     }
-    let info = |f: fn(&TagInfo) -> &str| StringArray::from_iter_values(new.tags.iter().map(|(t, _)| f(t)));
+    let bitmaps = column.finish();
+    let info = |f: fn(&TagInfo) -> &str| StringArray::from_iter_values(tags.iter().map(f));
     let batch = RecordBatch::try_new(
         Table::Tags.arrow_schema(),
         vec![
             Arc::new(Int64Array::from(vec![snapshot; n])),
-            Arc::new(Int32Array::from_iter_values(new.tags.iter().map(|(t, _)| t.position))),
+            Arc::new(Int32Array::from_iter_values(tags.iter().map(|t| t.position))),
             Arc::new(info(|t| &t.name)),
             Arc::new(info(|t| &t.family)),
             Arc::new(info(|t| &t.description)),
             Arc::new(info(|t| &t.rule)),
-            Arc::new(Int64Array::from_iter_values(new.tags.iter().map(|(t, _)| t.members))),
-            Arc::new(Float64Array::from_iter_values(new.tags.iter().map(|(t, _)| t.share))),
-            Arc::new(BinaryArray::from_iter_values(bytes.iter())),
+            Arc::new(Int64Array::from_iter_values(tags.iter().map(|t| t.members))),
+            Arc::new(Float64Array::from_iter_values(tags.iter().map(|t| t.share))),
+            Arc::new(bitmaps),
             Arc::new(Date32Array::from(vec![as_of; n])),
             Arc::new(Int64Array::from(vec![new.base_members; n])),
             Arc::new(Int64Array::from(vec![new.features_version; n])),
