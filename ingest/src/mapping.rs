@@ -457,27 +457,7 @@ fn find_header(headers: &[String], name: &str) -> Option<usize> {
 
 /// The closest candidate by edit distance, when it is close enough to be
 /// a plausible typo.
-pub(crate) fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    let n = name.to_lowercase();
-    candidates
-        .map(|c| (levenshtein(&n, &c.to_lowercase()), c))
-        .filter(|(d, c)| *d <= (c.len().max(n.len()) / 3).max(1))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
+pub(crate) use taglake_storage::suggest;
 
 fn parse_zone(z: &str) -> std::result::Result<Zone, String> {
     let t = z.trim();

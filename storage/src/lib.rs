@@ -25,9 +25,11 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod names;
 pub mod schema;
 mod warehouse;
 
 pub use error::{Error, Result};
+pub use names::suggest;
 pub use schema::{Column, ColumnType, Table};
 pub use warehouse::{BatchReceiver, DataFile, TableWriter, Warehouse};

@@ -35,24 +35,4 @@ pub use refresh::{
     RefreshOptions, RefreshSummary, evaluate_all, features_batch, features_schema, load_catalog, refresh,
 };
 
-/// The closest of `candidates` to `name` (edit distance ≤ 2 or a shared
-/// prefix of 4+), for "did you mean" hints.
-pub fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    fn distance(a: &str, b: &str) -> usize {
-        let b: Vec<char> = b.chars().collect();
-        let mut prev: Vec<usize> = (0..=b.len()).collect();
-        for (i, ca) in a.chars().enumerate() {
-            let mut cur = vec![i + 1; b.len() + 1];
-            for (j, cb) in b.iter().enumerate() {
-                cur[j + 1] = (prev[j] + (ca != *cb) as usize).min(prev[j + 1] + 1).min(cur[j] + 1);
-            }
-            prev = cur;
-        }
-        prev[b.len()]
-    }
-    candidates
-        .map(|c| (distance(name, c), c))
-        .filter(|(d, c)| *d <= 2 || (name.len() >= 4 && c.starts_with(&name[..4]) && *d <= name.len() / 2))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
+pub use taglake_storage::suggest;

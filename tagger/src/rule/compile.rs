@@ -679,42 +679,10 @@ fn bin(f: BinFn, a: Num, b: Num) -> Num {
     }
 }
 
-/// The closest of `candidates` to an unknown `name`: within edit distance 2
-/// (1 for very short names), else sharing a prefix of at least 3 characters
-/// with one being a prefix of the other, or sharing 5 characters.
+/// [`taglake_storage::suggest`] over owned names.
 pub(crate) fn suggest(name: &str, candidates: impl IntoIterator<Item = String>) -> Option<String> {
-    let max_distance = if name.chars().count() <= 2 { 1 } else { 2 };
-    let mut best: Option<((usize, usize), String)> = None;
-    for c in candidates {
-        let d = edit_distance(name, &c);
-        let key = if d <= max_distance {
-            (0, d)
-        } else {
-            let common = name.chars().zip(c.chars()).take_while(|(a, b)| a == b).count();
-            let prefix = c.starts_with(name) || name.starts_with(c.as_str());
-            if !((prefix && common >= 3) || common >= 5) {
-                continue;
-            }
-            (1, usize::MAX - common)
-        };
-        if best.as_ref().is_none_or(|(k, b)| (key, &c) < (*k, b)) {
-            best = Some((key, c));
-        }
-    }
-    best.map(|(_, c)| c)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, &cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
+    let candidates: Vec<String> = candidates.into_iter().collect();
+    taglake_storage::suggest(name, candidates.iter().map(String::as_str)).map(str::to_string)
 }
 
 // ---------------------------------------------------------------------------
