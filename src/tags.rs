@@ -19,6 +19,10 @@ pub struct TagArgs {
     /// A tag catalog (TOML) added to the built-in one (or replacing it with `replace_default = true`).
     #[arg(long)]
     pub catalog: Option<PathBuf>,
+    /// Keep replaced versions of the `features` table this many days (time
+    /// travel); older files are deleted after the run. 0 keeps only the new one.
+    #[arg(long, default_value_t = 7)]
+    pub keep_features_days: u32,
 }
 
 #[derive(Subcommand)]
@@ -93,7 +97,12 @@ pub struct DiffArgs {
 
 pub async fn tag(wh: &Warehouse, a: &TagArgs) -> Result<RefreshSummary> {
     let pb = report::spinner("tag: features, tags, snapshot");
-    let s = taglake_tagger::refresh(wh, &RefreshOptions { as_of: a.as_of, catalog: a.catalog.clone() }).await;
+    let options = RefreshOptions {
+        as_of: a.as_of,
+        catalog: a.catalog.clone(),
+        keep_features: Some(chrono::Duration::days(a.keep_features_days.into())),
+    };
+    let s = taglake_tagger::refresh(wh, &options).await;
     pb.finish_and_clear();
     let s = s?;
     let total = s.features_seconds + s.evaluate_seconds + s.snapshot_seconds;
@@ -112,6 +121,12 @@ pub async fn tag(wh: &Warehouse, a: &TagArgs) -> Result<RefreshSummary> {
         s.snapshot_seconds,
         report::timing_of(s.member_tags, "member-tags", total)
     );
+    if s.features_files_vacuumed > 0 {
+        println!(
+            "  removed {} files of `features` versions replaced more than {} days ago",
+            s.features_files_vacuumed, a.keep_features_days
+        );
+    }
     Ok(s)
 }
 

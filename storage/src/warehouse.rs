@@ -238,6 +238,21 @@ impl Warehouse {
         Ok(out)
     }
 
+    /// Deletes the data files the current version no longer uses and that
+    /// were replaced more than `retain` ago (Delta VACUUM). Versions older
+    /// than that can no longer be read afterwards; the current one always
+    /// can. Returns how many files were deleted.
+    pub async fn vacuum(&self, table: Table, retain: chrono::Duration) -> Result<usize> {
+        let Some(delta) = self.load(table).await? else { return Ok(0) };
+        let (_, metrics) = delta
+            .vacuum()
+            .with_retention_period(retain)
+            .with_enforce_retention_duration(false)
+            .await
+            .map_err(self.delta_err(table))?;
+        Ok(metrics.files_deleted.len())
+    }
+
     /// The column names of a table as stored (for tables whose columns
     /// depend on the data, see [`Table::has_data_dependent_columns`]).
     pub async fn stored_columns(&self, table: Table) -> Result<Vec<String>> {
@@ -547,6 +562,19 @@ mod tests {
         let err = stream(&wh, vec![features(&[7, 8], "spend_share_snacks")], true).await.unwrap_err().to_string();
         assert!(err.contains("the producer failed"), "{err}");
         assert_eq!(wh.version(Table::Features).await.unwrap(), Some(v));
+        assert_eq!(wh.row_count(Table::Features).await.unwrap(), 1);
+        // Vacuum keeps the current version and drops the replaced files.
+        assert!(wh.files(Table::Features).await.unwrap().len() == 1);
+        let on_disk = |dir: &std::path::Path| {
+            std::fs::read_dir(dir.join("features"))
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "parquet"))
+                .count()
+        };
+        assert!(on_disk(dir.path()) > 1);
+        assert_eq!(wh.vacuum(Table::Features, chrono::Duration::days(7)).await.unwrap(), 0, "all are recent");
+        assert!(wh.vacuum(Table::Features, chrono::Duration::zero()).await.unwrap() >= 1);
+        assert_eq!(on_disk(dir.path()), 1);
         assert_eq!(wh.row_count(Table::Features).await.unwrap(), 1);
         // The fixed columns must lead.
         let wrong = ids(&[("a", 0)]);

@@ -25,6 +25,9 @@ pub struct RefreshOptions {
     pub as_of: Option<chrono::NaiveDate>,
     /// A user catalog file added to (or replacing) the built-in one.
     pub catalog: Option<PathBuf>,
+    /// Keep the files of `features` versions replaced within this long
+    /// (time travel); older ones are deleted after the run. `None` keeps all.
+    pub keep_features: Option<chrono::Duration>,
 }
 
 /// What a run did, with timings.
@@ -50,6 +53,8 @@ pub struct RefreshSummary {
     pub evaluate_seconds: f64,
     /// Seconds committing the snapshot.
     pub snapshot_seconds: f64,
+    /// Files of old `features` versions deleted.
+    pub features_files_vacuumed: usize,
 }
 
 impl RefreshSummary {
@@ -162,7 +167,14 @@ pub async fn refresh(wh: &Warehouse, options: &RefreshOptions) -> Result<Refresh
         },
     )
     .await?;
+    // Every run rewrites `features`: without this, old versions pile up
+    // (about 275 MB per million members each).
+    let features_files_vacuumed = match options.keep_features {
+        Some(keep) => wh.vacuum(Table::Features, keep).await?,
+        None => 0,
+    };
     Ok(RefreshSummary {
+        features_files_vacuumed,
         snapshot,
         features_version,
         as_of,

@@ -141,7 +141,9 @@ async fn core_rules(stride: u32) {
     let wh = warehouse_with_stride(dir.path(), &members, &lines, stride as i64).await;
     let s = refresh(&wh, &RefreshOptions::default()).await.unwrap();
     assert_eq!(s.as_of, NaiveDate::from_ymd_opt(2026, 11, 2).unwrap(), "the day after the newest order");
-    let s = refresh(&wh, &RefreshOptions { as_of: NaiveDate::from_ymd_opt(2026, 11, 1), catalog: None }).await.unwrap();
+    let s = refresh(&wh, &RefreshOptions { as_of: NaiveDate::from_ymd_opt(2026, 11, 1), ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(s.base_members, 5);
     assert_eq!(s.order_lines, 8);
     let t = tags_of(&wh).await;
@@ -193,7 +195,9 @@ async fn catalog_errors_name_the_tag_and_position() {
         let path = dir.path().join("user.toml");
         std::fs::write(&path, text).unwrap();
         let wh = wh.clone();
-        async move { refresh(&wh, &RefreshOptions { as_of: None, catalog: Some(path) }).await.unwrap_err().to_string() }
+        async move {
+            refresh(&wh, &RefreshOptions { catalog: Some(path), ..Default::default() }).await.unwrap_err().to_string()
+        }
     };
     let err = run("[[tag]]\nname = \"x\"\nfamily = \"f\"\ndescription = \"d\"\nrule = \"orders_total > 1 and recency_dayz < 3\"\n").await;
     assert!(err.contains("tag `x`"), "{err}");
@@ -211,10 +215,10 @@ async fn catalog_errors_name_the_tag_and_position() {
     // A valid user catalog adds its tags to the default; `replace_default` keeps only its own.
     let path = dir.path().join("ok.toml");
     std::fs::write(&path, "[[tag]]\nname = \"big_spender\"\nfamily = \"mine\"\ndescription = \"d\"\nrule = \"tier_gold or spend_total > 0.5\"\n").unwrap();
-    refresh(&wh, &RefreshOptions { as_of: None, catalog: Some(path.clone()) }).await.unwrap();
+    refresh(&wh, &RefreshOptions { catalog: Some(path.clone()), ..Default::default() }).await.unwrap();
     let info = snapshot::info(&wh, None).await.unwrap();
     assert!(info.tags.len() > 100 && info.tags.iter().any(|t| t.name == "big_spender" && t.members == 1));
     std::fs::write(&path, "replace_default = true\n[[tag]]\nname = \"big_spender\"\nfamily = \"mine\"\ndescription = \"d\"\nrule = \"spend_total > 0.5\"\n").unwrap();
-    refresh(&wh, &RefreshOptions { as_of: None, catalog: Some(path) }).await.unwrap();
+    refresh(&wh, &RefreshOptions { catalog: Some(path), ..Default::default() }).await.unwrap();
     assert_eq!(snapshot::info(&wh, None).await.unwrap().tags.len(), 1);
 }

@@ -667,7 +667,7 @@ fn run_and_compare(
     rt: &tokio::runtime::Runtime,
     as_of: Option<NaiveDate>,
 ) -> (Reference, Vec<(String, BTreeSet<u32>)>) {
-    let summary = rt.block_on(refresh(wh, &RefreshOptions { as_of, catalog: None })).unwrap();
+    let summary = rt.block_on(refresh(wh, &RefreshOptions { as_of, ..Default::default() })).unwrap();
     let info = rt.block_on(snapshot::info(wh, Some(summary.snapshot))).unwrap();
     let (_, bitmaps) = rt.block_on(snapshot::bitmaps(wh, Some(summary.snapshot), None)).unwrap();
     let got: Vec<(String, BTreeSet<u32>)> = bitmaps.iter().map(|(n, b)| (n.clone(), b.iter().collect())).collect();
