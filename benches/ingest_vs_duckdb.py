@@ -18,10 +18,11 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+
+from measure import gib, measured
 
 DUCKDB_SCRIPT = r"""
 import duckdb, sys
@@ -33,24 +34,6 @@ n = con.execute("SELECT count(*) FROM orders").fetchone()[0]
 con.execute(f"COPY orders TO '{out}' (FORMAT parquet)")
 print(n)
 """
-
-
-def measured(cmd, cwd):
-    """Runs cmd; returns (seconds, peak RSS bytes, stdout)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out = proc.stdout.read()
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        sys.exit(f"{cmd} failed ({proc.returncode}):\n{out.decode()}\n{err.decode()}")
-    return seconds, usage.ru_maxrss * 1024, out.decode()
-
-
-def gib(b):
-    return f"{b / 2**30:.2f} GiB"
 
 
 def main():

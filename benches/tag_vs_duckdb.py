@@ -37,10 +37,10 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
-import threading
 import time
+
+from measure import gib, measured
 import urllib.parse
 from datetime import date, timedelta
 
@@ -54,28 +54,6 @@ DAYPARTS = ["night", "morning", "afternoon", "evening"]
 
 
 # ───────────────────────── measuring ─────────────────────────
-
-def measured(cmd, cwd):
-    """Runs cmd; returns (wall seconds, peak RSS bytes of exactly this child, stdout)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # Drain both pipes to the end without reaping the child, then reap it with wait4.
-    err = []
-    drain = threading.Thread(target=lambda: err.append(proc.stderr.read()))
-    drain.start()
-    out = proc.stdout.read()
-    drain.join()
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{out.decode()}\n{err[0].decode()}")
-    return seconds, usage.ru_maxrss * 1024, out.decode()
-
-
-def gib(b):
-    return f"{b / 2**30:.2f} GiB"
-
 
 def count_of(text):
     return int(text.replace(",", ""))
