@@ -663,6 +663,22 @@ impl FeatureSet {
     }
 }
 
+/// Per member, the column (code) with the largest value above zero; ties
+/// go to the lower code, which is the first name in sorted order.
+fn largest<T: PartialOrd + Default + Copy>(columns: &[Vec<T>], len: usize) -> Vec<u32> {
+    (0..len)
+        .map(|m| {
+            let mut best = (T::default(), NO_CODE);
+            for (c, values) in columns.iter().enumerate() {
+                if values[m] > best.0 {
+                    best = (values[m], c as u32);
+                }
+            }
+            best.1
+        })
+        .collect()
+}
+
 /// Makes a value usable in a column or tag name: lowercase ASCII letters,
 /// digits and single underscores (`"Mini Program"` → `mini_program`).
 pub fn slug(value: &str) -> String {
@@ -832,34 +848,8 @@ impl FeatureSet {
         text("city", TextKind::City, &|| sorted(&self.cities, &s.city));
         text("register_channel", TextKind::RegisterChannel, &|| sorted(&self.register_channels, &s.register_channel));
         text("home_store", TextKind::Store, &|| o.store.clone());
-        let main_channel = || {
-            (0..len)
-                .map(|m| {
-                    let mut best = (0u32, NO_CODE);
-                    for (c, counts) in o.channel_orders.iter().enumerate() {
-                        if counts[m] > best.0 {
-                            best = (counts[m], c as u32);
-                        }
-                    }
-                    best.1
-                })
-                .collect()
-        };
-        text("main_channel", TextKind::Channel, &main_channel);
-        let main_category = || {
-            (0..len)
-                .map(|m| {
-                    let mut best = (0i64, NO_CODE);
-                    for (c, spend) in s.category_spend.iter().enumerate() {
-                        if spend[m] > best.0 {
-                            best = (spend[m], c as u32);
-                        }
-                    }
-                    best.1
-                })
-                .collect()
-        };
-        text("main_category", TextKind::Category, &main_category);
+        text("main_channel", TextKind::Channel, &|| largest(&o.channel_orders, len));
+        text("main_category", TextKind::Category, &|| largest(&s.category_spend, len));
         let mut num = |name: String, kind: FeatureKind, f: &dyn Fn(usize) -> f64| {
             let values = if wanted(&name) { (0..len).map(f).collect() } else { Vec::new() };
             cols.push(FeatureColumn { name, kind, data: FeatureData::Num(values) });
