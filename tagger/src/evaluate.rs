@@ -162,7 +162,8 @@ impl Compiled {
             rule: rule.into(),
             error,
         };
-        let sample = fs.chunk(0);
+        // Names and kinds only: no values are computed.
+        let sample = fs.chunk_columns(0, &|_| false);
         let mut env = SlotEnv { names: HashMap::new(), dictionaries: HashMap::new(), order: Vec::new() };
         let mut feature_kinds = Vec::new();
         for c in &sample.columns {

@@ -93,7 +93,7 @@ pub async fn refresh(wh: &Warehouse, options: &RefreshOptions) -> Result<Refresh
     let features_seconds = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let mut compiled = Compiled::new(&catalog, &source, &fs)?;
-    let schema = features_schema(&fs.chunk(0));
+    let schema = features_schema(&fs.chunk_columns(0, &|_| false));
     // One write partition per core: Parquet encoding of the features is as
     // much work as evaluating the tags.
     let (senders, receivers): (Vec<_>, Vec<_>) =
