@@ -47,6 +47,25 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A Parquet file of a table could not be decoded.
+    #[error("warehouse table `{table}`, file {}: {message}", path.display())]
+    Parquet {
+        /// Table name.
+        table: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A data file of a table could not be opened.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Result alias of this crate.

@@ -26,6 +26,7 @@
 
 mod error;
 pub mod names;
+pub mod scan;
 pub mod schema;
 mod warehouse;
 

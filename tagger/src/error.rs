@@ -9,16 +9,6 @@ pub enum Error {
     /// The warehouse could not be read or written.
     #[error(transparent)]
     Storage(#[from] taglake_storage::Error),
-    /// A Parquet file of a warehouse table could not be decoded.
-    #[error("warehouse table `{table}`, file {}: {message}", path.display())]
-    Parquet {
-        /// Table name.
-        table: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        message: String,
-    },
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {

@@ -35,7 +35,7 @@ use chrono::{Datelike, NaiveDate};
 use rayon::prelude::*;
 use taglake_storage::{Table, Warehouse};
 
-use crate::scan::{Wanted, scan, table_files};
+use taglake_storage::scan::{Wanted, scan, table_files};
 use crate::{Error, Result};
 
 /// Members per shard and per evaluation chunk: one roaring container.
@@ -350,7 +350,7 @@ fn compute_blocking(
 ) -> Result<FeatureSet> {
     // The key space: the dictionary never reuses keys, so its maximum bounds them all.
     let max_key = std::sync::atomic::AtomicI64::new(-1);
-    scan(Table::MemberIds, id_files, &[Wanted::plain(Table::MemberIds, "member_key")], |b| {
+    scan::<_, Error>(Table::MemberIds, id_files, &[Wanted::plain(Table::MemberIds, "member_key")], |b| {
         if let Some(m) = arrow::compute::max(b.column(0).as_primitive::<Int64Type>()) {
             max_key.fetch_max(m, std::sync::atomic::Ordering::Relaxed);
         }
@@ -364,7 +364,7 @@ fn compute_blocking(
         Some(d) => d,
         None => {
             let newest = std::sync::atomic::AtomicI64::new(i64::MIN);
-            scan(Table::Orders, order_files, &[Wanted::plain(Table::Orders, "ordered_at")], |b| {
+            scan::<_, Error>(Table::Orders, order_files, &[Wanted::plain(Table::Orders, "ordered_at")], |b| {
                 if let Some(m) = arrow::compute::max(b.column(0).as_primitive::<TimestampMicrosecondType>()) {
                     newest.fetch_max(m, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -444,7 +444,7 @@ fn read_members(files: &[std::path::PathBuf], shards: &[Mutex<Shard>], it: &Inte
         Wanted::dictionary("home_store_id"),
         Wanted::plain(t, "points_balance"),
     ];
-    scan(t, files, &wanted, |b| {
+    scan::<_, Error>(t, files, &wanted, |b| {
         let keys = b.column(0).as_primitive::<Int64Type>();
         let reg = b.column(1).as_primitive::<TimestampMicrosecondType>();
         let bday = b.column(2).as_primitive::<Date32Type>();
@@ -497,7 +497,7 @@ fn read_orders(
         Wanted::plain(t, "coupon_used"),
     ];
     let as_of_us = as_of_day as i64 * DAY_US;
-    scan(t, files, &wanted, |b| {
+    scan::<_, Error>(t, files, &wanted, |b| {
         let keys = b.column(0).as_primitive::<Int64Type>();
         let order_ids: &StringArray = b.column(1).as_string::<i32>();
         let ts = b.column(2).as_primitive::<TimestampMicrosecondType>();

@@ -25,7 +25,6 @@ pub mod evaluate;
 pub mod features;
 mod refresh;
 pub mod rule;
-mod scan;
 pub mod snapshot;
 #[cfg(test)]
 mod tests;

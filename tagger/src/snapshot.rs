@@ -19,7 +19,7 @@ use arrow::datatypes::{Date32Type, Float64Type, Int32Type, Int64Type, TimestampM
 use roaring::RoaringBitmap;
 use taglake_storage::{Table, Warehouse};
 
-use crate::scan::{Wanted, scan};
+use taglake_storage::scan::{Wanted, scan};
 use crate::{Error, Result};
 
 /// One tag of a snapshot, without its bitmap.
@@ -182,7 +182,7 @@ pub async fn info(wh: &Warehouse, snapshot: Option<i64>) -> Result<SnapshotInfo>
     let rows = Mutex::new(Vec::new());
     let meta = Mutex::new(None);
     tokio::task::block_in_place(|| {
-        scan(t, &files, &wanted, |b| {
+        scan::<_, Error>(t, &files, &wanted, |b| {
             let s = |i: usize| b.column(i).as_string::<i32>().clone();
             let (name, family, desc, rule) = (s(1), s(2), s(3), s(4));
             let pos = b.column(0).as_primitive::<Int32Type>();
@@ -241,7 +241,7 @@ pub async fn bitmaps(
     let wanted = [Wanted::plain(t, "position"), Wanted::plain(t, "name"), Wanted::plain(t, "bitmap")];
     let out = Mutex::new(Vec::new());
     tokio::task::block_in_place(|| {
-        scan(t, &files, &wanted, |b| {
+        scan::<_, Error>(t, &files, &wanted, |b| {
             let pos = b.column(0).as_primitive::<Int32Type>();
             let names = b.column(1).as_string::<i32>();
             let bytes = b.column(2).as_binary::<i32>();
@@ -314,11 +314,11 @@ pub async fn diff(wh: &Warehouse, from: i64, to: i64) -> Result<Vec<TagDiff>> {
 
 /// The external member ids of the keys in `keys`, in key order.
 pub async fn member_ids(wh: &Warehouse, keys: &RoaringBitmap) -> Result<Vec<(u32, String)>> {
-    let files = crate::scan::table_files(wh, Table::MemberIds).await?;
+    let files = taglake_storage::scan::table_files(wh, Table::MemberIds).await?;
     let t = Table::MemberIds;
     let out = Mutex::new(Vec::new());
     tokio::task::block_in_place(|| {
-        scan(t, &files, &[Wanted::plain(t, "member_key"), Wanted::plain(t, "member_id")], |b| {
+        scan::<_, Error>(t, &files, &[Wanted::plain(t, "member_key"), Wanted::plain(t, "member_id")], |b| {
             let k = b.column(0).as_primitive::<Int64Type>();
             let id = b.column(1).as_string::<i32>();
             let mut o = out.lock().expect("ids");

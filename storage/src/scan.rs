@@ -1,7 +1,8 @@
 //! Parallel reads of a few columns of a warehouse table.
 //!
-//! The tagger reads 10 of the 13 order columns of every line, once. Going
-//! through DataFusion would work, but reading the Delta table's Parquet
+//! The tagger reads 10 of the 13 order columns of every line, once; the
+//! clustering step reads a few dozen feature columns of every member.
+//! Going through DataFusion would work, but reading the Delta table's Parquet
 //! files directly lets every row group be decoded on its own rayon task,
 //! lets low-cardinality text columns (channel, category, store) stay
 //! dictionary-encoded all the way (we map each batch's few distinct values
@@ -18,17 +19,17 @@ use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use rayon::prelude::*;
-use taglake_storage::{Table, Warehouse};
-
-use crate::{Error, Result};
+use crate::{Error, Result, Table, Warehouse};
 
 /// Rows per decoded batch.
 const BATCH_ROWS: usize = 64 * 1024;
 
 /// A column to read and the type it should arrive in.
 #[derive(Debug, Clone)]
-pub(crate) struct Wanted {
-    pub name: &'static str,
+pub struct Wanted {
+    /// Column name.
+    pub name: String,
+    /// Arrow type the column arrives in (cast if stored otherwise).
     pub ty: DataType,
 }
 
@@ -36,30 +37,37 @@ impl Wanted {
     /// A column in its warehouse type.
     pub fn plain(table: Table, name: &'static str) -> Wanted {
         let ty = table.column(name).expect("known column").ty.arrow();
-        Wanted { name, ty }
+        Wanted { name: name.to_string(), ty }
+    }
+
+    /// A column (e.g. a data-dependent one) in the given type.
+    pub fn typed(name: impl Into<String>, ty: DataType) -> Wanted {
+        Wanted { name: name.into(), ty }
     }
 
     /// A text column read as `Dictionary(Int32, Utf8)`.
     pub fn dictionary(name: &'static str) -> Wanted {
-        Wanted { name, ty: DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)) }
+        Wanted { name: name.to_string(), ty: DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)) }
     }
 }
 
 /// The current Parquet files of a table.
-pub(crate) async fn table_files(wh: &Warehouse, table: Table) -> Result<Vec<PathBuf>> {
+pub async fn table_files(wh: &Warehouse, table: Table) -> Result<Vec<PathBuf>> {
     Ok(wh.files(table).await?.into_iter().map(|f| f.path).collect())
 }
 
 /// Reads `wanted` from every row group of `files` in parallel and calls
 /// `each` with every batch (columns in `wanted` order, cast to the wanted
-/// types). `each` runs on rayon threads, concurrently.
-pub(crate) fn scan<F>(table: Table, files: &[PathBuf], wanted: &[Wanted], each: F) -> Result<()>
+/// types). `each` runs on rayon threads, concurrently; its first error
+/// stops the scan and is returned.
+pub fn scan<F, E>(table: Table, files: &[PathBuf], wanted: &[Wanted], each: F) -> std::result::Result<(), E>
 where
-    F: Fn(&RecordBatch) -> Result<()> + Sync,
+    F: Fn(&RecordBatch) -> std::result::Result<(), E> + Sync,
+    E: From<Error> + Send,
 {
     let mut units = Vec::new();
     for path in files {
-        let file = File::open(path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        let file = File::open(path).map_err(|source| Error::File { path: path.clone(), source })?;
         let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|e| Error::Parquet {
             table: table.name(),
             path: path.clone(),
@@ -68,7 +76,7 @@ where
         let file_schema = meta.schema().clone();
         let mut indices = Vec::with_capacity(wanted.len());
         for w in wanted {
-            let Some((i, _)) = file_schema.column_with_name(w.name) else {
+            let Some((i, _)) = file_schema.column_with_name(&w.name) else {
                 return Err(Error::Parquet {
                     table: table.name(),
                     path: path.clone(),
@@ -77,7 +85,8 @@ where
                         w.name,
                         file_schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
                     ),
-                });
+                }
+                .into());
             };
             indices.push(i);
         }
@@ -87,7 +96,7 @@ where
             .fields()
             .iter()
             .map(|f| {
-                let want = wanted.iter().find(|w| w.name == f.name());
+                let want = wanted.iter().find(|w| &w.name == f.name());
                 match want {
                     Some(w) if matches!(w.ty, DataType::Dictionary(..)) && f.data_type() == &DataType::Utf8 => {
                         f.as_ref().clone().with_data_type(w.ty.clone())
@@ -108,7 +117,7 @@ where
     }
     units.into_par_iter().try_for_each(|(path, meta, indices, rg)| {
         let err = |message: String| Error::Parquet { table: table.name(), path: path.clone(), message };
-        let file = File::open(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        let file = File::open(&path).map_err(|source| Error::File { path: path.clone(), source })?;
         let mask = ProjectionMask::roots(meta.parquet_schema(), indices.iter().copied());
         let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
             .with_projection(mask)
@@ -130,14 +139,14 @@ fn conform(batch: &RecordBatch, wanted: &[Wanted]) -> std::result::Result<Record
     let mut fields = Vec::with_capacity(wanted.len());
     let mut columns = Vec::with_capacity(wanted.len());
     for w in wanted {
-        let col = batch.column_by_name(w.name).ok_or_else(|| format!("column `{}` was not decoded", w.name))?;
+        let col = batch.column_by_name(&w.name).ok_or_else(|| format!("column `{}` was not decoded", w.name))?;
         let col = if col.data_type() == &w.ty {
             col.clone()
         } else {
             cast(col, &w.ty)
                 .map_err(|e| format!("column `{}` ({}) cannot be read as {}: {e}", w.name, col.data_type(), w.ty))?
         };
-        fields.push(Field::new(w.name, w.ty.clone(), true));
+        fields.push(Field::new(&w.name, w.ty.clone(), true));
         columns.push(col);
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| e.to_string())
