@@ -20,10 +20,10 @@ struct Cli {
 }
 
 #[derive(Args, Clone)]
-struct WarehouseArg {
+pub(crate) struct WarehouseArg {
     /// Warehouse directory (one Delta table per folder).
     #[arg(long, env = "TAGLAKE_WAREHOUSE", default_value = "warehouse", global = true)]
-    warehouse: PathBuf,
+    pub(crate) warehouse: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -40,6 +40,8 @@ enum Command {
     Tag(TagCmd),
     /// Read tag snapshots: list, show, diff, trigger lists.
     Tags(TagsCmd),
+    /// Find communities of similar members (k-means); `cluster profile` describes them.
+    Cluster(crate::cluster::ClusterArgs),
 }
 
 #[derive(Args)]
@@ -167,6 +169,7 @@ pub fn run() -> ExitCode {
             Command::Status(a) => status(&a.warehouse).await,
             Command::Tag(a) => crate::tags::tag(&Warehouse::open(&a.wh.warehouse)?, &a.args).await.map(|_| ()),
             Command::Tags(a) => crate::tags::tags(&Warehouse::open(&a.wh.warehouse)?, a.command).await,
+            Command::Cluster(a) => crate::cluster::cluster(&Warehouse::open(&a.wh.warehouse)?, a).await,
         }
     });
     match result {
@@ -325,6 +328,26 @@ async fn demo(a: DemoArgs) -> Result<()> {
             t.description
         );
     }
-    println!("demo finished in {:.1} s", start.elapsed().as_secs_f64());
+    println!("\n5. find communities of similar members");
+    let fit = crate::cluster::FitArgs {
+        k: "auto".into(),
+        k_range: "4..12".into(),
+        features: None,
+        sample: 200_000,
+        seed: a.seed,
+        runs: 4,
+        max_iterations: 300,
+        reuse_model: false,
+    };
+    crate::cluster::fit(&wh, &fit).await?;
+    println!("\n   community profiles (`taglake cluster profile --format json|csv` for machines):");
+    let model = taglake_cluster::model::SavedModel::load(&wh)?;
+    for line in model.profile.render_table().lines() {
+        println!("   {line}");
+    }
+    let chart = taglake_cluster::model::SavedModel::path(&wh).with_extension("svg");
+    std::fs::write(&chart, model.profile.render_svg()).with_context(|| format!("writing {}", chart.display()))?;
+    println!("   chart of sizes and lifts: {}", chart.display());
+    println!("\ndemo finished in {:.1} s", start.elapsed().as_secs_f64());
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! prints the one-line summaries a nightly pipeline logs.
 
 mod cli;
+mod cluster;
 mod report;
 mod tags;
 

@@ -55,12 +55,20 @@ pub struct FitParams {
     pub max_iterations: u64,
     /// Stop when centroids move less than this (summed squared distance).
     pub tolerance: f64,
+    /// Independent k-means++ starts; the fit with the lowest inertia wins.
+    pub runs: usize,
 }
 
 impl FitParams {
-    /// `k` clusters, seed 1, at most 300 iterations, tolerance 1e-4.
+    /// `k` clusters, seed 1, at most 300 iterations, tolerance 1e-4, one run.
     pub fn new(k: usize) -> FitParams {
-        FitParams { k, seed: 1, max_iterations: 300, tolerance: 1e-4 }
+        FitParams { k, seed: 1, max_iterations: 300, tolerance: 1e-4, runs: 1 }
+    }
+
+    /// Sets the number of independent starts.
+    pub fn runs(mut self, runs: usize) -> FitParams {
+        self.runs = runs;
+        self
     }
 
     /// Sets the seed.
@@ -82,6 +90,9 @@ impl FitParams {
         if self.k > rows {
             return Err(Error::Params(format!("k = {} is more than the {rows} members to cluster", self.k)));
         }
+        if self.runs == 0 {
+            return Err(Error::Params("runs must be at least 1".into()));
+        }
         if self.max_iterations == 0 {
             return Err(Error::Params("max_iterations must be at least 1".into()));
         }
@@ -101,7 +112,8 @@ pub struct Model {
     pub inertia: f64,
 }
 
-/// Fits k-means (k-means++, one run, seeded) on `data` (already standardized).
+/// Fits k-means (k-means++, `runs` starts, seeded) on `data` (already
+/// standardized).
 pub fn fit(data: ArrayView2<'_, f64>, params: &FitParams) -> Result<Model> {
     params.check(data.nrows())?;
     if data.ncols() == 0 {
@@ -111,7 +123,7 @@ pub fn fit(data: ArrayView2<'_, f64>, params: &FitParams) -> Result<Model> {
     let dataset = DatasetBase::from(data.to_owned());
     let model = KMeans::params_with_rng(params.k, rng)
         .init_method(KMeansInit::KMeansPlusPlus)
-        .n_runs(1)
+        .n_runs(params.runs)
         .max_n_iterations(params.max_iterations)
         .tolerance(params.tolerance)
         .fit(&dataset)
@@ -155,6 +167,44 @@ pub fn assign(data: ArrayView2<'_, f64>, centroids: ArrayView2<'_, f64>) -> (Vec
         }
     });
     (labels, distances)
+}
+
+/// Mean silhouette of `data` labelled `labels` (Euclidean distances), and
+/// each cluster's mean. A row alone in its cluster scores 0. Exact and
+/// quadratic in the rows: callers pass a few thousand sampled rows.
+pub fn silhouette(data: ArrayView2<'_, f64>, labels: &[u32], k: usize) -> f64 {
+    let n = data.nrows();
+    if n == 0 || k < 2 {
+        return 0.0;
+    }
+    let mut sizes = vec![0usize; k];
+    for &l in labels {
+        sizes[l as usize] += 1;
+    }
+    let scores: Vec<f64> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let own = labels[i] as usize;
+            if sizes[own] <= 1 {
+                return 0.0;
+            }
+            let mut sums = vec![0f64; k];
+            let row = data.row(i);
+            for (j, other) in data.outer_iter().enumerate() {
+                if j != i {
+                    let d: f64 = row.iter().zip(other.iter()).map(|(a, b)| (a - b) * (a - b)).sum();
+                    sums[labels[j] as usize] += d.sqrt();
+                }
+            }
+            let a = sums[own] / (sizes[own] - 1) as f64;
+            let b = (0..k)
+                .filter(|&c| c != own && sizes[c] > 0)
+                .map(|c| sums[c] / sizes[c] as f64)
+                .fold(f64::INFINITY, f64::min);
+            if !b.is_finite() || a.max(b) == 0.0 { 0.0 } else { (b - a) / a.max(b) }
+        })
+        .collect();
+    scores.iter().sum::<f64>() / n as f64
 }
 
 #[cfg(test)]
@@ -233,6 +283,34 @@ mod tests {
         );
         let empty = Array2::<f64>::zeros((0, 2));
         assert!(matches!(fit(empty.view(), &FitParams::new(1)), Err(Error::Params(_))));
+    }
+
+    #[test]
+    fn silhouette_matches_a_hand_computed_example() {
+        // Two clusters on a line: {0, 1} and {4}. For 0: a = 1, b = 4 → 0.75;
+        // for 1: a = 1, b = 3 → 2/3; the singleton scores 0.
+        let data = ndarray::array![[0.0], [1.0], [4.0]];
+        let s = silhouette(data.view(), &[0, 0, 1], 2);
+        assert!((s - (0.75 + 2.0 / 3.0) / 3.0).abs() < 1e-12, "{s}");
+        // Well separated blobs score close to 1, a random split close to 0.
+        let blobs = blobs();
+        let model = fit(blobs.view(), &FitParams::new(3).seed(3)).unwrap();
+        let (labels, _) = assign(blobs.view(), model.centroids.view());
+        assert!(silhouette(blobs.view(), &labels, 3) > 0.9);
+        let split: Vec<u32> = (0..300).map(|i| (i / 3 % 2) as u32).collect();
+        assert!(silhouette(blobs.view(), &split, 2).abs() < 0.2);
+    }
+
+    #[test]
+    fn more_runs_never_end_worse() {
+        let data = blobs();
+        let one = fit(data.view(), &FitParams::new(5).seed(9)).unwrap();
+        let many = fit(data.view(), &FitParams::new(5).seed(9).runs(6)).unwrap();
+        assert!(many.inertia <= one.inertia * (1.0 + 1e-12), "{} vs {}", many.inertia, one.inertia);
+        assert_eq!(
+            fit(data.view(), &FitParams::new(2).runs(0)).unwrap_err(),
+            Error::Params("runs must be at least 1".into())
+        );
     }
 
     #[test]

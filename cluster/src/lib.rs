@@ -1,5 +1,12 @@
 //! k-means communities of members.
 //!
+//! Brands market to "communities": beauty lovers, snack lovers, weekend
+//! families, hoarders. This crate finds them in the `features` table:
+//! [`spec`] picks and transforms the columns, [`run::cluster`] samples,
+//! fits, assigns every member and writes the `communities` table, the
+//! [`model`] file and `community_{n}` tags, and [`profile`] describes each
+//! community (size, lifts, a generated name, a chart).
+//!
 //! Members are clustered on their standardized features: [`Standardizer`]
 //! learns each column's mean and spread, [`fit`] runs linfa's k-means
 //! (k-means++ initialisation, seeded, so the same data and seed give the
@@ -20,11 +27,16 @@
 #![warn(missing_docs)]
 
 mod kmeans;
+pub mod model;
+pub mod profile;
+pub mod run;
+pub mod spec;
 
-pub use kmeans::{FitParams, Model, Standardizer, assign, fit};
+pub use kmeans::{FitParams, Model, Standardizer, assign, fit, silhouette};
+pub use run::{ClusterOptions, ClusterSummary, KChoice, cluster};
 
 /// Errors of the clustering layer.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A parameter is out of range (named, with the allowed range).
     #[error("invalid clustering parameter: {0}")]
@@ -35,6 +47,31 @@ pub enum Error {
     /// linfa failed while fitting.
     #[error("k-means fit failed: {0}")]
     Fit(String),
+    /// Something asked for (the saved model) does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The warehouse could not be read or written.
+    #[error(transparent)]
+    Storage(#[from] taglake_storage::Error),
+    /// Tag snapshots could not be read or written.
+    #[error(transparent)]
+    Tagger(#[from] taglake_tagger::Error),
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl PartialEq for Error {
+    /// Errors compare by message (tests assert exact messages).
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
 }
 
 /// Result alias of this crate.

@@ -13,13 +13,13 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::{Error, Result, Table, Warehouse};
 use arrow::array::RecordBatch;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use rayon::prelude::*;
-use crate::{Error, Result, Table, Warehouse};
 
 /// Rows per decoded batch.
 const BATCH_ROWS: usize = 64 * 1024;

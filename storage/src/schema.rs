@@ -198,6 +198,15 @@ const TAGS: &[Column] = &[
     derived("created_at", Timestamp),
 ];
 
+/// One row per member with orders: the k-means community it belongs to
+/// (1 = the largest) and its distance to the community centroid.
+const COMMUNITIES: &[Column] = &[
+    derived("member_key", Int64),
+    derived("member_id", Text),
+    derived("community", Int32),
+    derived("distance", Float64),
+];
+
 /// A warehouse table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
@@ -215,11 +224,13 @@ pub enum Table {
     Features,
     /// Tag snapshots: one roaring bitmap per tag and snapshot.
     Tags,
+    /// The community of every member with orders, replaced by each `cluster` run.
+    Communities,
 }
 
 impl Table {
     /// Every table, in dependency order.
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::MemberIds,
         Table::Members,
         Table::Products,
@@ -227,6 +238,7 @@ impl Table {
         Table::Quarantine,
         Table::Features,
         Table::Tags,
+        Table::Communities,
     ];
 
     /// The tables a user ingests from exports.
@@ -242,6 +254,7 @@ impl Table {
             Table::Quarantine => "quarantine",
             Table::Features => "features",
             Table::Tags => "tags",
+            Table::Communities => "communities",
         }
     }
 
@@ -260,6 +273,7 @@ impl Table {
             Table::Quarantine => QUARANTINE,
             Table::Features => FEATURES,
             Table::Tags => TAGS,
+            Table::Communities => COMMUNITIES,
         }
     }
 
@@ -284,6 +298,7 @@ impl Table {
             Table::Quarantine => &["table_name", "source_file", "row_number"],
             Table::Features => &["member_key"],
             Table::Tags => &["snapshot", "name"],
+            Table::Communities => &["member_key"],
         }
     }
 

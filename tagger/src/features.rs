@@ -35,8 +35,8 @@ use chrono::{Datelike, NaiveDate};
 use rayon::prelude::*;
 use taglake_storage::{Table, Warehouse};
 
-use taglake_storage::scan::{Wanted, scan, table_files};
 use crate::{Error, Result};
+use taglake_storage::scan::{Wanted, scan, table_files};
 
 /// Members per shard and per evaluation chunk: one roaring container.
 pub const CHUNK: usize = 1 << 16;

@@ -19,8 +19,8 @@ use arrow::datatypes::{Date32Type, Float64Type, Int32Type, Int64Type, TimestampM
 use roaring::RoaringBitmap;
 use taglake_storage::{Table, Warehouse};
 
-use taglake_storage::scan::{Wanted, scan};
 use crate::{Error, Result};
+use taglake_storage::scan::{Wanted, scan};
 
 /// One tag of a snapshot, without its bitmap.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

@@ -2,6 +2,7 @@
 //! is linked once) with a module per capability.
 
 mod cli;
+mod cluster;
 mod ingest_generated;
 mod kill;
 mod tag_cli;

@@ -1,0 +1,608 @@
+//! `taglake cluster`: from the `features` table to communities, a saved
+//! model and `community_{n}` tags.
+//!
+//! Three passes over the `features` files, each a parallel row-group scan:
+//! 1. `member_key` and `orders_total` only: who can be clustered (members
+//!    with orders) and a deterministic sample of them (the `--sample`
+//!    members with the smallest seeded hash of their key).
+//! 2. The feature columns of the sampled members: the fit's matrix, sorted
+//!    by key so the fit never depends on scan order.
+//! 3. After the fit, every member with orders again: transformed,
+//!    standardized and put on its nearest centroid batch by batch, so
+//!    memory holds the sample and one batch per core, never the full matrix.
+//!
+//! Communities are then numbered by size (1 = the largest) and written to
+//! the `communities` table; the model goes to `models/communities.json`;
+//! and a new tag snapshot carries the latest snapshot's tags plus one
+//! `community_{n}` tag per community.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use arrow::array::{Array, AsArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use ndarray::{Array2, ArrayView2};
+use roaring::RoaringBitmap;
+use taglake_storage::scan::{Wanted, scan, table_files};
+use taglake_storage::{ColumnType, Table, Warehouse};
+use taglake_tagger::snapshot::{self, NewSnapshot, TagInfo};
+
+use crate::model::{KScore, MODEL_FORMAT, SavedModel};
+use crate::profile::{Partial, Profile};
+use crate::spec::{DEFAULT_FEATURES, FeatureSpec};
+use crate::{Error, FitParams, Result, Standardizer, assign, fit, silhouette};
+
+/// Rows of the sample the silhouette of `--k auto` is scored on (exact
+/// silhouette is quadratic).
+const SILHOUETTE_ROWS: usize = 3_000;
+
+/// Tag family of the community tags.
+pub const COMMUNITY_FAMILY: &str = "community";
+
+/// How k is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KChoice {
+    /// Exactly this many communities.
+    Fixed(usize),
+    /// The k in `min..=max` with the best silhouette on the sample.
+    Auto {
+        /// Smallest k tried (at least 2).
+        min: usize,
+        /// Largest k tried.
+        max: usize,
+    },
+}
+
+/// Options of a clustering run.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Number of communities, or auto.
+    pub k: KChoice,
+    /// Feature list (see [`crate::spec`]); `None` is the default set.
+    pub features: Option<String>,
+    /// Members the fit trains on (all when the base is smaller).
+    pub sample: usize,
+    /// Seed of the sample and the k-means++ initialisation.
+    pub seed: u64,
+    /// k-means++ starts per fit.
+    pub runs: usize,
+    /// Iteration cap per fit.
+    pub max_iterations: u64,
+    /// Assign with the saved model instead of fitting a new one.
+    pub reuse_model: bool,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            k: KChoice::Auto { min: 4, max: 12 },
+            features: None,
+            sample: 200_000,
+            seed: 1,
+            runs: 4,
+            max_iterations: 300,
+            reuse_model: false,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub struct ClusterSummary {
+    /// The model (fitted or reused) with the new profile.
+    pub model: SavedModel,
+    /// The tag snapshot holding the community tags.
+    pub snapshot: i64,
+    /// Seconds spent per phase: select, sample, fit, assign, write.
+    pub timings: Vec<(&'static str, f64)>,
+}
+
+/// Clusters the members of the warehouse.
+pub async fn cluster(wh: &Warehouse, opts: &ClusterOptions) -> Result<ClusterSummary> {
+    let files = table_files(wh, Table::Features).await?;
+    if files.is_empty() {
+        return Err(Error::Data("the warehouse has no `features` table yet: run `taglake tag` first".into()));
+    }
+    let features_version = wh.version(Table::Features).await?;
+    let mut timings = Vec::new();
+    let mut clock = Instant::now();
+    let mut lap = |name: &'static str, timings: &mut Vec<(&'static str, f64)>| {
+        timings.push((name, clock.elapsed().as_secs_f64()));
+        clock = Instant::now();
+    };
+
+    // Pass 1: who has orders.
+    let (eligible, without_orders) = tokio::task::block_in_place(|| eligible_members(&files))?;
+    if eligible.is_empty() {
+        return Err(Error::Data(format!(
+            "no member has orders, so there is nothing to cluster ({without_orders} members without orders)"
+        )));
+    }
+
+    let mut model = if opts.reuse_model {
+        let model = SavedModel::load(wh)?;
+        let stored = wh.stored_columns(Table::Features).await?;
+        if let Some(f) = model.features.iter().find(|f| !stored.contains(&f.name)) {
+            return Err(Error::Data(format!(
+                "the saved community model uses feature `{}`, which the current `features` table does not have; \
+                 fit a new model (run `taglake cluster` without --reuse-model)",
+                f.name
+            )));
+        }
+        lap("select", &mut timings);
+        model
+    } else {
+        let stored = wh.stored_columns(Table::Features).await?;
+        let stored: Vec<&str> = stored.iter().map(String::as_str).collect();
+        let spec = FeatureSpec::parse(opts.features.as_deref().unwrap_or(DEFAULT_FEATURES), &stored, is_numeric)?;
+        check_k(opts, eligible.len() as u64)?;
+        let sample = sample_keys(&eligible, opts.sample, opts.seed);
+        lap("select", &mut timings);
+        let fitted = tokio::task::block_in_place(|| fit_sample(&files, &spec, &sample, opts))?;
+        lap("sample+fit", &mut timings);
+        fitted
+    };
+
+    // Pass 3: every member with orders.
+    let k = model.k;
+    let assigned = tokio::task::block_in_place(|| assign_all(&files, &model, &eligible))?;
+    lap("assign", &mut timings);
+
+    // Number communities by size (largest first) unless the model is
+    // reused: then its numbers and names stay.
+    let order: Vec<usize> = if opts.reuse_model {
+        (0..k).collect()
+    } else {
+        let mut o: Vec<usize> = (0..k).collect();
+        o.sort_by(|&a, &b| assigned.sums.members[b].cmp(&assigned.sums.members[a]).then(a.cmp(&b)));
+        o
+    };
+    let mut rank = vec![0u32; k];
+    for (new, &old) in order.iter().enumerate() {
+        rank[old] = new as u32;
+    }
+    let labels: Vec<u32> = assigned.labels.iter().map(|&l| rank[l as usize]).collect();
+    let mut sums = Partial::new(k, model.features.len());
+    for (new, &old) in order.iter().enumerate() {
+        sums.members[new] = assigned.sums.members[old];
+        sums.distance[new] = assigned.sums.distance[old];
+        sums.sum[new] = assigned.sums.sum[old].clone();
+        sums.count[new] = assigned.sums.count[old].clone();
+    }
+    model.centroids = order.iter().map(|&o| model.centroids[o].clone()).collect();
+    let names: Vec<String> = model.features.iter().map(|f| f.name.clone()).collect();
+    let old_names: Vec<String> = model.profile.communities.iter().map(|c| c.name.clone()).collect();
+    model.profile = Profile::build(names, &sums, &model.centroids, without_orders);
+    if opts.reuse_model && old_names.len() == k {
+        for (c, n) in model.profile.communities.iter_mut().zip(old_names) {
+            c.name = n;
+        }
+    }
+    model.features_version = features_version;
+
+    // Write: the table, the model, then the tags.
+    write_communities(wh, &eligible, &labels, &assigned.distances).await?;
+    model.save(wh)?;
+    let snapshot = write_tags(wh, &model, &eligible, &labels).await?;
+    lap("write", &mut timings);
+    Ok(ClusterSummary { model, snapshot, timings })
+}
+
+/// Columns of `features` that hold numbers (data-dependent columns all do).
+fn is_numeric(column: &str) -> bool {
+    match Table::Features.column(column) {
+        Some(c) => matches!(c.ty, ColumnType::Int32 | ColumnType::Int64 | ColumnType::Float64),
+        None => true,
+    }
+}
+
+fn check_k(opts: &ClusterOptions, members: u64) -> Result<()> {
+    let (lo, hi) = match opts.k {
+        KChoice::Fixed(k) => (k, k),
+        KChoice::Auto { min, max } => {
+            if min < 2 || max < min {
+                return Err(Error::Params(format!(
+                    "--k auto needs a range of at least 2 clusters, like 2..12; got {min}..{max}"
+                )));
+            }
+            (min, max)
+        }
+    };
+    if lo == 0 {
+        return Err(Error::Params("k must be at least 1".into()));
+    }
+    if hi as u64 > members {
+        return Err(Error::Params(format!("k = {hi} is more than the {members} members with orders to cluster")));
+    }
+    if opts.sample < hi {
+        return Err(Error::Params(format!("--sample {} is smaller than k = {hi}", opts.sample)));
+    }
+    Ok(())
+}
+
+fn err_batch(message: String) -> Error {
+    Error::Data(format!("warehouse table `features`: {message}"))
+}
+
+/// Keys of the members with orders (sorted) and how many have none.
+fn eligible_members(files: &[std::path::PathBuf]) -> Result<(Vec<u32>, u64)> {
+    let t = Table::Features;
+    let wanted = [Wanted::plain(t, "member_key"), Wanted::typed("orders_total", DataType::Int64)];
+    let keys = Mutex::new(Vec::new());
+    let none = Mutex::new(0u64);
+    scan::<_, Error>(t, files, &wanted, |b| {
+        let key = b.column(0).as_primitive::<Int64Type>();
+        let orders = b.column(1).as_primitive::<Int64Type>();
+        let mut mine = Vec::with_capacity(b.num_rows());
+        let mut empty = 0;
+        for r in 0..b.num_rows() {
+            let k = key.value(r);
+            let k = u32::try_from(k).map_err(|_| err_batch(format!("member_key {k} is out of range")))?;
+            if orders.is_valid(r) && orders.value(r) > 0 {
+                mine.push(k);
+            } else {
+                empty += 1;
+            }
+        }
+        keys.lock().expect("keys").extend(mine);
+        *none.lock().expect("count") += empty;
+        Ok(())
+    })?;
+    let mut keys = keys.into_inner().expect("keys");
+    keys.sort_unstable();
+    let before = keys.len();
+    keys.dedup();
+    if keys.len() != before {
+        return Err(err_batch("a member_key appears twice".into()));
+    }
+    Ok((keys, none.into_inner().expect("count")))
+}
+
+/// A well-mixed 64-bit hash of a key under a seed (splitmix64).
+fn mix(seed: u64, key: u32) -> u64 {
+    let mut z = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(key);
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The `n` keys with the smallest seeded hash (all keys when there are
+/// fewer): a uniform sample that depends only on the keys and the seed.
+fn sample_keys(keys: &[u32], n: usize, seed: u64) -> RoaringBitmap {
+    if keys.len() <= n {
+        return keys.iter().copied().collect();
+    }
+    let mut h: Vec<(u64, u32)> = keys.iter().map(|&k| (mix(seed, k), k)).collect();
+    h.select_nth_unstable(n - 1);
+    h.truncate(n);
+    h.into_iter().map(|(_, k)| k).collect()
+}
+
+/// The wanted columns for a feature list: key, orders_total, then the features.
+fn feature_columns(names: &[String]) -> Vec<Wanted> {
+    let mut w = vec![Wanted::plain(Table::Features, "member_key"), Wanted::typed("orders_total", DataType::Int64)];
+    w.extend(names.iter().map(|n| Wanted::typed(n.clone(), DataType::Float64)));
+    w
+}
+
+/// Reads the sampled rows, learns fill values and the scaler, chooses k
+/// and fits.
+fn fit_sample(
+    files: &[std::path::PathBuf],
+    spec: &FeatureSpec,
+    sample: &RoaringBitmap,
+    opts: &ClusterOptions,
+) -> Result<SavedModel> {
+    let names: Vec<String> = spec.features.iter().map(|f| f.name.clone()).collect();
+    let d = names.len();
+    let rows = Mutex::new(Vec::with_capacity(sample.len() as usize));
+    scan::<_, Error>(Table::Features, files, &feature_columns(&names), |b| {
+        let key = b.column(0).as_primitive::<Int64Type>();
+        let cols: Vec<&arrow::array::PrimitiveArray<Float64Type>> =
+            (0..d).map(|j| b.column(2 + j).as_primitive::<Float64Type>()).collect();
+        let mut mine = Vec::new();
+        for r in 0..b.num_rows() {
+            let k = key.value(r);
+            if (0..=i64::from(u32::MAX)).contains(&k) && sample.contains(k as u32) {
+                let row: Vec<f64> = cols
+                    .iter()
+                    .zip(&spec.features)
+                    .map(|(c, f)| if c.is_valid(r) { f.transform.apply(c.value(r)) } else { f64::NAN })
+                    .collect();
+                mine.push((k as u32, row));
+            }
+        }
+        rows.lock().expect("rows").extend(mine);
+        Ok(())
+    })?;
+    let mut rows = rows.into_inner().expect("rows");
+    rows.sort_unstable_by_key(|r| r.0);
+    let n = rows.len();
+    // Missing cells get the column's mean (0 after standardizing).
+    let mut fill = vec![0.0; d];
+    for (j, fill) in fill.iter_mut().enumerate() {
+        let (s, c) = rows.iter().filter(|r| r.1[j].is_finite()).fold((0.0, 0usize), |(s, c), r| (s + r.1[j], c + 1));
+        if c > 0 {
+            *fill = s / c as f64;
+        }
+    }
+    let mut x = Array2::from_shape_fn((n, d), |(i, j)| rows[i].1[j]);
+    drop(rows);
+    x.zip_mut_with(&ndarray::Array1::from(fill.clone()).broadcast((n, d)).expect("shape"), |v, f| {
+        if !v.is_finite() {
+            *v = *f;
+        }
+    });
+    let scaler = Standardizer::fit(x.view())?;
+    let z = scaler.transform(x.view());
+    drop(x);
+    let params = |k: usize| FitParams::new(k).seed(opts.seed).runs(opts.runs).max_iterations(opts.max_iterations);
+    let (model, k, k_scores) = match opts.k {
+        KChoice::Fixed(k) => (fit(z.view(), &params(k))?, k, Vec::new()),
+        KChoice::Auto { min, max } => {
+            let step = n.div_ceil(SILHOUETTE_ROWS).max(1);
+            let scored: Vec<usize> = (0..n).step_by(step).collect();
+            let sub = z.select(ndarray::Axis(0), &scored);
+            let mut best: Option<(f64, usize, crate::Model)> = None;
+            let mut scores = Vec::new();
+            // Candidates get one start each; the chosen k is refitted with
+            // every start asked for.
+            for k in min..=max.min(n) {
+                let m = fit(z.view(), &params(k).runs(1))?;
+                let (labels, _) = assign(sub.view(), m.centroids.view());
+                let s = silhouette(sub.view(), &labels, k);
+                scores.push(KScore { k, silhouette: s, inertia: m.inertia });
+                if best.as_ref().is_none_or(|b| s > b.0) {
+                    best = Some((s, k, m));
+                }
+            }
+            let (_, k, m) = best.expect("at least one k");
+            let m = if opts.runs > 1 { fit(z.view(), &params(k))? } else { m };
+            (m, k, scores)
+        }
+    };
+    let centroids = model.centroids.outer_iter().map(|r| r.to_vec()).collect();
+    Ok(SavedModel {
+        format: MODEL_FORMAT,
+        created_at: chrono::Utc::now(),
+        features_version: None,
+        k,
+        seed: opts.seed,
+        runs: opts.runs,
+        max_iterations: opts.max_iterations,
+        sample_rows: n,
+        sample_inertia: model.inertia,
+        features: spec.features.clone(),
+        fill,
+        mean: scaler.mean.to_vec(),
+        std: scaler.std.to_vec(),
+        centroids,
+        k_scores,
+        profile: Profile {
+            features: Vec::new(),
+            members_clustered: 0,
+            members_without_orders: 0,
+            base_mean: Vec::new(),
+            communities: Vec::new(),
+        },
+    })
+}
+
+/// Labels, distances and profile sums of every member with orders.
+struct Assigned {
+    /// Per eligible member (in key order), its cluster (model order).
+    labels: Vec<u32>,
+    /// Per eligible member, Euclidean distance to its centroid.
+    distances: Vec<f32>,
+    /// Merged sums.
+    sums: Partial,
+}
+
+fn assign_all(files: &[std::path::PathBuf], model: &SavedModel, eligible: &[u32]) -> Result<Assigned> {
+    let names: Vec<String> = model.features.iter().map(|f| f.name.clone()).collect();
+    let d = names.len();
+    let k = model.k;
+    let scaler = model.standardizer();
+    let centroids = model.centroid_matrix();
+    let n = eligible.len();
+    let labels = Mutex::new(vec![0u32; n]);
+    let distances = Mutex::new(vec![0f32; n]);
+    let partials = Mutex::new(Vec::new());
+    scan::<_, Error>(Table::Features, files, &feature_columns(&names), |b| {
+        let key = b.column(0).as_primitive::<Int64Type>();
+        let orders = b.column(1).as_primitive::<Int64Type>();
+        let cols: Vec<&arrow::array::PrimitiveArray<Float64Type>> =
+            (0..d).map(|j| b.column(2 + j).as_primitive::<Float64Type>()).collect();
+        let rows: Vec<usize> = (0..b.num_rows()).filter(|&r| orders.is_valid(r) && orders.value(r) > 0).collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut x = Array2::<f64>::zeros((rows.len(), d));
+        for (i, &r) in rows.iter().enumerate() {
+            for (j, (c, f)) in cols.iter().zip(&model.features).enumerate() {
+                let v = if c.is_valid(r) { f.transform.apply(c.value(r)) } else { f64::NAN };
+                let v = if v.is_finite() { v } else { model.fill[j] };
+                x[[i, j]] = (v - scaler.mean[j]) / scaler.std[j];
+            }
+        }
+        let (lab, sq) = assign(ArrayView2::from(&x), centroids.view());
+        let mut part = Partial::new(k, d);
+        let mut slots = Vec::with_capacity(rows.len());
+        for (i, &r) in rows.iter().enumerate() {
+            let key = key.value(r) as u32;
+            let slot = eligible.binary_search(&key).map_err(|_| err_batch(format!("member_key {key} changed")))?;
+            slots.push(slot);
+            let c = lab[i] as usize;
+            part.members[c] += 1;
+            part.distance[c] += sq[i].sqrt();
+            for (j, col) in cols.iter().enumerate() {
+                if col.is_valid(r) {
+                    part.sum[c][j] += col.value(r);
+                    part.count[c][j] += 1;
+                }
+            }
+        }
+        {
+            let mut l = labels.lock().expect("labels");
+            let mut dist = distances.lock().expect("distances");
+            for (i, &s) in slots.iter().enumerate() {
+                l[s] = lab[i];
+                dist[s] = sq[i].sqrt() as f32;
+            }
+        }
+        partials.lock().expect("partials").push((slots[0], part));
+        Ok(())
+    })?;
+    // Merge in key order: the sums do not depend on which thread ran first.
+    let mut partials = partials.into_inner().expect("partials");
+    partials.sort_by_key(|p| p.0);
+    let mut sums = Partial::new(k, d);
+    for (_, p) in &partials {
+        sums.merge(p);
+    }
+    Ok(Assigned {
+        labels: labels.into_inner().expect("labels"),
+        distances: distances.into_inner().expect("distances"),
+        sums,
+    })
+}
+
+/// Replaces the `communities` table (streamed in batches of 64K rows).
+async fn write_communities(wh: &Warehouse, keys: &[u32], labels: &[u32], distances: &[f32]) -> Result<()> {
+    let bitmap: RoaringBitmap = keys.iter().copied().collect();
+    let ids = snapshot::member_ids(wh, &bitmap).await?;
+    if ids.len() != keys.len() {
+        return Err(Error::Data(format!(
+            "{} members with features have no entry in `member_ids`; the warehouse is inconsistent",
+            keys.len() - ids.len()
+        )));
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let schema = Table::Communities.arrow_schema();
+    let s2 = schema.clone();
+    let labels = labels.to_vec();
+    let distances = distances.to_vec();
+    let producer = std::thread::spawn(move || {
+        for start in (0..ids.len()).step_by(65_536) {
+            let end = (start + 65_536).min(ids.len());
+            let part = &ids[start..end];
+            let batch = RecordBatch::try_new(
+                s2.clone(),
+                vec![
+                    std::sync::Arc::new(Int64Array::from_iter_values(part.iter().map(|p| i64::from(p.0)))),
+                    std::sync::Arc::new(StringArray::from_iter_values(part.iter().map(|p| p.1.as_str()))),
+                    std::sync::Arc::new(Int32Array::from_iter_values(labels[start..end].iter().map(|&l| l as i32 + 1))),
+                    std::sync::Arc::new(Float64Array::from_iter_values(
+                        distances[start..end].iter().map(|&d| f64::from(d)),
+                    )),
+                ],
+            )
+            .map_err(|e| e.to_string());
+            if tx.blocking_send(batch).is_err() {
+                return;
+            }
+        }
+    });
+    let written = wh.overwrite_streaming(Table::Communities, schema, vec![rx]).await;
+    producer.join().map_err(|_| Error::Data("the communities writer thread panicked".into()))?;
+    written?;
+    Ok(())
+}
+
+/// A new snapshot: the latest snapshot's tags (without earlier community
+/// tags) plus `community_{n}` for every community.
+async fn write_tags(wh: &Warehouse, model: &SavedModel, keys: &[u32], labels: &[u32]) -> Result<i64> {
+    let info = snapshot::info(wh, None).await?;
+    let (_, bitmaps) = snapshot::bitmaps(wh, Some(info.snapshot), None).await?;
+    let mut tags: Vec<(TagInfo, RoaringBitmap)> = info
+        .tags
+        .into_iter()
+        .zip(bitmaps)
+        .filter(|(t, _)| t.family != COMMUNITY_FAMILY)
+        .map(|(t, (_, b))| (t, b))
+        .collect();
+    let mut members = vec![RoaringBitmap::new(); model.k];
+    for (&key, &l) in keys.iter().zip(labels) {
+        members[l as usize].insert(key);
+    }
+    let base = info.base_members.max(1) as f64;
+    let first = tags.iter().map(|t| t.0.position).max().map_or(0, |p| p + 1);
+    for (c, bm) in members.into_iter().enumerate() {
+        let p = &model.profile.communities[c];
+        let n = bm.len() as i64;
+        tags.push((
+            TagInfo {
+                position: first + c as i32,
+                name: format!("community_{}", c + 1),
+                family: COMMUNITY_FAMILY.into(),
+                description: format!("Community {} of {}: {}", c + 1, model.k, p.name),
+                rule: format!(
+                    "nearest k-means centroid ({} features, seed {}, features version {})",
+                    model.features.len(),
+                    model.seed,
+                    model.features_version.map_or("?".to_string(), |v| v.to_string())
+                ),
+                members: n,
+                share: n as f64 / base,
+            },
+            bm,
+        ));
+    }
+    let digest = format!("{}+communities", info.catalog_digest.split('+').next().unwrap_or_default());
+    Ok(snapshot::write(
+        wh,
+        NewSnapshot {
+            as_of: info.as_of,
+            base_members: info.base_members,
+            features_version: info.features_version,
+            catalog_digest: digest,
+            tags,
+        },
+    )
+    .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_is_exact_uniform_and_seeded() {
+        let keys: Vec<u32> = (0..100_000).collect();
+        let a = sample_keys(&keys, 10_000, 1);
+        assert_eq!(a.len(), 10_000);
+        assert_eq!(a, sample_keys(&keys, 10_000, 1));
+        let b = sample_keys(&keys, 10_000, 2);
+        let common = (&a & &b).len();
+        assert!((600..1_400).contains(&common), "two seeds overlap like independent samples: {common}");
+        // Every tenth of the key range gets about a tenth of the sample.
+        for t in 0..10u32 {
+            let n = a.range(t * 10_000..(t + 1) * 10_000).count();
+            assert!((850..1_150).contains(&n), "decile {t}: {n}");
+        }
+        assert_eq!(sample_keys(&keys[..5], 10, 1).len(), 5);
+    }
+
+    #[test]
+    fn k_is_checked_against_the_members_with_orders() {
+        let opts = |k| ClusterOptions { k, sample: 100, ..ClusterOptions::default() };
+        let err = |k| check_k(&opts(k), 50).unwrap_err().to_string();
+        assert_eq!(err(KChoice::Fixed(0)), "invalid clustering parameter: k must be at least 1");
+        assert_eq!(
+            err(KChoice::Fixed(51)),
+            "invalid clustering parameter: k = 51 is more than the 50 members with orders to cluster"
+        );
+        assert_eq!(
+            err(KChoice::Auto { min: 1, max: 5 }),
+            "invalid clustering parameter: --k auto needs a range of at least 2 clusters, like 2..12; got 1..5"
+        );
+        assert_eq!(
+            check_k(&ClusterOptions { k: KChoice::Fixed(20), sample: 10, ..ClusterOptions::default() }, 50)
+                .unwrap_err()
+                .to_string(),
+            "invalid clustering parameter: --sample 10 is smaller than k = 20"
+        );
+        assert!(check_k(&opts(KChoice::Fixed(50)), 50).is_ok());
+    }
+}

@@ -1,0 +1,180 @@
+//! `taglake cluster` and `taglake cluster profile`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use taglake_cluster::model::SavedModel;
+use taglake_cluster::{ClusterOptions, ClusterSummary, KChoice};
+use taglake_storage::Warehouse;
+
+use crate::report;
+use crate::tags::OutputFormat;
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    pub command: Option<ClusterCommand>,
+    #[command(flatten)]
+    pub fit: FitArgs,
+    #[command(flatten)]
+    pub wh: crate::cli::WarehouseArg,
+}
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Per community: size, share, feature means and lifts, a generated
+    /// name; writes an SVG chart of sizes and lifts.
+    Profile(ProfileArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct FitArgs {
+    /// Number of communities, or `auto` to pick the best silhouette in --k-range.
+    #[arg(long, default_value = "auto")]
+    pub k: String,
+    /// Range `--k auto` tries, as MIN..MAX.
+    #[arg(long, default_value = "4..12")]
+    pub k_range: String,
+    /// Features to cluster on: columns of `features`, `*` patterns,
+    /// `default`, each optionally with :log1p, :sqrt or :raw.
+    /// Default: recency_days, orders_total, spend_total, avg_order_value,
+    /// items_per_order, spend_share_*, order_share_*, weekend_share, promotion_share.
+    #[arg(long)]
+    pub features: Option<String>,
+    /// Members the fit trains on; every member is then assigned.
+    #[arg(long, default_value_t = 200_000)]
+    pub sample: usize,
+    /// Seed of the sample and of the k-means++ initialisation.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// k-means++ starts per fit (the lowest inertia wins).
+    #[arg(long, default_value_t = 4)]
+    pub runs: usize,
+    /// Iteration cap per fit.
+    #[arg(long, default_value_t = 300)]
+    pub max_iterations: u64,
+    /// Assign members with the saved model (stable community numbers)
+    /// instead of fitting a new one.
+    #[arg(long)]
+    pub reuse_model: bool,
+}
+
+#[derive(Args)]
+pub struct ProfileArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
+    /// Write the profile here instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Where the SVG chart goes (default: next to --out, else
+    /// `<warehouse>/models/communities.svg`).
+    #[arg(long)]
+    chart: Option<PathBuf>,
+}
+
+impl FitArgs {
+    fn options(&self) -> Result<ClusterOptions> {
+        let k = if self.k == "auto" {
+            let (min, max) = self
+                .k_range
+                .split_once("..")
+                .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+                .with_context(|| format!("--k-range `{}` is not MIN..MAX, like 4..12", self.k_range))?;
+            KChoice::Auto { min, max }
+        } else {
+            match self.k.parse() {
+                Ok(k) => KChoice::Fixed(k),
+                Err(_) => bail!("--k `{}` is neither a number nor `auto`", self.k),
+            }
+        };
+        Ok(ClusterOptions {
+            k,
+            features: self.features.clone(),
+            sample: self.sample,
+            seed: self.seed,
+            runs: self.runs,
+            max_iterations: self.max_iterations,
+            reuse_model: self.reuse_model,
+        })
+    }
+}
+
+/// Runs `taglake cluster …`.
+pub async fn cluster(wh: &Warehouse, a: ClusterArgs) -> Result<()> {
+    match a.command {
+        Some(ClusterCommand::Profile(p)) => profile(wh, &p),
+        None => fit(wh, &a.fit).await.map(|_| ()),
+    }
+}
+
+/// Fits (or reuses) the model, assigns every member and prints a summary.
+pub async fn fit(wh: &Warehouse, a: &FitArgs) -> Result<ClusterSummary> {
+    let options = a.options()?;
+    let start = Instant::now();
+    let pb = report::spinner("cluster");
+    let s = taglake_cluster::cluster(wh, &options).await;
+    pb.finish_and_clear();
+    let s = s?;
+    let m = &s.model;
+    if !m.k_scores.is_empty() {
+        println!("cluster: k chosen by silhouette on the sample (higher is better):");
+        for sc in &m.k_scores {
+            let mark = if sc.k == m.k { "  ← chosen" } else { "" };
+            println!("  k = {:>2}  silhouette {:.4}  inertia {:.0}{mark}", sc.k, sc.silhouette, sc.inertia);
+        }
+    }
+    let p = &m.profile;
+    let phases: Vec<String> = s.timings.iter().map(|(n, t)| format!("{n} {t:.2} s")).collect();
+    println!(
+        "cluster: {} communities over {} members with orders ({} without orders left out) on {} features; \
+         fit on {} sampled members{}; tag snapshot {} · {} · {}",
+        m.k,
+        report::count(p.members_clustered),
+        report::count(p.members_without_orders),
+        m.features.len(),
+        report::count(m.sample_rows as u64),
+        if options.reuse_model { " (model reused)" } else { "" },
+        s.snapshot,
+        phases.join(", "),
+        report::timing_of(p.members_clustered, "members", start.elapsed().as_secs_f64())
+    );
+    for c in &p.communities {
+        println!(
+            "  community_{:<3} {:>10} {:>6.1}%  {}",
+            c.community,
+            report::count(c.members),
+            100.0 * c.share,
+            c.name
+        );
+    }
+    println!("  model: {} · `taglake cluster profile` describes each community", SavedModel::path(wh).display());
+    Ok(s)
+}
+
+fn profile(wh: &Warehouse, a: &ProfileArgs) -> Result<()> {
+    let model = SavedModel::load(wh)?;
+    let p = &model.profile;
+    let text = match a.format {
+        OutputFormat::Table => p.render_table(),
+        OutputFormat::Csv => p.render_csv(),
+        OutputFormat::Json => serde_json::to_string_pretty(p)? + "\n",
+    };
+    let chart = match (&a.chart, &a.out) {
+        (Some(c), _) => c.clone(),
+        (None, Some(out)) => out.with_extension("svg"),
+        (None, None) => SavedModel::path(wh).with_extension("svg"),
+    };
+    match &a.out {
+        Some(out) => std::fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?,
+        None => print!("{text}"),
+    }
+    std::fs::write(&chart, p.render_svg()).with_context(|| format!("writing {}", chart.display()))?;
+    if a.format == OutputFormat::Table || a.out.is_some() {
+        eprintln!("chart of sizes and lifts: {}", chart.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! `taglake cluster` end to end: communities recover the planted personas,
+//! runs are deterministic, the model is reused, community tags land in a
+//! snapshot, profiles render, and bad parameters are refused one by one.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use arrow::array::AsArray;
+use arrow::datatypes::{Float64Type, Int32Type};
+use taglake_storage::{Table, Warehouse};
+use taglake_tagger::snapshot;
+
+use crate::tag_reference::{ingested_warehouse, runtime};
+use crate::{taglake, taglake_ok};
+
+/// Members of the shared fixture: enough for every persona to be a few
+/// hundred members, small enough to generate, tag and cluster in seconds.
+const MEMBERS: u64 = 6_000;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    /// What the first `taglake cluster --k 8` printed.
+    first_run: String,
+}
+
+/// Generated, ingested and tagged once for every test of this module.
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        ingested_warehouse(&dir, MEMBERS, 5, "warehouse");
+        taglake_ok(&["tag"], &dir);
+        let first_run = taglake_ok(&["cluster", "--k", "8", "--seed", "3"], &dir);
+        Fixture { _dir: tmp, dir, first_run }
+    })
+}
+
+/// `(member_id, community, distance)` of the `communities` table, by id.
+fn communities(warehouse: &Path) -> Vec<(String, i32, f64)> {
+    let wh = Warehouse::open(warehouse).unwrap();
+    let batches =
+        runtime().block_on(wh.read(Table::Communities, Some(&["member_id", "community", "distance"]))).unwrap();
+    let mut rows = Vec::new();
+    for b in batches {
+        let (id, c, d) = (
+            b.column(0).as_string::<i32>(),
+            b.column(1).as_primitive::<Int32Type>(),
+            b.column(2).as_primitive::<Float64Type>(),
+        );
+        for r in 0..b.num_rows() {
+            rows.push((id.value(r).to_string(), c.value(r), d.value(r)));
+        }
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows
+}
+
+/// The ground truth the generator wrote (read only here).
+fn personas(data: &Path) -> HashMap<String, String> {
+    let file = std::fs::File::open(data.join("personas.parquet")).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 8192).unwrap();
+    let mut out = HashMap::new();
+    for b in reader {
+        let b = b.unwrap();
+        let (id, p) = (b.column(0).as_string::<i32>(), b.column(1).as_string::<i32>());
+        for r in 0..b.num_rows() {
+            out.insert(id.value(r).to_string(), p.value(r).to_string());
+        }
+    }
+    out
+}
+
+/// Adjusted Rand index of two labelings (Hubert and Arabie).
+fn adjusted_rand_index<A: Eq + std::hash::Hash, B: Eq + std::hash::Hash>(pairs: &[(A, B)]) -> f64 {
+    let comb2 = |n: f64| n * (n - 1.0) / 2.0;
+    let mut table: HashMap<(&A, &B), f64> = HashMap::new();
+    let mut rows: HashMap<&A, f64> = HashMap::new();
+    let mut cols: HashMap<&B, f64> = HashMap::new();
+    for (a, b) in pairs {
+        *table.entry((a, b)).or_default() += 1.0;
+        *rows.entry(a).or_default() += 1.0;
+        *cols.entry(b).or_default() += 1.0;
+    }
+    let index: f64 = table.values().map(|&n| comb2(n)).sum();
+    let sum_a: f64 = rows.values().map(|&n| comb2(n)).sum();
+    let sum_b: f64 = cols.values().map(|&n| comb2(n)).sum();
+    let expected = sum_a * sum_b / comb2(pairs.len() as f64);
+    (index - expected) / (0.5 * (sum_a + sum_b) - expected)
+}
+
+#[test]
+fn adjusted_rand_index_matches_known_values() {
+    // Identical partitions (up to renaming) score 1.
+    assert!((adjusted_rand_index(&[(1, 'a'), (1, 'a'), (2, 'b'), (2, 'b')]) - 1.0).abs() < 1e-12);
+    // The textbook example: {a a a b b b} vs {1 1 2 2 3 3} → 0.2424…
+    let pairs = [('a', 1), ('a', 1), ('a', 2), ('b', 2), ('b', 3), ('b', 3)];
+    assert!((adjusted_rand_index(&pairs) - 0.242_424_242_424).abs() < 1e-9, "{}", adjusted_rand_index(&pairs));
+}
+
+#[test]
+fn communities_recover_the_planted_personas() {
+    let f = fixture();
+    let truth = personas(&f.dir.join(format!("data-{MEMBERS}-5")));
+    let rows = communities(&f.dir.join("warehouse"));
+    let pairs: Vec<(String, i32)> = rows.iter().map(|(id, c, _)| (truth[id].clone(), *c)).collect();
+    assert!(pairs.iter().all(|(p, _)| p != "never_bought"), "members without orders are left out");
+    let never = truth.values().filter(|p| *p == "never_bought").count();
+    assert_eq!(rows.len() + never, MEMBERS as usize, "every member with orders is assigned");
+    assert!(f.first_run.contains(&format!("({never} without orders left out)")), "{}", f.first_run);
+    let ari = adjusted_rand_index(&pairs);
+    assert!(ari >= 0.8, "adjusted Rand index {ari:.3} against the personas");
+    eprintln!("adjusted Rand index against the planted personas: {ari:.3}");
+}
+
+#[test]
+fn same_seed_same_assignments_and_the_model_is_reused() {
+    let f = fixture();
+    let first = communities(&f.dir.join("warehouse"));
+    // A second warehouse copy so the shared fixture is not changed.
+    let copy = f.dir.join("copy");
+    copy_dir(&f.dir.join("warehouse"), &copy);
+    taglake_ok(&["cluster", "--k", "8", "--seed", "3", "--warehouse", "copy"], &f.dir);
+    assert_eq!(communities(&copy), first, "same data and seed give identical communities");
+    let reused = taglake_ok(&["cluster", "--reuse-model", "--warehouse", "copy"], &f.dir);
+    assert!(reused.contains("(model reused)"), "{reused}");
+    assert_eq!(communities(&copy), first, "the saved model assigns everyone to the same community");
+    let other = taglake_ok(&["cluster", "--k", "8", "--seed", "4", "--runs", "1", "--warehouse", "copy"], &f.dir);
+    assert!(other.contains("8 communities"), "{other}");
+    // Distances are to the member's own (nearest) centroid: non-negative.
+    assert!(first.iter().all(|r| r.2 >= 0.0 && r.2.is_finite()));
+}
+
+#[test]
+fn communities_become_tags_of_a_new_snapshot() {
+    let f = fixture();
+    let wh = Warehouse::open(f.dir.join("warehouse")).unwrap();
+    let rt = runtime();
+    let versions = rt.block_on(snapshot::versions(&wh)).unwrap();
+    let newest = *versions.last().unwrap();
+    let (_, tags) = rt.block_on(snapshot::bitmaps(&wh, Some(newest), None)).unwrap();
+    let (_, before) = rt.block_on(snapshot::bitmaps(&wh, Some(newest - 1), None)).unwrap();
+    // Every tag of the tagging snapshot is carried over unchanged.
+    for (name, bm) in &before {
+        assert_eq!(tags.iter().find(|t| &t.0 == name).map(|t| &t.1), Some(bm), "{name}");
+    }
+    let rows = communities(&f.dir.join("warehouse"));
+    let mut sizes: HashMap<i32, u64> = HashMap::new();
+    for r in &rows {
+        *sizes.entry(r.1).or_default() += 1;
+    }
+    for c in 1..=8 {
+        let tag = tags.iter().find(|t| t.0 == format!("community_{c}")).unwrap_or_else(|| panic!("community_{c}"));
+        assert_eq!(tag.1.len(), sizes[&c], "community_{c}");
+    }
+    assert!(tags.iter().all(|t| t.0 != "community_9"));
+    // Communities are numbered by size.
+    assert!((1..8).all(|c| sizes[&c] >= sizes[&(c + 1)]), "{sizes:?}");
+    let listed = taglake_ok(&["tags", "list", "--family", "community"], &f.dir);
+    assert!(listed.contains("community_1") && listed.contains("community_8"), "{listed}");
+}
+
+#[test]
+fn profiles_render_as_table_json_csv_and_chart() {
+    let f = fixture();
+    let table = taglake_ok(&["cluster", "profile"], &f.dir);
+    assert!(table.contains("communities") && table.contains("community_1 · "), "{table}");
+    let json = taglake_ok(&["cluster", "profile", "--format", "json"], &f.dir);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let communities = v["communities"].as_array().unwrap();
+    assert_eq!(communities.len(), 8);
+    let shares: f64 = communities.iter().map(|c| c["share"].as_f64().unwrap()).sum();
+    assert!((shares - 1.0).abs() < 1e-9);
+    let features = v["features"].as_array().unwrap().len();
+    assert!(communities.iter().all(|c| c["lift"].as_array().unwrap().len() == features));
+    // Generated names describe what sets a community apart.
+    let names: Vec<&str> = communities.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    for expected in ["beauty-heavy", "snacks-heavy", "toys-heavy", "lapsed"] {
+        assert!(names.iter().any(|n| n.contains(expected)), "{expected} in {names:?}");
+    }
+    let out = f.dir.join("profile.csv");
+    taglake_ok(&["cluster", "profile", "--format", "csv", "--out", out.to_str().unwrap()], &f.dir);
+    let csv = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 8 * features);
+    let svg = std::fs::read_to_string(f.dir.join("profile.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.matches("<title>").count() == 8 * features);
+}
+
+#[test]
+fn bad_parameters_give_clear_errors() {
+    let f = fixture();
+    let err = |args: &[&str]| {
+        let out = taglake(args, &f.dir);
+        assert!(!out.status.success(), "{args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).trim().to_string()
+    };
+    assert_eq!(err(&["cluster", "--k", "0"]), "error: invalid clustering parameter: k must be at least 1");
+    let members = communities(&f.dir.join("warehouse")).len();
+    assert_eq!(
+        err(&["cluster", "--k", "100000"]),
+        format!(
+            "error: invalid clustering parameter: k = 100000 is more than the {members} members with orders to cluster"
+        )
+    );
+    assert_eq!(
+        err(&["cluster", "--k", "4", "--features", "recency_dayz"]),
+        "error: invalid clustering parameter: unknown feature `recency_dayz`; did you mean `recency_days`? \
+         (see `taglake cluster --help` for the columns)"
+    );
+    assert_eq!(err(&["cluster", "--k", "eight"]), "error: --k `eight` is neither a number nor `auto`");
+    assert_eq!(
+        err(&["cluster", "--k-range", "1..5"]),
+        "error: invalid clustering parameter: --k auto needs a range of at least 2 clusters, like 2..12; got 1..5"
+    );
+    assert_eq!(
+        err(&["cluster", "--k", "3", "--runs", "0"]),
+        "error: invalid clustering parameter: runs must be at least 1"
+    );
+
+    // A warehouse never tagged, and one whose members never bought.
+    let empty = f.dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    assert_eq!(
+        err(&["cluster", "--warehouse", "empty"]),
+        "error: the warehouse has no `features` table yet: run `taglake tag` first"
+    );
+    assert_eq!(
+        err(&["cluster", "profile", "--warehouse", "empty"]),
+        format!(
+            "error: no community model at {}: run `taglake cluster` first",
+            std::fs::canonicalize(&empty).unwrap().join("models/communities.json").display()
+        )
+    );
+    let data = format!("data-{MEMBERS}-5");
+    taglake_ok(&["ingest", "members", &format!("{data}/members.parquet"), "--warehouse", "no-orders"], &f.dir);
+    taglake_ok(&["tag", "--as-of", "2030-01-01", "--warehouse", "no-orders"], &f.dir);
+    assert_eq!(
+        err(&["cluster", "--warehouse", "no-orders"]),
+        format!("error: no member has orders, so there is nothing to cluster ({MEMBERS} members without orders)")
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
