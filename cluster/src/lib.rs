@@ -33,7 +33,7 @@ pub mod run;
 pub mod spec;
 
 pub use kmeans::{FitParams, Model, Standardizer, assign, fit, silhouette};
-pub use run::{ClusterOptions, ClusterSummary, KChoice, cluster};
+pub use run::{ClusterOptions, ClusterSummary, KChoice, cluster, standardized_matrix};
 
 /// Errors of the clustering layer.
 #[derive(Debug, thiserror::Error)]

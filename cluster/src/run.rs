@@ -286,17 +286,16 @@ fn feature_columns(names: &[String]) -> Vec<Wanted> {
     w
 }
 
-/// Reads the sampled rows, learns fill values and the scaler, chooses k
-/// and fits.
-fn fit_sample(
+/// The transformed feature rows of the members in `keys`, sorted by key
+/// (NaN where a member has no value).
+fn read_rows(
     files: &[std::path::PathBuf],
     spec: &FeatureSpec,
-    sample: &RoaringBitmap,
-    opts: &ClusterOptions,
-) -> Result<SavedModel> {
+    keys: &RoaringBitmap,
+) -> Result<(Vec<u32>, Array2<f64>)> {
     let names: Vec<String> = spec.features.iter().map(|f| f.name.clone()).collect();
     let d = names.len();
-    let rows = Mutex::new(Vec::with_capacity(sample.len() as usize));
+    let rows = Mutex::new(Vec::with_capacity(keys.len() as usize));
     scan::<_, Error>(Table::Features, files, &feature_columns(&names), |b| {
         let key = b.column(0).as_primitive::<Int64Type>();
         let cols: Vec<&arrow::array::PrimitiveArray<Float64Type>> =
@@ -304,7 +303,7 @@ fn fit_sample(
         let mut mine = Vec::new();
         for r in 0..b.num_rows() {
             let k = key.value(r);
-            if (0..=i64::from(u32::MAX)).contains(&k) && sample.contains(k as u32) {
+            if (0..=i64::from(u32::MAX)).contains(&k) && keys.contains(k as u32) {
                 let row: Vec<f64> = cols
                     .iter()
                     .zip(&spec.features)
@@ -318,22 +317,62 @@ fn fit_sample(
     })?;
     let mut rows = rows.into_inner().expect("rows");
     rows.sort_unstable_by_key(|r| r.0);
-    let n = rows.len();
-    // Missing cells get the column's mean (0 after standardizing).
-    let mut fill = vec![0.0; d];
-    for (j, fill) in fill.iter_mut().enumerate() {
-        let (s, c) = rows.iter().filter(|r| r.1[j].is_finite()).fold((0.0, 0usize), |(s, c), r| (s + r.1[j], c + 1));
-        if c > 0 {
-            *fill = s / c as f64;
+    let x = Array2::from_shape_fn((rows.len(), d), |(i, j)| rows[i].1[j]);
+    Ok((rows.into_iter().map(|r| r.0).collect(), x))
+}
+
+/// Per column, the mean of the finite values (0 when there is none); then
+/// every missing cell gets its column's value (0 after standardizing).
+fn fill_missing(x: &mut Array2<f64>) -> Vec<f64> {
+    let fill: Vec<f64> = x
+        .columns()
+        .into_iter()
+        .map(|c| {
+            let (s, n) = c.iter().filter(|v| v.is_finite()).fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+            if n > 0 { s / n as f64 } else { 0.0 }
+        })
+        .collect();
+    for mut row in x.rows_mut() {
+        for (v, f) in row.iter_mut().zip(&fill) {
+            if !v.is_finite() {
+                *v = *f;
+            }
         }
     }
-    let mut x = Array2::from_shape_fn((n, d), |(i, j)| rows[i].1[j]);
-    drop(rows);
-    x.zip_mut_with(&ndarray::Array1::from(fill.clone()).broadcast((n, d)).expect("shape"), |v, f| {
-        if !v.is_finite() {
-            *v = *f;
-        }
-    });
+    fill
+}
+
+/// The standardized matrix of every member with orders (keys ascending),
+/// exactly as a fit on the whole base would see it, and the feature
+/// names. Benchmarks hand it to other k-means implementations.
+pub async fn standardized_matrix(
+    wh: &Warehouse,
+    features: Option<&str>,
+) -> Result<(Vec<u32>, Array2<f64>, Vec<String>)> {
+    let files = table_files(wh, Table::Features).await?;
+    let stored = wh.stored_columns(Table::Features).await?;
+    let stored: Vec<&str> = stored.iter().map(String::as_str).collect();
+    let spec = FeatureSpec::parse(features.unwrap_or(DEFAULT_FEATURES), &stored, is_numeric)?;
+    tokio::task::block_in_place(|| {
+        let (eligible, _) = eligible_members(&files)?;
+        let (keys, mut x) = read_rows(&files, &spec, &eligible.iter().copied().collect())?;
+        fill_missing(&mut x);
+        let z = Standardizer::fit(x.view())?.transform(x.view());
+        Ok((keys, z, spec.names().into_iter().map(String::from).collect()))
+    })
+}
+
+/// Reads the sampled rows, learns fill values and the scaler, chooses k
+/// and fits.
+fn fit_sample(
+    files: &[std::path::PathBuf],
+    spec: &FeatureSpec,
+    sample: &RoaringBitmap,
+    opts: &ClusterOptions,
+) -> Result<SavedModel> {
+    let (_, mut x) = read_rows(files, spec, sample)?;
+    let n = x.nrows();
+    let fill = fill_missing(&mut x);
     let scaler = Standardizer::fit(x.view())?;
     let z = scaler.transform(x.view());
     drop(x);

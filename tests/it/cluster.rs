@@ -254,3 +254,13 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn demo_clusters_and_prints_the_profiles() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = taglake_ok(&["demo", "--members", "3000", "--data", "d", "--warehouse", "w"], tmp.path());
+    assert!(out.contains("5. find communities of similar members"), "{out}");
+    assert!(out.contains("k chosen by silhouette"), "{out}");
+    assert!(out.contains("community_1 · ") && out.contains("lift"), "{out}");
+    assert!(tmp.path().join("w/models/communities.svg").is_file());
+}
