@@ -135,6 +135,8 @@ def main():
                              "assign_rows_per_s": shape["rows"] / med("assign_seconds"),
                              "train_rows": rs[0]["train_rows"], "runs": rs}
         t, s = summary["taglake"], summary["sklearn"]
+        t["linfa_predict_seconds"] = statistics.median(x["linfa_predict_seconds"] for x in per["taglake"])
+        t["linfa_predict_agrees"] = all(x["linfa_predict_agrees"] for x in per["taglake"])
         summary["time_ratio"] = t["total_seconds"] / s["total_seconds"]
         summary["inertia_ratio"] = t["inertia"] / s["inertia"]
         summary["inertia_ratio_per_seed"] = [a["inertia"] / b["inertia"] for a, b in zip(per["taglake"], per["sklearn"])]
@@ -145,6 +147,9 @@ def main():
             print(f"  {side:<8} fit {x['fit_seconds']:7.2f} s  assign {x['assign_seconds']:6.3f} s "
                   f"({x['assign_rows_per_s'] / 1e6:6.1f} M rows/s)  total {x['total_seconds']:7.2f} s  "
                   f"inertia {x['inertia']:.1f}  peak {gib(x['peak_bytes'])}")
+        print(f"  assignment of all rows: blocked kernel {t['assign_seconds']:.3f} s vs linfa predict "
+              f"{t['linfa_predict_seconds']:.3f} s ({t['linfa_predict_seconds'] / t['assign_seconds']:.1f}× slower; "
+              f"same labels: {t['linfa_predict_agrees']})")
         print(f"  time ratio taglake/sklearn {summary['time_ratio']:.2f} · inertia ratio "
               f"{summary['inertia_ratio']:.4f} (per seed: "
               f"{', '.join(f'{v:.4f}' for v in summary['inertia_ratio_per_seed'])})", flush=True)
