@@ -7,7 +7,9 @@
 //!   feature names as JSON. scikit-learn reads the same file.
 //! - `kmeans_side fit MATRIX K SEED MAX_ITER TOL SAMPLE`: fits k-means with
 //!   linfa (k-means++, one start) on every `n / SAMPLE`-th row (all rows when
-//!   SAMPLE is 0), then assigns every row with the blocked kernel. Prints the
+//!   SAMPLE is 0) — linfa's k-means++ seeding, then Lloyd iterations on the
+//!   blocked kernel, as `taglake cluster` does — then assigns every row
+//!   with the blocked kernel; it also fits with linfa alone on the same rows. Prints the
 //!   fit and assignment times and the inertia over all rows as JSON, and
 //!   the time linfa's own `predict` takes to assign every row to the same
 //!   number of centroids (the scalar loop the blocked kernel replaces).
@@ -16,7 +18,7 @@ use std::io::{Read, Write};
 use std::time::Instant;
 
 use ndarray::{Array2, Axis};
-use taglake_cluster::{FitParams, assign, fit};
+use taglake_cluster::{FitParams, assign, fit, fit_linfa};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -80,9 +82,15 @@ fn side_fit(path: &str, k: usize, seed: u64, max_iter: u64, tol: f64, sample: us
     let assign_s = start.elapsed().as_secs_f64();
     let inertia: f64 = distances.iter().sum();
     let (linfa_s, agree) = linfa_predict(&x, &train, k, seed);
+    // linfa alone (its own scalar iterations), on the same rows and seed.
+    let start = Instant::now();
+    let linfa_model = fit_linfa(train.view(), &params).expect("fit");
+    let linfa_fit_s = start.elapsed().as_secs_f64();
+    let (_, linfa_d) = assign(x.view(), linfa_model.centroids.view());
     let json = serde_json::json!({"rows": n, "train_rows": train.nrows(), "fit_seconds": fit_s,
         "assign_seconds": assign_s, "inertia": inertia, "linfa_predict_seconds": linfa_s,
-        "linfa_predict_agrees": agree});
+        "linfa_predict_agrees": agree, "linfa_fit_seconds": linfa_fit_s,
+        "linfa_inertia": linfa_d.iter().sum::<f64>()});
     println!("{json}");
 }
 
