@@ -131,17 +131,10 @@ pub fn fit(data: ArrayView2<'_, f64>, params: &FitParams) -> Result<Model> {
     let mut best: Option<Model> = None;
     for run in 0..params.runs {
         let seed = if run == 0 { params.seed } else { params.seed ^ (run as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) };
-        // linfa's k-means++ seeding plus its first update step, on at most
-        // INIT_ROWS evenly spaced rows: seeding costs k passes over its rows
-        // with linfa's scalar distance loop, and a subsample of this size
-        // already places the seeds where the mass is.
-        let step = data.nrows().div_ceil(INIT_ROWS).max(1);
-        let init = if step == 1 {
-            linfa_kmeans(data, params.k, seed, 1, params.tolerance)?
-        } else {
-            let rows: Vec<usize> = (0..data.nrows()).step_by(step).collect();
-            linfa_kmeans(data.select(Axis(0), &rows).view(), params.k, seed, 1, params.tolerance)?
-        };
+        // linfa's k-means++ seeding plus its first update step. (Seeding on
+        // a subsample of 50,000 rows halved the fit time on 920,467 rows but
+        // landed in worse local optima on 5 seeds of 5; not worth it.)
+        let init = linfa_kmeans(data, params.k, seed, 1, params.tolerance)?;
         let model = lloyd(data, init, params);
         if best.as_ref().is_none_or(|b| model.inertia < b.inertia) {
             best = Some(model);
@@ -188,9 +181,6 @@ fn linfa_kmeans(
         .map_err(|e| Error::Fit(e.to_string()))?;
     Ok(model.centroids().clone())
 }
-
-/// Most rows the k-means++ seeding looks at.
-const INIT_ROWS: usize = 50_000;
 
 /// Rows per partial sum of the centroid step.
 const SUM_CHUNK: usize = 16 * 1024;

@@ -5,8 +5,8 @@
 //!   `taglake cluster` standardizes) as `OUT` (two little-endian u64, rows
 //!   and columns, then the f64 cells row by row) and prints its shape and
 //!   feature names as JSON. scikit-learn reads the same file.
-//! - `kmeans_side fit MATRIX K SEED MAX_ITER TOL SAMPLE`: fits k-means with
-//!   linfa (k-means++, one start) on every `n / SAMPLE`-th row (all rows when
+//! - `kmeans_side fit MATRIX K SEED MAX_ITER TOL SAMPLE STARTS`: fits k-means
+//!   (STARTS k-means++ starts) on every `n / SAMPLE`-th row (all rows when
 //!   SAMPLE is 0) — linfa's k-means++ seeding, then Lloyd iterations on the
 //!   blocked kernel, as `taglake cluster` does — then assigns every row
 //!   with the blocked kernel; it also fits with linfa alone on the same rows. Prints the
@@ -24,12 +24,12 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("export") if args.len() == 4 => export(&args[2], &args[3]),
-        Some("fit") if args.len() == 8 => {
+        Some("fit") if args.len() == 9 => {
             let n = |i: usize| args[i].parse::<f64>().unwrap_or_else(|_| panic!("argument {i} is not a number"));
-            side_fit(&args[2], n(3) as usize, n(4) as u64, n(5) as u64, n(6), n(7) as usize)
+            side_fit(&args[2], n(3) as usize, n(4) as u64, n(5) as u64, n(6), n(7) as usize, n(8) as usize)
         }
         _ => {
-            eprintln!("usage: kmeans_side export WAREHOUSE OUT | fit MATRIX K SEED MAX_ITER TOL SAMPLE");
+            eprintln!("usage: kmeans_side export WAREHOUSE OUT | fit MATRIX K SEED MAX_ITER TOL SAMPLE STARTS");
             std::process::exit(2);
         }
     }
@@ -62,7 +62,7 @@ fn load(path: &str) -> Array2<f64> {
     Array2::from_shape_vec((rows, cols), cells).unwrap()
 }
 
-fn side_fit(path: &str, k: usize, seed: u64, max_iter: u64, tol: f64, sample: usize) {
+fn side_fit(path: &str, k: usize, seed: u64, max_iter: u64, tol: f64, sample: usize, starts: usize) {
     let x = load(path);
     let n = x.nrows();
     let start = Instant::now();
@@ -73,7 +73,7 @@ fn side_fit(path: &str, k: usize, seed: u64, max_iter: u64, tol: f64, sample: us
     } else {
         x.clone()
     };
-    let mut params = FitParams::new(k).seed(seed).max_iterations(max_iter);
+    let mut params = FitParams::new(k).seed(seed).max_iterations(max_iter).runs(starts);
     params.tolerance = tol;
     let model = fit(train.view(), &params).expect("fit");
     let fit_s = start.elapsed().as_secs_f64();
