@@ -674,5 +674,35 @@ fn mask_to_bitmap(start: u32, mask: &[u8]) -> RoaringBitmap {
         bytes[i] = b;
     }
     debug_assert_eq!(start as usize % CHUNK, 0);
-    RoaringBitmap::from_lsb0_bytes(start, &bytes)
+    let bitmap = RoaringBitmap::from_lsb0_bytes(start, &bytes);
+    // roaring 0.11's `from_lsb0_bytes` keeps a container of exactly 4,096
+    // members as a bitmap, and serializes it so: the portable format (and
+    // roaring's own reader) takes every container of at most 4,096 members
+    // for an array, so such a tag could not be read back. A chunk is one
+    // container: rebuilding it through `insert` stores it as an array.
+    if bitmap.len() == 4096 { bitmap.iter().collect() } else { bitmap }
+}
+
+#[cfg(test)]
+mod mask_tests {
+    use super::*;
+
+    /// A tag with exactly 4,096 members in one key chunk serializes to
+    /// bytes that deserialize (with validation) to the same members.
+    #[test]
+    fn a_chunk_with_exactly_4096_members_round_trips() {
+        for members in [4095usize, 4096, 4097] {
+            let mut mask = vec![0u8; CHUNK];
+            for i in 0..members {
+                mask[i * 13 % CHUNK] = 1;
+            }
+            let bm = mask_to_bitmap(CHUNK as u32, &mask);
+            assert_eq!(bm.len(), members as u64);
+            let mut bytes = Vec::new();
+            bm.serialize_into(&mut bytes).unwrap();
+            let back = RoaringBitmap::deserialize_from(&bytes[..]).unwrap_or_else(|e| panic!("{members}: {e}"));
+            assert_eq!(back, bm);
+            assert!(back.iter().all(|k| mask[k as usize - CHUNK] == 1));
+        }
+    }
 }
