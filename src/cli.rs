@@ -42,6 +42,8 @@ enum Command {
     Tags(TagsCmd),
     /// Find communities of similar members (k-means); `cluster profile` describes them.
     Cluster(crate::cluster::ClusterArgs),
+    /// Run one SQL statement over the warehouse tables (DataFusion).
+    Sql(crate::sql::SqlArgs),
 }
 
 #[derive(Args)]
@@ -170,6 +172,7 @@ pub fn run() -> ExitCode {
             Command::Tag(a) => crate::tags::tag(&Warehouse::open(&a.wh.warehouse)?, &a.args).await.map(|_| ()),
             Command::Tags(a) => crate::tags::tags(&Warehouse::open(&a.wh.warehouse)?, a.command).await,
             Command::Cluster(a) => crate::cluster::cluster(&Warehouse::open(&a.wh.warehouse)?, a).await,
+            Command::Sql(a) => crate::sql::sql(a).await,
         }
     });
     match result {

@@ -7,6 +7,7 @@
 mod cli;
 mod cluster;
 mod report;
+mod sql;
 mod tags;
 
 fn main() -> std::process::ExitCode {

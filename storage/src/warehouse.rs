@@ -60,6 +60,18 @@ impl Warehouse {
         }
     }
 
+    /// Registers the current version of a table in a DataFusion session
+    /// under its name (`members`, `orders`, …), so SQL reads it with
+    /// projection and filter pushdown into the Parquet files. Returns
+    /// `false` (and registers nothing) when the table does not exist yet.
+    pub async fn register(&self, table: Table, ctx: &datafusion::prelude::SessionContext) -> Result<bool> {
+        let Some(delta) = self.load(table).await? else { return Ok(false) };
+        delta.update_datafusion_session(&ctx.state()).map_err(self.delta_err(table))?;
+        let provider = delta.table_provider().await.map_err(|e| self.delta_err(table)(DeltaTableError::from(e)))?;
+        ctx.register_table(table.name(), provider).map_err(|e| self.delta_err(table)(DeltaTableError::from(e)))?;
+        Ok(true)
+    }
+
     /// The current version of a table, `None` when it does not exist yet.
     pub async fn version(&self, table: Table) -> Result<Option<u64>> {
         Ok(self.load(table).await?.and_then(|t| t.version()))

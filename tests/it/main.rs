@@ -5,6 +5,7 @@ mod cli;
 mod cluster;
 mod ingest_generated;
 mod kill;
+mod sql;
 mod tag_cli;
 mod tag_kill;
 mod tag_reference;

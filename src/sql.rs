@@ -1,0 +1,80 @@
+//! `taglake sql`: one SQL statement over the warehouse tables.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use arrow::array::RecordBatch;
+use clap::{Args, ValueEnum};
+use taglake_storage::Warehouse;
+
+#[derive(Copy, Clone, ValueEnum, PartialEq, Eq)]
+pub enum SqlFormat {
+    Table,
+    Csv,
+    Json,
+    Parquet,
+}
+
+#[derive(Args)]
+pub struct SqlArgs {
+    /// The statement, e.g. "SELECT community, count(*) FROM communities GROUP BY 1".
+    pub query: String,
+    /// Output format (parquet needs --out).
+    #[arg(long, value_enum, default_value_t = SqlFormat::Table)]
+    pub format: SqlFormat,
+    /// Write the result here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub wh: crate::cli::WarehouseArg,
+}
+
+pub async fn sql(a: SqlArgs) -> Result<()> {
+    if a.format == SqlFormat::Parquet && a.out.is_none() {
+        bail!("--format parquet needs --out FILE");
+    }
+    let wh = Warehouse::open(&a.wh.warehouse)?;
+    let ctx = taglake_query::session(&wh).await?;
+    let batches = taglake_query::sql(&ctx, &a.query).await?;
+    let bytes = render(&batches, a.format)?;
+    match &a.out {
+        Some(path) => std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?,
+        None => std::io::stdout().write_all(&bytes)?,
+    }
+    Ok(())
+}
+
+fn render(batches: &[RecordBatch], format: SqlFormat) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    match format {
+        SqlFormat::Table => {
+            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+            out.extend(arrow::util::pretty::pretty_format_batches(batches)?.to_string().bytes());
+            out.extend(format!("\n{rows} row{}\n", if rows == 1 { "" } else { "s" }).bytes());
+        }
+        SqlFormat::Csv => {
+            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+            for b in batches {
+                w.write(b)?;
+            }
+        }
+        SqlFormat::Json => {
+            let mut w = arrow::json::ArrayWriter::new(&mut out);
+            for b in batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+            out.push(b'\n');
+        }
+        SqlFormat::Parquet => {
+            let Some(first) = batches.first() else { bail!("the query returned no batches to write") };
+            let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, first.schema(), None)?;
+            for b in batches {
+                w.write(b)?;
+            }
+            w.close()?;
+        }
+    }
+    Ok(out)
+}
