@@ -177,7 +177,7 @@ const SUM_CHUNK: usize = 16 * 1024;
 /// reached. A centroid that loses every row stays where it was.
 fn lloyd(data: ArrayView2<'_, f64>, mut centroids: Array2<f64>, params: &FitParams) -> Model {
     let (k, d) = centroids.dim();
-    for _ in 1..params.max_iterations.max(2) {
+    for _ in 1..params.max_iterations {
         let (labels, _) = assign(data, centroids.view());
         let partials: Vec<(Vec<f64>, Vec<u64>)> = labels
             .par_chunks(SUM_CHUNK)
@@ -450,6 +450,17 @@ mod tests {
             fit_linfa(data.view(), &FitParams::new(0)).unwrap_err(),
             Error::Params("k must be at least 1".into())
         );
+    }
+
+    #[test]
+    fn the_iteration_cap_counts_linfas_first_step() {
+        // With a cap of 1, the fit is linfa's seeding and first step alone.
+        let data = blobs();
+        let params = FitParams::new(4).seed(11).max_iterations(1);
+        let one = fit(data.view(), &params).unwrap();
+        assert_eq!(one.centroids, linfa_kmeans(data.view(), &params).unwrap());
+        let more = fit(data.view(), &params.clone().max_iterations(300)).unwrap();
+        assert!(more.inertia <= one.inertia);
     }
 
     #[test]
