@@ -31,7 +31,7 @@ pub struct CommunityProfile {
 }
 
 /// Profiles of all communities.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
     /// Feature names, in the order of every per-feature vector.
     pub features: Vec<String>,

@@ -119,9 +119,9 @@ pub async fn cluster(wh: &Warehouse, opts: &ClusterOptions) -> Result<ClusterSum
         )));
     }
 
+    let stored = wh.stored_columns(Table::Features).await?;
     let mut model = if opts.reuse_model {
         let model = SavedModel::load(wh)?;
-        let stored = wh.stored_columns(Table::Features).await?;
         if let Some(f) = model.features.iter().find(|f| !stored.contains(&f.name)) {
             return Err(Error::Data(format!(
                 "the saved community model uses feature `{}`, which the current `features` table does not have; \
@@ -132,7 +132,6 @@ pub async fn cluster(wh: &Warehouse, opts: &ClusterOptions) -> Result<ClusterSum
         lap("select", &mut timings);
         model
     } else {
-        let stored = wh.stored_columns(Table::Features).await?;
         let stored: Vec<&str> = stored.iter().map(String::as_str).collect();
         let spec = FeatureSpec::parse(opts.features.as_deref().unwrap_or(DEFAULT_FEATURES), &stored, is_numeric)?;
         check_k(opts, eligible.len() as u64)?;
@@ -286,6 +285,16 @@ fn feature_columns(names: &[String]) -> Vec<Wanted> {
     w
 }
 
+/// The feature columns of a batch read with [`feature_columns`].
+fn feature_arrays(b: &RecordBatch, d: usize) -> Vec<&arrow::array::PrimitiveArray<Float64Type>> {
+    (0..d).map(|j| b.column(2 + j).as_primitive::<Float64Type>()).collect()
+}
+
+/// Row `r` of a feature column after its transform; NaN where it has no value.
+fn transformed(c: &arrow::array::PrimitiveArray<Float64Type>, f: &crate::spec::Feature, r: usize) -> f64 {
+    if c.is_valid(r) { f.transform.apply(c.value(r)) } else { f64::NAN }
+}
+
 /// The transformed feature rows of the members in `keys`, sorted by key
 /// (NaN where a member has no value).
 fn read_rows(
@@ -298,17 +307,12 @@ fn read_rows(
     let rows = Mutex::new(Vec::with_capacity(keys.len() as usize));
     scan::<_, Error>(Table::Features, files, &feature_columns(&names), |b| {
         let key = b.column(0).as_primitive::<Int64Type>();
-        let cols: Vec<&arrow::array::PrimitiveArray<Float64Type>> =
-            (0..d).map(|j| b.column(2 + j).as_primitive::<Float64Type>()).collect();
+        let cols = feature_arrays(b, d);
         let mut mine = Vec::new();
         for r in 0..b.num_rows() {
             let k = key.value(r);
             if (0..=i64::from(u32::MAX)).contains(&k) && keys.contains(k as u32) {
-                let row: Vec<f64> = cols
-                    .iter()
-                    .zip(&spec.features)
-                    .map(|(c, f)| if c.is_valid(r) { f.transform.apply(c.value(r)) } else { f64::NAN })
-                    .collect();
+                let row: Vec<f64> = cols.iter().zip(&spec.features).map(|(c, f)| transformed(c, f, r)).collect();
                 mine.push((k as u32, row));
             }
         }
@@ -418,13 +422,8 @@ fn fit_sample(
         std: scaler.std.to_vec(),
         centroids,
         k_scores,
-        profile: Profile {
-            features: Vec::new(),
-            members_clustered: 0,
-            members_without_orders: 0,
-            base_mean: Vec::new(),
-            communities: Vec::new(),
-        },
+        // Filled in once every member is assigned.
+        profile: Profile::default(),
     })
 }
 
@@ -451,8 +450,7 @@ fn assign_all(files: &[std::path::PathBuf], model: &SavedModel, eligible: &[u32]
     scan::<_, Error>(Table::Features, files, &feature_columns(&names), |b| {
         let key = b.column(0).as_primitive::<Int64Type>();
         let orders = b.column(1).as_primitive::<Int64Type>();
-        let cols: Vec<&arrow::array::PrimitiveArray<Float64Type>> =
-            (0..d).map(|j| b.column(2 + j).as_primitive::<Float64Type>()).collect();
+        let cols = feature_arrays(b, d);
         let rows: Vec<usize> = (0..b.num_rows()).filter(|&r| orders.is_valid(r) && orders.value(r) > 0).collect();
         if rows.is_empty() {
             return Ok(());
@@ -460,12 +458,13 @@ fn assign_all(files: &[std::path::PathBuf], model: &SavedModel, eligible: &[u32]
         let mut x = Array2::<f64>::zeros((rows.len(), d));
         for (i, &r) in rows.iter().enumerate() {
             for (j, (c, f)) in cols.iter().zip(&model.features).enumerate() {
-                let v = if c.is_valid(r) { f.transform.apply(c.value(r)) } else { f64::NAN };
+                let v = transformed(c, f, r);
                 let v = if v.is_finite() { v } else { model.fill[j] };
                 x[[i, j]] = (v - scaler.mean[j]) / scaler.std[j];
             }
         }
         let (lab, sq) = assign(ArrayView2::from(&x), centroids.view());
+        let dist: Vec<f64> = sq.iter().map(|v| v.sqrt()).collect();
         let mut part = Partial::new(k, d);
         let mut slots = Vec::with_capacity(rows.len());
         for (i, &r) in rows.iter().enumerate() {
@@ -474,7 +473,7 @@ fn assign_all(files: &[std::path::PathBuf], model: &SavedModel, eligible: &[u32]
             slots.push(slot);
             let c = lab[i] as usize;
             part.members[c] += 1;
-            part.distance[c] += sq[i].sqrt();
+            part.distance[c] += dist[i];
             for (j, col) in cols.iter().enumerate() {
                 if col.is_valid(r) {
                     part.sum[c][j] += col.value(r);
@@ -484,10 +483,10 @@ fn assign_all(files: &[std::path::PathBuf], model: &SavedModel, eligible: &[u32]
         }
         {
             let mut l = labels.lock().expect("labels");
-            let mut dist = distances.lock().expect("distances");
+            let mut out = distances.lock().expect("distances");
             for (i, &s) in slots.iter().enumerate() {
                 l[s] = lab[i];
-                dist[s] = sq[i].sqrt() as f32;
+                out[s] = dist[i] as f32;
             }
         }
         partials.lock().expect("partials").push((slots[0], part));
