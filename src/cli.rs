@@ -332,24 +332,15 @@ async fn demo(a: DemoArgs) -> Result<()> {
         );
     }
     println!("\n5. find communities of similar members");
-    let fit = crate::cluster::FitArgs {
-        k: "auto".into(),
-        k_range: "4..12".into(),
-        features: None,
-        sample: 200_000,
-        seed: a.seed,
-        runs: 4,
-        max_iterations: 300,
-        reuse_model: false,
-    };
-    crate::cluster::fit(&wh, &fit).await?;
+    let options = taglake_cluster::ClusterOptions { seed: a.seed, ..Default::default() };
+    let clustered = crate::cluster::fit(&wh, &options).await?;
     println!("\n   community profiles (`taglake cluster profile --format json|csv` for machines):");
-    let model = taglake_cluster::model::SavedModel::load(&wh)?;
-    for line in model.profile.render_table().lines() {
+    let profile = &clustered.model.profile;
+    for line in profile.render_table().lines() {
         println!("   {line}");
     }
-    let chart = taglake_cluster::model::SavedModel::path(&wh).with_extension("svg");
-    std::fs::write(&chart, model.profile.render_svg()).with_context(|| format!("writing {}", chart.display()))?;
+    let chart = taglake_cluster::model::SavedModel::chart_path(&wh);
+    crate::cluster::write_chart(profile, &chart)?;
     println!("   chart of sizes and lifts: {}", chart.display());
     println!("\ndemo finished in {:.1} s", start.elapsed().as_secs_f64());
     Ok(())

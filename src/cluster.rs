@@ -45,16 +45,16 @@ pub struct FitArgs {
     #[arg(long)]
     pub features: Option<String>,
     /// Members the fit trains on; every member is then assigned.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = ClusterOptions::default().sample)]
     pub sample: usize,
     /// Seed of the sample and of the k-means++ initialisation.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = ClusterOptions::default().seed)]
     pub seed: u64,
     /// k-means++ starts per fit (the lowest inertia wins).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = ClusterOptions::default().runs)]
     pub runs: usize,
     /// Iteration cap per fit.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = ClusterOptions::default().max_iterations)]
     pub max_iterations: u64,
     /// Assign members with the saved model (stable community numbers)
     /// instead of fitting a new one.
@@ -107,16 +107,15 @@ impl FitArgs {
 pub async fn cluster(wh: &Warehouse, a: ClusterArgs) -> Result<()> {
     match a.command {
         Some(ClusterCommand::Profile(p)) => profile(wh, &p),
-        None => fit(wh, &a.fit).await.map(|_| ()),
+        None => fit(wh, &a.fit.options()?).await.map(|_| ()),
     }
 }
 
 /// Fits (or reuses) the model, assigns every member and prints a summary.
-pub async fn fit(wh: &Warehouse, a: &FitArgs) -> Result<ClusterSummary> {
-    let options = a.options()?;
+pub async fn fit(wh: &Warehouse, options: &ClusterOptions) -> Result<ClusterSummary> {
     let start = Instant::now();
     let pb = report::spinner("cluster");
-    let s = taglake_cluster::cluster(wh, &options).await;
+    let s = taglake_cluster::cluster(wh, options).await;
     pb.finish_and_clear();
     let s = s?;
     let m = &s.model;
@@ -166,15 +165,20 @@ fn profile(wh: &Warehouse, a: &ProfileArgs) -> Result<()> {
     let chart = match (&a.chart, &a.out) {
         (Some(c), _) => c.clone(),
         (None, Some(out)) => out.with_extension("svg"),
-        (None, None) => SavedModel::path(wh).with_extension("svg"),
+        (None, None) => SavedModel::chart_path(wh),
     };
     match &a.out {
         Some(out) => std::fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?,
         None => print!("{text}"),
     }
-    std::fs::write(&chart, p.render_svg()).with_context(|| format!("writing {}", chart.display()))?;
+    write_chart(p, &chart)?;
     if a.format == OutputFormat::Table || a.out.is_some() {
         eprintln!("chart of sizes and lifts: {}", chart.display());
     }
     Ok(())
+}
+
+/// Writes the SVG chart of a profile.
+pub fn write_chart(p: &taglake_cluster::profile::Profile, path: &std::path::Path) -> Result<()> {
+    std::fs::write(path, p.render_svg()).with_context(|| format!("writing {}", path.display()))
 }

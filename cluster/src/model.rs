@@ -74,6 +74,11 @@ impl SavedModel {
         wh.root().join("models").join("communities.json")
     }
 
+    /// Where `taglake cluster profile` writes its chart by default.
+    pub fn chart_path(wh: &Warehouse) -> PathBuf {
+        SavedModel::path(wh).with_extension("svg")
+    }
+
     /// The scaler as the kernel uses it.
     pub fn standardizer(&self) -> Standardizer {
         Standardizer { mean: Array1::from(self.mean.clone()), std: Array1::from(self.std.clone()) }
