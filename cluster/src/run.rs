@@ -180,9 +180,13 @@ pub async fn cluster(wh: &Warehouse, opts: &ClusterOptions) -> Result<ClusterSum
     model.features_version = features_version;
 
     // Write: the table, the model, then the tags.
-    write_communities(wh, &eligible, &labels, &assigned.distances).await?;
+    let mut members = vec![RoaringBitmap::new(); k];
+    for (&key, &l) in eligible.iter().zip(&labels) {
+        members[l as usize].insert(key);
+    }
+    write_communities(wh, &eligible, labels, assigned.distances).await?;
     model.save(wh)?;
-    let snapshot = write_tags(wh, &model, &eligible, &labels).await?;
+    let snapshot = write_tags(wh, &model, members).await?;
     lap("write", &mut timings);
     Ok(ClusterSummary { model, snapshot, timings })
 }
@@ -507,7 +511,7 @@ fn assign_all(files: &[std::path::PathBuf], model: &SavedModel, eligible: &[u32]
 }
 
 /// Replaces the `communities` table (streamed in batches of 64K rows).
-async fn write_communities(wh: &Warehouse, keys: &[u32], labels: &[u32], distances: &[f32]) -> Result<()> {
+async fn write_communities(wh: &Warehouse, keys: &[u32], labels: Vec<u32>, distances: Vec<f32>) -> Result<()> {
     let bitmap: RoaringBitmap = keys.iter().copied().collect();
     let ids = snapshot::member_ids(wh, &bitmap).await?;
     if ids.len() != keys.len() {
@@ -519,8 +523,6 @@ async fn write_communities(wh: &Warehouse, keys: &[u32], labels: &[u32], distanc
     let (tx, rx) = tokio::sync::mpsc::channel(2);
     let schema = Table::Communities.arrow_schema();
     let s2 = schema.clone();
-    let labels = labels.to_vec();
-    let distances = distances.to_vec();
     let producer = std::thread::spawn(move || {
         for start in (0..ids.len()).step_by(65_536) {
             let end = (start + 65_536).min(ids.len());
@@ -549,8 +551,8 @@ async fn write_communities(wh: &Warehouse, keys: &[u32], labels: &[u32], distanc
 }
 
 /// A new snapshot: the latest snapshot's tags (without earlier community
-/// tags) plus `community_{n}` for every community.
-async fn write_tags(wh: &Warehouse, model: &SavedModel, keys: &[u32], labels: &[u32]) -> Result<i64> {
+/// tags) plus `community_{n}` for every community (`members[n - 1]`).
+async fn write_tags(wh: &Warehouse, model: &SavedModel, members: Vec<RoaringBitmap>) -> Result<i64> {
     let info = snapshot::info(wh, None).await?;
     let (_, bitmaps) = snapshot::bitmaps(wh, Some(info.snapshot), None).await?;
     let mut tags: Vec<(TagInfo, RoaringBitmap)> = info
@@ -560,10 +562,6 @@ async fn write_tags(wh: &Warehouse, model: &SavedModel, keys: &[u32], labels: &[
         .filter(|(t, _)| t.family != COMMUNITY_FAMILY)
         .map(|(t, (_, b))| (t, b))
         .collect();
-    let mut members = vec![RoaringBitmap::new(); model.k];
-    for (&key, &l) in keys.iter().zip(labels) {
-        members[l as usize].insert(key);
-    }
     let base = info.base_members.max(1) as f64;
     let first = tags.iter().map(|t| t.0.position).max().map_or(0, |p| p + 1);
     for (c, bm) in members.into_iter().enumerate() {
