@@ -73,12 +73,6 @@ print(json.dumps({"rows": n, "train_rows": int(train.shape[0]), "fit_seconds": f
 """
 
 
-def run(cmd, cwd=None):
-    """Runs a child; returns (stdout, wall seconds, peak RSS bytes)."""
-    wall, peak, out = measured(cmd, cwd=cwd)
-    return out, wall, peak
-
-
 def prepare(args):
     wd = args.workdir
     ready = os.path.join(wd, "ready.json")
@@ -87,12 +81,12 @@ def prepare(args):
     shutil.rmtree(wd, ignore_errors=True)
     os.makedirs(wd)
     t = args.taglake
-    run([t, "generate", "--members", str(args.members), "--seed", "1", "--out", "data",
-         "--lines-per-member-year", str(args.lines_per_member_year)], cwd=wd)
+    measured([t, "generate", "--members", str(args.members), "--seed", "1", "--out", "data",
+              "--lines-per-member-year", str(args.lines_per_member_year)], cwd=wd)
     for table, files in [("products", "data/products.parquet"), ("members", "data/members.parquet"),
                          ("orders", "data/orders")]:
-        run([t, "ingest", table, files, "--warehouse", "warehouse"], cwd=wd)
-    run([t, "tag", "--warehouse", "warehouse"], cwd=wd)
+        measured([t, "ingest", table, files, "--warehouse", "warehouse"], cwd=wd)
+    measured([t, "tag", "--warehouse", "warehouse"], cwd=wd)
     with open(ready, "w") as f:
         json.dump({"members": args.members}, f)
 
@@ -116,7 +110,7 @@ def main():
     prepare(args)
     wd = args.workdir
     matrix = os.path.join(wd, "cluster-matrix.f64")
-    out, secs, _ = run([args.side, "export", os.path.join(wd, "warehouse"), matrix])
+    secs, _, out = measured([args.side, "export", os.path.join(wd, "warehouse"), matrix], None)
     shape = json.loads(out)
     print(f"matrix: {shape['rows']:,} members with orders × {shape['cols']} features "
           f"(exported in {secs:.1f} s)", flush=True)
@@ -128,9 +122,9 @@ def main():
         per = {"taglake": [], "sklearn": []}
         for r in range(1, args.runs + 1):
             common = [matrix, str(args.k), str(r), str(args.max_iter), str(args.tol), str(sample), str(starts)]
-            out, _, peak = run([args.side, "fit", *common])
+            _, peak, out = measured([args.side, "fit", *common], None)
             per["taglake"].append({**json.loads(out), "peak": peak})
-            out, _, peak = run([sys.executable, "-c", SKLEARN_CHILD, *common])
+            _, peak, out = measured([sys.executable, "-c", SKLEARN_CHILD, *common], None)
             per["sklearn"].append({**json.loads(out), "peak": peak})
             t, s = per["taglake"][-1], per["sklearn"][-1]
             print(f"  {mode} seed {r}: taglake fit {t['fit_seconds']:.2f} s + assign {t['assign_seconds']:.3f} s, "
@@ -175,8 +169,8 @@ def main():
     copy = os.path.join(wd, "cluster-warehouse")
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(os.path.join(wd, "warehouse"), copy)
-    out, secs, peak = run([args.taglake, "cluster", "--k", str(args.k), "--runs", "1",
-                           "--sample", str(args.sample), "--warehouse", copy])
+    secs, peak, out = measured([args.taglake, "cluster", "--k", str(args.k), "--runs", "1",
+                                  "--sample", str(args.sample), "--warehouse", copy], None)
     shutil.rmtree(copy, ignore_errors=True)
     results["end_to_end"] = {"seconds": secs, "peak_bytes": peak, "output": out}
     print(f"taglake cluster end to end (read, sample fit, assign all, write table/model/tags): "

@@ -7,7 +7,7 @@
 //! centroids (community 1 first), the fit parameters, the auto-k scores and
 //! the profile of the last assignment.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
@@ -135,12 +135,8 @@ impl SavedModel {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.into(), source })?;
         let tmp = dir.join(".communities.json.tmp");
         let text = serde_json::to_string_pretty(self).map_err(|e| Error::Data(e.to_string()))?;
-        write_file(&tmp, &text)?;
+        std::fs::write(&tmp, text).map_err(|source| Error::Io { path: tmp.clone(), source })?;
         std::fs::rename(&tmp, &path).map_err(|source| Error::Io { path: path.clone(), source })?;
         Ok(path)
     }
-}
-
-fn write_file(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).map_err(|source| Error::Io { path: path.into(), source })
 }
