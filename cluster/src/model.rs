@@ -140,3 +140,58 @@ impl SavedModel {
         Ok(path)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> SavedModel {
+        SavedModel {
+            format: MODEL_FORMAT,
+            created_at: chrono::Utc::now(),
+            features_version: Some(3),
+            k: 2,
+            seed: 1,
+            runs: 1,
+            max_iterations: 10,
+            sample_rows: 4,
+            sample_inertia: 1.0,
+            features: vec![Feature { name: "spend_total".into(), transform: crate::spec::Transform::Log1p }],
+            fill: vec![0.0],
+            mean: vec![1.0],
+            std: vec![2.0],
+            centroids: vec![vec![-1.0], vec![1.0]],
+            k_scores: Vec::new(),
+            profile: Profile::default(),
+        }
+    }
+
+    #[test]
+    fn a_saved_model_loads_back_and_damaged_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Warehouse::open(dir.path()).unwrap();
+        let path = model().save(&wh).unwrap();
+        let back = SavedModel::load(&wh).unwrap();
+        assert_eq!(back.centroid_matrix(), ndarray::array![[-1.0], [1.0]]);
+        assert_eq!(back.standardizer().std, ndarray::array![2.0]);
+
+        let err = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            SavedModel::load(&wh).unwrap_err().to_string()
+        };
+        let shown = path.display().to_string();
+        assert!(err("{not json").starts_with(&format!("community model {shown}: key must be a string")));
+        let mut m = model();
+        m.centroids.pop();
+        assert_eq!(
+            err(&serde_json::to_string(&m).unwrap()),
+            format!("community model {shown}: its centroids, scaler and feature list do not have matching sizes")
+        );
+        let mut m = model();
+        m.format = 99;
+        assert_eq!(
+            err(&serde_json::to_string(&m).unwrap()),
+            format!("community model {shown} has format 99, this taglake reads format 1")
+        );
+    }
+}
