@@ -1,15 +1,18 @@
-//! SQL over the warehouse.
+//! SQL and audiences over the warehouse.
 //!
 //! [`session`] opens a DataFusion `SessionContext` in which every warehouse
-//! table that exists is registered under its own name (`members`, `orders`,
-//! `products`, `features`, `communities`, `tags`, `member_ids`,
-//! `quarantine`), each reading the current Delta version with projection
-//! and filter pushdown into its Parquet files. `COPY (…) TO 'file'` writes
-//! results locally.
+//! table that exists is registered under its own name (`orders`,
+//! `products`, `features`, `communities`, `experiments`, `tags`,
+//! `member_ids`, `quarantine`), each reading the current Delta version with
+//! projection and filter pushdown into its Parquet files. `members` carries
+//! the member attributes and one boolean column per tag of the current
+//! snapshot, with tag filters answered from the roaring bitmaps
+//! ([`members`]); `audience('…')` is a table function over the same
+//! ([`function`]). `COPY (…) TO 'file'` writes results locally.
 //!
-//! The next step of this crate is the `members` table with every tag of the
-//! current snapshot as a boolean column, filters on tags answered from the
-//! roaring bitmaps; until then tags are read from the `tags` table.
+//! The audience language ([`audience`]), cohort exports with salted splits
+//! ([`export`]) and experiment reports ([`experiment`], [`stats`]) live here
+//! too, so the CLI and the SQL server share them.
 //!
 //! ```no_run
 //! # async fn run() -> taglake_query::Result<()> {
@@ -20,9 +23,22 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod audience;
+pub mod experiment;
+pub mod export;
+pub mod function;
+pub mod members;
+pub mod stats;
+pub mod tagset;
+
+use std::sync::Arc;
+
 use arrow::array::RecordBatch;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use taglake_storage::{Table, Warehouse};
+
+pub use audience::{AudienceError, Node};
+pub use tagset::TagSet;
 
 /// Errors of the query layer.
 #[derive(Debug, thiserror::Error)]
@@ -34,19 +50,56 @@ pub enum Error {
     /// DataFusion's, with a hint when it names a missing table.
     #[error("{0}")]
     Sql(String),
+    /// A tag snapshot could not be read.
+    #[error(transparent)]
+    Tags(#[from] taglake_tagger::Error),
+    /// An audience expression does not parse.
+    #[error("{0}")]
+    Audience(#[from] AudienceError),
+    /// A command's arguments are invalid (the message says which and why).
+    #[error("{0}")]
+    Invalid(String),
+    /// Stored data breaks an invariant the warehouse guarantees.
+    #[error("the warehouse is damaged: {0}")]
+    Corrupt(String),
+    /// An experiment's figures cannot be computed.
+    #[error(transparent)]
+    Stats(#[from] stats::StatsError),
+    /// A file could not be written or read.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// A session over the warehouse's existing tables.
+/// A session over the warehouse's existing tables, with the newest tag
+/// snapshot as columns of `members`.
 pub async fn session(wh: &Warehouse) -> Result<SessionContext> {
+    Ok(open(wh).await?.0)
+}
+
+/// A session and the tags it answers from (`None` before any ingest).
+pub async fn open(wh: &Warehouse) -> Result<(SessionContext, Option<Arc<TagSet>>)> {
     let config = SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
     for table in Table::ALL {
-        wh.register(table, &ctx).await?;
+        if table != Table::Members {
+            wh.register(table, &ctx).await?;
+        }
     }
-    Ok(ctx)
+    let tags = TagSet::load(wh, None).await?;
+    if let (Some(tags), Some(inner)) = (&tags, wh.provider(Table::Members, &ctx).await?) {
+        let members = Arc::new(members::MembersTable::new(tags.clone(), inner));
+        ctx.register_table(Table::Members.name(), members.clone()).map_err(|e| Error::Sql(e.to_string()))?;
+        ctx.register_udtf("audience", Arc::new(function::AudienceFunction::new(members)));
+    }
+    Ok((ctx, tags))
 }
 
 /// The tables registered in a session, by name.

@@ -207,6 +207,29 @@ const COMMUNITIES: &[Column] = &[
     derived("distance", Float64),
 ];
 
+/// One row per arm of every exported experiment cohort: who was exported
+/// into which arm (`bitmap`, portable roaring format over `member_key`),
+/// from which audience, snapshot and salt, and when it runs. Reports and
+/// the `in_experiment` tag read it.
+const EXPERIMENTS: &[Column] = &[
+    derived("experiment_id", Int64),
+    derived("name", Text),
+    derived("audience", Text),
+    derived("snapshot", Int64),
+    derived("salt", Text),
+    nullable("stratify_by", Text),
+    derived("holdout_share", Float64),
+    derived("holdout_salt", Text),
+    derived("arm", Text),
+    derived("arm_share", Float64),
+    derived("members", Int64),
+    derived("launched_at", Timestamp),
+    nullable("ends_at", Timestamp),
+    derived("created_at", Timestamp),
+    nullable("output", Text),
+    derived("bitmap", Binary),
+];
+
 /// A warehouse table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
@@ -226,11 +249,13 @@ pub enum Table {
     Tags,
     /// The community of every member with orders, replaced by each `cluster` run.
     Communities,
+    /// Exported experiment cohorts, one row per experiment and arm.
+    Experiments,
 }
 
 impl Table {
     /// Every table, in dependency order.
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::MemberIds,
         Table::Members,
         Table::Products,
@@ -239,6 +264,7 @@ impl Table {
         Table::Features,
         Table::Tags,
         Table::Communities,
+        Table::Experiments,
     ];
 
     /// The tables a user ingests from exports.
@@ -255,6 +281,7 @@ impl Table {
             Table::Features => "features",
             Table::Tags => "tags",
             Table::Communities => "communities",
+            Table::Experiments => "experiments",
         }
     }
 
@@ -274,6 +301,7 @@ impl Table {
             Table::Features => FEATURES,
             Table::Tags => TAGS,
             Table::Communities => COMMUNITIES,
+            Table::Experiments => EXPERIMENTS,
         }
     }
 
@@ -299,6 +327,7 @@ impl Table {
             Table::Features => &["member_key"],
             Table::Tags => &["snapshot", "name"],
             Table::Communities => &["member_key"],
+            Table::Experiments => &["experiment_id", "arm"],
         }
     }
 

@@ -65,11 +65,22 @@ impl Warehouse {
     /// projection and filter pushdown into the Parquet files. Returns
     /// `false` (and registers nothing) when the table does not exist yet.
     pub async fn register(&self, table: Table, ctx: &datafusion::prelude::SessionContext) -> Result<bool> {
-        let Some(delta) = self.load(table).await? else { return Ok(false) };
-        delta.update_datafusion_session(&ctx.state()).map_err(self.delta_err(table))?;
-        let provider = delta.table_provider().await.map_err(|e| self.delta_err(table)(DeltaTableError::from(e)))?;
+        let Some(provider) = self.provider(table, ctx).await? else { return Ok(false) };
         ctx.register_table(table.name(), provider).map_err(|e| self.delta_err(table)(DeltaTableError::from(e)))?;
         Ok(true)
+    }
+
+    /// A DataFusion table provider over the current version of a table
+    /// (`None` when it does not exist yet), for callers that wrap it.
+    pub async fn provider(
+        &self,
+        table: Table,
+        ctx: &datafusion::prelude::SessionContext,
+    ) -> Result<Option<std::sync::Arc<dyn datafusion::catalog::TableProvider>>> {
+        let Some(delta) = self.load(table).await? else { return Ok(None) };
+        delta.update_datafusion_session(&ctx.state()).map_err(self.delta_err(table))?;
+        let provider = delta.table_provider().await.map_err(|e| self.delta_err(table)(DeltaTableError::from(e)))?;
+        Ok(Some(provider))
     }
 
     /// The current version of a table, `None` when it does not exist yet.

@@ -1,0 +1,410 @@
+//! The experiment registry and the uplift report.
+//!
+//! Every cohort export is recorded in the `experiments` table, one row per
+//! arm holding that arm's members as a portable roaring bitmap. Keeping the
+//! members themselves (not just the salt) means a report reads exactly who
+//! was exported even after the audience's tags have moved, and the
+//! `in_experiment` tag (members of experiments still running) costs one OR.
+//!
+//! The report reads the order lines placed in `[launched_at, launched_at +
+//! window)` by cohort members and compares every arm with the control arm:
+//! conversion with a two-proportion z-test, revenue per member (zeros
+//! included) with Welch's t-test.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
+use chrono::{DateTime, Utc};
+use roaring::RoaringBitmap;
+use taglake_storage::scan::{Wanted, scan, table_files};
+use taglake_storage::{Table, Warehouse};
+
+use crate::stats::{self, Moments, Uplift};
+use crate::{Error, Result};
+
+/// One arm of a recorded experiment.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Arm {
+    /// Arm name (`treatment`, `control`, `holdout`, …).
+    pub name: String,
+    /// Share of the split this arm was given (0–1; 0 for the holdout).
+    pub share: f64,
+    /// Members exported into the arm.
+    pub members: u64,
+    /// Their member keys.
+    #[serde(skip)]
+    pub bitmap: RoaringBitmap,
+}
+
+/// A recorded experiment.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Experiment {
+    /// Registry id (1, 2, …).
+    pub id: i64,
+    /// Name given at export.
+    pub name: String,
+    /// Audience expression exported.
+    pub audience: String,
+    /// Tag snapshot the audience was evaluated on.
+    pub snapshot: i64,
+    /// Salt of the arm assignment.
+    pub salt: String,
+    /// Tag family the split was stratified by.
+    pub stratify_by: Option<String>,
+    /// Share of the base held out globally.
+    pub holdout_share: f64,
+    /// Salt of the global holdout.
+    pub holdout_salt: String,
+    /// Arms in split order.
+    pub arms: Vec<Arm>,
+    /// When the experiment starts counting orders.
+    pub launched_at: DateTime<Utc>,
+    /// When it stops being "running" (`None`: open-ended).
+    pub ends_at: Option<DateTime<Utc>>,
+    /// When the export was made.
+    pub created_at: DateTime<Utc>,
+    /// File the cohort was written to.
+    pub output: Option<String>,
+}
+
+impl Experiment {
+    /// Whether the experiment runs at `now`.
+    pub fn running(&self, now: DateTime<Utc>) -> bool {
+        self.launched_at <= now && self.ends_at.is_none_or(|e| now < e)
+    }
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_micros(v: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(v).unwrap_or_default()
+}
+
+/// Every recorded experiment, by id.
+pub async fn list(wh: &Warehouse) -> Result<Vec<Experiment>> {
+    let t = Table::Experiments;
+    if wh.version(t).await?.is_none() {
+        return Ok(Vec::new());
+    }
+    let mut out: Vec<Experiment> = Vec::new();
+    for b in wh.read(t, None).await? {
+        let s = |name: &str| b.column_by_name(name).expect("experiments column").as_string::<i32>().clone();
+        let i = |name: &str| b.column_by_name(name).expect("experiments column").as_primitive::<Int64Type>().clone();
+        let f = |name: &str| b.column_by_name(name).expect("experiments column").as_primitive::<Float64Type>().clone();
+        let ts = |name: &str| {
+            b.column_by_name(name).expect("experiments column").as_primitive::<TimestampMicrosecondType>().clone()
+        };
+        let (id, snapshot, members) = (i("experiment_id"), i("snapshot"), i("members"));
+        let (name, audience, salt, stratify, hsalt, arm, output) =
+            (s("name"), s("audience"), s("salt"), s("stratify_by"), s("holdout_salt"), s("arm"), s("output"));
+        let (hshare, share) = (f("holdout_share"), f("arm_share"));
+        let (launched, ends, created) = (ts("launched_at"), ts("ends_at"), ts("created_at"));
+        let bitmaps = b.column_by_name("bitmap").expect("experiments column").as_binary::<i32>().clone();
+        for r in 0..b.num_rows() {
+            let bitmap = RoaringBitmap::deserialize_from(bitmaps.value(r)).map_err(|e| {
+                Error::Corrupt(format!("experiment {} arm {}: stored members unreadable: {e}", id.value(r), arm.value(r)))
+            })?;
+            let a = Arm { name: arm.value(r).into(), share: share.value(r), members: members.value(r) as u64, bitmap };
+            if let Some(e) = out.iter_mut().find(|e| e.id == id.value(r)) {
+                e.arms.push(a);
+                continue;
+            }
+            out.push(Experiment {
+                id: id.value(r),
+                name: name.value(r).into(),
+                audience: audience.value(r).into(),
+                snapshot: snapshot.value(r),
+                salt: salt.value(r).into(),
+                stratify_by: (!stratify.is_null(r)).then(|| stratify.value(r).into()),
+                holdout_share: hshare.value(r),
+                holdout_salt: hsalt.value(r).into(),
+                arms: vec![a],
+                launched_at: from_micros(launched.value(r)),
+                ends_at: (!ends.is_null(r)).then(|| from_micros(ends.value(r))),
+                created_at: from_micros(created.value(r)),
+                output: (!output.is_null(r)).then(|| output.value(r).into()),
+            });
+        }
+    }
+    out.sort_by_key(|e| e.id);
+    Ok(out)
+}
+
+/// One experiment by id, with the known ids in the error.
+pub async fn get(wh: &Warehouse, id: i64) -> Result<Experiment> {
+    let all = list(wh).await?;
+    let known = all.iter().map(|e| e.id.to_string()).collect::<Vec<_>>();
+    all.into_iter().find(|e| e.id == id).ok_or_else(|| {
+        Error::Invalid(if known.is_empty() {
+            format!("no experiment {id}: none is recorded yet (`taglake export` records one)")
+        } else {
+            format!("no experiment {id}; recorded: {}", known.join(", "))
+        })
+    })
+}
+
+/// Members of every experiment running at `now`.
+pub async fn running_members(wh: &Warehouse, now: DateTime<Utc>) -> Result<RoaringBitmap> {
+    let mut all = RoaringBitmap::new();
+    for e in list(wh).await?.iter().filter(|e| e.running(now)) {
+        for a in &e.arms {
+            all |= &a.bitmap;
+        }
+    }
+    Ok(all)
+}
+
+/// Appends an experiment with the next free id and returns the id.
+pub async fn record(wh: &Warehouse, mut e: Experiment) -> Result<i64> {
+    e.id = list(wh).await?.iter().map(|x| x.id).max().unwrap_or(0) + 1;
+    let n = e.arms.len();
+    let text = |v: &str| Some(v.to_string());
+    let mut bitmaps = Vec::with_capacity(n);
+    for a in &e.arms {
+        let mut bytes = Vec::with_capacity(a.bitmap.serialized_size());
+        a.bitmap.serialize_into(&mut bytes).map_err(|err| Error::Corrupt(err.to_string()))?;
+        bitmaps.push(bytes);
+    }
+    let ts = |v: Option<DateTime<Utc>>| -> ArrayRef {
+        Arc::new(TimestampMicrosecondArray::from(vec![v.map(micros); n]).with_timezone("UTC"))
+    };
+    let strings = |v: Option<String>| -> ArrayRef { Arc::new(StringArray::from(vec![v; n])) };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(vec![e.id; n])),
+        strings(text(&e.name)),
+        strings(text(&e.audience)),
+        Arc::new(Int64Array::from(vec![e.snapshot; n])),
+        strings(text(&e.salt)),
+        strings(e.stratify_by.clone()),
+        Arc::new(Float64Array::from(vec![e.holdout_share; n])),
+        strings(text(&e.holdout_salt)),
+        Arc::new(StringArray::from_iter_values(e.arms.iter().map(|a| a.name.as_str()))),
+        Arc::new(Float64Array::from_iter_values(e.arms.iter().map(|a| a.share))),
+        Arc::new(Int64Array::from_iter_values(e.arms.iter().map(|a| a.members as i64))),
+        ts(Some(e.launched_at)),
+        ts(e.ends_at),
+        ts(Some(e.created_at)),
+        strings(e.output.clone()),
+        Arc::new(BinaryArray::from_iter_values(bitmaps.iter())),
+    ];
+    let batch = RecordBatch::try_new(Table::Experiments.arrow_schema(), columns)
+        .map_err(|err| Error::Corrupt(format!("experiment row: {err}")))?;
+    let mut w = wh.append(Table::Experiments).await?;
+    w.write(batch).await?;
+    w.commit().await?;
+    Ok(e.id)
+}
+
+use std::sync::Arc;
+
+/// Figures of one arm over the report window.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ArmResult {
+    /// Arm name.
+    pub arm: String,
+    /// Members exported into the arm.
+    pub members: u64,
+    /// Members with at least one order in the window.
+    pub buyers: u64,
+    /// buyers / members.
+    pub conversion: f64,
+    /// Distinct orders in the window.
+    pub orders: u64,
+    /// orders / members.
+    pub orders_per_member: f64,
+    /// Sum of line amounts in the window.
+    pub revenue: f64,
+    /// revenue / members.
+    pub revenue_per_member: f64,
+    #[serde(skip)]
+    moments: Moments,
+}
+
+/// One arm against the control arm.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Comparison {
+    /// The arm compared.
+    pub arm: String,
+    /// The control arm.
+    pub control: String,
+    /// Conversion rate: two-proportion z-test.
+    pub conversion: Uplift,
+    /// Revenue per member: Welch's t-test.
+    pub revenue_per_member: Uplift,
+}
+
+/// An experiment report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    /// The experiment.
+    pub experiment: Experiment,
+    /// Start of the window (launch).
+    pub window_start: DateTime<Utc>,
+    /// End of the window (exclusive).
+    pub window_end: DateTime<Utc>,
+    /// The newest order in the warehouse, to tell a window not yet complete.
+    pub newest_order: Option<DateTime<Utc>>,
+    /// Per arm.
+    pub arms: Vec<ArmResult>,
+    /// Every other arm against the control.
+    pub comparisons: Vec<Comparison>,
+}
+
+/// Reads the orders in the window and computes the report. `control` names
+/// the control arm.
+pub async fn report(wh: &Warehouse, id: i64, window: chrono::Duration, control: &str) -> Result<Report> {
+    let e = get(wh, id).await?;
+    let Some(ci) = e.arms.iter().position(|a| a.name == control) else {
+        let names = e.arms.iter().map(|a| a.name.as_str()).collect::<Vec<_>>();
+        return Err(Error::Invalid(format!(
+            "experiment {id} has no arm `{control}` (arms: {}); choose the control with --control",
+            names.join(", ")
+        )));
+    };
+    if window <= chrono::Duration::zero() {
+        return Err(Error::Invalid("the window must be longer than zero".into()));
+    }
+    let (start, end) = (e.launched_at, e.launched_at + window);
+    let (from, to) = (micros(start), micros(end));
+    let t = Table::Orders;
+    let files = table_files(wh, t).await?;
+    let wanted =
+        [Wanted::plain(t, "member_key"), Wanted::plain(t, "order_id"), Wanted::plain(t, "ordered_at"), Wanted::plain(t, "amount")];
+    // Per member in the cohort: revenue and distinct order ids.
+    type PerMember = HashMap<u32, (f64, HashSet<String>)>;
+    let seen: Mutex<(PerMember, i64)> = Mutex::new((HashMap::new(), i64::MIN));
+    let arms = &e.arms;
+    tokio::task::block_in_place(|| {
+        scan::<_, Error>(t, &files, &wanted, |b| {
+            let keys = b.column(0).as_primitive::<Int64Type>();
+            let ids = b.column(1).as_string::<i32>();
+            let at = b.column(2).as_primitive::<TimestampMicrosecondType>();
+            let amount = b.column(3).as_primitive::<Float64Type>();
+            let mut local: PerMember = HashMap::new();
+            let mut newest = i64::MIN;
+            for r in 0..b.num_rows() {
+                let when = at.value(r);
+                newest = newest.max(when);
+                if when < from || when >= to {
+                    continue;
+                }
+                let Ok(key) = u32::try_from(keys.value(r)) else { continue };
+                if !arms.iter().any(|a| a.bitmap.contains(key)) {
+                    continue;
+                }
+                let m = local.entry(key).or_default();
+                m.0 += amount.value(r);
+                m.1.insert(ids.value(r).to_string());
+            }
+            let mut all = seen.lock().expect("orders");
+            all.1 = all.1.max(newest);
+            for (k, (rev, orders)) in local {
+                let m = all.0.entry(k).or_default();
+                m.0 += rev;
+                m.1.extend(orders);
+            }
+            Ok(())
+        })
+    })?;
+    let (per_member, newest) = seen.into_inner().expect("orders");
+    let mut results: Vec<ArmResult> = e
+        .arms
+        .iter()
+        .map(|a| ArmResult {
+            arm: a.name.clone(),
+            members: a.bitmap.len(),
+            buyers: 0,
+            conversion: 0.0,
+            orders: 0,
+            orders_per_member: 0.0,
+            revenue: 0.0,
+            revenue_per_member: 0.0,
+            moments: Moments { n: a.bitmap.len(), sum: 0.0, sum_sq: 0.0 },
+        })
+        .collect();
+    // Members are summed in key order so the floating-point sums do not
+    // depend on hash-map order.
+    let mut keys: Vec<&u32> = per_member.keys().collect();
+    keys.sort_unstable();
+    for key in keys {
+        let (revenue, orders) = &per_member[key];
+        let Some(i) = e.arms.iter().position(|a| a.bitmap.contains(*key)) else { continue };
+        let r = &mut results[i];
+        r.buyers += 1;
+        r.orders += orders.len() as u64;
+        r.revenue += revenue;
+        r.moments.sum += revenue;
+        r.moments.sum_sq += revenue * revenue;
+    }
+    for r in &mut results {
+        let n = r.members.max(1) as f64;
+        r.conversion = r.buyers as f64 / n;
+        r.orders_per_member = r.orders as f64 / n;
+        r.revenue_per_member = r.revenue / n;
+    }
+    let c = results[ci].clone();
+    let mut comparisons = Vec::new();
+    for (i, r) in results.iter().enumerate() {
+        if i == ci {
+            continue;
+        }
+        comparisons.push(Comparison {
+            arm: r.arm.clone(),
+            control: c.arm.clone(),
+            conversion: stats::two_proportion(r.buyers, r.members, c.buyers, c.members)?,
+            revenue_per_member: stats::welch(&r.moments, &c.moments)?,
+        });
+    }
+    Ok(Report {
+        window_start: start,
+        window_end: end,
+        newest_order: (newest != i64::MIN).then(|| from_micros(newest)),
+        experiment: e,
+        arms: results,
+        comparisons,
+    })
+}
+
+/// Parses a window such as `14d`, `2w`, `36h`.
+pub fn parse_window(text: &str) -> Result<chrono::Duration> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: i64 = n.parse().map_err(|_| bad_window(text))?;
+    let d = match unit {
+        "d" => chrono::Duration::days(n),
+        "w" => chrono::Duration::weeks(n),
+        "h" => chrono::Duration::hours(n),
+        _ => return Err(bad_window(text)),
+    };
+    if n <= 0 {
+        return Err(bad_window(text));
+    }
+    Ok(d)
+}
+
+fn bad_window(text: &str) -> Error {
+    Error::Invalid(format!("`{text}` is not a window: write a positive number of days, weeks or hours, e.g. 14d, 2w, 36h"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_parse_and_bad_ones_are_explained() {
+        assert_eq!(parse_window("14d").unwrap(), chrono::Duration::days(14));
+        assert_eq!(parse_window("2w").unwrap(), chrono::Duration::days(14));
+        assert_eq!(parse_window("36h").unwrap(), chrono::Duration::hours(36));
+        for bad in ["", "14", "d", "0d", "-3d", "14 days", "1.5d"] {
+            let e = parse_window(bad).unwrap_err().to_string();
+            assert!(e.contains("is not a window"), "{bad}: {e}");
+        }
+    }
+}

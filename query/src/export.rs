@@ -1,0 +1,461 @@
+//! Cohort export for experiments: an audience split into arms by a salted
+//! hash of each member's external id, minus a global holdout.
+//!
+//! Why a hash of the *external* id: the dense key of a member is an
+//! implementation detail of one warehouse, the id is what the campaign tool
+//! and next year's warehouse know. `xxh3(salt ␟ member_id)` mapped to
+//! `[0, 1)` decides the arm, so the same salt gives the same arm for the
+//! same member in every run and every snapshot, and two salts give
+//! independent splits. The global holdout is the same construction with its
+//! own fixed salt: a member in it is held out of every export, whatever the
+//! audience, unless the export asks for it (it then appears as arm
+//! `holdout`).
+//!
+//! `--stratify-by FAMILY` balances the arms inside each stratum (the first
+//! tag of the family a member has, in catalog order, or none): within a
+//! stratum, members are ordered by the same salted hash and each arm gets
+//! its exact quota (largest remainder). This is deterministic for a given
+//! audience and salt, but a member's arm then depends on who else is in its
+//! stratum; the unstratified split does not.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use chrono::{DateTime, Utc};
+use datafusion::datasource::MemTable;
+use roaring::RoaringBitmap;
+use taglake_storage::{Table, Warehouse};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::experiment::{self, Arm, Experiment};
+use crate::{Error, Result, audience};
+
+/// Default share of the base in the global holdout.
+pub const HOLDOUT_SHARE: f64 = 0.05;
+/// Default salt of the global holdout (change it only to start a new holdout).
+pub const HOLDOUT_SALT: &str = "taglake-global-holdout";
+/// Arm name of holdout members when an export includes them.
+pub const HOLDOUT_ARM: &str = "holdout";
+
+/// A position in `[0, 1)` from a salted hash of an external member id.
+pub fn unit(salt: &str, member_id: &str) -> f64 {
+    let mut bytes = Vec::with_capacity(salt.len() + member_id.len() + 1);
+    bytes.extend_from_slice(salt.as_bytes());
+    bytes.push(0x1f);
+    bytes.extend_from_slice(member_id.as_bytes());
+    (xxh3_64(&bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Whether a member is in the global holdout.
+pub fn in_holdout(salt: &str, share: f64, member_id: &str) -> bool {
+    unit(salt, member_id) < share
+}
+
+/// Arms and their shares (normalised to sum to 1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split(pub Vec<(String, f64)>);
+
+impl Split {
+    /// Parses `treatment=90,control=10` (weights need not sum to 100).
+    pub fn parse(text: &str) -> Result<Split> {
+        let bad = |why: String| Error::Invalid(format!("--split `{text}`: {why}; write e.g. treatment=90,control=10"));
+        let mut arms: Vec<(String, f64)> = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, weight) = part.split_once('=').ok_or_else(|| bad(format!("`{part}` has no `=weight`")))?;
+            let name = name.trim();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(bad(format!("`{name}` is not an arm name (letters, digits, `_`, `-`)")));
+            }
+            if name == HOLDOUT_ARM {
+                return Err(bad(format!("`{HOLDOUT_ARM}` is the global holdout's arm; use --include-holdout")));
+            }
+            let w: f64 = weight.trim().parse().map_err(|_| bad(format!("`{}` is not a number", weight.trim())))?;
+            if !(w.is_finite() && w > 0.0) {
+                return Err(bad(format!("the weight of `{name}` must be positive")));
+            }
+            if arms.iter().any(|(n, _)| n == name) {
+                return Err(bad(format!("arm `{name}` appears twice")));
+            }
+            arms.push((name.to_string(), w));
+        }
+        if arms.is_empty() {
+            return Err(bad("no arms".into()));
+        }
+        let total: f64 = arms.iter().map(|(_, w)| w).sum();
+        Ok(Split(arms.into_iter().map(|(n, w)| (n, w / total)).collect()))
+    }
+
+    /// The arm a position in `[0, 1)` falls into.
+    pub fn arm_of(&self, u: f64) -> usize {
+        let mut acc = 0.0;
+        for (i, (_, share)) in self.0.iter().enumerate() {
+            acc += share;
+            if u < acc {
+                return i;
+            }
+        }
+        self.0.len() - 1
+    }
+
+    /// Exact arm sizes for `n` members (largest remainder, ties to the
+    /// earlier arm).
+    pub fn quotas(&self, n: usize) -> Vec<usize> {
+        let raw: Vec<f64> = self.0.iter().map(|(_, s)| s * n as f64).collect();
+        let mut q: Vec<usize> = raw.iter().map(|r| r.floor() as usize).collect();
+        let mut order: Vec<usize> = (0..q.len()).collect();
+        order.sort_by(|&a, &b| (raw[b] - raw[b].floor()).total_cmp(&(raw[a] - raw[a].floor())).then(a.cmp(&b)));
+        let mut left = n - q.iter().sum::<usize>();
+        for i in order.into_iter().cycle() {
+            if left == 0 {
+                break;
+            }
+            q[i] += 1;
+            left -= 1;
+        }
+        q
+    }
+}
+
+/// What to export.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// Audience expression.
+    pub audience: String,
+    /// Arms.
+    pub split: Split,
+    /// Salt of the assignment.
+    pub salt: String,
+    /// Experiment name (defaults to the salt).
+    pub name: Option<String>,
+    /// Tag family to balance arms within.
+    pub stratify_by: Option<String>,
+    /// Columns of `members` (attributes or tags) or `features` to add.
+    pub columns: Vec<String>,
+    /// Output file (`.csv` or `.parquet`).
+    pub out: PathBuf,
+    /// Global holdout share.
+    pub holdout_share: f64,
+    /// Global holdout salt.
+    pub holdout_salt: String,
+    /// Export holdout members too (as arm `holdout`).
+    pub include_holdout: bool,
+    /// When the experiment starts (orders from then on count in reports).
+    pub launched_at: DateTime<Utc>,
+    /// When it stops counting as running (`None`: open-ended).
+    pub ends_at: Option<DateTime<Utc>>,
+}
+
+/// What an export did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExportSummary {
+    /// The recorded experiment.
+    pub experiment: Experiment,
+    /// Members the audience selected.
+    pub audience_members: u64,
+    /// Of those, held out (not exported unless asked for).
+    pub held_out: u64,
+    /// Rows written.
+    pub rows: u64,
+}
+
+/// Splits the audience, writes the file and records the experiment.
+pub async fn export(wh: &Warehouse, o: &ExportOptions) -> Result<ExportSummary> {
+    if !(0.0..1.0).contains(&o.holdout_share) {
+        return Err(Error::Invalid(format!("--holdout must be at least 0 and below 100 %, not {}", o.holdout_share * 100.0)));
+    }
+    if o.salt.trim().is_empty() {
+        return Err(Error::Invalid("the salt is empty: give --salt (the split depends on it)".into()));
+    }
+    let format = Format::of(&o.out)?;
+    let (ctx, tags) = crate::open(wh).await?;
+    let tags = tags.ok_or_else(|| Error::Invalid("the warehouse has no members yet: run `taglake ingest`".into()))?;
+    let snapshot = tags.snapshot.ok_or_else(|| Error::Invalid("the warehouse was never tagged: run `taglake tag`".into()))?;
+    let node = audience::parse(&o.audience, &tags)?;
+    let selected = audience::evaluate(&node, &tags);
+    let strata: Option<Vec<usize>> = match &o.stratify_by {
+        None => None,
+        Some(family) => {
+            let f = tags.family(family);
+            if f.is_empty() {
+                let mut families: Vec<&str> = tags.tags.iter().map(|t| t.family.as_str()).collect();
+                families.sort_unstable();
+                families.dedup();
+                let hint = taglake_storage::suggest(family, families.iter().copied())
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                return Err(Error::Invalid(format!("--stratify-by: no tag family `{family}` in snapshot {snapshot}{hint}")));
+            }
+            Some(f)
+        }
+    };
+    let members = taglake_tagger::snapshot::member_ids(wh, &selected).await?;
+    if members.len() as u64 != selected.len() {
+        return Err(Error::Corrupt(format!(
+            "{} of the audience's {} members have no entry in member_ids",
+            selected.len() - members.len() as u64,
+            selected.len()
+        )));
+    }
+    // Arm per member: index into the split, or `holdout`.
+    let holdout_arm = o.split.0.len();
+    let mut arm = vec![usize::MAX; members.len()];
+    let mut candidates = Vec::new();
+    let mut held_out = 0u64;
+    for (i, (_, id)) in members.iter().enumerate() {
+        if in_holdout(&o.holdout_salt, o.holdout_share, id) {
+            held_out += 1;
+            if o.include_holdout {
+                arm[i] = holdout_arm;
+            }
+        } else {
+            candidates.push(i);
+        }
+    }
+    match &strata {
+        None => {
+            for &i in &candidates {
+                arm[i] = o.split.arm_of(unit(&o.salt, &members[i].1));
+            }
+        }
+        Some(family) => {
+            let stratum_of = |key: u32| family.iter().position(|&t| tags.tag(t).bitmap.contains(key));
+            let mut by_stratum: std::collections::BTreeMap<Option<usize>, Vec<(f64, usize)>> = Default::default();
+            for &i in &candidates {
+                let (key, id) = &members[i];
+                by_stratum.entry(stratum_of(*key)).or_default().push((unit(&o.salt, id), i));
+            }
+            for (_, mut group) in by_stratum {
+                group.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| members[a.1].1.cmp(&members[b.1].1)));
+                let quotas = o.split.quotas(group.len());
+                let mut it = group.into_iter();
+                for (a, q) in quotas.into_iter().enumerate() {
+                    for (_, i) in it.by_ref().take(q) {
+                        arm[i] = a;
+                    }
+                }
+            }
+        }
+    }
+    let mut names: Vec<String> = o.split.0.iter().map(|(n, _)| n.clone()).collect();
+    names.push(HOLDOUT_ARM.into());
+    let mut bitmaps = vec![RoaringBitmap::new(); names.len()];
+    let (mut keys, mut ids, mut arms) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (key, id)) in members.iter().enumerate() {
+        if arm[i] == usize::MAX {
+            continue;
+        }
+        bitmaps[arm[i]].insert(*key);
+        keys.push(*key as i64);
+        ids.push(id.as_str());
+        arms.push(names[arm[i]].as_str());
+    }
+    let rows = keys.len() as u64;
+    let cohort = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("member_key", DataType::Int64, false),
+            Field::new("member_id", DataType::Utf8, false),
+            Field::new("arm", DataType::Utf8, false),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(keys)) as ArrayRef,
+            Arc::new(StringArray::from(ids)),
+            Arc::new(StringArray::from(arms)),
+        ],
+    )
+    .map_err(|e| Error::Sql(e.to_string()))?;
+    let batch = with_columns(&ctx, cohort, &o.columns).await?;
+    write(&o.out, format, &batch)?;
+
+    let shares = o.split.0.iter().map(|(_, s)| *s).chain(std::iter::once(0.0));
+    let arms: Vec<Arm> = names
+        .into_iter()
+        .zip(shares)
+        .zip(bitmaps)
+        .filter(|((n, _), _)| n != HOLDOUT_ARM || o.include_holdout)
+        .map(|((name, share), bitmap)| Arm { name, share, members: bitmap.len(), bitmap })
+        .collect();
+    let mut experiment = Experiment {
+        id: 0,
+        name: o.name.clone().unwrap_or_else(|| o.salt.clone()),
+        audience: o.audience.clone(),
+        snapshot,
+        salt: o.salt.clone(),
+        stratify_by: o.stratify_by.clone(),
+        holdout_share: o.holdout_share,
+        holdout_salt: o.holdout_salt.clone(),
+        arms,
+        launched_at: o.launched_at,
+        ends_at: o.ends_at,
+        created_at: Utc::now(),
+        output: Some(o.out.display().to_string()),
+    };
+    experiment.id = experiment::record(wh, experiment.clone()).await?;
+    Ok(ExportSummary { experiment, audience_members: selected.len(), held_out, rows })
+}
+
+/// The cohort (`member_key`, `member_id`, `arm`) with the requested columns,
+/// ordered by `member_id`; `member_key` is dropped.
+async fn with_columns(ctx: &datafusion::prelude::SessionContext, cohort: RecordBatch, columns: &[String]) -> Result<RecordBatch> {
+    let sql_err = |e: datafusion::error::DataFusionError| Error::Sql(e.to_string());
+    let table = MemTable::try_new(cohort.schema(), vec![vec![cohort]]).map_err(sql_err)?;
+    ctx.register_table("__cohort", Arc::new(table)).map_err(sql_err)?;
+    let mut select = vec!["c.member_id".to_string(), "c.arm".to_string()];
+    let mut joins = String::new();
+    for (alias, table) in [("m", Table::Members), ("f", Table::Features)] {
+        let schema = match ctx.table_provider(table.name()).await {
+            Ok(p) => p.schema(),
+            Err(_) => continue,
+        };
+        let mine: Vec<&String> =
+            columns.iter().filter(|c| schema.index_of(c).is_ok() && !select.iter().any(|s| s.ends_with(&format!(".\"{c}\"")))).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        for c in mine {
+            select.push(format!("{alias}.\"{c}\""));
+        }
+        joins.push_str(&format!(" LEFT JOIN {} {alias} ON {alias}.member_key = c.member_key", table.name()));
+    }
+    for c in columns {
+        if c == "member_id" || c == "arm" {
+            return Err(Error::Invalid(format!("--columns: `{c}` is always exported")));
+        }
+        if !select.iter().any(|s| s.ends_with(&format!(".\"{c}\""))) {
+            let mut known = Vec::new();
+            for t in [Table::Members, Table::Features] {
+                if let Ok(p) = ctx.table_provider(t.name()).await {
+                    known.extend(p.schema().fields().iter().map(|f| f.name().clone()));
+                }
+            }
+            let hint = taglake_storage::suggest(c, known.iter().map(String::as_str))
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
+            return Err(Error::Invalid(format!("--columns: `{c}` is not a column of members or features{hint}")));
+        }
+    }
+    let sql = format!("SELECT {} FROM __cohort c{joins} ORDER BY c.member_id", select.join(", "));
+    let batches = crate::sql(ctx, &sql).await;
+    ctx.deregister_table("__cohort").map_err(sql_err)?;
+    let batches = batches?;
+    let schema = match batches.first() {
+        Some(b) => b.schema(),
+        None => return Err(Error::Sql("the cohort query returned nothing".into())),
+    };
+    arrow::compute::concat_batches(&schema, &batches).map_err(|e| Error::Sql(e.to_string()))
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    Csv,
+    Parquet,
+}
+
+impl Format {
+    fn of(path: &Path) -> Result<Format> {
+        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("csv") => Ok(Format::Csv),
+            Some("parquet") => Ok(Format::Parquet),
+            _ => Err(Error::Invalid(format!("--out {}: write a .csv or .parquet file", path.display()))),
+        }
+    }
+}
+
+/// Writes through a temporary file in the same folder, then renames, so a
+/// reader never sees half a cohort.
+fn write(path: &Path, format: Format, batch: &RecordBatch) -> Result<()> {
+    let err = |e: &dyn std::fmt::Display| Error::File { path: path.to_path_buf(), message: e.to_string() };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| err(&e))?;
+    match format {
+        Format::Csv => {
+            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(tmp.as_file());
+            w.write(batch).map_err(|e| err(&e))?;
+        }
+        Format::Parquet => {
+            let mut w = parquet::arrow::ArrowWriter::try_new(tmp.as_file(), batch.schema(), None).map_err(|e| err(&e))?;
+            w.write(batch).map_err(|e| err(&e))?;
+            w.close().map_err(|e| err(&e))?;
+        }
+    }
+    tmp.persist(path).map_err(|e| err(&e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_parse_normalise_and_refuse_bad_input() {
+        let s = Split::parse("treatment=90, control=10").unwrap();
+        assert_eq!(s, Split(vec![("treatment".into(), 0.9), ("control".into(), 0.1)]));
+        assert_eq!(Split::parse("a=1,b=1,c=2").unwrap().0[2].1, 0.5);
+        for (bad, why) in [
+            ("treatment", "has no `=weight`"),
+            ("a=x", "`x` is not a number"),
+            ("a=0,b=1", "must be positive"),
+            ("a=1,a=2", "appears twice"),
+            ("holdout=5,b=95", "global holdout"),
+            ("a b=1", "not an arm name"),
+            ("", "no arms"),
+        ] {
+            let e = Split::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn quotas_are_exact_and_arm_of_follows_the_shares() {
+        let s = Split::parse("a=90,b=10").unwrap();
+        assert_eq!(s.quotas(11), vec![10, 1]);
+        assert_eq!(s.quotas(0), vec![0, 0]);
+        let t = Split::parse("a=1,b=1,c=1").unwrap();
+        assert_eq!(t.quotas(10), vec![4, 3, 3]);
+        assert_eq!(s.arm_of(0.0), 0);
+        assert_eq!(s.arm_of(0.8999), 0);
+        assert_eq!(s.arm_of(0.9001), 1);
+        assert_eq!(s.arm_of(0.999_999_999), 1);
+    }
+
+    /// Chi-square statistic of observed counts against expected shares.
+    fn chi_square(observed: &[u64], shares: &[f64]) -> f64 {
+        let n: u64 = observed.iter().sum();
+        observed.iter().zip(shares).map(|(&o, &s)| (o as f64 - s * n as f64).powi(2) / (s * n as f64)).sum()
+    }
+
+    #[test]
+    fn hashed_arms_match_their_shares_and_salts_are_independent() {
+        let s = Split::parse("treatment=70,control=20,other=10").unwrap();
+        let ids: Vec<String> = (0..50_000).map(|i| format!("M{i:07}")).collect();
+        let mut counts = [0u64; 3];
+        let mut joint = [[0u64; 3]; 3];
+        for id in &ids {
+            let a = s.arm_of(unit("spring-2026", id));
+            let b = s.arm_of(unit("autumn-2026", id));
+            counts[a] += 1;
+            joint[a][b] += 1;
+        }
+        // 99.9 % critical value of chi-square with 2 degrees of freedom.
+        assert!(chi_square(&counts, &[0.7, 0.2, 0.1]) < 13.82, "{counts:?}");
+        // Independence: 4 degrees of freedom, 99.9 % critical value 18.47.
+        let mut stat = 0.0;
+        for a in 0..3 {
+            for b in 0..3 {
+                let row: u64 = joint[a].iter().sum();
+                let col: u64 = (0..3).map(|x| joint[x][b]).sum();
+                let expected = row as f64 * col as f64 / ids.len() as f64;
+                stat += (joint[a][b] as f64 - expected).powi(2) / expected;
+            }
+        }
+        assert!(stat < 18.47, "{stat} {joint:?}");
+        // The holdout is about its share, and the same member always lands the same way.
+        let held = ids.iter().filter(|id| in_holdout(HOLDOUT_SALT, HOLDOUT_SHARE, id)).count() as u64;
+        assert!(chi_square(&[held, ids.len() as u64 - held], &[0.05, 0.95]) < 10.83, "{held}");
+        assert_eq!(unit("s", "M1"), unit("s", "M1"));
+        assert_ne!(unit("s", "M1"), unit("t", "M1"));
+        // Salt and id are separated: ("ab","c") is not ("a","bc").
+        assert_ne!(unit("ab", "c"), unit("a", "bc"));
+    }
+}

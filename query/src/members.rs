@@ -1,0 +1,507 @@
+//! `members` as SQL sees it: the member attributes plus one boolean column
+//! per tag, with filters on tag columns answered by bitmap algebra.
+//!
+//! A filter made only of tag columns, `AND`/`OR`/`NOT`, `= true/false`,
+//! `IS [NOT] TRUE/FALSE` and boolean literals is translated into an audience
+//! tree and accepted as an *exact* pushdown, so DataFusion drops it from the
+//! plan and the scan produces only the matching members. Anything else
+//! (`city = 'Shanghai'`, `tier_gold OR points_balance > 100`) is left to
+//! DataFusion's own filter above the scan, which sees real tag values.
+//!
+//! When a query needs no attribute besides `member_key` (a count, a list of
+//! keys, tag columns) the scan never opens a Parquet file: [`TagBitmapExec`]
+//! produces rows straight from the selected bitmap, and its statistics state
+//! the exact row count, so `SELECT count(*) … WHERE <tags>` is answered by
+//! DataFusion's aggregate-statistics rule from the bitmap cardinality
+//! without producing a row. Otherwise [`TagFilterExec`] reads the Delta
+//! table and keeps the rows whose key is selected.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, RecordBatchOptions};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::stats::Precision;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, ScalarValue, Statistics};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, SendableRecordBatchStream,
+};
+use futures::StreamExt;
+use roaring::RoaringBitmap;
+
+use crate::audience::{self, Node};
+use crate::tagset::TagSet;
+
+type DfResult<T> = datafusion::common::Result<T>;
+
+/// The `members` table provider (also what `audience('…')` returns).
+#[derive(Debug)]
+pub struct MembersTable {
+    tags: Arc<TagSet>,
+    inner: Arc<dyn TableProvider>,
+    /// `audience('…')`: only these members, and the text they came from.
+    base: Option<(Node, String)>,
+    schema: SchemaRef,
+    /// Attribute columns (the Delta table's), then tag columns.
+    attributes: usize,
+    /// Tag position of every tag column, in schema order.
+    tag_columns: Vec<usize>,
+}
+
+impl MembersTable {
+    /// Attributes from `inner` (the Delta `members` table) plus a column per
+    /// tag whose name is not already an attribute.
+    pub fn new(tags: Arc<TagSet>, inner: Arc<dyn TableProvider>) -> MembersTable {
+        let base_schema = inner.schema();
+        let mut fields: Vec<Field> = base_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let attributes = fields.len();
+        let mut tag_columns = Vec::new();
+        for (i, t) in tags.tags.iter().enumerate() {
+            if base_schema.index_of(&t.name).is_err() {
+                fields.push(Field::new(&t.name, DataType::Boolean, false));
+                tag_columns.push(i);
+            }
+        }
+        let schema = Arc::new(Schema::new(fields));
+        MembersTable { tags, inner, base: None, schema, attributes, tag_columns }
+    }
+
+    /// The same table restricted to an audience.
+    pub fn restricted(&self, node: Node, text: String) -> MembersTable {
+        MembersTable {
+            tags: self.tags.clone(),
+            inner: self.inner.clone(),
+            base: Some((node, text)),
+            schema: self.schema.clone(),
+            attributes: self.attributes,
+            tag_columns: self.tag_columns.clone(),
+        }
+    }
+
+    /// The tags this table answers from.
+    pub fn tags(&self) -> &Arc<TagSet> {
+        &self.tags
+    }
+
+    fn translate(&self, expr: &Expr) -> Option<Node> {
+        filter_to_node(expr, &|name| self.tag_of(name))
+    }
+
+    fn tag_of(&self, name: &str) -> Option<usize> {
+        let i = self.schema.index_of(name).ok()?;
+        (i >= self.attributes).then(|| self.tag_columns[i - self.attributes])
+    }
+}
+
+/// Translates a filter over tag columns into an audience tree; `None` when
+/// any part of it is not a tag column, a boolean literal or boolean logic.
+pub fn filter_to_node(expr: &Expr, tag_of: &dyn Fn(&str) -> Option<usize>) -> Option<Node> {
+    let go = |e: &Expr| filter_to_node(e, tag_of);
+    let literal = |e: &Expr| match e {
+        Expr::Literal(ScalarValue::Boolean(Some(b)), _) => Some(*b),
+        _ => None,
+    };
+    let not = |n: Node| Node::Not(Box::new(n));
+    Some(match expr {
+        Expr::Column(c) => Node::Tag(tag_of(&c.name)?),
+        Expr::Literal(ScalarValue::Boolean(Some(b)), _) => Node::Const(*b),
+        Expr::Not(e) | Expr::IsFalse(e) | Expr::IsNotTrue(e) => not(go(e)?),
+        Expr::IsTrue(e) | Expr::IsNotFalse(e) => go(e)?,
+        // Tag columns are never null.
+        Expr::IsNull(e) => {
+            go(e)?;
+            Node::Const(false)
+        }
+        Expr::IsNotNull(e) => {
+            go(e)?;
+            Node::Const(true)
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
+            Operator::And => Node::And(vec![go(left)?, go(right)?]),
+            Operator::Or => Node::Or(vec![go(left)?, go(right)?]),
+            Operator::Eq | Operator::NotEq | Operator::IsNotDistinctFrom | Operator::IsDistinctFrom => {
+                let (side, value) = match (literal(left), literal(right)) {
+                    (None, Some(v)) => (go(left)?, v),
+                    (Some(v), None) => (go(right)?, v),
+                    _ => (Node::Tag(usize::MAX), false),
+                };
+                if side == Node::Tag(usize::MAX) {
+                    return None;
+                }
+                let equal = matches!(op, Operator::Eq | Operator::IsNotDistinctFrom);
+                if equal == value { side } else { not(side) }
+            }
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
+#[async_trait]
+impl TableProvider for MembersTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| match self.translate(f) {
+                Some(_) => TableProviderFilterPushDown::Exact,
+                None => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let mut parts = Vec::new();
+        if let Some((node, _)) = &self.base {
+            parts.push(node.clone());
+        }
+        for f in filters {
+            parts.push(self.translate(f).ok_or_else(|| {
+                DataFusionError::Internal(format!("filter {f} was not accepted for pushdown into members"))
+            })?);
+        }
+        let selection = match parts.len() {
+            0 => None,
+            1 => parts.pop(),
+            _ => Some(Node::And(parts)),
+        };
+        let audience = selection.as_ref().map(|n| audience::display(n, &self.tags)).unwrap_or_else(|| "everyone".into());
+        let keys = Arc::new(match &selection {
+            Some(n) => audience::evaluate(n, &self.tags),
+            None => self.tags.universe.clone(),
+        });
+        let all: Vec<usize> = (0..self.schema.fields().len()).collect();
+        let projection = projection.unwrap_or(&all);
+        let schema = Arc::new(self.schema.project(projection)?);
+        let key = self.inner.schema().index_of("member_key")?;
+        let attributes: Vec<usize> = projection.iter().copied().filter(|&i| i < self.attributes).collect();
+        if attributes.iter().all(|&i| i == key) {
+            let columns = projection
+                .iter()
+                .map(|&i| if i < self.attributes { Out::Key } else { Out::Tag(self.tag_columns[i - self.attributes]) })
+                .collect();
+            let partitions = if limit.is_some() { 1 } else { state.config().target_partitions() };
+            return Ok(Arc::new(TagBitmapExec::new(
+                schema,
+                self.tags.clone(),
+                keys,
+                columns,
+                limit,
+                partitions,
+                audience,
+            )));
+        }
+        let mut read = attributes;
+        read.push(key);
+        read.sort_unstable();
+        read.dedup();
+        let child = self.inner.scan(state, Some(&read), &[], None).await?;
+        let child_schema = child.schema();
+        let columns = projection
+            .iter()
+            .map(|&i| {
+                if i < self.attributes {
+                    child_schema.index_of(self.schema.field(i).name()).map(Out::Child)
+                } else {
+                    Ok(Out::Tag(self.tag_columns[i - self.attributes]))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let key_column = child_schema.index_of("member_key")?;
+        Ok(Arc::new(TagFilterExec::new(
+            schema,
+            self.tags.clone(),
+            selection.is_some().then_some(keys),
+            child,
+            key_column,
+            columns,
+            audience,
+        )))
+    }
+}
+
+/// Where an output column comes from.
+#[derive(Debug, Clone, Copy)]
+enum Out {
+    /// `member_key`, from the selected keys.
+    Key,
+    /// A column of the Delta scan.
+    Child(usize),
+    /// A tag column (tag position).
+    Tag(usize),
+}
+
+fn tag_array(tags: &TagSet, tag: usize, keys: impl Iterator<Item = u32>) -> ArrayRef {
+    let bm = &tags.tag(tag).bitmap;
+    Arc::new(keys.map(|k| Some(bm.contains(k))).collect::<BooleanArray>())
+}
+
+fn properties(schema: SchemaRef, partitions: usize) -> Arc<PlanProperties> {
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(schema),
+        Partitioning::UnknownPartitioning(partitions),
+        EmissionType::Incremental,
+        Boundedness::Bounded,
+    ))
+}
+
+fn exact_rows(schema: &SchemaRef, rows: u64) -> Arc<Statistics> {
+    Arc::new(Statistics::new_unknown(schema).with_num_rows(Precision::Exact(rows as usize)))
+}
+
+/// Produces the selected members straight from the bitmap: `member_key`
+/// and tag columns only, no file read.
+#[derive(Debug)]
+pub struct TagBitmapExec {
+    schema: SchemaRef,
+    tags: Arc<TagSet>,
+    keys: Arc<RoaringBitmap>,
+    columns: Vec<Out>,
+    limit: Option<usize>,
+    /// First key of each partition (by rank), so partitions split the work evenly.
+    starts: Vec<u32>,
+    audience: String,
+    properties: Arc<PlanProperties>,
+}
+
+impl TagBitmapExec {
+    fn new(
+        schema: SchemaRef,
+        tags: Arc<TagSet>,
+        keys: Arc<RoaringBitmap>,
+        columns: Vec<Out>,
+        limit: Option<usize>,
+        partitions: usize,
+        audience: String,
+    ) -> TagBitmapExec {
+        let n = keys.len();
+        let parts = (partitions.max(1) as u64).min(n.div_ceil(8192).max(1));
+        let starts = (0..parts).filter_map(|p| keys.select((n * p / parts) as u32)).collect::<Vec<_>>();
+        let starts = if starts.is_empty() { vec![0] } else { starts };
+        let properties = properties(schema.clone(), starts.len());
+        TagBitmapExec { schema, tags, keys, columns, limit, starts, audience, properties }
+    }
+
+    /// Members the scan produces.
+    pub fn rows(&self) -> u64 {
+        let n = self.keys.len();
+        self.limit.map_or(n, |l| n.min(l as u64))
+    }
+}
+
+impl DisplayAs for TagBitmapExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TagBitmapExec: audience=[{}], members={} (bitmap cardinality)", self.audience, self.keys.len())?;
+        if let Some(l) = self.limit {
+            write!(f, ", limit={l}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for TagBitmapExec {
+    fn name(&self) -> &str {
+        "TagBitmapExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        let batch = context.session_config().batch_size().max(1);
+        let start = self.starts[partition];
+        let end = self.starts.get(partition + 1).copied();
+        let (schema, tags, keys, columns) = (self.schema.clone(), self.tags.clone(), self.keys.clone(), self.columns.clone());
+        let mut left = self.limit.unwrap_or(usize::MAX);
+        let mut next = Some(start);
+        let batches = std::iter::from_fn(move || {
+            let from = next?;
+            let take = batch.min(left);
+            let chunk: Vec<u32> = match end {
+                Some(e) => keys.range(from..e).take(take).collect(),
+                None => keys.range(from..).take(take).collect(),
+            };
+            if chunk.is_empty() {
+                return None;
+            }
+            left -= chunk.len();
+            next = chunk.last().and_then(|k| k.checked_add(1)).filter(|_| left > 0);
+            let arrays: Vec<ArrayRef> = columns
+                .iter()
+                .map(|c| match c {
+                    Out::Key => Arc::new(Int64Array::from_iter_values(chunk.iter().map(|&k| k as i64))) as ArrayRef,
+                    Out::Tag(t) => tag_array(&tags, *t, chunk.iter().copied()),
+                    Out::Child(_) => unreachable!("the bitmap scan reads no file"),
+                })
+                .collect();
+            let options = RecordBatchOptions::new().with_row_count(Some(chunk.len()));
+            Some(RecordBatch::try_new_with_options(schema.clone(), arrays, &options).map_err(DataFusionError::from))
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), futures::stream::iter(batches))))
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        _input_stats: &[Arc<Statistics>],
+        args: &datafusion::physical_plan::statistics::StatisticsArgs,
+    ) -> DfResult<Arc<Statistics>> {
+        if args.partition().is_some() {
+            return Ok(Arc::new(Statistics::new_unknown(&self.schema)));
+        }
+        Ok(exact_rows(&self.schema, self.rows()))
+    }
+}
+
+/// Reads the Delta `members` table and keeps the selected members, adding
+/// tag columns.
+#[derive(Debug)]
+pub struct TagFilterExec {
+    schema: SchemaRef,
+    tags: Arc<TagSet>,
+    /// `None`: every member.
+    keys: Option<Arc<RoaringBitmap>>,
+    child: Arc<dyn ExecutionPlan>,
+    key_column: usize,
+    columns: Vec<Out>,
+    audience: String,
+    properties: Arc<PlanProperties>,
+}
+
+impl TagFilterExec {
+    fn new(
+        schema: SchemaRef,
+        tags: Arc<TagSet>,
+        keys: Option<Arc<RoaringBitmap>>,
+        child: Arc<dyn ExecutionPlan>,
+        key_column: usize,
+        columns: Vec<Out>,
+        audience: String,
+    ) -> TagFilterExec {
+        let properties = properties(schema.clone(), child.properties().partitioning.partition_count());
+        TagFilterExec { schema, tags, keys, child, key_column, columns, audience, properties }
+    }
+
+    fn rows(&self) -> u64 {
+        self.keys.as_ref().map_or(self.tags.universe.len(), |k| k.len())
+    }
+}
+
+impl DisplayAs for TagFilterExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TagFilterExec: audience=[{}], members={}", self.audience, self.rows())
+    }
+}
+
+impl ExecutionPlan for TagFilterExec {
+    fn name(&self) -> &str {
+        "TagFilterExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.child]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let [child] = <[_; 1]>::try_from(children)
+            .map_err(|_| DataFusionError::Internal("TagFilterExec has one child".into()))?;
+        Ok(Arc::new(TagFilterExec::new(
+            self.schema.clone(),
+            self.tags.clone(),
+            self.keys.clone(),
+            child,
+            self.key_column,
+            self.columns.clone(),
+            self.audience.clone(),
+        )))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        let input = self.child.execute(partition, context)?;
+        let (schema, tags, keys, columns, key_column) =
+            (self.schema.clone(), self.tags.clone(), self.keys.clone(), self.columns.clone(), self.key_column);
+        let stream = input.map(move |batch| {
+            let batch = batch?;
+            let batch = match &keys {
+                Some(keys) => {
+                    let k = batch.column(key_column).as_primitive::<Int64Type>();
+                    let mask: BooleanArray =
+                        k.iter().map(|v| Some(v.is_some_and(|v| u32::try_from(v).is_ok_and(|v| keys.contains(v))))).collect();
+                    arrow::compute::filter_record_batch(&batch, &mask)?
+                }
+                None => batch,
+            };
+            let k = batch.column(key_column).as_primitive::<Int64Type>();
+            let member_keys = || k.values().iter().map(|&v| v as u32);
+            let arrays: Vec<ArrayRef> = columns
+                .iter()
+                .map(|c| match c {
+                    Out::Child(i) => batch.column(*i).clone(),
+                    Out::Tag(t) => tag_array(&tags, *t, member_keys()),
+                    Out::Key => unreachable!("member_key is read from the table"),
+                })
+                .collect();
+            let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+            Ok(RecordBatch::try_new_with_options(schema.clone(), arrays, &options)?)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream)))
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        _input_stats: &[Arc<Statistics>],
+        args: &datafusion::physical_plan::statistics::StatisticsArgs,
+    ) -> DfResult<Arc<Statistics>> {
+        if args.partition().is_some() {
+            return Ok(Arc::new(Statistics::new_unknown(&self.schema)));
+        }
+        Ok(exact_rows(&self.schema, self.rows()))
+    }
+}
