@@ -44,6 +44,12 @@ enum Command {
     Cluster(crate::cluster::ClusterArgs),
     /// Run one SQL statement over the warehouse tables (DataFusion).
     Sql(crate::sql::SqlArgs),
+    /// Count, overlap and sample audiences (tag expressions).
+    Audience(crate::audience::AudienceArgs),
+    /// Export an audience split into experiment arms; records the experiment.
+    Export(crate::audience::ExportArgs),
+    /// Recorded experiments and their uplift reports.
+    Experiment(crate::audience::ExperimentArgs),
 }
 
 #[derive(Args)]
@@ -173,6 +179,9 @@ pub fn run() -> ExitCode {
             Command::Tags(a) => crate::tags::tags(&Warehouse::open(&a.wh.warehouse)?, a.command).await,
             Command::Cluster(a) => crate::cluster::cluster(&Warehouse::open(&a.wh.warehouse)?, a).await,
             Command::Sql(a) => crate::sql::sql(a).await,
+            Command::Audience(a) => crate::audience::audience(a).await,
+            Command::Export(a) => crate::audience::export_cmd(a).await,
+            Command::Experiment(a) => crate::audience::experiment_cmd(a).await,
         }
     });
     match result {

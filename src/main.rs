@@ -4,6 +4,7 @@
 //! this binary only parses arguments, shows progress on a terminal and
 //! prints the one-line summaries a nightly pipeline logs.
 
+mod audience;
 mod cli;
 mod cluster;
 mod report;

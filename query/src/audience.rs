@@ -272,6 +272,31 @@ fn eval<'a>(node: &Node, tags: &'a TagSet) -> Cow<'a, RoaringBitmap> {
     }
 }
 
+/// `n` members drawn uniformly from `keys`, the same for the same seed:
+/// the `n` keys with the smallest seeded hash, in key order.
+pub fn sample(keys: &RoaringBitmap, n: usize, seed: u64) -> Vec<u32> {
+    fn mix(mut z: u64) -> u64 {
+        // splitmix64's finaliser: every input bit affects every output bit.
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let salt = mix(seed.wrapping_add(0x9e37_79b9_7f4a_7c15));
+    let mut heap = std::collections::BinaryHeap::with_capacity(n + 1);
+    for k in keys {
+        let h = (mix(salt ^ u64::from(k)), k);
+        if heap.len() < n {
+            heap.push(h);
+        } else if heap.peek().is_some_and(|top| h < *top) {
+            heap.pop();
+            heap.push(h);
+        }
+    }
+    let mut out: Vec<u32> = heap.into_iter().map(|(_, k)| k).collect();
+    out.sort_unstable();
+    out
+}
+
 /// Writes a node back as audience text (tag names, minimal parentheses).
 pub fn display(node: &Node, tags: &TagSet) -> String {
     fn go(node: &Node, tags: &TagSet, parent: u8, out: &mut String) {
@@ -366,6 +391,20 @@ pub(crate) mod tests {
         assert!(err("tier_gold && x").starts_with("unexpected character `&`; write AND (at position 11)"));
         assert!(err("'tier_gold'").contains("written without quotes"));
         assert!(err("  ").starts_with("the audience is empty"));
+    }
+
+    #[test]
+    fn samples_are_seeded_uniform_and_within_the_audience() {
+        let keys: RoaringBitmap = (0..10_000).filter(|k| k % 3 == 0).collect();
+        let a = sample(&keys, 50, 7);
+        assert_eq!(a.len(), 50);
+        assert!(a.iter().all(|k| keys.contains(*k)) && a.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(a, sample(&keys, 50, 7));
+        assert_ne!(a, sample(&keys, 50, 8));
+        assert_eq!(sample(&keys, 100_000, 1).len(), keys.len() as usize);
+        // Uniform: a 1,000-member sample splits the key range about evenly.
+        let low = sample(&keys, 1000, 3).iter().filter(|&&k| k < 5_000).count();
+        assert!((430..=570).contains(&low), "{low}");
     }
 
     #[test]

@@ -1,0 +1,502 @@
+//! `taglake audience`, `taglake export` and `taglake experiment`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use arrow::array::RecordBatch;
+use clap::{Args, Subcommand};
+use taglake_query::TagSet;
+use taglake_query::experiment::{self, Report};
+use taglake_query::export::{self, ExportOptions, Split};
+use taglake_storage::Warehouse;
+
+use crate::report;
+use crate::tags::OutputFormat;
+
+#[derive(Args)]
+pub struct AudienceArgs {
+    #[command(subcommand)]
+    pub command: AudienceCommand,
+    #[command(flatten)]
+    pub wh: crate::cli::WarehouseArg,
+}
+
+#[derive(Subcommand)]
+pub enum AudienceCommand {
+    /// Exact number of members in an audience, e.g.
+    /// "tier_gold AND category_lover_beauty AND NOT dormant_60_90".
+    Count {
+        /// Audience expression: tag names with AND, OR, NOT and parentheses.
+        expr: String,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// Pairwise overlap of two or more audiences (members in both).
+    Overlap {
+        /// Audience expressions.
+        #[arg(required = true, num_args = 2..)]
+        exprs: Vec<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// A uniform random sample of an audience's members with their attributes.
+    Sample {
+        /// Audience expression.
+        expr: String,
+        /// Members to show.
+        #[arg(long, default_value_t = 20)]
+        n: usize,
+        /// Seed: the same seed shows the same members.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Columns of `members` (attributes or tags) to show instead of the attributes.
+        #[arg(long, value_delimiter = ',')]
+        columns: Vec<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Audience expression to export.
+    #[arg(long)]
+    audience: String,
+    /// Arms and their weights.
+    #[arg(long, default_value = "treatment=90,control=10")]
+    split: String,
+    /// Salt of the assignment: the same salt always gives a member the same arm.
+    /// Defaults to --name.
+    #[arg(long)]
+    salt: Option<String>,
+    /// Experiment name in the registry. Defaults to the salt.
+    #[arg(long)]
+    name: Option<String>,
+    /// Balance arms inside each tag of this family (e.g. tier).
+    #[arg(long)]
+    stratify_by: Option<String>,
+    /// Extra columns: attributes or tags of `members`, or columns of `features`.
+    #[arg(long, value_delimiter = ',')]
+    columns: Vec<String>,
+    /// Output file, .csv or .parquet.
+    #[arg(long)]
+    out: PathBuf,
+    /// Percent of all members in the global holdout.
+    #[arg(long, default_value_t = export::HOLDOUT_SHARE * 100.0)]
+    holdout: f64,
+    /// Salt of the global holdout (change it only to start a new holdout).
+    #[arg(long, default_value = export::HOLDOUT_SALT)]
+    holdout_salt: String,
+    /// Export holdout members too, as arm `holdout`.
+    #[arg(long)]
+    include_holdout: bool,
+    /// When the experiment starts: orders from then on count in its report
+    /// (YYYY-MM-DD or RFC 3339; default now).
+    #[arg(long)]
+    launch_at: Option<String>,
+    /// How long members count as `in_experiment` after launch.
+    #[arg(long, default_value = "28d", conflicts_with = "open_ended")]
+    duration: String,
+    /// The experiment keeps its members `in_experiment` until it is ended.
+    #[arg(long)]
+    open_ended: bool,
+    #[command(flatten)]
+    wh: crate::cli::WarehouseArg,
+}
+
+#[derive(Args)]
+pub struct ExperimentArgs {
+    #[command(subcommand)]
+    command: ExperimentCommand,
+    #[command(flatten)]
+    wh: crate::cli::WarehouseArg,
+}
+
+#[derive(Subcommand)]
+enum ExperimentCommand {
+    /// Recorded experiments: arms, sizes, launch, whether running.
+    List {
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// Per arm: members, buyers, conversion, orders and revenue per member;
+    /// each arm vs control with 95 % confidence intervals and p-values.
+    Report {
+        /// Experiment id (see `taglake experiment list`).
+        id: i64,
+        /// Orders from launch until launch + window count.
+        #[arg(long, default_value = "14d")]
+        window: String,
+        /// Arm the others are compared with.
+        #[arg(long, default_value = "control")]
+        control: String,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+}
+
+async fn load(wh: &Warehouse) -> Result<Arc<TagSet>> {
+    let tags = TagSet::load(wh, None).await?.context("the warehouse has no members yet: run `taglake ingest`")?;
+    if tags.snapshot.is_none() {
+        bail!("the warehouse was never tagged: run `taglake tag`");
+    }
+    Ok(tags)
+}
+
+fn parse(text: &str, tags: &TagSet) -> Result<taglake_query::Node> {
+    Ok(taglake_query::audience::parse(text, tags)?)
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 { 0.0 } else { 100.0 * part as f64 / whole as f64 }
+}
+
+pub async fn audience(a: AudienceArgs) -> Result<()> {
+    let wh = Warehouse::open(&a.wh.warehouse)?;
+    let started = Instant::now();
+    let tags = load(&wh).await?;
+    let loaded = started.elapsed().as_secs_f64();
+    let base = tags.universe.len();
+    let snapshot = tags.snapshot.unwrap_or_default();
+    match a.command {
+        AudienceCommand::Count { expr, format } => {
+            let node = parse(&expr, &tags)?;
+            let t = Instant::now();
+            let members = taglake_query::audience::evaluate(&node, &tags).len();
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            match format {
+                OutputFormat::Table => println!(
+                    "{} members ({:.2}% of {}) · snapshot {snapshot} · counted in {ms:.2} ms (snapshot loaded in {:.2} s)",
+                    report::count(members),
+                    percent(members, base),
+                    report::count(base),
+                    loaded
+                ),
+                OutputFormat::Csv => println!("audience,members,base,snapshot\n{},{members},{base},{snapshot}", csv_field(&expr)),
+                OutputFormat::Json => println!(
+                    "{}",
+                    serde_json::json!({"audience": expr, "members": members, "base": base, "snapshot": snapshot})
+                ),
+            }
+        }
+        AudienceCommand::Overlap { exprs, format } => {
+            let sets = exprs
+                .iter()
+                .map(|e| parse(e, &tags).map(|n| taglake_query::audience::evaluate(&n, &tags)))
+                .collect::<Result<Vec<_>>>()?;
+            let n = sets.len();
+            let matrix: Vec<Vec<u64>> =
+                (0..n).map(|i| (0..n).map(|j| sets[i].intersection_len(&sets[j])).collect()).collect();
+            match format {
+                OutputFormat::Table => {
+                    for (i, e) in exprs.iter().enumerate() {
+                        println!("A{}  {:>12}  {e}", i + 1, report::count(sets[i].len()));
+                    }
+                    println!("\nmembers in both (row ∩ column), and as % of the row's audience:");
+                    let mut header = format!("{:<4}", "");
+                    for j in 0..n {
+                        header.push_str(&format!(" {:>22}", format!("A{}", j + 1)));
+                    }
+                    println!("{header}");
+                    for (i, row) in matrix.iter().enumerate() {
+                        let mut line = format!("{:<4}", format!("A{}", i + 1));
+                        for &v in row {
+                            line.push_str(&format!(" {:>13} {:>7.2}%", report::count(v), percent(v, row[i])));
+                        }
+                        println!("{line}");
+                    }
+                    println!("\nsnapshot {snapshot} · {} members in the base", report::count(base));
+                }
+                OutputFormat::Csv => {
+                    println!("a,b,members_a,members_b,both");
+                    for i in 0..n {
+                        for j in 0..n {
+                            println!(
+                                "{},{},{},{},{}",
+                                csv_field(&exprs[i]),
+                                csv_field(&exprs[j]),
+                                matrix[i][i],
+                                matrix[j][j],
+                                matrix[i][j]
+                            );
+                        }
+                    }
+                }
+                OutputFormat::Json => println!(
+                    "{}",
+                    serde_json::json!({"audiences": exprs, "members": (0..n).map(|i| matrix[i][i]).collect::<Vec<_>>(), "overlap": matrix, "snapshot": snapshot})
+                ),
+            }
+        }
+        AudienceCommand::Sample { expr, n, seed, columns, format } => {
+            let node = parse(&expr, &tags)?;
+            let selected = taglake_query::audience::evaluate(&node, &tags);
+            let keys = taglake_query::audience::sample(&selected, n, seed);
+            let (ctx, _) = taglake_query::open(&wh).await?;
+            let columns = if columns.is_empty() {
+                let schema = ctx.table_provider("members").await?.schema();
+                // The attributes: every column before the first tag column.
+                let tag_names: std::collections::HashSet<&str> = tags.names().collect();
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .filter(|c| c != "member_key" && !tag_names.contains(c.as_str()))
+                    .collect::<Vec<_>>()
+            } else {
+                columns
+            };
+            let list = keys.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ");
+            let select = columns.iter().map(|c| format!("\"{}\"", c.replace('"', "\"\""))).collect::<Vec<_>>().join(", ");
+            let sql = if keys.is_empty() {
+                format!("SELECT {select} FROM members WHERE false")
+            } else {
+                format!("SELECT {select} FROM members WHERE member_key IN ({list}) ORDER BY member_id")
+            };
+            let batches = taglake_query::sql(&ctx, &sql).await?;
+            print_batches(&batches, format)?;
+            if format == OutputFormat::Table {
+                println!(
+                    "{} of {} members of the audience (seed {seed}) · snapshot {snapshot}",
+                    keys.len(),
+                    report::count(selected.len())
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+}
+
+fn print_batches(batches: &[RecordBatch], format: OutputFormat) -> Result<()> {
+    match format {
+        OutputFormat::Table => println!("{}", arrow::util::pretty::pretty_format_batches(batches)?),
+        OutputFormat::Csv => {
+            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(std::io::stdout());
+            for b in batches {
+                w.write(b)?;
+            }
+        }
+        OutputFormat::Json => {
+            let mut w = arrow::json::ArrayWriter::new(std::io::stdout());
+            for b in batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+            println!();
+        }
+    }
+    Ok(())
+}
+
+/// Parses `2026-03-01` (midnight UTC) or an RFC 3339 instant.
+fn parse_instant(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .with_context(|| format!("--launch-at `{text}`: write a date (2026-03-01) or an RFC 3339 time (2026-03-01T09:00:00Z)"))
+}
+
+pub async fn export_cmd(a: ExportArgs) -> Result<()> {
+    let wh = Warehouse::open(&a.wh.warehouse)?;
+    let started = Instant::now();
+    let salt = match (&a.salt, &a.name) {
+        (Some(s), _) => s.clone(),
+        (None, Some(n)) => n.clone(),
+        (None, None) => bail!("give --salt (or --name, which then doubles as the salt): the split depends on it"),
+    };
+    let launched_at = match &a.launch_at {
+        Some(t) => parse_instant(t)?,
+        None => chrono::Utc::now(),
+    };
+    let ends_at = if a.open_ended { None } else { Some(launched_at + experiment::parse_window(&a.duration)?) };
+    let options = ExportOptions {
+        audience: a.audience,
+        split: Split::parse(&a.split)?,
+        salt,
+        name: a.name,
+        stratify_by: a.stratify_by,
+        columns: a.columns,
+        out: a.out,
+        holdout_share: a.holdout / 100.0,
+        holdout_salt: a.holdout_salt,
+        include_holdout: a.include_holdout,
+        launched_at,
+        ends_at,
+    };
+    let s = export::export(&wh, &options).await?;
+    let e = &s.experiment;
+    let arms =
+        e.arms.iter().map(|a| format!("{} {}", a.name, report::count(a.members))).collect::<Vec<_>>().join(" · ");
+    println!(
+        "export: experiment {} \"{}\": {} members in the audience, {} in the global holdout ({}), {arms} → {} ({} rows) · snapshot {} · {:.2} s",
+        e.id,
+        e.name,
+        report::count(s.audience_members),
+        report::count(s.held_out),
+        if options.include_holdout { "exported as arm holdout" } else { "left out" },
+        options.out.display(),
+        report::count(s.rows),
+        e.snapshot,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+pub async fn experiment_cmd(a: ExperimentArgs) -> Result<()> {
+    let wh = Warehouse::open(&a.wh.warehouse)?;
+    match a.command {
+        ExperimentCommand::List { format } => {
+            let all = experiment::list(&wh).await?;
+            let now = chrono::Utc::now();
+            match format {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&all)?),
+                OutputFormat::Csv => {
+                    println!("id,name,arm,members,launched_at,ends_at,running");
+                    for e in &all {
+                        for arm in &e.arms {
+                            println!(
+                                "{},{},{},{},{},{},{}",
+                                e.id,
+                                csv_field(&e.name),
+                                arm.name,
+                                arm.members,
+                                e.launched_at.to_rfc3339(),
+                                e.ends_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                                e.running(now)
+                            );
+                        }
+                    }
+                }
+                OutputFormat::Table => {
+                    if all.is_empty() {
+                        println!("no experiment recorded yet (`taglake export` records one)");
+                    }
+                    for e in &all {
+                        let arms = e
+                            .arms
+                            .iter()
+                            .map(|a| format!("{} {}", a.name, report::count(a.members)))
+                            .collect::<Vec<_>>()
+                            .join(" · ");
+                        println!(
+                            "{:>3}  {:<24} {:<8} launched {}  {}  [{}]  {arms}",
+                            e.id,
+                            e.name,
+                            if e.running(now) { "running" } else { "ended" },
+                            e.launched_at.format("%Y-%m-%d %H:%M"),
+                            e.ends_at.map(|t| format!("ends {}", t.format("%Y-%m-%d"))).unwrap_or_else(|| "open-ended".into()),
+                            e.audience
+                        );
+                    }
+                }
+            }
+        }
+        ExperimentCommand::Report { id, window, control, format } => {
+            let window_len = experiment::parse_window(&window)?;
+            let r = experiment::report(&wh, id, window_len, &control).await?;
+            match format {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+                OutputFormat::Csv => {
+                    println!("arm,members,buyers,conversion,orders,orders_per_member,revenue,revenue_per_member");
+                    for a in &r.arms {
+                        println!(
+                            "{},{},{},{},{},{},{},{}",
+                            a.arm,
+                            a.members,
+                            a.buyers,
+                            a.conversion,
+                            a.orders,
+                            a.orders_per_member,
+                            a.revenue,
+                            a.revenue_per_member
+                        );
+                    }
+                }
+                OutputFormat::Table => print!("{}", render_report(&r, &window)),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn signed(v: f64, digits: usize) -> String {
+    format!("{}{:.*}", if v >= 0.0 { "+" } else { "" }, digits, v)
+}
+
+fn p_value(p: f64) -> String {
+    if p < 1e-4 { "< 0.0001".into() } else { format!("{p:.4}") }
+}
+
+/// The report as text.
+fn render_report(r: &Report, window: &str) -> String {
+    let e = &r.experiment;
+    let mut out = format!(
+        "experiment {} \"{}\" · audience: {}\nlaunched {} · window {window}: orders from {} to {} (exclusive)\n",
+        e.id,
+        e.name,
+        e.audience,
+        e.launched_at.format("%Y-%m-%d %H:%M UTC"),
+        r.window_start.format("%Y-%m-%d %H:%M"),
+        r.window_end.format("%Y-%m-%d %H:%M")
+    );
+    match r.newest_order {
+        Some(n) if n < r.window_end => out.push_str(&format!(
+            "note: the newest order in the warehouse is from {}; the window is not complete yet\n",
+            n.format("%Y-%m-%d %H:%M")
+        )),
+        None => out.push_str("note: the warehouse has no orders\n"),
+        _ => {}
+    }
+    out.push_str(&format!(
+        "\n{:<12} {:>10} {:>9} {:>11} {:>10} {:>14} {:>14} {:>15}\n",
+        "arm", "members", "buyers", "conversion", "orders", "orders/member", "revenue", "revenue/member"
+    ));
+    for a in &r.arms {
+        out.push_str(&format!(
+            "{:<12} {:>10} {:>9} {:>10.2}% {:>10} {:>14.4} {:>14.2} {:>15.4}\n",
+            a.arm,
+            report::count(a.members),
+            report::count(a.buyers),
+            100.0 * a.conversion,
+            report::count(a.orders),
+            a.orders_per_member,
+            a.revenue,
+            a.revenue_per_member
+        ));
+    }
+    for c in &r.comparisons {
+        let (cv, rv) = (&c.conversion, &c.revenue_per_member);
+        let relative = |u: &taglake_query::stats::Uplift| {
+            u.relative.map(|x| format!(" ({}%)", signed(100.0 * x, 1))).unwrap_or_default()
+        };
+        out.push_str(&format!("\n{} vs {}\n", c.arm, c.control));
+        out.push_str(&format!(
+            "  conversion      {} pp{}  95% CI [{}, {}] pp  p = {}  (two-proportion z-test, z = {:.3})\n",
+            signed(100.0 * cv.diff, 2),
+            relative(cv),
+            signed(100.0 * cv.ci_low, 2),
+            signed(100.0 * cv.ci_high, 2),
+            p_value(cv.p_value),
+            cv.statistic
+        ));
+        out.push_str(&format!(
+            "  revenue/member  {}{}  95% CI [{}, {}]  p = {}  (Welch's t-test, t = {:.3}{})\n",
+            signed(rv.diff, 4),
+            relative(rv),
+            signed(rv.ci_low, 4),
+            signed(rv.ci_high, 4),
+            p_value(rv.p_value),
+            rv.statistic,
+            rv.df.map(|d| format!(", df = {d:.1}")).unwrap_or_default()
+        ));
+    }
+    out
+}
