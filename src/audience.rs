@@ -174,7 +174,9 @@ pub async fn audience(a: AudienceArgs) -> Result<()> {
                     report::count(base),
                     loaded
                 ),
-                OutputFormat::Csv => println!("audience,members,base,snapshot\n{},{members},{base},{snapshot}", csv_field(&expr)),
+                OutputFormat::Csv => {
+                    println!("audience,members,base,snapshot\n{},{members},{base},{snapshot}", csv_field(&expr))
+                }
                 OutputFormat::Json => println!(
                     "{}",
                     serde_json::json!({"audience": expr, "members": members, "base": base, "snapshot": snapshot})
@@ -249,7 +251,8 @@ pub async fn audience(a: AudienceArgs) -> Result<()> {
                 columns
             };
             let list = keys.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ");
-            let select = columns.iter().map(|c| format!("\"{}\"", c.replace('"', "\"\""))).collect::<Vec<_>>().join(", ");
+            let select =
+                columns.iter().map(|c| format!("\"{}\"", c.replace('"', "\"\""))).collect::<Vec<_>>().join(", ");
             let sql = if keys.is_empty() {
                 format!("SELECT {select} FROM members WHERE false")
             } else {
@@ -299,9 +302,9 @@ fn parse_instant(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
     if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
     }
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&chrono::Utc))
-        .with_context(|| format!("--launch-at `{text}`: write a date (2026-03-01) or an RFC 3339 time (2026-03-01T09:00:00Z)"))
+    chrono::DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&chrono::Utc)).with_context(|| {
+        format!("--launch-at `{text}`: write a date (2026-03-01) or an RFC 3339 time (2026-03-01T09:00:00Z)")
+    })
 }
 
 pub async fn export_cmd(a: ExportArgs) -> Result<()> {
@@ -392,7 +395,9 @@ pub async fn experiment_cmd(a: ExperimentArgs) -> Result<()> {
                             e.name,
                             if e.running(now) { "running" } else { "ended" },
                             e.launched_at.format("%Y-%m-%d %H:%M"),
-                            e.ends_at.map(|t| format!("ends {}", t.format("%Y-%m-%d"))).unwrap_or_else(|| "open-ended".into()),
+                            e.ends_at
+                                .map(|t| format!("ends {}", t.format("%Y-%m-%d")))
+                                .unwrap_or_else(|| "open-ended".into()),
                             e.audience
                         );
                     }

@@ -198,7 +198,8 @@ impl Parser<'_> {
                         Ok(inner)
                     }
                     (t, p, w) => {
-                        let message = format!("expected `)` to close the `(` at position {}, found {}", pos + 1, t.describe());
+                        let message =
+                            format!("expected `)` to close the `(` at position {}, found {}", pos + 1, t.describe());
                         Err(self.error(p, w, message))
                     }
                 }
@@ -365,10 +366,7 @@ pub(crate) mod tests {
     fn precedence_is_not_then_and_then_or() {
         let t = small_tags();
         let n = parse("tier_gold or category_lover_beauty AND NOT dormant_60_90", &t).unwrap();
-        assert_eq!(
-            n,
-            Node::Or(vec![Node::Tag(0), Node::And(vec![Node::Tag(2), Node::Not(Box::new(Node::Tag(3)))])])
-        );
+        assert_eq!(n, Node::Or(vec![Node::Tag(0), Node::And(vec![Node::Tag(2), Node::Not(Box::new(Node::Tag(3)))])]));
         assert_eq!(display(&n, &t), "tier_gold OR category_lover_beauty AND NOT dormant_60_90");
         let p = parse("(tier_gold OR category_lover_beauty) AND NOT (dormant_60_90 OR in_experiment)", &t).unwrap();
         assert_eq!(display(&p, &t), "(tier_gold OR category_lover_beauty) AND NOT (dormant_60_90 OR in_experiment)");

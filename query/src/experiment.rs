@@ -15,7 +15,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, BinaryArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
 };
 use arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
 use chrono::{DateTime, Utc};
@@ -108,7 +109,11 @@ pub async fn list(wh: &Warehouse) -> Result<Vec<Experiment>> {
         let bitmaps = b.column_by_name("bitmap").expect("experiments column").as_binary::<i32>().clone();
         for r in 0..b.num_rows() {
             let bitmap = RoaringBitmap::deserialize_from(bitmaps.value(r)).map_err(|e| {
-                Error::Corrupt(format!("experiment {} arm {}: stored members unreadable: {e}", id.value(r), arm.value(r)))
+                Error::Corrupt(format!(
+                    "experiment {} arm {}: stored members unreadable: {e}",
+                    id.value(r),
+                    arm.value(r)
+                ))
             })?;
             let a = Arm { name: arm.value(r).into(), share: share.value(r), members: members.value(r) as u64, bitmap };
             if let Some(e) = out.iter_mut().find(|e| e.id == id.value(r)) {
@@ -274,8 +279,12 @@ pub async fn report(wh: &Warehouse, id: i64, window: chrono::Duration, control: 
     let (from, to) = (micros(start), micros(end));
     let t = Table::Orders;
     let files = table_files(wh, t).await?;
-    let wanted =
-        [Wanted::plain(t, "member_key"), Wanted::plain(t, "order_id"), Wanted::plain(t, "ordered_at"), Wanted::plain(t, "amount")];
+    let wanted = [
+        Wanted::plain(t, "member_key"),
+        Wanted::plain(t, "order_id"),
+        Wanted::plain(t, "ordered_at"),
+        Wanted::plain(t, "amount"),
+    ];
     // Per member in the cohort: revenue and distinct order ids.
     type PerMember = HashMap<u32, (f64, HashSet<String>)>;
     let seen: Mutex<(PerMember, i64)> = Mutex::new((HashMap::new(), i64::MIN));
@@ -390,7 +399,9 @@ pub fn parse_window(text: &str) -> Result<chrono::Duration> {
 }
 
 fn bad_window(text: &str) -> Error {
-    Error::Invalid(format!("`{text}` is not a window: write a positive number of days, weeks or hours, e.g. 14d, 2w, 36h"))
+    Error::Invalid(format!(
+        "`{text}` is not a window: write a positive number of days, weeks or hours, e.g. 14d, 2w, 36h"
+    ))
 }
 
 #[cfg(test)]

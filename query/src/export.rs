@@ -163,7 +163,10 @@ pub struct ExportSummary {
 /// Splits the audience, writes the file and records the experiment.
 pub async fn export(wh: &Warehouse, o: &ExportOptions) -> Result<ExportSummary> {
     if !(0.0..1.0).contains(&o.holdout_share) {
-        return Err(Error::Invalid(format!("--holdout must be at least 0 and below 100 %, not {}", o.holdout_share * 100.0)));
+        return Err(Error::Invalid(format!(
+            "--holdout must be at least 0 and below 100 %, not {}",
+            o.holdout_share * 100.0
+        )));
     }
     if o.salt.trim().is_empty() {
         return Err(Error::Invalid("the salt is empty: give --salt (the split depends on it)".into()));
@@ -171,7 +174,8 @@ pub async fn export(wh: &Warehouse, o: &ExportOptions) -> Result<ExportSummary> 
     let format = Format::of(&o.out)?;
     let (ctx, tags) = crate::open(wh).await?;
     let tags = tags.ok_or_else(|| Error::Invalid("the warehouse has no members yet: run `taglake ingest`".into()))?;
-    let snapshot = tags.snapshot.ok_or_else(|| Error::Invalid("the warehouse was never tagged: run `taglake tag`".into()))?;
+    let snapshot =
+        tags.snapshot.ok_or_else(|| Error::Invalid("the warehouse was never tagged: run `taglake tag`".into()))?;
     let node = audience::parse(&o.audience, &tags)?;
     let selected = audience::evaluate(&node, &tags);
     let strata: Option<Vec<usize>> = match &o.stratify_by {
@@ -185,7 +189,9 @@ pub async fn export(wh: &Warehouse, o: &ExportOptions) -> Result<ExportSummary> 
                 let hint = taglake_storage::suggest(family, families.iter().copied())
                     .map(|s| format!("; did you mean `{s}`?"))
                     .unwrap_or_default();
-                return Err(Error::Invalid(format!("--stratify-by: no tag family `{family}` in snapshot {snapshot}{hint}")));
+                return Err(Error::Invalid(format!(
+                    "--stratify-by: no tag family `{family}` in snapshot {snapshot}{hint}"
+                )));
             }
             Some(f)
         }
@@ -297,7 +303,11 @@ pub async fn export(wh: &Warehouse, o: &ExportOptions) -> Result<ExportSummary> 
 
 /// The cohort (`member_key`, `member_id`, `arm`) with the requested columns,
 /// ordered by `member_id`; `member_key` is dropped.
-async fn with_columns(ctx: &datafusion::prelude::SessionContext, cohort: RecordBatch, columns: &[String]) -> Result<RecordBatch> {
+async fn with_columns(
+    ctx: &datafusion::prelude::SessionContext,
+    cohort: RecordBatch,
+    columns: &[String],
+) -> Result<RecordBatch> {
     let sql_err = |e: datafusion::error::DataFusionError| Error::Sql(e.to_string());
     let table = MemTable::try_new(cohort.schema(), vec![vec![cohort]]).map_err(sql_err)?;
     ctx.register_table("__cohort", Arc::new(table)).map_err(sql_err)?;
@@ -308,8 +318,10 @@ async fn with_columns(ctx: &datafusion::prelude::SessionContext, cohort: RecordB
             Ok(p) => p.schema(),
             Err(_) => continue,
         };
-        let mine: Vec<&String> =
-            columns.iter().filter(|c| schema.index_of(c).is_ok() && !select.iter().any(|s| s.ends_with(&format!(".\"{c}\"")))).collect();
+        let mine: Vec<&String> = columns
+            .iter()
+            .filter(|c| schema.index_of(c).is_ok() && !select.iter().any(|s| s.ends_with(&format!(".\"{c}\""))))
+            .collect();
         if mine.is_empty() {
             continue;
         }
@@ -374,7 +386,8 @@ fn write(path: &Path, format: Format, batch: &RecordBatch) -> Result<()> {
             w.write(batch).map_err(|e| err(&e))?;
         }
         Format::Parquet => {
-            let mut w = parquet::arrow::ArrowWriter::try_new(tmp.as_file(), batch.schema(), None).map_err(|e| err(&e))?;
+            let mut w =
+                parquet::arrow::ArrowWriter::try_new(tmp.as_file(), batch.schema(), None).map_err(|e| err(&e))?;
             w.write(batch).map_err(|e| err(&e))?;
             w.close().map_err(|e| err(&e))?;
         }

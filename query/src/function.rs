@@ -30,9 +30,12 @@ impl AudienceFunction {
 impl TableFunctionImpl for AudienceFunction {
     fn call_with_args(&self, args: TableFunctionArgs<'_, '_>) -> datafusion::common::Result<Arc<dyn TableProvider>> {
         let text = match args.exprs() {
-            [Expr::Literal(ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)), _)] => {
-                s.clone()
-            }
+            [
+                Expr::Literal(
+                    ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)),
+                    _,
+                ),
+            ] => s.clone(),
             _ => {
                 return Err(DataFusionError::Plan(
                     "audience() takes one text literal, e.g. audience('tier_gold AND NOT dormant_90_plus')".into(),

@@ -186,7 +186,8 @@ impl TableProvider for MembersTable {
             1 => parts.pop(),
             _ => Some(Node::And(parts)),
         };
-        let audience = selection.as_ref().map(|n| audience::display(n, &self.tags)).unwrap_or_else(|| "everyone".into());
+        let audience =
+            selection.as_ref().map(|n| audience::display(n, &self.tags)).unwrap_or_else(|| "everyone".into());
         let keys = Arc::new(match &selection {
             Some(n) => audience::evaluate(n, &self.tags),
             None => self.tags.universe.clone(),
@@ -348,7 +349,8 @@ impl ExecutionPlan for TagBitmapExec {
         let batch = context.session_config().batch_size().max(1);
         let start = self.starts[partition];
         let end = self.starts.get(partition + 1).copied();
-        let (schema, tags, keys, columns) = (self.schema.clone(), self.tags.clone(), self.keys.clone(), self.columns.clone());
+        let (schema, tags, keys, columns) =
+            (self.schema.clone(), self.tags.clone(), self.keys.clone(), self.columns.clone());
         let mut left = self.limit.unwrap_or(usize::MAX);
         let mut next = Some(start);
         let batches = std::iter::from_fn(move || {
@@ -472,8 +474,10 @@ impl ExecutionPlan for TagFilterExec {
             let batch = match &keys {
                 Some(keys) => {
                     let k = batch.column(key_column).as_primitive::<Int64Type>();
-                    let mask: BooleanArray =
-                        k.iter().map(|v| Some(v.is_some_and(|v| u32::try_from(v).is_ok_and(|v| keys.contains(v))))).collect();
+                    let mask: BooleanArray = k
+                        .iter()
+                        .map(|v| Some(v.is_some_and(|v| u32::try_from(v).is_ok_and(|v| keys.contains(v)))))
+                        .collect();
                     arrow::compute::filter_record_batch(&batch, &mask)?
                 }
                 None => batch,

@@ -115,7 +115,8 @@ async fn member_keys(wh: &Warehouse) -> Result<RoaringBitmap> {
             let keys = b.column(0).as_primitive::<Int64Type>();
             let mut bm = RoaringBitmap::new();
             for k in keys.iter().flatten() {
-                let k = u32::try_from(k).map_err(|_| Error::Corrupt(format!("members has a member_key out of range: {k}")))?;
+                let k = u32::try_from(k)
+                    .map_err(|_| Error::Corrupt(format!("members has a member_key out of range: {k}")))?;
                 bm.insert(k);
             }
             parts.lock().expect("keys").push(bm);

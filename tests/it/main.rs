@@ -1,8 +1,10 @@
 //! End-to-end tests of the `taglake` command: one test binary (DataFusion
 //! is linked once) with a module per capability.
 
+mod audience;
 mod cli;
 mod cluster;
+mod export;
 mod ingest_generated;
 mod kill;
 mod sql;

@@ -1,0 +1,357 @@
+//! Audiences: tag columns of `members` with bitmap pushdown, the audience
+//! language, `audience('…')` and `taglake audience`, each checked against
+//! a reference that does not use the bitmaps the same way: DuckDB over
+//! boolean columns built from the stored bitmaps by pyroaring, and
+//! DataFusion over a materialised copy of `members` (no pushdown).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use arrow::util::pretty::pretty_format_batches;
+use datafusion::prelude::SessionContext;
+use taglake_query::TagSet;
+use taglake_storage::{Table, Warehouse};
+
+use crate::tag_reference::{ingested_warehouse, runtime};
+use crate::{taglake, taglake_ok};
+
+const MEMBERS: u64 = 3_000;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+/// Generated, ingested and tagged once for the read-only tests here.
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        ingested_warehouse(&dir, MEMBERS, 11, "warehouse");
+        taglake_ok(&["tag"], &dir);
+        Fixture { _dir: tmp, dir }
+    })
+}
+
+fn open(dir: &Path) -> (SessionContext, Arc<TagSet>) {
+    let wh = Warehouse::open(dir.join("warehouse")).unwrap();
+    let (ctx, tags) = runtime().block_on(taglake_query::open(&wh)).unwrap();
+    (ctx, tags.unwrap())
+}
+
+fn query(ctx: &SessionContext, sql: &str) -> String {
+    let batches = runtime().block_on(taglake_query::sql(ctx, sql)).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    pretty_format_batches(&batches).unwrap().to_string()
+}
+
+fn count(ctx: &SessionContext, sql: &str) -> u64 {
+    let batches = runtime().block_on(taglake_query::sql(ctx, sql)).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let c = batches[0].column(0);
+    arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(c.as_ref()).value(0) as u64
+}
+
+/// Tags with a spread of sizes that every generated base has.
+const TAGS: &[&str] = &[
+    "tier_gold",
+    "tier_silver",
+    "tier_regular",
+    "dormant_30_60",
+    "dormant_90_plus",
+    "one_time_buyer",
+    "lifecycle_mature",
+    "lifecycle_introduction",
+    "value_core",
+    "rfm_r_5",
+    "rfm_f_1",
+    "category_lover_beauty",
+];
+
+/// A small deterministic generator (xorshift), so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// A random expression as audience text and as an equivalent SQL filter
+/// written with the other spellings tag filters can take.
+fn random_expression(rng: &mut Rng, depth: u32) -> (String, String) {
+    if depth == 0 || rng.below(3) == 0 {
+        let t = TAGS[rng.below(TAGS.len())];
+        let sql = match rng.below(5) {
+            0 => format!("{t} = true"),
+            1 => format!("{t} IS TRUE"),
+            2 => format!("NOT {t} = false"),
+            3 => format!("({t} <> false)"),
+            _ => t.to_string(),
+        };
+        return (t.to_string(), sql);
+    }
+    let (a, sa) = random_expression(rng, depth - 1);
+    match rng.below(4) {
+        0 => (format!("NOT ({a})"), format!("({sa}) IS NOT TRUE")),
+        1 => (format!("NOT ({a})"), format!("NOT ({sa})")),
+        k => {
+            let (b, sb) = random_expression(rng, depth - 1);
+            let op = if k == 2 { "AND" } else { "OR" };
+            (format!("({a}) {op} ({b})"), format!("({sa}) {op} ({sb})"))
+        }
+    }
+}
+
+#[test]
+fn tag_only_counts_come_from_the_bitmaps_and_show_it_in_explain() {
+    let (ctx, _) = open(&fixture().dir);
+    let sql = "SELECT count(*) FROM members WHERE tier_gold AND NOT dormant_90_plus";
+    let plan = query(&ctx, &format!("EXPLAIN {sql}"));
+    let n = count(&ctx, sql);
+    assert!(plan.contains("full_filters=[members.tier_gold, NOT members.dormant_90_plus]"), "{plan}");
+    // The physical plan is the count itself: no scan, no row produced.
+    assert!(plan.contains(&format!("ProjectionExec: expr=[{n} as count(*)]")), "{plan}");
+    assert!(plan.contains("PlaceholderRowExec"), "{plan}");
+    assert!(!plan.contains("DataSourceExec") && !plan.contains("TagBitmapExec"), "{plan}");
+    // A query that needs rows but no attribute reads no file either.
+    let keys = query(&ctx, "EXPLAIN SELECT member_key FROM members WHERE tier_gold AND NOT dormant_90_plus");
+    assert!(keys.contains("TagBitmapExec: audience=[tier_gold AND NOT dormant_90_plus]"), "{keys}");
+    assert!(!keys.contains("DataSourceExec"), "{keys}");
+    // The CLI and audience() give the same count.
+    let cli =
+        taglake_ok(&["audience", "count", "tier_gold AND NOT dormant_90_plus", "--format", "json"], &fixture().dir);
+    let v: serde_json::Value = serde_json::from_str(&cli).unwrap();
+    assert_eq!(v["members"], n);
+    assert_eq!(v["base"], MEMBERS);
+    assert_eq!(count(&ctx, "SELECT count(*) FROM audience('tier_gold AND NOT dormant_90_plus')"), n);
+}
+
+#[test]
+fn every_tag_column_holds_exactly_its_bitmap() {
+    let (ctx, tags) = open(&fixture().dir);
+    let wh = Warehouse::open(fixture().dir.join("warehouse")).unwrap();
+    let info = runtime().block_on(taglake_tagger::snapshot::info(&wh, None)).unwrap();
+    // Reference: the tag columns materialised once through the row path,
+    // then filtered by DataFusion itself.
+    query(&ctx, "CREATE TABLE reference AS SELECT * FROM members");
+    let sums = info.tags.iter().map(|t| format!("sum(CASE WHEN \"{}\" THEN 1 ELSE 0 END)", t.name)).collect::<Vec<_>>();
+    let batches =
+        runtime().block_on(taglake_query::sql(&ctx, &format!("SELECT {} FROM reference", sums.join(", ")))).unwrap();
+    for (i, t) in info.tags.iter().enumerate() {
+        let col = batches[0].column(i);
+        let from_rows = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(col.as_ref()).value(0);
+        assert_eq!(from_rows, t.members, "{}: row path", t.name);
+        // The pushdown path for every catalog entry but most of the
+        // thousands of per-store tags (one planning round each).
+        if !t.name.starts_with("home_store_") || i % 50 == 0 {
+            let pushed = count(&ctx, &format!("SELECT count(*) FROM members WHERE \"{}\"", t.name));
+            assert_eq!(pushed as i64, t.members, "{}: pushdown", t.name);
+        }
+    }
+    assert_eq!(tags.universe.len(), MEMBERS);
+    assert!(tags.position("in_experiment").is_some());
+}
+
+#[test]
+fn mixed_queries_equal_a_reference_without_pushdown() {
+    let (ctx, _) = open(&fixture().dir);
+    query(&ctx, "CREATE TABLE plain AS SELECT * FROM members");
+    let queries = [
+        "SELECT count(*) FROM {t} WHERE tier_gold AND city = 'Shanghai'",
+        "SELECT city, count(*) AS n FROM {t} WHERE (tier_gold OR category_lover_beauty) AND NOT dormant_90_plus GROUP BY city ORDER BY city",
+        "SELECT count(*) FROM {t} WHERE tier_gold = false OR points_balance > 1000",
+        "SELECT member_id, tier_gold, rfm_r_5 FROM {t} WHERE tier_silver IS NOT TRUE AND gender = 'F' ORDER BY member_id LIMIT 7",
+        "SELECT count(*) FROM {t} WHERE tier_gold <> category_lover_beauty",
+        "SELECT count(*) AS n, sum(CAST(tier_gold AS INT)) AS gold FROM {t} WHERE NOT in_experiment",
+        "SELECT m.tier_gold, count(DISTINCT o.order_id) AS orders, round(sum(o.amount), 2) AS spend FROM {t} m \
+         JOIN orders o ON o.member_key = m.member_key WHERE (m.value_core OR m.rfm_f_1) AND o.channel = 'app' \
+         GROUP BY m.tier_gold ORDER BY m.tier_gold",
+        "SELECT count(*) FROM {t} WHERE tier_gold AND tier_regular",
+        "SELECT count(*) FROM {t} WHERE (one_time_buyer OR lifecycle_mature) AND member_id LIKE 'M%1'",
+        "SELECT member_key FROM {t} WHERE lifecycle_introduction AND NOT tier_regular ORDER BY member_key",
+        "SELECT count(*) FROM {t} WHERE tier_gold IS NULL OR dormant_30_60 IS NOT NULL AND false",
+    ];
+    for q in queries {
+        let pushed = query(&ctx, &q.replace("{t}", "members"));
+        let reference = query(&ctx, &q.replace("{t}", "plain"));
+        assert_eq!(pushed, reference, "{q}");
+    }
+}
+
+/// The Python that has DuckDB and pyroaring: `TAGLAKE_PYTHON`, else the
+/// benchmarks' virtualenv. `None` (and a note) when neither has them,
+/// unless `TAGLAKE_REQUIRE_PEERS` is set, as in CI, where that fails.
+fn peer_python() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("TAGLAKE_PYTHON").map(PathBuf::from),
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/.venv/bin/python")),
+    ];
+    for p in candidates.into_iter().flatten() {
+        let ok = std::process::Command::new(&p).args(["-c", "import duckdb, pyroaring"]).output();
+        if ok.is_ok_and(|o| o.status.success()) {
+            return Some(p);
+        }
+    }
+    assert!(
+        std::env::var_os("TAGLAKE_REQUIRE_PEERS").is_none(),
+        "TAGLAKE_REQUIRE_PEERS is set but no Python with duckdb and pyroaring was found (set TAGLAKE_PYTHON)"
+    );
+    eprintln!("note: DuckDB comparison skipped: no Python with duckdb and pyroaring (pip install duckdb pyroaring)");
+    None
+}
+
+/// Counts each expression with DuckDB over boolean columns that pyroaring
+/// decodes from the stored snapshot bytes.
+const DUCKDB_COUNTS: &str = r#"
+import json, sys
+import duckdb, pyroaring
+spec = json.load(open(sys.argv[1]))
+con = duckdb.connect()
+con.execute("CREATE TABLE keys AS SELECT member_key FROM read_parquet(?)", [spec["members"]])
+rows = con.execute("SELECT name, bitmap FROM read_parquet(?)", [spec["tags"]]).fetchall()
+bitmaps = {name: pyroaring.BitMap.deserialize(bytes(b)) for name, b in rows}
+select = ["k.member_key"]
+joins = ""
+for i, name in enumerate(spec["used"]):
+    con.execute(f"CREATE TABLE t{i} AS SELECT unnest(?::BIGINT[]) AS member_key", [list(bitmaps[name])])
+    select.append(f"t{i}.member_key IS NOT NULL AS {name}")
+    joins += f" LEFT JOIN t{i} ON t{i}.member_key = k.member_key"
+con.execute(f"CREATE TABLE m AS SELECT {', '.join(select)} FROM keys k{joins}")
+print(json.dumps([con.execute(f"SELECT count(*) FROM m WHERE {e}").fetchone()[0] for e in spec["exprs"]]))
+"#;
+
+#[test]
+fn random_audiences_count_the_same_as_duckdb_and_as_sql() {
+    let dir = &fixture().dir;
+    let (ctx, tags) = open(dir);
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let exprs: Vec<(String, String)> = (0..60).map(|_| random_expression(&mut rng, 4)).collect();
+    let mut ours = Vec::new();
+    for (text, sql) in &exprs {
+        let node = taglake_query::audience::parse(text, &tags).unwrap();
+        let n = taglake_query::audience::evaluate(&node, &tags).len();
+        assert_eq!(count(&ctx, &format!("SELECT count(*) FROM members WHERE {sql}")), n, "SQL form: {sql}");
+        assert_eq!(count(&ctx, &format!("SELECT count(*) FROM audience('{text}')")), n, "audience(): {text}");
+        ours.push(n);
+    }
+    let Some(python) = peer_python() else { return };
+    let wh = Warehouse::open(dir.join("warehouse")).unwrap();
+    let members: Vec<String> = runtime()
+        .block_on(wh.files(Table::Members))
+        .unwrap()
+        .into_iter()
+        .map(|f| f.path.display().to_string())
+        .collect();
+    let snapshot = tags.snapshot.unwrap().to_string();
+    let tag_files: Vec<String> = runtime()
+        .block_on(wh.files(Table::Tags))
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.partition_value("snapshot") == Some(snapshot.as_str()))
+        .map(|f| f.path.display().to_string())
+        .collect();
+    let spec = serde_json::json!({
+        "members": members,
+        "tags": tag_files,
+        "used": TAGS,
+        "exprs": exprs.iter().map(|(t, _)| t).collect::<Vec<_>>(),
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("spec.json"), spec.to_string()).unwrap();
+    std::fs::write(tmp.path().join("counts.py"), DUCKDB_COUNTS).unwrap();
+    let out = std::process::Command::new(python)
+        .arg(tmp.path().join("counts.py"))
+        .arg(tmp.path().join("spec.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let duck: Vec<u64> = serde_json::from_slice(&out.stdout).unwrap();
+    for ((text, _), (a, b)) in exprs.iter().zip(ours.iter().zip(&duck)) {
+        assert_eq!(a, b, "taglake vs DuckDB: {text}");
+    }
+    // The expressions are not all trivial: counts spread over the base.
+    assert!(ours.iter().filter(|&&n| n > 0 && n < MEMBERS).count() > 30, "{ours:?}");
+}
+
+#[test]
+fn overlap_and_sample_agree_with_counts() {
+    let dir = &fixture().dir;
+    let out = taglake_ok(
+        &["audience", "overlap", "tier_gold", "category_lover_beauty", "NOT tier_gold", "--format", "json"],
+        dir,
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let count_of = |e: &str| -> u64 {
+        let j = taglake_ok(&["audience", "count", e, "--format", "json"], dir);
+        serde_json::from_str::<serde_json::Value>(&j).unwrap()["members"].as_u64().unwrap()
+    };
+    let m = &v["overlap"];
+    assert_eq!(m[0][1].as_u64().unwrap(), count_of("tier_gold AND category_lover_beauty"));
+    assert_eq!(m[1][0], m[0][1]);
+    assert_eq!(m[0][2], 0);
+    assert_eq!(m[0][0].as_u64().unwrap() + m[2][2].as_u64().unwrap(), MEMBERS);
+    let table = taglake_ok(&["audience", "overlap", "tier_gold", "category_lover_beauty"], dir);
+    assert!(table.contains("A1") && table.contains("% of the row"), "{table}");
+
+    let csv = taglake_ok(
+        &["audience", "sample", "tier_gold", "--n", "5", "--columns", "member_id,tier_gold,city", "--format", "csv"],
+        dir,
+    );
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "member_id,tier_gold,city");
+    assert_eq!(lines.len(), 6);
+    assert!(lines[1..].iter().all(|l| l.split(',').nth(1) == Some("true")), "{csv}");
+    let again = taglake_ok(
+        &["audience", "sample", "tier_gold", "--n", "5", "--columns", "member_id,tier_gold,city", "--format", "csv"],
+        dir,
+    );
+    assert_eq!(csv, again, "same seed, same sample");
+    let other = taglake_ok(
+        &[
+            "audience",
+            "sample",
+            "tier_gold",
+            "--n",
+            "5",
+            "--seed",
+            "2",
+            "--columns",
+            "member_id,tier_gold,city",
+            "--format",
+            "csv",
+        ],
+        dir,
+    );
+    assert_ne!(csv, other, "another seed, another sample");
+}
+
+#[test]
+fn audience_errors_point_at_the_problem() {
+    let dir = &fixture().dir;
+    let out = taglake(&["audience", "count", "tier_gold AND NOT (dormant_60_90 OR tier_gld)"], dir);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown tag `tier_gld`") && err.contains("did you mean `tier_gold`?"), "{err}");
+    assert!(err.contains("(at position 37)") && err.contains(&format!("{}^^^^^^^^", " ".repeat(38))), "{err}");
+    let out = taglake(&["audience", "count", "tier_gold AND (dormant_60_90"], dir);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected `)` to close the `(` at position 15"));
+    let (ctx, _) = open(dir);
+    let e = runtime()
+        .block_on(taglake_query::sql(&ctx, "SELECT count(*) FROM audience('tier_gld')"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("did you mean `tier_gold`?"), "{e}");
+    let e = runtime().block_on(taglake_query::sql(&ctx, "SELECT count(*) FROM audience(1)")).unwrap_err().to_string();
+    assert!(e.contains("audience() takes one text literal"), "{e}");
+    // A warehouse with members but no tags says what to run.
+    let tmp = tempfile::tempdir().unwrap();
+    ingested_warehouse(tmp.path(), 50, 3, "warehouse");
+    let out = taglake(&["audience", "count", "tier_gold"], tmp.path());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("never tagged: run `taglake tag`"));
+}

@@ -1,0 +1,400 @@
+//! `taglake export` and `taglake experiment`: deterministic salted splits,
+//! shares within sampling error, a holdout that never leaks, stratified
+//! balance, the registry and `in_experiment`, and a report checked against
+//! hand-computed figures.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use crate::tag_reference::ingested_warehouse;
+use crate::{taglake, taglake_ok};
+
+const MEMBERS: u64 = 6_000;
+
+/// A generated, ingested and tagged base; tests work on copies because
+/// exports record experiments.
+fn base() -> &'static Path {
+    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &DIR.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        ingested_warehouse(&dir, MEMBERS, 21, "warehouse");
+        taglake_ok(&["tag"], &dir);
+        (tmp, dir)
+    })
+    .1
+}
+
+fn copy() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let ok = std::process::Command::new("cp").arg("-a").arg(base().join("warehouse")).arg(tmp.path()).status().unwrap();
+    assert!(ok.success());
+    tmp
+}
+
+/// `member_id → arm` (and the other columns) of a CSV export.
+fn arms(path: &Path) -> HashMap<String, Vec<String>> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    assert!(lines.next().unwrap().starts_with("member_id,arm"));
+    lines
+        .map(|l| {
+            let mut f = l.split(',').map(String::from);
+            (f.next().unwrap(), f.collect())
+        })
+        .collect()
+}
+
+fn tally<'a>(a: impl Iterator<Item = &'a Vec<String>>) -> HashMap<String, u64> {
+    let mut t = HashMap::new();
+    for v in a {
+        *t.entry(v[0].clone()).or_default() += 1;
+    }
+    t
+}
+
+fn chi_square(observed: &[u64], shares: &[f64]) -> f64 {
+    let n: u64 = observed.iter().sum();
+    observed.iter().zip(shares).map(|(&o, &s)| (o as f64 - s * n as f64).powi(2) / (s * n as f64)).sum()
+}
+
+const EVERYONE: &str = "tier_regular OR NOT tier_regular";
+
+#[test]
+fn exports_are_deterministic_within_sampling_error_and_never_hold_the_holdout() {
+    let tmp = copy();
+    let dir = tmp.path();
+    let export = |audience: &str, salt: &str, out: &str, extra: &[&str]| {
+        let mut args =
+            vec!["export", "--audience", audience, "--split", "treatment=70,control=30", "--salt", salt, "--out", out];
+        args.extend_from_slice(extra);
+        taglake_ok(&args, dir)
+    };
+    export(EVERYONE, "s1", "a.csv", &[]);
+    export(EVERYONE, "s1", "b.csv", &[]);
+    assert_eq!(std::fs::read(dir.join("a.csv")).unwrap(), std::fs::read(dir.join("b.csv")).unwrap());
+    export(EVERYONE, "s1", "a.parquet", &["--columns", "city,tier_gold,spend_total"]);
+    export(EVERYONE, "s1", "b.parquet", &["--columns", "city,tier_gold,spend_total"]);
+    assert_eq!(std::fs::read(dir.join("a.parquet")).unwrap(), std::fs::read(dir.join("b.parquet")).unwrap());
+
+    let a = arms(&dir.join("a.csv"));
+    let t = tally(a.values());
+    let (treat, control) = (t["treatment"], t["control"]);
+    // 99.9 % critical value of chi-square with 1 degree of freedom.
+    assert!(chi_square(&[treat, control], &[0.7, 0.3]) < 10.83, "{t:?}");
+
+    // The holdout: about 5 % of everyone, in no export, and including it
+    // moves nobody else's arm.
+    let out = export(EVERYONE, "s1", "h.csv", &["--include-holdout"]);
+    assert!(out.contains("exported as arm holdout"), "{out}");
+    let h = arms(&dir.join("h.csv"));
+    let held: Vec<&String> = h.iter().filter(|(_, v)| v[0] == "holdout").map(|(id, _)| id).collect();
+    assert_eq!(h.len() as u64, MEMBERS);
+    assert_eq!(a.len() + held.len(), h.len());
+    assert!(chi_square(&[held.len() as u64, MEMBERS - held.len() as u64], &[0.05, 0.95]) < 10.83, "{}", held.len());
+    for (id, v) in &a {
+        assert_eq!(&h[id][0], &v[0], "{id} changed arm when the holdout was included");
+    }
+    export("tier_gold OR category_lover_beauty", "s2", "other.csv", &[]);
+    for file in ["a.csv", "other.csv"] {
+        let e = arms(&dir.join(file));
+        assert!(held.iter().all(|id| !e.contains_key(*id)), "a holdout member is in {file}");
+    }
+    let again = arms(&dir.join("other.csv"));
+    assert!(!again.is_empty());
+    // A smaller holdout is a subset of the default one (same salt).
+    export(EVERYONE, "s1", "h2.csv", &["--holdout", "2", "--include-holdout"]);
+    let h2 = arms(&dir.join("h2.csv"));
+    assert!(h2.iter().filter(|(_, v)| v[0] == "holdout").all(|(id, _)| h[id][0] == "holdout"));
+}
+
+#[test]
+fn arms_are_stable_across_snapshots_and_independent_between_salts() {
+    let tmp = copy();
+    let dir = tmp.path();
+    let split = ["--split", "treatment=50,control=50", "--holdout", "0"];
+    let run = |audience: &str, salt: &str, out: &str| {
+        let mut args = vec!["export", "--audience", audience, "--salt", salt, "--out", out];
+        args.extend_from_slice(&split);
+        taglake_ok(&args, dir);
+        arms(&dir.join(out))
+    };
+    let first = run("tier_gold OR tier_silver", "stable", "first.csv");
+    // A new snapshot, as of an earlier date, selects other members.
+    taglake_ok(&["tag", "--as-of", "2026-06-01"], dir);
+    let second = run("tier_gold OR tier_silver", "stable", "second.csv");
+    let common: Vec<&String> = first.keys().filter(|id| second.contains_key(*id)).collect();
+    assert!(common.len() > 100 && first.len() != second.len(), "{} {} {}", common.len(), first.len(), second.len());
+    assert!(common.iter().all(|id| first[*id][0] == second[*id][0]), "an arm moved between snapshots");
+    // Another salt: arms independent of the first (2×2 chi-square, 1 df).
+    let other = run("tier_gold OR tier_silver", "another", "third.csv");
+    let mut joint = [[0u64; 2]; 2];
+    for (id, v) in &second {
+        let a = usize::from(v[0] == "control");
+        let b = usize::from(other[id][0] == "control");
+        joint[a][b] += 1;
+    }
+    let n = second.len() as f64;
+    let mut stat = 0.0;
+    for a in 0..2 {
+        for b in 0..2 {
+            let expected = (joint[a][0] + joint[a][1]) as f64 * (joint[0][b] + joint[1][b]) as f64 / n;
+            stat += (joint[a][b] as f64 - expected).powi(2) / expected;
+        }
+    }
+    assert!(stat < 10.83, "{joint:?}");
+}
+
+#[test]
+fn stratified_exports_balance_every_stratum() {
+    let tmp = copy();
+    let dir = tmp.path();
+    taglake_ok(
+        &[
+            "export",
+            "--audience",
+            EVERYONE,
+            "--split",
+            "a=1,b=1,c=1",
+            "--salt",
+            "strata",
+            "--stratify-by",
+            "tier",
+            "--columns",
+            "tier_gold,tier_silver,tier_regular",
+            "--out",
+            "s.csv",
+        ],
+        dir,
+    );
+    let rows = arms(&dir.join("s.csv"));
+    let mut per: HashMap<(usize, String), u64> = HashMap::new();
+    for v in rows.values() {
+        let stratum = v[1..].iter().position(|x| x == "true").unwrap();
+        *per.entry((stratum, v[0].clone())).or_default() += 1;
+    }
+    for s in 0..3 {
+        let sizes: Vec<u64> =
+            ["a", "b", "c"].iter().map(|a| per.get(&(s, a.to_string())).copied().unwrap_or(0)).collect();
+        assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "stratum {s}: {sizes:?}");
+    }
+    let e =
+        taglake(&["export", "--audience", "tier_gold", "--salt", "x", "--stratify-by", "tiers", "--out", "x.csv"], dir);
+    let err = String::from_utf8_lossy(&e.stderr);
+    assert!(err.contains("no tag family `tiers`") && err.contains("did you mean `tier`?"), "{err}");
+}
+
+#[test]
+fn experiments_are_recorded_and_their_members_are_in_experiment() {
+    let tmp = copy();
+    let dir = tmp.path();
+    let out = taglake_ok(
+        &[
+            "export",
+            "--audience",
+            "tier_gold AND NOT in_experiment",
+            "--salt",
+            "spring-2026",
+            "--name",
+            "spring push",
+            "--out",
+            "one.csv",
+        ],
+        dir,
+    );
+    assert!(out.starts_with("export: experiment 1 \"spring push\""), "{out}");
+    let one = arms(&dir.join("one.csv"));
+    let t = tally(one.values());
+    let rows = taglake_ok(
+        &[
+            "sql",
+            "SELECT experiment_id, name, audience, snapshot, salt, arm, arm_share, members FROM experiments ORDER BY arm",
+            "--format",
+            "csv",
+        ],
+        dir,
+    );
+    assert_eq!(
+        rows,
+        format!(
+            "experiment_id,name,audience,snapshot,salt,arm,arm_share,members\n\
+             1,spring push,tier_gold AND NOT in_experiment,1,spring-2026,control,0.1,{}\n\
+             1,spring push,tier_gold AND NOT in_experiment,1,spring-2026,treatment,0.9,{}\n",
+            t["control"], t["treatment"]
+        )
+    );
+    let count = |e: &str| -> usize {
+        let j = taglake_ok(&["audience", "count", e, "--format", "json"], dir);
+        serde_json::from_str::<serde_json::Value>(&j).unwrap()["members"].as_u64().unwrap() as usize
+    };
+    assert_eq!(count("in_experiment"), one.len());
+    // The next export of the same audience excludes them.
+    taglake_ok(
+        &[
+            "export",
+            "--audience",
+            "(tier_gold OR tier_silver) AND NOT in_experiment",
+            "--salt",
+            "s",
+            "--out",
+            "two.csv",
+        ],
+        dir,
+    );
+    let two = arms(&dir.join("two.csv"));
+    assert!(!two.is_empty() && two.keys().all(|id| !one.contains_key(id)));
+    // An experiment that already ended holds nobody.
+    taglake_ok(
+        &[
+            "export",
+            "--audience",
+            "tier_regular",
+            "--salt",
+            "old",
+            "--launch-at",
+            "2020-01-01",
+            "--duration",
+            "7d",
+            "--out",
+            "old.csv",
+        ],
+        dir,
+    );
+    assert_eq!(count("in_experiment"), one.len() + two.len());
+    let list = taglake_ok(&["experiment", "list"], dir);
+    assert!(list.contains("spring push") && list.contains("ended") && list.contains("running"), "{list}");
+}
+
+#[test]
+fn export_errors_name_the_problem() {
+    let dir = base();
+    let err = |args: &[&str]| {
+        let o = taglake(args, dir);
+        assert!(!o.status.success(), "{args:?} should fail");
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    let e =
+        err(&["export", "--audience", "tier_gold", "--salt", "x", "--split", "treatment=90,control", "--out", "x.csv"]);
+    assert!(e.contains("`control` has no `=weight`"), "{e}");
+    let e = err(&["export", "--audience", "tier_gold", "--salt", "x", "--out", "x.xlsx"]);
+    assert!(e.contains("write a .csv or .parquet file"), "{e}");
+    let e = err(&["export", "--audience", "tier_gold", "--out", "x.csv"]);
+    assert!(e.contains("give --salt"), "{e}");
+    let e = err(&["export", "--audience", "tier_gold", "--salt", "x", "--columns", "citty", "--out", "x.csv"]);
+    assert!(e.contains("`citty` is not a column of members or features; did you mean `city`?"), "{e}");
+    let e = err(&["export", "--audience", "tier_gol", "--salt", "x", "--out", "x.csv"]);
+    assert!(e.contains("did you mean `tier_gold`?"), "{e}");
+    let e = err(&["export", "--audience", "tier_gold", "--salt", "x", "--holdout", "100", "--out", "x.csv"]);
+    assert!(e.contains("--holdout must be at least 0 and below 100"), "{e}");
+    let e = err(&["experiment", "report", "7"]);
+    assert!(e.contains("no experiment 7"), "{e}");
+    assert!(!dir.join("x.csv").exists(), "a failed export leaves no file");
+}
+
+/// A base small enough to compute the report by hand: 40 members, split
+/// 50/50 with no holdout, launched 2026-01-01, and order lines placed
+/// before, inside and after the 14-day window.
+#[test]
+fn the_experiment_report_matches_a_hand_computed_example() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut members = String::from("member_id,registered_at\n");
+    let mut orders = String::from("order_id,line_no,member_id,ordered_at,channel,sku,category,quantity,amount\n");
+    for i in 1..=40 {
+        members.push_str(&format!("M{i:02},2024-01-01T00:00:00Z\n"));
+        orders.push_str(&format!("P{i:02},1,M{i:02},2025-06-01T10:00:00Z,store,SKU1,beauty,1,50\n"));
+    }
+    std::fs::write(dir.join("members.csv"), members).unwrap();
+    std::fs::write(dir.join("orders.csv"), orders).unwrap();
+    taglake_ok(&["ingest", "members", "members.csv"], dir);
+    taglake_ok(&["ingest", "orders", "orders.csv"], dir);
+    taglake_ok(&["tag"], dir);
+    taglake_ok(
+        &[
+            "export",
+            "--audience",
+            "true",
+            "--split",
+            "treatment=50,control=50",
+            "--salt",
+            "report-test",
+            "--holdout",
+            "0",
+            "--launch-at",
+            "2026-01-01",
+            "--out",
+            "arms.csv",
+        ],
+        dir,
+    );
+    let a = arms(&dir.join("arms.csv"));
+    let mut t: Vec<&String> = a.iter().filter(|(_, v)| v[0] == "treatment").map(|(id, _)| id).collect();
+    let mut c: Vec<&String> = a.iter().filter(|(_, v)| v[0] == "control").map(|(id, _)| id).collect();
+    t.sort();
+    c.sort();
+    // The salt fixes the arm sizes; the figures below are for these sizes.
+    assert_eq!((t.len(), c.len()), (19, 21));
+    // In the window: treatment buyers spend 40 (two orders: 10 + 30, the
+    // first of two lines), 20 and 60; one control buyer spends 15. Outside:
+    // an order the day before launch and one exactly at the window's end.
+    let lines = [
+        ("W1", 1, t[0], "2026-01-02T09:00:00Z", 4.0),
+        ("W1", 2, t[0], "2026-01-02T09:00:00Z", 6.0),
+        ("W2", 1, t[0], "2026-01-05T09:00:00Z", 30.0),
+        ("W3", 1, t[1], "2026-01-03T09:00:00Z", 20.0),
+        ("W4", 1, t[2], "2026-01-14T23:59:59Z", 60.0),
+        ("W5", 1, c[0], "2026-01-01T00:00:00Z", 15.0),
+        ("X1", 1, t[3], "2025-12-31T23:59:59Z", 100.0),
+        ("X2", 1, c[1], "2026-01-15T00:00:00Z", 100.0),
+    ];
+    let mut after = String::from("order_id,line_no,member_id,ordered_at,channel,sku,category,quantity,amount\n");
+    for (order, line, member, at, amount) in lines {
+        after.push_str(&format!("{order},{line},{member},{at},app,SKU1,beauty,1,{amount}\n"));
+    }
+    std::fs::write(dir.join("after.csv"), after).unwrap();
+    taglake_ok(&["ingest", "orders", "after.csv"], dir);
+
+    let json = taglake_ok(&["experiment", "report", "1", "--window", "14d", "--format", "json"], dir);
+    let r: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let arm = |name: &str| r["arms"].as_array().unwrap().iter().find(|a| a["arm"] == name).unwrap().clone();
+    let (tr, co) = (arm("treatment"), arm("control"));
+    assert_eq!((tr["members"].as_u64(), tr["buyers"].as_u64(), tr["orders"].as_u64()), (Some(19), Some(3), Some(4)));
+    assert_eq!((co["members"].as_u64(), co["buyers"].as_u64(), co["orders"].as_u64()), (Some(21), Some(1), Some(1)));
+    let close = |v: &serde_json::Value, want: f64| {
+        let got = v.as_f64().unwrap();
+        assert!((got - want).abs() <= 1e-9 * want.abs().max(1.0), "{got} vs {want}");
+    };
+    close(&tr["conversion"], 3.0 / 19.0);
+    close(&co["conversion"], 1.0 / 21.0);
+    close(&tr["revenue_per_member"], 120.0 / 19.0);
+    close(&co["revenue_per_member"], 15.0 / 21.0);
+    close(&tr["orders_per_member"], 4.0 / 19.0);
+    let cmp = &r["comparisons"][0];
+    assert_eq!(cmp["arm"], "treatment");
+    assert_eq!(cmp["control"], "control");
+    // Hand computation (Python, scipy 1.17):
+    //   conversion: p1, p2 = 3/19, 1/21; pooled p = 4/40 = 0.1;
+    //   z = (p1 - p2) / sqrt(0.1 * 0.9 * (1/19 + 1/21)) = 1.160953909245723
+    //   p = 2 * norm.sf(z) = 0.24566064369985519
+    //   CI = (p1 - p2) ± 1.959963984540054 * sqrt(p1*(1-p1)/19 + p2*(1-p2)/21)
+    //      = [-0.07728476065210807, 0.2978361390982234]
+    //   revenue: ttest_ind([40,20,60]+[0]*16, [15]+[0]*20, equal_var=False)
+    //   t = 1.4625582157237558, df = 19.298114015171137, p = 0.15968423794983957
+    let conv = &cmp["conversion"];
+    close(&conv["diff"], 3.0 / 19.0 - 1.0 / 21.0);
+    close(&conv["statistic"], 1.160953909245723);
+    close(&conv["p_value"], 0.24566064369985519);
+    close(&conv["ci_low"], -0.07728476065210807);
+    close(&conv["ci_high"], 0.2978361390982234);
+    let rev = &cmp["revenue_per_member"];
+    close(&rev["diff"], 120.0 / 19.0 - 15.0 / 21.0);
+    close(&rev["statistic"], 1.4625582157237558);
+    close(&rev["df"], 19.298114015171137);
+    close(&rev["p_value"], 0.15968423794983957);
+
+    let table = taglake_ok(&["experiment", "report", "1", "--window", "14d"], dir);
+    assert!(table.contains("treatment vs control") && table.contains("Welch's t-test"), "{table}");
+    let e = taglake(&["experiment", "report", "1", "--control", "placebo"], dir);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("has no arm `placebo` (arms: treatment, control)"));
+}
