@@ -351,6 +351,27 @@ async fn demo(a: DemoArgs) -> Result<()> {
     let chart = taglake_cluster::model::SavedModel::chart_path(&wh);
     crate::cluster::write_chart(profile, &chart)?;
     println!("   chart of sizes and lifts: {}", chart.display());
+    println!("\n6. audiences: tags are columns of `members`, filters on them are bitmap algebra");
+    let (ctx, tags) = taglake_query::open(&wh).await?;
+    let tags = tags.context("the warehouse has members")?;
+    for expr in ["tier_gold AND category_lover_beauty AND NOT dormant_60_90", "community_1 AND NOT in_experiment"] {
+        let node = taglake_query::audience::parse(expr, &tags)?;
+        let t = Instant::now();
+        let n = taglake_query::audience::evaluate(&node, &tags).len();
+        println!(
+            "   taglake audience count \"{expr}\"\n     → {} members ({:.2}%) in {:.3} ms",
+            report::count(n),
+            100.0 * n as f64 / tags.universe.len().max(1) as f64,
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    let sql = "SELECT city, count(*) AS gold_beauty FROM members WHERE tier_gold AND category_lover_beauty \
+               GROUP BY city ORDER BY gold_beauty DESC LIMIT 5";
+    println!("   taglake sql \"{sql}\"");
+    let batches = taglake_query::sql(&ctx, sql).await?;
+    for line in arrow::util::pretty::pretty_format_batches(&batches)?.to_string().lines() {
+        println!("   {line}");
+    }
     println!("\ndemo finished in {:.1} s", start.elapsed().as_secs_f64());
     Ok(())
 }
