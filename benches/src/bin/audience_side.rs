@@ -1,0 +1,240 @@
+//! taglake's half of `benches/audience_vs_duckdb.py`.
+//!
+//! - `audience_side export --warehouse W --tags a,b,c --out DIR` writes what
+//!   the peers load, from the newest tag snapshot:
+//!   - `DIR/tags_bool.parquet`: `member_key` (Int64) and one BOOLEAN column
+//!     per listed tag, one row per member of the universe (the keys of
+//!     `members`), in key order, row groups of 122,880 rows (DuckDB's own
+//!     row group size, so its scan has row groups to split between threads);
+//!   - `DIR/bitmaps.parquet`: `name`, `members` (cardinality) and `bitmap`,
+//!     the portable roaring bytes exactly as stored in the `tags` table, one
+//!     row per listed tag, plus a row `__universe__` (the universe bitmap,
+//!     serialized by roaring-rs in the same portable format).
+//!
+//!   It checks that every stored bitmap reads back to the snapshot's tag and
+//!   lies within the universe, and prints a JSON summary.
+//! - `audience_side measure --warehouse W --expr "…" [--expr "…"] --runs N`
+//!   opens the warehouse once as `taglake_query::open` does (the load is
+//!   timed), then per expression, after one untimed warm-up of each, times N
+//!   audience counts in process (`audience::parse` + `audience::evaluate` +
+//!   `len`, what `taglake audience count` does) and N runs of
+//!   `SELECT count(*) FROM members WHERE <expr>` through DataFusion
+//!   (`taglake_query::sql`: parsing, planning and execution). Both counts
+//!   must agree. Prints JSON with every run's seconds, the load time, the
+//!   thread counts and the peak RSS (VmHWM) after the load and at the end.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, AsArray, BinaryArray, BooleanBuilder, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use datafusion::prelude::SessionContext;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use roaring::RoaringBitmap;
+use serde_json::json;
+use taglake_benches::peak_rss;
+use taglake_query::{TagSet, audience};
+use taglake_storage::Warehouse;
+
+/// Rows per row group of `tags_bool.parquet` (DuckDB's default).
+const ROW_GROUP: usize = 122_880;
+/// Name of the universe row in `bitmaps.parquet`.
+const UNIVERSE: &str = "__universe__";
+
+const USAGE: &str = "usage: audience_side export --warehouse W --tags a,b,c --out DIR\n       \
+                     audience_side measure --warehouse W --expr EXPR [--expr EXPR …] --runs N";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, flags)) = args.split_first() else { fail(USAGE) };
+    let flags = Flags::parse(flags);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let wh = Warehouse::open(flags.one("--warehouse")).unwrap_or_else(|e| fail(&e.to_string()));
+    let out = match command.as_str() {
+        "export" => {
+            let names: Vec<String> = flags.one("--tags").split(',').map(|s| s.trim().to_string()).collect();
+            rt.block_on(export(&wh, &names, &PathBuf::from(flags.one("--out"))))
+        }
+        "measure" => {
+            let runs: usize = flags.one("--runs").parse().unwrap_or_else(|_| fail("--runs takes a number"));
+            rt.block_on(measure(&wh, &flags.all("--expr"), runs.max(1)))
+        }
+        _ => fail(USAGE),
+    };
+    println!("{out}");
+}
+
+/// `--name value` pairs, in order.
+struct Flags(Vec<(String, String)>);
+
+impl Flags {
+    fn parse(args: &[String]) -> Flags {
+        if args.len() % 2 != 0 || args.iter().step_by(2).any(|a| !a.starts_with("--")) {
+            fail(USAGE);
+        }
+        Flags(args.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect())
+    }
+
+    fn all(&self, name: &str) -> Vec<String> {
+        self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect()
+    }
+
+    fn one(&self, name: &str) -> String {
+        match self.all(name).as_slice() {
+            [v] => v.clone(),
+            _ => fail(&format!("give {name} once\n{USAGE}")),
+        }
+    }
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("{message}");
+    std::process::exit(2)
+}
+
+async fn load(wh: &Warehouse) -> Arc<TagSet> {
+    match TagSet::load(wh, None).await {
+        Ok(Some(tags)) if tags.snapshot.is_some() => tags,
+        Ok(_) => fail("the warehouse has no tag snapshot: run `taglake tag` first"),
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+async fn export(wh: &Warehouse, names: &[String], dir: &Path) -> serde_json::Value {
+    let start = Instant::now();
+    let tags = load(wh).await;
+    let snapshot = tags.snapshot.expect("tagged");
+    let positions: Vec<usize> = names
+        .iter()
+        .map(|n| tags.position(n).unwrap_or_else(|| fail(&format!("no tag `{n}` in snapshot {snapshot}"))))
+        .collect();
+    for &p in &positions {
+        let tag = tags.tag(p);
+        if !tag.bitmap.is_subset(&tags.universe) {
+            fail(&format!("tag `{}` has members outside the members table", tag.name));
+        }
+    }
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| fail(&format!("{}: {e}", dir.display())));
+
+    // The stored bytes, read back from the tags table itself.
+    let ctx = taglake_query::session(wh).await.unwrap_or_else(|e| fail(&e.to_string()));
+    let query = format!("SELECT name, bitmap FROM tags WHERE snapshot = {snapshot}");
+    let batches = taglake_query::sql(&ctx, &query).await.unwrap_or_else(|e| fail(&e.to_string()));
+    let mut stored: Vec<Option<Vec<u8>>> = vec![None; names.len()];
+    for b in &batches {
+        let (name, bytes) = (b.column(0).as_string::<i32>(), b.column(1).as_binary::<i32>());
+        for r in 0..b.num_rows() {
+            if let Some(i) = names.iter().position(|n| n == name.value(r)) {
+                stored[i] = Some(bytes.value(r).to_vec());
+            }
+        }
+    }
+    let mut rows: Vec<(String, u64, Vec<u8>)> = Vec::new();
+    for ((name, &p), bytes) in names.iter().zip(&positions).zip(stored) {
+        let bytes = bytes.unwrap_or_else(|| fail(&format!("tag `{name}` is not in the tags table")));
+        let read = RoaringBitmap::deserialize_from(bytes.as_slice()).unwrap_or_else(|e| fail(&e.to_string()));
+        if read != tags.tag(p).bitmap {
+            fail(&format!("the stored bitmap of `{name}` differs from the loaded one"));
+        }
+        rows.push((name.clone(), read.len(), bytes));
+    }
+    let mut universe = Vec::new();
+    tags.universe.serialize_into(&mut universe).expect("serialize");
+    rows.push((UNIVERSE.into(), tags.universe.len(), universe));
+
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("members", DataType::Int64, false),
+        Field::new("bitmap", DataType::Binary, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0.as_str()))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1 as i64))),
+        Arc::new(BinaryArray::from_iter_values(rows.iter().map(|r| r.2.as_slice()))),
+    ];
+    write(&dir.join("bitmaps.parquet"), schema.clone(), std::iter::once(columns));
+
+    let mut fields = vec![Field::new("member_key", DataType::Int64, false)];
+    fields.extend(names.iter().map(|n| Field::new(n, DataType::Boolean, false)));
+    let keys: Vec<u32> = tags.universe.iter().collect();
+    let mut cursors: Vec<_> = positions.iter().map(|&p| tags.tag(p).bitmap.iter().peekable()).collect();
+    let groups = keys.chunks(ROW_GROUP).map(|chunk| {
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(chunk.iter().map(|&k| k as i64)))];
+        for cursor in &mut cursors {
+            // Both are sorted and the tag lies within the universe: a merge.
+            let mut column = BooleanBuilder::with_capacity(chunk.len());
+            for k in chunk {
+                column.append_value(cursor.next_if_eq(k).is_some());
+            }
+            columns.push(Arc::new(column.finish()));
+        }
+        columns
+    });
+    write(&dir.join("tags_bool.parquet"), Arc::new(Schema::new(fields)), groups);
+    json!({"snapshot": snapshot, "rows": keys.len(), "tags": rows.iter().map(|r| json!({"name": r.0,
+        "members": r.1, "bytes": r.2.len()})).collect::<Vec<_>>(), "seconds": start.elapsed().as_secs_f64()})
+}
+
+fn write(path: &Path, schema: Arc<Schema>, groups: impl Iterator<Item = Vec<ArrayRef>>) {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(ROW_GROUP))
+        .build();
+    let file = std::fs::File::create(path).unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
+    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).expect("parquet writer");
+    for columns in groups {
+        writer.write(&RecordBatch::try_new(schema.clone(), columns).expect("batch")).expect("write");
+    }
+    writer.close().expect("close");
+}
+
+async fn measure(wh: &Warehouse, exprs: &[String], runs: usize) -> serde_json::Value {
+    if exprs.is_empty() {
+        fail(USAGE);
+    }
+    let start = Instant::now();
+    let (ctx, tags) = taglake_query::open(wh).await.unwrap_or_else(|e| fail(&e.to_string()));
+    let load_seconds = start.elapsed().as_secs_f64();
+    let tags = tags.filter(|t| t.snapshot.is_some()).unwrap_or_else(|| fail("the warehouse has no tag snapshot"));
+    let rss_after_load = peak_rss();
+    let api = |text: &str| -> u64 {
+        let node = audience::parse(text, &tags).unwrap_or_else(|e| fail(&e.to_string()));
+        audience::evaluate(&node, &tags).len()
+    };
+    let mut results = Vec::new();
+    for text in exprs {
+        let count = api(text);
+        let mut api_seconds = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let t = Instant::now();
+            std::hint::black_box(api(std::hint::black_box(text)));
+            api_seconds.push(t.elapsed().as_secs_f64());
+        }
+        let query = format!("SELECT count(*) FROM members WHERE {text}");
+        let counted = sql_count(&ctx, &query).await;
+        let mut sql_seconds = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let t = Instant::now();
+            std::hint::black_box(sql_count(&ctx, &query).await);
+            sql_seconds.push(t.elapsed().as_secs_f64());
+        }
+        if counted != count {
+            fail(&format!("`{text}`: the audience API counts {count}, SQL counts {counted}"));
+        }
+        results.push(json!({"expr": text, "count": count, "api_seconds": api_seconds, "sql_seconds": sql_seconds}));
+    }
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    json!({"snapshot": tags.snapshot, "members": tags.universe.len(), "tags": tags.tags.len(),
+        "load_seconds": load_seconds, "threads": threads,
+        "target_partitions": ctx.state().config().target_partitions(), "runs": runs,
+        "rss_after_load": rss_after_load, "peak_rss": peak_rss(), "expressions": results})
+}
+
+async fn sql_count(ctx: &SessionContext, query: &str) -> u64 {
+    let batches = taglake_query::sql(ctx, query).await.unwrap_or_else(|e| fail(&e.to_string()));
+    let b = batches.iter().find(|b| b.num_rows() > 0).unwrap_or_else(|| fail("count(*) returned no row"));
+    b.column(0).as_primitive::<Int64Type>().value(0) as u64
+}
