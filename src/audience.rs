@@ -142,7 +142,7 @@ async fn load(wh: &Warehouse) -> Result<Arc<TagSet>> {
     if tags.snapshot.is_none() {
         bail!("the warehouse was never tagged: run `taglake tag`");
     }
-    Ok(tags)
+    Ok(Arc::new(tags))
 }
 
 fn parse(text: &str, tags: &TagSet) -> Result<taglake_query::Node> {
@@ -158,13 +158,13 @@ pub async fn audience(a: AudienceArgs) -> Result<()> {
     let started = Instant::now();
     let tags = load(&wh).await?;
     let loaded = started.elapsed().as_secs_f64();
-    let base = tags.universe.len();
+    let base = tags.universe()?.len();
     let snapshot = tags.snapshot.unwrap_or_default();
     match a.command {
         AudienceCommand::Count { expr, format } => {
             let node = parse(&expr, &tags)?;
             let t = Instant::now();
-            let members = taglake_query::audience::evaluate(&node, &tags).len();
+            let members = taglake_query::audience::evaluate(&node, &tags)?.len();
             let ms = t.elapsed().as_secs_f64() * 1e3;
             match format {
                 OutputFormat::Table => println!(
@@ -186,7 +186,7 @@ pub async fn audience(a: AudienceArgs) -> Result<()> {
         AudienceCommand::Overlap { exprs, format } => {
             let sets = exprs
                 .iter()
-                .map(|e| parse(e, &tags).map(|n| taglake_query::audience::evaluate(&n, &tags)))
+                .map(|e| Ok(taglake_query::audience::evaluate(&parse(e, &tags)?, &tags)?))
                 .collect::<Result<Vec<_>>>()?;
             let n = sets.len();
             let matrix: Vec<Vec<u64>> =
@@ -234,7 +234,7 @@ pub async fn audience(a: AudienceArgs) -> Result<()> {
         }
         AudienceCommand::Sample { expr, n, seed, columns, format } => {
             let node = parse(&expr, &tags)?;
-            let selected = taglake_query::audience::evaluate(&node, &tags);
+            let selected = taglake_query::audience::evaluate(&node, &tags)?;
             let keys = taglake_query::audience::sample(&selected, n, seed);
             let (ctx, _) = taglake_query::open(&wh).await?;
             let columns = if columns.is_empty() {

@@ -222,17 +222,18 @@ impl Parser<'_> {
     }
 }
 
-/// The members an audience selects, within `tags.universe`.
-pub fn evaluate(node: &Node, tags: &TagSet) -> RoaringBitmap {
-    eval(node, tags).into_owned()
+/// The members an audience selects, within the universe of `tags`. Fails
+/// only when a stored bitmap cannot be read.
+pub fn evaluate(node: &Node, tags: &TagSet) -> crate::Result<RoaringBitmap> {
+    Ok(eval(node, tags)?.into_owned())
 }
 
-fn eval<'a>(node: &Node, tags: &'a TagSet) -> Cow<'a, RoaringBitmap> {
-    match node {
-        Node::Tag(i) => Cow::Borrowed(&tags.tag(*i).bitmap),
-        Node::Const(true) => Cow::Borrowed(&tags.universe),
+fn eval<'a>(node: &Node, tags: &'a TagSet) -> crate::Result<Cow<'a, RoaringBitmap>> {
+    Ok(match node {
+        Node::Tag(i) => Cow::Borrowed(tags.bitmap(*i)?),
+        Node::Const(true) => Cow::Borrowed(tags.universe()?),
         Node::Const(false) => Cow::Owned(RoaringBitmap::new()),
-        Node::Not(inner) => Cow::Owned(&tags.universe - eval(inner, tags).as_ref()),
+        Node::Not(inner) => Cow::Owned(tags.universe()? - eval(inner, tags)?.as_ref()),
         Node::And(items) => {
             // Intersect the positive operands smallest first, then subtract
             // the negated ones: `NOT x` is never materialised inside an AND.
@@ -241,13 +242,13 @@ fn eval<'a>(node: &Node, tags: &'a TagSet) -> Cow<'a, RoaringBitmap> {
             for item in items {
                 match item {
                     Node::Not(inner) => negative.push(inner.as_ref()),
-                    other => positive.push(eval(other, tags)),
+                    other => positive.push(eval(other, tags)?),
                 }
             }
             positive.sort_by_key(|b| b.len());
             let mut acc = match positive.first() {
                 Some(first) => first.as_ref().clone(),
-                None => tags.universe.clone(),
+                None => tags.universe()?.clone(),
             };
             for b in positive.iter().skip(1) {
                 if acc.is_empty() {
@@ -259,18 +260,18 @@ fn eval<'a>(node: &Node, tags: &'a TagSet) -> Cow<'a, RoaringBitmap> {
                 if acc.is_empty() {
                     break;
                 }
-                acc -= eval(n, tags).as_ref();
+                acc -= eval(n, tags)?.as_ref();
             }
             Cow::Owned(acc)
         }
         Node::Or(items) => {
             let mut acc = RoaringBitmap::new();
             for item in items {
-                acc |= eval(item, tags).as_ref();
+                acc |= eval(item, tags)?.as_ref();
             }
             Cow::Owned(acc)
         }
-    }
+    })
 }
 
 /// `n` members drawn uniformly from `keys`, the same for the same seed:
@@ -340,10 +341,8 @@ pub(crate) mod tests {
     /// Five tags over a universe of 0..200 with overlapping patterns.
     pub(crate) fn small_tags() -> TagSet {
         let universe: RoaringBitmap = (0..200).collect();
-        let tag = |name: &str, family: &str, f: &dyn Fn(u32) -> bool| Tag {
-            name: name.into(),
-            family: family.into(),
-            bitmap: (0..200).filter(|&k| f(k)).collect(),
+        let tag = |name: &str, family: &str, f: &dyn Fn(u32) -> bool| {
+            Tag::new(name, family, (0..200).filter(|&k| f(k)).collect())
         };
         TagSet::new(
             Some(1),
@@ -414,7 +413,7 @@ pub(crate) mod tests {
     /// Naive per-member evaluation: the reference for the bitmap algebra.
     fn member_has(node: &Node, t: &TagSet, k: u32) -> bool {
         match node {
-            Node::Tag(i) => t.tag(*i).bitmap.contains(k),
+            Node::Tag(i) => t.bitmap(*i).unwrap().contains(k),
             Node::Const(b) => *b,
             Node::Not(n) => !member_has(n, t, k),
             Node::And(v) => v.iter().all(|n| member_has(n, t, k)),
@@ -437,11 +436,11 @@ pub(crate) mod tests {
         #[test]
         fn bitmap_algebra_equals_a_per_member_loop(n in node()) {
             let t = small_tags();
-            let want: RoaringBitmap = t.universe.iter().filter(|&k| member_has(&n, &t, k)).collect();
-            prop_assert_eq!(evaluate(&n, &t), want);
+            let want: RoaringBitmap = t.universe().unwrap().iter().filter(|&k| member_has(&n, &t, k)).collect();
+            prop_assert_eq!(evaluate(&n, &t).unwrap(), want);
             // Printing and parsing back gives the same members.
             let again = parse(&display(&n, &t), &t).unwrap();
-            prop_assert_eq!(evaluate(&again, &t), evaluate(&n, &t));
+            prop_assert_eq!(evaluate(&again, &t).unwrap(), evaluate(&n, &t).unwrap());
         }
     }
 }

@@ -177,7 +177,7 @@ pub async fn export(wh: &Warehouse, o: &ExportOptions) -> Result<ExportSummary> 
     let snapshot =
         tags.snapshot.ok_or_else(|| Error::Invalid("the warehouse was never tagged: run `taglake tag`".into()))?;
     let node = audience::parse(&o.audience, &tags)?;
-    let selected = audience::evaluate(&node, &tags);
+    let selected = audience::evaluate(&node, &tags)?;
     let strata: Option<Vec<usize>> = match &o.stratify_by {
         None => None,
         Some(family) => {
@@ -226,7 +226,8 @@ pub async fn export(wh: &Warehouse, o: &ExportOptions) -> Result<ExportSummary> 
             }
         }
         Some(family) => {
-            let stratum_of = |key: u32| family.iter().position(|&t| tags.tag(t).bitmap.contains(key));
+            let bitmaps = family.iter().map(|&t| tags.bitmap(t)).collect::<Result<Vec<_>>>()?;
+            let stratum_of = |key: u32| bitmaps.iter().position(|b| b.contains(key));
             let mut by_stratum: std::collections::BTreeMap<Option<usize>, Vec<(f64, usize)>> = Default::default();
             for &i in &candidates {
                 let (key, id) = &members[i];

@@ -93,7 +93,7 @@ pub async fn open(wh: &Warehouse) -> Result<(SessionContext, Option<Arc<TagSet>>
             wh.register(table, &ctx).await?;
         }
     }
-    let tags = TagSet::load(wh, None).await?;
+    let tags = TagSet::load(wh, None).await?.map(Arc::new);
     if let (Some(tags), Some(inner)) = (&tags, wh.provider(Table::Members, &ctx).await?) {
         let members = Arc::new(members::MembersTable::new(tags.clone(), inner));
         ctx.register_table(Table::Members.name(), members.clone()).map_err(|e| Error::Sql(e.to_string()))?;

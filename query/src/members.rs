@@ -188,12 +188,17 @@ impl TableProvider for MembersTable {
         };
         let audience =
             selection.as_ref().map(|n| audience::display(n, &self.tags)).unwrap_or_else(|| "everyone".into());
+        let external = |e: crate::Error| DataFusionError::External(Box::new(e));
         let keys = Arc::new(match &selection {
-            Some(n) => audience::evaluate(n, &self.tags),
-            None => self.tags.universe.clone(),
+            Some(n) => audience::evaluate(n, &self.tags).map_err(external)?,
+            None => self.tags.universe().map_err(external)?.clone(),
         });
         let all: Vec<usize> = (0..self.schema.fields().len()).collect();
         let projection = projection.unwrap_or(&all);
+        // Read the projected tags' bitmaps now, so execution never fails on one.
+        for &i in projection.iter().filter(|&&i| i >= self.attributes) {
+            self.tags.bitmap(self.tag_columns[i - self.attributes]).map_err(external)?;
+        }
         let schema = Arc::new(self.schema.project(projection)?);
         let key = self.inner.schema().index_of("member_key")?;
         let attributes: Vec<usize> = projection.iter().copied().filter(|&i| i < self.attributes).collect();
@@ -230,6 +235,7 @@ impl TableProvider for MembersTable {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let key_column = child_schema.index_of("member_key")?;
+        let rows = keys.len();
         Ok(Arc::new(TagFilterExec::new(
             schema,
             self.tags.clone(),
@@ -238,6 +244,7 @@ impl TableProvider for MembersTable {
             key_column,
             columns,
             audience,
+            rows,
         )))
     }
 }
@@ -254,7 +261,7 @@ enum Out {
 }
 
 fn tag_array(tags: &TagSet, tag: usize, keys: impl Iterator<Item = u32>) -> ArrayRef {
-    let bm = &tags.tag(tag).bitmap;
+    let bm = tags.bitmap(tag).expect("projected bitmaps are read when the scan is planned");
     Arc::new(keys.map(|k| Some(bm.contains(k))).collect::<BooleanArray>())
 }
 
@@ -403,6 +410,8 @@ pub struct TagFilterExec {
     key_column: usize,
     columns: Vec<Out>,
     audience: String,
+    /// Members produced: the selection's size, or the universe's.
+    rows: u64,
     properties: Arc<PlanProperties>,
 }
 
@@ -415,13 +424,14 @@ impl TagFilterExec {
         key_column: usize,
         columns: Vec<Out>,
         audience: String,
+        rows: u64,
     ) -> TagFilterExec {
         let properties = properties(schema.clone(), child.properties().partitioning.partition_count());
-        TagFilterExec { schema, tags, keys, child, key_column, columns, audience, properties }
+        TagFilterExec { schema, tags, keys, child, key_column, columns, audience, rows, properties }
     }
 
     fn rows(&self) -> u64 {
-        self.keys.as_ref().map_or(self.tags.universe.len(), |k| k.len())
+        self.rows
     }
 }
 
@@ -462,6 +472,7 @@ impl ExecutionPlan for TagFilterExec {
             self.key_column,
             self.columns.clone(),
             self.audience.clone(),
+            self.rows,
         )))
     }
 

@@ -1,19 +1,33 @@
-//! The tags a session answers from: every bitmap of the current snapshot,
-//! held in memory, plus the members that exist.
+//! The tags a session answers from: the tags of one snapshot, each bitmap
+//! read the first time a query needs it, plus the members that exist.
 //!
 //! Tags are bitmaps over dense member keys, so an audience is bitmap algebra
-//! and a count is a cardinality. Loading them once per session (a few MB
-//! per tag at 10 M members) is what lets a count take microseconds instead
-//! of a scan. `NOT tag` needs to know who exists: that is the `universe`,
-//! the keys of the `members` table, so members ingested after the last tag
-//! run count as having no tag. `in_experiment` is derived here too: the
-//! members of every running experiment's cohort.
+//! and a count is a cardinality. At 10 M members a snapshot of ~4,800 tags
+//! holds ~0.7 GB of bitmaps; reading all of them for every `taglake sql` or
+//! `audience count` would cost seconds and that memory before the first
+//! answer. So a [`TagSet`] opens with names and families only, and each
+//! bitmap is read on first use from its own row of the snapshot's Parquet
+//! files (page index + row selection: one page, not the column), then kept.
+//! A server calls [`TagSet::warm`] once to hold them all.
+//!
+//! `NOT tag` needs to know who exists: that is the [`TagSet::universe`], the
+//! keys of the `members` table (also read on first use), so members ingested
+//! after the last tag run count as having no tag. `in_experiment` is derived
+//! here too: the members of every running experiment's cohort.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
 
-use arrow::array::AsArray;
-use arrow::datatypes::Int64Type;
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Int32Type, Int64Type};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+};
+use parquet::file::metadata::PageIndexPolicy;
+use rayon::prelude::*;
 use roaring::RoaringBitmap;
 use taglake_storage::scan::{Wanted, scan, table_files};
 use taglake_storage::{Table, Warehouse};
@@ -23,6 +37,14 @@ use crate::{Error, Result};
 /// Name of the derived tag holding the members of running experiments.
 pub const IN_EXPERIMENT: &str = "in_experiment";
 
+/// Where a tag's bitmap is stored: file, row group, row within it.
+#[derive(Debug, Clone, Copy)]
+struct Location {
+    file: usize,
+    row_group: usize,
+    row: usize,
+}
+
 /// One tag as SQL and audiences see it.
 #[derive(Debug)]
 pub struct Tag {
@@ -30,8 +52,22 @@ pub struct Tag {
     pub name: String,
     /// Family the tag belongs to (`tier`, `community`, …).
     pub family: String,
-    /// Member keys with the tag.
-    pub bitmap: RoaringBitmap,
+    bitmap: OnceLock<RoaringBitmap>,
+    location: Option<Location>,
+}
+
+impl Tag {
+    /// A tag whose members are already known.
+    pub fn new(name: impl Into<String>, family: impl Into<String>, bitmap: RoaringBitmap) -> Tag {
+        Tag { name: name.into(), family: family.into(), bitmap: OnceLock::from(bitmap), location: None }
+    }
+}
+
+#[derive(Debug)]
+struct TagFile {
+    path: PathBuf,
+    meta: ArrowReaderMetadata,
+    bitmap_column: usize,
 }
 
 /// The tags of one snapshot and the member universe.
@@ -41,42 +77,58 @@ pub struct TagSet {
     pub snapshot: Option<i64>,
     /// Tags in catalog order, then `in_experiment`.
     pub tags: Vec<Tag>,
-    /// Keys of every member in `members`.
-    pub universe: RoaringBitmap,
+    universe: OnceLock<RoaringBitmap>,
+    member_files: Vec<PathBuf>,
+    files: Vec<TagFile>,
     index: HashMap<String, usize>,
 }
 
 impl TagSet {
-    /// Builds a tag set from parts (tags keep their order).
+    /// Builds a tag set from tags with known members and a known universe.
     pub fn new(snapshot: Option<i64>, tags: Vec<Tag>, universe: RoaringBitmap) -> TagSet {
-        let index = tags.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
-        TagSet { snapshot, tags, universe, index }
+        let mut set = TagSet { snapshot, tags, universe: OnceLock::from(universe), ..TagSet::default() };
+        set.index = set.tags.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        set
     }
 
-    /// Loads the newest snapshot (or `snapshot`), the member universe and
-    /// the running experiments. `None` when there is no `members` table.
-    pub async fn load(wh: &Warehouse, snapshot: Option<i64>) -> Result<Option<Arc<TagSet>>> {
+    /// Opens the newest snapshot (or `snapshot`): tag names and families,
+    /// the running experiments' members; bitmaps and the universe are read
+    /// when first needed. `None` when there is no `members` table.
+    pub async fn load(wh: &Warehouse, snapshot: Option<i64>) -> Result<Option<TagSet>> {
         if wh.version(Table::Members).await?.is_none() {
             return Ok(None);
         }
-        let universe = member_keys(wh).await?;
+        let member_files = table_files(wh, Table::Members).await?;
         let versions = taglake_tagger::snapshot::versions(wh).await?;
-        let mut tags = Vec::new();
-        let mut version = None;
-        if snapshot.is_some() || !versions.is_empty() {
-            let info = taglake_tagger::snapshot::info(wh, snapshot).await?;
-            let (v, bitmaps) = taglake_tagger::snapshot::bitmaps(wh, Some(info.snapshot), None).await?;
-            version = Some(v);
-            let family: HashMap<&str, &str> = info.tags.iter().map(|t| (t.name.as_str(), t.family.as_str())).collect();
-            for (name, bitmap) in bitmaps {
-                let family = family.get(name.as_str()).copied().unwrap_or_default().to_string();
-                tags.push(Tag { name, family, bitmap });
+        let version = match snapshot {
+            Some(v) if !versions.contains(&v) => {
+                let have = versions.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ");
+                return Err(Error::Invalid(format!("no tag snapshot {v}; the warehouse has: {have}")));
             }
+            Some(v) => Some(v),
+            None => versions.last().copied(),
+        };
+        let mut files = Vec::new();
+        let mut tags = Vec::new();
+        if let Some(v) = version {
+            let value = v.to_string();
+            let paths: Vec<PathBuf> = wh
+                .files(Table::Tags)
+                .await?
+                .into_iter()
+                .filter(|f| f.partition_value("snapshot") == Some(value.as_str()))
+                .map(|f| f.path)
+                .collect();
+            let (f, t) = tokio::task::block_in_place(|| index_snapshot(&paths))?;
+            files = f;
+            tags = t;
         }
         let running = crate::experiment::running_members(wh, chrono::Utc::now()).await?;
         tags.retain(|t| t.name != IN_EXPERIMENT);
-        tags.push(Tag { name: IN_EXPERIMENT.into(), family: "experiment".into(), bitmap: running });
-        Ok(Some(Arc::new(TagSet::new(version, tags, universe))))
+        tags.push(Tag::new(IN_EXPERIMENT, "experiment", running));
+        let mut set = TagSet { snapshot: version, tags, member_files, files, ..TagSet::default() };
+        set.index = set.tags.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        Ok(Some(set))
     }
 
     /// Position of a tag by name.
@@ -87,6 +139,32 @@ impl TagSet {
     /// A tag by position.
     pub fn tag(&self, i: usize) -> &Tag {
         &self.tags[i]
+    }
+
+    /// The members of the tag at `i`, read from the snapshot on first use.
+    pub fn bitmap(&self, i: usize) -> Result<&RoaringBitmap> {
+        let tag = &self.tags[i];
+        if let Some(b) = tag.bitmap.get() {
+            return Ok(b);
+        }
+        let loc = tag.location.ok_or_else(|| Error::Corrupt(format!("tag `{}` has no stored bitmap", tag.name)))?;
+        let bitmap = self.read_bitmap(&tag.name, loc)?;
+        Ok(tag.bitmap.get_or_init(|| bitmap))
+    }
+
+    /// Every member key in `members`, read on first use.
+    pub fn universe(&self) -> Result<&RoaringBitmap> {
+        if let Some(u) = self.universe.get() {
+            return Ok(u);
+        }
+        let u = member_keys(&self.member_files)?;
+        Ok(self.universe.get_or_init(|| u))
+    }
+
+    /// Reads every bitmap not read yet, in parallel (for long-lived sessions).
+    pub fn warm(&self) -> Result<()> {
+        self.universe()?;
+        (0..self.tags.len()).into_par_iter().try_for_each(|i| self.bitmap(i).map(|_| ()))
     }
 
     /// Tag names in order.
@@ -103,25 +181,102 @@ impl TagSet {
     pub fn suggest(&self, name: &str) -> Option<&str> {
         taglake_storage::suggest(name, self.names())
     }
+
+    fn read_bitmap(&self, name: &str, loc: Location) -> Result<RoaringBitmap> {
+        let f = &self.files[loc.file];
+        let err = |message: String| Error::File { path: f.path.clone(), message };
+        let file = File::open(&f.path).map_err(|e| err(e.to_string()))?;
+        let selection = RowSelection::from(vec![RowSelector::skip(loc.row), RowSelector::select(1)]);
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, f.meta.clone())
+            .with_projection(ProjectionMask::roots(f.meta.parquet_schema(), [f.bitmap_column]))
+            .with_row_groups(vec![loc.row_group])
+            .with_row_selection(selection)
+            .build()
+            .map_err(|e| err(e.to_string()))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| err(e.to_string()))?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let bytes = batch.column(0).as_binary::<i32>();
+            return RoaringBitmap::deserialize_from(bytes.value(0)).map_err(|e| {
+                Error::Corrupt(format!(
+                    "tag `{name}` of snapshot {}: the stored bitmap is damaged: {e}",
+                    self.snapshot.unwrap_or_default()
+                ))
+            });
+        }
+        Err(err(format!("tag `{name}`: row {} of row group {} is missing", loc.row, loc.row_group)))
+    }
+}
+
+/// Reads name, family and position of every tag of a snapshot's files and
+/// where its bitmap is, keeping each file's metadata (with the page index,
+/// so a bitmap read touches only its own pages).
+fn index_snapshot(paths: &[PathBuf]) -> Result<(Vec<TagFile>, Vec<Tag>)> {
+    let mut files = Vec::new();
+    let mut found: Vec<(i32, Tag)> = Vec::new();
+    for path in paths {
+        let err = |message: String| Error::File { path: path.clone(), message };
+        let file = File::open(path).map_err(|e| err(e.to_string()))?;
+        let meta = ArrowReaderMetadata::load(
+            &file,
+            ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional),
+        )
+        .map_err(|e| err(e.to_string()))?;
+        let column = |name: &str| {
+            meta.schema().index_of(name).map_err(|_| err(format!("the tag snapshot file has no `{name}` column")))
+        };
+        let (position, name, family, bitmap) =
+            (column("position")?, column("name")?, column("family")?, column("bitmap")?);
+        let file_index = files.len();
+        for rg in 0..meta.metadata().num_row_groups() {
+            let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
+                File::open(path).map_err(|e| err(e.to_string()))?,
+                meta.clone(),
+            )
+            .with_projection(ProjectionMask::roots(meta.parquet_schema(), [position, name, family]))
+            .with_row_groups(vec![rg])
+            .build()
+            .map_err(|e| err(e.to_string()))?;
+            let mut row = 0;
+            for batch in reader {
+                let b = batch.map_err(|e| err(e.to_string()))?;
+                let col = |n: &str| b.column_by_name(n).ok_or_else(|| err(format!("`{n}` was not decoded")));
+                let (p, n, f) = (col("position")?, col("name")?, col("family")?);
+                let (p, n, f) = (p.as_primitive::<Int32Type>(), n.as_string::<i32>(), f.as_string::<i32>());
+                for r in 0..b.num_rows() {
+                    if n.is_null(r) {
+                        return Err(err(format!("row {} of row group {rg} has no tag name", row + r)));
+                    }
+                    let location = Some(Location { file: file_index, row_group: rg, row: row + r });
+                    let tag =
+                        Tag { name: n.value(r).into(), family: f.value(r).into(), bitmap: OnceLock::new(), location };
+                    found.push((p.value(r), tag));
+                }
+                row += b.num_rows();
+            }
+        }
+        files.push(TagFile { path: path.clone(), meta, bitmap_column: bitmap });
+    }
+    found.sort_by_key(|(p, _)| *p);
+    Ok((files, found.into_iter().map(|(_, t)| t).collect()))
 }
 
 /// The `member_key` of every row of `members`.
-async fn member_keys(wh: &Warehouse) -> Result<RoaringBitmap> {
-    let files = table_files(wh, Table::Members).await?;
+fn member_keys(files: &[PathBuf]) -> Result<RoaringBitmap> {
     let t = Table::Members;
     let parts = Mutex::new(Vec::new());
-    tokio::task::block_in_place(|| {
-        scan::<_, Error>(t, &files, &[Wanted::plain(t, "member_key")], |b| {
-            let keys = b.column(0).as_primitive::<Int64Type>();
-            let mut bm = RoaringBitmap::new();
-            for k in keys.iter().flatten() {
-                let k = u32::try_from(k)
-                    .map_err(|_| Error::Corrupt(format!("members has a member_key out of range: {k}")))?;
-                bm.insert(k);
-            }
-            parts.lock().expect("keys").push(bm);
-            Ok(())
-        })
+    scan::<_, Error>(t, files, &[Wanted::plain(t, "member_key")], |b| {
+        let keys = b.column(0).as_primitive::<Int64Type>();
+        let mut bm = RoaringBitmap::new();
+        for k in keys.iter().flatten() {
+            let k =
+                u32::try_from(k).map_err(|_| Error::Corrupt(format!("members has a member_key out of range: {k}")))?;
+            bm.insert(k);
+        }
+        parts.lock().expect("keys").push(bm);
+        Ok(())
     })?;
     Ok(parts.into_inner().expect("keys").into_iter().fold(RoaringBitmap::new(), |a, b| a | b))
 }
