@@ -186,13 +186,19 @@ impl TableProvider for MembersTable {
             1 => parts.pop(),
             _ => Some(Node::And(parts)),
         };
-        let audience =
-            selection.as_ref().map(|n| audience::display(n, &self.tags)).unwrap_or_else(|| "everyone".into());
         let external = |e: crate::Error| DataFusionError::External(Box::new(e));
-        let keys = Arc::new(match &selection {
-            Some(n) => audience::evaluate(n, &self.tags).map_err(external)?,
-            None => self.tags.universe().map_err(external)?.clone(),
-        });
+        let selection = match &selection {
+            Some(n) => Selection {
+                keys: Arc::new(audience::evaluate(n, &self.tags).map_err(external)?),
+                everyone: false,
+                audience: audience::display(n, &self.tags),
+            },
+            None => Selection {
+                keys: Arc::new(self.tags.universe().map_err(external)?.clone()),
+                everyone: true,
+                audience: "everyone".into(),
+            },
+        };
         let all: Vec<usize> = (0..self.schema.fields().len()).collect();
         let projection = projection.unwrap_or(&all);
         // Read the projected tags' bitmaps now, so execution never fails on one.
@@ -208,15 +214,7 @@ impl TableProvider for MembersTable {
                 .map(|&i| if i < self.attributes { Out::Key } else { Out::Tag(self.tag_columns[i - self.attributes]) })
                 .collect();
             let partitions = if limit.is_some() { 1 } else { state.config().target_partitions() };
-            return Ok(Arc::new(TagBitmapExec::new(
-                schema,
-                self.tags.clone(),
-                keys,
-                columns,
-                limit,
-                partitions,
-                audience,
-            )));
+            return Ok(Arc::new(TagBitmapExec::new(schema, self.tags.clone(), selection, columns, limit, partitions)));
         }
         let mut read = attributes;
         read.push(key);
@@ -235,18 +233,19 @@ impl TableProvider for MembersTable {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let key_column = child_schema.index_of("member_key")?;
-        let rows = keys.len();
-        Ok(Arc::new(TagFilterExec::new(
-            schema,
-            self.tags.clone(),
-            selection.is_some().then_some(keys),
-            child,
-            key_column,
-            columns,
-            audience,
-            rows,
-        )))
+        Ok(Arc::new(TagFilterExec::new(schema, self.tags.clone(), selection, child, key_column, columns)))
     }
+}
+
+/// What a scan selects.
+#[derive(Debug, Clone)]
+struct Selection {
+    /// The selected member keys.
+    keys: Arc<RoaringBitmap>,
+    /// No filter: every member (the keys are the universe).
+    everyone: bool,
+    /// The pushed-down filter as audience text, for EXPLAIN.
+    audience: String,
 }
 
 /// Where an output column comes from.
@@ -284,12 +283,11 @@ fn exact_rows(schema: &SchemaRef, rows: u64) -> Arc<Statistics> {
 pub struct TagBitmapExec {
     schema: SchemaRef,
     tags: Arc<TagSet>,
-    keys: Arc<RoaringBitmap>,
+    selection: Selection,
     columns: Vec<Out>,
     limit: Option<usize>,
     /// First key of each partition (by rank), so partitions split the work evenly.
     starts: Vec<u32>,
-    audience: String,
     properties: Arc<PlanProperties>,
 }
 
@@ -297,30 +295,31 @@ impl TagBitmapExec {
     fn new(
         schema: SchemaRef,
         tags: Arc<TagSet>,
-        keys: Arc<RoaringBitmap>,
+        selection: Selection,
         columns: Vec<Out>,
         limit: Option<usize>,
         partitions: usize,
-        audience: String,
     ) -> TagBitmapExec {
+        let keys = &selection.keys;
         let n = keys.len();
         let parts = (partitions.max(1) as u64).min(n.div_ceil(8192).max(1));
         let starts = (0..parts).filter_map(|p| keys.select((n * p / parts) as u32)).collect::<Vec<_>>();
         let starts = if starts.is_empty() { vec![0] } else { starts };
         let properties = properties(schema.clone(), starts.len());
-        TagBitmapExec { schema, tags, keys, columns, limit, starts, audience, properties }
+        TagBitmapExec { schema, tags, selection, columns, limit, starts, properties }
     }
 
     /// Members the scan produces.
     pub fn rows(&self) -> u64 {
-        let n = self.keys.len();
+        let n = self.selection.keys.len();
         self.limit.map_or(n, |l| n.min(l as u64))
     }
 }
 
 impl DisplayAs for TagBitmapExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TagBitmapExec: audience=[{}], members={} (bitmap cardinality)", self.audience, self.keys.len())?;
+        let s = &self.selection;
+        write!(f, "TagBitmapExec: audience=[{}], members={} (bitmap cardinality)", s.audience, s.keys.len())?;
         if let Some(l) = self.limit {
             write!(f, ", limit={l}")?;
         }
@@ -357,7 +356,7 @@ impl ExecutionPlan for TagBitmapExec {
         let start = self.starts[partition];
         let end = self.starts.get(partition + 1).copied();
         let (schema, tags, keys, columns) =
-            (self.schema.clone(), self.tags.clone(), self.keys.clone(), self.columns.clone());
+            (self.schema.clone(), self.tags.clone(), self.selection.keys.clone(), self.columns.clone());
         let mut left = self.limit.unwrap_or(usize::MAX);
         let mut next = Some(start);
         let batches = std::iter::from_fn(move || {
@@ -404,14 +403,10 @@ impl ExecutionPlan for TagBitmapExec {
 pub struct TagFilterExec {
     schema: SchemaRef,
     tags: Arc<TagSet>,
-    /// `None`: every member.
-    keys: Option<Arc<RoaringBitmap>>,
+    selection: Selection,
     child: Arc<dyn ExecutionPlan>,
     key_column: usize,
     columns: Vec<Out>,
-    audience: String,
-    /// Members produced: the selection's size, or the universe's.
-    rows: u64,
     properties: Arc<PlanProperties>,
 }
 
@@ -419,25 +414,24 @@ impl TagFilterExec {
     fn new(
         schema: SchemaRef,
         tags: Arc<TagSet>,
-        keys: Option<Arc<RoaringBitmap>>,
+        selection: Selection,
         child: Arc<dyn ExecutionPlan>,
         key_column: usize,
         columns: Vec<Out>,
-        audience: String,
-        rows: u64,
     ) -> TagFilterExec {
         let properties = properties(schema.clone(), child.properties().partitioning.partition_count());
-        TagFilterExec { schema, tags, keys, child, key_column, columns, audience, rows, properties }
+        TagFilterExec { schema, tags, selection, child, key_column, columns, properties }
     }
 
+    /// Members produced: each selected key has exactly one row in `members`.
     fn rows(&self) -> u64 {
-        self.rows
+        self.selection.keys.len()
     }
 }
 
 impl DisplayAs for TagFilterExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TagFilterExec: audience=[{}], members={}", self.audience, self.rows())
+        write!(f, "TagFilterExec: audience=[{}], members={}", self.selection.audience, self.rows())
     }
 }
 
@@ -467,19 +461,18 @@ impl ExecutionPlan for TagFilterExec {
         Ok(Arc::new(TagFilterExec::new(
             self.schema.clone(),
             self.tags.clone(),
-            self.keys.clone(),
+            self.selection.clone(),
             child,
             self.key_column,
             self.columns.clone(),
-            self.audience.clone(),
-            self.rows,
         )))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
         let input = self.child.execute(partition, context)?;
-        let (schema, tags, keys, columns, key_column) =
-            (self.schema.clone(), self.tags.clone(), self.keys.clone(), self.columns.clone(), self.key_column);
+        let keys = (!self.selection.everyone).then(|| self.selection.keys.clone());
+        let (schema, tags, columns, key_column) =
+            (self.schema.clone(), self.tags.clone(), self.columns.clone(), self.key_column);
         let stream = input.map(move |batch| {
             let batch = batch?;
             let batch = match &keys {
