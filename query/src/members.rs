@@ -30,6 +30,7 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::statistics::StatisticsArgs;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, SendableRecordBatchStream,
@@ -273,8 +274,10 @@ fn properties(schema: SchemaRef, partitions: usize) -> Arc<PlanProperties> {
     ))
 }
 
-fn exact_rows(schema: &SchemaRef, rows: u64) -> Arc<Statistics> {
-    Arc::new(Statistics::new_unknown(schema).with_num_rows(Precision::Exact(rows as usize)))
+/// The exact row count of the whole scan (per partition it is not tracked).
+fn exact_rows(schema: &SchemaRef, args: &StatisticsArgs, rows: u64) -> Arc<Statistics> {
+    let stats = Statistics::new_unknown(schema);
+    Arc::new(if args.partition().is_some() { stats } else { stats.with_num_rows(Precision::Exact(rows as usize)) })
 }
 
 /// Produces the selected members straight from the bitmap: `member_key`
@@ -388,12 +391,9 @@ impl ExecutionPlan for TagBitmapExec {
     fn statistics_from_inputs(
         &self,
         _input_stats: &[Arc<Statistics>],
-        args: &datafusion::physical_plan::statistics::StatisticsArgs,
+        args: &StatisticsArgs,
     ) -> DfResult<Arc<Statistics>> {
-        if args.partition().is_some() {
-            return Ok(Arc::new(Statistics::new_unknown(&self.schema)));
-        }
-        Ok(exact_rows(&self.schema, self.rows()))
+        Ok(exact_rows(&self.schema, args, self.rows()))
     }
 }
 
@@ -505,11 +505,8 @@ impl ExecutionPlan for TagFilterExec {
     fn statistics_from_inputs(
         &self,
         _input_stats: &[Arc<Statistics>],
-        args: &datafusion::physical_plan::statistics::StatisticsArgs,
+        args: &StatisticsArgs,
     ) -> DfResult<Arc<Statistics>> {
-        if args.partition().is_some() {
-            return Ok(Arc::new(Statistics::new_unknown(&self.schema)));
-        }
-        Ok(exact_rows(&self.schema, self.rows()))
+        Ok(exact_rows(&self.schema, args, self.rows()))
     }
 }

@@ -20,8 +20,10 @@
 //!   `len`, what `taglake audience count` does) and N runs of
 //!   `SELECT count(*) FROM members WHERE <expr>` through DataFusion
 //!   (`taglake_query::sql`: parsing, planning and execution). Both counts
-//!   must agree. Prints JSON with every run's seconds, the load time, the
-//!   thread counts and the peak RSS (VmHWM) after the load and at the end.
+//!   must agree. Then N more SQL runs split into stages (logical plan,
+//!   physical plan, execution) to show where that time goes. Prints JSON
+//!   with every run's seconds, the physical plan, the load time, the thread
+//!   counts and the peak RSS (VmHWM) after the load and at the end.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,6 +31,7 @@ use std::time::Instant;
 
 use arrow::array::{ArrayRef, AsArray, BinaryArray, BooleanBuilder, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use datafusion::physical_plan::{collect, displayable};
 use datafusion::prelude::SessionContext;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
@@ -125,7 +128,10 @@ async fn export(wh: &Warehouse, names: &[String], dir: &Path) -> serde_json::Val
     let batches = taglake_query::sql(&ctx, &query).await.unwrap_or_else(|e| fail(&e.to_string()));
     let mut stored: Vec<Option<Vec<u8>>> = vec![None; names.len()];
     for b in &batches {
-        let (name, bytes) = (b.column(0).as_string::<i32>(), b.column(1).as_binary::<i32>());
+        // DataFusion may hand out view types: cast to the plain ones.
+        let cast = |i: usize, to: &DataType| arrow::compute::cast(b.column(i), to).expect("cast");
+        let (name, bytes) = (cast(0, &DataType::Utf8), cast(1, &DataType::Binary));
+        let (name, bytes) = (name.as_string::<i32>(), bytes.as_binary::<i32>());
         for r in 0..b.num_rows() {
             if let Some(i) = names.iter().position(|n| n == name.value(r)) {
                 stored[i] = Some(bytes.value(r).to_vec());
@@ -224,7 +230,9 @@ async fn measure(wh: &Warehouse, exprs: &[String], runs: usize) -> serde_json::V
         if counted != count {
             fail(&format!("`{text}`: the audience API counts {count}, SQL counts {counted}"));
         }
-        results.push(json!({"expr": text, "count": count, "api_seconds": api_seconds, "sql_seconds": sql_seconds}));
+        let (stages, plan) = sql_stages(&ctx, &query, runs).await;
+        results.push(json!({"expr": text, "count": count, "api_seconds": api_seconds, "sql_seconds": sql_seconds,
+            "sql_stage_seconds": stages, "sql_plan": plan}));
     }
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     json!({"snapshot": tags.snapshot, "members": tags.universe.len(), "tags": tags.tags.len(),
@@ -237,4 +245,25 @@ async fn sql_count(ctx: &SessionContext, query: &str) -> u64 {
     let batches = taglake_query::sql(ctx, query).await.unwrap_or_else(|e| fail(&e.to_string()));
     let b = batches.iter().find(|b| b.num_rows() > 0).unwrap_or_else(|| fail("count(*) returned no row"));
     b.column(0).as_primitive::<Int64Type>().value(0) as u64
+}
+
+/// Where the SQL time goes: per run, the seconds of `ctx.sql` (parse and
+/// logical plan), of `create_physical_plan` (optimizer rules and physical
+/// planning) and of running the plan; and the physical plan itself.
+async fn sql_stages(ctx: &SessionContext, query: &str, runs: usize) -> (serde_json::Value, String) {
+    let (mut logical, mut physical, mut execute) = (Vec::new(), Vec::new(), Vec::new());
+    let mut shown = String::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let frame = ctx.sql(query).await.unwrap_or_else(|e| fail(&e.to_string()));
+        logical.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let plan = frame.create_physical_plan().await.unwrap_or_else(|e| fail(&e.to_string()));
+        physical.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        std::hint::black_box(collect(plan.clone(), ctx.task_ctx()).await.unwrap_or_else(|e| fail(&e.to_string())));
+        execute.push(t.elapsed().as_secs_f64());
+        shown = displayable(plan.as_ref()).indent(true).to_string();
+    }
+    (json!({"logical_plan": logical, "physical_plan": physical, "execute": execute}), shown)
 }
