@@ -25,6 +25,7 @@ use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use chrono::{DateTime, Utc};
 use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
 use roaring::RoaringBitmap;
 use taglake_storage::{Table, Warehouse};
 use xxhash_rust::xxh3::xxh3_64;
@@ -177,6 +178,7 @@ pub async fn export(wh: &Warehouse, o: &ExportOptions) -> Result<ExportSummary> 
     let snapshot =
         tags.snapshot.ok_or_else(|| Error::Invalid("the warehouse was never tagged: run `taglake tag`".into()))?;
     let node = audience::parse(&o.audience, &tags)?;
+    let columns = resolve_columns(&ctx, &o.columns).await?;
     let selected = audience::evaluate(&node, &tags)?;
     let strata: Option<Vec<usize>> = match &o.stratify_by {
         None => None,
@@ -272,7 +274,7 @@ pub async fn export(wh: &Warehouse, o: &ExportOptions) -> Result<ExportSummary> 
         ],
     )
     .map_err(|e| Error::Sql(e.to_string()))?;
-    let batch = with_columns(&ctx, cohort, &o.columns).await?;
+    let batch = with_columns(&ctx, cohort, &columns).await?;
     write(&o.out, format, &batch)?;
 
     let shares = o.split.0.iter().map(|(_, s)| *s).chain(std::iter::once(0.0));
@@ -302,61 +304,62 @@ pub async fn export(wh: &Warehouse, o: &ExportOptions) -> Result<ExportSummary> 
     Ok(ExportSummary { experiment, audience_members: selected.len(), held_out, rows })
 }
 
-/// The cohort (`member_key`, `member_id`, `arm`) with the requested columns,
-/// ordered by `member_id`; `member_key` is dropped.
-async fn with_columns(
-    ctx: &datafusion::prelude::SessionContext,
-    cohort: RecordBatch,
-    columns: &[String],
-) -> Result<RecordBatch> {
-    let sql_err = |e: datafusion::error::DataFusionError| Error::Sql(e.to_string());
-    let table = MemTable::try_new(cohort.schema(), vec![vec![cohort]]).map_err(sql_err)?;
-    ctx.register_table("__cohort", Arc::new(table)).map_err(sql_err)?;
-    let mut select = vec!["c.member_id".to_string(), "c.arm".to_string()];
-    let mut joins = String::new();
-    for (alias, table) in [("m", Table::Members), ("f", Table::Features)] {
-        let schema = match ctx.table_provider(table.name()).await {
-            Ok(p) => p.schema(),
-            Err(_) => continue,
-        };
-        let mine: Vec<&String> = columns
-            .iter()
-            .filter(|c| schema.index_of(c).is_ok() && !select.iter().any(|s| s.ends_with(&format!(".\"{c}\""))))
-            .collect();
-        if mine.is_empty() {
-            continue;
+/// Where each `--columns` entry comes from: `members` (attributes and tags)
+/// or `features`, checked before any work is done.
+async fn resolve_columns(ctx: &SessionContext, columns: &[String]) -> Result<Vec<(Table, String)>> {
+    let mut schemas = Vec::new();
+    for t in [Table::Members, Table::Features] {
+        if let Ok(p) = ctx.table_provider(t.name()).await {
+            schemas.push((t, p.schema()));
         }
-        for c in mine {
-            select.push(format!("{alias}.\"{c}\""));
-        }
-        joins.push_str(&format!(" LEFT JOIN {} {alias} ON {alias}.member_key = c.member_key", table.name()));
     }
+    let mut out: Vec<(Table, String)> = Vec::new();
     for c in columns {
         if c == "member_id" || c == "arm" {
             return Err(Error::Invalid(format!("--columns: `{c}` is always exported")));
         }
-        if !select.iter().any(|s| s.ends_with(&format!(".\"{c}\""))) {
-            let mut known = Vec::new();
-            for t in [Table::Members, Table::Features] {
-                if let Ok(p) = ctx.table_provider(t.name()).await {
-                    known.extend(p.schema().fields().iter().map(|f| f.name().clone()));
-                }
+        if out.iter().any(|(_, have)| have == c) {
+            continue;
+        }
+        match schemas.iter().find(|(_, s)| s.index_of(c).is_ok()) {
+            Some((t, _)) => out.push((*t, c.clone())),
+            None => {
+                let known = schemas.iter().flat_map(|(_, s)| s.fields().iter().map(|f| f.name().as_str()));
+                let hint =
+                    taglake_storage::suggest(c, known).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
+                return Err(Error::Invalid(format!("--columns: `{c}` is not a column of members or features{hint}")));
             }
-            let hint = taglake_storage::suggest(c, known.iter().map(String::as_str))
-                .map(|s| format!("; did you mean `{s}`?"))
-                .unwrap_or_default();
-            return Err(Error::Invalid(format!("--columns: `{c}` is not a column of members or features{hint}")));
         }
     }
+    Ok(out)
+}
+
+/// The cohort (`member_key`, `member_id`, `arm`) with the chosen columns,
+/// ordered by `member_id`; `member_key` is dropped.
+async fn with_columns(ctx: &SessionContext, cohort: RecordBatch, columns: &[(Table, String)]) -> Result<RecordBatch> {
+    let sql_err = |e: datafusion::error::DataFusionError| Error::Sql(e.to_string());
+    let alias = |t: Table| if t == Table::Members { "m" } else { "f" };
+    let mut select = vec!["c.member_id".to_string(), "c.arm".to_string()];
+    select.extend(columns.iter().map(|(t, c)| format!("{}.\"{}\"", alias(*t), c.replace('"', "\"\""))));
+    let mut joins = String::new();
+    for t in [Table::Members, Table::Features] {
+        if columns.iter().any(|(have, _)| *have == t) {
+            let a = alias(t);
+            joins.push_str(&format!(" LEFT JOIN {} {a} ON {a}.member_key = c.member_key", t.name()));
+        }
+    }
+    let table = MemTable::try_new(cohort.schema(), vec![vec![cohort]]).map_err(sql_err)?;
+    ctx.register_table("__cohort", Arc::new(table)).map_err(sql_err)?;
     let sql = format!("SELECT {} FROM __cohort c{joins} ORDER BY c.member_id", select.join(", "));
-    let batches = crate::sql(ctx, &sql).await;
+    let result = async {
+        let frame = ctx.sql(&sql).await.map_err(sql_err)?;
+        let schema = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await.map_err(sql_err)?;
+        arrow::compute::concat_batches(&schema, &batches).map_err(|e| Error::Sql(e.to_string()))
+    }
+    .await;
     ctx.deregister_table("__cohort").map_err(sql_err)?;
-    let batches = batches?;
-    let schema = match batches.first() {
-        Some(b) => b.schema(),
-        None => return Err(Error::Sql("the cohort query returned nothing".into())),
-    };
-    arrow::compute::concat_batches(&schema, &batches).map_err(|e| Error::Sql(e.to_string()))
+    result
 }
 
 #[derive(Debug, Clone, Copy)]

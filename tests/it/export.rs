@@ -179,6 +179,23 @@ fn stratified_exports_balance_every_stratum() {
             ["a", "b", "c"].iter().map(|a| per.get(&(s, a.to_string())).copied().unwrap_or(0)).collect();
         assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "stratum {s}: {sizes:?}");
     }
+    // An empty audience writes a file with the header only.
+    let out = taglake_ok(
+        &[
+            "export",
+            "--audience",
+            "tier_gold AND NOT tier_gold",
+            "--salt",
+            "x",
+            "--columns",
+            "city",
+            "--out",
+            "none.csv",
+        ],
+        dir,
+    );
+    assert!(out.contains("0 members in the audience") && out.contains("(0 rows)"), "{out}");
+    assert_eq!(std::fs::read_to_string(dir.join("none.csv")).unwrap(), "member_id,arm,city\n");
     let e =
         taglake(&["export", "--audience", "tier_gold", "--salt", "x", "--stratify-by", "tiers", "--out", "x.csv"], dir);
     let err = String::from_utf8_lossy(&e.stderr);
