@@ -14,16 +14,19 @@
 //!   It checks that every stored bitmap reads back to the snapshot's tag and
 //!   lies within the universe, and prints a JSON summary.
 //! - `audience_side measure --warehouse W --expr "…" [--expr "…"] --runs N`
-//!   opens the warehouse once as `taglake_query::open` does (the load is
-//!   timed), then per expression, after one untimed warm-up of each, times N
-//!   audience counts in process (`audience::parse` + `audience::evaluate` +
-//!   `len`, what `taglake audience count` does) and N runs of
-//!   `SELECT count(*) FROM members WHERE <expr>` through DataFusion
-//!   (`taglake_query::sql`: parsing, planning and execution). Both counts
-//!   must agree. Then N more SQL runs split into stages (logical plan,
-//!   physical plan, execution) to show where that time goes. Prints JSON
-//!   with every run's seconds, the physical plan, the load time, the thread
-//!   counts and the peak RSS (VmHWM) after the load and at the end.
+//!   first times a cold count per expression (a fresh tag set, whose first
+//!   count reads the bitmaps it needs, as one CLI call does; median of 3).
+//!   Then it opens the warehouse once as `taglake_query::open` does and
+//!   reads every bitmap (`TagSet::warm`), both timed, and per expression,
+//!   after one untimed warm-up of each, times N audience counts in process
+//!   (`audience::parse` + `audience::evaluate` + `len`, what `taglake
+//!   audience count` does) and N runs of `SELECT count(*) FROM members WHERE
+//!   <expr>` through DataFusion (`taglake_query::sql`: parsing, planning and
+//!   execution). Both counts must agree. Then N more SQL runs split into
+//!   stages (logical plan, physical plan, execution) show where that time
+//!   goes. Prints JSON with every run's seconds, the physical plan, the
+//!   open and warm-up times, the thread counts and the peak RSS (VmHWM)
+//!   after the warm-up and at the end.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,6 +47,8 @@ use taglake_storage::Warehouse;
 
 /// Rows per row group of `tags_bool.parquet` (DuckDB's default).
 const ROW_GROUP: usize = 122_880;
+/// Fresh tag sets timed per expression for the cold count.
+const COLD_RUNS: usize = 3;
 /// Name of the universe row in `bitmaps.parquet`.
 const UNIVERSE: &str = "__universe__";
 
@@ -98,12 +103,17 @@ fn fail(message: &str) -> ! {
     std::process::exit(2)
 }
 
-async fn load(wh: &Warehouse) -> Arc<TagSet> {
+async fn load(wh: &Warehouse) -> TagSet {
     match TagSet::load(wh, None).await {
         Ok(Some(tags)) if tags.snapshot.is_some() => tags,
         Ok(_) => fail("the warehouse has no tag snapshot: run `taglake tag` first"),
         Err(e) => fail(&e.to_string()),
     }
+}
+
+/// A result of the query layer, or the program stops with its message.
+fn ok<T>(r: taglake_query::Result<T>) -> T {
+    r.unwrap_or_else(|e| fail(&e.to_string()))
 }
 
 async fn export(wh: &Warehouse, names: &[String], dir: &Path) -> serde_json::Value {
@@ -114,18 +124,19 @@ async fn export(wh: &Warehouse, names: &[String], dir: &Path) -> serde_json::Val
         .iter()
         .map(|n| tags.position(n).unwrap_or_else(|| fail(&format!("no tag `{n}` in snapshot {snapshot}"))))
         .collect();
-    for &p in &positions {
-        let tag = tags.tag(p);
-        if !tag.bitmap.is_subset(&tags.universe) {
-            fail(&format!("tag `{}` has members outside the members table", tag.name));
+    let universe = ok(tags.universe());
+    let bitmaps: Vec<&RoaringBitmap> = positions.iter().map(|&p| ok(tags.bitmap(p))).collect();
+    for (name, bitmap) in names.iter().zip(&bitmaps) {
+        if !bitmap.is_subset(universe) {
+            fail(&format!("tag `{name}` has members outside the members table"));
         }
     }
     std::fs::create_dir_all(dir).unwrap_or_else(|e| fail(&format!("{}: {e}", dir.display())));
 
     // The stored bytes, read back from the tags table itself.
-    let ctx = taglake_query::session(wh).await.unwrap_or_else(|e| fail(&e.to_string()));
+    let ctx = ok(taglake_query::session(wh).await);
     let query = format!("SELECT name, bitmap FROM tags WHERE snapshot = {snapshot}");
-    let batches = taglake_query::sql(&ctx, &query).await.unwrap_or_else(|e| fail(&e.to_string()));
+    let batches = ok(taglake_query::sql(&ctx, &query).await);
     let mut stored: Vec<Option<Vec<u8>>> = vec![None; names.len()];
     for b in &batches {
         // DataFusion may hand out view types: cast to the plain ones.
@@ -139,17 +150,17 @@ async fn export(wh: &Warehouse, names: &[String], dir: &Path) -> serde_json::Val
         }
     }
     let mut rows: Vec<(String, u64, Vec<u8>)> = Vec::new();
-    for ((name, &p), bytes) in names.iter().zip(&positions).zip(stored) {
+    for ((name, &bitmap), bytes) in names.iter().zip(&bitmaps).zip(stored) {
         let bytes = bytes.unwrap_or_else(|| fail(&format!("tag `{name}` is not in the tags table")));
         let read = RoaringBitmap::deserialize_from(bytes.as_slice()).unwrap_or_else(|e| fail(&e.to_string()));
-        if read != tags.tag(p).bitmap {
+        if read != *bitmap {
             fail(&format!("the stored bitmap of `{name}` differs from the loaded one"));
         }
         rows.push((name.clone(), read.len(), bytes));
     }
-    let mut universe = Vec::new();
-    tags.universe.serialize_into(&mut universe).expect("serialize");
-    rows.push((UNIVERSE.into(), tags.universe.len(), universe));
+    let mut bytes = Vec::new();
+    universe.serialize_into(&mut bytes).expect("serialize");
+    rows.push((UNIVERSE.into(), universe.len(), bytes));
 
     let schema = Arc::new(Schema::new(vec![
         Field::new("name", DataType::Utf8, false),
@@ -165,8 +176,8 @@ async fn export(wh: &Warehouse, names: &[String], dir: &Path) -> serde_json::Val
 
     let mut fields = vec![Field::new("member_key", DataType::Int64, false)];
     fields.extend(names.iter().map(|n| Field::new(n, DataType::Boolean, false)));
-    let keys: Vec<u32> = tags.universe.iter().collect();
-    let mut cursors: Vec<_> = positions.iter().map(|&p| tags.tag(p).bitmap.iter().peekable()).collect();
+    let keys: Vec<u32> = universe.iter().collect();
+    let mut cursors: Vec<_> = bitmaps.iter().map(|b| b.iter().peekable()).collect();
     let groups = keys.chunks(ROW_GROUP).map(|chunk| {
         let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(chunk.iter().map(|&k| k as i64)))];
         for cursor in &mut cursors {
@@ -201,14 +212,34 @@ async fn measure(wh: &Warehouse, exprs: &[String], runs: usize) -> serde_json::V
     if exprs.is_empty() {
         fail(USAGE);
     }
+    // Cold: per expression, a fresh tag set (names only), whose first count
+    // reads the bitmaps it needs and the universe from the snapshot's
+    // Parquet rows (the OS cache is warm), as one `taglake audience count`
+    // call does. The median of a few.
+    let mut cold = Vec::new();
+    for text in exprs {
+        let mut seconds = Vec::with_capacity(COLD_RUNS);
+        for _ in 0..COLD_RUNS {
+            let t = Instant::now();
+            let fresh = load(wh).await;
+            let node = audience::parse(text, &fresh).unwrap_or_else(|e| fail(&e.to_string()));
+            std::hint::black_box(ok(audience::evaluate(&node, &fresh)).len());
+            seconds.push(t.elapsed().as_secs_f64());
+        }
+        cold.push(taglake_benches::median(&mut seconds));
+    }
+    // Warm: one session, every bitmap read once.
     let start = Instant::now();
-    let (ctx, tags) = taglake_query::open(wh).await.unwrap_or_else(|e| fail(&e.to_string()));
-    let load_seconds = start.elapsed().as_secs_f64();
+    let (ctx, tags) = ok(taglake_query::open(wh).await);
+    let open_seconds = start.elapsed().as_secs_f64();
     let tags = tags.filter(|t| t.snapshot.is_some()).unwrap_or_else(|| fail("the warehouse has no tag snapshot"));
+    let start = Instant::now();
+    ok(tags.warm());
+    let warm_seconds = start.elapsed().as_secs_f64();
     let rss_after_load = peak_rss();
     let api = |text: &str| -> u64 {
         let node = audience::parse(text, &tags).unwrap_or_else(|e| fail(&e.to_string()));
-        audience::evaluate(&node, &tags).len()
+        ok(audience::evaluate(&node, &tags)).len()
     };
     let mut results = Vec::new();
     for text in exprs {
@@ -231,18 +262,18 @@ async fn measure(wh: &Warehouse, exprs: &[String], runs: usize) -> serde_json::V
             fail(&format!("`{text}`: the audience API counts {count}, SQL counts {counted}"));
         }
         let (stages, plan) = sql_stages(&ctx, &query, runs).await;
-        results.push(json!({"expr": text, "count": count, "api_seconds": api_seconds, "sql_seconds": sql_seconds,
+        results.push(json!({"expr": text, "count": count, "cold_seconds": cold[results.len()], "api_seconds": api_seconds, "sql_seconds": sql_seconds,
             "sql_stage_seconds": stages, "sql_plan": plan}));
     }
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    json!({"snapshot": tags.snapshot, "members": tags.universe.len(), "tags": tags.tags.len(),
-        "load_seconds": load_seconds, "threads": threads,
+    json!({"snapshot": tags.snapshot, "members": ok(tags.universe()).len(), "tags": tags.tags.len(),
+        "open_seconds": open_seconds, "warm_seconds": warm_seconds, "threads": threads,
         "target_partitions": ctx.state().config().target_partitions(), "runs": runs,
         "rss_after_load": rss_after_load, "peak_rss": peak_rss(), "expressions": results})
 }
 
 async fn sql_count(ctx: &SessionContext, query: &str) -> u64 {
-    let batches = taglake_query::sql(ctx, query).await.unwrap_or_else(|e| fail(&e.to_string()));
+    let batches = ok(taglake_query::sql(ctx, query).await);
     let b = batches.iter().find(|b| b.num_rows() > 0).unwrap_or_else(|| fail("count(*) returned no row"));
     b.column(0).as_primitive::<Int64Type>().value(0) as u64
 }
