@@ -80,7 +80,7 @@ struct Flags(Vec<(String, String)>);
 
 impl Flags {
     fn parse(args: &[String]) -> Flags {
-        if args.len() % 2 != 0 || args.iter().step_by(2).any(|a| !a.starts_with("--")) {
+        if !args.len().is_multiple_of(2) || args.iter().step_by(2).any(|a| !a.starts_with("--")) {
             fail(USAGE);
         }
         Flags(args.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect())
