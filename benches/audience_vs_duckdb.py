@@ -38,7 +38,9 @@ Every peer's count must equal taglake's (API and SQL) for every expression,
 or the script stops. Each side runs in its own child process; peak memory is
 its max RSS (wait4), for the Python peers the whole Python process (the
 interpreter, pyarrow and the engine); taglake also reports its own VmHWM
-after the load. The load average is printed before the runs. Results go to
+after the load. Before the runs the script waits (at most `--settle`
+seconds) for the 1-minute load average to fall below half the cores, e.g.
+after the release build, and prints it. Results go to
 `benches/results/audience_vs_duckdb_<members>.json`.
 
 Also reported, not compared: taglake's cold count per expression (a fresh
@@ -354,6 +356,20 @@ def prepare(taglake, members):
     return os.path.join(wd, "warehouse")
 
 
+def settle(limit):
+    """Waits up to `limit` seconds for the 1-minute load average to fall
+    below half the cores (at least 1), e.g. after the release build; warns
+    when it does not. Returns the load average."""
+    target = max(1.0, (os.cpu_count() or 1) / 2)
+    deadline = time.monotonic() + limit
+    while os.getloadavg()[0] >= target and time.monotonic() < deadline:
+        time.sleep(5)
+    load = os.getloadavg()
+    if load[0] >= target:
+        print(f"WARNING: the machine is busy (load {load[0]:.2f}): timings will be noisy", flush=True)
+    return load
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--side", help="the audience_side binary")
@@ -362,6 +378,8 @@ def main():
     p.add_argument("--runs", type=int, default=200)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--warehouse", help="default: ~/.cache/taglake-bench/audience-N or tag-N-5")
+    p.add_argument("--settle", type=float, default=180,
+                   help="seconds to wait at most for the load average to fall before the runs")
     p.add_argument("--expr", action="append", help="an audience expression (repeatable); default: four")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
@@ -386,7 +404,7 @@ def main():
     print(f"warehouse {wh}: snapshot {exported['snapshot']}, {exported['rows']:,} members; exported "
           f"{len(names)} tags as booleans and bitmaps in {secs:.1f} s (not timed below)", flush=True)
 
-    load = os.getloadavg()
+    load = settle(a.settle)
     print(f"load average before the runs: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
           f"({os.cpu_count()} cores); {a.runs} runs per expression and side, {WARMUP} warm-up runs", flush=True)
     side_args = [a.side, "measure", "--warehouse", wh, "--runs", str(a.runs)]
