@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use arrow::array::RecordBatch;
@@ -37,7 +38,7 @@ pub async fn sql(a: SqlArgs) -> Result<()> {
     let wh = Warehouse::open(&a.wh.warehouse)?;
     let ctx = taglake_query::session(&wh).await?;
     let batches = taglake_query::sql(&ctx, &a.query).await?;
-    let bytes = render(&batches, a.format)?;
+    let bytes = render(&batches, a.format, None)?;
     match &a.out {
         Some(path) => std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?,
         None => std::io::stdout().write_all(&bytes)?,
@@ -45,13 +46,16 @@ pub async fn sql(a: SqlArgs) -> Result<()> {
     Ok(())
 }
 
-fn render(batches: &[RecordBatch], format: SqlFormat) -> Result<Vec<u8>> {
+/// The result as bytes of `format`. A table ends with its row count, and
+/// with `elapsed` (the prompt's `\timing`) also the statement's time.
+pub(crate) fn render(batches: &[RecordBatch], format: SqlFormat, elapsed: Option<Duration>) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     match format {
+        // No batches (a CREATE VIEW, say) has no columns to draw.
+        SqlFormat::Table if batches.is_empty() => out.extend(format!("{}\n", rows_line(batches, elapsed)).bytes()),
         SqlFormat::Table => {
-            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
             out.extend(arrow::util::pretty::pretty_format_batches(batches)?.to_string().bytes());
-            out.extend(format!("\n{rows} row{}\n", if rows == 1 { "" } else { "s" }).bytes());
+            out.extend(format!("\n{}\n", rows_line(batches, elapsed)).bytes());
         }
         SqlFormat::Csv => {
             let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
@@ -77,4 +81,11 @@ fn render(batches: &[RecordBatch], format: SqlFormat) -> Result<Vec<u8>> {
         }
     }
     Ok(out)
+}
+
+/// "3 rows", or "3 rows in 12.4 ms" with a time.
+pub(crate) fn rows_line(batches: &[RecordBatch], elapsed: Option<Duration>) -> String {
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let time = elapsed.map(|t| format!(" in {:.1} ms", t.as_secs_f64() * 1e3)).unwrap_or_default();
+    format!("{rows} row{}{time}", if rows == 1 { "" } else { "s" })
 }
