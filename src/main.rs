@@ -6,6 +6,7 @@
 
 mod cli;
 mod cluster;
+mod repl;
 mod report;
 mod sql;
 mod tags;

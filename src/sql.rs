@@ -1,4 +1,6 @@
-//! `taglake sql`: one SQL statement over the warehouse tables.
+//! `taglake sql`: one SQL statement over the warehouse tables, or the
+//! interactive prompt ([`crate::repl`]) when no statement is given; both
+//! print results with [`render`].
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,27 +19,45 @@ pub enum SqlFormat {
     Parquet,
 }
 
+impl SqlFormat {
+    /// The name used by `--format` and `\format`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SqlFormat::Table => "table",
+            SqlFormat::Csv => "csv",
+            SqlFormat::Json => "json",
+            SqlFormat::Parquet => "parquet",
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct SqlArgs {
     /// The statement, e.g. "SELECT community, count(*) FROM communities GROUP BY 1".
-    pub query: String,
+    /// Without one, an interactive prompt opens; with standard input not a
+    /// terminal, statements ending in `;` are read from it.
+    pub query: Option<String>,
     /// Output format (parquet needs --out).
     #[arg(long, value_enum, default_value_t = SqlFormat::Table)]
     pub format: SqlFormat,
     /// Write the result here instead of standard output.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// History file of the interactive prompt [default: $HOME/.taglake_history].
+    #[arg(long, value_name = "FILE")]
+    pub history: Option<PathBuf>,
     #[command(flatten)]
     pub wh: crate::cli::WarehouseArg,
 }
 
 pub async fn sql(a: SqlArgs) -> Result<()> {
+    let Some(query) = &a.query else { return crate::repl::run(a).await };
     if a.format == SqlFormat::Parquet && a.out.is_none() {
         bail!("--format parquet needs --out FILE");
     }
     let wh = Warehouse::open(&a.wh.warehouse)?;
     let ctx = taglake_query::session(&wh).await?;
-    let batches = taglake_query::sql(&ctx, &a.query).await?;
+    let batches = taglake_query::sql(&ctx, query).await?;
     let bytes = render(&batches, a.format, None)?;
     match &a.out {
         Some(path) => std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?,
