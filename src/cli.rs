@@ -42,7 +42,7 @@ enum Command {
     Tags(TagsCmd),
     /// Find communities of similar members (k-means); `cluster profile` describes them.
     Cluster(crate::cluster::ClusterArgs),
-    /// Run one SQL statement over the warehouse tables (DataFusion).
+    /// Run SQL over the warehouse tables (DataFusion): one statement, or a prompt without one.
     Sql(crate::sql::SqlArgs),
     /// Count, overlap and sample audiences (tag expressions).
     Audience(crate::audience::AudienceArgs),

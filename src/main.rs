@@ -7,6 +7,7 @@
 mod audience;
 mod cli;
 mod cluster;
+mod repl;
 mod report;
 mod sql;
 mod tags;

@@ -7,13 +7,15 @@ mod cluster;
 mod export;
 mod ingest_generated;
 mod kill;
+mod repl;
 mod sql;
 mod tag_cli;
 mod tag_kill;
 mod tag_reference;
 
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 /// Runs the built `taglake` binary and returns its output.
 pub fn taglake(args: &[&str], cwd: &Path) -> Output {
@@ -23,6 +25,22 @@ pub fn taglake(args: &[&str], cwd: &Path) -> Output {
         .env_remove("TAGLAKE_WAREHOUSE")
         .output()
         .expect("taglake runs")
+}
+
+/// Runs the built `taglake` binary with `input` on its standard input (a
+/// pipe, not a terminal).
+pub fn taglake_with_input(args: &[&str], cwd: &Path, input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_taglake"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("TAGLAKE_WAREHOUSE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("taglake runs");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().expect("taglake finishes")
 }
 
 /// Like [`taglake`], failing the test unless the command succeeds.
