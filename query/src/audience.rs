@@ -168,21 +168,26 @@ impl Parser<'_> {
     }
 
     fn or(&mut self) -> Result<Node, AudienceError> {
-        let mut items = vec![self.and()?];
-        while self.peek().0 == Token::Or {
-            self.at += 1;
-            items.push(self.and()?);
-        }
-        Ok(if items.len() == 1 { items.pop().expect("one") } else { Node::Or(items) })
+        self.chain(Token::Or, Self::and, Node::Or)
     }
 
     fn and(&mut self) -> Result<Node, AudienceError> {
-        let mut items = vec![self.unary()?];
-        while self.peek().0 == Token::And {
+        self.chain(Token::And, Self::unary, Node::And)
+    }
+
+    /// `operand (op operand)*`, one node when there is no `op`.
+    fn chain(
+        &mut self,
+        op: Token,
+        operand: fn(&mut Self) -> Result<Node, AudienceError>,
+        join: fn(Vec<Node>) -> Node,
+    ) -> Result<Node, AudienceError> {
+        let mut items = vec![operand(self)?];
+        while self.peek().0 == op {
             self.at += 1;
-            items.push(self.unary()?);
+            items.push(operand(self)?);
         }
-        Ok(if items.len() == 1 { items.pop().expect("one") } else { Node::And(items) })
+        Ok(if items.len() == 1 { items.pop().expect("one") } else { join(items) })
     }
 
     fn unary(&mut self) -> Result<Node, AudienceError> {

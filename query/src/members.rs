@@ -129,14 +129,13 @@ pub fn filter_to_node(expr: &Expr, tag_of: &dyn Fn(&str) -> Option<usize>) -> Op
             Operator::And => Node::And(vec![go(left)?, go(right)?]),
             Operator::Or => Node::Or(vec![go(left)?, go(right)?]),
             Operator::Eq | Operator::NotEq | Operator::IsNotDistinctFrom | Operator::IsDistinctFrom => {
+                // A tag side compared with a boolean literal; anything else
+                // (tag vs tag, two literals) stays with DataFusion.
                 let (side, value) = match (literal(left), literal(right)) {
                     (None, Some(v)) => (go(left)?, v),
                     (Some(v), None) => (go(right)?, v),
-                    _ => (Node::Tag(usize::MAX), false),
+                    _ => return None,
                 };
-                if side == Node::Tag(usize::MAX) {
-                    return None;
-                }
                 let equal = matches!(op, Operator::Eq | Operator::IsNotDistinctFrom);
                 if equal == value { side } else { not(side) }
             }
