@@ -1,11 +1,11 @@
 //! `taglake audience`, `taglake export` and `taglake experiment`.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use arrow::array::RecordBatch;
 use clap::{Args, Subcommand};
 use taglake_query::TagSet;
 use taglake_query::experiment::{self, Report};
@@ -137,14 +137,6 @@ enum ExperimentCommand {
     },
 }
 
-async fn load(wh: &Warehouse) -> Result<Arc<TagSet>> {
-    let tags = TagSet::load(wh, None).await?.context("the warehouse has no members yet: run `taglake ingest`")?;
-    if tags.snapshot.is_none() {
-        bail!("the warehouse was never tagged: run `taglake tag`");
-    }
-    Ok(Arc::new(tags))
-}
-
 fn parse(text: &str, tags: &TagSet) -> Result<taglake_query::Node> {
     Ok(taglake_query::audience::parse(text, tags)?)
 }
@@ -156,10 +148,18 @@ fn percent(part: u64, whole: u64) -> f64 {
 pub async fn audience(a: AudienceArgs) -> Result<()> {
     let wh = Warehouse::open(&a.wh.warehouse)?;
     let started = Instant::now();
-    let tags = load(&wh).await?;
+    // Only a sample reads member attributes, so only it opens a SQL session
+    // (which loads the tag set itself).
+    let (ctx, tags) = match a.command {
+        AudienceCommand::Sample { .. } => {
+            let (ctx, tags) = taglake_query::open(&wh).await?;
+            (Some(ctx), tags)
+        }
+        _ => (None, TagSet::load(&wh, None).await?.map(Arc::new)),
+    };
+    let (tags, snapshot) = taglake_query::tagset::tagged(tags)?;
     let loaded = started.elapsed().as_secs_f64();
     let base = tags.universe()?.len();
-    let snapshot = tags.snapshot.unwrap_or_default();
     match a.command {
         AudienceCommand::Count { expr, format } => {
             let node = parse(&expr, &tags)?;
@@ -175,7 +175,7 @@ pub async fn audience(a: AudienceArgs) -> Result<()> {
                     loaded
                 ),
                 OutputFormat::Csv => {
-                    println!("audience,members,base,snapshot\n{},{members},{base},{snapshot}", csv_field(&expr))
+                    println!("audience,members,base,snapshot\n{},{members},{base},{snapshot}", report::csv_field(&expr))
                 }
                 OutputFormat::Json => println!(
                     "{}",
@@ -217,8 +217,8 @@ pub async fn audience(a: AudienceArgs) -> Result<()> {
                         for j in 0..n {
                             println!(
                                 "{},{},{},{},{}",
-                                csv_field(&exprs[i]),
-                                csv_field(&exprs[j]),
+                                report::csv_field(&exprs[i]),
+                                report::csv_field(&exprs[j]),
                                 matrix[i][i],
                                 matrix[j][j],
                                 matrix[i][j]
@@ -236,7 +236,7 @@ pub async fn audience(a: AudienceArgs) -> Result<()> {
             let node = parse(&expr, &tags)?;
             let selected = taglake_query::audience::evaluate(&node, &tags)?;
             let keys = taglake_query::audience::sample(&selected, n, seed);
-            let (ctx, _) = taglake_query::open(&wh).await?;
+            let ctx = ctx.context("a sample opens a SQL session")?;
             let columns = if columns.is_empty() {
                 let schema = ctx.table_provider("members").await?.schema();
                 // The attributes: every column before the first tag column.
@@ -259,7 +259,7 @@ pub async fn audience(a: AudienceArgs) -> Result<()> {
                 format!("SELECT {select} FROM members WHERE member_key IN ({list}) ORDER BY member_id")
             };
             let batches = taglake_query::sql(&ctx, &sql).await?;
-            print_batches(&batches, format)?;
+            std::io::stdout().write_all(&crate::sql::render(&batches, format.into(), None)?)?;
             if format == OutputFormat::Table {
                 println!(
                     "{} of {} members of the audience (seed {seed}) · snapshot {snapshot}",
@@ -267,31 +267,6 @@ pub async fn audience(a: AudienceArgs) -> Result<()> {
                     report::count(selected.len())
                 );
             }
-        }
-    }
-    Ok(())
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
-}
-
-fn print_batches(batches: &[RecordBatch], format: OutputFormat) -> Result<()> {
-    match format {
-        OutputFormat::Table => println!("{}", arrow::util::pretty::pretty_format_batches(batches)?),
-        OutputFormat::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(std::io::stdout());
-            for b in batches {
-                w.write(b)?;
-            }
-        }
-        OutputFormat::Json => {
-            let mut w = arrow::json::ArrayWriter::new(std::io::stdout());
-            for b in batches {
-                w.write(b)?;
-            }
-            w.finish()?;
-            println!();
         }
     }
     Ok(())
@@ -368,7 +343,7 @@ pub async fn experiment_cmd(a: ExperimentArgs) -> Result<()> {
                             println!(
                                 "{},{},{},{},{},{},{}",
                                 e.id,
-                                csv_field(&e.name),
+                                report::csv_field(&e.name),
                                 arm.name,
                                 arm.members,
                                 e.launched_at.to_rfc3339(),

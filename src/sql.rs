@@ -19,6 +19,16 @@ pub enum SqlFormat {
     Parquet,
 }
 
+impl From<crate::tags::OutputFormat> for SqlFormat {
+    fn from(f: crate::tags::OutputFormat) -> SqlFormat {
+        match f {
+            crate::tags::OutputFormat::Table => SqlFormat::Table,
+            crate::tags::OutputFormat::Csv => SqlFormat::Csv,
+            crate::tags::OutputFormat::Json => SqlFormat::Json,
+        }
+    }
+}
+
 impl SqlFormat {
     /// The name used by `--format` and `\format`.
     pub fn name(self) -> &'static str {

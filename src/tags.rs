@@ -195,10 +195,6 @@ pub async fn tags(wh: &Warehouse, cmd: TagsCommand) -> Result<()> {
     Ok(())
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
-}
-
 fn print_tags(tags: &[&TagInfo], format: OutputFormat) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match format {
@@ -225,8 +221,8 @@ fn print_tags(tags: &[&TagInfo], format: OutputFormat) -> Result<()> {
                     out,
                     "{},{},{},{},{}",
                     t.name,
-                    csv_field(&t.family),
-                    csv_field(&t.description),
+                    crate::report::csv_field(&t.family),
+                    crate::report::csv_field(&t.description),
                     t.members,
                     t.share
                 )?;
@@ -260,7 +256,7 @@ async fn diff(wh: &Warehouse, a: DiffArgs) -> Result<()> {
         };
         writeln!(out, "member_id,member_key")?;
         for (k, id) in &ids {
-            writeln!(out, "{},{k}", csv_field(id))?;
+            writeln!(out, "{},{k}", crate::report::csv_field(id))?;
         }
         out.flush()?;
         if let Some(p) = &a.out {

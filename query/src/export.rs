@@ -174,9 +174,7 @@ pub async fn export(wh: &Warehouse, o: &ExportOptions) -> Result<ExportSummary> 
     }
     let format = Format::of(&o.out)?;
     let (ctx, tags) = crate::open(wh).await?;
-    let tags = tags.ok_or_else(|| Error::Invalid("the warehouse has no members yet: run `taglake ingest`".into()))?;
-    let snapshot =
-        tags.snapshot.ok_or_else(|| Error::Invalid("the warehouse was never tagged: run `taglake tag`".into()))?;
+    let (tags, snapshot) = crate::tagset::tagged(tags)?;
     let node = audience::parse(&o.audience, &tags)?;
     let columns = resolve_columns(&ctx, &o.columns).await?;
     let selected = audience::evaluate(&node, &tags)?;

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Int32Type, Int64Type};
@@ -243,6 +243,15 @@ impl TagSet {
         }
         Err(err(format!("tag `{name}`: row {} of row group {} is missing", loc.row, loc.row_group)))
     }
+}
+
+/// The tag set of a warehouse that has members and at least one snapshot,
+/// with its snapshot version; otherwise the error saying what to run first.
+pub fn tagged(tags: Option<Arc<TagSet>>) -> Result<(Arc<TagSet>, i64)> {
+    let tags = tags.ok_or_else(|| Error::Invalid("the warehouse has no members yet: run `taglake ingest`".into()))?;
+    let snapshot =
+        tags.snapshot.ok_or_else(|| Error::Invalid("the warehouse was never tagged: run `taglake tag`".into()))?;
+    Ok((tags, snapshot))
 }
 
 /// Reads name, family and position of every tag of a snapshot's files and
