@@ -50,6 +50,10 @@ enum Command {
     Export(crate::audience::ExportArgs),
     /// Recorded experiments and their uplift reports.
     Experiment(crate::audience::ExperimentArgs),
+    /// Serve the warehouse over the PostgreSQL wire protocol (psql, BI tools), read-only.
+    Serve(crate::serve::ServeArgs),
+    /// Add a user to a `taglake serve` users file, or change their password (read from stdin).
+    Passwd(crate::serve::PasswdArgs),
 }
 
 #[derive(Args)]
@@ -182,6 +186,8 @@ pub fn run() -> ExitCode {
             Command::Audience(a) => crate::audience::audience(a).await,
             Command::Export(a) => crate::audience::export_cmd(a).await,
             Command::Experiment(a) => crate::audience::experiment_cmd(a).await,
+            Command::Serve(a) => crate::serve::serve(a).await,
+            Command::Passwd(a) => crate::serve::passwd(a),
         }
     });
     match result {

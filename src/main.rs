@@ -9,6 +9,7 @@ mod cli;
 mod cluster;
 mod repl;
 mod report;
+mod serve;
 mod sql;
 mod tags;
 

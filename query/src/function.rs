@@ -36,6 +36,13 @@ impl TableFunctionImpl for AudienceFunction {
                     _,
                 ),
             ] => s.clone(),
+            [Expr::Placeholder(p)] => {
+                return Err(DataFusionError::Plan(format!(
+                    "audience() takes one text literal, not the parameter {}: the expression decides the plan, so it \
+                     must be in the SQL text (bind it on the client side, e.g. psycopg's ClientCursor)",
+                    p.id
+                )));
+            }
             _ => {
                 return Err(DataFusionError::Plan(
                     "audience() takes one text literal, e.g. audience('tier_gold AND NOT dormant_90_plus')".into(),

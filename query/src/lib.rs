@@ -34,6 +34,7 @@ pub mod tagset;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
+use datafusion::catalog::TableProvider;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use taglake_storage::{Table, Warehouse};
 
@@ -88,18 +89,56 @@ pub async fn session(wh: &Warehouse) -> Result<SessionContext> {
 pub async fn open(wh: &Warehouse) -> Result<(SessionContext, Option<Arc<TagSet>>)> {
     let config = SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
-    for table in Table::ALL {
-        if table != Table::Members {
-            wh.register(table, &ctx).await?;
-        }
-    }
     let tags = TagSet::load(wh, None).await?.map(Arc::new);
-    if let (Some(tags), Some(inner)) = (&tags, wh.provider(Table::Members, &ctx).await?) {
-        let members = Arc::new(members::MembersTable::new(tags.clone(), inner));
-        ctx.register_table(Table::Members.name(), members.clone()).map_err(|e| Error::Sql(e.to_string()))?;
-        ctx.register_udtf("audience", Arc::new(function::AudienceFunction::new(members)));
-    }
+    Catalog::load(wh, &ctx, tags.clone()).await?.register(&ctx)?;
     Ok((ctx, tags))
+}
+
+/// What a session over the warehouse registers: every existing table,
+/// `members` with a column per tag, and `audience()`. Built apart from the
+/// session so a long-lived server can build the next one (a new snapshot,
+/// new table versions) while queries run, then swap it in at once.
+pub struct Catalog {
+    /// Each existing table under its name (`members` with tag columns).
+    pub tables: Vec<(&'static str, Arc<dyn TableProvider>)>,
+    /// The `audience('…')` function, when there are members and tags.
+    pub audience: Option<Arc<function::AudienceFunction>>,
+    /// The tags `members` answers from.
+    pub tags: Option<Arc<TagSet>>,
+}
+
+impl Catalog {
+    /// Providers over the current version of every table, with `tags` as
+    /// the columns of `members` (`None`: the plain attribute table).
+    pub async fn load(wh: &Warehouse, ctx: &SessionContext, tags: Option<Arc<TagSet>>) -> Result<Catalog> {
+        let mut tables = Vec::new();
+        let mut audience = None;
+        for table in Table::ALL {
+            let Some(provider) = wh.provider(table, ctx).await? else { continue };
+            let provider: Arc<dyn TableProvider> = match (&tags, table) {
+                (Some(tags), Table::Members) => {
+                    let members = Arc::new(members::MembersTable::new(tags.clone(), provider));
+                    audience = Some(Arc::new(function::AudienceFunction::new(members.clone())));
+                    members
+                }
+                _ => provider,
+            };
+            tables.push((table.name(), provider));
+        }
+        Ok(Catalog { tables, audience, tags })
+    }
+
+    /// Registers (or replaces) every table and the function in `ctx`.
+    pub fn register(&self, ctx: &SessionContext) -> Result<()> {
+        for (name, provider) in &self.tables {
+            ctx.deregister_table(*name).map_err(|e| Error::Sql(e.to_string()))?;
+            ctx.register_table(*name, provider.clone()).map_err(|e| Error::Sql(e.to_string()))?;
+        }
+        if let Some(f) = &self.audience {
+            ctx.register_udtf("audience", f.clone());
+        }
+        Ok(())
+    }
 }
 
 /// The tables registered in a session, by name.
@@ -121,7 +160,7 @@ pub async fn sql(ctx: &SessionContext, text: &str) -> Result<Vec<RecordBatch>> {
 
 /// DataFusion's message, plus which tables exist when it names one that
 /// does not (a warehouse table never written is not registered).
-fn explain(ctx: &SessionContext, message: &str) -> Error {
+pub fn explain(ctx: &SessionContext, message: &str) -> Error {
     let message = message.trim().to_string();
     if let Some(rest) = message.split("table '").nth(1).filter(|_| message.contains("not found")) {
         let missing = rest.split('\'').next().unwrap_or_default();

@@ -8,6 +8,7 @@ mod export;
 mod ingest_generated;
 mod kill;
 mod repl;
+mod serve;
 mod sql;
 mod tag_cli;
 mod tag_kill;

@@ -1,0 +1,335 @@
+//! What `taglake serve` is allowed to do, checked once before it listens.
+//!
+//! The builder takes the flags as the user typed them (`"512MiB"`, `"30s"`,
+//! `"0.0.0.0:5433"`) and [`ServeConfigBuilder::build`] turns them into a
+//! [`ServeConfig`] or an error naming the flag. The security rules live
+//! here, so no code path can start a server that breaks them: a
+//! non-loopback address needs a users file, a certificate needs its key,
+//! and the export directory must exist (it is resolved once, symlinks and
+//! all, and every `COPY … TO` is checked against that resolved path).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::users::Users;
+use crate::{Error, Result};
+
+/// The default address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5433";
+
+/// A validated server configuration.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// The warehouse directory.
+    pub warehouse: PathBuf,
+    /// Who may log in (SCRAM-SHA-256); `None` = no authentication (loopback only).
+    pub users: Option<Users>,
+    /// Certificate chain and private key (PEM) for TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Refuse connections that do not ask for TLS.
+    pub require_tls: bool,
+    /// Where `COPY … TO` may write (canonical path); `None` = refused.
+    pub export_dir: Option<PathBuf>,
+    /// Memory one query may hold in sorts, joins and aggregations.
+    pub query_memory: usize,
+    /// Longest a statement may run, planning and streaming included.
+    pub statement_timeout: Duration,
+    /// Most connections at once; the next one gets error 53300.
+    pub max_connections: usize,
+    /// How often the warehouse is checked for new tables and snapshots.
+    pub refresh_interval: Duration,
+}
+
+impl ServeConfig {
+    /// A builder with the defaults: loopback, 1 GiB per query, 5 minutes,
+    /// 64 connections, a refresh check every 5 seconds.
+    pub fn builder(warehouse: impl Into<PathBuf>) -> ServeConfigBuilder {
+        ServeConfigBuilder {
+            warehouse: warehouse.into(),
+            listen: DEFAULT_LISTEN.into(),
+            users: None,
+            tls_cert: None,
+            tls_key: None,
+            require_tls: false,
+            export_dir: None,
+            query_memory: "1GiB".into(),
+            statement_timeout: "5m".into(),
+            max_connections: 64,
+            refresh_interval: "5s".into(),
+        }
+    }
+}
+
+/// The settings as given; [`build`](Self::build) checks them.
+#[derive(Debug, Clone)]
+pub struct ServeConfigBuilder {
+    warehouse: PathBuf,
+    listen: String,
+    users: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    require_tls: bool,
+    export_dir: Option<PathBuf>,
+    query_memory: String,
+    statement_timeout: String,
+    max_connections: usize,
+    refresh_interval: String,
+}
+
+impl ServeConfigBuilder {
+    /// `HOST:PORT` to listen on (port 0 picks a free one).
+    pub fn listen(mut self, addr: impl Into<String>) -> Self {
+        self.listen = addr.into();
+        self
+    }
+    /// The users file (see [`Users`]).
+    pub fn users(mut self, path: impl Into<PathBuf>) -> Self {
+        self.users = Some(path.into());
+        self
+    }
+    /// TLS certificate chain and private key, both PEM.
+    pub fn tls(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls_cert = Some(cert.into());
+        self.tls_key = Some(key.into());
+        self
+    }
+    /// TLS certificate alone (an error at build time without the key).
+    pub fn tls_cert(mut self, cert: Option<PathBuf>) -> Self {
+        self.tls_cert = cert;
+        self
+    }
+    /// TLS key alone (an error at build time without the certificate).
+    pub fn tls_key(mut self, key: Option<PathBuf>) -> Self {
+        self.tls_key = key;
+        self
+    }
+    /// Refuse connections that do not start TLS.
+    pub fn require_tls(mut self, yes: bool) -> Self {
+        self.require_tls = yes;
+        self
+    }
+    /// The directory `COPY … TO` may write into.
+    pub fn export_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.export_dir = Some(dir.into());
+        self
+    }
+    /// Per-query memory, e.g. `512MiB`, `2GiB`, `1000000`.
+    pub fn query_memory(mut self, size: impl Into<String>) -> Self {
+        self.query_memory = size.into();
+        self
+    }
+    /// Statement timeout, e.g. `30s`, `5m`, `1h`, `250ms`.
+    pub fn statement_timeout(mut self, d: impl Into<String>) -> Self {
+        self.statement_timeout = d.into();
+        self
+    }
+    /// Most connections at once.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+    /// How often to look for new table versions and snapshots.
+    pub fn refresh_interval(mut self, d: impl Into<String>) -> Self {
+        self.refresh_interval = d.into();
+        self
+    }
+
+    /// Checks every setting and reads the users file.
+    pub fn build(self) -> Result<ServeConfig> {
+        let listen = resolve(&self.listen)?;
+        let users = self.users.as_deref().map(Users::load).transpose()?;
+        if users.is_none() && !listen.ip().is_loopback() {
+            return Err(Error::Config(format!(
+                "refusing to listen on {listen} without authentication: anyone who reaches that address could read \
+                 every member; give --users FILE (add users with `taglake passwd NAME --users FILE`) or listen on \
+                 127.0.0.1"
+            )));
+        }
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(c), Some(k)) => Some((readable(&c, "--tls-cert")?, readable(&k, "--tls-key")?)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(Error::Config("--tls-cert needs --tls-key (the certificate's private key)".into()));
+            }
+            (None, Some(_)) => return Err(Error::Config("--tls-key needs --tls-cert (the certificate chain)".into())),
+        };
+        if self.require_tls && tls.is_none() {
+            return Err(Error::Config("--require-tls needs --tls-cert and --tls-key".into()));
+        }
+        let export_dir = match self.export_dir {
+            None => None,
+            Some(d) => {
+                let canonical = d.canonicalize().map_err(|e| {
+                    Error::Config(format!("--export-dir {}: {e} (create the directory first)", d.display()))
+                })?;
+                if !canonical.is_dir() {
+                    return Err(Error::Config(format!("--export-dir {}: not a directory", d.display())));
+                }
+                Some(canonical)
+            }
+        };
+        let query_memory = parse_size(&self.query_memory).filter(|&n| n >= 1 << 20).ok_or_else(|| {
+            Error::Config(format!(
+                "--query-memory '{}': expected a size of at least 1MiB, e.g. 512MiB or 2GiB",
+                self.query_memory
+            ))
+        })?;
+        let statement_timeout = parse_duration(&self.statement_timeout).filter(|d| !d.is_zero()).ok_or_else(|| {
+            Error::Config(format!(
+                "--statement-timeout '{}': expected a duration above zero, e.g. 30s, 5m or 1h",
+                self.statement_timeout
+            ))
+        })?;
+        let refresh_interval =
+            parse_duration(&self.refresh_interval).filter(|d| *d >= Duration::from_millis(100)).ok_or_else(|| {
+                Error::Config(format!(
+                    "--refresh-interval '{}': expected a duration of at least 100ms, e.g. 5s",
+                    self.refresh_interval
+                ))
+            })?;
+        if self.max_connections == 0 {
+            return Err(Error::Config("--max-connections must be at least 1".into()));
+        }
+        Ok(ServeConfig {
+            listen,
+            warehouse: self.warehouse,
+            users,
+            tls,
+            require_tls: self.require_tls,
+            export_dir,
+            query_memory,
+            statement_timeout,
+            max_connections: self.max_connections,
+            refresh_interval,
+        })
+    }
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr> {
+    let bad =
+        |why: String| Error::Config(format!("--listen '{addr}': {why} (expected HOST:PORT, e.g. {DEFAULT_LISTEN})"));
+    let mut all = addr.to_socket_addrs().map_err(|e| bad(e.to_string()))?;
+    all.next().ok_or_else(|| bad("the name resolves to no address".into()))
+}
+
+fn readable(path: &Path, flag: &str) -> Result<PathBuf> {
+    std::fs::metadata(path).map_err(|e| Error::Config(format!("{flag} {}: {e}", path.display())))?;
+    Ok(path.to_path_buf())
+}
+
+/// `512MiB`, `2GiB`, `1.5GB`, `64KiB`, `1000000` (bytes) → bytes.
+pub fn parse_size(text: &str) -> Option<usize> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024f64.powi(4),
+        _ => return None,
+    };
+    let bytes = number * scale;
+    (bytes.is_finite() && bytes >= 0.0 && bytes < usize::MAX as f64).then_some(bytes as usize)
+}
+
+/// `250ms`, `30s`, `5m`, `1h`, `1d` → a duration (PostgreSQL's `min` too).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit.trim() {
+        "ms" => number / 1000.0,
+        "s" | "" => number,
+        "m" | "min" => number * 60.0,
+        "h" => number * 3600.0,
+        "d" => number * 86400.0,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(seconds).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(b: ServeConfigBuilder) -> String {
+        b.build().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn sizes_and_durations_parse_with_units_and_refuse_garbage() {
+        assert_eq!(parse_size("512MiB"), Some(512 << 20));
+        assert_eq!(parse_size("2 GiB"), Some(2 << 30));
+        assert_eq!(parse_size("1.5GB"), Some(1_500_000_000));
+        assert_eq!(parse_size("4096"), Some(4096));
+        for bad in ["", "MiB", "-1MiB", "12 parsecs", "1e400"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2min"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        for bad in ["", "s", "-3s", "3 weeks", "1e999s"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_public_address_without_users_is_refused() {
+        let e = err(ServeConfig::builder("wh").listen("0.0.0.0:5433"));
+        assert!(e.starts_with("refusing to listen on 0.0.0.0:5433 without authentication"), "{e}");
+        let e = err(ServeConfig::builder("wh").listen("[::]:5433"));
+        assert!(e.contains("without authentication"), "{e}");
+        assert!(ServeConfig::builder("wh").listen("127.0.0.1:0").build().is_ok());
+        assert!(ServeConfig::builder("wh").listen("[::1]:0").build().is_ok());
+    }
+
+    #[test]
+    fn every_bad_setting_names_its_flag() {
+        let b = || ServeConfig::builder("wh");
+        assert!(err(b().listen("nowhere")).starts_with("--listen 'nowhere':"));
+        assert!(err(b().query_memory("12 parsecs")).starts_with("--query-memory '12 parsecs'"));
+        assert!(err(b().query_memory("10KiB")).contains("at least 1MiB"));
+        assert!(err(b().statement_timeout("0s")).starts_with("--statement-timeout '0s'"));
+        assert!(err(b().refresh_interval("1ms")).starts_with("--refresh-interval '1ms'"));
+        assert_eq!(err(b().max_connections(0)), "--max-connections must be at least 1");
+        assert_eq!(
+            err(b().tls_cert(Some("c.pem".into()))),
+            "--tls-cert needs --tls-key (the certificate's private key)"
+        );
+        assert_eq!(err(b().tls_key(Some("k.pem".into()))), "--tls-key needs --tls-cert (the certificate chain)");
+        assert!(err(b().tls("/nonexistent/c.pem", "/nonexistent/k.pem")).starts_with("--tls-cert /nonexistent/c.pem:"));
+        assert_eq!(err(b().require_tls(true)), "--require-tls needs --tls-cert and --tls-key");
+        assert!(err(b().export_dir("/nonexistent/exports")).starts_with("--export-dir /nonexistent/exports:"));
+        assert!(err(b().users("/nonexistent/users")).starts_with("/nonexistent/users:"));
+    }
+
+    #[test]
+    fn the_export_directory_is_kept_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("link");
+            std::os::unix::fs::symlink(&real, &link).unwrap();
+            let c = ServeConfig::builder("wh").export_dir(&link).build().unwrap();
+            assert_eq!(c.export_dir.unwrap(), real.canonicalize().unwrap());
+        }
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        assert!(err(ServeConfig::builder("wh").export_dir(&file)).ends_with("not a directory"));
+    }
+}

@@ -1,0 +1,106 @@
+//! `taglake serve`: the warehouse over the PostgreSQL wire protocol.
+//!
+//! Marketers use psql, DBeaver, Metabase and notebooks; all of them speak
+//! PostgreSQL. This crate puts the same catalog as `taglake sql` (every
+//! warehouse table, `members` with one boolean column per tag, the
+//! `audience('…')` function) behind that protocol, so those tools build
+//! audiences in SQL without knowing taglake exists.
+//!
+//! The protocol itself (messages, SCRAM, portals, the `pg_catalog` and
+//! `information_schema` tables clients list tables from, Arrow ↔ PostgreSQL
+//! encoding) comes from `pgwire` and `datafusion-postgres`. What this crate
+//! adds is what a shared server needs and those crates leave out:
+//!
+//! - [`ServeConfig`]: a validated configuration. A non-loopback address is
+//!   refused unless users are configured ([`Users`], SCRAM-SHA-256).
+//! - [`policy`]: the server is read-only. Only queries, `EXPLAIN`, `SHOW`,
+//!   `SET` and transaction/cursor statements run; `COPY … TO` writes only
+//!   inside the configured export directory.
+//! - [`handler`]: every query runs in its own memory pool and under the
+//!   statement timeout, both while planning and while rows stream out, and
+//!   fails alone with a PostgreSQL error code clients understand.
+//! - [`live`]: a new tag snapshot (or any new table version) becomes
+//!   visible to new queries without a restart; running ones finish on what
+//!   they started with.
+//! - [`listen`]: the accept loop (TLS, the connection limit with error
+//!   53300, `--require-tls`); bad bytes on one socket close that socket only.
+//!
+//! ```no_run
+//! # async fn run() -> taglake_serve::Result<()> {
+//! let config = taglake_serve::ServeConfig::builder("warehouse")
+//!     .listen("127.0.0.1:5433")
+//!     .query_memory("512MiB")
+//!     .build()?;
+//! let server = taglake_serve::Server::start(config).await?;
+//! println!("listening on {}", server.local_addr());
+//! server.wait().await
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod handler;
+pub mod listen;
+pub mod live;
+pub mod policy;
+pub mod users;
+
+use std::path::PathBuf;
+
+pub use config::{ServeConfig, ServeConfigBuilder};
+pub use listen::Server;
+pub use users::Users;
+
+/// Errors of the server crate: its configuration, its files, the warehouse.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting is invalid; the message names the flag and says why.
+    #[error("{0}")]
+    Config(String),
+    /// The users file is malformed.
+    #[error("{path}:{line}: {message}")]
+    Users {
+        /// The users file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The socket could not be opened.
+    #[error("cannot listen on {addr}: {message}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// The operating system's reason.
+        message: String,
+    },
+    /// The warehouse or its tags could not be read.
+    #[error(transparent)]
+    Query(#[from] taglake_query::Error),
+    /// The warehouse could not be opened.
+    #[error(transparent)]
+    Storage(#[from] taglake_storage::Error),
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A file error with its path.
+pub(crate) fn file_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.into();
+    move |e| Error::File { path, message: e.to_string() }
+}
+
+/// A log line on standard error, with the time (the server's only log).
+pub(crate) fn log(line: std::fmt::Arguments<'_>) {
+    eprintln!("{} {line}", chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ"));
+}

@@ -1,0 +1,224 @@
+//! The accept loop: TLS, the connection limit, `--require-tls`.
+//!
+//! `pgwire` speaks the protocol on each socket; this loop decides first
+//! whether the socket gets that far. It peeks at the first message without
+//! consuming it: a client over `--max-connections` gets a real PostgreSQL
+//! error (53300, "too many clients") rather than a dropped socket, and a
+//! plaintext startup on a `--require-tls` server gets 28000. Every socket
+//! runs in its own task, so garbage bytes, a truncated message or a client
+//! that vanishes end that task and nothing else.
+
+use std::io::BufReader;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion_postgres::pgwire::tokio::process_socket;
+use datafusion_postgres::pgwire::tokio::tokio_rustls::TlsAcceptor;
+use datafusion_postgres::pgwire::tokio::tokio_rustls::rustls;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::config::ServeConfig;
+use crate::handler::Handlers;
+use crate::live::Live;
+use crate::{Error, Result, file_err, log};
+
+const SSL_REQUEST: u32 = 80877103;
+const GSSENC_REQUEST: u32 = 80877104;
+/// How long a new socket may take to send its first message.
+const FIRST_MESSAGE: Duration = Duration::from_secs(10);
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    live: Arc<Live>,
+    accept: tokio::task::JoinHandle<()>,
+    watch: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Loads the warehouse (tags warmed), binds the address and starts
+    /// serving in the background.
+    pub async fn start(config: ServeConfig) -> Result<Server> {
+        let wh = taglake_storage::Warehouse::open(&config.warehouse)?;
+        let live = Live::open(wh).await?;
+        let tls = config.tls.as_ref().map(|(cert, key)| tls_acceptor(cert, key)).transpose()?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| Error::Listen { addr: config.listen.to_string(), message: e.to_string() })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Listen { addr: config.listen.to_string(), message: e.to_string() })?;
+        let config = Arc::new(config);
+        let handlers = Arc::new(Handlers::new(live.clone(), config.clone()));
+        let watch = live.watch(config.refresh_interval);
+        let accept = tokio::spawn(accept(listener, handlers, tls, config));
+        Ok(Server { addr, live, accept, watch })
+    }
+
+    /// The address it listens on (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The live tables it serves.
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
+    }
+
+    /// Serves until the task ends (it does not, short of a panic).
+    pub async fn wait(self) -> Result<()> {
+        let r = (&mut { self.accept }).await;
+        self.watch.abort();
+        r.map_err(|e| Error::Config(format!("the server stopped: {e}")))
+    }
+
+    /// Stops accepting connections and refreshing (open ones end with it).
+    pub fn stop(self) {
+        self.accept.abort();
+        self.watch.abort();
+    }
+}
+
+async fn accept(listener: TcpListener, handlers: Arc<Handlers>, tls: Option<TlsAcceptor>, config: Arc<ServeConfig>) {
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of file descriptors and the like: wait, keep serving.
+                log(format_args!("accept failed: {e}"));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let (handlers, tls, slots, config) = (handlers.clone(), tls.clone(), slots.clone(), config.clone());
+        tokio::spawn(async move {
+            let mut socket = socket;
+            let permit = slots.try_acquire_owned();
+            let Some(first) = first_request(&mut socket).await else { return };
+            let wants_tls = first == SSL_REQUEST;
+            if permit.is_err() {
+                let message = format!(
+                    "sorry, too many clients already (taglake serve --max-connections {})",
+                    config.max_connections
+                );
+                refuse(socket, wants_tls.then_some(tls).flatten(), wants_tls, "53300", &message).await;
+                log(format_args!("{peer}: refused, {} connections open", config.max_connections));
+                return;
+            }
+            if config.require_tls && !wants_tls {
+                refuse(socket, None, false, "28000", "this server accepts TLS connections only (use sslmode=require)")
+                    .await;
+                return;
+            }
+            if let Err(e) = process_socket(socket, tls, handlers).await {
+                log(format_args!("{peer}: connection closed: {e}"));
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// The first message's code (SSLRequest, or a protocol version), without
+/// consuming it; a GSSENCRequest is declined here, as pgwire has no GSS.
+async fn first_request(socket: &mut TcpStream) -> Option<u32> {
+    let peek = async {
+        loop {
+            let mut head = [0u8; 8];
+            let n = socket.peek(&mut head).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if n < 8 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            let code = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+            if code == GSSENC_REQUEST {
+                socket.read_exact(&mut head).await.ok()?;
+                socket.write_all(b"N").await.ok()?;
+                continue;
+            }
+            return Some(code);
+        }
+    };
+    tokio::time::timeout(FIRST_MESSAGE, peek).await.ok().flatten()
+}
+
+/// Answers a socket with one FATAL error, the way PostgreSQL refuses a
+/// connection: after the TLS negotiation (if asked) and the startup message.
+async fn refuse(mut socket: TcpStream, tls: Option<TlsAcceptor>, wants_tls: bool, code: &str, message: &str) {
+    let answer = async {
+        if wants_tls {
+            let mut request = [0u8; 8];
+            socket.read_exact(&mut request).await?;
+            match tls {
+                Some(acceptor) => {
+                    socket.write_all(b"S").await?;
+                    let mut stream = acceptor.accept(socket).await?;
+                    return fatal(&mut stream, code, message).await;
+                }
+                None => socket.write_all(b"N").await?,
+            }
+        }
+        fatal(&mut socket, code, message).await
+    };
+    let _ = tokio::time::timeout(FIRST_MESSAGE, answer).await;
+}
+
+/// Reads the startup message and writes an ErrorResponse.
+async fn fatal<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, code: &str, message: &str) -> std::io::Result<()> {
+    let len = stream.read_u32().await? as usize;
+    if !(8..=10_000).contains(&len) {
+        return Ok(());
+    }
+    let mut rest = vec![0u8; len - 4];
+    stream.read_exact(&mut rest).await?;
+    let mut body = Vec::new();
+    for (field, value) in [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', code), (b'M', message)] {
+        body.push(field);
+        body.extend_from_slice(value.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut out = vec![b'E'];
+    out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    out.extend_from_slice(&body);
+    stream.write_all(&out).await?;
+    stream.flush().await?;
+    stream.shutdown().await
+}
+
+/// A TLS acceptor, with ring as the crypto provider. Any problem is an
+/// error: the server never falls back to plaintext when TLS was asked for.
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
+    let pem = std::fs::read(cert).map_err(file_err(cert))?;
+    let certs = rustls_pemfile::certs(&mut BufReader::new(&pem[..]))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Config(format!("--tls-cert {}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(Error::Config(format!("--tls-cert {}: no certificate in the file (expected PEM)", cert.display())));
+    }
+    let key_pem = std::fs::read(key).map_err(file_err(key))?;
+    let private = rustls_pemfile::private_key(&mut BufReader::new(&key_pem[..]))
+        .map_err(|e| Error::Config(format!("--tls-key {}: {e}", key.display())))?
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "--tls-key {}: no private key in the file (expected PEM: PKCS#8, PKCS#1 or SEC1)",
+                key.display()
+            ))
+        })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, private)
+        .map_err(|e| Error::Config(format!("--tls-cert/--tls-key: {e}")))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}

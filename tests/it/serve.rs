@@ -1,0 +1,569 @@
+//! `taglake serve`: real PostgreSQL clients against the server — `psql`
+//! and Python's `psycopg` (libpq underneath) — plus raw sockets for the
+//! faults. Every server here is the built binary, started as a child
+//! process on a free port, over one generated, tagged warehouse.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::tag_reference::ingested_warehouse;
+use crate::taglake_ok;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+/// 3,000 generated members, ingested and tagged once, read by every server
+/// here (the live-refresh test copies it first).
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        ingested_warehouse(&dir, 3_000, 23, "warehouse");
+        taglake_ok(&["tag"], &dir);
+        std::fs::create_dir(dir.join("exports")).unwrap();
+        Fixture { _dir: tmp, dir }
+    })
+}
+
+/// A running `taglake serve`, killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _logdir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(cwd: &Path, args: &[&str]) -> Server {
+        let logdir = tempfile::tempdir().unwrap();
+        let log = logdir.path().join("serve.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_taglake"))
+            .arg("serve")
+            .args(if args.contains(&"--listen") { &[][..] } else { &["--listen", "127.0.0.1:0"][..] })
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("TAGLAKE_WAREHOUSE")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("taglake serve starts");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        let Some(addr) = first.trim().strip_prefix("listening on ") else {
+            let _ = child.wait();
+            panic!("taglake serve did not start: {first}\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        };
+        let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        Server { child, port, log, _logdir: logdir }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `psql -c …` as `user`, unaligned and tuples-only.
+    fn psql(&self, sql: &str, env: &[(&str, &str)]) -> Output {
+        Command::new("psql")
+            .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "analyst", "-d", "taglake", "-c", sql])
+            .env("PGCONNECT_TIMEOUT", "20")
+            .env_remove("PGPASSWORD")
+            .envs(env.iter().copied())
+            .output()
+            .expect("psql runs (apt-get install postgresql-client)")
+    }
+
+    fn psql_ok(&self, sql: &str) -> String {
+        let out = self.psql(sql, &[]);
+        assert!(out.status.success(), "psql -c {sql:?}:\n{}\n{}", String::from_utf8_lossy(&out.stderr), self.log());
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn psql_err(&self, sql: &str) -> String {
+        let out = self.psql(sql, &[]);
+        assert!(!out.status.success(), "psql -c {sql:?} should fail, printed {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// Runs a Python script with psycopg; `PORT` is in its environment.
+    fn python(&self, script: &str, args: &[&str]) -> String {
+        let out =
+            Command::new(python()).args(["-c", script]).args(args).env("PORT", self.port.to_string()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "python failed:\n{}\n{}\nserver log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Python with psycopg: `TAGLAKE_PYTHON` (CI's virtualenv), else `python3`.
+fn python() -> PathBuf {
+    let p = std::env::var_os("TAGLAKE_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from);
+    let ok = Command::new(&p).args(["-c", "import psycopg"]).output();
+    assert!(
+        ok.is_ok_and(|o| o.status.success()),
+        "{} has no psycopg: pip install 'psycopg[binary]' (CI's .ci/run installs it)",
+        p.display()
+    );
+    p
+}
+
+fn audience_count(dir: &Path, expr: &str) -> u64 {
+    let csv = taglake_ok(&["audience", "count", expr, "--format", "csv"], dir);
+    let line = csv.lines().nth(1).unwrap();
+    line.split(',').rev().nth(2).unwrap().parse().unwrap()
+}
+
+#[test]
+fn psql_counts_what_the_audience_command_counts() {
+    let f = fixture();
+    let server = Server::start(&f.dir, &[]);
+    let expr = "tier_gold AND NOT dormant_90_plus";
+    let want = audience_count(&f.dir, expr);
+    assert!(want > 0);
+    let got = server.psql_ok("SELECT count(*) FROM members WHERE tier_gold AND NOT dormant_90_plus");
+    assert_eq!(got.trim(), want.to_string());
+    let got = server.psql_ok("SELECT count(*) FROM audience('tier_gold AND NOT dormant_90_plus')");
+    assert_eq!(got.trim(), want.to_string());
+    // Attributes and tags together, and a join with orders.
+    let got = server.psql_ok(
+        "SELECT count(DISTINCT m.member_key) FROM members m JOIN orders o ON o.member_key = m.member_key \
+         WHERE m.tier_gold AND NOT m.dormant_90_plus",
+    );
+    assert!(got.trim().parse::<u64>().unwrap() <= want);
+}
+
+#[test]
+fn psql_lists_tables_and_columns() {
+    let f = fixture();
+    let server = Server::start(&f.dir, &[]);
+    let tables = server.psql_ok("\\dt");
+    for t in ["members", "orders", "products", "tags", "features"] {
+        assert!(tables.lines().any(|l| l.split('|').nth(1) == Some(t)), "\\dt misses {t}:\n{tables}");
+    }
+    let columns = server.psql_ok("\\d members");
+    for c in ["member_id", "tier_gold", "dormant_90_plus", "in_experiment"] {
+        assert!(columns.lines().any(|l| l.starts_with(&format!("{c}|"))), "\\d members misses {c}:\n{columns}");
+    }
+    let n = server.psql_ok(
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'members' AND data_type = 'Boolean'",
+    );
+    assert!(n.trim().parse::<u64>().unwrap() > 20, "{n}");
+}
+
+#[test]
+fn writes_and_path_escapes_are_refused_and_exports_stay_inside() {
+    let f = fixture();
+    let exports = f.dir.join("exports").canonicalize().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(outside.path(), exports.join("escape")).unwrap_or(());
+    let server = Server::start(&f.dir, &["--export-dir", exports.to_str().unwrap()]);
+    for (sql, want) in [
+        ("DROP TABLE members", "taglake serve is read-only: DROP TABLE is not allowed"),
+        ("DELETE FROM members", "taglake serve is read-only: DELETE is not allowed"),
+        ("INSERT INTO members (member_id) VALUES ('x')", "taglake serve is read-only: INSERT is not allowed"),
+        ("CREATE TABLE t AS SELECT 1", "taglake serve is read-only: CREATE TABLE is not allowed"),
+        ("CREATE VIEW v AS SELECT 1", "taglake serve is read-only: CREATE VIEW is not allowed"),
+        ("COPY members FROM '/tmp/x.csv'", "taglake serve is read-only: COPY … FROM is not allowed"),
+        ("COPY (SELECT 1) TO '../x.csv'", "'..' is not allowed in the path"),
+        ("COPY (SELECT 1) TO '/etc/taglake-x.csv'", "it resolves outside the export directory"),
+        ("COPY (SELECT 1) TO 'escape/x.csv'", "it resolves outside the export directory"),
+        ("COPY (SELECT 1) TO 's3://bucket/x.csv'", "URLs are not allowed"),
+        ("COPY members TO PROGRAM 'true'", "COPY … TO PROGRAM is never allowed"),
+    ] {
+        let err = server.psql_err(sql);
+        assert!(err.contains(want), "{sql}: {err}");
+    }
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "nothing was written outside");
+    let out = server.psql_ok(
+        "COPY (SELECT member_id FROM members WHERE tier_gold ORDER BY member_id) TO 'gold.csv' WITH (FORMAT csv, HEADER)",
+    );
+    assert!(out.starts_with("COPY "), "{out}");
+    let written = std::fs::read_to_string(exports.join("gold.csv")).unwrap();
+    let want = audience_count(&f.dir, "tier_gold");
+    assert_eq!(written.lines().count() as u64, want + 1);
+    assert_eq!(written.lines().next(), Some("member_id"));
+    server.psql_ok("COPY (SELECT member_id, city FROM members) TO 'sub/dir/all.parquet'");
+    assert!(exports.join("sub/dir/all.parquet").is_file());
+    // The server is read-only for everything else, and still serving.
+    assert_eq!(server.psql_ok("SELECT 1").trim(), "1");
+    let no_dir = Server::start(&f.dir, &[]);
+    let err = no_dir.psql_err("COPY (SELECT 1) TO 'x.csv'");
+    assert!(err.contains("this server has no export directory (start it with --export-dir DIR)"), "{err}");
+}
+
+/// psycopg (libpq): the extended protocol, prepared statements with
+/// parameters, binary results, catalog queries and errors with SQLSTATE.
+const PSYCOPG_CLIENT: &str = r#"
+import os, sys, psycopg
+conn = psycopg.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="analyst", dbname="taglake", autocommit=True)
+cur = conn.cursor()
+out = {}
+cur.execute("SELECT count(*) FROM members WHERE tier_gold AND NOT dormant_90_plus")
+out["count"] = cur.fetchone()[0]
+# The expression decides the plan: bound on the client side it works; as a
+# server-side parameter it is refused with a clear message.
+ccur = psycopg.ClientCursor(conn)
+ccur.execute("SELECT count(*) FROM audience(%s)", ("tier_gold AND NOT dormant_90_plus",))
+out["audience_param"] = ccur.fetchone()[0]
+try:
+    cur.execute("SELECT count(*) FROM audience(%s)", ("tier_gold",))
+    out["audience_server_param"] = "no error"
+except psycopg.Error as e:
+    out["audience_server_param"] = str(e)
+# A prepared statement with parameters, executed several times.
+q = "SELECT count(*) FROM members WHERE tier_gold AND points_balance >= %s"
+out["points"] = [cur.execute(q, (p,), prepare=True).fetchone()[0] for p in (0, 100, 1000, 0)]
+# Binary results.
+bcur = conn.cursor(binary=True)
+bcur.execute("SELECT member_key, tier_gold FROM members WHERE tier_gold ORDER BY member_key LIMIT 3")
+out["binary"] = [[int(k), bool(t)] for k, t in bcur.fetchall()]
+cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1")
+out["tables"] = [r[0] for r in cur.fetchall()]
+errors = {}
+for name, sql in [("unknown_table", "SELECT * FROM memberz"), ("unknown_column", "SELECT nope FROM members"),
+                  ("syntax", "SELEC 1"), ("write", "DROP TABLE members"), ("bad_audience", "SELECT count(*) FROM audience('tier_gld')")]:
+    try:
+        cur.execute(sql)
+        errors[name] = "no error"
+    except psycopg.Error as e:
+        errors[name] = [e.sqlstate, str(e).splitlines()[0]]
+out["errors"] = errors
+# The connection survives its errors.
+cur.execute("SELECT 41 + 1")
+out["after"] = cur.fetchone()[0]
+import json; print(json.dumps(out))
+"#;
+
+#[test]
+fn psycopg_runs_prepared_binary_and_catalog_queries() {
+    let f = fixture();
+    let server = Server::start(&f.dir, &[]);
+    let out: serde_json::Value = serde_json::from_str(&server.python(PSYCOPG_CLIENT, &[])).unwrap();
+    let want = audience_count(&f.dir, "tier_gold AND NOT dormant_90_plus");
+    assert_eq!(out["count"], want);
+    assert_eq!(out["audience_param"], want);
+    let refused = out["audience_server_param"].as_str().unwrap();
+    assert!(refused.contains("audience() takes one text literal, not the parameter $1"), "{refused}");
+    let gold = audience_count(&f.dir, "tier_gold");
+    let points = server.psql_ok("SELECT count(*) FROM members WHERE tier_gold AND points_balance >= 100");
+    let p = out["points"].as_array().unwrap();
+    assert_eq!((p[0].as_u64(), p[3].as_u64()), (Some(gold), Some(gold)));
+    assert_eq!(p[1].as_u64().unwrap().to_string(), points.trim());
+    assert!(p[2].as_u64() <= p[1].as_u64());
+    let first = server.psql_ok("SELECT member_key FROM members WHERE tier_gold ORDER BY member_key LIMIT 3");
+    let keys: Vec<String> = out["binary"].as_array().unwrap().iter().map(|r| r[0].to_string()).collect();
+    assert_eq!(keys.join("\n"), first.trim());
+    assert!(out["binary"].as_array().unwrap().iter().all(|r| r[1] == true));
+    let tables: Vec<&str> = out["tables"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert!(tables.contains(&"members") && tables.contains(&"orders"), "{tables:?}");
+    let e = &out["errors"];
+    assert_eq!(e["unknown_table"][0], "42P01", "{e}");
+    assert!(e["unknown_table"][1].as_str().unwrap().contains("did you mean `members`?"), "{e}");
+    assert_eq!(e["unknown_column"][0], "42703", "{e}");
+    assert_eq!(e["syntax"][0], "42601", "{e}");
+    assert_eq!(e["write"][0], "25006", "{e}");
+    assert!(e["bad_audience"][1].as_str().unwrap().contains("did you mean"), "{e}");
+    assert_eq!(out["after"], 42);
+}
+
+/// One connection runs a query over its memory limit while others keep
+/// counting; prints what each saw.
+const OVER_LIMIT: &str = r#"
+import os, sys, json, threading, psycopg
+port = int(os.environ["PORT"])
+def connect():
+    return psycopg.connect(host="127.0.0.1", port=port, user="analyst", dbname="taglake", autocommit=True)
+result = {"heavy": None, "light": []}
+def heavy():
+    try:
+        with connect() as c:
+            c.execute("SELECT o.order_id, array_agg(p.sku) FROM orders o CROSS JOIN products p GROUP BY o.order_id ORDER BY 1").fetchall()
+        result["heavy"] = "no error"
+    except psycopg.Error as e:
+        result["heavy"] = [e.sqlstate, str(e)]
+def light():
+    with connect() as c:
+        for _ in range(20):
+            result["light"].append(c.execute("SELECT count(*) FROM members WHERE tier_gold").fetchone()[0])
+threads = [threading.Thread(target=heavy)] + [threading.Thread(target=light) for _ in range(3)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps(result))
+"#;
+
+#[test]
+fn a_query_over_its_memory_limit_fails_alone() {
+    let f = fixture();
+    let server = Server::start(&f.dir, &["--query-memory", "4MiB"]);
+    let out: serde_json::Value = serde_json::from_str(&server.python(OVER_LIMIT, &[])).unwrap();
+    assert_eq!(out["heavy"][0], "53200", "{out}");
+    let msg = out["heavy"][1].as_str().unwrap();
+    assert!(msg.contains("per-query limit of 4 MiB (taglake serve --query-memory)"), "{msg}");
+    let gold = audience_count(&f.dir, "tier_gold");
+    let light = out["light"].as_array().unwrap();
+    assert_eq!(light.len(), 60);
+    assert!(light.iter().all(|c| c.as_u64() == Some(gold)), "{out}");
+    assert_eq!(server.psql_ok("SELECT count(*) FROM members WHERE tier_gold").trim(), gold.to_string());
+}
+
+#[test]
+fn a_statement_over_its_timeout_is_cancelled_and_the_server_goes_on() {
+    let f = fixture();
+    let server = Server::start(&f.dir, &["--statement-timeout", "1s"]);
+    // A nested-loop join that runs for minutes in a debug build.
+    let slow = "SELECT count(*) FROM orders a, orders b WHERE a.quantity * b.quantity = -1";
+    let started = Instant::now();
+    let err = server.psql_err(slow);
+    assert!(err.contains("canceling statement due to statement timeout (1.000s)"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(60), "the timeout did not stop it");
+    // A client may lower the limit, not raise it.
+    let err = server.psql_err(&format!("SET statement_timeout = '100ms'; {slow}"));
+    assert!(err.contains("statement timeout (0.100s)"), "{err}");
+    let err = server.psql_err(&format!("SET statement_timeout = '1h'; {slow}"));
+    assert!(err.contains("statement timeout (1.000s)"), "{err}");
+    assert_eq!(server.psql_ok("SELECT 1").trim(), "1");
+}
+
+#[test]
+fn connections_over_the_limit_get_a_postgres_error() {
+    let f = fixture();
+    let server = Server::start(&f.dir, &["--max-connections", "2"]);
+    let script = r#"
+import os, psycopg
+port = int(os.environ["PORT"])
+def connect():
+    return psycopg.connect(host="127.0.0.1", port=port, user="analyst", dbname="taglake", autocommit=True)
+a, b = connect(), connect()
+try:
+    connect()
+    print("third connected")
+except psycopg.OperationalError as e:
+    print("refused:", str(e).strip().splitlines()[-1])
+a.close()
+import time
+for _ in range(100):
+    try:
+        c = connect(); print("after close:", c.execute("SELECT 7").fetchone()[0]); break
+    except psycopg.OperationalError:
+        time.sleep(0.1)
+print("b still works:", b.execute("SELECT 8").fetchone()[0])
+"#;
+    let out = server.python(script, &[]);
+    assert!(
+        out.contains("refused: ")
+            && out.contains("sorry, too many clients already (taglake serve --max-connections 2)"),
+        "{out}"
+    );
+    assert!(out.contains("after close: 7"), "{out}");
+    assert!(out.contains("b still works: 8"), "{out}");
+}
+
+#[test]
+fn garbage_and_truncated_messages_close_only_their_connection() {
+    let f = fixture();
+    let server = Server::start(&f.dir, &[]);
+    let addr = format!("127.0.0.1:{}", server.port);
+    let hold = TcpStream::connect(&addr).unwrap(); // an idle socket that never speaks
+    let mut bad_inputs: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        vec![0xff; 64],
+        vec![0, 0, 0, 8],                         // truncated startup
+        vec![0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0], // absurd length
+        {
+            // a startup with a length that runs past the bytes sent
+            let mut v = vec![0, 0, 1, 0, 0, 3, 0, 0];
+            v.extend_from_slice(b"user\0x");
+            v
+        },
+    ];
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..20 {
+        let n = (seed % 200) as usize + 1;
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            v.push(seed as u8);
+        }
+        bad_inputs.push(v);
+    }
+    for bytes in &bad_inputs {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let _ = s.write_all(bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink); // the server closes it (or times it out)
+    }
+    // A logged-in connection that then sends garbage mid-session.
+    let script = r#"
+import os, socket, psycopg
+c = psycopg.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="analyst", dbname="taglake", autocommit=True)
+s = socket.fromfd(c.fileno(), socket.AF_INET, socket.SOCK_STREAM)
+s.sendall(b"Q\x00\x00\x00\x03\xff\xff")   # a Query message with a length below its own header
+try:
+    c.execute("SELECT 1"); print("still open")
+except psycopg.Error as e:
+    print("closed")
+"#;
+    let out = server.python(script, &[]);
+    assert!(out.contains("closed") || out.contains("still open"), "{out}");
+    drop(hold);
+    assert_eq!(server.psql_ok("SELECT count(*) > 0 FROM members").trim(), "t");
+    assert!(server.child_alive());
+}
+
+impl Server {
+    fn child_alive(&self) -> bool {
+        // `try_wait` needs `&mut`; a kill(0)-style probe is the process still listening.
+        TcpStream::connect(format!("127.0.0.1:{}", self.port)).is_ok()
+    }
+}
+
+#[test]
+fn a_new_snapshot_is_served_without_a_restart() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&f.dir.join("warehouse"), &tmp.path().join("warehouse"));
+    let dir = tmp.path();
+    let server = Server::start(dir, &["--refresh-interval", "200ms"]);
+    let expr = "dormant_90_plus";
+    let before = audience_count(dir, expr);
+    let sql = "SELECT count(*) FROM members WHERE dormant_90_plus";
+    assert_eq!(server.psql_ok(sql).trim(), before.to_string());
+    // A client holding a prepared statement across the refresh.
+    let script = r#"
+import os, sys, time, psycopg
+c = psycopg.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="analyst", dbname="taglake", autocommit=True)
+q = "SELECT count(*) FROM members WHERE dormant_90_plus AND points_balance >= %s"
+print(c.execute(q, (0,), prepare=True).fetchone()[0], flush=True)
+want = int(sys.argv[1])
+for _ in range(600):
+    n = c.execute(q, (0,), prepare=True).fetchone()[0]
+    if n == want: break
+    time.sleep(0.1)
+print(n)
+"#;
+    // Re-tag a year later: many more members are dormant.
+    taglake_ok(&["tag", "--as-of", "2030-01-01"], dir);
+    let after = audience_count(dir, expr);
+    assert_ne!(before, after);
+    let out = server.python(script, &[&after.to_string()]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.last().copied(), Some(after.to_string().as_str()), "{out}\n{}", server.log());
+    assert_eq!(server.psql_ok(sql).trim(), after.to_string());
+    assert!(server.log().contains("tag snapshot 2"), "{}", server.log());
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn logins_use_scram_over_tls_and_public_addresses_need_users() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let users = tmp.path().join("users");
+    let out =
+        crate::taglake_with_input(&["passwd", "analyst", "--users", users.to_str().unwrap()], &f.dir, "s3cret pw\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-keyout", key.to_str().unwrap(), "-out", cert.to_str().unwrap()])
+        .output()
+        .expect("openssl runs");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let server = Server::start(
+        &f.dir,
+        &[
+            "--users",
+            users.to_str().unwrap(),
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--require-tls",
+        ],
+    );
+    let tls = [("PGSSLMODE", "require"), ("PGPASSWORD", "s3cret pw")];
+    let ok = server.psql("SELECT ssl FROM (SELECT true AS ssl)", &tls);
+    assert!(ok.status.success(), "{}\n{}", String::from_utf8_lossy(&ok.stderr), server.log());
+    let gold = audience_count(&f.dir, "tier_gold");
+    let n = server.psql("SELECT count(*) FROM members WHERE tier_gold", &tls);
+    assert_eq!(String::from_utf8_lossy(&n.stdout).trim(), gold.to_string());
+    let wrong = server.psql("SELECT 1", &[("PGSSLMODE", "require"), ("PGPASSWORD", "nope")]);
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("assword authentication failed"), "{wrong:?}");
+    let nobody = Command::new("psql")
+        .args([
+            "-X",
+            "-At",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &server.port.to_string(),
+            "-U",
+            "nobody",
+            "-d",
+            "x",
+            "-c",
+            "SELECT 1",
+        ])
+        .envs([("PGSSLMODE", "require"), ("PGPASSWORD", "s3cret pw")])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("assword authentication failed"), "{nobody:?}");
+    let plain = server.psql("SELECT 1", &[("PGSSLMODE", "disable"), ("PGPASSWORD", "s3cret pw")]);
+    assert!(
+        String::from_utf8_lossy(&plain.stderr).contains("this server accepts TLS connections only"),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    // psycopg logs in over TLS too (SCRAM, channel binding if it wants it).
+    let script = r#"
+import os, psycopg
+c = psycopg.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="analyst", password="s3cret pw", dbname="taglake", sslmode="require")
+print(c.execute("SELECT count(*) FROM members WHERE tier_gold").fetchone()[0], c.pgconn.ssl_in_use)
+"#;
+    assert_eq!(server.python(script, &[]).trim(), format!("{gold} True"));
+
+    // Without users, anything but loopback is refused before listening.
+    let out = crate::taglake(&["serve", "--listen", "0.0.0.0:0"], &f.dir);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to listen on 0.0.0.0:0 without authentication"), "{err}");
+    // With users it starts.
+    let public = Server::start(&f.dir, &["--users", users.to_str().unwrap(), "--listen", "0.0.0.0:0"]);
+    let n = public.psql("SELECT count(*) FROM members WHERE tier_gold", &[("PGPASSWORD", "s3cret pw")]);
+    assert_eq!(String::from_utf8_lossy(&n.stdout).trim(), gold.to_string(), "{}", String::from_utf8_lossy(&n.stderr));
+}
