@@ -186,8 +186,8 @@ impl Service {
 
     /// `COPY … TO` a checked file: DataFusion writes it, we answer `COPY n`.
     async fn copy<C: ClientInfo + ?Sized>(&self, client: &C, copy: CopyPlan) -> PgWireResult<Response> {
-        let mut parsed = DFParser::parse_sql_with_dialect(&copy.sql, &PostgreSqlDialect {})
-            .map_err(|e| self.error(e))?;
+        let mut parsed =
+            DFParser::parse_sql_with_dialect(&copy.sql, &PostgreSqlDialect {}).map_err(|e| self.error(e))?;
         let statement = parsed.pop_front().ok_or_else(|| internal("COPY translated to nothing"))?;
         let plan = {
             let _reading = self.live.swap.read().await;

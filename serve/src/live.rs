@@ -122,8 +122,23 @@ impl Live {
             return Ok(false);
         }
         let started = Instant::now();
-        let tags = TagSet::load(&self.wh, None).await?.map(Arc::new);
-        if let Some(t) = &tags {
+        // The tag columns come from `members`, `tags` and `experiments`; a
+        // new ingest of orders alone keeps the warm bitmaps it has.
+        let previous = self.current.read().expect("not poisoned").clone();
+        let tag_inputs = |v: &[Option<u64>]| -> Vec<Option<u64>> {
+            Table::ALL
+                .iter()
+                .zip(v)
+                .filter(|(t, _)| matches!(t, Table::Members | Table::Tags | Table::Experiments))
+                .map(|(_, v)| *v)
+                .collect()
+        };
+        let unchanged = !previous.versions.is_empty() && tag_inputs(&previous.versions) == tag_inputs(&versions);
+        let tags = match previous.tags {
+            Some(t) if unchanged => Some(t),
+            _ => TagSet::load(&self.wh, None).await?.map(Arc::new),
+        };
+        if let Some(t) = tags.as_ref().filter(|_| !unchanged) {
             let t = t.clone();
             tokio::task::spawn_blocking(move || t.warm())
                 .await

@@ -567,3 +567,53 @@ print(c.execute("SELECT count(*) FROM members WHERE tier_gold").fetchone()[0], c
     let n = public.psql("SELECT count(*) FROM members WHERE tier_gold", &[("PGPASSWORD", "s3cret pw")]);
     assert_eq!(String::from_utf8_lossy(&n.stdout).trim(), gold.to_string(), "{}", String::from_utf8_lossy(&n.stderr));
 }
+
+/// In process: a query planned (and one already streaming) before a
+/// refresh finishes on the snapshot it started with; a new plan sees the
+/// new one, and the old plan is known to be stale.
+#[test]
+fn running_queries_finish_on_their_snapshot_across_a_refresh() {
+    use datafusion::sql::parser::Statement as DfStatement;
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&f.dir.join("warehouse"), &tmp.path().join("warehouse"));
+    let dir = tmp.path();
+    let rt = crate::tag_reference::runtime();
+    let wh = taglake_storage::Warehouse::open(dir.join("warehouse")).unwrap();
+    let live = rt.block_on(taglake_serve::live::Live::open(wh)).unwrap();
+    let sql = "SELECT count(*) FROM members WHERE dormant_90_plus";
+    let plan = |live: &taglake_serve::live::Live| {
+        let statement = datafusion::sql::parser::DFParser::parse_sql(sql).unwrap().pop_front().unwrap();
+        assert!(matches!(statement, DfStatement::Statement(_)));
+        rt.block_on(live.context().state().statement_to_plan(statement)).unwrap()
+    };
+    let count = |plan: datafusion::logical_expr::LogicalPlan| {
+        let ctx = live.query_context(64 << 20).unwrap();
+        let batches = rt.block_on(async { ctx.execute_logical_plan(plan).await?.collect().await }).unwrap();
+        arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(batches[0].column(0).as_ref()).value(0)
+            as u64
+    };
+    let before = audience_count(dir, "dormant_90_plus");
+    let old = plan(&live);
+    // A stream started before the refresh, read after it.
+    let ctx = live.query_context(64 << 20).unwrap();
+    let mut running =
+        rt.block_on(async { ctx.execute_logical_plan(old.clone()).await?.execute_stream().await }).unwrap();
+    assert!(live.is_current(&old));
+    assert_eq!(live.served().snapshot, Some(1));
+
+    taglake_ok(&["tag", "--as-of", "2030-01-01"], dir);
+    let after = audience_count(dir, "dormant_90_plus");
+    assert_ne!(before, after);
+    assert!(rt.block_on(live.refresh()).unwrap(), "the new snapshot is installed");
+    assert!(!rt.block_on(live.refresh()).unwrap(), "and only once");
+    assert_eq!(live.served().snapshot, Some(2));
+
+    let streamed = rt.block_on(futures::StreamExt::next(&mut running)).unwrap().unwrap();
+    let streamed =
+        arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(streamed.column(0).as_ref()).value(0);
+    assert_eq!(streamed as u64, before, "the running query finished on its snapshot");
+    assert!(!live.is_current(&old), "the old plan is stale");
+    assert_eq!(count(old), before, "an old plan still answers from its own snapshot");
+    assert_eq!(count(plan(&live)), after, "a new plan sees the new snapshot");
+}
