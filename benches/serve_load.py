@@ -15,7 +15,8 @@ Every answer is checked against the count taglake gives over one
 connection (and PostgreSQL's own first answer must equal it), so an error
 or a wrong count is reported, not hidden. Reports throughput, p50/p99/max
 latency, errors, and each server's peak memory (VmHWM of the server
-process; for PostgreSQL the sum over its processes' VmHWM, an upper bound).
+process; for PostgreSQL the sum of VmHWM over the processes alive at the
+end, which counts shared buffers once per process).
 """
 
 import argparse
@@ -221,14 +222,14 @@ def main():
           f"peak {t['peak_memory'] / 2**30:.2f} GiB")
     if "postgres" in results:
         pg = results["postgres"]
-        print(f"PostgreSQL: loaded in {pg['load_s']:.1f} s (8 tag columns only), peak ≤ {pg['peak_memory_sum'] / 2**30:.2f} GiB "
-              f"(sum over {pg['processes']} processes)")
+        print(f"PostgreSQL: loaded in {pg['load_s']:.1f} s (8 tag columns only), peak {pg['peak_memory_sum'] / 2**30:.2f} GiB "
+              f"(VmHWM summed over {pg['processes']} processes)")
         ratio = t["members"]["qps"] / pg["members"]["qps"]
         print(f"throughput ratio taglake/PostgreSQL: {ratio:.1f}×; p50 ratio: {pg['members']['p50'] / t['members']['p50']:.1f}×")
     print("\nper-expression p50 (members WHERE …):")
     for q in members_sql:
         pgv = results.get("postgres", {}).get("members", {}).get("per_query_p50", {}).get(q)
-        print(f"  taglake {fmt(t['members']['per_query_p50'].get(q)):>10}  PostgreSQL {fmt(pgv):>10}  {q[38:]}")
+        print(f"  taglake {fmt(t['members']['per_query_p50'].get(q)):>10}  PostgreSQL {fmt(pgv):>10}  {q.split(' WHERE ', 1)[1]}")
 
 
 if __name__ == "__main__":

@@ -149,15 +149,20 @@ impl Service {
         match tokio::time::timeout_at(deadline, starting).await {
             Err(_) => Err(timed_out(timeout)),
             Ok(Err(e)) => Err(self.error(e)),
-            Ok(Ok((schema, inner))) => Ok((
-                schema,
-                Bounded {
+            Ok(Ok((schema, inner))) => {
+                let mut rows = Bounded {
                     inner: Some(inner),
+                    first: None,
                     deadline: Box::pin(tokio::time::sleep_until(deadline)),
                     timeout,
                     errors: self.errors(),
-                },
-            )),
+                };
+                // Wait for the first batch here, inside the handler call that
+                // a cancel request (psql's Ctrl-C) interrupts: an aggregate
+                // does all its work before its first row.
+                rows.first = rows.next().await.map(Some);
+                Ok((schema, rows))
+            }
         }
     }
 
@@ -292,6 +297,8 @@ fn remap(e: PgWireError, errors: &Errors) -> PgWireError {
 /// dropped) when this is dropped or the deadline passes.
 struct Bounded {
     inner: Option<SendableRecordBatchStream>,
+    /// The first item, read ahead (`Some(None)`: the stream was empty).
+    first: Option<Option<PgWireResult<datafusion::arrow::array::RecordBatch>>>,
     deadline: Pin<Box<tokio::time::Sleep>>,
     timeout: Duration,
     errors: Errors,
@@ -301,6 +308,9 @@ impl Stream for Bounded {
     type Item = PgWireResult<datafusion::arrow::array::RecordBatch>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(first);
+        }
         let Some(inner) = self.inner.as_mut() else { return Poll::Ready(None) };
         match inner.poll_next_unpin(cx) {
             Poll::Ready(Some(Ok(b))) => return Poll::Ready(Some(Ok(b))),
@@ -510,11 +520,23 @@ impl QueryHook for PolicyHook {
     }
 }
 
-/// Login: SCRAM-SHA-256 against the users file, or none (loopback only).
-pub enum Startup {
-    /// No authentication.
+/// One connection's startup: a connection slot, then the login
+/// (SCRAM-SHA-256 against the users file, or none on loopback).
+///
+/// The slot is taken when the startup message arrives, after any TLS
+/// negotiation, so a client over `--max-connections` gets PostgreSQL's own
+/// FATAL 53300 on the channel it asked for, while a cancel request (its
+/// own short-lived socket, handled before any startup) is never refused.
+pub struct Startup {
+    login: Login,
+    slots: Arc<tokio::sync::Semaphore>,
+    max_connections: usize,
+    /// Held for as long as the connection lives (pgwire keeps this handler).
+    slot: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
+}
+
+enum Login {
     Open(OpenStartup),
-    /// SCRAM-SHA-256.
     Scram(Box<SASLAuthStartupHandler<DefaultServerParameterProvider>>),
 }
 
@@ -537,9 +559,32 @@ impl StartupHandler for Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        match self {
-            Startup::Open(h) => h.on_startup(client, message).await,
-            Startup::Scram(h) => h.on_startup(client, message).await,
+        if matches!(message, PgWireFrontendMessage::Startup(_)) {
+            let mut slot = self.slot.lock().expect("not poisoned");
+            if slot.is_none() {
+                match self.slots.clone().try_acquire_owned() {
+                    Ok(permit) => *slot = Some(permit),
+                    Err(_) => {
+                        log(format_args!(
+                            "{}: refused, {} connections open",
+                            client.socket_addr(),
+                            self.max_connections
+                        ));
+                        return Err(user_error(
+                            "FATAL",
+                            "53300",
+                            format!(
+                                "sorry, too many clients already (taglake serve --max-connections {})",
+                                self.max_connections
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        match &self.login {
+            Login::Open(h) => h.on_startup(client, message).await,
+            Login::Scram(h) => h.on_startup(client, message).await,
         }
     }
 }
@@ -559,6 +604,8 @@ pub struct Handlers {
     connections: Arc<ConnectionManager>,
     cancel: Arc<DefaultCancelHandler>,
     scram: Option<(crate::Users, Arc<DefaultServerParameterProvider>)>,
+    slots: Arc<tokio::sync::Semaphore>,
+    max_connections: usize,
 }
 
 impl Handlers {
@@ -573,6 +620,8 @@ impl Handlers {
             (users, Arc::new(params))
         });
         Handlers {
+            slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
+            max_connections: config.max_connections,
             service: Arc::new(Service::new(live, config)),
             cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
             connections,
@@ -588,23 +637,30 @@ impl PgWireServerHandlers for Handlers {
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
         self.service.clone()
     }
-    /// A new one per connection: the SASL handler keeps the exchange's
-    /// state, which must not be shared between clients logging in at once.
+    /// A new one per connection: it holds the connection's slot, and the
+    /// SASL handler keeps the exchange's state, which must not be shared
+    /// between clients logging in at once.
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::new(match &self.scram {
-            None => Startup::Open(OpenStartup { connections: self.connections.clone() }),
+        let login = match &self.scram {
+            None => Login::Open(OpenStartup { connections: self.connections.clone() }),
             Some((users, params)) => {
                 // No SCRAM-SHA-256-PLUS (channel binding): the plain
                 // exchange never sends the password, and TLS authenticates
                 // the server to a client that verifies its certificate.
                 let mut scram = ScramAuth::new(Arc::new(users.clone()));
                 scram.set_iterations(users.iterations());
-                Startup::Scram(Box::new(
+                Login::Scram(Box::new(
                     SASLAuthStartupHandler::new(params.clone())
                         .with_scram(scram)
                         .with_connection_manager(self.connections.clone()),
                 ))
             }
+        };
+        Arc::new(Startup {
+            login,
+            slots: self.slots.clone(),
+            max_connections: self.max_connections,
+            slot: std::sync::Mutex::new(None),
         })
     }
     fn error_handler(&self) -> Arc<impl ErrorHandler> {

@@ -2,11 +2,11 @@
 //!
 //! `pgwire` speaks the protocol on each socket; this loop decides first
 //! whether the socket gets that far. It peeks at the first message without
-//! consuming it: a client over `--max-connections` gets a real PostgreSQL
-//! error (53300, "too many clients") rather than a dropped socket, and a
-//! plaintext startup on a `--require-tls` server gets 28000. Every socket
-//! runs in its own task, so garbage bytes, a truncated message or a client
-//! that vanishes end that task and nothing else.
+//! consuming it: a plaintext startup on a `--require-tls` server gets a
+//! real PostgreSQL error (28000) rather than a dropped socket. (The
+//! connection limit is taken at startup, see [`crate::handler::Startup`].)
+//! Every socket runs in its own task, so garbage bytes, a truncated message
+//! or a client that vanishes end that task and nothing else.
 
 use std::io::BufReader;
 use std::net::SocketAddr;
@@ -19,7 +19,6 @@ use datafusion_postgres::pgwire::tokio::tokio_rustls::TlsAcceptor;
 use datafusion_postgres::pgwire::tokio::tokio_rustls::rustls;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 
 use crate::config::ServeConfig;
 use crate::handler::Handlers;
@@ -27,6 +26,7 @@ use crate::live::Live;
 use crate::{Error, Result, file_err, log};
 
 const SSL_REQUEST: u32 = 80877103;
+const CANCEL_REQUEST: u32 = 80877102;
 const GSSENC_REQUEST: u32 = 80877104;
 /// How long a new socket may take to send its first message.
 const FIRST_MESSAGE: Duration = Duration::from_secs(10);
@@ -84,7 +84,6 @@ impl Server {
 }
 
 async fn accept(listener: TcpListener, handlers: Arc<Handlers>, tls: Option<TlsAcceptor>, config: Arc<ServeConfig>) {
-    let slots = Arc::new(Semaphore::new(config.max_connections));
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -96,30 +95,19 @@ async fn accept(listener: TcpListener, handlers: Arc<Handlers>, tls: Option<TlsA
             }
         };
         let _ = socket.set_nodelay(true);
-        let (handlers, tls, slots, config) = (handlers.clone(), tls.clone(), slots.clone(), config.clone());
+        let (handlers, tls, config) = (handlers.clone(), tls.clone(), config.clone());
         tokio::spawn(async move {
             let mut socket = socket;
-            let permit = slots.try_acquire_owned();
             let Some(first) = first_request(&mut socket).await else { return };
-            let wants_tls = first == SSL_REQUEST;
-            if permit.is_err() {
-                let message = format!(
-                    "sorry, too many clients already (taglake serve --max-connections {})",
-                    config.max_connections
-                );
-                refuse(socket, wants_tls.then_some(tls).flatten(), wants_tls, "53300", &message).await;
-                log(format_args!("{peer}: refused, {} connections open", config.max_connections));
-                return;
-            }
-            if config.require_tls && !wants_tls {
-                refuse(socket, None, false, "28000", "this server accepts TLS connections only (use sslmode=require)")
-                    .await;
+            // A cancel request (psql's Ctrl-C) comes on a socket of its own
+            // and may be plaintext even when TLS is required.
+            if config.require_tls && first != SSL_REQUEST && first != CANCEL_REQUEST {
+                refuse(socket, "28000", "this server accepts TLS connections only (use sslmode=require)").await;
                 return;
             }
             if let Err(e) = process_socket(socket, tls, handlers).await {
                 log(format_args!("{peer}: connection closed: {e}"));
             }
-            drop(permit);
         });
     }
 }
@@ -150,25 +138,10 @@ async fn first_request(socket: &mut TcpStream) -> Option<u32> {
     tokio::time::timeout(FIRST_MESSAGE, peek).await.ok().flatten()
 }
 
-/// Answers a socket with one FATAL error, the way PostgreSQL refuses a
-/// connection: after the TLS negotiation (if asked) and the startup message.
-async fn refuse(mut socket: TcpStream, tls: Option<TlsAcceptor>, wants_tls: bool, code: &str, message: &str) {
-    let answer = async {
-        if wants_tls {
-            let mut request = [0u8; 8];
-            socket.read_exact(&mut request).await?;
-            match tls {
-                Some(acceptor) => {
-                    socket.write_all(b"S").await?;
-                    let mut stream = acceptor.accept(socket).await?;
-                    return fatal(&mut stream, code, message).await;
-                }
-                None => socket.write_all(b"N").await?,
-            }
-        }
-        fatal(&mut socket, code, message).await
-    };
-    let _ = tokio::time::timeout(FIRST_MESSAGE, answer).await;
+/// Answers a plaintext socket with one FATAL error, the way PostgreSQL
+/// refuses a connection: after reading its startup message.
+async fn refuse(mut socket: TcpStream, code: &str, message: &str) {
+    let _ = tokio::time::timeout(FIRST_MESSAGE, fatal(&mut socket, code, message)).await;
 }
 
 /// Reads the startup message and writes an ErrorResponse.

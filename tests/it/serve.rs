@@ -617,3 +617,32 @@ fn running_queries_finish_on_their_snapshot_across_a_refresh() {
     assert_eq!(count(old), before, "an old plan still answers from its own snapshot");
     assert_eq!(count(plan(&live)), after, "a new plan sees the new snapshot");
 }
+
+/// psql's Ctrl-C: a cancel request on its own socket stops the running
+/// statement (57014), and the connection goes on.
+#[test]
+fn a_cancel_request_stops_the_running_statement() {
+    let f = fixture();
+    let server = Server::start(&f.dir, &["--max-connections", "1"]);
+    let script = r#"
+import os, threading, time, psycopg
+c = psycopg.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="analyst", dbname="taglake", autocommit=True)
+res = {}
+def run():
+    t = time.time()
+    try:
+        c.execute("SELECT count(*) FROM orders a, orders b WHERE a.quantity * b.quantity = -1").fetchone()
+        res["r"] = "finished"
+    except psycopg.Error as e:
+        res["r"] = f"{e.sqlstate} {e}"
+    res["t"] = time.time() - t
+th = threading.Thread(target=run); th.start()
+time.sleep(1.0)
+c.cancel_safe()   # a second socket, past the one-connection limit: never refused
+th.join(120)
+print(res["r"]); print(res["t"] < 60); print(c.execute("SELECT 5").fetchone()[0])
+"#;
+    let out = server.python(script, &[]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, ["57014 canceling statement due to user request", "True", "5"], "{out}");
+}
