@@ -13,25 +13,14 @@ use taglake_query::TagSet;
 use taglake_storage::{Table, Warehouse};
 
 use crate::tag_reference::{ingested_warehouse, runtime};
-use crate::{taglake, taglake_ok};
+use crate::{Tagged, tagged, taglake, taglake_ok};
 
 const MEMBERS: u64 = 3_000;
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    dir: PathBuf,
-}
-
 /// Generated, ingested and tagged once for the read-only tests here.
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        ingested_warehouse(&dir, MEMBERS, 11, "warehouse");
-        taglake_ok(&["tag"], &dir);
-        Fixture { _dir: tmp, dir }
-    })
+fn fixture() -> &'static Tagged {
+    static F: OnceLock<Tagged> = OnceLock::new();
+    F.get_or_init(|| tagged(MEMBERS, 11))
 }
 
 fn open(dir: &Path) -> (SessionContext, Arc<TagSet>) {

@@ -12,7 +12,7 @@ use taglake_storage::{Table, Warehouse};
 use taglake_tagger::snapshot;
 
 use crate::tag_reference::{ingested_warehouse, runtime};
-use crate::{taglake, taglake_ok};
+use crate::{copy_dir, taglake, taglake_ok};
 
 /// Members of the shared fixture: enough for every persona to be a few
 /// hundred members, small enough to generate, tag and cluster in seconds.
@@ -240,19 +240,6 @@ fn bad_parameters_give_clear_errors() {
         err(&["cluster", "--warehouse", "no-orders"]),
         format!("error: no member has orders, so there is nothing to cluster ({MEMBERS} members without orders)")
     );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
 }
 
 #[test]

@@ -15,7 +15,7 @@ mod tag_kill;
 mod tag_reference;
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 /// Runs the built `taglake` binary and returns its output.
@@ -75,4 +75,34 @@ pub fn table_rows(warehouse: &Path, table: taglake_storage::Table, skip: &[&str]
     }
     rows.sort();
     rows
+}
+
+/// A generated, ingested and tagged warehouse (`dir/warehouse`) in a
+/// temporary directory, for the read-only tests of a module.
+pub struct Tagged {
+    _tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+}
+
+/// Generates `members` members with `seed`, ingests and tags them.
+pub fn tagged(members: u64, seed: u64) -> Tagged {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    tag_reference::ingested_warehouse(&dir, members, seed, "warehouse");
+    taglake_ok(&["tag"], &dir);
+    Tagged { _tmp: tmp, dir }
+}
+
+/// Copies a directory tree (a warehouse a test is about to change).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
 }

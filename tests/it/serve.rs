@@ -10,25 +10,16 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::tag_reference::ingested_warehouse;
-use crate::taglake_ok;
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    dir: PathBuf,
-}
+use crate::{Tagged, copy_dir, tagged, taglake_ok};
 
 /// 3,000 generated members, ingested and tagged once, read by every server
-/// here (the live-refresh test copies it first).
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
+/// here (the live-refresh tests copy it first).
+fn fixture() -> &'static Tagged {
+    static F: OnceLock<Tagged> = OnceLock::new();
     F.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        ingested_warehouse(&dir, 3_000, 23, "warehouse");
-        taglake_ok(&["tag"], &dir);
-        std::fs::create_dir(dir.join("exports")).unwrap();
-        Fixture { _dir: tmp, dir }
+        let t = tagged(3_000, 23);
+        std::fs::create_dir(t.dir.join("exports")).unwrap();
+        t
     })
 }
 
@@ -474,19 +465,6 @@ print(n)
     assert_eq!(lines.last().copied(), Some(after.to_string().as_str()), "{out}\n{}", server.log());
     assert_eq!(server.psql_ok(sql).trim(), after.to_string());
     assert!(server.log().contains("tag snapshot 2"), "{}", server.log());
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
 }
 
 #[test]
