@@ -54,11 +54,13 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         .statement_timeout(a.statement_timeout)
         .max_connections(a.max_connections)
         .refresh_interval(a.refresh_interval);
-    let config = match (a.users, a.export_dir) {
-        (Some(u), Some(d)) => config.users(u).export_dir(d),
-        (Some(u), None) => config.users(u),
-        (None, Some(d)) => config.export_dir(d),
-        (None, None) => config,
+    let config = match a.users {
+        Some(u) => config.users(u),
+        None => config,
+    };
+    let config = match a.export_dir {
+        Some(d) => config.export_dir(d),
+        None => config,
     };
     let config = config.build()?;
     let auth = match &config.users {

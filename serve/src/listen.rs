@@ -71,9 +71,10 @@ impl Server {
 
     /// Serves until the task ends (it does not, short of a panic).
     pub async fn wait(self) -> Result<()> {
-        let r = (&mut { self.accept }).await;
-        self.watch.abort();
-        r.map_err(|e| Error::Config(format!("the server stopped: {e}")))
+        let Server { accept, watch, .. } = self;
+        let stopped = accept.await;
+        watch.abort();
+        stopped.map_err(|e| Error::Config(format!("the server stopped: {e}")))
     }
 
     /// Stops accepting connections and refreshing (open ones end with it).
