@@ -22,8 +22,9 @@
 //! - [`live`]: a new tag snapshot (or any new table version) becomes
 //!   visible to new queries without a restart; running ones finish on what
 //!   they started with.
-//! - [`listen`]: the accept loop (TLS, the connection limit with error
-//!   53300, `--require-tls`); bad bytes on one socket close that socket only.
+//! - [`listen`]: the accept loop (TLS, `--require-tls`); bad bytes on one
+//!   socket close that socket only. The connection limit (error 53300) is
+//!   taken at startup, in [`handler::Startup`].
 //!
 //! ```no_run
 //! # async fn run() -> taglake_serve::Result<()> {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use datafusion_postgres::pgwire::tokio::process_socket;
 use datafusion_postgres::pgwire::tokio::tokio_rustls::TlsAcceptor;
 use datafusion_postgres::pgwire::tokio::tokio_rustls::rustls;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::ServeConfig;
@@ -142,30 +142,28 @@ async fn first_request(socket: &mut TcpStream) -> Option<u32> {
 /// Answers a plaintext socket with one FATAL error, the way PostgreSQL
 /// refuses a connection: after reading its startup message.
 async fn refuse(mut socket: TcpStream, code: &str, message: &str) {
-    let _ = tokio::time::timeout(FIRST_MESSAGE, fatal(&mut socket, code, message)).await;
-}
-
-/// Reads the startup message and writes an ErrorResponse.
-async fn fatal<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, code: &str, message: &str) -> std::io::Result<()> {
-    let len = stream.read_u32().await? as usize;
-    if !(8..=10_000).contains(&len) {
-        return Ok(());
-    }
-    let mut rest = vec![0u8; len - 4];
-    stream.read_exact(&mut rest).await?;
-    let mut body = Vec::new();
-    for (field, value) in [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', code), (b'M', message)] {
-        body.push(field);
-        body.extend_from_slice(value.as_bytes());
+    let answer = async {
+        let len = socket.read_u32().await? as usize;
+        if !(8..=10_000).contains(&len) {
+            return std::io::Result::Ok(());
+        }
+        let mut rest = vec![0u8; len - 4];
+        socket.read_exact(&mut rest).await?;
+        let mut body = Vec::new();
+        for (field, value) in [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', code), (b'M', message)] {
+            body.push(field);
+            body.extend_from_slice(value.as_bytes());
+            body.push(0);
+        }
         body.push(0);
-    }
-    body.push(0);
-    let mut out = vec![b'E'];
-    out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-    out.extend_from_slice(&body);
-    stream.write_all(&out).await?;
-    stream.flush().await?;
-    stream.shutdown().await
+        let mut out = vec![b'E'];
+        out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        out.extend_from_slice(&body);
+        socket.write_all(&out).await?;
+        socket.flush().await?;
+        socket.shutdown().await
+    };
+    let _ = tokio::time::timeout(FIRST_MESSAGE, answer).await;
 }
 
 /// A TLS acceptor, with ring as the crypto provider. Any problem is an

@@ -23,6 +23,13 @@ fn fixture() -> &'static Tagged {
     })
 }
 
+/// A copy of the fixture's warehouse, for a test that re-tags it.
+fn fixture_copy() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixture().dir.join("warehouse"), &tmp.path().join("warehouse"));
+    tmp
+}
+
 /// A running `taglake serve`, killed when dropped.
 struct Server {
     child: Child,
@@ -425,16 +432,14 @@ except psycopg.Error as e:
 
 impl Server {
     fn child_alive(&self) -> bool {
-        // `try_wait` needs `&mut`; a kill(0)-style probe is the process still listening.
+        // The server still accepts connections (`try_wait` would need `&mut`).
         TcpStream::connect(format!("127.0.0.1:{}", self.port)).is_ok()
     }
 }
 
 #[test]
 fn a_new_snapshot_is_served_without_a_restart() {
-    let f = fixture();
-    let tmp = tempfile::tempdir().unwrap();
-    copy_dir(&f.dir.join("warehouse"), &tmp.path().join("warehouse"));
+    let tmp = fixture_copy();
     let dir = tmp.path();
     let server = Server::start(dir, &["--refresh-interval", "200ms"]);
     let expr = "dormant_90_plus";
@@ -550,9 +555,7 @@ print(c.execute("SELECT count(*) FROM members WHERE tier_gold").fetchone()[0], c
 #[test]
 fn running_queries_finish_on_their_snapshot_across_a_refresh() {
     use datafusion::sql::parser::Statement as DfStatement;
-    let f = fixture();
-    let tmp = tempfile::tempdir().unwrap();
-    copy_dir(&f.dir.join("warehouse"), &tmp.path().join("warehouse"));
+    let tmp = fixture_copy();
     let dir = tmp.path();
     let rt = crate::tag_reference::runtime();
     let wh = taglake_storage::Warehouse::open(dir.join("warehouse")).unwrap();
