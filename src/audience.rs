@@ -20,6 +20,8 @@ pub struct AudienceArgs {
     #[command(subcommand)]
     pub command: AudienceCommand,
     #[command(flatten)]
+    pub cluster: crate::distributed::ClusterArg,
+    #[command(flatten)]
     pub wh: crate::cli::WarehouseArg,
 }
 
@@ -137,6 +139,14 @@ enum ExperimentCommand {
     },
 }
 
+/// The single count a `SELECT count(*) …` returns.
+async fn sql_count(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result<u64> {
+    let batches = taglake_query::sql(ctx, sql).await?;
+    let batch = batches.iter().find(|b| b.num_rows() > 0).context("a count returned no row")?;
+    let column = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::UInt64)?;
+    Ok(column.as_any().downcast_ref::<arrow::array::UInt64Array>().context("a count is not a number")?.value(0))
+}
+
 fn parse(text: &str, tags: &TagSet) -> Result<taglake_query::Node> {
     Ok(taglake_query::audience::parse(text, tags)?)
 }
@@ -150,21 +160,37 @@ pub async fn audience(a: AudienceArgs) -> Result<()> {
     let started = Instant::now();
     // Only a sample reads member attributes, so only it opens a SQL session
     // (which loads the tag set itself).
+    // On a cluster every count is a query the cluster answers.
+    let on_cluster = a.cluster.cluster.is_some();
     let (ctx, tags) = match a.command {
         AudienceCommand::Sample { .. } => {
-            let (ctx, tags) = taglake_query::open(&wh).await?;
+            let (ctx, tags) = crate::distributed::session(&wh, &a.cluster).await?;
+            (Some(ctx), tags)
+        }
+        _ if on_cluster => {
+            let (ctx, tags) = crate::distributed::session(&wh, &a.cluster).await?;
             (Some(ctx), tags)
         }
         _ => (None, TagSet::load(&wh, None).await?.map(Arc::new)),
     };
     let (tags, snapshot) = taglake_query::tagset::tagged(tags)?;
     let loaded = started.elapsed().as_secs_f64();
-    let base = tags.universe()?.len();
+    let cluster_ctx = ctx.as_ref().filter(|_| on_cluster);
+    let base = match cluster_ctx {
+        Some(ctx) => sql_count(ctx, "SELECT count(*) FROM members").await?,
+        None => tags.universe()?.len(),
+    };
+    let count = async |text: &str| -> Result<u64> {
+        let node = parse(text, &tags)?;
+        match cluster_ctx {
+            Some(ctx) => sql_count(ctx, &format!("SELECT count(*) FROM audience('{}')", text.replace('\'', "''"))).await,
+            None => Ok(taglake_query::audience::evaluate(&node, &tags)?.len()),
+        }
+    };
     match a.command {
         AudienceCommand::Count { expr, format } => {
-            let node = parse(&expr, &tags)?;
             let t = Instant::now();
-            let members = taglake_query::audience::evaluate(&node, &tags)?.len();
+            let members = count(&expr).await?;
             let ms = t.elapsed().as_secs_f64() * 1e3;
             match format {
                 OutputFormat::Table => println!(
@@ -184,17 +210,32 @@ pub async fn audience(a: AudienceArgs) -> Result<()> {
             }
         }
         AudienceCommand::Overlap { exprs, format } => {
-            let sets = exprs
-                .iter()
-                .map(|e| Ok(taglake_query::audience::evaluate(&parse(e, &tags)?, &tags)?))
-                .collect::<Result<Vec<_>>>()?;
-            let n = sets.len();
-            let matrix: Vec<Vec<u64>> =
-                (0..n).map(|i| (0..n).map(|j| sets[i].intersection_len(&sets[j])).collect()).collect();
+            let n = exprs.len();
+            let mut matrix = vec![vec![0u64; n]; n];
+            if cluster_ctx.is_some() {
+                for i in 0..n {
+                    for j in i..n {
+                        let both = if i == j { exprs[i].clone() } else { format!("({}) AND ({})", exprs[i], exprs[j]) };
+                        matrix[i][j] = count(&both).await?;
+                        matrix[j][i] = matrix[i][j];
+                    }
+                }
+            } else {
+                let sets = exprs
+                    .iter()
+                    .map(|e| Ok(taglake_query::audience::evaluate(&parse(e, &tags)?, &tags)?))
+                    .collect::<Result<Vec<_>>>()?;
+                for i in 0..n {
+                    for j in 0..n {
+                        matrix[i][j] = sets[i].intersection_len(&sets[j]);
+                    }
+                }
+            }
+            let sizes: Vec<u64> = (0..n).map(|i| matrix[i][i]).collect();
             match format {
                 OutputFormat::Table => {
                     for (i, e) in exprs.iter().enumerate() {
-                        println!("A{}  {:>12}  {e}", i + 1, report::count(sets[i].len()));
+                        println!("A{}  {:>12}  {e}", i + 1, report::count(sizes[i]));
                     }
                     println!("\nmembers in both (row ∩ column), and as % of the row's audience:");
                     let mut header = format!("{:<4}", "");

@@ -54,6 +54,10 @@ enum Command {
     Serve(crate::serve::ServeArgs),
     /// Add a user to a `taglake serve` users file, or change their password (read from stdin).
     Passwd(crate::serve::PasswdArgs),
+    /// Run a cluster's scheduler (Ballista): clients connect with --cluster, executors with --scheduler.
+    Scheduler(crate::distributed::SchedulerArgs),
+    /// Run a cluster executor (Ballista) that takes tasks from a scheduler.
+    Executor(crate::distributed::ExecutorArgs),
 }
 
 #[derive(Args)]
@@ -188,6 +192,8 @@ pub fn run() -> ExitCode {
             Command::Experiment(a) => crate::audience::experiment_cmd(a).await,
             Command::Serve(a) => crate::serve::serve(a).await,
             Command::Passwd(a) => crate::serve::passwd(a),
+            Command::Scheduler(a) => crate::distributed::scheduler(a).await,
+            Command::Executor(a) => crate::distributed::executor(a).await,
         }
     });
     match result {
@@ -332,7 +338,7 @@ async fn demo(a: DemoArgs) -> Result<()> {
         );
     }
     println!("\n4. tag every member");
-    crate::tags::tag(&wh, &crate::tags::TagArgs { as_of: None, catalog: None, keep_features_days: 7 }).await?;
+    crate::tags::tag(&wh, &crate::tags::TagArgs { as_of: None, catalog: None, keep_features_days: 7, cluster: Default::default(), range_members: None }).await?;
     let info = taglake_tagger::snapshot::info(&wh, None).await?;
     let mut top: Vec<_> = info.tags.iter().collect();
     top.sort_by(|a, b| b.members.cmp(&a.members).then(a.position.cmp(&b.position)));

@@ -7,6 +7,7 @@
 mod audience;
 mod cli;
 mod cluster;
+mod distributed;
 mod repl;
 mod report;
 mod serve;

@@ -47,7 +47,7 @@ pub async fn run(a: SqlArgs) -> Result<()> {
         bail!("--format parquet needs a statement and --out FILE; the prompt prints table, csv or json");
     }
     let wh = Warehouse::open(&a.wh.warehouse)?;
-    let ctx = taglake_query::session(&wh).await?;
+    let (ctx, _) = crate::distributed::session(&wh, &a.cluster).await?;
     let names = Arc::new(Names::read(&ctx).await?);
     let interactive = std::io::stdin().is_terminal();
     let mut repl = Repl { ctx, names, format: a.format, timing: false, interactive, run: 0, failed: 0 };

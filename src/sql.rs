@@ -57,6 +57,8 @@ pub struct SqlArgs {
     #[arg(long, value_name = "FILE")]
     pub history: Option<PathBuf>,
     #[command(flatten)]
+    pub cluster: crate::distributed::ClusterArg,
+    #[command(flatten)]
     pub wh: crate::cli::WarehouseArg,
 }
 
@@ -66,7 +68,7 @@ pub async fn sql(a: SqlArgs) -> Result<()> {
         bail!("--format parquet needs --out FILE");
     }
     let wh = Warehouse::open(&a.wh.warehouse)?;
-    let ctx = taglake_query::session(&wh).await?;
+    let (ctx, _) = crate::distributed::session(&wh, &a.cluster).await?;
     let batches = taglake_query::sql(&ctx, query).await?;
     let bytes = render(&batches, a.format, None)?;
     match &a.out {

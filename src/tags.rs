@@ -23,6 +23,12 @@ pub struct TagArgs {
     /// travel); older files are deleted after the run. 0 keeps only the new one.
     #[arg(long, default_value_t = 7)]
     pub keep_features_days: u32,
+    #[command(flatten)]
+    pub cluster: crate::distributed::ClusterArg,
+    /// With --cluster: members per task (rounded up to whole chunks of
+    /// 65,536) [default: the base in 16 tasks].
+    #[arg(long, requires = "cluster")]
+    pub range_members: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -102,7 +108,10 @@ pub async fn tag(wh: &Warehouse, a: &TagArgs) -> Result<RefreshSummary> {
         catalog: a.catalog.clone(),
         keep_features: Some(chrono::Duration::days(a.keep_features_days.into())),
     };
-    let s = taglake_tagger::refresh(wh, &options).await;
+    let s = match &a.cluster.cluster {
+        None => taglake_tagger::refresh(wh, &options).await.map_err(anyhow::Error::from),
+        Some(url) => crate::distributed::refresh(url, wh, &options, a.range_members).await,
+    };
     pb.finish_and_clear();
     let s = s?;
     let total = s.features_seconds + s.evaluate_seconds + s.snapshot_seconds;

@@ -111,10 +111,22 @@ impl Catalog {
     /// Providers over the current version of every table, with `tags` as
     /// the columns of `members` (`None`: the plain attribute table).
     pub async fn load(wh: &Warehouse, ctx: &SessionContext, tags: Option<Arc<TagSet>>) -> Result<Catalog> {
+        let mut providers = Vec::new();
+        for table in Table::ALL {
+            if let Some(provider) = wh.provider(table, ctx).await? {
+                providers.push((table, provider));
+            }
+        }
+        Ok(Catalog::from_providers(providers, tags))
+    }
+
+    /// The catalog over given readers of the existing tables (a cluster
+    /// session reads pinned file lists instead of Delta providers), with
+    /// `members` wrapped to carry `tags` as columns.
+    pub fn from_providers(providers: Vec<(Table, Arc<dyn TableProvider>)>, tags: Option<Arc<TagSet>>) -> Catalog {
         let mut tables = Vec::new();
         let mut audience = None;
-        for table in Table::ALL {
-            let Some(provider) = wh.provider(table, ctx).await? else { continue };
+        for (table, provider) in providers {
             let provider: Arc<dyn TableProvider> = match (&tags, table) {
                 (Some(tags), Table::Members) => {
                     let members = Arc::new(members::MembersTable::new(tags.clone(), provider));
@@ -125,7 +137,7 @@ impl Catalog {
             };
             tables.push((table.name(), provider));
         }
-        Ok(Catalog { tables, audience, tags })
+        Catalog { tables, audience, tags }
     }
 
     /// Registers (or replaces) every table and the function in `ctx`.

@@ -92,6 +92,33 @@ impl MembersTable {
         &self.tags
     }
 
+    /// The attribute table this one adds tag columns to.
+    pub fn inner(&self) -> &Arc<dyn TableProvider> {
+        &self.inner
+    }
+
+    /// The audience text of an `audience('…')` table, `None` for `members`.
+    pub fn audience_text(&self) -> Option<&str> {
+        self.base.as_ref().map(|(_, text)| text.as_str())
+    }
+
+    /// The table again in another process: `members` over `inner`, or
+    /// `audience(text)` when `audience` is set.
+    pub fn rebuild(
+        tags: Arc<TagSet>,
+        inner: Arc<dyn TableProvider>,
+        audience: Option<&str>,
+    ) -> crate::Result<MembersTable> {
+        let table = MembersTable::new(tags, inner);
+        Ok(match audience {
+            Some(text) => {
+                let node = audience::parse(text, table.tags())?;
+                table.restricted(node, text.to_string())
+            }
+            None => table,
+        })
+    }
+
     fn translate(&self, expr: &Expr) -> Option<Node> {
         filter_to_node(expr, &|name| self.tag_of(name))
     }
@@ -259,6 +286,71 @@ enum Out {
     Tag(usize),
 }
 
+/// A tag scan node apart from its schema, its child and the tag bitmaps,
+/// for plans sent to other processes (the cluster codecs). Tag columns go
+/// by name: the receiver reads them from the same snapshot.
+#[derive(Debug, Clone)]
+pub struct ScanParts {
+    /// The selected member keys.
+    pub keys: Arc<RoaringBitmap>,
+    /// No filter: every member.
+    pub everyone: bool,
+    /// The selection as audience text (EXPLAIN).
+    pub audience: String,
+    /// Output columns in order.
+    pub columns: Vec<PartColumn>,
+    /// [`TagBitmapExec`]: the row limit.
+    pub limit: Option<usize>,
+    /// [`TagBitmapExec`]: the first key of each partition.
+    pub starts: Vec<u32>,
+    /// [`TagFilterExec`]: the child's `member_key` column.
+    pub key_column: usize,
+}
+
+/// Where an output column of a [`ScanParts`] comes from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum PartColumn {
+    /// `member_key`, from the selected keys.
+    Key,
+    /// A column of the child scan.
+    Child(usize),
+    /// A tag column, by tag name.
+    Tag(String),
+}
+
+fn to_parts(tags: &TagSet, columns: &[Out]) -> Vec<PartColumn> {
+    columns
+        .iter()
+        .map(|c| match c {
+            Out::Key => PartColumn::Key,
+            Out::Child(i) => PartColumn::Child(*i),
+            Out::Tag(t) => PartColumn::Tag(tags.tag(*t).name.clone()),
+        })
+        .collect()
+}
+
+fn from_parts(tags: &TagSet, columns: &[PartColumn]) -> DfResult<Vec<Out>> {
+    columns
+        .iter()
+        .map(|c| {
+            Ok(match c {
+                PartColumn::Key => Out::Key,
+                PartColumn::Child(i) => Out::Child(*i),
+                PartColumn::Tag(name) => {
+                    let t = tags.position(name).ok_or_else(|| {
+                        DataFusionError::Plan(format!(
+                            "tag `{name}` is not in snapshot {} here: the cluster reads another warehouse than the client",
+                            tags.snapshot.unwrap_or_default()
+                        ))
+                    })?;
+                    tags.bitmap(t).map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    Out::Tag(t)
+                }
+            })
+        })
+        .collect()
+}
+
 fn tag_array(tags: &TagSet, tag: usize, keys: impl Iterator<Item = u32>) -> ArrayRef {
     let bm = tags.bitmap(tag).expect("projected bitmaps are read when the scan is planned");
     Arc::new(keys.map(|k| Some(bm.contains(k))).collect::<BooleanArray>())
@@ -315,6 +407,33 @@ impl TagBitmapExec {
     pub fn rows(&self) -> u64 {
         let n = self.selection.keys.len();
         self.limit.map_or(n, |l| n.min(l as u64))
+    }
+
+    /// The tags it answers from.
+    pub fn tags(&self) -> &Arc<TagSet> {
+        &self.tags
+    }
+
+    /// Its content apart from schema and bitmaps.
+    pub fn parts(&self) -> ScanParts {
+        ScanParts {
+            keys: self.selection.keys.clone(),
+            everyone: self.selection.everyone,
+            audience: self.selection.audience.clone(),
+            columns: to_parts(&self.tags, &self.columns),
+            limit: self.limit,
+            starts: self.starts.clone(),
+            key_column: 0,
+        }
+    }
+
+    /// The node again from [`TagBitmapExec::parts`], tag columns read from `tags`.
+    pub fn from_parts(schema: SchemaRef, tags: Arc<TagSet>, parts: ScanParts) -> DfResult<TagBitmapExec> {
+        let columns = from_parts(&tags, &parts.columns)?;
+        let selection = Selection { keys: parts.keys, everyone: parts.everyone, audience: parts.audience };
+        let starts = if parts.starts.is_empty() { vec![0] } else { parts.starts };
+        let properties = properties(schema.clone(), starts.len());
+        Ok(TagBitmapExec { schema, tags, selection, columns, limit: parts.limit, starts, properties })
     }
 }
 
@@ -425,6 +544,36 @@ impl TagFilterExec {
     /// Members produced: each selected key has exactly one row in `members`.
     fn rows(&self) -> u64 {
         self.selection.keys.len()
+    }
+
+    /// The tags it answers from.
+    pub fn tags(&self) -> &Arc<TagSet> {
+        &self.tags
+    }
+
+    /// Its content apart from schema, child and bitmaps.
+    pub fn parts(&self) -> ScanParts {
+        ScanParts {
+            keys: self.selection.keys.clone(),
+            everyone: self.selection.everyone,
+            audience: self.selection.audience.clone(),
+            columns: to_parts(&self.tags, &self.columns),
+            limit: None,
+            starts: Vec::new(),
+            key_column: self.key_column,
+        }
+    }
+
+    /// The node again from [`TagFilterExec::parts`] over `child`, tag columns read from `tags`.
+    pub fn from_parts(
+        schema: SchemaRef,
+        tags: Arc<TagSet>,
+        parts: ScanParts,
+        child: Arc<dyn ExecutionPlan>,
+    ) -> DfResult<TagFilterExec> {
+        let columns = from_parts(&tags, &parts.columns)?;
+        let selection = Selection { keys: parts.keys, everyone: parts.everyone, audience: parts.audience };
+        Ok(TagFilterExec::new(schema, tags, selection, child, parts.key_column, columns))
     }
 }
 

@@ -81,6 +81,8 @@ pub struct TagSet {
     member_files: Vec<PathBuf>,
     files: Vec<TagFile>,
     index: HashMap<String, usize>,
+    /// The warehouse it was read from.
+    root: Option<PathBuf>,
 }
 
 impl TagSet {
@@ -99,15 +101,21 @@ impl TagSet {
             return Ok(None);
         }
         let member_files = table_files(wh, Table::Members).await?;
-        let versions = taglake_tagger::snapshot::versions(wh).await?;
-        let version = match snapshot {
-            Some(v) if !versions.contains(&v) => {
-                let have = versions.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ");
-                return Err(Error::Invalid(format!("no tag snapshot {v}; the warehouse has: {have}")));
-            }
-            Some(v) => Some(v),
-            None => versions.last().copied(),
-        };
+        let version = Self::resolve(wh, snapshot).await?;
+        let running = crate::experiment::running_members(wh, chrono::Utc::now()).await?;
+        Ok(Some(Self::load_with(wh, version, member_files, running).await?))
+    }
+
+    /// A snapshot exactly as another process saw it: its `members` files
+    /// (the universe) and its running experiments' members (`in_experiment`
+    /// depends on the clock). Plans sent to a cluster carry both, so every
+    /// process answers a query alike whatever changed since.
+    pub async fn load_with(
+        wh: &Warehouse,
+        version: Option<i64>,
+        member_files: Vec<PathBuf>,
+        in_experiment: RoaringBitmap,
+    ) -> Result<TagSet> {
         let mut files = Vec::new();
         let mut tags = Vec::new();
         if let Some(v) = version {
@@ -119,16 +127,42 @@ impl TagSet {
                 .filter(|f| f.partition_value("snapshot") == Some(value.as_str()))
                 .map(|f| f.path)
                 .collect();
+            if paths.is_empty() {
+                return Err(Error::Invalid(format!("no tag snapshot {v} in {}", wh.root().display())));
+            }
             let (f, t) = tokio::task::block_in_place(|| index_snapshot(&paths))?;
             files = f;
             tags = t;
         }
-        let running = crate::experiment::running_members(wh, chrono::Utc::now()).await?;
         tags.retain(|t| t.name != IN_EXPERIMENT);
-        tags.push(Tag::new(IN_EXPERIMENT, "experiment", running));
-        let mut set = TagSet { snapshot: version, tags, member_files, files, ..TagSet::default() };
+        tags.push(Tag::new(IN_EXPERIMENT, "experiment", in_experiment));
+        let root = Some(wh.root().to_path_buf());
+        let mut set = TagSet { snapshot: version, tags, member_files, files, root, ..TagSet::default() };
         set.index = set.tags.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
-        Ok(Some(set))
+        Ok(set)
+    }
+
+    /// The snapshot `snapshot` names (checked), or the newest one.
+    async fn resolve(wh: &Warehouse, snapshot: Option<i64>) -> Result<Option<i64>> {
+        let versions = taglake_tagger::snapshot::versions(wh).await?;
+        match snapshot {
+            Some(v) if !versions.contains(&v) => {
+                let have = versions.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ");
+                Err(Error::Invalid(format!("no tag snapshot {v}; the warehouse has: {have}")))
+            }
+            Some(v) => Ok(Some(v)),
+            None => Ok(versions.last().copied()),
+        }
+    }
+
+    /// The warehouse the tags were read from (`None` for a set built in memory).
+    pub fn root(&self) -> Option<&std::path::Path> {
+        self.root.as_deref()
+    }
+
+    /// The `members` files the universe is read from.
+    pub fn member_files(&self) -> &[PathBuf] {
+        &self.member_files
     }
 
     /// Position of a tag by name.

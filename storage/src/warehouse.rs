@@ -312,17 +312,7 @@ impl Warehouse {
                     as std::sync::Arc<dyn PartitionStream>
             })
             .collect();
-        // Small row groups bound the memory each partition's encoder holds.
-        let mut props = parquet::file::properties::WriterProperties::builder()
-            .set_dictionary_enabled(false)
-            .set_compression(parquet::basic::Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(128 * 1024));
-        for f in schema.fields() {
-            use arrow::datatypes::DataType::*;
-            if matches!(f.data_type(), Utf8 | Int32 | Date32) {
-                props = props.set_column_dictionary_enabled(f.name().as_str().into(), true);
-            }
-        }
+        let props = parquet_properties(&schema);
         let provider =
             StreamingTable::try_new(schema, sources).map_err(|e| self.delta_err(table)(DeltaTableError::from(e)))?;
         let plan = LogicalPlanBuilder::scan(table.name(), provider_as_source(std::sync::Arc::new(provider)), None)
@@ -335,7 +325,7 @@ impl Warehouse {
         let written = delta
             .write(Vec::new())
             .with_input_plan(plan)
-            .with_writer_properties(props.build())
+            .with_writer_properties(props)
             .with_save_mode(SaveMode::Overwrite)
             .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
             .with_target_file_size(std::num::NonZeroU64::new(TARGET_FILE_SIZE))
@@ -343,6 +333,110 @@ impl Warehouse {
             .map_err(self.delta_err(table))?;
         Ok(written.version().unwrap_or(0))
     }
+}
+
+/// Parquet files of one table written by one process and committed by
+/// another (a cluster's tag refresh: each executor writes its members'
+/// `features`, the coordinator commits them all at once). Until
+/// [`Warehouse::commit_parts`] they are unreferenced files no reader sees;
+/// a run that fails leaves them to the next VACUUM.
+pub struct PartWriter {
+    table: Table,
+    warehouse: Warehouse,
+    writer: RecordBatchWriter,
+}
+
+impl PartWriter {
+    /// Writes one batch (in the writer's schema).
+    pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.writer.write(batch).await.map_err(self.warehouse.delta_err(self.table))
+    }
+
+    /// Closes the files; returns their Delta `add` actions as JSON, for
+    /// [`Warehouse::commit_parts`].
+    pub async fn finish(mut self) -> Result<Vec<String>> {
+        let adds = self.writer.flush().await.map_err(self.warehouse.delta_err(self.table))?;
+        adds.iter()
+            .map(|a| {
+                serde_json::to_string(a).map_err(|e| self.warehouse.delta_err(self.table)(DeltaTableError::from(e)))
+            })
+            .collect()
+    }
+}
+
+impl Warehouse {
+    /// Starts writing files of `table` with `schema` that
+    /// [`Warehouse::commit_parts`] commits later, in any process.
+    pub fn part_writer(&self, table: Table, schema: SchemaRef) -> Result<PartWriter> {
+        check_schema(table, &schema)?;
+        let path = self.table_path(table);
+        std::fs::create_dir_all(&path).map_err(|source| Error::File { path: path.clone(), source })?;
+        let url = deltalake::ensure_table_uri(path.to_string_lossy()).map_err(self.delta_err(table))?;
+        let writer = RecordBatchWriter::try_new(url.as_str(), schema.clone(), None, None)
+            .map_err(self.delta_err(table))?
+            .with_writer_properties(parquet_properties(&schema))
+            .with_target_file_size(TARGET_FILE_SIZE);
+        Ok(PartWriter { table, warehouse: self.clone(), writer })
+    }
+
+    /// Replaces the content (and schema) of `table` with the files of
+    /// [`PartWriter::finish`] in one commit. Returns the new version.
+    pub async fn commit_parts(&self, table: Table, schema: SchemaRef, adds: &[String]) -> Result<u64> {
+        use deltalake::kernel::Action;
+        use deltalake::kernel::transaction::CommitBuilder;
+        use deltalake::protocol::DeltaOperation;
+        check_schema(table, &schema)?;
+        let err = self.delta_err(table);
+        let delta = match self.load(table).await? {
+            Some(t) => t,
+            None => self.create(table).await?,
+        };
+        let snapshot = delta.snapshot().map_err(&err)?;
+        let mut actions = Vec::with_capacity(adds.len() + 1);
+        let kernel: StructType = schema.as_ref().try_into_kernel().map_err(|e| err(DeltaTableError::from(e)))?;
+        if snapshot.schema().as_ref() != &kernel {
+            let configuration: Vec<(String, String)> =
+                snapshot.metadata().configuration().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let metadata = deltalake::kernel::new_metadata(&kernel, table.partition_columns().iter(), configuration)
+                .map_err(|e| err(e.into()))?;
+            actions.push(Action::Metadata(metadata));
+        }
+        for file in snapshot.log_data() {
+            actions.push(Action::Remove(file.remove_action(true)));
+        }
+        for a in adds {
+            let add: deltalake::kernel::Add =
+                serde_json::from_str(a).map_err(|e| err(DeltaTableError::from(e)))?;
+            actions.push(Action::Add(add));
+        }
+        let operation = DeltaOperation::Write { mode: SaveMode::Overwrite, partition_by: None, predicate: None };
+        let done = CommitBuilder::default()
+            .with_actions(actions)
+            .build(Some(snapshot), delta.log_store(), operation)
+            .await
+            .map_err(|e| err(DeltaTableError::from(e)))?;
+        Ok(done.version() as u64)
+    }
+}
+
+/// Parquet settings of data-dependent wide tables: small row groups bound
+/// each encoder's memory; text, 32-bit integers and dates (few distinct
+/// values) dictionary-encoded, 64-bit numbers not.
+fn parquet_properties(schema: &SchemaRef) -> parquet::file::properties::WriterProperties {
+    let mut props = parquet::file::properties::WriterProperties::builder()
+        .set_dictionary_enabled(false)
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(128 * 1024));
+    for f in schema.fields() {
+        use arrow::datatypes::DataType::*;
+        if matches!(f.data_type(), Utf8 | Int32 | Date32) {
+            props = props.set_column_dictionary_enabled(f.name().as_str().into(), true);
+        }
+    }
+    props.build()
 }
 
 /// A DataFusion partition that yields what a channel receives.

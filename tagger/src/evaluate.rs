@@ -44,6 +44,12 @@ enum Kind {
 }
 
 /// An ordered cut of the base (a score or a rank).
+/// A place in a cut's order: the ordered value bits and the member key.
+pub type CutStart = (u64, u32);
+
+/// A [`CutStart`] past every member (a group that starts after the last one).
+pub const CUT_END: CutStart = (u64::MAX, u32::MAX);
+
 #[derive(Debug, Clone)]
 struct Cut {
     feature: usize,
@@ -467,51 +473,79 @@ impl Compiled {
     /// One cut at a time, each reading only the columns it needs, so the
     /// sort buffer is one (value, key) pair per ranked member of one cut.
     pub fn prepare(&mut self, fs: &FeatureSet) {
-        let nf = self.feature_names.len();
-        let n_scores = self.scores.len();
-        for i in 0..n_scores + self.ranks.len() {
-            let cut = if i < n_scores { &self.scores[i].1 } else { &self.ranks[i - n_scores] };
-            let mut needed: Vec<&str> = vec![self.feature_names[cut.feature].as_str()];
-            needed.extend(cut.among.slots().into_iter().filter(|s| *s < nf).map(|s| self.feature_names[s].as_str()));
-            let constants = &self.constants;
-            let per_chunk: Vec<Vec<(u64, u32)>> = (0..fs.chunks())
-                .into_par_iter()
-                .map(|c| {
-                    let chunk = fs.chunk_columns(c, &|name| needed.contains(&name));
-                    let consts = constant_columns(constants, chunk.len());
-                    let cols = base_columns(&chunk, &consts, nf);
-                    let mut among = Vec::new();
-                    cut.among.eval(&cols, chunk.len(), &mut among);
-                    let FeatureData::Num(values) = &chunk.columns[cut.feature].data else { unreachable!() };
-                    (0..chunk.len())
-                        .filter(|&m| chunk.base[m] == 1 && among[m] == 1 && !values[m].is_nan())
-                        .map(|m| (ordered_bits(cut.sign * values[m]), chunk.start + m as u32))
-                        .collect()
-                })
+        for i in 0..self.cuts() {
+            let pairs = self.cut_pairs(fs, i);
+            let starts = self
+                .cut_positions(i, pairs.len())
+                .into_iter()
+                .map(|p| pairs.get(p).copied().unwrap_or(CUT_END))
                 .collect();
-            // Exact capacity: a growing Vec would briefly hold twice the base.
-            let mut pairs = Vec::with_capacity(per_chunk.iter().map(|c| c.len()).sum());
-            for c in per_chunk {
-                pairs.extend(c);
+            self.set_cut_starts(i, starts);
+        }
+    }
+
+    /// How many cuts (scores, then ranks) the catalog has.
+    pub fn cuts(&self) -> usize {
+        self.scores.len() + self.ranks.len()
+    }
+
+    fn cut(&self, i: usize) -> &Cut {
+        if i < self.scores.len() { &self.scores[i].1 } else { &self.ranks[i - self.scores.len()] }
+    }
+
+    /// The ranked members of cut `i` in `fs` as (ordered value, key) pairs,
+    /// sorted: a member's place in this order decides its group.
+    pub fn cut_pairs(&self, fs: &FeatureSet, i: usize) -> Vec<CutStart> {
+        let nf = self.feature_names.len();
+        let cut = self.cut(i);
+        let mut needed: Vec<&str> = vec![self.feature_names[cut.feature].as_str()];
+        needed.extend(cut.among.slots().into_iter().filter(|s| *s < nf).map(|s| self.feature_names[s].as_str()));
+        let constants = &self.constants;
+        let per_chunk: Vec<Vec<CutStart>> = (0..fs.chunks())
+            .into_par_iter()
+            .map(|c| {
+                let chunk = fs.chunk_columns(c, &|name| needed.contains(&name));
+                let consts = constant_columns(constants, chunk.len());
+                let cols = base_columns(&chunk, &consts, nf);
+                let mut among = Vec::new();
+                cut.among.eval(&cols, chunk.len(), &mut among);
+                let FeatureData::Num(values) = &chunk.columns[cut.feature].data else { unreachable!() };
+                (0..chunk.len())
+                    .filter(|&m| chunk.base[m] == 1 && among[m] == 1 && !values[m].is_nan())
+                    .map(|m| (ordered_bits(cut.sign * values[m]), chunk.start + m as u32))
+                    .collect()
+            })
+            .collect();
+        // Exact capacity: a growing Vec would briefly hold twice the base.
+        let mut pairs = Vec::with_capacity(per_chunk.iter().map(|c| c.len()).sum());
+        for c in per_chunk {
+            pairs.extend(c);
+        }
+        pairs.par_sort_unstable();
+        pairs
+    }
+
+    /// Where cut `i`'s groups start among `n` sorted ranked members.
+    pub fn cut_positions(&self, i: usize, n: usize) -> Vec<usize> {
+        match &self.cut(i).groups {
+            Groups::Ntile(b) => {
+                let b = *b as usize;
+                let (q, r) = (n / b, n % b);
+                (1..b).map(|g| if g <= r { g * (q + 1) } else { r * (q + 1) + (g - r) * q }).collect()
             }
-            pairs.par_sort_unstable();
-            let n = pairs.len();
-            let positions: Vec<usize> = match &cut.groups {
-                Groups::Ntile(b) => {
-                    let b = *b as usize;
-                    let (q, r) = (n / b, n % b);
-                    (1..b).map(|g| if g <= r { g * (q + 1) } else { r * (q + 1) + (g - r) * q }).collect()
-                }
-                Groups::Percents(p) => {
-                    p[..p.len() - 1].iter().map(|pct| (pct * n as f64 / 100.0).floor() as usize).collect()
-                }
-            };
-            let starts = positions.into_iter().map(|p| pairs.get(p).copied().unwrap_or((u64::MAX, u32::MAX))).collect();
-            if i < n_scores {
-                self.scores[i].1.starts = starts;
-            } else {
-                self.ranks[i - n_scores].starts = starts;
+            Groups::Percents(p) => {
+                p[..p.len() - 1].iter().map(|pct| (pct * n as f64 / 100.0).floor() as usize).collect()
             }
+        }
+    }
+
+    /// Sets the first (value, key) of each group of cut `i` after the first.
+    pub fn set_cut_starts(&mut self, i: usize, starts: Vec<CutStart>) {
+        let n_scores = self.scores.len();
+        if i < n_scores {
+            self.scores[i].1.starts = starts;
+        } else {
+            self.ranks[i - n_scores].starts = starts;
         }
     }
 

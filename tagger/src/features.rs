@@ -36,7 +36,7 @@ use rayon::prelude::*;
 use taglake_storage::{Table, Warehouse};
 
 use crate::{Error, Result};
-use taglake_storage::scan::{Wanted, scan, table_files};
+use taglake_storage::scan::{Wanted, scan, scan_keys, table_files};
 
 /// Members per shard and per evaluation chunk: one roaring container.
 pub const CHUNK: usize = 1 << 16;
@@ -77,6 +77,16 @@ struct Interner {
 }
 
 impl Interner {
+    /// An interner that already knows `values` (sorted), so their codes are
+    /// their sorted positions from the start.
+    fn seeded(values: &[String]) -> Interner {
+        let mut it = Interner::default();
+        for v in values {
+            it.code(v);
+        }
+        it
+    }
+
     fn code(&mut self, v: &str) -> u32 {
         if let Some(c) = self.map.get(v) {
             return *c;
@@ -198,6 +208,8 @@ pub struct FeatureSet {
     pub growth_per_unit: f64,
     /// Members in the key space (highest `member_key` + 1).
     pub members: usize,
+    /// Chunk index of the first chunk held (0 unless a range was computed).
+    pub first: usize,
     /// Order lines counted (before D).
     pub lines: u64,
     /// Categories of the order lines, sorted.
@@ -342,6 +354,109 @@ pub async fn compute(wh: &Warehouse, options: &FeatureOptions) -> Result<Feature
     tokio::task::block_in_place(|| compute_blocking(&id_files, &member_files, &order_files, options))
 }
 
+/// What every member-key range of a distributed run shares: the key space,
+/// the as-of date and every text column's values, so that codes, the
+/// columns they make and the tags expanded over them are the same in every
+/// range and equal to a run over the whole base.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Globals {
+    /// Members in the key space (highest `member_key` + 1).
+    pub members: usize,
+    /// The date D.
+    pub as_of: NaiveDate,
+    /// Distinct non-null `orders.category`, sorted.
+    pub categories: Vec<String>,
+    /// Distinct non-null `orders.channel`, sorted.
+    pub channels: Vec<String>,
+    /// Distinct non-null `orders.store_id` and `members.home_store_id`, sorted.
+    pub stores: Vec<String>,
+    /// Distinct non-null `members.gender`, sorted.
+    pub genders: Vec<String>,
+    /// Distinct non-null `members.city`, sorted.
+    pub cities: Vec<String>,
+    /// Distinct non-null `members.register_channel`, sorted.
+    pub register_channels: Vec<String>,
+}
+
+impl Globals {
+    /// Checks what a run over the whole base would refuse.
+    pub fn check(&self) -> Result<()> {
+        if self.members > u32::MAX as usize {
+            return Err(Error::Data(format!("{} member keys do not fit the 32-bit bitmaps", self.members)));
+        }
+        check_channels(self.channels.len())
+    }
+}
+
+fn check_channels(n: usize) -> Result<()> {
+    if n > 255 {
+        return Err(Error::Data(format!(
+            "orders have {n} distinct channels; taglake supports up to 255 (map them to fewer with a mapping file)"
+        )));
+    }
+    Ok(())
+}
+
+/// The features of the members in chunks `chunks` (keys
+/// `chunks.start * CHUNK ..`), reading only the row groups whose
+/// `member_key` statistics overlap them. Dictionaries come from `globals`;
+/// a value they lack (the warehouse changed since they were read) is an error.
+pub async fn compute_range(
+    wh: &Warehouse,
+    growth_per_unit: f64,
+    globals: &Globals,
+    chunks: std::ops::Range<usize>,
+) -> Result<FeatureSet> {
+    globals.check()?;
+    let member_files = table_files(wh, Table::Members).await?;
+    let order_files = table_files(wh, Table::Orders).await?;
+    let interners = Interners {
+        category: Mutex::new(Interner::seeded(&globals.categories)),
+        channel: Mutex::new(Interner::seeded(&globals.channels)),
+        store: Mutex::new(Interner::seeded(&globals.stores)),
+        gender: Mutex::new(Interner::seeded(&globals.genders)),
+        city: Mutex::new(Interner::seeded(&globals.cities)),
+        register_channel: Mutex::new(Interner::seeded(&globals.register_channels)),
+    };
+    let sizes = [
+        ("orders.category", globals.categories.len()),
+        ("orders.channel", globals.channels.len()),
+        ("orders.store_id or members.home_store_id", globals.stores.len()),
+        ("members.gender", globals.genders.len()),
+        ("members.city", globals.cities.len()),
+        ("members.register_channel", globals.register_channels.len()),
+    ];
+    let chunks = chunks.start.min(globals.members.div_ceil(CHUNK))..chunks.end.min(globals.members.div_ceil(CHUNK));
+    let fs = tokio::task::block_in_place(|| {
+        accumulate(
+            &member_files,
+            &order_files,
+            globals.members,
+            globals.as_of,
+            growth_per_unit,
+            interners,
+            chunks,
+        )
+    })?;
+    let got = [
+        fs.categories.values.len(),
+        fs.channels.values.len(),
+        fs.stores.values.len(),
+        fs.genders.values.len(),
+        fs.cities.values.len(),
+        fs.register_channels.values.len(),
+    ];
+    for ((column, want), got) in sizes.iter().zip(got) {
+        if got != *want {
+            return Err(Error::Data(format!(
+                "{column} has {} values more than when this run started: the warehouse changed during the run; run it again",
+                got - want
+            )));
+        }
+    }
+    Ok(fs)
+}
+
 fn compute_blocking(
     id_files: &[std::path::PathBuf],
     member_files: &[std::path::PathBuf],
@@ -370,18 +485,9 @@ fn compute_blocking(
                 }
                 Ok(())
             })?;
-            let newest = newest.into_inner();
-            if newest == i64::MIN {
-                return Err(Error::Data(
-                    "the warehouse has no orders, so there is no default as-of date; pass --as-of DATE".into(),
-                ));
-            }
-            day_to_date(newest.div_euclid(DAY_US) as i32 + 1)
+            default_as_of(newest.into_inner())?
         }
     };
-    let as_of_day = date_to_day(as_of);
-    let shards: Vec<Mutex<Shard>> =
-        (0..members.div_ceil(CHUNK)).map(|s| Mutex::new(Shard::new(CHUNK.min(members - s * CHUNK)))).collect();
     let interners = Interners {
         category: Mutex::default(),
         channel: Mutex::default(),
@@ -390,26 +496,50 @@ fn compute_blocking(
         city: Mutex::default(),
         register_channel: Mutex::default(),
     };
-    read_members(member_files, &shards, &interners, members)?;
+    accumulate(member_files, order_files, members, as_of, options.growth_per_unit, interners, 0..members.div_ceil(CHUNK))
+}
+
+/// The default as-of date: the day after the newest order (`newest_us`,
+/// microseconds; `i64::MIN` when there is none).
+pub fn default_as_of(newest_us: i64) -> Result<NaiveDate> {
+    if newest_us == i64::MIN {
+        return Err(Error::Data(
+            "the warehouse has no orders, so there is no default as-of date; pass --as-of DATE".into(),
+        ));
+    }
+    Ok(day_to_date(newest_us.div_euclid(DAY_US) as i32 + 1))
+}
+
+/// Reads the members and order lines of chunks `chunks` into per-member state.
+fn accumulate(
+    member_files: &[std::path::PathBuf],
+    order_files: &[std::path::PathBuf],
+    members: usize,
+    as_of: NaiveDate,
+    growth_per_unit: f64,
+    interners: Interners,
+    chunks: std::ops::Range<usize>,
+) -> Result<FeatureSet> {
+    let as_of_day = date_to_day(as_of);
+    let shards: Vec<Mutex<Shard>> =
+        chunks.clone().map(|s| Mutex::new(Shard::new(CHUNK.min(members - s * CHUNK)))).collect();
+    let range = KeyRange { first: chunks.start, keys: chunks.start * CHUNK..(chunks.end * CHUNK).min(members), members };
+    read_members(member_files, &shards, &interners, &range)?;
     let lines = std::sync::atomic::AtomicU64::new(0);
-    read_orders(order_files, &shards, &interners, members, as_of_day, &lines)?;
+    read_orders(order_files, &shards, &interners, &range, as_of_day, &lines)?;
 
     let categories = interners.category.into_inner().expect("lock").finish();
     let channels = interners.channel.into_inner().expect("lock").finish();
     let stores = interners.store.into_inner().expect("lock").finish();
-    if channels.values.len() > 255 {
-        return Err(Error::Data(format!(
-            "orders have {} distinct channels; taglake supports up to 255 (map them to fewer with a mapping file)",
-            channels.values.len()
-        )));
-    }
+    check_channels(channels.values.len())?;
     let mut shards: Vec<Shard> = shards.into_iter().map(|s| s.into_inner().expect("shard lock")).collect();
     shards.par_iter_mut().for_each(|s| finish_orders(s, &categories));
     Ok(FeatureSet {
         as_of_day,
         as_of,
-        growth_per_unit: options.growth_per_unit,
+        growth_per_unit,
         members,
+        first: chunks.start,
         lines: lines.into_inner(),
         categories,
         channels,
@@ -419,6 +549,26 @@ fn compute_blocking(
         register_channels: interners.register_channel.into_inner().expect("lock").finish(),
         shards: shards.into_iter().map(|s| Mutex::new(Some(Arc::new(s)))).collect(),
     })
+}
+
+/// The keys a pass accumulates, and the shard of each.
+struct KeyRange {
+    /// Chunk index of the first shard.
+    first: usize,
+    /// Keys kept.
+    keys: std::ops::Range<usize>,
+    /// The whole key space (a key beyond it is an error).
+    members: usize,
+}
+
+impl KeyRange {
+    fn shard(&self, key: usize) -> usize {
+        key / CHUNK - self.first
+    }
+
+    fn scan_keys(&self) -> Option<std::ops::Range<i64>> {
+        (self.keys != (0..self.members)).then(|| self.keys.start as i64..self.keys.end as i64)
+    }
 }
 
 fn key_of(keys: &arrow::array::Int64Array, row: usize, members: usize, table: &str) -> Result<usize> {
@@ -432,7 +582,7 @@ fn key_of(keys: &arrow::array::Int64Array, row: usize, members: usize, table: &s
     Ok(k as usize)
 }
 
-fn read_members(files: &[std::path::PathBuf], shards: &[Mutex<Shard>], it: &Interners, members: usize) -> Result<()> {
+fn read_members(files: &[std::path::PathBuf], shards: &[Mutex<Shard>], it: &Interners, range: &KeyRange) -> Result<()> {
     let t = Table::Members;
     let wanted = [
         Wanted::plain(t, "member_key"),
@@ -444,7 +594,7 @@ fn read_members(files: &[std::path::PathBuf], shards: &[Mutex<Shard>], it: &Inte
         Wanted::dictionary("home_store_id"),
         Wanted::plain(t, "points_balance"),
     ];
-    scan::<_, Error>(t, files, &wanted, |b| {
+    scan_keys::<_, Error>(t, files, &wanted, range.scan_keys(), |b| {
         let keys = b.column(0).as_primitive::<Int64Type>();
         let reg = b.column(1).as_primitive::<TimestampMicrosecondType>();
         let bday = b.column(2).as_primitive::<Date32Type>();
@@ -455,11 +605,14 @@ fn read_members(files: &[std::path::PathBuf], shards: &[Mutex<Shard>], it: &Inte
         let points = b.column(7).as_primitive::<Int64Type>();
         let mut rows: Vec<(usize, usize)> = Vec::with_capacity(b.num_rows());
         for row in 0..b.num_rows() {
-            rows.push((key_of(keys, row, members, "members")?, row));
+            let key = key_of(keys, row, range.members, "members")?;
+            if range.keys.contains(&key) {
+                rows.push((key, row));
+            }
         }
         rows.sort_unstable();
         for group in rows.chunk_by(|a, b| a.0 / CHUNK == b.0 / CHUNK) {
-            let mut s = shards[group[0].0 / CHUNK].lock().expect("shard lock");
+            let mut s = shards[range.shard(group[0].0)].lock().expect("shard lock");
             for &(key, row) in group {
                 let m = key % CHUNK;
                 s.registered[m] = if reg.is_null(row) { NO_DAY } else { reg.value(row).div_euclid(DAY_US) as i32 };
@@ -479,7 +632,7 @@ fn read_orders(
     files: &[std::path::PathBuf],
     shards: &[Mutex<Shard>],
     it: &Interners,
-    members: usize,
+    range: &KeyRange,
     as_of_day: i32,
     lines_seen: &std::sync::atomic::AtomicU64,
 ) -> Result<()> {
@@ -497,7 +650,7 @@ fn read_orders(
         Wanted::plain(t, "coupon_used"),
     ];
     let as_of_us = as_of_day as i64 * DAY_US;
-    scan::<_, Error>(t, files, &wanted, |b| {
+    scan_keys::<_, Error>(t, files, &wanted, range.scan_keys(), |b| {
         let keys = b.column(0).as_primitive::<Int64Type>();
         let order_ids: &StringArray = b.column(1).as_string::<i32>();
         let ts = b.column(2).as_primitive::<TimestampMicrosecondType>();
@@ -511,7 +664,10 @@ fn read_orders(
         let mut rows: Vec<(usize, usize)> = Vec::with_capacity(b.num_rows());
         for row in 0..b.num_rows() {
             if ts.value(row) < as_of_us {
-                rows.push((key_of(keys, row, members, "orders")?, row));
+                let key = key_of(keys, row, range.members, "orders")?;
+                if range.keys.contains(&key) {
+                    rows.push((key, row));
+                }
             }
         }
         lines_seen.fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -519,7 +675,7 @@ fn read_orders(
         // lines of one order stay next to each other.
         rows.sort_by_key(|&(key, row)| (key / CHUNK, row));
         for group in rows.chunk_by(|a, b| a.0 / CHUNK == b.0 / CHUNK) {
-            let mut guard = shards[group[0].0 / CHUNK].lock().expect("shard lock");
+            let mut guard = shards[range.shard(group[0].0)].lock().expect("shard lock");
             let s = &mut *guard;
             let mut previous: Option<u128> = None;
             for &(key, row) in group {
@@ -721,6 +877,29 @@ fn nan_if(cond: bool, v: f64) -> f64 {
 }
 
 impl FeatureSet {
+    /// A feature set with no member data but the dictionaries, date and key
+    /// space of a distributed run: enough to compile the catalog where no
+    /// member is read (the run's coordinator). Its one chunk is empty.
+    pub fn for_globals(globals: &Globals, growth_per_unit: f64) -> FeatureSet {
+        let dictionary = |values: &[String]| Interner::seeded(values).finish();
+        let shards = if globals.members == 0 { Vec::new() } else { vec![Mutex::new(Some(Arc::new(Shard::new(0))))] };
+        FeatureSet {
+            as_of_day: date_to_day(globals.as_of),
+            as_of: globals.as_of,
+            growth_per_unit,
+            members: globals.members,
+            first: 0,
+            lines: 0,
+            categories: dictionary(&globals.categories),
+            channels: dictionary(&globals.channels),
+            stores: dictionary(&globals.stores),
+            genders: dictionary(&globals.genders),
+            cities: dictionary(&globals.cities),
+            register_channels: dictionary(&globals.register_channels),
+            shards,
+        }
+    }
+
     /// Number of chunks (shards) of the key space.
     pub fn chunks(&self) -> usize {
         self.shards.len()
@@ -777,7 +956,7 @@ impl FeatureSet {
         let o = self.order_stats(s);
         let len = s.len;
         let d = self.as_of_day;
-        let start = (index * CHUNK) as u32;
+        let start = ((self.first + index) * CHUNK) as u32;
         let base: Vec<u8> = s.registered.iter().map(|&r| (r != NO_DAY && r < d) as u8).collect();
         let mut cols: Vec<FeatureColumn> = Vec::with_capacity(64);
         fn per(f: &dyn Fn(usize) -> f64) -> &dyn Fn(usize) -> f64 {

@@ -31,7 +31,8 @@ mod tests;
 
 pub use error::{Error, Result};
 pub use refresh::{
-    RefreshOptions, RefreshSummary, evaluate_all, features_batch, features_schema, load_catalog, refresh,
+    RefreshOptions, RefreshSummary, catalog_from, evaluate_all, features_batch, features_schema, load_catalog,
+    read_catalog, refresh, snapshot_tags,
 };
 
 pub use taglake_storage::suggest;

@@ -66,14 +66,25 @@ impl RefreshSummary {
 
 /// Loads the catalog: the built-in default plus the user's file.
 pub fn load_catalog(path: Option<&std::path::Path>) -> Result<(CatalogFile, String, String)> {
-    let user = match path {
-        Some(p) => Some((
+    let user = read_catalog(path)?;
+    catalog_from(user.as_ref().map(|(t, s)| (t.as_str(), s.as_str())))
+}
+
+/// The text of a user catalog file and the name errors give it.
+pub fn read_catalog(path: Option<&std::path::Path>) -> Result<Option<(String, String)>> {
+    match path {
+        Some(p) => Ok(Some((
             std::fs::read_to_string(p).map_err(|source| Error::Io { path: p.into(), source })?,
             p.display().to_string(),
-        )),
-        None => None,
-    };
-    let (catalog, source) = CatalogFile::with_user(user.as_ref().map(|(t, s)| (t.as_str(), s.as_str())))?;
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// The catalog from a user catalog's text (`None`: the built-in one), with
+/// its source name and digest.
+pub fn catalog_from(user: Option<(&str, &str)>) -> Result<(CatalogFile, String, String)> {
+    let (catalog, source) = CatalogFile::with_user(user)?;
     let mut digest_input = crate::catalog::DEFAULT_CATALOG.to_string();
     if let Some((text, _)) = &user {
         digest_input.push_str(text);
@@ -134,27 +145,7 @@ pub async fn refresh(wh: &Warehouse, options: &RefreshOptions) -> Result<Refresh
     let evaluate_seconds = t1.elapsed().as_secs_f64();
     let t2 = Instant::now();
     let member_tags: u64 = bitmaps.iter().map(|b| b.len()).sum();
-    let tags: Vec<(TagInfo, RoaringBitmap)> = compiled
-        .tags
-        .iter()
-        .zip(bitmaps)
-        .enumerate()
-        .map(|(i, (def, bm))| {
-            let members = bm.len() as i64;
-            (
-                TagInfo {
-                    position: i as i32,
-                    name: def.name.clone(),
-                    family: def.family.clone(),
-                    description: def.description.clone(),
-                    rule: def.rule.clone(),
-                    members,
-                    share: if base == 0 { 0.0 } else { members as f64 / base as f64 },
-                },
-                bm,
-            )
-        })
-        .collect();
+    let tags = snapshot_tags(&compiled, bitmaps, base);
     let n_tags = tags.len();
     let snapshot = snapshot::write(
         wh,
@@ -186,6 +177,31 @@ pub async fn refresh(wh: &Warehouse, options: &RefreshOptions) -> Result<Refresh
         evaluate_seconds,
         snapshot_seconds: t2.elapsed().as_secs_f64(),
     })
+}
+
+/// The snapshot's tags: each compiled tag with its members.
+pub fn snapshot_tags(compiled: &Compiled, bitmaps: Vec<RoaringBitmap>, base: u64) -> Vec<(TagInfo, RoaringBitmap)> {
+    compiled
+        .tags
+        .iter()
+        .zip(bitmaps)
+        .enumerate()
+        .map(|(i, (def, bm))| {
+            let members = bm.len() as i64;
+            (
+                TagInfo {
+                    position: i as i32,
+                    name: def.name.clone(),
+                    family: def.family.clone(),
+                    description: def.description.clone(),
+                    rule: def.rule.clone(),
+                    members,
+                    share: if base == 0 { 0.0 } else { members as f64 / base as f64 },
+                },
+                bm,
+            )
+        })
+        .collect()
 }
 
 /// Evaluates every chunk (in parallel, in groups so memory stays bounded),

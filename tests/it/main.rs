@@ -4,6 +4,8 @@
 mod audience;
 mod cli;
 mod cluster;
+#[cfg(feature = "distributed")]
+mod distributed;
 mod export;
 mod ingest_generated;
 mod kill;

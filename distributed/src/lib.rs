@@ -1,0 +1,67 @@
+//! taglake on a Ballista cluster.
+//!
+//! One warehouse outgrows one machine long before its SQL changes, so the
+//! cluster runs the same catalog, the same SQL and the same audience
+//! language as an embedded session, on Apache DataFusion Ballista (the
+//! distributed engine of DataFusion 55): a user switches with
+//! `--cluster df://HOST:PORT`, nothing else.
+//!
+//! - [`process`] embeds Ballista's scheduler and executor with taglake's
+//!   plan codecs ([`codec`]) registered, so plans over `members` (tag
+//!   columns, bitmap pushdown), `audience('…')` and the warehouse tables
+//!   travel between processes.
+//! - [`connect`] opens a client session whose tables are pinned to the
+//!   files of their current Delta version ([`files`]), so every process
+//!   reads what the client saw.
+//!
+//! The warehouse must be at the same path on every machine (a shared
+//! volume), because plans carry file paths.
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod files;
+pub mod process;
+pub mod refresh;
+mod session;
+
+pub use session::{ClusterUrl, connect};
+
+/// Errors of the cluster layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The warehouse could not be read.
+    #[error(transparent)]
+    Storage(#[from] taglake_storage::Error),
+    /// The query layer failed (SQL, tags, audiences).
+    #[error(transparent)]
+    Query(#[from] taglake_query::Error),
+    /// An argument is invalid (the message says which and why).
+    #[error("{0}")]
+    Invalid(String),
+    /// The scheduler could not be reached.
+    #[error("cannot reach the taglake scheduler at {url}: {message} (is `taglake scheduler` running there?)")]
+    Unreachable {
+        /// The cluster address.
+        url: String,
+        /// What failed.
+        message: String,
+    },
+    /// Ballista or DataFusion failed.
+    #[error("{context}: {message}")]
+    Engine {
+        /// What was being done.
+        context: String,
+        /// The engine's message.
+        message: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn engine(context: impl Into<String>) -> impl FnOnce(&dyn std::fmt::Display) -> Error {
+        let context = context.into();
+        move |e| Error::Engine { context, message: e.to_string() }
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,119 @@
+//! The cluster's processes: Ballista's scheduler and executor with
+//! taglake's codecs, as `taglake scheduler` and `taglake executor` run them.
+//!
+//! Both use pull scheduling: executors ask the scheduler for tasks, so an
+//! executor behind NAT or started later just joins. An executor that stops
+//! heartbeating for `executor_timeout` is dropped and its tasks run again
+//! elsewhere; a task that fails is retried up to 4 times before its job
+//! fails with the task's error.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ballista_core::config::TaskSchedulingPolicy;
+use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::config::SchedulerConfig;
+use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
+
+use crate::codec::{LogicalCodec, PhysicalCodec};
+use crate::{Error, Result};
+
+/// Largest gRPC message: plans carry selected-member bitmaps (about
+/// 1.2 MB per 10 M members selected) and tag refresh results.
+pub const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+
+/// How `taglake scheduler` runs.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// The address executors and clients reach it at, as they see it
+    /// (`--bind` when not given).
+    pub external_host: Option<String>,
+    /// Drop an executor that has not sent a heartbeat for this long.
+    pub executor_timeout: Duration,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        SchedulerOptions { external_host: None, executor_timeout: Duration::from_secs(30) }
+    }
+}
+
+/// Runs a scheduler on an already bound listener until the process ends.
+pub async fn run_scheduler(listener: tokio::net::TcpListener, options: SchedulerOptions) -> Result<()> {
+    let bound = listener.local_addr().map_err(|e| Error::engine("reading the scheduler address")(&e))?;
+    let timeout = options.executor_timeout.as_secs().max(1);
+    let config = SchedulerConfig {
+        bind_host: bound.ip().to_string(),
+        bind_port: bound.port(),
+        external_host: options.external_host.unwrap_or_else(|| bound.ip().to_string()),
+        scheduling_policy: TaskSchedulingPolicy::PullStaged,
+        executor_timeout_seconds: timeout,
+        expire_dead_executor_interval_seconds: timeout.div_ceil(3).max(1),
+        grpc_server_max_decoding_message_size: MAX_MESSAGE as u32,
+        grpc_server_max_encoding_message_size: MAX_MESSAGE as u32,
+        grpc_client_max_message_size: MAX_MESSAGE as u32,
+        override_logical_codec: Some(Arc::new(LogicalCodec::default())),
+        override_physical_codec: Some(Arc::new(PhysicalCodec::default())),
+        override_config_producer: Some(Arc::new(crate::session::cluster_config)),
+        ..SchedulerConfig::default()
+    };
+    config.validate().map_err(|e| Error::engine("scheduler settings")(&e))?;
+    let cluster = BallistaCluster::new_from_config(&config).await.map_err(|e| Error::engine("starting the scheduler")(&e))?;
+    let scheduler = create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, Arc::new(config))
+        .await
+        .map_err(|e| Error::engine("starting the scheduler")(&e))?;
+    start_grpc_service_with_listener(listener, scheduler).await.map_err(|e| Error::engine("the scheduler stopped")(&e))
+}
+
+/// How `taglake executor` runs.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// The scheduler's host and port.
+    pub scheduler: (String, u16),
+    /// Where its Arrow Flight service (results and shuffle data) listens;
+    /// the gRPC port is the next one.
+    pub bind: SocketAddr,
+    /// The address others reach it at (the bind address when not given).
+    pub external_host: Option<String>,
+    /// Tasks it runs at once (default: its cores).
+    pub slots: usize,
+    /// Where it keeps shuffle files (a temporary folder when not given).
+    pub work_dir: Option<PathBuf>,
+    /// How often it tells the scheduler it is alive.
+    pub heartbeat: Duration,
+}
+
+/// Runs an executor until it is stopped (SIGTERM, Ctrl-C or the scheduler).
+pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
+    if options.bind.port() == u16::MAX {
+        return Err(Error::Invalid("--bind: the port must leave room for the gRPC port after it".into()));
+    }
+    let external = options.external_host.clone().or_else(|| {
+        let ip = options.bind.ip();
+        (!ip.is_unspecified()).then(|| ip.to_string())
+    });
+    let config = ExecutorProcessConfig {
+        bind_host: options.bind.ip().to_string(),
+        external_host: external,
+        port: options.bind.port(),
+        grpc_port: options.bind.port() + 1,
+        scheduler_host: options.scheduler.0.clone(),
+        scheduler_port: options.scheduler.1,
+        scheduler_connect_timeout_seconds: 30,
+        vcores: options.slots,
+        task_scheduling_policy: TaskSchedulingPolicy::PullStaged,
+        work_dir: options.work_dir.map(|p| p.to_string_lossy().into_owned()),
+        executor_heartbeat_interval_seconds: options.heartbeat.as_secs().max(1),
+        grpc_max_decoding_message_size: MAX_MESSAGE as u32,
+        grpc_max_encoding_message_size: MAX_MESSAGE as u32,
+        override_logical_codec: Some(Arc::new(LogicalCodec::default())),
+        override_physical_codec: Some(Arc::new(PhysicalCodec::default())),
+        override_config_producer: Some(Arc::new(crate::session::cluster_config)),
+        ..ExecutorProcessConfig::default()
+    };
+    start_executor_process(Arc::new(config)).await.map_err(|e| Error::engine("the executor stopped")(&e))
+}
