@@ -183,7 +183,9 @@ pub async fn audience(a: AudienceArgs) -> Result<()> {
     let count = async |text: &str| -> Result<u64> {
         let node = parse(text, &tags)?;
         match cluster_ctx {
-            Some(ctx) => sql_count(ctx, &format!("SELECT count(*) FROM audience('{}')", text.replace('\'', "''"))).await,
+            Some(ctx) => {
+                sql_count(ctx, &format!("SELECT count(*) FROM audience('{}')", text.replace('\'', "''"))).await
+            }
             None => Ok(taglake_query::audience::evaluate(&node, &tags)?.len()),
         }
     };

@@ -338,7 +338,17 @@ async fn demo(a: DemoArgs) -> Result<()> {
         );
     }
     println!("\n4. tag every member");
-    crate::tags::tag(&wh, &crate::tags::TagArgs { as_of: None, catalog: None, keep_features_days: 7, cluster: Default::default(), range_members: None }).await?;
+    crate::tags::tag(
+        &wh,
+        &crate::tags::TagArgs {
+            as_of: None,
+            catalog: None,
+            keep_features_days: 7,
+            cluster: Default::default(),
+            range_members: None,
+        },
+    )
+    .await?;
     let info = taglake_tagger::snapshot::info(&wh, None).await?;
     let mut top: Vec<_> = info.tags.iter().collect();
     top.sort_by(|a, b| b.members.cmp(&a.members).then(a.position.cmp(&b.position)));

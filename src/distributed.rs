@@ -18,7 +18,7 @@ use taglake_storage::Warehouse;
 #[derive(Args, Clone, Default)]
 pub struct ClusterArg {
     /// Run on a taglake cluster: the scheduler's address (see `taglake scheduler`).
-    #[arg(long, env = "TAGLAKE_CLUSTER", value_name = "df://HOST:PORT")]
+    #[arg(long, env = "TAGLAKE_CLUSTER", value_name = "df://HOST:PORT", global = true)]
     pub cluster: Option<String>,
 }
 
@@ -111,10 +111,17 @@ mod imp {
         Ok(taglake_distributed::refresh::refresh(&ClusterUrl::parse(url)?, wh, options, &cluster).await?)
     }
 
+    /// Ballista's log on stderr: `info` unless RUST_LOG says otherwise.
+    fn log() {
+        let env = env_logger::Env::default().default_filter_or("info,datafusion=warn,h2=warn,tower=warn,hyper=warn");
+        let _ = env_logger::Builder::from_env(env).try_init();
+    }
+
     pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
         if a.executor_timeout == 0 {
             bail!("--executor-timeout must be at least 1 second");
         }
+        log();
         let listener =
             tokio::net::TcpListener::bind(a.bind).await.with_context(|| format!("--bind {}: cannot listen", a.bind))?;
         let bound = listener.local_addr()?;
@@ -145,6 +152,7 @@ mod imp {
         if a.heartbeat == 0 {
             bail!("--heartbeat must be at least 1 second");
         }
+        log();
         let slots = a.slots.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
         eprintln!(
             "taglake executor: {slots} slots, flight on {}, gRPC on port {}, scheduler {host}:{port}",

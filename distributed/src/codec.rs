@@ -150,9 +150,8 @@ impl TagSets {
         }
         let wh = Warehouse::open(&r.root).map_err(external)?;
         let files = r.member_files.iter().map(std::path::PathBuf::from).collect();
-        let set = Arc::new(
-            block_on(TagSet::load_with(&wh, r.snapshot, files, bitmap_from(running)?)).map_err(external)?,
-        );
+        let set =
+            Arc::new(block_on(TagSet::load_with(&wh, r.snapshot, files, bitmap_from(running)?)).map_err(external)?);
         let mut open = self.open.lock().expect("tag sets");
         open.retain(|(k, _)| *k != key);
         open.insert(0, (key, set.clone()));
@@ -172,13 +171,7 @@ enum ProviderSpec {
     Files { table: String, partition_columns: usize, files: Vec<FileEntry> },
     /// `members` or `audience('…')` over a [`FilesTable`]; blobs: the
     /// inner schema, the `in_experiment` members.
-    Members {
-        tags: TagsRef,
-        audience: Option<String>,
-        table: String,
-        partition_columns: usize,
-        files: Vec<FileEntry>,
-    },
+    Members { tags: TagsRef, audience: Option<String>, table: String, partition_columns: usize, files: Vec<FileEntry> },
     /// The tasks of one step of a cluster tag refresh.
     TagRanges(RangeTask),
 }
@@ -216,7 +209,8 @@ impl LogicalExtensionCodec for LogicalCodec {
                 Arc::new(FilesTable { table, schema, partition_columns, files })
             }
             ProviderSpec::Members { tags, audience, table, partition_columns, files } => {
-                let inner = Arc::new(FilesTable { table, schema: schema_from(blob(&blobs, 0)?)?, partition_columns, files });
+                let inner =
+                    Arc::new(FilesTable { table, schema: schema_from(blob(&blobs, 0)?)?, partition_columns, files });
                 let set = self.tag_sets.get(&tags, blob(&blobs, 1)?)?;
                 Arc::new(MembersTable::rebuild(set, inner, audience.as_deref()).map_err(external)?)
             }
@@ -326,7 +320,10 @@ impl PhysicalExtensionCodec for PhysicalCodec {
                 let [child] = inputs else { return Err(internal("TagFilterExec has one child")) };
                 Arc::new(TagFilterExec::from_parts(schema_from(blob(&blobs, 0)?)?, set, parts, child.clone())?)
             }
-            NodeSpec::TagRange(task) => Arc::new(TagRangeExec::new(task)),
+            NodeSpec::TagRange(task) => {
+                let [child] = inputs else { return Err(internal("TagRangeExec has one child")) };
+                Arc::new(TagRangeExec::with_child(task, child.clone()))
+            }
         })
     }
 

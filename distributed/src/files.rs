@@ -82,7 +82,8 @@ impl FilesTable {
                     .iter()
                     .map(|name| f.partition.iter().find(|(c, _)| c == name).and_then(|(_, v)| v.clone()))
                     .collect();
-                let path = f.path.to_str().ok_or_else(|| Error::Invalid(format!("{}: not a UTF-8 path", f.path.display())))?;
+                let path =
+                    f.path.to_str().ok_or_else(|| Error::Invalid(format!("{}: not a UTF-8 path", f.path.display())))?;
                 Ok(FileEntry { path: path.to_string(), size: f.size, partition })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -62,7 +62,8 @@ pub async fn run_scheduler(listener: tokio::net::TcpListener, options: Scheduler
         ..SchedulerConfig::default()
     };
     config.validate().map_err(|e| Error::engine("scheduler settings")(&e))?;
-    let cluster = BallistaCluster::new_from_config(&config).await.map_err(|e| Error::engine("starting the scheduler")(&e))?;
+    let cluster =
+        BallistaCluster::new_from_config(&config).await.map_err(|e| Error::engine("starting the scheduler")(&e))?;
     let scheduler = create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, Arc::new(config))
         .await
         .map_err(|e| Error::engine("starting the scheduler")(&e))?;

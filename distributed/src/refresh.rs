@@ -37,6 +37,7 @@ use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Statistics};
+use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
@@ -167,27 +168,48 @@ impl TableProvider for TagRangeTable {
         if projection.is_some_and(|p| *p != all) {
             return Err(DataFusionError::Plan("the tag refresh tasks are read whole".into()));
         }
-        Ok(Arc::new(TagRangeExec::new(self.task.clone())))
+        Ok(Arc::new(TagRangeExec::new(self.task.clone())?))
     }
 }
 
 /// One task per range of member keys.
+///
+/// Its child is an in-memory scan with one partition per range, holding
+/// that range's index. The scheduler gives each task a slice of a stage's
+/// partitions by rewriting the leaves it knows (an in-memory scan is one),
+/// so a task learns its ranges from the rows it reads, not from the
+/// partition number it is asked for.
 #[derive(Debug)]
 pub struct TagRangeExec {
     task: RangeTask,
+    child: Arc<dyn ExecutionPlan>,
     properties: Arc<PlanProperties>,
 }
 
 impl TagRangeExec {
-    /// The node of `task`.
-    pub fn new(task: RangeTask) -> TagRangeExec {
+    /// The node of `task`, one partition per range.
+    pub fn new(task: RangeTask) -> DfResult<TagRangeExec> {
+        let schema = Arc::new(Schema::new(vec![Field::new("range", DataType::UInt32, false)]));
+        let partitions = (0..task.ranges.len() as u32)
+            .map(|i| {
+                let batch =
+                    RecordBatch::try_new(schema.clone(), vec![Arc::new(UInt32Array::from(vec![i])) as ArrayRef])?;
+                Ok(vec![batch])
+            })
+            .collect::<DfResult<Vec<_>>>()?;
+        let child = MemorySourceConfig::try_new_exec(&partitions, schema, None)?;
+        Ok(TagRangeExec::with_child(task, child))
+    }
+
+    /// The node over a (restricted) ranges scan.
+    pub fn with_child(task: RangeTask, child: Arc<dyn ExecutionPlan>) -> TagRangeExec {
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(task.schema()),
-            Partitioning::UnknownPartitioning(task.ranges.len().max(1)),
+            Partitioning::UnknownPartitioning(child.properties().partitioning.partition_count()),
             EmissionType::Final,
             Boundedness::Bounded,
         ));
-        TagRangeExec { task, properties }
+        TagRangeExec { task, child, properties }
     }
 
     /// Its task.
@@ -216,7 +238,7 @@ impl ExecutionPlan for TagRangeExec {
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
+        vec![&self.child]
     }
 
     fn apply_expressions(
@@ -226,19 +248,32 @@ impl ExecutionPlan for TagRangeExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Ok(self)
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let [child] =
+            <[_; 1]>::try_from(children).map_err(|_| DataFusionError::Internal("TagRangeExec has one child".into()))?;
+        Ok(Arc::new(TagRangeExec::with_child(self.task.clone(), child)))
     }
 
-    fn execute(&self, partition: usize, _context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
         let task = self.task.clone();
         let schema = task.schema();
         let out_schema = schema.clone();
-        let work = async move {
-            let batch = run_range(&task, partition, out_schema).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
-            Ok(batch)
-        };
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::once(work))))
+        let ranges = self.child.execute(partition, context)?;
+        let work = futures::stream::once(async move {
+            let batches: Vec<RecordBatch> = futures::TryStreamExt::try_collect(ranges).await?;
+            let mut out = Vec::new();
+            for b in &batches {
+                for &range in b.column(0).as_primitive::<UInt32Type>().values() {
+                    let batch = run_range(&task, range as usize, out_schema.clone())
+                        .await
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    out.push(Ok(batch));
+                }
+            }
+            Ok::<_, DataFusionError>(futures::stream::iter(out))
+        });
+        let flat = futures::TryStreamExt::try_flatten(work);
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, flat)))
     }
 
     fn statistics_from_inputs(
@@ -260,7 +295,8 @@ async fn run_range(task: &RangeTask, index: usize, schema: SchemaRef) -> Result<
     let wh = Warehouse::open(&task.root)?;
     let user = task.catalog.as_ref().map(|(t, s)| (t.as_str(), s.as_str()));
     let (catalog, source, _) = taglake_tagger::catalog_from(user).map_err(tagger)?;
-    let fs = features::compute_range(&wh, catalog.growth_per_unit(), &task.globals, first..end).await.map_err(tagger)?;
+    let fs =
+        features::compute_range(&wh, catalog.growth_per_unit(), &task.globals, first..end).await.map_err(tagger)?;
     let mut compiled = Compiled::new(&catalog, &source, &fs).map_err(tagger)?;
     let engine = |e: arrow::error::ArrowError| Error::engine("a refresh task's result")(&e);
     match &task.phase {
@@ -276,6 +312,10 @@ async fn run_range(task: &RangeTask, index: usize, schema: SchemaRef) -> Result<
                     }
                 }
             });
+            // A row saying the range answered, even with no ranked member.
+            cut.push(u32::MAX);
+            value.push(0);
+            count.push(0);
             let n = cut.len();
             RecordBatch::try_new(
                 schema,
@@ -293,10 +333,8 @@ async fn run_range(task: &RangeTask, index: usize, schema: SchemaRef) -> Result<
             tokio::task::block_in_place(|| -> Result<()> {
                 for (i, specs) in starts.iter().enumerate() {
                     let pairs = compiled.cut_pairs(&fs, i);
-                    let resolved = specs
-                        .iter()
-                        .map(|s| resolve(s, index, &pairs, lo))
-                        .collect::<Result<Vec<CutStart>>>()?;
+                    let resolved =
+                        specs.iter().map(|s| resolve(s, index, &pairs, lo)).collect::<Result<Vec<CutStart>>>()?;
                     compiled.set_cut_starts(i, resolved);
                 }
                 Ok(())
@@ -304,7 +342,8 @@ async fn run_range(task: &RangeTask, index: usize, schema: SchemaRef) -> Result<
             let features_schema = taglake_tagger::features_schema(&fs.chunk_columns(0, &|_| false));
             let lines = fs.lines;
             let (bitmaps, base, files) = evaluate(&wh, compiled, fs, features_schema.clone(), *write_features).await?;
-            let schema_bytes = crate::codec::schema_bytes(&features_schema).map_err(|e| Error::engine("features schema")(&e))?;
+            let schema_bytes =
+                crate::codec::schema_bytes(&features_schema).map_err(|e| Error::engine("features schema")(&e))?;
             let mut range = Vec::new();
             let mut tag = Vec::new();
             let mut bytes: Vec<Option<Vec<u8>>> = Vec::new();
@@ -345,12 +384,7 @@ async fn run_range(task: &RangeTask, index: usize, schema: SchemaRef) -> Result<
 }
 
 /// A start as this range compares its members with it.
-fn resolve(
-    spec: &StartSpec,
-    me: usize,
-    pairs: &[CutStart],
-    lo: impl Fn(usize) -> Option<u32>,
-) -> Result<CutStart> {
+fn resolve(spec: &StartSpec, me: usize, pairs: &[CutStart], lo: impl Fn(usize) -> Option<u32>) -> Result<CutStart> {
     match *spec {
         StartSpec::End => Ok(CUT_END),
         // A tie in another range is before (lower keys) or after all of
@@ -414,10 +448,53 @@ pub struct ClusterRefresh {
     pub range_members: Option<usize>,
 }
 
+/// Where the steps of a refresh run.
+pub enum Runner {
+    /// On the cluster this session is connected to.
+    Cluster(SessionContext),
+    /// In this process, one range after the other, with this (embedded)
+    /// session for the globals: the same steps without Ballista, which
+    /// tests use to check the steps apart from the engine.
+    InProcess(SessionContext),
+}
+
+impl Runner {
+    fn ctx(&self) -> &SessionContext {
+        match self {
+            Runner::Cluster(c) | Runner::InProcess(c) => c,
+        }
+    }
+
+    /// Runs one step's tasks and collects their rows.
+    async fn run(&self, task: &RangeTask) -> Result<Vec<RecordBatch>> {
+        match self {
+            Runner::Cluster(ctx) => run(ctx, task).await,
+            Runner::InProcess(_) => {
+                let mut out = Vec::with_capacity(task.ranges.len());
+                for i in 0..task.ranges.len() {
+                    out.push(run_range(task, i, task.schema()).await?);
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
 /// Runs `taglake tag` on the cluster at `url`: same features, same tags,
 /// same snapshot bytes as [`taglake_tagger::refresh`].
 pub async fn refresh(
     url: &ClusterUrl,
+    wh: &Warehouse,
+    options: &RefreshOptions,
+    cluster: &ClusterRefresh,
+) -> Result<RefreshSummary> {
+    let (ctx, _) = crate::connect(url, wh).await?;
+    refresh_on(&Runner::Cluster(ctx), wh, options, cluster).await
+}
+
+/// [`refresh`] with its steps run by `runner`.
+pub async fn refresh_on(
+    runner: &Runner,
     wh: &Warehouse,
     options: &RefreshOptions,
     cluster: &ClusterRefresh,
@@ -427,8 +504,7 @@ pub async fn refresh(
         taglake_tagger::catalog_from(user.as_ref().map(|(t, s)| (t.as_str(), s.as_str()))).map_err(tagger)?;
     let growth = catalog.growth_per_unit();
     let t0 = Instant::now();
-    let (ctx, _) = crate::connect(url, wh).await?;
-    let globals = globals(&ctx, options.as_of).await?;
+    let globals = globals(runner.ctx(), options.as_of).await?;
     globals.check().map_err(tagger)?;
     let coordinator = FeatureSet::for_globals(&globals, growth);
     let mut compiled = Compiled::new(&catalog, &source, &coordinator).map_err(tagger)?;
@@ -439,7 +515,8 @@ pub async fn refresh(
         Some(m) => m.div_ceil(CHUNK),
         None => chunks.div_ceil(16).max(1),
     };
-    let ranges: Vec<(usize, usize)> = (0..chunks).step_by(per_range).map(|s| (s, (s + per_range).min(chunks))).collect();
+    let ranges: Vec<(usize, usize)> =
+        (0..chunks).step_by(per_range).map(|s| (s, (s + per_range).min(chunks))).collect();
     let root = wh.root().canonicalize().unwrap_or_else(|_| wh.root().to_path_buf());
     let mut task = RangeTask {
         root: root.to_string_lossy().into_owned(),
@@ -448,13 +525,13 @@ pub async fn refresh(
         ranges: ranges.clone(),
         phase: Phase::Cuts,
     };
-    let histograms = run(&ctx, &task).await?;
+    let histograms = runner.run(&task).await?;
     let starts = cut_starts(&compiled, &histograms, ranges.len())?;
     let features_seconds = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
     task.phase = Phase::Tags { starts, write_features: true };
-    let results = run(&ctx, &task).await?;
+    let results = runner.run(&task).await?;
     let mut merged = vec![RoaringBitmap::new(); compiled.tags.len()];
     let (mut base, mut lines, mut files, mut features_schema) = (0u64, 0u64, Vec::new(), None);
     let mut seen = vec![false; ranges.len()];
@@ -532,7 +609,10 @@ async fn run(ctx: &SessionContext, task: &RangeTask) -> Result<Vec<RecordBatch>>
     let frame = ctx
         .read_table(Arc::new(TagRangeTable::new(task.clone())))
         .map_err(|e| Error::engine("planning the refresh tasks")(&e))?;
-    frame.collect().await.map_err(|e| Error::engine("the refresh tasks on the cluster failed; nothing was committed")(&e))
+    frame
+        .collect()
+        .await
+        .map_err(|e| Error::engine("the refresh tasks on the cluster failed; nothing was committed")(&e))
 }
 
 /// The key space, date and dictionaries of the run, read on the cluster.
@@ -551,7 +631,8 @@ async fn globals(ctx: &SessionContext, as_of: Option<chrono::NaiveDate>) -> Resu
     };
     let have = taglake_query::tables(ctx);
     let has = |t: &str| have.iter().any(|h| h == t);
-    let members = if has("member_ids") { one("SELECT max(member_key) FROM member_ids").await?.map_or(0, |m| m + 1) } else { 0 };
+    let members =
+        if has("member_ids") { one("SELECT max(member_key) FROM member_ids").await?.map_or(0, |m| m + 1) } else { 0 };
     let as_of = match as_of {
         Some(d) => d,
         None => {
@@ -563,21 +644,30 @@ async fn globals(ctx: &SessionContext, as_of: Option<chrono::NaiveDate>) -> Resu
     let mut parts = Vec::new();
     if has("orders") {
         for (kind, column) in [("category", "category"), ("channel", "channel"), ("store", "store_id")] {
-            parts.push(format!("SELECT '{kind}' AS kind, {column} AS value FROM orders WHERE {column} IS NOT NULL GROUP BY {column}"));
+            parts.push(format!(
+                "SELECT '{kind}' AS kind, {column} AS value FROM orders WHERE {column} IS NOT NULL GROUP BY {column}"
+            ));
         }
     }
     if has("members") {
-        for (kind, column) in
-            [("store", "home_store_id"), ("gender", "gender"), ("city", "city"), ("register_channel", "register_channel")]
-        {
-            parts.push(format!("SELECT '{kind}' AS kind, {column} AS value FROM members WHERE {column} IS NOT NULL GROUP BY {column}"));
+        for (kind, column) in [
+            ("store", "home_store_id"),
+            ("gender", "gender"),
+            ("city", "city"),
+            ("register_channel", "register_channel"),
+        ] {
+            parts.push(format!(
+                "SELECT '{kind}' AS kind, {column} AS value FROM members WHERE {column} IS NOT NULL GROUP BY {column}"
+            ));
         }
     }
     let mut values: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
     if !parts.is_empty() {
         for b in taglake_query::sql(ctx, &parts.join(" UNION ALL ")).await? {
-            let kind = arrow::compute::cast(b.column(0), &DataType::Utf8).map_err(|e| Error::engine("dictionaries")(&e))?;
-            let value = arrow::compute::cast(b.column(1), &DataType::Utf8).map_err(|e| Error::engine("dictionaries")(&e))?;
+            let kind =
+                arrow::compute::cast(b.column(0), &DataType::Utf8).map_err(|e| Error::engine("dictionaries")(&e))?;
+            let value =
+                arrow::compute::cast(b.column(1), &DataType::Utf8).map_err(|e| Error::engine("dictionaries")(&e))?;
             let (kind, value) = (kind.as_string::<i32>(), value.as_string::<i32>());
             for r in 0..b.num_rows() {
                 values.entry(kind.value(r).to_string()).or_default().push(value.value(r).to_string());
@@ -607,6 +697,7 @@ async fn globals(ctx: &SessionContext, as_of: Option<chrono::NaiveDate>) -> Resu
 fn cut_starts(compiled: &Compiled, histograms: &[RecordBatch], ranges: usize) -> Result<Vec<Vec<StartSpec>>> {
     // Per cut: value → count per range.
     let mut per_cut: Vec<std::collections::BTreeMap<u64, Vec<u64>>> = vec![Default::default(); compiled.cuts()];
+    let mut answered = vec![0usize; ranges];
     for b in histograms {
         let (range, cut, value, count) = (
             b.column(0).as_primitive::<UInt32Type>(),
@@ -616,6 +707,10 @@ fn cut_starts(compiled: &Compiled, histograms: &[RecordBatch], ranges: usize) ->
         );
         for r in 0..b.num_rows() {
             let (range, cut) = (range.value(r) as usize, cut.value(r) as usize);
+            if cut == u32::MAX as usize {
+                *answered.get_mut(range).ok_or_else(|| Error::Invalid(format!("unknown range {range}")))? += 1;
+                continue;
+            }
             let counts = per_cut
                 .get_mut(cut)
                 .ok_or_else(|| Error::Invalid(format!("a range reported cut {cut}")))?
@@ -623,6 +718,12 @@ fn cut_starts(compiled: &Compiled, histograms: &[RecordBatch], ranges: usize) ->
                 .or_insert_with(|| vec![0; ranges]);
             *counts.get_mut(range).ok_or_else(|| Error::Invalid(format!("unknown range {range}")))? += count.value(r);
         }
+    }
+    if let Some(r) = answered.iter().position(|&n| n != 1) {
+        return Err(Error::Invalid(format!(
+            "range {r} of the refresh answered {} times in the cuts step; nothing was committed",
+            answered[r]
+        )));
     }
     let mut out = Vec::with_capacity(per_cut.len());
     for (i, values) in per_cut.iter().enumerate() {

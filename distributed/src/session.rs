@@ -30,7 +30,9 @@ impl ClusterUrl {
 
     /// Parses `df://HOST[:PORT]`.
     pub fn parse(text: &str) -> Result<ClusterUrl> {
-        let bad = |why: &str| Error::Invalid(format!("--cluster {text:?}: {why}; expected df://HOST:PORT, e.g. df://localhost:50050"));
+        let bad = |why: &str| {
+            Error::Invalid(format!("--cluster {text:?}: {why}; expected df://HOST:PORT, e.g. df://localhost:50050"))
+        };
         let rest = text.strip_prefix("df://").ok_or_else(|| bad("the address must start with df://"))?;
         let rest = rest.trim_end_matches('/');
         if rest.is_empty() || rest.contains('/') {
@@ -97,7 +99,10 @@ mod tests {
 
     #[test]
     fn cluster_urls_parse_and_bad_ones_say_why() {
-        assert_eq!(ClusterUrl::parse("df://localhost:50050").unwrap(), ClusterUrl { host: "localhost".into(), port: 50050 });
+        assert_eq!(
+            ClusterUrl::parse("df://localhost:50050").unwrap(),
+            ClusterUrl { host: "localhost".into(), port: 50050 }
+        );
         assert_eq!(ClusterUrl::parse("df://10.0.0.7").unwrap(), ClusterUrl { host: "10.0.0.7".into(), port: 50050 });
         assert_eq!(ClusterUrl::parse("df://sched:6000/").unwrap().to_string(), "df://sched:6000");
         for (bad, why) in [

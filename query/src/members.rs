@@ -55,6 +55,9 @@ pub struct MembersTable {
     attributes: usize,
     /// Tag position of every tag column, in schema order.
     tag_columns: Vec<usize>,
+    /// Bitmap scans in one partition (a cluster cannot split a leaf it
+    /// does not know; see [`MembersTable::rebuild`]).
+    single_partition: bool,
 }
 
 impl MembersTable {
@@ -72,7 +75,7 @@ impl MembersTable {
             }
         }
         let schema = Arc::new(Schema::new(fields));
-        MembersTable { tags, inner, base: None, schema, attributes, tag_columns }
+        MembersTable { tags, inner, base: None, schema, attributes, tag_columns, single_partition: false }
     }
 
     /// The same table restricted to an audience.
@@ -84,6 +87,7 @@ impl MembersTable {
             schema: self.schema.clone(),
             attributes: self.attributes,
             tag_columns: self.tag_columns.clone(),
+            single_partition: self.single_partition,
         }
     }
 
@@ -103,13 +107,17 @@ impl MembersTable {
     }
 
     /// The table again in another process: `members` over `inner`, or
-    /// `audience(text)` when `audience` is set.
+    /// `audience(text)` when `audience` is set. A cluster scheduler hands
+    /// each task a slice of a stage's partitions by rewriting the leaves it
+    /// knows; it cannot slice [`TagBitmapExec`], so there the bitmap scan is
+    /// one partition (it is cheap; the work above it is spread as usual).
     pub fn rebuild(
         tags: Arc<TagSet>,
         inner: Arc<dyn TableProvider>,
         audience: Option<&str>,
     ) -> crate::Result<MembersTable> {
-        let table = MembersTable::new(tags, inner);
+        let mut table = MembersTable::new(tags, inner);
+        table.single_partition = true;
         Ok(match audience {
             Some(text) => {
                 let node = audience::parse(text, table.tags())?;
@@ -240,7 +248,8 @@ impl TableProvider for MembersTable {
                 .iter()
                 .map(|&i| if i < self.attributes { Out::Key } else { Out::Tag(self.tag_columns[i - self.attributes]) })
                 .collect();
-            let partitions = if limit.is_some() { 1 } else { state.config().target_partitions() };
+            let partitions =
+                if limit.is_some() || self.single_partition { 1 } else { state.config().target_partitions() };
             return Ok(Arc::new(TagBitmapExec::new(schema, self.tags.clone(), selection, columns, limit, partitions)));
         }
         let mut read = attributes;

@@ -408,8 +408,7 @@ impl Warehouse {
             actions.push(Action::Remove(file.remove_action(true)));
         }
         for a in adds {
-            let add: deltalake::kernel::Add =
-                serde_json::from_str(a).map_err(|e| err(DeltaTableError::from(e)))?;
+            let add: deltalake::kernel::Add = serde_json::from_str(a).map_err(|e| err(DeltaTableError::from(e)))?;
             actions.push(Action::Add(add));
         }
         let operation = DeltaOperation::Write { mode: SaveMode::Overwrite, partition_by: None, predicate: None };

@@ -428,15 +428,7 @@ pub async fn compute_range(
     ];
     let chunks = chunks.start.min(globals.members.div_ceil(CHUNK))..chunks.end.min(globals.members.div_ceil(CHUNK));
     let fs = tokio::task::block_in_place(|| {
-        accumulate(
-            &member_files,
-            &order_files,
-            globals.members,
-            globals.as_of,
-            growth_per_unit,
-            interners,
-            chunks,
-        )
+        accumulate(&member_files, &order_files, globals.members, globals.as_of, growth_per_unit, interners, chunks)
     })?;
     let got = [
         fs.categories.values.len(),
@@ -496,7 +488,15 @@ fn compute_blocking(
         city: Mutex::default(),
         register_channel: Mutex::default(),
     };
-    accumulate(member_files, order_files, members, as_of, options.growth_per_unit, interners, 0..members.div_ceil(CHUNK))
+    accumulate(
+        member_files,
+        order_files,
+        members,
+        as_of,
+        options.growth_per_unit,
+        interners,
+        0..members.div_ceil(CHUNK),
+    )
 }
 
 /// The default as-of date: the day after the newest order (`newest_us`,
@@ -523,7 +523,8 @@ fn accumulate(
     let as_of_day = date_to_day(as_of);
     let shards: Vec<Mutex<Shard>> =
         chunks.clone().map(|s| Mutex::new(Shard::new(CHUNK.min(members - s * CHUNK)))).collect();
-    let range = KeyRange { first: chunks.start, keys: chunks.start * CHUNK..(chunks.end * CHUNK).min(members), members };
+    let range =
+        KeyRange { first: chunks.start, keys: chunks.start * CHUNK..(chunks.end * CHUNK).min(members), members };
     read_members(member_files, &shards, &interners, &range)?;
     let lines = std::sync::atomic::AtomicU64::new(0);
     read_orders(order_files, &shards, &interners, &range, as_of_day, &lines)?;

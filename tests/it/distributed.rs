@@ -64,6 +64,14 @@ fn free_port() -> u16 {
     }
 }
 
+/// The cluster tests one at a time: each cluster has two single-slot
+/// executors, and two of them at once on a 2-core machine starve the
+/// heartbeats the scheduler uses to tell a live executor from a lost one.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// One scheduler and `n` executors of one slot each.
 struct Cluster {
     url: String,
@@ -73,18 +81,19 @@ struct Cluster {
 
 impl Cluster {
     fn start(executors: usize) -> Cluster {
-        let (scheduler, stdout) =
-            Process::spawn(&["scheduler", "--bind", "127.0.0.1:0", "--executor-timeout", "4"]);
+        let (scheduler, stdout) = Process::spawn(&["scheduler", "--bind", "127.0.0.1:0", "--executor-timeout", "15"]);
         let mut first = String::new();
         BufReader::new(stdout).read_line(&mut first).unwrap();
-        let addr = first.trim().strip_prefix("listening on ").unwrap_or_else(|| {
-            panic!("the scheduler did not start: {first}\n{}", scheduler.log())
-        });
+        let addr = first
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("the scheduler did not start: {first}\n{}", scheduler.log()));
         let addr = addr.to_string();
         let executors = (0..executors)
             .map(|_| {
                 let bind = format!("127.0.0.1:{}", free_port());
-                Process::spawn(&["executor", "--scheduler", &addr, "--bind", &bind, "--slots", "1", "--heartbeat", "1"]).0
+                Process::spawn(&["executor", "--scheduler", &addr, "--bind", &bind, "--slots", "1", "--heartbeat", "1"])
+                    .0
             })
             .collect();
         Cluster { url: format!("df://{addr}"), scheduler, executors }
@@ -122,6 +131,7 @@ fn fixture() -> &'static Tagged {
 /// The same SQL and audiences give the same answers on the cluster as embedded.
 #[test]
 fn sql_and_audiences_on_the_cluster_equal_embedded() {
+    let _one = serial();
     let dir = &fixture().dir;
     let cluster = Cluster::start(2);
     let queries = [
@@ -129,7 +139,7 @@ fn sql_and_audiences_on_the_cluster_equal_embedded() {
         "SELECT count(*) FROM members",
         "SELECT city, count(*) AS n FROM members WHERE tier_gold OR tier_silver GROUP BY city ORDER BY city",
         "SELECT member_id, city, tier_gold FROM audience('tier_gold AND NOT dormant_90_plus') ORDER BY member_id",
-        "SELECT count(*) FROM audience('rfm_champions OR (tier_silver AND NOT churn_risk_high)')",
+        "SELECT count(*) FROM audience('rfm_champions OR (tier_silver AND NOT lifecycle_churned)')",
         "SELECT m.tier_gold, count(DISTINCT o.order_id) AS orders, round(sum(o.amount), 2) AS spend \
          FROM orders o JOIN members m ON o.member_key = m.member_key GROUP BY m.tier_gold ORDER BY 1",
         "SELECT name, members FROM tags WHERE family = 'tier' ORDER BY name",
@@ -181,7 +191,9 @@ fn big_base() -> &'static Path {
         let tmp = tempfile::tempdir().unwrap();
         let args = ["--members", "140000", "--seed", "5", "--years", "1", "--lines-per-member-year", "3"];
         taglake_ok(&[&["generate"][..], &args, &["--end-date", "2026-01-01", "--out", "data"]].concat(), tmp.path());
-        for (table, files) in [("products", "data/products.parquet"), ("members", "data/members.parquet"), ("orders", "data/orders")] {
+        for (table, files) in
+            [("products", "data/products.parquet"), ("members", "data/members.parquet"), ("orders", "data/orders")]
+        {
             taglake_ok(&["ingest", table, files], tmp.path());
         }
         tmp
@@ -199,10 +211,11 @@ fn snapshot_bytes(warehouse: &Path) -> (String, Vec<(String, Vec<u8>)>) {
         .tags
         .iter()
         .zip(bitmaps)
-        .map(|(t, b)| {
+        .map(|(t, (name, b))| {
+            assert_eq!(t.name, name);
             let mut out = Vec::new();
             b.serialize_into(&mut out).unwrap();
-            (t.name.clone(), out)
+            (name, out)
         })
         .collect();
     let head = format!(
@@ -212,37 +225,137 @@ fn snapshot_bytes(warehouse: &Path) -> (String, Vec<(String, Vec<u8>)>) {
     (head, bytes)
 }
 
+/// Asserts that the newest snapshot of `warehouse` is the reference's, byte for byte.
+fn assert_reference(warehouse: &Path, when: &str) {
+    let (e_head, e_tags, e_features) = reference();
+    let (d_head, d_tags) = snapshot_bytes(warehouse);
+    assert_eq!(&d_head, e_head, "{when}");
+    assert_eq!(d_tags.len(), e_tags.len(), "{when}");
+    assert!(e_tags.len() > 100, "{} tags", e_tags.len());
+    for ((dn, db), (en, eb)) in d_tags.iter().zip(e_tags) {
+        assert_eq!(dn, en, "{when}");
+        assert!(db == eb, "{when}: tag {en}: the cluster's bitmap bytes differ from the embedded run's");
+    }
+    assert!(&table_rows(warehouse, Table::Features, &[]) == e_features, "{when}: the features table differs");
+}
+
 /// `taglake tag --cluster` over 3 ranges commits what `taglake tag` does:
 /// the same tags with the same bitmap bytes and the same `features` rows.
 #[test]
 fn a_cluster_refresh_commits_the_embedded_snapshot() {
-    let base = big_base();
-    let cluster = Cluster::start(2);
-    let (embedded, distributed) = (base.join("embedded"), base.join("distributed"));
-    for d in [&embedded, &distributed] {
-        copy_dir(&base.join("warehouse"), &d.join("warehouse"));
-    }
-    taglake_ok(&["tag", "--as-of", "2026-01-01"], &embedded);
-    let out = cluster.ok(&["tag", "--as-of", "2026-01-01", "--range-members", "65536"], &distributed);
-    assert!(out.contains("tag: snapshot"), "{out}");
-    let (e_head, e_tags) = snapshot_bytes(&embedded.join("warehouse"));
-    let (d_head, d_tags) = snapshot_bytes(&distributed.join("warehouse"));
-    assert_eq!(d_head, e_head);
-    assert_eq!(d_tags.len(), e_tags.len());
-    assert!(e_tags.len() > 100, "{} tags", e_tags.len());
-    for ((dn, db), (en, eb)) in d_tags.iter().zip(&e_tags) {
-        assert_eq!(dn, en);
-        assert!(db == eb, "tag {en}: the cluster's bitmap bytes differ from the embedded run's");
-    }
+    let _one = serial();
+    let (_, e_tags, _) = reference();
     // Quintile scores and rank bands: cut points that fall inside ties,
     // some of them across ranges.
     for tag in ["rfm_r_1", "rfm_r_5", "rfm_f_1", "rfm_m_3", "value_core", "value_tail"] {
         let (_, bytes) = e_tags.iter().find(|(n, _)| n == tag).unwrap_or_else(|| panic!("no tag {tag}"));
         assert!(bytes.len() > 16, "{tag} is empty");
     }
+    let cluster = Cluster::start(2);
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&big_base().join("warehouse"), &dir.path().join("warehouse"));
+    let out = cluster.ok(&["tag", "--as-of", "2026-01-01", "--range-members", "65536"], dir.path());
+    assert!(out.contains("tag: snapshot"), "{out}");
+    assert_reference(&dir.path().join("warehouse"), "a cluster refresh");
+}
+
+/// An executor killed while a refresh runs on two: the refresh either
+/// finishes on the other one, complete, or fails saying so and commits
+/// nothing. Queries afterwards run on the survivor.
+#[test]
+fn a_killed_executor_never_leaves_a_partial_snapshot() {
+    let _one = serial();
+    reference();
+    let mut cluster = Cluster::start(2);
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    copy_dir(&big_base().join("warehouse"), &warehouse);
+    let rt = runtime();
+    let wh = Warehouse::open(&warehouse).unwrap();
+    let before = rt.block_on(snapshot::versions(&wh)).unwrap();
+    let features_before = rt.block_on(wh.version(Table::Features)).unwrap();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_taglake"))
+        .args(["tag", "--as-of", "2026-01-01", "--range-members", "65536", "--cluster", &cluster.url])
+        .current_dir(dir.path())
+        .env_remove("TAGLAKE_WAREHOUSE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Mid-run: once the scheduler has the range tasks, an executor dies.
+    while !cluster.scheduler.log().contains("TagRangeExec") {
+        assert!(run.try_wait().unwrap().is_none(), "the refresh ended before its range tasks:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.executors[0].kill();
+    let out = run.wait_with_output().unwrap();
+    let after = rt.block_on(snapshot::versions(&wh)).unwrap();
+    if out.status.success() {
+        assert_eq!(after.len(), before.len() + 1);
+        assert_reference(&warehouse, "a refresh that lost an executor");
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("nothing was committed"),
+            "{err}
+{}",
+            cluster.logs()
+        );
+        assert_eq!(after, before, "a failed refresh added a snapshot");
+        assert_eq!(
+            rt.block_on(wh.version(Table::Features)).unwrap(),
+            features_before,
+            "a failed refresh committed features"
+        );
+        // The survivor takes the whole run.
+        cluster.ok(&["tag", "--as-of", "2026-01-01", "--range-members", "65536"], dir.path());
+        assert_reference(&warehouse, "a refresh on the survivor");
+    }
+    let q = "SELECT count(*) FROM members WHERE rfm_r_5 AND NOT value_tail";
     assert_eq!(
-        table_rows(&distributed.join("warehouse"), Table::Features, &[]),
-        table_rows(&embedded.join("warehouse"), Table::Features, &[]),
-        "the features table"
+        cluster.ok(&["sql", "--format", "csv", q], dir.path()),
+        taglake_ok(&["sql", "--format", "csv", q], dir.path())
     );
+}
+/// The embedded run over [`big_base`], once: what every cluster run must commit.
+fn reference() -> &'static (String, Vec<(String, Vec<u8>)>, Vec<String>) {
+    static F: OnceLock<(String, Vec<(String, Vec<u8>)>, Vec<String>)> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = big_base().join("embedded");
+        copy_dir(&big_base().join("warehouse"), &dir.join("warehouse"));
+        taglake_ok(&["tag", "--as-of", "2026-01-01"], &dir);
+        let (head, tags) = snapshot_bytes(&dir.join("warehouse"));
+        (head, tags, table_rows(&dir.join("warehouse"), Table::Features, &[]))
+    })
+}
+
+/// The refresh's steps without the engine: every range in this process.
+#[test]
+fn the_range_steps_in_process_commit_the_embedded_snapshot() {
+    let _one = serial();
+    reference();
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    copy_dir(&big_base().join("warehouse"), &warehouse);
+    let rt = runtime();
+    let wh = Warehouse::open(&warehouse).unwrap();
+    rt.block_on(async {
+        let (ctx, _) = taglake_query::open(&wh).await.unwrap();
+        let options = taglake_tagger::RefreshOptions {
+            as_of: Some(chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap()),
+            catalog: None,
+            keep_features: Some(chrono::Duration::days(7)),
+        };
+        let split = taglake_distributed::refresh::ClusterRefresh { range_members: Some(65_536) };
+        taglake_distributed::refresh::refresh_on(
+            &taglake_distributed::refresh::Runner::InProcess(ctx),
+            &wh,
+            &options,
+            &split,
+        )
+        .await
+        .unwrap();
+    });
+    assert_reference(&warehouse, "the steps in process");
 }
