@@ -64,8 +64,11 @@ fn frame<H: Serialize>(header: &H, blobs: &[&[u8]], buf: &mut Vec<u8>) -> DfResu
     Ok(())
 }
 
+/// A decoded payload: its header and its blobs.
+type Framed<'a, H> = (H, Vec<&'a [u8]>);
+
 /// The header and blobs of one of our payloads; `None` when `buf` is not ours.
-fn unframe<H: for<'de> Deserialize<'de>>(buf: &[u8]) -> DfResult<Option<(H, Vec<&[u8]>)>> {
+fn unframe<H: for<'de> Deserialize<'de>>(buf: &[u8]) -> DfResult<Option<Framed<'_, H>>> {
     let Some(mut rest) = buf.strip_prefix(MAGIC) else { return Ok(None) };
     let mut parts = Vec::new();
     while !rest.is_empty() {
@@ -137,8 +140,11 @@ fn in_experiment(tags: &TagSet) -> DfResult<Vec<u8>> {
 /// an executor reads each snapshot's bitmaps once, not once per task.
 #[derive(Debug, Default)]
 struct TagSets {
-    open: Mutex<Vec<((TagsRef, u64), Arc<TagSet>)>>,
+    /// Newest first, keyed by snapshot and a digest of `in_experiment`.
+    open: Mutex<Vec<(TagSetKey, Arc<TagSet>)>>,
 }
+
+type TagSetKey = (TagsRef, u64);
 
 impl TagSets {
     const KEEP: usize = 4;
@@ -264,8 +270,8 @@ impl LogicalExtensionCodec for LogicalCodec {
 /// Encoded physical nodes.
 #[derive(Debug, Serialize, Deserialize)]
 enum NodeSpec {
-    /// Blobs: schema, selected keys, `in_experiment` members.
-    TagBitmap {
+    /// [`TagBitmapExec`]; blobs: schema, selected keys, `in_experiment` members.
+    Bitmap {
         tags: TagsRef,
         everyone: bool,
         audience: String,
@@ -273,10 +279,10 @@ enum NodeSpec {
         limit: Option<usize>,
         starts: Vec<u32>,
     },
-    /// Blobs: schema, selected keys, `in_experiment` members; one child.
-    TagFilter { tags: TagsRef, everyone: bool, audience: String, columns: Vec<PartColumn>, key_column: usize },
-    /// The tasks of one step of a cluster tag refresh.
-    TagRange(RangeTask),
+    /// [`TagFilterExec`]; blobs: schema, selected keys, `in_experiment` members; one child.
+    Filter { tags: TagsRef, everyone: bool, audience: String, columns: Vec<PartColumn>, key_column: usize },
+    /// [`TagRangeExec`]: the tasks of one step of a cluster tag refresh.
+    Ranges(RangeTask),
 }
 
 /// The physical codec of every taglake process.
@@ -309,18 +315,18 @@ impl PhysicalExtensionCodec for PhysicalCodec {
             })
         };
         Ok(match spec {
-            NodeSpec::TagBitmap { tags, everyone, audience, columns, limit, starts } => {
+            NodeSpec::Bitmap { tags, everyone, audience, columns, limit, starts } => {
                 let set = self.tag_sets.get(&tags, blob(&blobs, 2)?)?;
                 let parts = parts(everyone, audience, columns, limit, starts, 0)?;
                 Arc::new(TagBitmapExec::from_parts(schema_from(blob(&blobs, 0)?)?, set, parts)?)
             }
-            NodeSpec::TagFilter { tags, everyone, audience, columns, key_column } => {
+            NodeSpec::Filter { tags, everyone, audience, columns, key_column } => {
                 let set = self.tag_sets.get(&tags, blob(&blobs, 2)?)?;
                 let parts = parts(everyone, audience, columns, None, Vec::new(), key_column)?;
                 let [child] = inputs else { return Err(internal("TagFilterExec has one child")) };
                 Arc::new(TagFilterExec::from_parts(schema_from(blob(&blobs, 0)?)?, set, parts, child.clone())?)
             }
-            NodeSpec::TagRange(task) => {
+            NodeSpec::Ranges(task) => {
                 let [child] = inputs else { return Err(internal("TagRangeExec has one child")) };
                 Arc::new(TagRangeExec::with_child(task, child.clone()))
             }
@@ -339,7 +345,7 @@ impl PhysicalExtensionCodec for PhysicalCodec {
         if let Some(n) = node.downcast_ref::<TagBitmapExec>() {
             let p = n.parts();
             let blobs = scan_blobs(&n.schema(), &p, n.tags())?;
-            let spec = NodeSpec::TagBitmap {
+            let spec = NodeSpec::Bitmap {
                 tags: TagsRef::of(n.tags())?,
                 everyone: p.everyone,
                 audience: p.audience,
@@ -352,7 +358,7 @@ impl PhysicalExtensionCodec for PhysicalCodec {
         if let Some(n) = node.downcast_ref::<TagFilterExec>() {
             let p = n.parts();
             let blobs = scan_blobs(&n.schema(), &p, n.tags())?;
-            let spec = NodeSpec::TagFilter {
+            let spec = NodeSpec::Filter {
                 tags: TagsRef::of(n.tags())?,
                 everyone: p.everyone,
                 audience: p.audience,
@@ -362,7 +368,7 @@ impl PhysicalExtensionCodec for PhysicalCodec {
             return frame(&spec, &[&blobs[0], &blobs[1], &blobs[2]], buf);
         }
         if let Some(n) = node.downcast_ref::<TagRangeExec>() {
-            return frame(&NodeSpec::TagRange(n.task().clone()), &[], buf);
+            return frame(&NodeSpec::Ranges(n.task().clone()), &[], buf);
         }
         self.ballista.try_encode(node, buf, converter)
     }

@@ -777,14 +777,14 @@ mod tests {
             let distinct = 1 + next() % 6;
             let mut all: Vec<CutStart> = Vec::new();
             let mut per_range: Vec<Vec<CutStart>> = vec![Vec::new(); ranges];
-            for r in 0..ranges {
+            for (r, pairs) in per_range.iter_mut().enumerate() {
                 for k in 0..per {
                     if next() % 3 == 0 {
                         continue;
                     }
                     let pair = (next() % distinct, r as u32 * per + k);
                     all.push(pair);
-                    per_range[r].push(pair);
+                    pairs.push(pair);
                 }
             }
             all.sort_unstable();

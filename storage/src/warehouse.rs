@@ -416,7 +416,7 @@ impl Warehouse {
             .with_actions(actions)
             .build(Some(snapshot), delta.log_store(), operation)
             .await
-            .map_err(|e| err(DeltaTableError::from(e)))?;
+            .map_err(&err)?;
         Ok(done.version() as u64)
     }
 }

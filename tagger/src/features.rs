@@ -568,7 +568,7 @@ impl KeyRange {
     }
 
     fn scan_keys(&self) -> Option<std::ops::Range<i64>> {
-        (self.keys != (0..self.members)).then(|| self.keys.start as i64..self.keys.end as i64)
+        (self.keys != (0..self.members)).then_some(self.keys.start as i64..self.keys.end as i64)
     }
 }
 

@@ -318,9 +318,12 @@ fn a_killed_executor_never_leaves_a_partial_snapshot() {
         taglake_ok(&["sql", "--format", "csv", q], dir.path())
     );
 }
+/// A snapshot as compared: its fields, every tag's bitmap bytes, the `features` rows.
+type Committed = (String, Vec<(String, Vec<u8>)>, Vec<String>);
+
 /// The embedded run over [`big_base`], once: what every cluster run must commit.
-fn reference() -> &'static (String, Vec<(String, Vec<u8>)>, Vec<String>) {
-    static F: OnceLock<(String, Vec<(String, Vec<u8>)>, Vec<String>)> = OnceLock::new();
+fn reference() -> &'static Committed {
+    static F: OnceLock<Committed> = OnceLock::new();
     F.get_or_init(|| {
         let dir = big_base().join("embedded");
         copy_dir(&big_base().join("warehouse"), &dir.join("warehouse"));
