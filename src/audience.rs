@@ -194,9 +194,10 @@ pub async fn audience(a: AudienceArgs) -> Result<()> {
             let t = Instant::now();
             let members = count(&expr).await?;
             let ms = t.elapsed().as_secs_f64() * 1e3;
+            let place = if on_cluster { " on the cluster" } else { "" };
             match format {
                 OutputFormat::Table => println!(
-                    "{} members ({:.2}% of {}) · snapshot {snapshot} · counted in {ms:.2} ms (snapshot loaded in {:.2} s)",
+                    "{} members ({:.2}% of {}) · snapshot {snapshot} · counted{place} in {ms:.2} ms (snapshot loaded in {:.2} s)",
                     report::count(members),
                     percent(members, base),
                     report::count(base),

@@ -86,6 +86,11 @@ pub async fn executor(a: ExecutorArgs) -> Result<()> {
     imp::executor(a).await
 }
 
+/// `taglake serve --cluster`: where the server runs warehouse queries.
+pub async fn serve_cluster(url: &str) -> Result<Arc<dyn taglake_serve::live::Cluster>> {
+    imp::serve_cluster(url).await
+}
+
 #[cfg(feature = "distributed")]
 mod imp {
     use std::io::Write;
@@ -99,6 +104,37 @@ mod imp {
 
     pub async fn connect(url: &str, wh: &Warehouse) -> Result<(SessionContext, Option<Arc<TagSet>>)> {
         Ok(taglake_distributed::connect(&ClusterUrl::parse(url)?, wh).await?)
+    }
+
+    /// The server's view of a cluster: pinned-file tables, a remote state.
+    struct ServeCluster {
+        url: ClusterUrl,
+        state: datafusion::execution::SessionState,
+    }
+
+    #[async_trait::async_trait]
+    impl taglake_serve::live::Cluster for ServeCluster {
+        async fn providers(
+            &self,
+            wh: &Warehouse,
+        ) -> std::result::Result<Vec<(taglake_storage::Table, Arc<dyn datafusion::catalog::TableProvider>)>, String>
+        {
+            taglake_distributed::providers(wh).await.map_err(|e| e.to_string())
+        }
+
+        fn state(&self) -> datafusion::execution::SessionState {
+            self.state.clone()
+        }
+
+        fn name(&self) -> String {
+            self.url.to_string()
+        }
+    }
+
+    pub async fn serve_cluster(url: &str) -> Result<Arc<dyn taglake_serve::live::Cluster>> {
+        let url = ClusterUrl::parse(url)?;
+        let state = taglake_distributed::remote_state(&url).await?;
+        Ok(Arc::new(ServeCluster { url, state }))
     }
 
     pub async fn refresh(
@@ -195,6 +231,10 @@ mod imp {
 
     pub async fn scheduler(_a: SchedulerArgs) -> Result<()> {
         bail!("{NOT_BUILT}")
+    }
+
+    pub async fn serve_cluster(_url: &str) -> Result<Arc<dyn taglake_serve::live::Cluster>> {
+        bail!("--cluster: {NOT_BUILT}")
     }
 
     pub async fn executor(_a: ExecutorArgs) -> Result<()> {

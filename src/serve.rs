@@ -41,6 +41,8 @@ pub struct ServeArgs {
     #[arg(long, default_value = "5s")]
     refresh_interval: String,
     #[command(flatten)]
+    cluster: crate::distributed::ClusterArg,
+    #[command(flatten)]
     wh: crate::cli::WarehouseArg,
 }
 
@@ -81,13 +83,18 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         config.statement_timeout.as_secs_f64(),
         config.max_connections
     );
-    let server = taglake_serve::Server::start(config).await?;
+    let cluster = match &a.cluster.cluster {
+        Some(url) => Some(crate::distributed::serve_cluster(url).await?),
+        None => None,
+    };
+    let on = a.cluster.cluster.as_ref().map_or(String::new(), |u| format!("; queries on the cluster {u}"));
+    let server = taglake_serve::Server::start(config, cluster).await?;
     // The only line on stdout is the address (scripts and tests read it);
     // nothing fails if no one reads further.
     let _ = writeln!(std::io::stdout(), "listening on {}", server.local_addr());
     let _ = std::io::stdout().flush();
     eprintln!(
-        "listening on {}; auth: {auth}; TLS: {tls}; COPY TO: {exports}; {limits}; read-only",
+        "listening on {}; auth: {auth}; TLS: {tls}; COPY TO: {exports}; {limits}; read-only{on}",
         server.local_addr()
     );
     tokio::select! {

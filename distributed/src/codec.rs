@@ -36,7 +36,6 @@ use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 use taglake_query::TagSet;
 use taglake_query::members::{MembersTable, PartColumn, ScanParts, TagBitmapExec, TagFilterExec};
-use taglake_storage::Warehouse;
 
 use crate::files::{FileEntry, FilesTable};
 use crate::refresh::{RangeTask, TagRangeExec, TagRangeTable};
@@ -150,11 +149,11 @@ impl TagSets {
     const KEEP: usize = 4;
 
     fn get(&self, r: &TagsRef, running: &[u8]) -> DfResult<Arc<TagSet>> {
-        let key = (r.clone(), xxhash_of(running));
+        let key = (r.clone(), xxhash_rust::xxh3::xxh3_64(running));
         if let Some((_, set)) = self.open.lock().expect("tag sets").iter().find(|(k, _)| *k == key) {
             return Ok(set.clone());
         }
-        let wh = Warehouse::open(&r.root).map_err(external)?;
+        let wh = crate::shared_warehouse(&r.root).map_err(external)?;
         let files = r.member_files.iter().map(std::path::PathBuf::from).collect();
         let set =
             Arc::new(block_on(TagSet::load_with(&wh, r.snapshot, files, bitmap_from(running)?)).map_err(external)?);
@@ -164,10 +163,6 @@ impl TagSets {
         open.truncate(Self::KEEP);
         Ok(set)
     }
-}
-
-fn xxhash_of(bytes: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(bytes)
 }
 
 /// Encoded table providers.

@@ -56,9 +56,9 @@ pub struct FilesTable {
 }
 
 impl FilesTable {
-    /// The current version of `table` with the column types `like` has
-    /// (the embedded provider's schema, so both modes return the same
-    /// types). `None` when the table does not exist.
+    /// The current version of `table` (which exists) with the column types
+    /// `like` has (the embedded provider's schema, so both modes return the
+    /// same types).
     pub async fn load(wh: &Warehouse, table: Table, like: SchemaRef) -> Result<FilesTable> {
         let files = wh.files(table).await?;
         let partition_names: Vec<String> =

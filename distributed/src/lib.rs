@@ -24,7 +24,7 @@ pub mod process;
 pub mod refresh;
 mod session;
 
-pub use session::{ClusterUrl, connect};
+pub use session::{ClusterUrl, connect, providers, remote_state};
 
 /// Errors of the cluster layer.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +61,19 @@ impl Error {
         let context = context.into();
         move |e| Error::Engine { context, message: e.to_string() }
     }
+}
+
+/// The warehouse at `root` as a cluster process opens it: it must already
+/// be there (mounted at the same path as on the client), not created empty.
+pub(crate) fn shared_warehouse(root: &str) -> Result<taglake_storage::Warehouse> {
+    let path = std::path::Path::new(root);
+    if !path.join(taglake_storage::Table::Members.name()).is_dir() {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "this machine".into());
+        return Err(Error::Invalid(format!(
+            "the warehouse {root} is not on {host}: every scheduler and executor must see it at the same path as the client (a shared volume)"
+        )));
+    }
+    Ok(taglake_storage::Warehouse::open(path)?)
 }
 
 /// Result alias of this crate.

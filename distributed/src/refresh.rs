@@ -292,7 +292,7 @@ fn tagger(e: taglake_tagger::Error) -> Error {
 /// Computes one range's part of a step.
 async fn run_range(task: &RangeTask, index: usize, schema: SchemaRef) -> Result<RecordBatch> {
     let (first, end) = *task.ranges.get(index).ok_or_else(|| Error::Invalid(format!("no range {index}")))?;
-    let wh = Warehouse::open(&task.root)?;
+    let wh = crate::shared_warehouse(&task.root)?;
     let user = task.catalog.as_ref().map(|(t, s)| (t.as_str(), s.as_str()));
     let (catalog, source, _) = taglake_tagger::catalog_from(user).map_err(tagger)?;
     let fs =
@@ -517,9 +517,8 @@ pub async fn refresh_on(
     };
     let ranges: Vec<(usize, usize)> =
         (0..chunks).step_by(per_range).map(|s| (s, (s + per_range).min(chunks))).collect();
-    let root = wh.root().canonicalize().unwrap_or_else(|_| wh.root().to_path_buf());
     let mut task = RangeTask {
-        root: root.to_string_lossy().into_owned(),
+        root: wh.root().to_string_lossy().into_owned(),
         globals: globals.clone(),
         catalog: user,
         ranges: ranges.clone(),

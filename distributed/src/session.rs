@@ -6,7 +6,7 @@ use std::time::Duration;
 use ballista::prelude::SessionContextExt;
 use ballista_core::extension::SessionConfigExt;
 use datafusion::catalog::TableProvider;
-use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use taglake_query::{Catalog, TagSet};
 use taglake_storage::{Table, Warehouse};
@@ -70,6 +70,14 @@ pub(crate) fn cluster_config() -> SessionConfig {
 /// with the same tables, `members` tag columns and `audience()` as an
 /// embedded one, and the tags it answers from.
 pub async fn connect(url: &ClusterUrl, wh: &Warehouse) -> Result<(SessionContext, Option<Arc<TagSet>>)> {
+    let ctx = SessionContext::new_with_state(remote_state(url).await?);
+    let tags = TagSet::load(wh, None).await?.map(Arc::new);
+    Catalog::from_providers(providers(wh).await?, tags.clone()).register(&ctx)?;
+    Ok((ctx, tags))
+}
+
+/// A session state whose plans run on the cluster at `url` (checked to answer).
+pub async fn remote_state(url: &ClusterUrl) -> Result<SessionState> {
     let address = format!("{}:{}", url.host, url.port);
     match tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(&address)).await {
         Ok(Ok(_)) => {}
@@ -80,17 +88,20 @@ pub async fn connect(url: &ClusterUrl, wh: &Warehouse) -> Result<(SessionContext
     let ctx = SessionContext::remote_with_state(&format!("df://{address}"), state)
         .await
         .map_err(|e| Error::engine(format!("opening a session on {url}"))(&e))?;
-    let tags = TagSet::load(wh, None).await?.map(Arc::new);
-    // The embedded providers give each table's column types; the cluster
-    // reads the same version's files through DataFusion's Parquet scan.
+    Ok(ctx.state())
+}
+
+/// Readers of every existing table a cluster can read: the Parquet files of
+/// each table's current version, with the embedded providers' column types
+/// (so both modes return the same types).
+pub async fn providers(wh: &Warehouse) -> Result<Vec<(Table, Arc<dyn TableProvider>)>> {
     let local = SessionContext::new();
     let mut providers: Vec<(Table, Arc<dyn TableProvider>)> = Vec::new();
     for table in Table::ALL {
         let Some(delta) = wh.provider(table, &local).await? else { continue };
         providers.push((table, Arc::new(FilesTable::load(wh, table, delta.schema()).await?)));
     }
-    Catalog::from_providers(providers, tags.clone()).register(&ctx)?;
-    Ok((ctx, tags))
+    Ok(providers)
 }
 
 #[cfg(test)]

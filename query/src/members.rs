@@ -327,15 +327,27 @@ pub enum PartColumn {
     Tag(String),
 }
 
-fn to_parts(tags: &TagSet, columns: &[Out]) -> Vec<PartColumn> {
-    columns
-        .iter()
-        .map(|c| match c {
-            Out::Key => PartColumn::Key,
-            Out::Child(i) => PartColumn::Child(*i),
-            Out::Tag(t) => PartColumn::Tag(tags.tag(*t).name.clone()),
-        })
-        .collect()
+impl Selection {
+    /// The parts every scan node shares (no limit, one partition start, key column 0).
+    fn parts(&self, tags: &TagSet, columns: &[Out]) -> ScanParts {
+        let columns = columns
+            .iter()
+            .map(|c| match c {
+                Out::Key => PartColumn::Key,
+                Out::Child(i) => PartColumn::Child(*i),
+                Out::Tag(t) => PartColumn::Tag(tags.tag(*t).name.clone()),
+            })
+            .collect();
+        ScanParts {
+            keys: self.keys.clone(),
+            everyone: self.everyone,
+            audience: self.audience.clone(),
+            columns,
+            limit: None,
+            starts: Vec::new(),
+            key_column: 0,
+        }
+    }
 }
 
 fn from_parts(tags: &TagSet, columns: &[PartColumn]) -> DfResult<Vec<Out>> {
@@ -425,15 +437,7 @@ impl TagBitmapExec {
 
     /// Its content apart from schema and bitmaps.
     pub fn parts(&self) -> ScanParts {
-        ScanParts {
-            keys: self.selection.keys.clone(),
-            everyone: self.selection.everyone,
-            audience: self.selection.audience.clone(),
-            columns: to_parts(&self.tags, &self.columns),
-            limit: self.limit,
-            starts: self.starts.clone(),
-            key_column: 0,
-        }
+        ScanParts { limit: self.limit, starts: self.starts.clone(), ..self.selection.parts(&self.tags, &self.columns) }
     }
 
     /// The node again from [`TagBitmapExec::parts`], tag columns read from `tags`.
@@ -562,15 +566,7 @@ impl TagFilterExec {
 
     /// Its content apart from schema, child and bitmaps.
     pub fn parts(&self) -> ScanParts {
-        ScanParts {
-            keys: self.selection.keys.clone(),
-            everyone: self.selection.everyone,
-            audience: self.selection.audience.clone(),
-            columns: to_parts(&self.tags, &self.columns),
-            limit: None,
-            starts: Vec::new(),
-            key_column: self.key_column,
-        }
+        ScanParts { key_column: self.key_column, ..self.selection.parts(&self.tags, &self.columns) }
     }
 
     /// The node again from [`TagFilterExec::parts`] over `child`, tag columns read from `tags`.

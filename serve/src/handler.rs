@@ -139,7 +139,10 @@ impl Service {
     /// at the deadline.
     async fn start(&self, plan: LogicalPlan, timeout: Duration) -> PgWireResult<(SchemaRef, Bounded)> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let ctx = self.live.query_context(self.config.query_memory).map_err(|e| self.error(e))?;
+        let ctx = match self.live.cluster_context(&plan) {
+            Some(on_cluster) => on_cluster,
+            None => self.live.query_context(self.config.query_memory).map_err(|e| self.error(e))?,
+        };
         let starting = async {
             let frame = ctx.execute_logical_plan(plan).await?;
             let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());

@@ -32,7 +32,7 @@
 //!     .listen("127.0.0.1:5433")
 //!     .query_memory("512MiB")
 //!     .build()?;
-//! let server = taglake_serve::Server::start(config).await?;
+//! let server = taglake_serve::Server::start(config, None).await?;
 //! println!("listening on {}", server.local_addr());
 //! server.wait().await
 //! # }

@@ -41,10 +41,10 @@ pub struct Server {
 
 impl Server {
     /// Loads the warehouse (tags warmed), binds the address and starts
-    /// serving in the background.
-    pub async fn start(config: ServeConfig) -> Result<Server> {
+    /// serving in the background; warehouse queries run on `cluster` when given.
+    pub async fn start(config: ServeConfig, cluster: Option<Arc<dyn crate::live::Cluster>>) -> Result<Server> {
         let wh = taglake_storage::Warehouse::open(&config.warehouse)?;
-        let live = Live::open(wh).await?;
+        let live = Live::open(wh, cluster).await?;
         let tls = config.tls.as_ref().map(|(cert, key)| tls_acceptor(cert, key)).transpose()?;
         let listener = TcpListener::bind(config.listen)
             .await

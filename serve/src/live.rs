@@ -16,12 +16,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::source_as_provider;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
@@ -32,9 +33,25 @@ use taglake_storage::{Table, Warehouse};
 
 use crate::{Error, Result, log};
 
+/// A cluster the server runs its warehouse queries on (`taglake serve
+/// --cluster`). Statements over `pg_catalog` and `information_schema`, and
+/// `COPY … TO` exports, still run here: the cluster cannot read the
+/// server's own catalog tables, and exports land in the server's folder.
+#[async_trait::async_trait]
+pub trait Cluster: Send + Sync {
+    /// Readers of the warehouse's existing tables that the cluster's
+    /// processes can read too (pinned file lists).
+    async fn providers(&self, wh: &Warehouse) -> std::result::Result<Vec<(Table, Arc<dyn TableProvider>)>, String>;
+    /// A session state whose plans run on the cluster.
+    fn state(&self) -> SessionState;
+    /// The cluster's address, for the log.
+    fn name(&self) -> String;
+}
+
 /// The shared session and what it currently serves.
 pub struct Live {
     wh: Warehouse,
+    cluster: Option<Arc<dyn Cluster>>,
     ctx: SessionContext,
     /// Held for reading while a statement plans, for writing while tables are swapped.
     pub(crate) swap: tokio::sync::RwLock<()>,
@@ -64,7 +81,7 @@ pub struct Served {
 impl Live {
     /// Opens the warehouse, sets up `pg_catalog` and loads (and warms) the
     /// current tables and tags.
-    pub async fn open(wh: Warehouse) -> Result<Arc<Live>> {
+    pub async fn open(wh: Warehouse, cluster: Option<Arc<dyn Cluster>>) -> Result<Arc<Live>> {
         let config =
             SessionConfig::new().with_information_schema(true).with_default_catalog_and_schema("datafusion", "public");
         // Nothing spills: a query over its memory limit fails rather than
@@ -76,8 +93,13 @@ impl Live {
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         setup_pg_catalog(&ctx, "datafusion", EmptyContextProvider)
             .map_err(|e| Error::Config(format!("cannot set up pg_catalog: {e}")))?;
-        let live =
-            Arc::new(Live { wh, ctx, swap: tokio::sync::RwLock::new(()), current: RwLock::new(Generation::default()) });
+        let live = Arc::new(Live {
+            wh,
+            cluster,
+            ctx,
+            swap: tokio::sync::RwLock::new(()),
+            current: RwLock::new(Generation::default()),
+        });
         live.refresh().await?;
         Ok(live)
     }
@@ -97,6 +119,34 @@ impl Live {
             .build_arc()?;
         let state = SessionStateBuilder::new_from_existing(self.ctx.state()).with_runtime_env(runtime).build();
         Ok(SessionContext::new_with_state(state))
+    }
+
+    /// A session that runs a plan on the cluster, when `plan` can run there:
+    /// the server has a cluster and the plan reads only warehouse tables
+    /// (no `pg_catalog` or `information_schema`) and writes nothing.
+    pub fn cluster_context(&self, plan: &LogicalPlan) -> Option<SessionContext> {
+        let cluster = self.cluster.as_ref()?;
+        if matches!(plan, LogicalPlan::Copy(_) | LogicalPlan::Dml(_) | LogicalPlan::Ddl(_)) {
+            return None;
+        }
+        let g = self.current.read().expect("not poisoned");
+        let (mut scans, mut ours) = (0, true);
+        let _ = plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                scans += 1;
+                let warehouse = source_as_provider(&scan.source).is_ok_and(|provider| {
+                    let any: &dyn std::any::Any = provider.as_ref();
+                    any.downcast_ref::<MembersTable>().is_some()
+                        || g.providers.values().any(|p| Arc::ptr_eq(p, &provider))
+                });
+                if !warehouse {
+                    ours = false;
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        (ours && scans > 0).then(|| SessionContext::new_with_state(cluster.state()))
     }
 
     /// What is served now.
@@ -144,7 +194,10 @@ impl Live {
                 .await
                 .map_err(|e| Error::Config(format!("warming the tags failed: {e}")))??;
         }
-        let catalog = Catalog::load(&self.wh, &self.ctx, tags.clone()).await?;
+        let catalog = match &self.cluster {
+            None => Catalog::load(&self.wh, &self.ctx, tags.clone()).await?,
+            Some(c) => Catalog::from_providers(c.providers(&self.wh).await.map_err(Error::Config)?, tags.clone()),
+        };
         {
             let _writing = self.swap.write().await;
             catalog.register(&self.ctx)?;
@@ -152,8 +205,9 @@ impl Live {
             *self.current.write().expect("not poisoned") = Generation { versions, tags, providers };
         }
         let s = self.served();
+        let on = self.cluster.as_ref().map_or(String::new(), |c| format!(" on the cluster {}", c.name()));
         log(format_args!(
-            "serving {} table(s), tag snapshot {}, {} tag column(s) (loaded in {:.2}s)",
+            "serving {} table(s){on}, tag snapshot {}, {} tag column(s) (loaded in {:.2}s)",
             s.tables.len(),
             s.snapshot.map_or("none".into(), |v| v.to_string()),
             s.tags,

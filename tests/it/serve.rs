@@ -559,7 +559,7 @@ fn running_queries_finish_on_their_snapshot_across_a_refresh() {
     let dir = tmp.path();
     let rt = crate::tag_reference::runtime();
     let wh = taglake_storage::Warehouse::open(dir.join("warehouse")).unwrap();
-    let live = rt.block_on(taglake_serve::live::Live::open(wh)).unwrap();
+    let live = rt.block_on(taglake_serve::live::Live::open(wh, None)).unwrap();
     let sql = "SELECT count(*) FROM members WHERE dormant_90_plus";
     let plan = |live: &taglake_serve::live::Live| {
         let statement = datafusion::sql::parser::DFParser::parse_sql(sql).unwrap().pop_front().unwrap();
