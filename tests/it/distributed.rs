@@ -374,3 +374,50 @@ fn the_range_steps_in_process_commit_the_embedded_snapshot() {
     assert!(&tags == e_tags, "the second run's tags differ");
     assert!(&table_rows(&warehouse, Table::Features, &[]) == e_features, "the second run's features differ");
 }
+
+/// `taglake serve --cluster`: psql's warehouse queries run on the cluster
+/// and answer as embedded; its catalog queries stay on the server.
+#[test]
+fn the_server_runs_warehouse_queries_on_the_cluster() {
+    let _one = serial();
+    let dir = &fixture().dir;
+    let cluster = Cluster::start(2);
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_taglake"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--refresh-interval", "1h", "--cluster", &cluster.url])
+        .current_dir(dir)
+        .env_remove("TAGLAKE_WAREHOUSE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(serve.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let port = first.trim().rsplit(':').next().unwrap().to_string();
+    let psql = |sql: &str| {
+        let out = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", "taglake", "-d", "taglake", "-At", "-c", sql])
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .expect("psql runs");
+        assert!(out.status.success(), "psql {sql}: {}\n{}", String::from_utf8_lossy(&out.stderr), cluster.logs());
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let jobs = || cluster.scheduler.log().matches("Job submitted").count();
+    for q in [
+        "SELECT count(*) FROM members WHERE tier_gold AND NOT dormant_90_plus",
+        "SELECT city, count(*) FROM audience('tier_gold') GROUP BY city ORDER BY city",
+    ] {
+        let before = jobs();
+        let on_cluster = psql(q);
+        assert!(jobs() > before, "{q} did not run on the cluster:\n{}", cluster.logs());
+        let embedded = taglake_ok(&["sql", "--format", "csv", q], dir);
+        let embedded: Vec<&str> = embedded.lines().skip(1).collect();
+        assert_eq!(on_cluster.replace('|', ","), embedded.join("\n"), "{q}");
+    }
+    // Catalog queries need the server's own tables: they run here.
+    let before = jobs();
+    assert!(psql("SELECT table_name FROM information_schema.tables WHERE table_name = 'members'").contains("members"));
+    assert_eq!(jobs(), before, "a catalog query went to the cluster");
+    let _ = serve.kill();
+    let _ = serve.wait();
+}
