@@ -507,7 +507,7 @@ pub async fn refresh_on(
     let globals = globals(runner.ctx(), options.as_of).await?;
     globals.check().map_err(tagger)?;
     let coordinator = FeatureSet::for_globals(&globals, growth);
-    let mut compiled = Compiled::new(&catalog, &source, &coordinator).map_err(tagger)?;
+    let compiled = Compiled::new(&catalog, &source, &coordinator).map_err(tagger)?;
     drop(coordinator);
     let chunks = globals.members.div_ceil(CHUNK);
     let per_range = match cluster.range_members {
@@ -571,7 +571,6 @@ pub async fn refresh_on(
     let member_tags: u64 = merged.iter().map(|b| b.len()).sum();
     let tags = taglake_tagger::snapshot_tags(&compiled, merged, base);
     let n_tags = tags.len();
-    compiled.tags.clear();
     let snapshot = snapshot::write(
         wh,
         NewSnapshot {
