@@ -141,10 +141,8 @@ enum ExperimentCommand {
 
 /// The single count a `SELECT count(*) …` returns.
 async fn sql_count(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result<u64> {
-    let batches = taglake_query::sql(ctx, sql).await?;
-    let batch = batches.iter().find(|b| b.num_rows() > 0).context("a count returned no row")?;
-    let column = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::UInt64)?;
-    Ok(column.as_any().downcast_ref::<arrow::array::UInt64Array>().context("a count is not a number")?.value(0))
+    let count = taglake_query::sql_number(ctx, sql).await?.context("a count returned no value")?;
+    u64::try_from(count).context("a count is negative")
 }
 
 fn parse(text: &str, tags: &TagSet) -> Result<taglake_query::Node> {

@@ -36,6 +36,9 @@ enum Command {
     Ingest(IngestArgs),
     /// Show the warehouse tables: versions and row counts.
     Status(WarehouseArg),
+    /// Rewrite a table's files in member_key order (Delta OPTIMIZE ZORDER BY member_key), so reads of a
+    /// member range (a cluster's tag refresh) skip almost all of them.
+    Optimize(OptimizeArgs),
     /// Compute member features and all tags; commit a new tag snapshot.
     Tag(TagCmd),
     /// Read tag snapshots: list, show, diff, trigger lists.
@@ -153,6 +156,24 @@ struct IngestArgs {
     wh: WarehouseArg,
 }
 
+#[derive(Copy, Clone, ValueEnum)]
+enum SortableArg {
+    Orders,
+    Members,
+}
+
+#[derive(Args)]
+struct OptimizeArgs {
+    /// The table to sort by member_key.
+    #[arg(value_enum, default_value_t = SortableArg::Orders)]
+    table: SortableArg,
+    /// Memory the sort may hold before it spills to the temporary directory (`512MiB`, `4GiB`).
+    #[arg(long, default_value = "2GiB")]
+    memory: String,
+    #[command(flatten)]
+    wh: WarehouseArg,
+}
+
 #[derive(Args)]
 struct DemoArgs {
     /// Number of members in the sample.
@@ -183,6 +204,7 @@ pub fn run() -> ExitCode {
             Command::Generate(a) => generate(&a).map(|_| ()),
             Command::Ingest(a) => ingest_cmd(a).await,
             Command::Status(a) => status(&a.warehouse).await,
+            Command::Optimize(a) => optimize(a).await,
             Command::Tag(a) => crate::tags::tag(&Warehouse::open(&a.wh.warehouse)?, &a.args).await.map(|_| ()),
             Command::Tags(a) => crate::tags::tags(&Warehouse::open(&a.wh.warehouse)?, a.command).await,
             Command::Cluster(a) => crate::cluster::cluster(&Warehouse::open(&a.wh.warehouse)?, a).await,
@@ -298,6 +320,37 @@ async fn status(warehouse: &Path) -> Result<()> {
             v.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
             report::count(rows)
         );
+    }
+    Ok(())
+}
+
+async fn optimize(a: OptimizeArgs) -> Result<()> {
+    let table = match a.table {
+        SortableArg::Orders => Table::Orders,
+        SortableArg::Members => Table::Members,
+    };
+    let memory = taglake_serve::config::parse_size(&a.memory)
+        .filter(|&m| m >= 16 << 20)
+        .with_context(|| format!("--memory {:?}: expected a size of at least 16MiB, like 512MiB or 4GiB", a.memory))?;
+    let wh = Warehouse::open(&a.wh.warehouse)?;
+    let started = Instant::now();
+    let rows = wh.row_count(table).await?;
+    let sorted = wh
+        .sort_by_member_key(table, memory)
+        .await
+        .with_context(|| format!("sorting {} by member_key within --memory {}", table.name(), a.memory))?;
+    let seconds = started.elapsed().as_secs_f64();
+    match sorted.version {
+        Some(v) => println!(
+            "optimize {}: {} rows sorted by member_key into {} file{} (was {}) · version {v} · {}",
+            table.name(),
+            report::count(rows),
+            report::count(sorted.files_added),
+            if sorted.files_added == 1 { "" } else { "s" },
+            report::count(sorted.files_removed),
+            report::timing(rows, seconds)
+        ),
+        None => println!("optimize {}: the table has no rows yet; nothing to do", table.name()),
     }
     Ok(())
 }

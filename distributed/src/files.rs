@@ -56,11 +56,11 @@ pub struct FilesTable {
 }
 
 impl FilesTable {
-    /// The current version of `table` (which exists) with the column types
-    /// `like` has (the embedded provider's schema, so both modes return the
-    /// same types).
-    pub async fn load(wh: &Warehouse, table: Table, like: SchemaRef) -> Result<FilesTable> {
-        let files = wh.files(table).await?;
+    /// The current version of `table`, `None` when it does not exist yet.
+    /// Its columns have the embedded provider's types, so both modes return
+    /// the same types; schema and files come from one read of the log.
+    pub async fn load(wh: &Warehouse, table: Table) -> Result<Option<FilesTable>> {
+        let Some((like, files)) = wh.pinned(table).await? else { return Ok(None) };
         let partition_names: Vec<String> =
             files.first().map(|f| f.partition.iter().map(|(c, _)| c.clone()).collect()).unwrap_or_default();
         let mut fields: Vec<FieldRef> = Vec::with_capacity(like.fields().len());
@@ -87,12 +87,12 @@ impl FilesTable {
                 Ok(FileEntry { path: path.to_string(), size: f.size, partition })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(FilesTable {
+        Ok(Some(FilesTable {
             table: table.name().to_string(),
             schema: Arc::new(Schema::new(fields)),
             partition_columns,
             files: entries,
-        })
+        }))
     }
 
     fn table_schema(&self) -> TableSchema {

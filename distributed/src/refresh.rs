@@ -29,9 +29,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, Int32Array, RecordBatch, StringArray, UInt32Array, UInt64Array,
-};
+use arrow::array::{ArrayRef, AsArray, BinaryArray, Int32Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type, UInt64Type};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
@@ -615,18 +613,7 @@ async fn run(ctx: &SessionContext, task: &RangeTask) -> Result<Vec<RecordBatch>>
 
 /// The key space, date and dictionaries of the run, read on the cluster.
 async fn globals(ctx: &SessionContext, as_of: Option<chrono::NaiveDate>) -> Result<Globals> {
-    let one = async |sql: &str| -> Result<Option<i64>> {
-        let batches = taglake_query::sql(ctx, sql).await?;
-        let b = batches.iter().find(|b| b.num_rows() > 0);
-        Ok(match b {
-            Some(b) => {
-                let c = arrow::compute::cast(b.column(0), &DataType::Int64).map_err(|e| Error::engine(sql)(&e))?;
-                let c = c.as_primitive::<arrow::datatypes::Int64Type>();
-                (!c.is_null(0)).then(|| c.value(0))
-            }
-            None => None,
-        })
-    };
+    let one = async |sql: &str| -> Result<Option<i64>> { Ok(taglake_query::sql_number(ctx, sql).await?) };
     let have = taglake_query::tables(ctx);
     let has = |t: &str| have.iter().any(|h| h == t);
     let members =

@@ -95,11 +95,10 @@ pub async fn remote_state(url: &ClusterUrl) -> Result<SessionState> {
 /// each table's current version, with the embedded providers' column types
 /// (so both modes return the same types).
 pub async fn providers(wh: &Warehouse) -> Result<Vec<(Table, Arc<dyn TableProvider>)>> {
-    let local = SessionContext::new();
     let mut providers: Vec<(Table, Arc<dyn TableProvider>)> = Vec::new();
     for table in Table::ALL {
-        let Some(delta) = wh.provider(table, &local).await? else { continue };
-        providers.push((table, Arc::new(FilesTable::load(wh, table, delta.schema()).await?)));
+        let Some(files) = FilesTable::load(wh, table).await? else { continue };
+        providers.push((table, Arc::new(files)));
     }
     Ok(providers)
 }

@@ -170,6 +170,19 @@ pub async fn sql(ctx: &SessionContext, text: &str) -> Result<Vec<RecordBatch>> {
     frame.collect().await.map_err(|e| explain(ctx, &e.to_string()))
 }
 
+/// Runs a statement whose answer is one number (a count, a max): the first
+/// column of the first row, as `i64`. `None` when there is no row or the
+/// value is null; an error when it is not a number.
+pub async fn sql_number(ctx: &SessionContext, text: &str) -> Result<Option<i64>> {
+    let batches = sql(ctx, text).await?;
+    let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else { return Ok(None) };
+    let strict = arrow::compute::CastOptions { safe: false, ..Default::default() };
+    let column = arrow::compute::cast_with_options(batch.column(0), &arrow::datatypes::DataType::Int64, &strict)
+        .map_err(|e| Error::Sql(format!("{text}: the answer is not a number ({e})")))?;
+    let column = column.as_any().downcast_ref::<arrow::array::Int64Array>().expect("cast to Int64 gives Int64");
+    Ok((!arrow::array::Array::is_null(column, 0)).then(|| column.value(0)))
+}
+
 /// DataFusion's message, plus which tables exist when it names one that
 /// does not (a warehouse table never written is not registered).
 pub fn explain(ctx: &SessionContext, message: &str) -> Error {
@@ -192,6 +205,16 @@ pub fn explain(ctx: &SessionContext, message: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn sql_number_reads_one_value_or_none() {
+        let ctx = SessionContext::new();
+        assert_eq!(sql_number(&ctx, "SELECT count(*) FROM (VALUES (1), (2), (3))").await.unwrap(), Some(3));
+        assert_eq!(sql_number(&ctx, "SELECT CAST(NULL AS BIGINT)").await.unwrap(), None);
+        assert_eq!(sql_number(&ctx, "SELECT 1 WHERE false").await.unwrap(), None);
+        let err = sql_number(&ctx, "SELECT 'abc'").await.unwrap_err().to_string();
+        assert!(err.contains("not a number"), "{err}");
+    }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn an_empty_warehouse_has_no_tables_and_says_so() {

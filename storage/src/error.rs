@@ -38,6 +38,14 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// An operation the table does not support (the message says why).
+    #[error("warehouse table `{table}`: {message}")]
+    Unsupported {
+        /// Table name.
+        table: &'static str,
+        /// What cannot be done.
+        message: String,
+    },
     /// The warehouse directory itself cannot be used.
     #[error("warehouse directory {}: {source}", path.display())]
     Io {

@@ -33,4 +33,4 @@ mod warehouse;
 pub use error::{Error, Result};
 pub use names::suggest;
 pub use schema::{Column, ColumnType, Table};
-pub use warehouse::{BatchReceiver, DataFile, TableWriter, Warehouse};
+pub use warehouse::{BatchReceiver, DataFile, Sorted, TableWriter, Warehouse};

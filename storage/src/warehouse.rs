@@ -231,6 +231,18 @@ impl DataFile {
     }
 }
 
+/// What [`Warehouse::sort_by_member_key`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sorted {
+    /// The version it committed; `None` when there was nothing to sort.
+    pub version: Option<u64>,
+    /// Files the new version no longer uses (kept for time travel until
+    /// a VACUUM).
+    pub files_removed: u64,
+    /// Sorted files written.
+    pub files_added: u64,
+}
+
 /// Receiving end of a streaming write: batches, or the producer's error.
 pub type BatchReceiver = tokio::sync::mpsc::Receiver<std::result::Result<RecordBatch, String>>;
 
@@ -240,6 +252,20 @@ impl Warehouse {
     /// scan of a few columns, one partition) read these directly.
     pub async fn files(&self, table: Table) -> Result<Vec<DataFile>> {
         let Some(delta) = self.load(table).await? else { return Ok(Vec::new()) };
+        self.files_of(table, &delta)
+    }
+
+    /// One version of a table, read once: the embedded provider's schema
+    /// (the column types SQL sees) and that same version's data files.
+    /// `None` when the table does not exist yet. Used where another process
+    /// must read exactly what this one planned against.
+    pub async fn pinned(&self, table: Table) -> Result<Option<(SchemaRef, Vec<DataFile>)>> {
+        let Some(delta) = self.load(table).await? else { return Ok(None) };
+        let provider = delta.table_provider().await.map_err(|e| self.delta_err(table)(DeltaTableError::from(e)))?;
+        Ok(Some((provider.schema(), self.files_of(table, &delta)?)))
+    }
+
+    fn files_of(&self, table: Table, delta: &DeltaTable) -> Result<Vec<DataFile>> {
         let snapshot = delta.snapshot().map_err(self.delta_err(table))?;
         let log_store = delta.log_store();
         let mut out = Vec::new();
@@ -259,6 +285,59 @@ impl Warehouse {
             out.push(DataFile { path, partition, size: file.size().max(0) as u64 });
         }
         Ok(out)
+    }
+
+    /// Rewrites the current files of a table in `member_key` order, so each
+    /// file and row group holds a narrow band of members: a reader of one
+    /// member range (a cluster's refresh task, [`crate::scan::scan_keys`]) then
+    /// skips almost every row group. Exports sorted by time, the usual
+    /// layout, otherwise spread every member over every file.
+    ///
+    /// This is Delta's `OPTIMIZE ZORDER BY (member_key)`: one commit that
+    /// removes the old files and adds the sorted ones, marked as no data
+    /// change, so readers and time travel are unaffected. The sort keeps at
+    /// most `memory` bytes in memory and spills the rest to the system's
+    /// temporary directory. A commit that lands meanwhile and removes files
+    /// makes it fail without changing anything; appends are kept.
+    pub async fn sort_by_member_key(&self, table: Table, memory: usize) -> Result<Sorted> {
+        if table.column("member_key").is_none() {
+            return Err(Error::Unsupported {
+                table: table.name(),
+                message: "has no `member_key` column to sort by".into(),
+            });
+        }
+        let Some(delta) = self.load(table).await? else { return Ok(Sorted::default()) };
+        let before = delta.version();
+        let pool = datafusion::execution::memory_pool::FairSpillPool::new(memory);
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_pool(std::sync::Arc::new(pool))
+            .build_arc()
+            .map_err(|e| self.delta_err(table)(DeltaTableError::from(e)))?;
+        // One sort stream: parallel sorters would each need their share of
+        // `memory` and a final merge that cannot spill, which fails on a
+        // tight budget. The merge phase reserves its buffer up front;
+        // DataFusion's default (10 MB) would not fit a small budget.
+        let config = datafusion::prelude::SessionConfig::new()
+            .with_target_partitions(1)
+            .with_sort_spill_reservation_bytes((memory / 8).min(10 << 20));
+        let state = datafusion::execution::SessionStateBuilder::new()
+            .with_default_features()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .build();
+        let (after, metrics) = delta
+            .optimize()
+            .with_type(deltalake::operations::optimize::OptimizeType::ZOrder(vec!["member_key".into()]))
+            .with_writer_properties(parquet_properties(&table.arrow_schema()))
+            .with_target_size(std::num::NonZeroU64::new(TARGET_FILE_SIZE).expect("target size > 0"))
+            .with_session_state(std::sync::Arc::new(state))
+            .await
+            .map_err(self.delta_err(table))?;
+        Ok(Sorted {
+            version: after.version().filter(|v| Some(*v) != before),
+            files_removed: metrics.num_files_removed,
+            files_added: metrics.num_files_added,
+        })
     }
 
     /// Deletes the data files the current version no longer uses and that
@@ -560,7 +639,9 @@ fn check_table_schema(wh: &Warehouse, table: Table, delta: &DeltaTable) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Int64Array, StringArray};
+    use arrow::array::{AsArray, Int64Array, StringArray};
+    use arrow::datatypes::Int64Type;
+    use std::fs::File;
     use std::sync::Arc;
 
     fn ids(pairs: &[(&str, i64)]) -> RecordBatch {
@@ -620,6 +701,75 @@ mod tests {
         let v = wh.overwrite(Table::MemberIds, vec![ids(&[("z", 9)])]).await.unwrap();
         assert!(v >= 1);
         assert_eq!(wh.row_count(Table::MemberIds).await.unwrap(), 1);
+    }
+
+    /// `member_key` min/max of every row group of the current files.
+    async fn key_bands(wh: &Warehouse, table: Table) -> Vec<(i64, i64)> {
+        use parquet::file::reader::FileReader;
+        let mut bands = Vec::new();
+        for f in wh.files(table).await.unwrap() {
+            let reader = parquet::file::reader::SerializedFileReader::new(File::open(&f.path).unwrap()).unwrap();
+            let meta = reader.metadata();
+            let col = meta.file_metadata().schema_descr().columns().iter().position(|c| c.name() == "member_key");
+            for rg in meta.row_groups() {
+                match rg.column(col.unwrap()).statistics() {
+                    Some(parquet::file::statistics::Statistics::Int64(s)) => {
+                        bands.push((*s.min_opt().unwrap(), *s.max_opt().unwrap()))
+                    }
+                    other => panic!("member_key statistics: {other:?}"),
+                }
+            }
+        }
+        bands
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn sorting_by_member_key_keeps_the_rows_and_gives_disjoint_row_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Warehouse::open(dir.path()).unwrap();
+        assert_eq!(wh.sort_by_member_key(Table::MemberIds, 1 << 20).await.unwrap(), Sorted::default());
+        // Four appends, each a scattered quarter of 600,000 keys: every file
+        // spans the whole key space, as a time-ordered export does.
+        let n = 600_000i64;
+        let names: Vec<String> = (0..n).map(|k| format!("m{k}")).collect();
+        for part in 0..4 {
+            let keys: Vec<i64> = (0..n).map(|i| (i * 7_919) % n).filter(|k| k % 4 == part).collect();
+            let pairs: Vec<(&str, i64)> = keys.iter().map(|&k| (names[k as usize].as_str(), k)).collect();
+            let mut w = wh.append(Table::MemberIds).await.unwrap();
+            w.write(ids(&pairs)).await.unwrap();
+            w.commit().await.unwrap();
+        }
+        let before = key_bands(&wh, Table::MemberIds).await;
+        assert!(before.iter().all(|&(lo, hi)| hi - lo > n / 2), "{before:?}");
+        let rows = |batches: Vec<RecordBatch>| {
+            let mut v: Vec<(String, i64)> = batches
+                .iter()
+                .flat_map(|b| {
+                    let (s, k) = (b.column(0).as_string::<i32>(), b.column(1).as_primitive::<Int64Type>());
+                    (0..b.num_rows()).map(|i| (s.value(i).to_string(), k.value(i))).collect::<Vec<_>>()
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let content = rows(wh.read(Table::MemberIds, None).await.unwrap());
+        let version = wh.version(Table::MemberIds).await.unwrap().unwrap();
+        // 4 MiB of sort memory for ~25 MiB of rows and sort keys: it spills.
+        let sorted = wh.sort_by_member_key(Table::MemberIds, 4 << 20).await.unwrap();
+        assert_eq!(sorted.version, Some(version + 1));
+        assert_eq!(sorted.files_removed, 4);
+        assert_eq!(sorted.files_added as usize, wh.files(Table::MemberIds).await.unwrap().len());
+        assert_eq!(rows(wh.read(Table::MemberIds, None).await.unwrap()), content);
+        let mut after = key_bands(&wh, Table::MemberIds).await;
+        assert!(after.len() >= 3, "{after:?}");
+        after.sort();
+        for w in after.windows(2) {
+            assert!(w[0].1 < w[1].0, "row groups overlap: {w:?}");
+        }
+        assert_eq!((after[0].0, after.last().unwrap().1), (0, n - 1));
+        // A table without member keys is refused by name.
+        let err = wh.sort_by_member_key(Table::Products, 1 << 20).await.unwrap_err().to_string();
+        assert!(err.contains("products") && err.contains("member_key"), "{err}");
     }
 
     fn features(keys: &[i64], extra: &str) -> RecordBatch {
