@@ -137,12 +137,29 @@ mod imp {
         Ok(Arc::new(ServeCluster { url, state }))
     }
 
+    /// Range tasks skip the orders row groups outside their members; with
+    /// orders in time order none can be skipped, and the user should know.
+    async fn warn_about_layout(wh: &Warehouse) -> Result<()> {
+        let files = taglake_storage::scan::table_files(wh, taglake_storage::Table::Orders).await?;
+        let spread = taglake_storage::scan::member_key_spread(taglake_storage::Table::Orders, &files)?;
+        if let Some(spread) = spread.filter(|s| s.scattered()) {
+            eprintln!(
+                "warning: the orders files are not in member order (a row group spans {:.0} % of the members on \
+                 average), so every range task reads most order lines; `taglake optimize orders` rewrites them in \
+                 member order",
+                100.0 * spread.spread
+            );
+        }
+        Ok(())
+    }
+
     pub async fn refresh(
         url: &str,
         wh: &Warehouse,
         options: &taglake_tagger::RefreshOptions,
         range_members: Option<usize>,
     ) -> Result<taglake_tagger::RefreshSummary> {
+        warn_about_layout(wh).await?;
         let cluster = taglake_distributed::refresh::ClusterRefresh { range_members };
         Ok(taglake_distributed::refresh::refresh(&ClusterUrl::parse(url)?, wh, options, &cluster).await?)
     }

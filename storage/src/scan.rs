@@ -56,6 +56,66 @@ pub async fn table_files(wh: &Warehouse, table: Table) -> Result<Vec<PathBuf>> {
     Ok(wh.files(table).await?.into_iter().map(|f| f.path).collect())
 }
 
+/// How the rows of a table lie along the member key space, from the
+/// `member_key` statistics of its row groups.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KeySpread {
+    /// The share of the key space a row group spans, averaged over rows:
+    /// about `1 / row_groups` in `member_key` order (each row group a
+    /// narrow band), near 1 when every row group holds members from
+    /// everywhere (an export sorted by time).
+    pub spread: f64,
+    /// Row groups with statistics.
+    pub row_groups: usize,
+}
+
+impl KeySpread {
+    /// From `(min key, max key, rows)` per row group; `None` without any.
+    pub fn of(groups: &[(i64, i64, i64)]) -> Option<KeySpread> {
+        let lo = groups.iter().map(|g| g.0).min()?;
+        let hi = groups.iter().map(|g| g.1).max()?;
+        let space = (hi - lo) as f64 + 1.0;
+        let rows: f64 = groups.iter().map(|g| g.2 as f64).sum();
+        let spanned: f64 = groups.iter().map(|g| ((g.1 - g.0) as f64 + 1.0) / space * g.2 as f64).sum();
+        Some(KeySpread { spread: if rows > 0.0 { spanned / rows } else { 0.0 }, row_groups: groups.len() })
+    }
+
+    /// Whether a reader of a member range reads far more than its share:
+    /// the spread is over a quarter of the key space and over 4 times what
+    /// the same row groups in key order would span. A few row groups, or
+    /// small appends after a sorted history, do not count.
+    pub fn scattered(&self) -> bool {
+        self.spread > 0.25 && self.spread > 4.0 / self.row_groups as f64
+    }
+}
+
+/// The [`KeySpread`] of `files`, read from their footers only. `None` when
+/// no row group has `member_key` statistics.
+pub fn member_key_spread(table: Table, files: &[PathBuf]) -> Result<Option<KeySpread>> {
+    let mut groups: Vec<(i64, i64, i64)> = Vec::new();
+    for path in files {
+        let file = File::open(path).map_err(|source| Error::File { path: path.clone(), source })?;
+        let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|e| Error::Parquet {
+            table: table.name(),
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let parquet = meta.metadata();
+        let Some(col) = parquet.file_metadata().schema_descr().columns().iter().position(|c| c.name() == "member_key")
+        else {
+            continue;
+        };
+        for rg in parquet.row_groups() {
+            if let Some(parquet::file::statistics::Statistics::Int64(s)) = rg.column(col).statistics()
+                && let (Some(&lo), Some(&hi)) = (s.min_opt(), s.max_opt())
+            {
+                groups.push((lo, hi, rg.num_rows()));
+            }
+        }
+    }
+    Ok(KeySpread::of(&groups))
+}
+
 /// Reads `wanted` from every row group of `files` in parallel and calls
 /// `each` with every batch (columns in `wanted` order, cast to the wanted
 /// types). `each` runs on rayon threads, concurrently; its first error
@@ -186,4 +246,27 @@ fn conform(batch: &RecordBatch, wanted: &[Wanted]) -> std::result::Result<Record
         columns.push(col);
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_spread_tells_a_time_ordered_layout_from_a_sorted_one() {
+        // 100 row groups of 1,000 rows over keys 0..100,000.
+        let sorted: Vec<(i64, i64, i64)> = (0..100).map(|i| (i * 1000, i * 1000 + 999, 1000)).collect();
+        let by_time: Vec<(i64, i64, i64)> = (0..100).map(|i| (i, 99_900 + i, 1000)).collect();
+        let s = KeySpread::of(&sorted).unwrap();
+        assert!((s.spread - 0.01).abs() < 1e-9 && !s.scattered(), "{s:?}");
+        let t = KeySpread::of(&by_time).unwrap();
+        assert!(t.spread > 0.99 && t.scattered(), "{t:?}");
+        // A sorted history and 30 small daily appends spanning every member.
+        let mut appended = sorted.clone();
+        appended.extend((0..30).map(|_| (0, 99_999, 100)));
+        assert!(!KeySpread::of(&appended).unwrap().scattered());
+        // Two row groups cannot be laid out much better.
+        assert!(!KeySpread::of(&[(0, 99_999, 10), (5, 99_990, 10)]).unwrap().scattered());
+        assert_eq!(KeySpread::of(&[]), None);
+    }
 }

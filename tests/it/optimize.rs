@@ -91,6 +91,12 @@ fn sorting_time_ordered_orders_by_member_keeps_rows_tags_and_answers() {
         taglake_ok(&["ingest", table, files], dir);
     }
     let wh = dir.join("warehouse");
+    let spread = || {
+        let files =
+            runtime().block_on(taglake_storage::scan::table_files(&Warehouse::open(&wh).unwrap(), Table::Orders));
+        taglake_storage::scan::member_key_spread(Table::Orders, &files.unwrap()).unwrap().unwrap().spread
+    };
+    assert!(spread() > 0.9, "{}", spread());
     let before = key_bands(&wh);
     assert!(before.iter().all(|&(lo, hi)| hi - lo > 6_000), "time-ordered files should span the base: {before:?}");
     let question =
@@ -101,6 +107,8 @@ fn sorting_time_ordered_orders_by_member_keeps_rows_tags_and_answers() {
 
     let line = taglake_ok(&["optimize", "orders", "--memory", "64MiB"], dir);
     assert!(line.starts_with("optimize orders: ") && line.contains(" rows sorted by member_key into "), "{line}");
+    // Two row groups of 128k and ~40k rows, each its own band: (128 × 0.76 + 40 × 0.24) / 168.
+    assert!(spread() < 0.7, "{}", spread());
     let after = key_bands(&wh);
     assert!(after.len() > 1, "{after:?}");
     for w in after.windows(2) {
