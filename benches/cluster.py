@@ -8,7 +8,7 @@
 Per mode and run: the wall time of the refresh and of a 6-tag audience
 count, the client's peak memory, and at the end each cluster process's peak
 (VmHWM). Every mode's counts and every tag's member count must equal the
-embedded run's. Results go to benches/results/cluster.json; the last lines
+embedded run's. Results go to benches/results/cluster_MEMBERS.json; the last lines
 print the medians, the cluster overhead at 1 executor, and an estimate of
 the executors needed for 42 M members and 3.5 billion member-tags in
 under 10 minutes, with its arithmetic.
@@ -69,7 +69,45 @@ def tag_counts(tl, wh, work):
     return out
 
 
+def phases(summary):
+    """'… features 24.49 s, tags 43.14 s, commit 4.93 s · …' → the three seconds."""
+    part = summary.split("order lines · ")[1].split(" · ")[0]
+    return {k: float(v.split()[0]) for k, v in (x.split(" ", 1) for x in part.split(", "))}
+
+
+def report(results):
+    m, cores, member_tags = results["modes"], results["cores"], results["member_tags"]
+    print()
+    print(f"{results['members']:,} members, {results['order_lines']:,} order lines, {member_tags:,} member-tags, "
+          f"{cores} cores")
+    for mode in m:
+        split = phases(min(m[mode]["runs"], key=lambda r: abs(r["tag_seconds"] - m[mode]["tag_median"]))["summary"])
+        print(f"{mode:12} tag {m[mode]['tag_median']:.2f} s ({m[mode]['tag_median'] / m['embedded']['tag_median']:.2f}× "
+              f"embedded; features {split['features']:.1f} s, tags {split['tags']:.1f} s, commit "
+              f"{split['commit']:.1f} s) · 6-tag count {m[mode]['count_median']:.3f} s")
+    one = m["1 executor"]
+    print(f"cluster overhead at 1 executor: {one['tag_median'] - m['embedded']['tag_median']:+.2f} s on the refresh, "
+          f"{one['count_median'] - m['embedded']['count_median']:+.3f} s on a count")
+    if not member_tags:
+        return
+    # The range steps run on the executors and scale out; the commit (OR of
+    # the ranges' bitmaps, snapshot write) runs on the coordinator alone.
+    split = phases(min(one["runs"], key=lambda r: abs(r["tag_seconds"] - one["tag_median"]))["summary"])
+    scale = 3.5e9 / member_tags
+    core_seconds = (split["features"] + split["tags"]) * cores
+    serial = split["commit"] * scale
+    need = core_seconds * scale / (600 - serial)
+    print(f"42 M estimate (member-tags ×{scale:.2f}, everything scaled as if it grew with member-tags): range steps "
+          f"({split['features']:.1f} + {split['tags']:.1f}) s × {cores} cores = {core_seconds:.0f} core-s → "
+          f"{core_seconds * scale:.0f} core-s; coordinator commit {split['commit']:.1f} s → {serial:.0f} s; "
+          f"{core_seconds * scale:.0f} / (600 − {serial:.0f}) = {need:.1f} busy cores, "
+          f"i.e. {max(1, -(-need * 2 // 8)):.0f} executor(s) of 8 cores at 50 % parallel efficiency")
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--report":
+        with open(sys.argv[2]) as f:
+            return report(json.load(f))
     ap = argparse.ArgumentParser()
     ap.add_argument("--taglake", required=True)
     ap.add_argument("--members", type=int, default=1_000_000)
@@ -117,26 +155,10 @@ def main():
                                   "count_median": statistics.median(r["count_seconds"] for r in runs)}
         for name, b in peaks.items():
             print(f"  {name}: peak {gib(b)}")
-    m = results["modes"]
-    member_tags = int(reference[2].split(", ")[-1].replace(",", "")) if reference else 0
-    print()
-    print(f"{a.members:,} members, {ready['order_lines']:,} order lines, {member_tags:,} member-tags, {cores} cores")
-    for mode in m:
-        print(f"{mode:12} tag {m[mode]['tag_median']:.2f} s ({m[mode]['tag_median'] / m['embedded']['tag_median']:.2f}× "
-              f"embedded) · 6-tag count {m[mode]['count_median']:.3f} s")
-    overhead = m["1 executor"]["tag_median"] - m["embedded"]["tag_median"]
-    print(f"cluster overhead at 1 executor: {overhead:+.2f} s on the refresh, "
-          f"{m['1 executor']['count_median'] - m['embedded']['count_median']:+.3f} s on a count")
-    if member_tags:
-        rate = member_tags / m["1 executor"]["tag_median"] / cores
-        need = 3.5e9 / (rate * 600)
-        print(f"42 M estimate: {member_tags:,} member-tags / {m['1 executor']['tag_median']:.1f} s / {cores} cores = "
-              f"{rate / 1e6:.2f} M member-tags per core-second on 1 executor; 3.5e9 / ({rate / 1e6:.2f} M × 600 s) "
-              f"= {need:.1f} cores, i.e. {max(1, -(-need // 8)):.0f} executors of 8 cores (before the coordinator's "
-              f"merge and commit, measured separately)")
-    results["member_tags"] = member_tags
+    results["member_tags"] = int(reference[2].split(", ")[-1].replace(",", "")) if reference else 0
+    report(results)
     os.makedirs("benches/results", exist_ok=True)
-    with open("benches/results/cluster.json", "w") as f:
+    with open(f"benches/results/cluster_{a.members}.json", "w") as f:
         json.dump(results, f, indent=2)
 
 
