@@ -10,7 +10,7 @@
 //! row group per thread.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::{Error, Result, Table, Warehouse};
@@ -92,14 +92,15 @@ impl KeySpread {
 /// The [`KeySpread`] of `files`, read from their footers only. `None` when
 /// no row group has `member_key` statistics.
 pub fn member_key_spread(table: Table, files: &[PathBuf]) -> Result<Option<KeySpread>> {
-    let mut groups: Vec<(i64, i64, i64)> = Vec::new();
+    Ok(KeySpread::of(&member_key_bands(table, files)?))
+}
+
+/// `(min member_key, max member_key, rows)` of every row group of `files`
+/// that has `member_key` statistics, from the footers.
+pub fn member_key_bands(table: Table, files: &[PathBuf]) -> Result<Vec<(i64, i64, i64)>> {
+    let mut bands = Vec::new();
     for path in files {
-        let file = File::open(path).map_err(|source| Error::File { path: path.clone(), source })?;
-        let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|e| Error::Parquet {
-            table: table.name(),
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let meta = footer(table, path)?;
         let parquet = meta.metadata();
         let Some(col) = parquet.file_metadata().schema_descr().columns().iter().position(|c| c.name() == "member_key")
         else {
@@ -109,11 +110,21 @@ pub fn member_key_spread(table: Table, files: &[PathBuf]) -> Result<Option<KeySp
             if let Some(parquet::file::statistics::Statistics::Int64(s)) = rg.column(col).statistics()
                 && let (Some(&lo), Some(&hi)) = (s.min_opt(), s.max_opt())
             {
-                groups.push((lo, hi, rg.num_rows()));
+                bands.push((lo, hi, rg.num_rows()));
             }
         }
     }
-    Ok(KeySpread::of(&groups))
+    Ok(bands)
+}
+
+/// The Parquet footer of one file of `table`.
+fn footer(table: Table, path: &Path) -> Result<ArrowReaderMetadata> {
+    let file = File::open(path).map_err(|source| Error::File { path: path.to_path_buf(), source })?;
+    ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|e| Error::Parquet {
+        table: table.name(),
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 /// Reads `wanted` from every row group of `files` in parallel and calls
@@ -146,12 +157,7 @@ where
 {
     let mut units = Vec::new();
     for path in files {
-        let file = File::open(path).map_err(|source| Error::File { path: path.clone(), source })?;
-        let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|e| Error::Parquet {
-            table: table.name(),
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let meta = footer(table, path)?;
         let file_schema = meta.schema().clone();
         let mut indices = Vec::with_capacity(wanted.len());
         for w in wanted {

@@ -641,7 +641,6 @@ mod tests {
     use super::*;
     use arrow::array::{AsArray, Int64Array, StringArray};
     use arrow::datatypes::Int64Type;
-    use std::fs::File;
     use std::sync::Arc;
 
     fn ids(pairs: &[(&str, i64)]) -> RecordBatch {
@@ -705,22 +704,8 @@ mod tests {
 
     /// `member_key` min/max of every row group of the current files.
     async fn key_bands(wh: &Warehouse, table: Table) -> Vec<(i64, i64)> {
-        use parquet::file::reader::FileReader;
-        let mut bands = Vec::new();
-        for f in wh.files(table).await.unwrap() {
-            let reader = parquet::file::reader::SerializedFileReader::new(File::open(&f.path).unwrap()).unwrap();
-            let meta = reader.metadata();
-            let col = meta.file_metadata().schema_descr().columns().iter().position(|c| c.name() == "member_key");
-            for rg in meta.row_groups() {
-                match rg.column(col.unwrap()).statistics() {
-                    Some(parquet::file::statistics::Statistics::Int64(s)) => {
-                        bands.push((*s.min_opt().unwrap(), *s.max_opt().unwrap()))
-                    }
-                    other => panic!("member_key statistics: {other:?}"),
-                }
-            }
-        }
-        bands
+        let files = crate::scan::table_files(wh, table).await.unwrap();
+        crate::scan::member_key_bands(table, &files).unwrap().into_iter().map(|(lo, hi, _)| (lo, hi)).collect()
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -9,8 +9,6 @@ use arrow::array::{RecordBatch, RecordBatchReader};
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::file::reader::{FileReader, SerializedFileReader};
-use parquet::file::statistics::Statistics;
 use taglake_storage::{Table, Warehouse};
 use taglake_tagger::snapshot;
 
@@ -51,18 +49,12 @@ fn orders_by_time(data: &Path, out: &Path) {
 /// `member_key` (min, max) of every row group of the current orders files.
 fn key_bands(warehouse: &Path) -> Vec<(i64, i64)> {
     let wh = Warehouse::open(warehouse).unwrap();
-    let mut bands = Vec::new();
-    for f in runtime().block_on(wh.files(Table::Orders)).unwrap() {
-        let reader = SerializedFileReader::new(File::open(&f.path).unwrap()).unwrap();
-        let meta = reader.metadata();
-        let col = meta.file_metadata().schema_descr().columns().iter().position(|c| c.name() == "member_key").unwrap();
-        for rg in meta.row_groups() {
-            match rg.column(col).statistics() {
-                Some(Statistics::Int64(s)) => bands.push((*s.min_opt().unwrap(), *s.max_opt().unwrap())),
-                other => panic!("member_key statistics: {other:?}"),
-            }
-        }
-    }
+    let files = runtime().block_on(taglake_storage::scan::table_files(&wh, Table::Orders)).unwrap();
+    let mut bands: Vec<(i64, i64)> = taglake_storage::scan::member_key_bands(Table::Orders, &files)
+        .unwrap()
+        .into_iter()
+        .map(|(lo, hi, _)| (lo, hi))
+        .collect();
     bands.sort();
     bands
 }
