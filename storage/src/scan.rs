@@ -101,20 +101,27 @@ pub fn member_key_bands(table: Table, files: &[PathBuf]) -> Result<Vec<(i64, i64
     let mut bands = Vec::new();
     for path in files {
         let meta = footer(table, path)?;
-        let parquet = meta.metadata();
-        let Some(col) = parquet.file_metadata().schema_descr().columns().iter().position(|c| c.name() == "member_key")
-        else {
-            continue;
-        };
-        for rg in parquet.row_groups() {
-            if let Some(parquet::file::statistics::Statistics::Int64(s)) = rg.column(col).statistics()
-                && let (Some(&lo), Some(&hi)) = (s.min_opt(), s.max_opt())
-            {
+        let Some(leaf) = key_leaf(&meta) else { continue };
+        for rg in meta.metadata().row_groups() {
+            if let Some((lo, hi)) = key_bounds(rg.column(leaf).statistics()) {
                 bands.push((lo, hi, rg.num_rows()));
             }
         }
     }
     Ok(bands)
+}
+
+/// The leaf column of `member_key` in a file, if it has one.
+fn key_leaf(meta: &ArrowReaderMetadata) -> Option<usize> {
+    meta.parquet_schema().columns().iter().position(|c| c.path().parts() == ["member_key"])
+}
+
+/// A row group's `member_key` (min, max), when its statistics have both.
+fn key_bounds(stats: Option<&parquet::file::statistics::Statistics>) -> Option<(i64, i64)> {
+    match stats {
+        Some(parquet::file::statistics::Statistics::Int64(s)) => Some((*s.min_opt()?, *s.max_opt()?)),
+        _ => None,
+    }
 }
 
 /// The Parquet footer of one file of `table`.
@@ -196,7 +203,7 @@ where
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let key_leaf = meta.parquet_schema().columns().iter().position(|c| c.path().parts() == ["member_key"]);
+        let key_leaf = key_leaf(&meta);
         for rg in 0..meta.metadata().num_row_groups() {
             if let (Some(keys), Some(leaf)) = (&keys, key_leaf)
                 && !may_hold(meta.metadata().row_group(rg).column(leaf).statistics(), keys)
@@ -227,13 +234,7 @@ where
 
 /// Whether a row group with these `member_key` statistics may hold a key in `keys`.
 fn may_hold(stats: Option<&parquet::file::statistics::Statistics>, keys: &std::ops::Range<i64>) -> bool {
-    match stats {
-        Some(parquet::file::statistics::Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
-            (Some(&min), Some(&max)) => max >= keys.start && min < keys.end,
-            _ => true,
-        },
-        _ => true,
-    }
+    key_bounds(stats).is_none_or(|(min, max)| max >= keys.start && min < keys.end)
 }
 
 /// Reorders the projected batch into `wanted` order and casts to the wanted types.
