@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from measure import gib, measured  # noqa: E402
-from tag_vs_duckdb import prepare  # noqa: E402
+from tag_vs_duckdb import data_args, default_workdir, prepare  # noqa: E402
 
 AUDIENCE = "tier_gold AND NOT dormant_90_plus AND (rfm_r_5 OR rfm_f_5) AND active_365d AND NOT one_time_buyer"
 AS_OF = "2026-01-01"
@@ -109,16 +109,11 @@ def main():
         with open(sys.argv[2]) as f:
             return report(json.load(f))
     ap = argparse.ArgumentParser()
-    ap.add_argument("--taglake", required=True)
-    ap.add_argument("--members", type=int, default=1_000_000)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--lines-per-member-year", type=float, default=5)
-    ap.add_argument("--seed", type=int, default=1)
+    data_args(ap)
     a = ap.parse_args()
     tl = os.path.abspath(a.taglake)
     lpmy = a.lines_per_member_year
-    work = os.path.join(os.environ.get("TAGLAKE_BENCH_DIR", os.path.expanduser("~/.cache/taglake-bench")),
-                        f"tag-{a.members}-{lpmy:g}")
+    work = default_workdir(a.members, lpmy)
     ready = prepare(tl, work, a.members, lpmy, a.seed, False)
     wh = os.path.join(work, "warehouse")
     cores = os.cpu_count()

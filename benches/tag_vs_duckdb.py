@@ -528,24 +528,33 @@ def prepare(tl, work, members, lpmy, seed, fresh):
     return ready
 
 
-def main():
-    if len(sys.argv) > 1 and sys.argv[1] == "duckdb-side":
-        return duckdb_side(sys.argv[2:])
-    ap = argparse.ArgumentParser()
+def data_args(ap):
+    """The options of every benchmark over the shared generated warehouse."""
     ap.add_argument("--taglake", required=True)
     ap.add_argument("--members", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--lines-per-member-year", type=float, default=5)
     ap.add_argument("--seed", type=int, default=1)
+
+
+def default_workdir(members, lpmy):
+    """Where the generated data and warehouse of that size are kept."""
+    return os.path.join(os.environ.get("TAGLAKE_BENCH_DIR", os.path.expanduser("~/.cache/taglake-bench")),
+                        f"tag-{members}-{lpmy:g}")
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "duckdb-side":
+        return duckdb_side(sys.argv[2:])
+    ap = argparse.ArgumentParser()
+    data_args(ap)
     ap.add_argument("--duckdb-threads", type=int, default=2)
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--fresh", action="store_true", help="regenerate and re-ingest even if the workdir has the data")
     a = ap.parse_args()
     tl = os.path.abspath(a.taglake)
     lpmy = a.lines_per_member_year
-    work = os.path.abspath(a.workdir or os.path.join(
-        os.environ.get("TAGLAKE_BENCH_DIR", os.path.expanduser("~/.cache/taglake-bench")),
-        f"tag-{a.members}-{lpmy:g}"))
+    work = os.path.abspath(a.workdir or default_workdir(a.members, lpmy))
     ready = prepare(tl, work, a.members, lpmy, a.seed, a.fresh)
     wh = os.path.join(work, "warehouse")
     duck_out = os.path.join(work, "duckdb-out.parquet")
