@@ -167,8 +167,7 @@ struct OptimizeArgs {
     /// The table to sort by member_key.
     #[arg(value_enum, default_value_t = SortableArg::Orders)]
     table: SortableArg,
-    /// Memory the sort may hold before it spills to the temporary directory (`256MiB`, `4GiB`). More is
-    /// not faster: sorted runs of a few hundred MiB merge quickest.
+    /// Memory the sort may hold before it spills to the temporary directory (`256MiB`, `4GiB`).
     #[arg(long, default_value = "512MiB")]
     memory: String,
     #[command(flatten)]
