@@ -40,10 +40,14 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod connection;
+pub mod cursor;
+pub mod export;
 pub mod handler;
 pub mod listen;
 pub mod live;
 pub mod policy;
+pub mod pool;
 pub mod users;
 
 use std::path::PathBuf;
