@@ -25,6 +25,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datafusion_postgres::pgwire::api::auth::StartupHandler;
 use datafusion_postgres::pgwire::api::cancel::CancelHandler;
@@ -70,6 +71,9 @@ pub struct Parts<A, Q, E, X> {
     pub extended: Arc<E>,
     /// Cancel requests.
     pub cancel: Arc<X>,
+    /// Counts the panics caught (each ended one statement or login with an
+    /// error): zero on a healthy server, and what the fuzz target checks.
+    pub panics: Arc<AtomicUsize>,
 }
 
 /// Serves one socket until the client leaves, breaks the protocol or hits
@@ -86,7 +90,7 @@ pub async fn serve<S, A, Q, E, X>(
     E: ExtendedQueryHandler,
     X: CancelHandler,
 {
-    let Parts { startup, simple, extended, cancel } = parts;
+    let Parts { startup, simple, extended, cancel, panics } = parts;
     let copy = Arc::new(NoopHandler);
     let errors = LogErrors;
     let peer = socket.socket_addr();
@@ -140,6 +144,7 @@ pub async fn serve<S, A, Q, E, X>(
             Ok(Ok(Ok(()))) => continue,
             Ok(Ok(Err(e))) => e,
             Ok(Err(panic)) => {
+                panics.fetch_add(1, Ordering::Relaxed);
                 let what = panic
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())
@@ -201,4 +206,85 @@ where
         socket.close().await
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), send).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+    use datafusion_postgres::pgwire::api::results::{Response, Tag};
+    use datafusion_postgres::pgwire::api::store::PortalStore;
+    use datafusion_postgres::pgwire::api::{ClientPortalStore, DefaultClient};
+    use futures::Sink;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::fuzzing::startup_message;
+
+    /// A query handler with a bug: `boom` panics.
+    struct Buggy;
+
+    #[async_trait]
+    impl SimpleQueryHandler for Buggy {
+        async fn do_query<C>(&self, _client: &mut C, query: &str) -> datafusion_postgres::pgwire::error::PgWireResult<Vec<Response>>
+        where
+            C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+            C::PortalStore: PortalStore,
+            C::Error: std::fmt::Debug,
+            PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+        {
+            assert_ne!(query, "boom", "a bug in a handler");
+            Ok(vec![Response::Execution(Tag::new("FINE"))])
+        }
+    }
+
+    fn query(sql: &str) -> Vec<u8> {
+        let mut out = vec![b'Q'];
+        out.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
+        out.extend_from_slice(sql.as_bytes());
+        out.push(0);
+        out
+    }
+
+    /// A panic in a handler ends that statement with XX000; the same
+    /// connection then runs the next statement.
+    #[test]
+    fn a_panic_ends_the_statement_not_the_connection() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let panics = Arc::new(AtomicUsize::new(0));
+        let counted = panics.clone();
+        let answer = rt.block_on(async {
+            let (mut client, server) = tokio::io::duplex(1 << 16);
+            let mut framed =
+                Framed::new(server, PgWireMessageServerCodec::<String>::new(DefaultClient::new("127.0.0.1:1".parse().unwrap(), false)));
+            framed.set_state(PgWireConnectionState::AwaitingStartup);
+            let parts = Parts {
+                startup: Arc::new(NoopHandler),
+                simple: Arc::new(Buggy),
+                extended: Arc::new(NoopHandler),
+                cancel: Arc::new(NoopHandler),
+                panics: counted,
+            };
+            let limits = Limits {
+                login_deadline: Instant::now() + Duration::from_secs(10),
+                idle: Duration::from_secs(10),
+                message: Duration::from_secs(10),
+            };
+            let serving = tokio::spawn(serve(framed, parts, None, limits));
+            let mut input = startup_message();
+            input.extend(query("boom"));
+            input.extend(query("fine"));
+            input.extend([b'X', 0, 0, 0, 4]);
+            client.write_all(&input).await.unwrap();
+            let mut answer = Vec::new();
+            client.read_to_end(&mut answer).await.unwrap();
+            serving.await.unwrap();
+            answer
+        });
+        let text = String::from_utf8_lossy(&answer);
+        let error = text.find("XX000").expect("an error for the statement that panicked");
+        assert!(text[error..].contains("internal error, the statement was abandoned (a bug in taglake serve)"), "{text}");
+        let fine = text.find("FINE").expect("the next statement ran");
+        assert!(fine > error);
+        assert_eq!(panics.load(Ordering::Relaxed), 1);
+    }
 }

@@ -80,6 +80,7 @@ use futures::future::{Either, select};
 use futures::{Sink, SinkExt, Stream, StreamExt, stream};
 
 use crate::config::ServeConfig;
+use crate::connection::Parts;
 use crate::cursor::{Connection, Cursor, fetch, fetch_count};
 use crate::export::{Budget, ExportRegistry};
 use crate::live::Live;
@@ -1152,6 +1153,7 @@ pub struct Handlers {
     scram: Option<(crate::Users, Arc<DefaultServerParameterProvider>)>,
     slots: Arc<tokio::sync::Semaphore>,
     max_connections: usize,
+    panics: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Handlers {
@@ -1172,16 +1174,28 @@ impl Handlers {
             cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
             connections,
             scram,
+            panics: Arc::default(),
         }
     }
 }
 
 impl Handlers {
-    /// What the connection loop drives: a new startup handler (see
-    /// [`PgWireServerHandlers::startup_handler`]), the statement handlers
-    /// and the cancel handler.
-    pub fn parts(&self) -> (Arc<Startup>, Arc<Service>, Arc<DefaultCancelHandler>) {
-        (self.startup(), self.service.clone(), self.cancel.clone())
+    /// What one connection's loop drives: a new startup handler (see
+    /// [`PgWireServerHandlers::startup_handler`]), the statement handlers,
+    /// the cancel handler and the server's count of caught panics.
+    pub fn parts(&self) -> Parts<Startup, Service, Service, DefaultCancelHandler> {
+        Parts {
+            startup: self.startup(),
+            simple: self.service.clone(),
+            extended: self.service.clone(),
+            cancel: self.cancel.clone(),
+            panics: self.panics.clone(),
+        }
+    }
+
+    /// How many panics the connection loops caught so far.
+    pub fn panics(&self) -> usize {
+        self.panics.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn startup(&self) -> Arc<Startup> {

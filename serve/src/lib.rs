@@ -43,6 +43,7 @@ pub mod config;
 pub mod connection;
 pub mod cursor;
 pub mod export;
+pub mod fuzzing;
 pub mod handler;
 pub mod listen;
 pub mod live;

@@ -25,7 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::ServeConfig;
-use crate::connection::{GRACE, Limits, Parts, serve};
+use crate::connection::{GRACE, Limits, serve};
 use crate::handler::Handlers;
 use crate::live::Live;
 use crate::{Error, Result, file_err, log};
@@ -128,11 +128,7 @@ async fn accept(listener: TcpListener, handlers: Arc<Handlers>, tls: Option<TlsA
             }
             let negotiated = tokio::time::timeout_at(limits.login_deadline, negotiate_tls(socket, tls)).await;
             match negotiated {
-                Ok(Ok(Some(framed))) => {
-                    let (startup, service, cancel) = handlers.parts();
-                    let parts = Parts { startup, simple: service.clone(), extended: service, cancel };
-                    serve(framed, parts, Some(permit), limits).await
-                }
+                Ok(Ok(Some(framed))) => serve(framed, handlers.parts(), Some(permit), limits).await,
                 Ok(Ok(None)) => {}
                 Ok(Err(e)) => log(format_args!("{peer}: connection closed: {e}")),
                 Err(_) => log(format_args!("{peer}: closed, TLS negotiation passed the authentication timeout")),
