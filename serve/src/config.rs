@@ -306,7 +306,10 @@ impl ServeConfigBuilder {
         };
         let size = |flag: &str, text: &str, min: usize, example: &str| {
             parse_size(text).filter(|&n| n >= min).ok_or_else(|| {
-                Error::Config(format!("{flag} '{text}': expected a size of at least {}, e.g. {example}", show_size(min)))
+                Error::Config(format!(
+                    "{flag} '{text}': expected a size of at least {}, e.g. {example}",
+                    show_size(min)
+                ))
             })
         };
         let export_max = size("--export-max", &self.export_max, 1 << 10, "10GiB")? as u64;
@@ -325,13 +328,17 @@ impl ServeConfigBuilder {
                 Error::Config(format!("{flag} '{text}': expected a duration {least}, e.g. {example}"))
             })
         };
-        let statement_timeout = duration("--statement-timeout", &self.statement_timeout, Duration::ZERO, "30s, 5m or 1h")?;
-        let refresh_interval = duration("--refresh-interval", &self.refresh_interval, Duration::from_millis(100), "5s")?;
+        let statement_timeout =
+            duration("--statement-timeout", &self.statement_timeout, Duration::ZERO, "30s, 5m or 1h")?;
+        let refresh_interval =
+            duration("--refresh-interval", &self.refresh_interval, Duration::from_millis(100), "5s")?;
         let auth_timeout = duration("--auth-timeout", &self.auth_timeout, Duration::from_millis(100), "10s")?;
         let idle_timeout = duration("--idle-timeout", &self.idle_timeout, Duration::from_secs(1), "30m")?;
-        for (flag, n) in
-            [("--max-connections", self.max_connections), ("--max-pending", self.max_pending), ("--max-cursors", self.max_cursors)]
-        {
+        for (flag, n) in [
+            ("--max-connections", self.max_connections),
+            ("--max-pending", self.max_pending),
+            ("--max-cursors", self.max_cursors),
+        ] {
             if n == 0 {
                 return Err(Error::Config(format!("{flag} must be at least 1")));
             }
@@ -494,6 +501,12 @@ mod tests {
         assert!(err(b().statement_timeout("0s")).starts_with("--statement-timeout '0s'"));
         assert!(err(b().refresh_interval("1ms")).starts_with("--refresh-interval '1ms'"));
         assert_eq!(err(b().max_connections(0)), "--max-connections must be at least 1");
+        assert_eq!(err(b().max_pending(0)), "--max-pending must be at least 1");
+        assert_eq!(err(b().max_cursors(0)), "--max-cursors must be at least 1");
+        assert!(err(b().export_max("1")).starts_with("--export-max '1': expected a size of at least 1KiB"));
+        assert!(err(b().idle_timeout("0s")).starts_with("--idle-timeout '0s'"));
+        assert!(err(b().auth_timeout("1ms")).starts_with("--auth-timeout '1ms'"));
+        assert!(err(b().query_memory("2GiB").connection_memory("1GiB")).contains("is below --query-memory"));
         assert_eq!(
             err(b().tls_cert(Some("c.pem".into()))),
             "--tls-cert needs --tls-key (the certificate's private key)"
@@ -515,10 +528,53 @@ mod tests {
             let link = dir.path().join("link");
             std::os::unix::fs::symlink(&real, &link).unwrap();
             let c = ServeConfig::builder("wh").export_dir(&link).build().unwrap();
-            assert_eq!(c.export_dir.unwrap(), real.canonicalize().unwrap());
+            assert_eq!(c.export_dir().unwrap(), real.canonicalize().unwrap());
         }
         let file = dir.path().join("file");
         std::fs::write(&file, "x").unwrap();
         assert!(err(ServeConfig::builder("wh").export_dir(&file)).ends_with("not a directory"));
+    }
+
+    /// An export directory that holds the warehouse, the users file or the
+    /// TLS files, or lies inside the warehouse, is refused: `COPY … TO`
+    /// could overwrite Delta logs or secrets.
+    #[test]
+    fn the_export_directory_keeps_apart_from_what_the_server_reads() {
+        let root = tempfile::tempdir().unwrap();
+        let wh = root.path().join("warehouse");
+        std::fs::create_dir_all(wh.join("orders/_delta_log")).unwrap();
+        let e = err(ServeConfig::builder(&wh).export_dir(root.path()));
+        assert!(e.contains("it contains the warehouse"), "{e}");
+        let e = err(ServeConfig::builder(&wh).export_dir(wh.join("orders")));
+        assert!(e.contains("it is inside the warehouse"), "{e}");
+        // A warehouse not created yet is judged by where it would be.
+        let e = err(ServeConfig::builder(root.path().join("later/wh")).export_dir(root.path()));
+        assert!(e.contains("it contains the warehouse"), "{e}");
+        let users = root.path().join("users");
+        Users::set_password(&users, "ana", "pw").unwrap();
+        let exports = root.path().join("exports");
+        std::fs::create_dir(&exports).unwrap();
+        let e = err(ServeConfig::builder(&wh).users(&users).export_dir(root.path()));
+        assert!(e.contains("the users file"), "{e}");
+        let config = ServeConfig::builder(&wh).users(&users).export_dir(&exports).build().unwrap();
+        assert_eq!(config.export_dir(), Some(exports.canonicalize().unwrap().as_path()));
+        assert_eq!(config.export_max(), 10 << 30);
+        assert_eq!((config.max_pending(), config.max_cursors()), (16, 16));
+        assert_eq!(
+            (config.auth_timeout(), config.idle_timeout()),
+            (Duration::from_secs(10), Duration::from_secs(1800))
+        );
+    }
+
+    /// The rule `Server::start` checks again, whatever built the configuration.
+    #[test]
+    fn exposure_needs_users() {
+        let public: SocketAddr = "0.0.0.0:5433".parse().unwrap();
+        assert!(ServeConfig::check_exposure(public, None).is_err());
+        assert!(ServeConfig::check_exposure("127.0.0.1:5433".parse().unwrap(), None).is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users");
+        Users::set_password(&users, "ana", "pw").unwrap();
+        assert!(ServeConfig::check_exposure(public, Some(&Users::load(&users).unwrap())).is_ok());
     }
 }

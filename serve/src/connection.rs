@@ -225,7 +225,11 @@ mod tests {
 
     #[async_trait]
     impl SimpleQueryHandler for Buggy {
-        async fn do_query<C>(&self, _client: &mut C, query: &str) -> datafusion_postgres::pgwire::error::PgWireResult<Vec<Response>>
+        async fn do_query<C>(
+            &self,
+            _client: &mut C,
+            query: &str,
+        ) -> datafusion_postgres::pgwire::error::PgWireResult<Vec<Response>>
         where
             C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
             C::PortalStore: PortalStore,
@@ -254,8 +258,10 @@ mod tests {
         let counted = panics.clone();
         let answer = rt.block_on(async {
             let (mut client, server) = tokio::io::duplex(1 << 16);
-            let mut framed =
-                Framed::new(server, PgWireMessageServerCodec::<String>::new(DefaultClient::new("127.0.0.1:1".parse().unwrap(), false)));
+            let mut framed = Framed::new(
+                server,
+                PgWireMessageServerCodec::<String>::new(DefaultClient::new("127.0.0.1:1".parse().unwrap(), false)),
+            );
             framed.set_state(PgWireConnectionState::AwaitingStartup);
             let parts = Parts {
                 startup: Arc::new(NoopHandler),
@@ -282,7 +288,10 @@ mod tests {
         });
         let text = String::from_utf8_lossy(&answer);
         let error = text.find("XX000").expect("an error for the statement that panicked");
-        assert!(text[error..].contains("internal error, the statement was abandoned (a bug in taglake serve)"), "{text}");
+        assert!(
+            text[error..].contains("internal error, the statement was abandoned (a bug in taglake serve)"),
+            "{text}"
+        );
         let fine = text.find("FINE").expect("the next statement ran");
         assert!(fine > error);
         assert_eq!(panics.load(Ordering::Relaxed), 1);

@@ -172,7 +172,8 @@ pub fn fetch(
                     Ok(Some(Ok(b))) => b,
                 },
             };
-            let take = left.map_or(batch.num_rows(), |l| usize::try_from(l).unwrap_or(usize::MAX).min(batch.num_rows()));
+            let take =
+                left.map_or(batch.num_rows(), |l| usize::try_from(l).unwrap_or(usize::MAX).min(batch.num_rows()));
             if take < batch.num_rows() {
                 c.held = Some(batch.slice(take, batch.num_rows() - take));
             }

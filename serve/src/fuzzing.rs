@@ -112,7 +112,11 @@ impl Harness {
             .is_ok()
         });
         assert!(finished, "the connection did not end within 30 s of its last byte");
-        assert_eq!(self.handlers.panics(), before, "the server panicked while handling these bytes (see the log above)");
+        assert_eq!(
+            self.handlers.panics(),
+            before,
+            "the server panicked while handling these bytes (see the log above)"
+        );
     }
 }
 
@@ -250,14 +254,11 @@ mod tests {
             let config = Config { cases: 256, failure_persistence: None, ..Config::default() };
             let mut runner = TestRunner::new_with_rng(
                 config,
-                proptest::test_runner::TestRng::from_seed(
-                    proptest::test_runner::RngAlgorithm::ChaCha,
-                    &{
-                        let mut seed = [0u8; 32];
-                        seed[..8].copy_from_slice(&rounds.to_le_bytes());
-                        seed
-                    },
-                ),
+                proptest::test_runner::TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &{
+                    let mut seed = [0u8; 32];
+                    seed[..8].copy_from_slice(&rounds.to_le_bytes());
+                    seed
+                }),
             );
             let result = runner.run(&strategy, |sequence| {
                 std::panic::catch_unwind(|| harness().run(&sequence.concat()))
@@ -269,7 +270,10 @@ mod tests {
             rounds += 1;
             cases += 256;
         }
-        eprintln!("serve_messages: {cases} message sequences in {:.0}s, no panic, no hang", started.elapsed().as_secs_f64());
+        eprintln!(
+            "serve_messages: {cases} message sequences in {:.0}s, no panic, no hang",
+            started.elapsed().as_secs_f64()
+        );
     }
 
     fn harness() -> &'static Harness {

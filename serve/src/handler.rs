@@ -177,7 +177,12 @@ impl Service {
 
     /// Starts a plan (checked again: nothing that writes runs, whatever path
     /// it came by); the stream ends with an error at the deadline.
-    async fn start(&self, ctx: SessionContext, plan: LogicalPlan, timeout: Duration) -> PgWireResult<(SchemaRef, Bounded)> {
+    async fn start(
+        &self,
+        ctx: SessionContext,
+        plan: LogicalPlan,
+        timeout: Duration,
+    ) -> PgWireResult<(SchemaRef, Bounded)> {
         policy::check_plan(&plan, matches!(plan, LogicalPlan::Copy(_))).map_err(refused)?;
         let deadline = tokio::time::Instant::now() + timeout;
         let starting = async {
@@ -319,7 +324,11 @@ impl Service {
                     ));
                 };
                 if declare.scroll == Some(true) {
-                    return Err(user_error("ERROR", "0A000", "SCROLL cursors are not supported: cursors here only move forward".into()));
+                    return Err(user_error(
+                        "ERROR",
+                        "0A000",
+                        "SCROLL cursors are not supported: cursors here only move forward".into(),
+                    ));
                 }
                 let inner = Statement::Query(query.clone());
                 let plan = match prepared {
@@ -334,9 +343,13 @@ impl Service {
                 let open = connection.open(self.config.max_cursors())?;
                 let ctx = self.query_context(client, &plan, None)?;
                 let (schema, rows) = self.start(ctx, plan.clone(), self.timeout(client)).await?;
-                connection.declare(&name.value, Cursor::new(schema, rows.without_deadline(), declare.hold == Some(true), open))?;
+                connection.declare(
+                    &name.value,
+                    Cursor::new(schema, rows.without_deadline(), declare.hold == Some(true), open),
+                )?;
                 // A portal of the same name, so a client can Describe it.
-                let described = StoredStatement::new(name.value.clone(), (query.to_string(), Some((inner, plan))), vec![]);
+                let described =
+                    StoredStatement::new(name.value.clone(), (query.to_string(), Some((inner, plan))), vec![]);
                 let portal = Portal::new_cursor(name.value.clone(), Arc::new(described));
                 *portal.state.lock().await = PortalExecutionState::Finished;
                 portal_store(client)?.put_portal(Arc::new(portal));
@@ -369,7 +382,11 @@ impl Service {
                     }
                     CloseCursor::Specific { name } => {
                         if !connection.close(&name.value) {
-                            return Err(user_error("ERROR", "34000", format!("cursor \"{}\" does not exist", name.value)));
+                            return Err(user_error(
+                                "ERROR",
+                                "34000",
+                                format!("cursor \"{}\" does not exist", name.value),
+                            ));
                         }
                         store.rm_portal(&name.value);
                     }
@@ -624,7 +641,9 @@ impl Service {
             // A row limit may leave the portal open: it takes a place
             // among the connection's open results while it is.
             let open = match max_rows {
-                Some(_) => Some(Connection::of(client, self.config.connection_memory()).open(self.config.max_cursors())?),
+                Some(_) => {
+                    Some(Connection::of(client, self.config.connection_memory()).open(self.config.max_cursors())?)
+                }
                 None => None,
             };
             let cancel = match client.session_extensions().get::<Arc<ConnectionHandle>>() {
@@ -736,7 +755,10 @@ fn check_bind(bind: &Bind, parameters: usize, columns: usize) -> PgWireResult<()
     }
     let formats = bind.parameter_format_codes.len();
     if formats > 1 && formats != bind.parameters.len() {
-        return Err(protocol(format!("bind message has {formats} parameter formats but {} parameters", bind.parameters.len())));
+        return Err(protocol(format!(
+            "bind message has {formats} parameter formats but {} parameters",
+            bind.parameters.len()
+        )));
     }
     if bind.parameters.len() < parameters {
         return Err(protocol(format!(
@@ -1104,7 +1126,11 @@ impl<C: ClientInfo> ClientInfo for Gate<'_, C> {
     fn pid_and_secret_key(&self) -> (i32, datafusion_postgres::pgwire::messages::startup::SecretKey) {
         self.inner.pid_and_secret_key()
     }
-    fn set_pid_and_secret_key(&mut self, pid: i32, secret_key: datafusion_postgres::pgwire::messages::startup::SecretKey) {
+    fn set_pid_and_secret_key(
+        &mut self,
+        pid: i32,
+        secret_key: datafusion_postgres::pgwire::messages::startup::SecretKey,
+    ) {
         self.inner.set_pid_and_secret_key(pid, secret_key)
     }
     fn state(&self) -> PgWireConnectionState {
@@ -1116,7 +1142,10 @@ impl<C: ClientInfo> ClientInfo for Gate<'_, C> {
     fn transaction_status(&self) -> datafusion_postgres::pgwire::messages::response::TransactionStatus {
         self.inner.transaction_status()
     }
-    fn set_transaction_status(&mut self, new_status: datafusion_postgres::pgwire::messages::response::TransactionStatus) {
+    fn set_transaction_status(
+        &mut self,
+        new_status: datafusion_postgres::pgwire::messages::response::TransactionStatus,
+    ) {
         self.inner.set_transaction_status(new_status)
     }
     fn metadata(&self) -> &std::collections::HashMap<String, String> {
@@ -1131,7 +1160,9 @@ impl<C: ClientInfo> ClientInfo for Gate<'_, C> {
     fn sni_server_name(&self) -> Option<&str> {
         self.inner.sni_server_name()
     }
-    fn client_certificates<'a>(&self) -> Option<&[datafusion_postgres::pgwire::tokio::tokio_rustls::rustls::pki_types::CertificateDer<'a>]> {
+    fn client_certificates<'a>(
+        &self,
+    ) -> Option<&[datafusion_postgres::pgwire::tokio::tokio_rustls::rustls::pki_types::CertificateDer<'a>]> {
         self.inner.client_certificates()
     }
 }
@@ -1214,7 +1245,12 @@ impl Handlers {
                 ))
             }
         };
-        Arc::new(Startup { login, slots: self.slots.clone(), max_connections: self.max_connections, slot: Mutex::new(None) })
+        Arc::new(Startup {
+            login,
+            slots: self.slots.clone(),
+            max_connections: self.max_connections,
+            slot: Mutex::new(None),
+        })
     }
 }
 

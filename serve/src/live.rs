@@ -216,7 +216,8 @@ impl Live {
             let _writing = self.swap.write().await;
             catalog.register(&self.ctx)?;
             let providers = catalog.tables.iter().map(|(n, p)| (*n, p.clone())).collect();
-            *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Generation { versions, tags, providers };
+            *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Generation { versions, tags, providers };
         }
         let s = self.served();
         let on = self.cluster.as_ref().map_or(String::new(), |c| format!(" on the cluster {}", c.name()));

@@ -447,8 +447,10 @@ mod tests {
         let ctx = datafusion::prelude::SessionContext::new();
         let plan = |sql: &str| {
             let statement = parse(sql);
-            rt.block_on(ctx.state().statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(statement))))
-                .unwrap()
+            rt.block_on(
+                ctx.state().statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(statement))),
+            )
+            .unwrap()
         };
         for sql in ["SELECT 1 AS a INTO t", "EXPLAIN ANALYZE SELECT 1 AS a INTO t"] {
             assert_eq!(verdict(sql, None), Ok(Kind::Query), "the statement check lets {sql} through");
@@ -459,9 +461,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let copy = format!("COPY (SELECT 1 AS a) TO '{}' STORED AS CSV", dir.path().join("a.csv").display());
         let copy_plan = rt
-            .block_on(ctx.state().statement_to_plan(
-                datafusion::sql::parser::DFParser::parse_sql(&copy).unwrap().pop_front().unwrap(),
-            ))
+            .block_on(
+                ctx.state().statement_to_plan(
+                    datafusion::sql::parser::DFParser::parse_sql(&copy).unwrap().pop_front().unwrap(),
+                ),
+            )
             .unwrap();
         assert_eq!(check_plan(&copy_plan, true), Ok(()));
         assert_eq!(check_plan(&copy_plan, false).unwrap_err().code, "25006");

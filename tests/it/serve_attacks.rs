@@ -300,7 +300,8 @@ fn a_connections_cursors_share_its_memory() {
     let pid = server.pid();
     // A query whose aggregation emits early under memory pressure: its
     // cursor holds part of the connection's memory while it is open.
-    let heavy = "SELECT o.order_id, array_agg(p.sku) FROM orders o CROSS JOIN products p GROUP BY o.order_id ORDER BY 1";
+    let heavy =
+        "SELECT o.order_id, array_agg(p.sku) FROM orders o CROSS JOIN products p GROUP BY o.order_id ORDER BY 1";
     let alone = server.psql_err(heavy);
     assert!(alone.contains("per-query limit of 1 MiB (taglake serve --query-memory)"), "{alone}");
     // With the cursor open, the same query on its connection fails too
