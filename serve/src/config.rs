@@ -554,8 +554,9 @@ mod tests {
         Users::set_password(&users, "ana", "pw").unwrap();
         let exports = root.path().join("exports");
         std::fs::create_dir(&exports).unwrap();
-        let e = err(ServeConfig::builder(&wh).users(&users).export_dir(root.path()));
-        assert!(e.contains("the users file"), "{e}");
+        let elsewhere = tempfile::tempdir().unwrap();
+        let e = err(ServeConfig::builder(elsewhere.path()).users(&users).export_dir(root.path()));
+        assert!(e.contains("it contains the users file"), "{e}");
         let config = ServeConfig::builder(&wh).users(&users).export_dir(&exports).build().unwrap();
         assert_eq!(config.export_dir(), Some(exports.canonicalize().unwrap().as_path()));
         assert_eq!(config.export_max(), 10 << 30);
