@@ -454,7 +454,28 @@ print(json.dumps({"known": attempt("analyst"), "unknown": attempt("mallory"), "a
 fn loophole_settings_are_refused_at_start() {
     let f = fixture();
     let refused = |args: &[&str], why: &str| {
-        let out = crate::taglake(&[&["serve", "--listen", "127.0.0.1:0"][..], args].concat(), &f.dir);
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_taglake"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .current_dir(&f.dir)
+            .env_remove("TAGLAKE_WAREHOUSE")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A safety net, not a timing: a server that accepted the settings
+        // would serve forever.
+        let mut waited = 0;
+        while child.try_wait().unwrap().is_none() && waited < 600 {
+            std::thread::sleep(Duration::from_millis(100));
+            waited += 1;
+        }
+        if child.try_wait().unwrap().is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?}: the server started");
+        }
+        let out = child.wait_with_output().unwrap();
         assert!(!out.status.success(), "{args:?} started");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(why), "{args:?}: {err}");
