@@ -12,6 +12,7 @@ mod kill;
 mod optimize;
 mod repl;
 mod serve;
+mod serve_attacks;
 mod sql;
 mod tag_cli;
 mod tag_kill;

@@ -14,7 +14,7 @@ use crate::{Tagged, copy_dir, tagged, taglake_ok};
 
 /// 3,000 generated members, ingested and tagged once, read by every server
 /// here (the live-refresh tests copy it first).
-fn fixture() -> &'static Tagged {
+pub(crate) fn fixture() -> &'static Tagged {
     static F: OnceLock<Tagged> = OnceLock::new();
     F.get_or_init(|| {
         let t = tagged(3_000, 23);
@@ -31,15 +31,15 @@ fn fixture_copy() -> tempfile::TempDir {
 }
 
 /// A running `taglake serve`, killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
     log: PathBuf,
     _logdir: tempfile::TempDir,
 }
 
 impl Server {
-    fn start(cwd: &Path, args: &[&str]) -> Server {
+    pub(crate) fn start(cwd: &Path, args: &[&str]) -> Server {
         let logdir = tempfile::tempdir().unwrap();
         let log = logdir.path().join("serve.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_taglake"))
@@ -62,12 +62,12 @@ impl Server {
         Server { child, port, log, _logdir: logdir }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// `psql -c …` as `user`, unaligned and tuples-only.
-    fn psql(&self, sql: &str, env: &[(&str, &str)]) -> Output {
+    pub(crate) fn psql(&self, sql: &str, env: &[(&str, &str)]) -> Output {
         Command::new("psql")
             .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-U", "analyst", "-d", "taglake", "-c", sql])
@@ -78,20 +78,20 @@ impl Server {
             .expect("psql runs (apt-get install postgresql-client)")
     }
 
-    fn psql_ok(&self, sql: &str) -> String {
+    pub(crate) fn psql_ok(&self, sql: &str) -> String {
         let out = self.psql(sql, &[]);
         assert!(out.status.success(), "psql -c {sql:?}:\n{}\n{}", String::from_utf8_lossy(&out.stderr), self.log());
         String::from_utf8(out.stdout).unwrap()
     }
 
-    fn psql_err(&self, sql: &str) -> String {
+    pub(crate) fn psql_err(&self, sql: &str) -> String {
         let out = self.psql(sql, &[]);
         assert!(!out.status.success(), "psql -c {sql:?} should fail, printed {}", String::from_utf8_lossy(&out.stdout));
         String::from_utf8(out.stderr).unwrap()
     }
 
     /// Runs a Python script with psycopg; `PORT` is in its environment.
-    fn python(&self, script: &str, args: &[&str]) -> String {
+    pub(crate) fn python(&self, script: &str, args: &[&str]) -> String {
         let out =
             Command::new(python()).args(["-c", script]).args(args).env("PORT", self.port.to_string()).output().unwrap();
         assert!(
@@ -113,7 +113,7 @@ impl Drop for Server {
 }
 
 /// The Python with psycopg: `TAGLAKE_PYTHON` (CI's virtualenv), else `python3`.
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     let p = std::env::var_os("TAGLAKE_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from);
     let ok = Command::new(&p).args(["-c", "import psycopg"]).output();
     assert!(
@@ -124,7 +124,7 @@ fn python() -> PathBuf {
     p
 }
 
-fn audience_count(dir: &Path, expr: &str) -> u64 {
+pub(crate) fn audience_count(dir: &Path, expr: &str) -> u64 {
     let csv = taglake_ok(&["audience", "count", expr, "--format", "csv"], dir);
     let line = csv.lines().nth(1).unwrap();
     line.split(',').rev().nth(2).unwrap().parse().unwrap()
