@@ -250,7 +250,7 @@ with c.cursor("gold") as cur:
 c.commit()
 out = {"first": len(first), "all": len(first) + len(rest)}
 try:
-    c.execute("DECLARE slow CURSOR FOR SELECT count(*) FROM orders a, orders b WHERE a.quantity * b.quantity = -1")
+    c.execute("DECLARE slow CURSOR FOR SELECT count(*) FROM orders a, orders b, orders c WHERE a.quantity * b.quantity * c.quantity = -1")
     c.execute("FETCH ALL FROM slow").fetchall()
     out["slow"] = "finished"
 except psycopg.Error as e:
