@@ -105,6 +105,8 @@ pub struct ExportArgs {
     #[arg(long)]
     open_ended: bool,
     #[command(flatten)]
+    wait: crate::cli::WaitArg,
+    #[command(flatten)]
     wh: crate::cli::WarehouseArg,
 }
 
@@ -351,7 +353,8 @@ pub async fn export_cmd(a: ExportArgs) -> Result<()> {
         launched_at,
         ends_at,
     };
-    let s = export::export(&wh, &options).await?;
+    let lock = crate::cli::lock_writer(&wh, &a.wait)?;
+    let s = export::export(&wh, &lock, &options).await?;
     let e = &s.experiment;
     let arms =
         e.arms.iter().map(|a| format!("{} {}", a.name, report::count(a.members))).collect::<Vec<_>>().join(" · ");

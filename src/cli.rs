@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use taglake_datasets::{Format, GenerateConfig};
 use taglake_ingest::{CheckedMapping, IngestOptions, IngestSummary, Mapping};
-use taglake_storage::{Table, Warehouse};
+use taglake_storage::{Table, Wait, Warehouse, WriterLock};
 
 use crate::report::{self, IngestBar};
 
@@ -26,6 +26,47 @@ pub(crate) struct WarehouseArg {
     pub(crate) warehouse: PathBuf,
 }
 
+#[derive(Args, Clone, Default)]
+pub(crate) struct WaitArg {
+    /// If another command is writing the warehouse, wait for it to finish instead of failing.
+    #[arg(long)]
+    pub(crate) wait: bool,
+}
+
+/// Takes the warehouse writer lock for this command (see
+/// `taglake_storage::lock`): refused with the holder's name, or queued
+/// behind it with `--wait`. Hold it until the command ends.
+pub(crate) fn lock_writer(wh: &Warehouse, wait: &WaitArg) -> Result<WriterLock> {
+    let command = command_line();
+    let lock = match wh.lock_writer(&command, Wait::No) {
+        Ok(lock) => lock,
+        Err(taglake_storage::Error::Locked { holder, .. }) if wait.wait => {
+            eprintln!("waiting: the warehouse is being written by {holder}");
+            wh.lock_writer(&command, Wait::Yes)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(h) = lock.interrupted() {
+        eprintln!(
+            "note: the previous writer, {h}, stopped before it finished (killed or crashed); what it committed \
+             stays, a re-run of it completes its work, and `taglake vacuum` reclaims the files it left"
+        );
+    }
+    Ok(lock)
+}
+
+/// This process's command line as a user would type it.
+fn command_line() -> String {
+    let quote = |a: String| {
+        if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+".contains(c)) {
+            a
+        } else {
+            format!("'{}'", a.replace('\'', "'\\''"))
+        }
+    };
+    std::iter::once("taglake".to_string()).chain(std::env::args().skip(1).map(quote)).collect::<Vec<_>>().join(" ")
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Generate sample data, ingest it and show what the pipeline did.
@@ -34,7 +75,7 @@ enum Command {
     Generate(GenerateArgs),
     /// Validate exports and commit them to the warehouse; bad rows go to quarantine.
     Ingest(IngestArgs),
-    /// Show the warehouse tables: versions and row counts.
+    /// Show the warehouse tables: versions and row counts, and who is writing.
     Status(WarehouseArg),
     /// Rewrite a table's files in member_key order (Delta OPTIMIZE ZORDER BY member_key), so reads of a
     /// member range (a cluster's tag refresh) skip almost all of them.
@@ -67,6 +108,8 @@ enum Command {
 struct TagCmd {
     #[command(flatten)]
     args: crate::tags::TagArgs,
+    #[command(flatten)]
+    wait: WaitArg,
     #[command(flatten)]
     wh: WarehouseArg,
 }
@@ -153,6 +196,8 @@ struct IngestArgs {
     #[arg(long)]
     create_members: bool,
     #[command(flatten)]
+    wait: WaitArg,
+    #[command(flatten)]
     wh: WarehouseArg,
 }
 
@@ -171,6 +216,8 @@ struct OptimizeArgs {
     #[arg(long, default_value = "512MiB")]
     memory: String,
     #[command(flatten)]
+    wait: WaitArg,
+    #[command(flatten)]
     wh: WarehouseArg,
 }
 
@@ -185,6 +232,8 @@ struct DemoArgs {
     /// Where the generated exports go.
     #[arg(long, default_value = "data/demo")]
     data: PathBuf,
+    #[command(flatten)]
+    wait: WaitArg,
     #[command(flatten)]
     wh: WarehouseArg,
 }
@@ -205,7 +254,11 @@ pub fn run() -> ExitCode {
             Command::Ingest(a) => ingest_cmd(a).await,
             Command::Status(a) => status(&a.warehouse).await,
             Command::Optimize(a) => optimize(a).await,
-            Command::Tag(a) => crate::tags::tag(&Warehouse::open(&a.wh.warehouse)?, &a.args).await.map(|_| ()),
+            Command::Tag(a) => {
+                let wh = Warehouse::open(&a.wh.warehouse)?;
+                let lock = lock_writer(&wh, &a.wait)?;
+                crate::tags::tag(&wh, &lock, &a.args).await.map(|_| ())
+            }
             Command::Tags(a) => crate::tags::tags(&Warehouse::open(&a.wh.warehouse)?, a.command).await,
             Command::Cluster(a) => crate::cluster::cluster(&Warehouse::open(&a.wh.warehouse)?, a).await,
             Command::Sql(a) => crate::sql::sql(a).await,
@@ -258,11 +311,13 @@ fn generate(a: &GenerateArgs) -> Result<taglake_datasets::GenerateSummary> {
 
 async fn ingest_files(
     wh: &Warehouse,
+    lock: &WriterLock,
     table: Table,
     files: &[String],
     mapping: Option<&Path>,
     create_members: bool,
 ) -> Result<IngestSummary> {
+    lock.check(wh)?;
     let mapping = match mapping {
         Some(p) => Mapping::from_file(p)?.check(table)?,
         None => CheckedMapping::canonical(table),
@@ -303,7 +358,8 @@ async fn ingest_files(
 
 async fn ingest_cmd(a: IngestArgs) -> Result<()> {
     let wh = Warehouse::open(&a.wh.warehouse)?;
-    ingest_files(&wh, a.table.into(), &a.files, a.mapping.as_deref(), a.create_members).await?;
+    let lock = lock_writer(&wh, &a.wait)?;
+    ingest_files(&wh, &lock, a.table.into(), &a.files, a.mapping.as_deref(), a.create_members).await?;
     Ok(())
 }
 
@@ -321,6 +377,14 @@ async fn status(warehouse: &Path) -> Result<()> {
             report::count(rows)
         );
     }
+    match taglake_storage::lock::last_holder(wh.root()) {
+        None => println!("writer: none"),
+        Some(h) if h.alive() == Some(false) => {
+            println!("writer: none; the last one, {h}, stopped before it finished: run it again")
+        }
+        Some(h) if h.alive() == Some(true) => println!("writer: {h}"),
+        Some(h) => println!("writer: {h}, unless it stopped before it finished"),
+    }
     Ok(())
 }
 
@@ -333,6 +397,7 @@ async fn optimize(a: OptimizeArgs) -> Result<()> {
         .filter(|&m| m >= 16 << 20)
         .with_context(|| format!("--memory {:?}: expected a size of at least 16MiB, like 512MiB or 4GiB", a.memory))?;
     let wh = Warehouse::open(&a.wh.warehouse)?;
+    let _lock = lock_writer(&wh, &a.wait)?;
     let started = Instant::now();
     let rows = wh.row_count(table).await?;
     let sorted = wh
@@ -357,6 +422,8 @@ async fn optimize(a: OptimizeArgs) -> Result<()> {
 
 async fn demo(a: DemoArgs) -> Result<()> {
     let start = Instant::now();
+    let wh = Warehouse::open(&a.wh.warehouse)?;
+    let lock = lock_writer(&wh, &a.wait)?;
     println!("taglake demo: a synthetic retail member base through the pipeline\n");
     println!("1. generate {} members (seed {}) into {}", report::count(a.members), a.seed, a.data.display());
     let g = generate(&GenerateArgs {
@@ -368,13 +435,12 @@ async fn demo(a: DemoArgs) -> Result<()> {
         end_date: None,
         lines_per_member_year: 10.0,
     })?;
-    let wh = Warehouse::open(&a.wh.warehouse)?;
     println!("\n2. ingest into the warehouse {}", wh.root().display());
     let ext = Format::Parquet.extension();
     let path = |name: &str| a.data.join(name).to_string_lossy().to_string();
-    ingest_files(&wh, Table::Products, &[path(&format!("products.{ext}"))], None, false).await?;
-    ingest_files(&wh, Table::Members, &[path(&format!("members.{ext}"))], None, false).await?;
-    ingest_files(&wh, Table::Orders, &[path("orders")], None, false).await?;
+    ingest_files(&wh, &lock, Table::Products, &[path(&format!("products.{ext}"))], None, false).await?;
+    ingest_files(&wh, &lock, Table::Members, &[path(&format!("members.{ext}"))], None, false).await?;
+    ingest_files(&wh, &lock, Table::Orders, &[path("orders")], None, false).await?;
     println!("\n3. the warehouse now holds");
     status(wh.root()).await.context("reading the warehouse back")?;
     let members = wh.row_count(Table::Members).await?;
@@ -393,6 +459,7 @@ async fn demo(a: DemoArgs) -> Result<()> {
     println!("\n4. tag every member");
     crate::tags::tag(
         &wh,
+        &lock,
         &crate::tags::TagArgs {
             as_of: None,
             catalog: None,
@@ -417,7 +484,8 @@ async fn demo(a: DemoArgs) -> Result<()> {
     }
     println!("\n5. find communities of similar members");
     let options = taglake_cluster::ClusterOptions { seed: a.seed, ..Default::default() };
-    let clustered = crate::cluster::fit(&wh, &options).await?;
+    let clustered = crate::cluster::fit(&wh, &lock, &options).await?;
+    drop(lock);
     println!("\n   community profiles (`taglake cluster profile --format json|csv` for machines):");
     let profile = &clustered.model.profile;
     for line in profile.render_table().lines() {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use taglake_storage::Warehouse;
+use taglake_storage::{Warehouse, WriterLock};
 use taglake_tagger::snapshot::{self, TagInfo};
 use taglake_tagger::{RefreshOptions, RefreshSummary};
 
@@ -101,7 +101,7 @@ pub struct DiffArgs {
     out: Option<PathBuf>,
 }
 
-pub async fn tag(wh: &Warehouse, a: &TagArgs) -> Result<RefreshSummary> {
+pub async fn tag(wh: &Warehouse, lock: &WriterLock, a: &TagArgs) -> Result<RefreshSummary> {
     let pb = report::spinner("tag: features, tags, snapshot");
     let options = RefreshOptions {
         as_of: a.as_of,
@@ -109,8 +109,8 @@ pub async fn tag(wh: &Warehouse, a: &TagArgs) -> Result<RefreshSummary> {
         keep_features: Some(chrono::Duration::days(a.keep_features_days.into())),
     };
     let s = match &a.cluster.cluster {
-        None => taglake_tagger::refresh(wh, &options).await.map_err(anyhow::Error::from),
-        Some(url) => crate::distributed::refresh(url, wh, &options, a.range_members).await,
+        None => taglake_tagger::refresh(wh, lock, &options).await.map_err(anyhow::Error::from),
+        Some(url) => crate::distributed::refresh(url, wh, lock, &options, a.range_members).await,
     };
     pb.finish_and_clear();
     let s = s?;

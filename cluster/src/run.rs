@@ -24,7 +24,7 @@ use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use ndarray::{Array2, ArrayView2};
 use roaring::RoaringBitmap;
 use taglake_storage::scan::{Wanted, scan, table_files};
-use taglake_storage::{ColumnType, Table, Warehouse};
+use taglake_storage::{ColumnType, Table, Warehouse, WriterLock};
 use taglake_tagger::snapshot::{self, NewSnapshot, TagInfo};
 
 use crate::model::{KScore, MODEL_FORMAT, SavedModel};
@@ -97,13 +97,17 @@ pub struct ClusterSummary {
     pub timings: Vec<(&'static str, f64)>,
 }
 
-/// Clusters the members of the warehouse.
-pub async fn cluster(wh: &Warehouse, opts: &ClusterOptions) -> Result<ClusterSummary> {
+/// Clusters the members of the warehouse and publishes the communities as
+/// tags on top of the newest snapshot, which must still be the newest when
+/// the run commits its own.
+pub async fn cluster(wh: &Warehouse, lock: &WriterLock, opts: &ClusterOptions) -> Result<ClusterSummary> {
+    lock.check(wh)?;
     let files = table_files(wh, Table::Features).await?;
     if files.is_empty() {
         return Err(Error::Data("the warehouse has no `features` table yet: run `taglake tag` first".into()));
     }
     let features_version = wh.version(Table::Features).await?;
+    let base = snapshot::info(wh, None).await?;
     let mut timings = Vec::new();
     let mut clock = Instant::now();
     let mut lap = |name: &'static str, timings: &mut Vec<(&'static str, f64)>| {
@@ -186,7 +190,7 @@ pub async fn cluster(wh: &Warehouse, opts: &ClusterOptions) -> Result<ClusterSum
     }
     write_communities(wh, &eligible, labels, assigned.distances).await?;
     model.save(wh)?;
-    let snapshot = write_tags(wh, &model, members).await?;
+    let snapshot = write_tags(wh, lock, base, &model, members).await?;
     lap("write", &mut timings);
     Ok(ClusterSummary { model, snapshot, timings })
 }
@@ -550,10 +554,16 @@ async fn write_communities(wh: &Warehouse, keys: &[u32], labels: Vec<u32>, dista
     Ok(())
 }
 
-/// A new snapshot: the latest snapshot's tags (without earlier community
-/// tags) plus `community_{n}` for every community (`members[n - 1]`).
-async fn write_tags(wh: &Warehouse, model: &SavedModel, members: Vec<RoaringBitmap>) -> Result<i64> {
-    let info = snapshot::info(wh, None).await?;
+/// A new snapshot: the tags of `info` (the newest snapshot; without earlier
+/// community tags) plus `community_{n}` for every community
+/// (`members[n - 1]`). Refused if another snapshot was committed since.
+async fn write_tags(
+    wh: &Warehouse,
+    lock: &WriterLock,
+    info: snapshot::SnapshotInfo,
+    model: &SavedModel,
+    members: Vec<RoaringBitmap>,
+) -> Result<i64> {
     let (_, bitmaps) = snapshot::bitmaps(wh, Some(info.snapshot), None).await?;
     let mut tags: Vec<(TagInfo, RoaringBitmap)> = info
         .tags
@@ -586,8 +596,10 @@ async fn write_tags(wh: &Warehouse, model: &SavedModel, members: Vec<RoaringBitm
         ));
     }
     let digest = format!("{}+communities", info.catalog_digest.split('+').next().unwrap_or_default());
-    Ok(snapshot::write(
+    Ok(snapshot::write_after(
         wh,
+        lock,
+        info.snapshot,
         NewSnapshot {
             as_of: info.as_of,
             base_members: info.base_members,

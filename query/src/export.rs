@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use roaring::RoaringBitmap;
-use taglake_storage::{Table, Warehouse};
+use taglake_storage::{Table, Warehouse, WriterLock};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::experiment::{self, Arm, Experiment};
@@ -162,7 +162,8 @@ pub struct ExportSummary {
 }
 
 /// Splits the audience, writes the file and records the experiment.
-pub async fn export(wh: &Warehouse, o: &ExportOptions) -> Result<ExportSummary> {
+pub async fn export(wh: &Warehouse, lock: &WriterLock, o: &ExportOptions) -> Result<ExportSummary> {
+    lock.check(wh)?;
     if !(0.0..1.0).contains(&o.holdout_share) {
         return Err(Error::Invalid(format!(
             "--holdout must be at least 0 and below 100 %, not {}",
@@ -298,7 +299,7 @@ pub async fn export(wh: &Warehouse, o: &ExportOptions) -> Result<ExportSummary> 
         created_at: Utc::now(),
         output: Some(o.out.display().to_string()),
     };
-    experiment.id = experiment::record(wh, experiment.clone()).await?;
+    experiment.id = experiment::record(wh, lock, experiment.clone()).await?;
     Ok(ExportSummary { experiment, audience_members: selected.len(), held_out, rows })
 }
 

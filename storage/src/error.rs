@@ -85,6 +85,16 @@ pub enum Error {
         /// The warehouse written to.
         warehouse: PathBuf,
     },
+    /// Another writer committed to the table meanwhile in a way this commit
+    /// cannot be reconciled with (it claimed the same id, or replaced what
+    /// this commit read). Nothing was committed; running again is safe.
+    #[error("warehouse table `{table}`: {message}; nothing was committed, run the command again")]
+    Conflict {
+        /// Table name.
+        table: &'static str,
+        /// What collided.
+        message: String,
+    },
     /// A data file of a table could not be opened.
     #[error("{}: {source}", path.display())]
     File {

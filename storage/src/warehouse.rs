@@ -46,6 +46,17 @@ impl Warehouse {
         move |source| Error::Delta { table: table.name(), path: self.table_path(table), source: Box::new(source) }
     }
 
+    /// Like `delta_err`, but a commit that lost to a conflicting one is
+    /// [`Error::Conflict`], described by `what`.
+    fn commit_err<'a>(&'a self, table: Table, what: &'a str) -> impl Fn(DeltaTableError) -> Error + 'a {
+        move |source| match source {
+            DeltaTableError::Transaction {
+                source: deltalake::kernel::transaction::TransactionError::CommitConflict(conflict),
+            } => Error::Conflict { table: table.name(), message: format!("{what} ({conflict})") },
+            other => self.delta_err(table)(other),
+        }
+    }
+
     /// Loads the Delta table, or `None` when nothing was ever committed.
     async fn load(&self, table: Table) -> Result<Option<DeltaTable>> {
         let path = self.table_path(table);
@@ -173,7 +184,7 @@ impl Warehouse {
         let writer = RecordBatchWriter::for_table(&delta)
             .map_err(self.delta_err(table))?
             .with_target_file_size(TARGET_FILE_SIZE);
-        Ok(TableWriter { warehouse: self.clone(), table, delta, writer, rows: 0 })
+        Ok(TableWriter { warehouse: self.clone(), table, delta, writer, rows: 0, claims: Vec::new() })
     }
 
     async fn create(&self, table: Table) -> Result<DeltaTable> {
@@ -561,6 +572,7 @@ pub struct TableWriter {
     delta: DeltaTable,
     writer: RecordBatchWriter,
     rows: u64,
+    claims: Vec<deltalake::kernel::Transaction>,
 }
 
 impl TableWriter {
@@ -579,14 +591,47 @@ impl TableWriter {
         self.rows
     }
 
+    /// The table's files as of the version this writer appends to: what an
+    /// id allocation must read so that [`TableWriter::claim`] protects it.
+    pub fn files(&self) -> Result<Vec<DataFile>> {
+        self.warehouse.files_of(self.table, &self.delta)
+    }
+
+    /// The last id claimed under `app` (see [`TableWriter::claim`]) as of
+    /// the version this writer appends to.
+    pub async fn claimed(&self, app: &str) -> Result<Option<i64>> {
+        let snapshot = self.delta.snapshot().map_err(self.warehouse.delta_err(self.table))?;
+        snapshot
+            .transaction_version(self.delta.log_store().as_ref(), app)
+            .await
+            .map_err(self.warehouse.delta_err(self.table))
+    }
+
+    /// Makes the commit claim `id` under the application id `app` (a Delta
+    /// `txn` action). Delta's conflict checker then refuses the commit if
+    /// another commit claiming `app` landed after the version this writer
+    /// appends to: two writers that read the same largest id and append the
+    /// next one cannot both commit, with or without the writer lock.
+    pub fn claim(&mut self, app: &str, id: i64) {
+        self.claims.push(deltalake::kernel::Transaction::new(app, id));
+    }
+
     /// Commits everything written as one Delta commit. Returns the new
-    /// version, or `None` when no row was written (no commit is made).
-    pub async fn commit(mut self) -> Result<Option<u64>> {
-        if self.rows == 0 {
+    /// version, or `None` when no row was written (no commit is made). A
+    /// lost claim is [`Error::Conflict`] and commits nothing.
+    pub async fn commit(self) -> Result<Option<u64>> {
+        let TableWriter { warehouse, table, mut delta, writer, rows, claims } = self;
+        if rows == 0 {
             return Ok(None);
         }
-        let version =
-            self.writer.flush_and_commit(&mut self.delta).await.map_err(self.warehouse.delta_err(self.table))?;
+        let what = match claims.first() {
+            Some(c) => format!("another writer claimed `{}` {} (or later) at the same time", c.app_id, c.version),
+            None => "another writer changed the table at the same time".to_string(),
+        };
+        let mut writer = writer.with_commit_properties(
+            deltalake::kernel::transaction::CommitProperties::default().with_application_transactions(claims),
+        );
+        let version = writer.flush_and_commit(&mut delta).await.map_err(warehouse.commit_err(table, &what))?;
         Ok(Some(version))
     }
 }
@@ -833,6 +878,44 @@ mod tests {
         let wrong = ids(&[("a", 0)]);
         let (_tx, rx) = tokio::sync::mpsc::channel(1);
         assert!(wh.overwrite_streaming(Table::Features, wrong.schema(), vec![rx]).await.is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_claimed_id_cannot_be_committed_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Warehouse::open(dir.path()).unwrap();
+        wh.overwrite(Table::MemberIds, vec![ids(&[("a", 0)])]).await.unwrap();
+        // Two blind appends of the same next key both commit: why ids are claimed.
+        for id in ["b", "c"] {
+            let mut w = wh.append(Table::MemberIds).await.unwrap();
+            w.write(ids(&[(id, 1)])).await.unwrap();
+            w.commit().await.unwrap();
+        }
+        // Two writers read the same state and claim the same next id.
+        let (mut first, mut second) =
+            (wh.append(Table::MemberIds).await.unwrap(), wh.append(Table::MemberIds).await.unwrap());
+        let next = |claimed: Option<i64>| claimed.unwrap_or(0) + 1;
+        let (a, b) = (next(first.claimed("test.id").await.unwrap()), next(second.claimed("test.id").await.unwrap()));
+        assert_eq!((a, b), (1, 1));
+        assert_eq!(first.files().unwrap().len(), 3);
+        first.claim("test.id", a);
+        second.claim("test.id", b);
+        first.write(ids(&[("d", 2)])).await.unwrap();
+        second.write(ids(&[("e", 2)])).await.unwrap();
+        first.commit().await.unwrap();
+        let err = second.commit().await.unwrap_err();
+        assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+        let err = err.to_string();
+        assert!(
+            err.starts_with(
+                "warehouse table `member_ids`: another writer claimed `test.id` 1 (or later) at the same time"
+            ) && err.ends_with("nothing was committed, run the command again"),
+            "{err}"
+        );
+        assert_eq!(wh.row_count(Table::MemberIds).await.unwrap(), 4, "only the first claim committed");
+        let third = wh.append(Table::MemberIds).await.unwrap();
+        assert_eq!(third.claimed("test.id").await.unwrap(), Some(1));
+        assert_eq!(third.claimed("other").await.unwrap(), None);
     }
 
     /// `status` counted rows by reading the first key column, which for a

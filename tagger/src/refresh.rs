@@ -10,7 +10,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use rayon::prelude::*;
 use roaring::RoaringBitmap;
-use taglake_storage::{Table, Warehouse};
+use taglake_storage::{Table, Warehouse, WriterLock};
 
 use crate::catalog::CatalogFile;
 use crate::evaluate::Compiled;
@@ -95,7 +95,8 @@ pub fn catalog_from(user: Option<(&str, &str)>) -> Result<(CatalogFile, String, 
 
 /// Computes features and tags and commits the `features` table and a new
 /// tag snapshot.
-pub async fn refresh(wh: &Warehouse, options: &RefreshOptions) -> Result<RefreshSummary> {
+pub async fn refresh(wh: &Warehouse, lock: &WriterLock, options: &RefreshOptions) -> Result<RefreshSummary> {
+    lock.check(wh)?;
     let (catalog, source, digest) = load_catalog(options.catalog.as_deref())?;
     let t0 = Instant::now();
     let fs =
@@ -149,6 +150,7 @@ pub async fn refresh(wh: &Warehouse, options: &RefreshOptions) -> Result<Refresh
     let n_tags = tags.len();
     let snapshot = snapshot::write(
         wh,
+        lock,
         NewSnapshot {
             as_of,
             base_members: base as i64,

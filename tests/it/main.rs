@@ -16,28 +16,34 @@ mod sql;
 mod tag_cli;
 mod tag_kill;
 mod tag_reference;
+mod writers_concurrency;
+mod writers_lock;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+
+/// The built `taglake` binary with `args`, run in `cwd`.
+fn command(args: &[&str], cwd: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_taglake"));
+    c.args(args).current_dir(cwd).env_remove("TAGLAKE_WAREHOUSE");
+    c
+}
 
 /// Runs the built `taglake` binary and returns its output.
 pub fn taglake(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_taglake"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("TAGLAKE_WAREHOUSE")
-        .output()
-        .expect("taglake runs")
+    command(args, cwd).output().expect("taglake runs")
+}
+
+/// Starts the built `taglake` binary with its output and errors piped.
+pub fn start(args: &[&str], cwd: &Path) -> Child {
+    command(args, cwd).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("taglake runs")
 }
 
 /// Runs the built `taglake` binary with `input` on its standard input (a
 /// pipe, not a terminal).
 pub fn taglake_with_input(args: &[&str], cwd: &Path, input: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_taglake"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("TAGLAKE_WAREHOUSE")
+    let mut child = command(args, cwd)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
