@@ -14,7 +14,9 @@
 //! Communities are then numbered by size (1 = the largest) and written to
 //! the `communities` table; the model goes to `models/communities.json`;
 //! and a new tag snapshot carries the latest snapshot's tags plus one
-//! `community_{n}` tag per community.
+//! `community_{n}` tag per community. The snapshot comes last: it is what
+//! publishes the run to audiences, and a killed run is repaired by running
+//! it again (see [`cluster`]).
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -97,9 +99,15 @@ pub struct ClusterSummary {
     pub timings: Vec<(&'static str, f64)>,
 }
 
-/// Clusters the members of the warehouse and publishes the communities as
-/// tags on top of the newest snapshot, which must still be the newest when
-/// the run commits its own.
+/// Clusters the members of the warehouse.
+///
+/// Three writes, the tag snapshot last: `communities`, the model file, then
+/// the snapshot that publishes `community_{n}` to audiences and SQL. The
+/// run is deterministic (same features, options and seed, same result), so
+/// a run killed between two writes is repaired by running it again: it
+/// rewrites the first two with the same content and publishes. It only
+/// clusters the `features` the newest snapshot was computed from, and only
+/// publishes on top of the snapshot it read.
 pub async fn cluster(wh: &Warehouse, lock: &WriterLock, opts: &ClusterOptions) -> Result<ClusterSummary> {
     lock.check(wh)?;
     let files = table_files(wh, Table::Features).await?;
@@ -108,6 +116,15 @@ pub async fn cluster(wh: &Warehouse, lock: &WriterLock, opts: &ClusterOptions) -
     }
     let features_version = wh.version(Table::Features).await?;
     let base = snapshot::info(wh, None).await?;
+    if let (Some(current), Some(tagged)) = (features_version, base.features_version)
+        && current as i64 != tagged
+    {
+        return Err(Error::Data(format!(
+            "the `features` table (version {current}) is not the one tag snapshot {} was computed from \
+             (version {tagged}): the last `taglake tag` did not finish; run `taglake tag` again first",
+            base.snapshot
+        )));
+    }
     let mut timings = Vec::new();
     let mut clock = Instant::now();
     let mut lap = |name: &'static str, timings: &mut Vec<(&'static str, f64)>| {

@@ -14,6 +14,9 @@ use futures::TryStreamExt;
 
 use crate::{Error, Result, Table};
 
+/// Key of the commit metadata [`Warehouse::last_inputs`] reads.
+const INPUTS_KEY: &str = "taglake.inputs";
+
 /// Target size of the Parquet files a commit writes.
 const TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
 
@@ -392,6 +395,42 @@ impl Warehouse {
         schema: SchemaRef,
         partitions: Vec<BatchReceiver>,
     ) -> Result<u64> {
+        self.write_streaming(table, schema, partitions, None).await
+    }
+
+    /// [`Warehouse::overwrite_streaming`] that records `inputs` (a
+    /// description of what the content was computed from) in the commit, for
+    /// [`Warehouse::last_inputs`]: a re-run of an interrupted command
+    /// recognises a commit it would make again and keeps it.
+    pub async fn overwrite_streaming_with_inputs(
+        &self,
+        table: Table,
+        schema: SchemaRef,
+        partitions: Vec<BatchReceiver>,
+        inputs: &str,
+    ) -> Result<u64> {
+        self.write_streaming(table, schema, partitions, Some(inputs)).await
+    }
+
+    /// The version of a table and the `inputs` its newest commit recorded
+    /// ([`Warehouse::overwrite_streaming_with_inputs`]); `None` when the
+    /// table does not exist or its newest commit recorded none.
+    pub async fn last_inputs(&self, table: Table) -> Result<Option<(u64, String)>> {
+        let Some(delta) = self.load(table).await? else { return Ok(None) };
+        let Some(version) = delta.version() else { return Ok(None) };
+        let newest: Vec<deltalake::kernel::CommitInfo> =
+            delta.history(Some(1)).try_collect().await.map_err(self.delta_err(table))?;
+        let inputs = newest.first().and_then(|c| c.info.get(INPUTS_KEY)).and_then(|v| v.as_str());
+        Ok(inputs.map(|i| (version, i.to_string())))
+    }
+
+    async fn write_streaming(
+        &self,
+        table: Table,
+        schema: SchemaRef,
+        partitions: Vec<BatchReceiver>,
+        inputs: Option<&str>,
+    ) -> Result<u64> {
         check_schema(table, &schema)?;
         use datafusion::catalog::streaming::StreamingTable;
         use datafusion::datasource::provider_as_source;
@@ -421,8 +460,12 @@ impl Warehouse {
             .with_save_mode(SaveMode::Overwrite)
             .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
             .with_target_file_size(std::num::NonZeroU64::new(TARGET_FILE_SIZE))
+            .with_commit_properties(
+                deltalake::kernel::transaction::CommitProperties::default()
+                    .with_metadata(inputs.map(|i| (INPUTS_KEY.to_string(), serde_json::Value::String(i.to_string())))),
+            )
             .await
-            .map_err(self.delta_err(table))?;
+            .map_err(self.commit_err(table, "another writer replaced the table at the same time"))?;
         Ok(written.version().unwrap_or(0))
     }
 }
@@ -916,6 +959,22 @@ mod tests {
         let third = wh.append(Table::MemberIds).await.unwrap();
         assert_eq!(third.claimed("test.id").await.unwrap(), Some(1));
         assert_eq!(third.claimed("other").await.unwrap(), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_commit_records_what_it_was_computed_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Warehouse::open(dir.path()).unwrap();
+        assert_eq!(wh.last_inputs(Table::Features).await.unwrap(), None);
+        let batch = features(&[0, 1], "spend_share_beauty");
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(Ok(batch.clone())).await.unwrap();
+        drop(tx);
+        let v =
+            wh.overwrite_streaming_with_inputs(Table::Features, batch.schema(), vec![rx], "inputs A").await.unwrap();
+        assert_eq!(wh.last_inputs(Table::Features).await.unwrap(), Some((v, "inputs A".to_string())));
+        stream(&wh, vec![batch], false).await.unwrap();
+        assert_eq!(wh.last_inputs(Table::Features).await.unwrap(), None, "the newest commit recorded none");
     }
 
     /// `status` counted rows by reading the first key column, which for a

@@ -231,6 +231,44 @@ async fn catalog_errors_name_the_tag_and_position() {
     assert_eq!(snapshot::info(&wh, None).await.unwrap().tags.len(), 1);
 }
 
+/// A run killed between its `features` commit and its snapshot: the next
+/// run over the same inputs keeps that commit (it is what it would write)
+/// and publishes the snapshot that references it, as one clean run does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rerun_keeps_the_features_an_interrupted_run_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(
+        dir.path(),
+        &[M("a", "2024-01-01", None), M("b", "2024-01-01", None)],
+        &[L("o1", 0, "2026-10-02", "app", "", "beauty", 1, 10.0, 0.0, false)],
+    )
+    .await;
+    let lock = lock(&wh);
+    let options = RefreshOptions::default();
+    drop(crate::refresh::compute(&wh, &lock, &options).await.unwrap());
+    let interrupted = wh.version(Table::Features).await.unwrap().unwrap();
+    assert!(snapshot::versions(&wh).await.unwrap().is_empty(), "the interrupted run published nothing");
+    let features = wh.read(Table::Features, None).await.unwrap();
+
+    let s = refresh(&wh, &lock, &options).await.unwrap();
+    assert_eq!(s.features_version, interrupted, "the interrupted run's features are kept");
+    assert_eq!(wh.version(Table::Features).await.unwrap(), Some(interrupted), "and not written again");
+    assert_eq!(wh.read(Table::Features, None).await.unwrap(), features);
+    let info = snapshot::info(&wh, None).await.unwrap();
+    assert_eq!((info.snapshot, info.features_version), (1, Some(interrupted as i64)));
+
+    // Once a snapshot references them, the next run writes its own.
+    let s = refresh(&wh, &lock, &options).await.unwrap();
+    assert!(s.features_version > interrupted);
+    // An interrupted run over other inputs (another as-of) is not kept.
+    let other = RefreshOptions { as_of: NaiveDate::from_ymd_opt(2026, 10, 1), ..Default::default() };
+    drop(crate::refresh::compute(&wh, &lock, &other).await.unwrap());
+    let stale = wh.version(Table::Features).await.unwrap().unwrap();
+    let s = refresh(&wh, &lock, &options).await.unwrap();
+    assert!(s.features_version > stale, "features of other inputs are replaced");
+    assert_eq!(snapshot::info(&wh, None).await.unwrap().features_version, Some(s.features_version as i64));
+}
+
 /// A snapshot derived from another (the communities' snapshot carries the
 /// newest tags) is refused when a newer one was committed meanwhile: stale
 /// tags never go over fresh ones.
