@@ -75,8 +75,11 @@ enum Command {
     Generate(GenerateArgs),
     /// Validate exports and commit them to the warehouse; bad rows go to quarantine.
     Ingest(IngestArgs),
-    /// Show the warehouse tables: versions and row counts, and who is writing.
+    /// Show the warehouse tables: versions, row counts, sizes, what `vacuum` can reclaim, who is writing.
     Status(WarehouseArg),
+    /// Delete files no table version needs any more: replaced files older than --retain, and files
+    /// killed or failed commands left. The current and the previous version of every table stay.
+    Vacuum(VacuumArgs),
     /// Rewrite a table's files in member_key order (Delta OPTIMIZE ZORDER BY member_key), so reads of a
     /// member range (a cluster's tag refresh) skip almost all of them.
     Optimize(OptimizeArgs),
@@ -222,6 +225,21 @@ struct OptimizeArgs {
 }
 
 #[derive(Args)]
+struct VacuumArgs {
+    /// List what would be deleted, with sizes, and delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Keep files replaced (or, for files no version references, written) less than this long ago:
+    /// `7d`, `36h`, `30m`, `0`. Versions older than this can no longer be read afterwards.
+    #[arg(long, default_value = "7d")]
+    retain: String,
+    #[command(flatten)]
+    wait: WaitArg,
+    #[command(flatten)]
+    wh: WarehouseArg,
+}
+
+#[derive(Args)]
 struct DemoArgs {
     /// Number of members in the sample.
     #[arg(long, default_value_t = 100_000)]
@@ -253,6 +271,7 @@ pub fn run() -> ExitCode {
             Command::Generate(a) => generate(&a).map(|_| ()),
             Command::Ingest(a) => ingest_cmd(a).await,
             Command::Status(a) => status(&a.warehouse).await,
+            Command::Vacuum(a) => vacuum(a).await,
             Command::Optimize(a) => optimize(a).await,
             Command::Tag(a) => {
                 let wh = Warehouse::open(&a.wh.warehouse)?;
@@ -363,20 +382,43 @@ async fn ingest_cmd(a: IngestArgs) -> Result<()> {
     Ok(())
 }
 
+/// The retention `vacuum` keeps by default, and `status` reports against.
+const DEFAULT_RETAIN: &str = "7d";
+
 async fn status(warehouse: &Path) -> Result<()> {
     let wh = Warehouse::open(warehouse)?;
+    let retain = parse_retain(DEFAULT_RETAIN)?;
     println!("warehouse {}", wh.root().display());
-    println!("{:<12} {:>8} {:>14}", "table", "version", "rows");
+    println!("{:<12} {:>8} {:>11} {:>11} {:>14}", "table", "version", "size", "reclaimable", "rows");
+    let (mut reclaimable, mut files, mut younger) = (0, 0, 0);
     for t in Table::ALL {
         let v = wh.version(t).await?;
         let rows = wh.row_count(t).await?;
+        let size: u64 = wh.files(t).await?.iter().map(|f| f.size).sum();
+        let now = wh.reclaimable(t, retain).await?;
+        let all = wh.reclaimable(t, chrono::Duration::zero()).await?;
+        (reclaimable, files, younger) = (reclaimable + now.bytes(), files + now.files.len(), younger + all.bytes());
         println!(
-            "{:<12} {:>8} {:>14}",
+            "{:<12} {:>8} {:>11} {:>11} {:>14}",
             t.name(),
             v.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+            report::bytes(size),
+            report::bytes(now.bytes()),
             report::count(rows)
         );
     }
+    let younger = younger.saturating_sub(reclaimable);
+    println!(
+        "reclaimable: {} in {} file{} by `taglake vacuum` (unneeded for more than {DEFAULT_RETAIN}){}",
+        report::bytes(reclaimable),
+        report::count(files as u64),
+        if files == 1 { "" } else { "s" },
+        if younger > 0 {
+            format!("; {} more unneeded for less long (`--retain` shorter reclaims them)", report::bytes(younger))
+        } else {
+            String::new()
+        }
+    );
     match taglake_storage::lock::last_holder(wh.root()) {
         None => println!("writer: none"),
         Some(h) if h.alive() == Some(false) => {
@@ -385,6 +427,61 @@ async fn status(warehouse: &Path) -> Result<()> {
         Some(h) if h.alive() == Some(true) => println!("writer: {h}"),
         Some(h) => println!("writer: {h}, unless it stopped before it finished"),
     }
+    Ok(())
+}
+
+/// `7d`, `36h`, `30m`, `2w` or `0`.
+fn parse_retain(text: &str) -> Result<chrono::Duration> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let bad = || {
+        anyhow::anyhow!("--retain `{text}`: write a number of minutes, hours, days or weeks (30m, 36h, 7d, 2w) or 0")
+    };
+    let n: i64 = n.parse().map_err(|_| bad())?;
+    Ok(match unit {
+        "" if n == 0 => chrono::Duration::zero(),
+        "m" => chrono::Duration::minutes(n),
+        "h" => chrono::Duration::hours(n),
+        "d" => chrono::Duration::days(n),
+        "w" => chrono::Duration::weeks(n),
+        _ => return Err(bad()),
+    })
+}
+
+async fn vacuum(a: VacuumArgs) -> Result<()> {
+    let retain = parse_retain(&a.retain)?;
+    let wh = Warehouse::open(&a.wh.warehouse)?;
+    let lock = lock_writer(&wh, &a.wait)?;
+    let verb = if a.dry_run { "would delete" } else { "deleted" };
+    let (mut files, mut bytes) = (0, 0);
+    for t in Table::ALL {
+        let done = wh.vacuum(&lock, t, retain, a.dry_run).await?;
+        if done.files.is_empty() {
+            continue;
+        }
+        println!(
+            "vacuum {}: {verb} {} file{}, {}",
+            t.name(),
+            report::count(done.files.len() as u64),
+            if done.files.len() == 1 { "" } else { "s" },
+            report::bytes(done.bytes())
+        );
+        for (path, size) in &done.files {
+            let shown = path.strip_prefix(wh.root()).unwrap_or(path);
+            println!("  {:<72} {:>10}", shown.display(), report::bytes(*size));
+        }
+        (files, bytes) = (files + done.files.len(), bytes + done.bytes());
+    }
+    println!(
+        "vacuum: {verb} {} file{}, {} (kept: the current and previous version of every table, and files unneeded \
+         for less than {}){}",
+        report::count(files as u64),
+        if files == 1 { "" } else { "s" },
+        report::bytes(bytes),
+        a.retain,
+        if a.dry_run { "; nothing was deleted (--dry-run)" } else { "" }
+    );
     Ok(())
 }
 

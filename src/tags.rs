@@ -20,7 +20,9 @@ pub struct TagArgs {
     #[arg(long)]
     pub catalog: Option<PathBuf>,
     /// Keep replaced versions of the `features` table this many days (time
-    /// travel); older files are deleted after the run. 0 keeps only the new one.
+    /// travel); older files are deleted after the run. The previous version
+    /// always stays until the next run, so a server still reading it is not
+    /// broken: 0 keeps the new version and the previous one.
     #[arg(long, default_value_t = 7)]
     pub keep_features_days: u32,
     #[command(flatten)]
@@ -132,7 +134,7 @@ pub async fn tag(wh: &Warehouse, lock: &WriterLock, a: &TagArgs) -> Result<Refre
     );
     if s.features_files_vacuumed > 0 {
         println!(
-            "  removed {} files of `features` versions replaced more than {} days ago",
+            "  removed {} files of `features` versions replaced more than {} days ago (the previous version stays)",
             s.features_files_vacuumed, a.keep_features_days
         );
     }

@@ -586,7 +586,7 @@ pub async fn refresh_on(
     .await
     .map_err(tagger)?;
     let features_files_vacuumed = match options.keep_features {
-        Some(keep) => wh.vacuum(Table::Features, keep).await?,
+        Some(keep) => wh.vacuum(lock, Table::Features, keep, false).await?.files.len(),
         None => 0,
     };
     Ok(RefreshSummary {

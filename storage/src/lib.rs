@@ -15,7 +15,8 @@
 //!   ([`Warehouse::append`] streams any number of batches into one commit).
 //! - [`WriterLock`] ([`lock`]): one writing command at a time per
 //!   warehouse; library functions that allocate ids or commit several
-//!   tables take it as proof.
+//!   tables take it as proof. [`Warehouse::vacuum`] reclaims the files no
+//!   version needs any more, including those killed runs left.
 //!
 //! ```no_run
 //! # async fn run() -> taglake_storage::Result<()> {
@@ -38,4 +39,4 @@ pub use error::{Error, Result};
 pub use lock::{Wait, WriterLock};
 pub use names::suggest;
 pub use schema::{Column, ColumnType, Table};
-pub use warehouse::{BatchReceiver, DataFile, Sorted, TableWriter, Warehouse};
+pub use warehouse::{BatchReceiver, DataFile, Sorted, TableWriter, Vacuumed, Warehouse};

@@ -27,6 +27,8 @@ pub struct RefreshOptions {
     pub catalog: Option<PathBuf>,
     /// Keep the files of `features` versions replaced within this long
     /// (time travel); older ones are deleted after the run. `None` keeps all.
+    /// The previous version is kept whatever this says (zero included), so
+    /// a server or query still reading it when the run ends is not broken.
     pub keep_features: Option<chrono::Duration>,
 }
 
@@ -247,9 +249,10 @@ pub(crate) async fn publish(
     )
     .await?;
     // Every run rewrites `features`: without this, old versions pile up
-    // (about 275 MB per million members each).
+    // (about 275 MB per million members each). The previous version always
+    // stays (see `Warehouse::vacuum`), so a server still reading it is safe.
     let features_files_vacuumed = match options.keep_features {
-        Some(keep) => wh.vacuum(Table::Features, keep).await?,
+        Some(keep) => wh.vacuum(lock, Table::Features, keep, false).await?.files.len(),
         None => 0,
     };
     Ok(RefreshSummary {

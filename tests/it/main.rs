@@ -19,6 +19,7 @@ mod tag_reference;
 mod writers_concurrency;
 mod writers_kill;
 mod writers_lock;
+mod writers_vacuum;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

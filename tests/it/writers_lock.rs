@@ -31,12 +31,14 @@ fn writers_are_refused_with_the_holders_name_readers_are_not_and_wait_queues() {
         held.holder().host
     );
     std::fs::write(dir.join("more.csv"), "member_id,registered_at\nNEW1,2025-01-01T00:00:00Z\n").unwrap();
-    let writers: [&[&str]; 6] = [
+    let writers: [&[&str]; 8] = [
         &["ingest", "members", "more.csv"],
         &["tag"],
         &["cluster", "--k", "3"],
         &["export", "--audience", "tier_gold", "--salt", "s", "--out", "x.csv"],
         &["optimize", "orders"],
+        &["vacuum"],
+        &["vacuum", "--dry-run"],
         &["demo", "--members", "200", "--data", "demo-data"],
     ];
     for args in writers {
