@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use taglake_storage::Warehouse;
+use taglake_storage::{Warehouse, WriterLock};
 use taglake_tagger::snapshot::{self, TagInfo};
 use taglake_tagger::{RefreshOptions, RefreshSummary};
 
@@ -20,7 +20,9 @@ pub struct TagArgs {
     #[arg(long)]
     pub catalog: Option<PathBuf>,
     /// Keep replaced versions of the `features` table this many days (time
-    /// travel); older files are deleted after the run. 0 keeps only the new one.
+    /// travel); older files are deleted after the run. The previous version
+    /// always stays until the next run, so a server still reading it is not
+    /// broken: 0 keeps the new version and the previous one.
     #[arg(long, default_value_t = 7)]
     pub keep_features_days: u32,
     #[command(flatten)]
@@ -101,7 +103,7 @@ pub struct DiffArgs {
     out: Option<PathBuf>,
 }
 
-pub async fn tag(wh: &Warehouse, a: &TagArgs) -> Result<RefreshSummary> {
+pub async fn tag(wh: &Warehouse, lock: &WriterLock, a: &TagArgs) -> Result<RefreshSummary> {
     let pb = report::spinner("tag: features, tags, snapshot");
     let options = RefreshOptions {
         as_of: a.as_of,
@@ -109,8 +111,8 @@ pub async fn tag(wh: &Warehouse, a: &TagArgs) -> Result<RefreshSummary> {
         keep_features: Some(chrono::Duration::days(a.keep_features_days.into())),
     };
     let s = match &a.cluster.cluster {
-        None => taglake_tagger::refresh(wh, &options).await.map_err(anyhow::Error::from),
-        Some(url) => crate::distributed::refresh(url, wh, &options, a.range_members).await,
+        None => taglake_tagger::refresh(wh, lock, &options).await.map_err(anyhow::Error::from),
+        Some(url) => crate::distributed::refresh(url, wh, lock, &options, a.range_members).await,
     };
     pb.finish_and_clear();
     let s = s?;
@@ -132,7 +134,7 @@ pub async fn tag(wh: &Warehouse, a: &TagArgs) -> Result<RefreshSummary> {
     );
     if s.features_files_vacuumed > 0 {
         println!(
-            "  removed {} files of `features` versions replaced more than {} days ago",
+            "  removed {} files of `features` versions replaced more than {} days ago (the previous version stays)",
             s.features_files_vacuumed, a.keep_features_days
         );
     }
