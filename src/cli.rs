@@ -152,6 +152,10 @@ struct IngestArgs {
     /// Orders of unknown members create them instead of being quarantined.
     #[arg(long)]
     create_members: bool,
+    /// Memory the ingest may hold (`512MiB`, `4GiB`; at least 64MiB): bigger inputs are processed in
+    /// chunks and spilled to the warehouse's `_taglake/spill` folder, whatever the size of the tables.
+    #[arg(long, default_value = "2GiB")]
+    memory: String,
     #[command(flatten)]
     wh: WarehouseArg,
 }
@@ -262,6 +266,7 @@ async fn ingest_files(
     files: &[String],
     mapping: Option<&Path>,
     create_members: bool,
+    memory: usize,
 ) -> Result<IngestSummary> {
     let mapping = match mapping {
         Some(p) => Mapping::from_file(p)?.check(table)?,
@@ -270,6 +275,7 @@ async fn ingest_files(
     let files = taglake_ingest::source::expand_inputs(files)?;
     let mut opts = IngestOptions::new(mapping);
     opts.create_members = create_members;
+    opts.memory = memory;
     let (bar, pb) = IngestBar::new(&format!("ingest {}", table.name()));
     let s = taglake_ingest::ingest(wh, &files, &opts, bar).await?;
     pb.finish_and_clear();
@@ -302,8 +308,11 @@ async fn ingest_files(
 }
 
 async fn ingest_cmd(a: IngestArgs) -> Result<()> {
+    let memory = taglake_serve::config::parse_size(&a.memory)
+        .filter(|&m| m >= taglake_ingest::MIN_MEMORY)
+        .with_context(|| format!("--memory {:?}: expected a size of at least 64MiB, like 512MiB or 4GiB", a.memory))?;
     let wh = Warehouse::open(&a.wh.warehouse)?;
-    ingest_files(&wh, a.table.into(), &a.files, a.mapping.as_deref(), a.create_members).await?;
+    ingest_files(&wh, a.table.into(), &a.files, a.mapping.as_deref(), a.create_members, memory).await?;
     Ok(())
 }
 
@@ -372,9 +381,18 @@ async fn demo(a: DemoArgs) -> Result<()> {
     println!("\n2. ingest into the warehouse {}", wh.root().display());
     let ext = Format::Parquet.extension();
     let path = |name: &str| a.data.join(name).to_string_lossy().to_string();
-    ingest_files(&wh, Table::Products, &[path(&format!("products.{ext}"))], None, false).await?;
-    ingest_files(&wh, Table::Members, &[path(&format!("members.{ext}"))], None, false).await?;
-    ingest_files(&wh, Table::Orders, &[path("orders")], None, false).await?;
+    ingest_files(
+        &wh,
+        Table::Products,
+        &[path(&format!("products.{ext}"))],
+        None,
+        false,
+        taglake_ingest::DEFAULT_MEMORY,
+    )
+    .await?;
+    ingest_files(&wh, Table::Members, &[path(&format!("members.{ext}"))], None, false, taglake_ingest::DEFAULT_MEMORY)
+        .await?;
+    ingest_files(&wh, Table::Orders, &[path("orders")], None, false, taglake_ingest::DEFAULT_MEMORY).await?;
     println!("\n3. the warehouse now holds");
     status(wh.root()).await.context("reading the warehouse back")?;
     let members = wh.row_count(Table::Members).await?;

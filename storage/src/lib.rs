@@ -24,13 +24,15 @@
 //! ```
 #![warn(missing_docs)]
 
+mod changes;
 mod error;
 pub mod names;
 pub mod scan;
 pub mod schema;
 mod warehouse;
 
+pub use changes::TableState;
 pub use error::{Error, Result};
 pub use names::suggest;
 pub use schema::{Column, ColumnType, Table};
-pub use warehouse::{BatchReceiver, DataFile, Sorted, TableWriter, Warehouse};
+pub use warehouse::{BatchReceiver, DataFile, PartWriter, Sorted, TableWriter, Warehouse};
