@@ -17,13 +17,15 @@ use std::sync::Arc;
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use taglake_storage::{Table, Warehouse};
 
-use crate::keys::{KeyIndex, KeyKind, text_key};
+use crate::keys::{KeyIndex, KeyKind, Resident, text_key};
 use crate::{Error, Result};
 
 /// External member id → dense key, with the keys assigned in this run.
 #[derive(Debug)]
 pub struct MemberDictionary {
     index: KeyIndex,
+    /// The whole dictionary in memory, when asked for and it fits.
+    resident: Option<Resident>,
     next: i64,
     /// Keys assigned in this run, by id hash.
     new: HashMap<u128, i64>,
@@ -37,7 +39,22 @@ impl MemberDictionary {
     pub async fn open(wh: &Warehouse, memory: usize) -> Result<Self> {
         let index = KeyIndex::open(wh, KeyKind::MemberIds, memory).await?;
         let next = index.max_value().map(|m| m as i64 + 1).unwrap_or(0);
-        Ok(MemberDictionary { index, next, new: HashMap::new(), added: Vec::new() })
+        Ok(MemberDictionary { index, resident: None, next, new: HashMap::new(), added: Vec::new() })
+    }
+
+    /// Bytes held in memory by [`MemberDictionary::keep_in_memory`].
+    pub fn resident_bytes(&self) -> u64 {
+        if self.resident.is_some() { self.index.resident_bytes() } else { 0 }
+    }
+
+    /// Holds the whole dictionary in memory when it takes at most `budget`
+    /// bytes (24 per member): an ingest that looks members up chunk after
+    /// chunk then reads it once instead of once per chunk.
+    pub fn keep_in_memory(&mut self, budget: u64) -> Result<()> {
+        if self.resident.is_none() && self.index.resident_bytes() <= budget {
+            self.resident = Some(self.index.resident()?);
+        }
+        Ok(())
     }
 
     /// The key the next new member gets.
@@ -61,8 +78,12 @@ impl MemberDictionary {
         let mut out: Vec<Option<i64>> = hashes.iter().map(|h| self.new.get(h).copied()).collect();
         let open: Vec<usize> = (0..hashes.len()).filter(|&i| out[i].is_none()).collect();
         let probes: Vec<u128> = open.iter().map(|&i| hashes[i]).collect();
-        // Most ids an ingest meets are known: read key blocks directly.
-        for (j, v) in self.index.lookup(&probes, false)?.into_iter().enumerate() {
+        let found = match &self.resident {
+            Some(r) => r.lookup(&probes),
+            // Most ids an ingest meets are known: read key blocks directly.
+            None => self.index.lookup(&probes, false)?,
+        };
+        for (j, v) in found.into_iter().enumerate() {
             out[open[j]] = v.map(|k| k as i64);
         }
         Ok(out)
@@ -109,6 +130,7 @@ impl MemberDictionary {
         self.index.commit(vec![run], state)?;
         self.added.clear();
         self.new.clear();
+        self.resident = None;
         Ok(())
     }
 }

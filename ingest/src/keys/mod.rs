@@ -413,6 +413,40 @@ impl KeyIndex {
         Ok(found)
     }
 
+    /// Keeps the Bloom filters of the newest runs in memory, up to `budget`
+    /// bytes, for an ingest that probes them chunk after chunk.
+    pub fn keep_blooms(&mut self, budget: u64) -> Result<()> {
+        let mut left = budget;
+        for run in self.runs.iter_mut().rev() {
+            if run.bloom_bytes() > left {
+                break;
+            }
+            left -= run.bloom_bytes();
+            run.keep_bloom()?;
+        }
+        Ok(())
+    }
+
+    /// Bytes [`KeyIndex::resident`] takes.
+    pub fn resident_bytes(&self) -> u64 {
+        self.entries() * 24
+    }
+
+    /// Every entry in memory, for lookups of many keys chunk after chunk
+    /// (an ingest of a large file against a large dictionary): a lookup then
+    /// costs a few cache misses per key instead of reading the runs again.
+    pub fn resident(&self) -> Result<Resident> {
+        let mut keys = Vec::with_capacity(self.entries() as usize);
+        let mut values = Vec::with_capacity(self.entries() as usize);
+        let mut cursors = self.runs.iter().map(Run::cursor).collect::<Result<Vec<_>>>()?;
+        merge_cursors(&mut cursors, |key, sources| {
+            keys.push(key);
+            values.push(sources.last().expect("one source at least").1);
+            Ok(())
+        })?;
+        Ok(Resident { keys, values })
+    }
+
     /// Entries of the table files `files`, as sorted runs holding at most
     /// the memory budget each.
     fn runs_from_files(&self, files: &[PathBuf]) -> Result<Vec<Run>> {
@@ -456,11 +490,12 @@ impl KeyIndex {
     }
 
     /// Size-tiered merging: while [`MERGE_FAN_IN`] or more neighbouring runs
-    /// share a size tier (a power of 4) below [`FINAL_RUN_KEYS`], merge them
-    /// into one. Merging neighbours keeps newer-wins order.
+    /// share a size tier (a power of 4) below [`FINAL_RUN_KEYS`], merge the
+    /// newest [`MERGE_FAN_IN`] of them into one. Merging neighbours keeps
+    /// newer-wins order; merging a few at a time keeps each merge small.
     fn compact(&mut self) -> Result<()> {
+        let tier = |n: u64| if n >= FINAL_RUN_KEYS { u32::MAX } else { (63 - n.max(1).leading_zeros()) / 2 };
         loop {
-            let tier = |n: u64| if n >= FINAL_RUN_KEYS { u32::MAX } else { (63 - n.max(1).leading_zeros()) / 2 };
             let mut pick = None;
             let mut i = 0;
             while i < self.runs.len() {
@@ -470,7 +505,7 @@ impl KeyIndex {
                     j += 1;
                 }
                 if t != u32::MAX && j - i >= MERGE_FAN_IN {
-                    pick = Some((i, j));
+                    pick = Some((j - MERGE_FAN_IN, j));
                 }
                 i = j;
             }
@@ -494,6 +529,34 @@ impl KeyIndex {
         let mut cursors = runs.iter().map(Run::cursor).collect::<Result<Vec<_>>>()?;
         merge_cursors(&mut cursors, |key, sources| w.push(key, sources.last().expect("one source at least").1))?;
         w.finish()
+    }
+}
+
+/// An index's entries in memory; see [`KeyIndex::resident`].
+#[derive(Debug)]
+pub struct Resident {
+    keys: Vec<u128>,
+    values: Vec<u64>,
+}
+
+impl Resident {
+    /// For each of `probes` (sorted ascending), its value if present. Each
+    /// probe gallops forward from the previous one's position.
+    pub fn lookup(&self, probes: &[u128]) -> Vec<Option<u64>> {
+        let mut at = 0usize;
+        probes
+            .iter()
+            .map(|p| {
+                let mut step = 1;
+                while at + step < self.keys.len() && self.keys[at + step] < *p {
+                    step *= 2;
+                }
+                let lo = at + step / 2;
+                let hi = (at + step + 1).min(self.keys.len());
+                at = lo + self.keys[lo.min(hi)..hi].partition_point(|k| k < p);
+                (at < self.keys.len() && self.keys[at] == *p).then(|| self.values[at])
+            })
+            .collect()
     }
 }
 

@@ -45,6 +45,8 @@ pub struct Run {
     bloom_offset: u64,
     max_value: u64,
     fences: Vec<u128>,
+    /// The Bloom filter, when kept in memory (see [`Run::keep_bloom`]).
+    bloom: Option<Vec<u8>>,
 }
 
 fn corrupt(path: &Path, what: &str) -> Error {
@@ -101,7 +103,33 @@ impl Run {
             return Err(corrupt(path, "checksum mismatch"));
         }
         let fences = raw.chunks_exact(16).map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes"))).collect();
-        Ok(Run { path: path.to_path_buf(), file, width, entries, bloom_blocks, bloom_offset, max_value, fences })
+        Ok(Run {
+            path: path.to_path_buf(),
+            file,
+            width,
+            entries,
+            bloom_blocks,
+            bloom_offset,
+            max_value,
+            fences,
+            bloom: None,
+        })
+    }
+
+    /// Bytes of the Bloom filter.
+    pub fn bloom_bytes(&self) -> u64 {
+        self.bloom_blocks * BLOCK_BYTES as u64
+    }
+
+    /// Reads the Bloom filter into memory, so later probes do not read it
+    /// again (worth it when a run is probed many times, chunk after chunk).
+    pub fn keep_bloom(&mut self) -> Result<()> {
+        if self.bloom.is_none() {
+            let mut buf = vec![0u8; self.bloom_bytes() as usize];
+            self.file.read_exact_at(&mut buf, self.bloom_offset).map_err(io(&self.path))?;
+            self.bloom = Some(buf);
+        }
+        Ok(())
     }
 
     /// The largest value stored (0 without values or keys).
@@ -190,6 +218,12 @@ impl Run {
     /// The probes the Bloom filter does not rule out, reading only the
     /// filter blocks they fall in.
     fn bloom_candidates(&self, probes: &[u128]) -> Result<Vec<usize>> {
+        if let Some(bloom) = &self.bloom {
+            let at = |p: u128| bloom::block_of(p, self.bloom_blocks) as usize * BLOCK_BYTES;
+            return Ok((0..probes.len())
+                .filter(|&k| bloom::block_may_contain(&bloom[at(probes[k])..at(probes[k]) + BLOCK_BYTES], probes[k]))
+                .collect());
+        }
         let mut out = Vec::new();
         let mut buf = Vec::new();
         let window = COALESCE / BLOCK_BYTES as u64;

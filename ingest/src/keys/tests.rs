@@ -176,7 +176,10 @@ proptest! {
         let probes: Vec<u128> = probe.into_iter().collect();
         let want: Vec<Option<u64>> = probes.iter().map(|k| model.get(k).copied()).collect();
         prop_assert_eq!(index.lookup(&probes, true).unwrap(), want.clone());
-        prop_assert_eq!(index.lookup(&probes, false).unwrap(), want);
+        prop_assert_eq!(index.lookup(&probes, false).unwrap(), want.clone());
+        prop_assert_eq!(index.resident().unwrap().lookup(&probes), want.clone());
+        index.keep_blooms(u64::MAX).unwrap();
+        prop_assert_eq!(index.lookup(&probes, true).unwrap(), want);
     }
 }
 

@@ -13,11 +13,14 @@
 //! the input or of the warehouse: which keys a table already holds comes
 //! from its key index ([`crate::keys`]), probed a chunk of input at a time,
 //! never loaded whole. The budget is split as follows:
-//! - orders: a chunk of converted rows (1/8), this run's set of new line
-//!   keys (3/8; when it fills up it is written out as a sorted run and a
+//! - orders: a chunk of converted rows (1/8); this run's set of new line
+//!   keys (1/4: when it fills up it is written out as a sorted run and a
 //!   fresh one starts, and duplicates between such runs are found by one
-//!   merge at the end and taken out of the files before the commit), the
-//!   writers and the read-ahead (the rest);
+//!   merge at the end and taken out of the files before the commit); from
+//!   the second chunk on, the member dictionary (24 bytes a member) and the
+//!   line keys' filters (1.25 bytes a stored line) held in memory when they
+//!   fit in 3/8 and 1/2 of the budget together, instead of being read again
+//!   for every chunk; the writers and the read-ahead (the rest);
 //! - members and products: the incoming rows (1/3; beyond, they are spilled
 //!   to 64 files by key hash and processed a part at a time), the lookups
 //!   and the writers (the rest).

@@ -201,10 +201,12 @@ pub(super) async fn ingest_orders(
             }
         }
     }
+    let dict = MemberDictionary::open(wh, memory / 8).await?;
+    let lines = LineKeys::open(wh, memory / 4, opts.limits.map(|l| l.line_keys)).await?;
     let mut run = OrdersRun {
         opts,
-        dict: MemberDictionary::open(wh, memory / 8).await?,
-        lines: LineKeys::open(wh, memory * 3 / 8, opts.limits.map(|l| l.line_keys)).await?,
+        dict,
+        lines,
         members: match opts.create_members {
             true => Some(KeyIndex::open(wh, KeyKind::Members, memory / 8).await?),
             false => None,
@@ -216,6 +218,7 @@ pub(super) async fn ingest_orders(
     let chunk_rows = opts.limits.map(|l| l.chunk_rows).unwrap_or((memory / 8 / LINE_BYTES).max(1 << 16));
     let mut chunk: Vec<Piece> = Vec::new();
     let mut rows = 0usize;
+    let mut chunks = 0usize;
     while let Some(msg) = rx.recv().await {
         match msg {
             Message::Rows(n) => summary.rows_read += n,
@@ -224,6 +227,14 @@ pub(super) async fn ingest_orders(
                 rows += p.converted.batch.num_rows() + p.converted.rejects.len();
                 chunk.push(p);
                 if rows >= chunk_rows {
+                    chunks += 1;
+                    if chunks == 2 {
+                        // More than one chunk: the dictionary and the line
+                        // keys' filters would be read once per chunk. Hold
+                        // them instead, in half the budget, when they fit.
+                        run.dict.keep_in_memory(memory as u64 * 3 / 8)?;
+                        run.lines.index.keep_blooms(memory as u64 / 2 - run.dict.resident_bytes())?;
+                    }
                     run.chunk(std::mem::take(&mut chunk), quarantine, summary).await?;
                     rows = 0;
                 }

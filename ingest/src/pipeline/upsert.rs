@@ -331,8 +331,9 @@ impl Incoming {
     fn start_spill(&mut self) -> Result<()> {
         let root = self.wh.root().join("_taglake").join("spill");
         std::fs::create_dir_all(&root).map_err(|e| Error::Spill { path: root.clone(), message: e.to_string() })?;
+        remove_orphaned_spills(&root);
         let dir = tempfile::Builder::new()
-            .prefix("ingest-")
+            .prefix(&format!("ingest-{}-", std::process::id()))
             .tempdir_in(&root)
             .map_err(|e| Error::Spill { path: root.clone(), message: e.to_string() })?;
         let mut writers = Vec::with_capacity(PARTS);
@@ -402,6 +403,27 @@ impl Incoming {
             })
         });
         Ok(in_memory.into_iter().chain(spilled.into_iter().flatten()))
+    }
+}
+
+/// Deletes the spill folders of ingests whose process is gone (killed: a
+/// finished or failed one deletes its own). Best effort: a folder that
+/// cannot be deleted now is tried again next time.
+fn remove_orphaned_spills(root: &std::path::Path) {
+    // Whether a process is alive is read from /proc; elsewhere keep all.
+    if !std::path::Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name.strip_prefix("ingest-").and_then(|rest| rest.split('-').next()).and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && pid != std::process::id()
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
