@@ -198,6 +198,10 @@ struct IngestArgs {
     /// Orders of unknown members create them instead of being quarantined.
     #[arg(long)]
     create_members: bool,
+    /// Memory the ingest may hold (`512MiB`, `4GiB`; at least 64MiB): bigger inputs are processed in
+    /// chunks and spilled to the warehouse's `_taglake/spill` folder, whatever the size of the tables.
+    #[arg(long, default_value = "2GiB")]
+    memory: String,
     #[command(flatten)]
     wait: WaitArg,
     #[command(flatten)]
@@ -335,6 +339,7 @@ async fn ingest_files(
     files: &[String],
     mapping: Option<&Path>,
     create_members: bool,
+    memory: usize,
 ) -> Result<IngestSummary> {
     lock.check(wh)?;
     let mapping = match mapping {
@@ -344,6 +349,7 @@ async fn ingest_files(
     let files = taglake_ingest::source::expand_inputs(files)?;
     let mut opts = IngestOptions::new(mapping);
     opts.create_members = create_members;
+    opts.memory = memory;
     let (bar, pb) = IngestBar::new(&format!("ingest {}", table.name()));
     let s = taglake_ingest::ingest(wh, &files, &opts, bar).await?;
     pb.finish_and_clear();
@@ -376,9 +382,12 @@ async fn ingest_files(
 }
 
 async fn ingest_cmd(a: IngestArgs) -> Result<()> {
+    let memory = taglake_serve::config::parse_size(&a.memory)
+        .filter(|&m| m >= taglake_ingest::MIN_MEMORY)
+        .with_context(|| format!("--memory {:?}: expected a size of at least 64MiB, like 512MiB or 4GiB", a.memory))?;
     let wh = Warehouse::open(&a.wh.warehouse)?;
     let lock = lock_writer(&wh, &a.wait)?;
-    ingest_files(&wh, &lock, a.table.into(), &a.files, a.mapping.as_deref(), a.create_members).await?;
+    ingest_files(&wh, &lock, a.table.into(), &a.files, a.mapping.as_deref(), a.create_members, memory).await?;
     Ok(())
 }
 
@@ -535,9 +544,10 @@ async fn demo(a: DemoArgs) -> Result<()> {
     println!("\n2. ingest into the warehouse {}", wh.root().display());
     let ext = Format::Parquet.extension();
     let path = |name: &str| a.data.join(name).to_string_lossy().to_string();
-    ingest_files(&wh, &lock, Table::Products, &[path(&format!("products.{ext}"))], None, false).await?;
-    ingest_files(&wh, &lock, Table::Members, &[path(&format!("members.{ext}"))], None, false).await?;
-    ingest_files(&wh, &lock, Table::Orders, &[path("orders")], None, false).await?;
+    let memory = taglake_ingest::DEFAULT_MEMORY;
+    ingest_files(&wh, &lock, Table::Products, &[path(&format!("products.{ext}"))], None, false, memory).await?;
+    ingest_files(&wh, &lock, Table::Members, &[path(&format!("members.{ext}"))], None, false, memory).await?;
+    ingest_files(&wh, &lock, Table::Orders, &[path("orders")], None, false, memory).await?;
     println!("\n3. the warehouse now holds");
     status(wh.root()).await.context("reading the warehouse back")?;
     let members = wh.row_count(Table::Members).await?;
