@@ -83,6 +83,16 @@ impl Warehouse {
         Ok(Some(added))
     }
 
+    /// Creates `table` empty when it does not exist yet, so readers find
+    /// every table an ingest touched (an ingest without bad rows still
+    /// leaves an empty `quarantine`).
+    pub async fn ensure_table(&self, table: Table) -> Result<()> {
+        if self.load(table).await?.is_none() {
+            self.create(table).await?;
+        }
+        Ok(())
+    }
+
     /// One commit that adds `adds` (the JSON actions of
     /// [`PartWriter::finish`](crate::PartWriter::finish)) to `table` and
     /// removes `removes` (paths of files of its current version). Creates

@@ -85,12 +85,13 @@ impl Quarantine {
         Ok(())
     }
 
-    /// Commits the entries of this run (one commit, none without any),
+    /// Commits the entries of this run (one commit, none without any;
+    /// an empty table is created when there is none yet),
     /// then records them in the index.
     pub async fn commit(mut self, wh: &Warehouse) -> Result<()> {
         let adds = self.writer.finish().await?;
         if self.written == 0 {
-            return Ok(());
+            return Ok(wh.ensure_table(Table::Quarantine).await?);
         }
         wh.commit_files(Table::Quarantine, &[], &adds).await?;
         let state = wh.state(Table::Quarantine).await?.expect("just committed");
