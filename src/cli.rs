@@ -87,6 +87,11 @@ enum Command {
     Tag(TagCmd),
     /// Read tag snapshots: list, show, diff, trigger lists.
     Tags(TagsCmd),
+    /// The night's pipeline under one lock: ingest products, members and orders, tag, assign
+    /// communities with the saved model, and one summary (text or JSON) with timings, peak memory and
+    /// the tags entered and exited per family. Exit codes: 0 done, 1 a step failed, 75 the warehouse
+    /// is being written by another command (retry later, or pass --wait).
+    Nightly(crate::nightly::NightlyArgs),
     /// Find communities of similar members (k-means); `cluster profile` describes them.
     Cluster(crate::cluster::ClusterArgs),
     /// Run SQL over the warehouse tables (DataFusion): one statement, or a prompt without one.
@@ -269,8 +274,13 @@ pub fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let command = match cli.command {
+        Command::Nightly(a) => return runtime.block_on(crate::nightly::nightly(a)),
+        other => other,
+    };
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
+            Command::Nightly(_) => unreachable!("run above"),
             Command::Demo(a) => demo(a).await,
             Command::Generate(a) => generate(&a).map(|_| ()),
             Command::Ingest(a) => ingest_cmd(a).await,
@@ -332,7 +342,7 @@ fn generate(a: &GenerateArgs) -> Result<taglake_datasets::GenerateSummary> {
     Ok(s)
 }
 
-async fn ingest_files(
+pub(crate) async fn ingest_files(
     wh: &Warehouse,
     lock: &WriterLock,
     table: Table,
@@ -356,7 +366,7 @@ async fn ingest_files(
     for (path, reason) in &s.failed_files {
         eprintln!("error: {}: {reason}", path.display());
     }
-    println!(
+    report::say!(
         "ingest {}: {} file{}, {} rows read, {} inserted, {} replaced, {} unchanged, {} quarantined{} · {}",
         table.name(),
         s.files,
@@ -370,7 +380,7 @@ async fn ingest_files(
         report::timing(s.rows_read, s.seconds)
     );
     if s.quarantined > 0 {
-        println!(
+        report::say!(
             "  quarantined rows are in {} (file, row, column, reason)",
             wh.table_path(Table::Quarantine).display()
         );
@@ -381,10 +391,15 @@ async fn ingest_files(
     Ok(s)
 }
 
-async fn ingest_cmd(a: IngestArgs) -> Result<()> {
-    let memory = taglake_serve::config::parse_size(&a.memory)
+/// `--memory` of the ingesting commands: a size of at least 64MiB.
+pub(crate) fn parse_memory(text: &str) -> Result<usize> {
+    taglake_serve::config::parse_size(text)
         .filter(|&m| m >= taglake_ingest::MIN_MEMORY)
-        .with_context(|| format!("--memory {:?}: expected a size of at least 64MiB, like 512MiB or 4GiB", a.memory))?;
+        .with_context(|| format!("--memory {text:?}: expected a size of at least 64MiB, like 512MiB or 4GiB"))
+}
+
+async fn ingest_cmd(a: IngestArgs) -> Result<()> {
+    let memory = parse_memory(&a.memory)?;
     let wh = Warehouse::open(&a.wh.warehouse)?;
     let lock = lock_writer(&wh, &a.wait)?;
     ingest_files(&wh, &lock, a.table.into(), &a.files, a.mapping.as_deref(), a.create_members, memory).await?;

@@ -9,6 +9,7 @@ mod distributed;
 mod export;
 mod ingest_generated;
 mod kill;
+mod nightly;
 mod optimize;
 mod repl;
 mod serve;

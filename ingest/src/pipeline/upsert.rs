@@ -417,7 +417,8 @@ fn remove_orphaned_spills(root: &std::path::Path) {
     let Ok(entries) = std::fs::read_dir(root) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let pid = name.strip_prefix("ingest-").and_then(|rest| rest.split('-').next()).and_then(|p| p.parse::<u32>().ok());
+        let pid =
+            name.strip_prefix("ingest-").and_then(|rest| rest.split('-').next()).and_then(|p| p.parse::<u32>().ok());
         if let Some(pid) = pid
             && pid != std::process::id()
             && !std::path::Path::new(&format!("/proc/{pid}")).exists()
