@@ -115,6 +115,7 @@ def main():
     ap.add_argument("--memory", default="2GiB")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--commit", default="unknown")
+    ap.add_argument("--no-duckdb", action="store_true", help="skip the DuckDB side (it needs the history's size again on disk)")
     a = ap.parse_args()
     tl = os.path.abspath(a.taglake)
     base = os.environ.get("TAGLAKE_BENCH_DIR", os.path.expanduser("~/.cache/taglake-bench"))
@@ -159,9 +160,10 @@ def main():
     for p in (duck, duck + ".wal"):
         if os.path.exists(p):
             os.remove(p)
-    t, rss, out = measured([py, "-c", DUCKDB_LOAD, duck, data, duck_mem], work)
-    res["duckdb_load"] = {"seconds": t, "peak_rss": rss}
-    print(f"{'duckdb: load history':<28}{t:>9.1f} s  {gib(rss):>10}", flush=True)
+    if not a.no_duckdb:
+        t, rss, out = measured([py, "-c", DUCKDB_LOAD, duck, data, duck_mem], work)
+        res["duckdb_load"] = {"seconds": t, "peak_rss": rss}
+        print(f"{'duckdb: load history':<28}{t:>9.1f} s  {gib(rss):>10}", flush=True)
 
     # The history ends the day before the generator's end date; night n is
     # that date + n - 1.
@@ -184,9 +186,11 @@ def main():
         assert summary["status"] == "ok", summary
         orders = next(s for s in summary["steps"] if s["step"] == "ingest orders")["counts"]
         size = sizes(wh)
-        dt, drss, dout = measured([py, "-c", DUCKDB_NIGHT, duck, day_dir, duck_mem], work)
-        d_inserted, d_replaced = map(int, dout.split())
-        assert d_inserted == orders["inserted"], (d_inserted, orders)
+        dt, drss, d_inserted, d_replaced = 0.0, 0, 0, 0
+        if not a.no_duckdb:
+            dt, drss, dout = measured([py, "-c", DUCKDB_NIGHT, duck, day_dir, duck_mem], work)
+            d_inserted, d_replaced = map(int, dout.split())
+            assert d_inserted == orders["inserted"], (d_inserted, orders)
         night = {"night": n, "day": day, "order_lines": day_lines, "member_rows": day_members,
                  "seconds": t, "peak_rss": rss, "summary": summary, "sizes": size,
                  "duckdb": {"seconds": dt, "peak_rss": drss, "inserted": d_inserted, "replaced": d_replaced}}
@@ -215,7 +219,8 @@ def main():
             if s["status"] == "done":
                 print(f"| &nbsp;&nbsp;{s['step']} | {s['seconds']:.1f} s | {gib(s['peak_memory_bytes'] or 0)} |")
         d = nt["duckdb"]
-        print(f"| &nbsp;&nbsp;DuckDB append + upsert, same files | {d['seconds']:.1f} s | {gib(d['peak_rss'])} |")
+        if not a.no_duckdb:
+                print(f"| &nbsp;&nbsp;DuckDB append + upsert, same files | {d['seconds']:.1f} s | {gib(d['peak_rss'])} |")
 
 
 if __name__ == "__main__":

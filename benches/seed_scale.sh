@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The nightly pipeline at a brand's scale, step by step, with DuckDB doing
 # the same day's dedup-append and member upsert on the same files.
-#   benches/seed_scale.sh [MEMBERS] [NIGHTS]
+#   benches/seed_scale.sh [MEMBERS] [NIGHTS] [--no-duckdb]
 # MEMBERS defaults to 10,000,000 (5 order lines per member and year over 2
 # years: ~100 M lines); 42000000 is the brand this project is built for.
 # Builds taglake in release mode, installs DuckDB (pinned) into
@@ -20,4 +20,4 @@ fi
 benches/.venv/bin/pip install --quiet --disable-pip-version-check duckdb==2.0.1
 exec benches/.venv/bin/python benches/seed_scale.py \
   --taglake "$CARGO_TARGET_DIR/release/taglake" --members "$MEMBERS" --nights "$NIGHTS" \
-  --commit "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!benches' || echo -dirty)"
+  --commit "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!benches' || echo -dirty)" "${@:3}"
