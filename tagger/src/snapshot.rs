@@ -12,6 +12,7 @@
 //! snapshot number (a Delta `txn` action), so two writers can never publish
 //! the same number, even without the lock.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::Mutex;
 
@@ -267,20 +268,19 @@ pub async fn info(wh: &Warehouse, snapshot: Option<i64>) -> Result<SnapshotInfo>
     })
 }
 
-/// Reads the bitmaps of a snapshot (all tags, or the named ones), validating
-/// the stored bytes. Returns the snapshot version and `(name, bitmap)` in
-/// catalog order.
-pub async fn bitmaps(
-    wh: &Warehouse,
-    snapshot: Option<i64>,
+/// Calls `each(position, name, bitmap)` for every tag of snapshot `v`
+/// (`files`) that `only` admits, validating the stored bytes; from several
+/// threads, without keeping the bitmaps.
+fn each_bitmap(
+    v: i64,
+    files: &[std::path::PathBuf],
     only: Option<&[&str]>,
-) -> Result<(i64, Vec<(String, RoaringBitmap)>)> {
-    let (v, files) = snapshot_files(wh, snapshot).await?;
+    each: impl Fn(i32, &str, RoaringBitmap) + Sync,
+) -> Result<()> {
     let t = Table::Tags;
     let wanted = [Wanted::plain(t, "position"), Wanted::plain(t, "name"), Wanted::plain(t, "bitmap")];
-    let out = Mutex::new(Vec::new());
     tokio::task::block_in_place(|| {
-        scan::<_, Error>(t, &files, &wanted, |b| {
+        scan::<_, Error>(t, files, &wanted, |b| {
             let pos = b.column(0).as_primitive::<Int32Type>();
             let names = b.column(1).as_string::<i32>();
             let bytes = b.column(2).as_binary::<i32>();
@@ -294,11 +294,24 @@ pub async fn bitmaps(
                     tag: name.into(),
                     message: e.to_string(),
                 })?;
-                out.lock().expect("bitmaps").push((pos.value(r), name.to_string(), bm));
+                each(pos.value(r), name, bm);
             }
             Ok(())
         })
-    })?;
+    })
+}
+
+/// Reads the bitmaps of a snapshot (all tags, or the named ones), validating
+/// the stored bytes. Returns the snapshot version and `(name, bitmap)` in
+/// catalog order.
+pub async fn bitmaps(
+    wh: &Warehouse,
+    snapshot: Option<i64>,
+    only: Option<&[&str]>,
+) -> Result<(i64, Vec<(String, RoaringBitmap)>)> {
+    let (v, files) = snapshot_files(wh, snapshot).await?;
+    let out = Mutex::new(Vec::new());
+    each_bitmap(v, &files, only, |pos, name, bm| out.lock().expect("bitmaps").push((pos, name.to_string(), bm)))?;
     let mut all = out.into_inner().expect("bitmaps");
     all.sort_by_key(|(p, _, _)| *p);
     if let Some(only) = only {
@@ -331,23 +344,30 @@ pub struct TagDiff {
 }
 
 /// Who entered and left each tag between two snapshots. Tags present in
-/// only one snapshot count fully as entered or exited.
+/// only one snapshot count fully as entered or exited. Holds the older
+/// snapshot's bitmaps and one tag of the newer at a time.
 pub async fn diff(wh: &Warehouse, from: i64, to: i64) -> Result<Vec<TagDiff>> {
     let (_, old) = bitmaps(wh, Some(from), None).await?;
-    let (_, new) = bitmaps(wh, Some(to), None).await?;
+    let by_name: HashMap<&str, &RoaringBitmap> = old.iter().map(|(n, b)| (n.as_str(), b)).collect();
+    let (v, files) = snapshot_files(wh, Some(to)).await?;
     let empty = RoaringBitmap::new();
-    let mut out = Vec::new();
-    for (name, n) in &new {
-        let o = old.iter().find(|(on, _)| on == name).map(|(_, b)| b).unwrap_or(&empty);
-        let entered = n.difference_len(o);
-        let exited = o.difference_len(n);
-        out.push(TagDiff { name: name.clone(), entered, exited, net: entered as i64 - exited as i64 });
-    }
-    for (name, o) in &old {
-        if !new.iter().any(|(n, _)| n == name) {
-            out.push(TagDiff { name: name.clone(), entered: 0, exited: o.len(), net: -(o.len() as i64) });
-        }
-    }
+    let rows = Mutex::new(Vec::new());
+    each_bitmap(v, &files, None, |pos, name, n| {
+        let o = by_name.get(name).copied().unwrap_or(&empty);
+        let (entered, exited) = (n.difference_len(o), o.difference_len(&n));
+        let d = TagDiff { name: name.to_string(), entered, exited, net: entered as i64 - exited as i64 };
+        rows.lock().expect("diff").push((pos, d));
+    })?;
+    let mut rows = rows.into_inner().expect("diff");
+    rows.sort_by_key(|(p, _)| *p);
+    let mut out: Vec<TagDiff> = rows.into_iter().map(|(_, d)| d).collect();
+    let new: HashSet<&str> = out.iter().map(|d| d.name.as_str()).collect();
+    let gone: Vec<TagDiff> = old
+        .iter()
+        .filter(|(name, _)| !new.contains(name.as_str()))
+        .map(|(name, o)| TagDiff { name: name.clone(), entered: 0, exited: o.len(), net: -(o.len() as i64) })
+        .collect();
+    out.extend(gone);
     Ok(out)
 }
 
