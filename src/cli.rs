@@ -185,8 +185,39 @@ struct DemoArgs {
     /// Where the generated exports go.
     #[arg(long, default_value = "data/demo")]
     data: PathBuf,
-    #[command(flatten)]
-    wh: WarehouseArg,
+    /// The demo's own warehouse: a new or empty folder, or one an earlier demo
+    /// made. Never the configured warehouse (`TAGLAKE_WAREHOUSE` is not read):
+    /// the member dictionary is append-only, so synthetic members would stay
+    /// in real data forever.
+    #[arg(long, default_value = "data/demo/warehouse")]
+    warehouse: PathBuf,
+}
+
+/// The file that marks a warehouse folder as the demo's.
+const DEMO_MARK: &str = ".taglake-demo";
+
+/// Claims `dir` for the demo: creates it, or accepts it when it is empty
+/// or was made by an earlier demo; refuses any other folder.
+fn claim_demo_warehouse(dir: &Path) -> Result<()> {
+    let mark = dir.join(DEMO_MARK);
+    if mark.is_file() {
+        return Ok(());
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries.count(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    if entries > 0 {
+        bail!(
+            "--warehouse {}: the folder holds data the demo did not write, and the demo never adds its synthetic \
+             members to another warehouse (the member dictionary is append-only); give it a new folder",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let note = "This warehouse was made by `taglake demo`: synthetic members only.\n";
+    std::fs::write(&mark, note).with_context(|| format!("writing {}", mark.display()))
 }
 
 pub fn run() -> ExitCode {
@@ -357,6 +388,7 @@ async fn optimize(a: OptimizeArgs) -> Result<()> {
 
 async fn demo(a: DemoArgs) -> Result<()> {
     let start = Instant::now();
+    claim_demo_warehouse(&a.warehouse)?;
     println!("taglake demo: a synthetic retail member base through the pipeline\n");
     println!("1. generate {} members (seed {}) into {}", report::count(a.members), a.seed, a.data.display());
     let g = generate(&GenerateArgs {
@@ -368,8 +400,8 @@ async fn demo(a: DemoArgs) -> Result<()> {
         end_date: None,
         lines_per_member_year: 10.0,
     })?;
-    let wh = Warehouse::open(&a.wh.warehouse)?;
-    println!("\n2. ingest into the warehouse {}", wh.root().display());
+    let wh = Warehouse::open(&a.warehouse)?;
+    println!("\n2. ingest into the demo's own warehouse {}", wh.root().display());
     let ext = Format::Parquet.extension();
     let path = |name: &str| a.data.join(name).to_string_lossy().to_string();
     ingest_files(&wh, Table::Products, &[path(&format!("products.{ext}"))], None, false).await?;
@@ -397,6 +429,7 @@ async fn demo(a: DemoArgs) -> Result<()> {
             as_of: None,
             catalog: None,
             keep_features_days: 7,
+            max_family_values: None,
             cluster: Default::default(),
             range_members: None,
         },
@@ -448,5 +481,9 @@ async fn demo(a: DemoArgs) -> Result<()> {
         println!("   {line}");
     }
     println!("\ndemo finished in {:.1} s", start.elapsed().as_secs_f64());
+    println!(
+        "its warehouse is {0}; look around with --warehouse {0} (e.g. taglake tags list --warehouse {0})",
+        a.warehouse.display()
+    );
     Ok(())
 }

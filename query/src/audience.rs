@@ -8,6 +8,14 @@
 //! case-insensitive, `NOT` binds tighter than `AND`, which binds tighter
 //! than `OR`. Errors give the position with a caret and, for an unknown
 //! tag, the closest known name.
+//!
+//! Parentheses and `NOT` may nest at most [`MAX_DEPTH`] levels: the parser,
+//! the evaluator and every other walk over a [`Node`] recurse once per
+//! level, and an expression typed by a person never comes near the limit,
+//! while one pasted or generated (`((((…))))` fifty thousand deep, a
+//! `NOT NOT NOT …` chain) must be refused with an error instead of
+//! overflowing the stack of a server thread. `AND` and `OR` chains are flat
+//! [`Node::And`] / [`Node::Or`] lists, so their length costs no depth.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -15,6 +23,12 @@ use std::fmt;
 use roaring::RoaringBitmap;
 
 use crate::tagset::TagSet;
+
+/// How deep parentheses and `NOT` may nest in an audience expression.
+pub const MAX_DEPTH: usize = 200;
+
+/// Characters of the expression an error shows on each side of the caret.
+const EXCERPT: usize = 60;
 
 /// A parsed audience over the tags of one [`TagSet`] (by position).
 #[derive(Debug, Clone, PartialEq)]
@@ -45,10 +59,18 @@ pub struct AudienceError {
 }
 
 impl fmt::Display for AudienceError {
+    /// The message, the expression (around the position when it is long:
+    /// a generated one can be megabytes) and a caret under the position.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{} (at position {})", self.message, self.position + 1)?;
-        writeln!(f, "  {}", self.text)?;
-        write!(f, "  {}{}", " ".repeat(self.position), "^".repeat(self.width.max(1)))
+        let chars = self.text.chars().count();
+        let from = self.position.saturating_sub(EXCERPT);
+        let to = (self.position + self.width.max(1) + EXCERPT).min(chars);
+        let (lead, tail) = (if from > 0 { "…" } else { "" }, if to < chars { "…" } else { "" });
+        let excerpt: String = self.text.chars().skip(from).take(to - from).collect();
+        writeln!(f, "  {lead}{excerpt}{tail}")?;
+        let pad = self.position - from + lead.chars().count();
+        write!(f, "  {}{}", " ".repeat(pad), "^".repeat(self.width.max(1)))
     }
 }
 
@@ -82,7 +104,7 @@ impl Token {
 /// Parses `text` against the tags of `tags`.
 pub fn parse(text: &str, tags: &TagSet) -> Result<Node, AudienceError> {
     let tokens = tokenize(text)?;
-    let mut p = Parser { text, tokens, at: 0, tags };
+    let mut p = Parser { text, tokens, at: 0, tags, depth: 0 };
     if matches!(p.peek().0, Token::End) {
         return Err(p.error(0, 0, "the audience is empty: give tag names joined by AND, OR, NOT".into()));
     }
@@ -156,6 +178,8 @@ struct Parser<'a> {
     tokens: Vec<(Token, usize, usize)>,
     at: usize,
     tags: &'a TagSet,
+    /// Parentheses and `NOT`s open around the current token.
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -190,13 +214,34 @@ impl Parser<'_> {
         Ok(if items.len() == 1 { items.pop().expect("one") } else { join(items) })
     }
 
+    /// One level deeper for the `(` or `NOT` at `pos`; an error past [`MAX_DEPTH`].
+    /// Callers decrement `depth` when the level is parsed.
+    fn enter(&mut self, pos: usize, width: usize) -> Result<(), AudienceError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            let message = format!(
+                "the audience is nested too deeply: more than {MAX_DEPTH} levels of parentheses and NOT \
+                 (write long lists as flat `a OR b OR c` chains)"
+            );
+            return Err(self.error(pos, width, message));
+        }
+        Ok(())
+    }
+
     fn unary(&mut self) -> Result<Node, AudienceError> {
         let (token, pos, width) = self.peek();
         self.at += 1;
         match token {
-            Token::Not => Ok(Node::Not(Box::new(self.unary()?))),
+            Token::Not => {
+                self.enter(pos, width)?;
+                let inner = self.unary()?;
+                self.depth -= 1;
+                Ok(Node::Not(Box::new(inner)))
+            }
             Token::Open => {
+                self.enter(pos, width)?;
                 let inner = self.or()?;
+                self.depth -= 1;
                 match self.peek() {
                     (Token::Close, _, _) => {
                         self.at += 1;
@@ -289,7 +334,9 @@ pub fn sample(keys: &RoaringBitmap, n: usize, seed: u64) -> Vec<u32> {
         z ^ (z >> 31)
     }
     let salt = mix(seed.wrapping_add(0x9e37_79b9_7f4a_7c15));
-    let mut heap = std::collections::BinaryHeap::with_capacity(n + 1);
+    // Never more than the audience: `n` may be anything a user typed.
+    let n = n.min(usize::try_from(keys.len()).unwrap_or(usize::MAX));
+    let mut heap = std::collections::BinaryHeap::with_capacity(n.saturating_add(1));
     for k in keys {
         let h = (mix(salt ^ u64::from(k)), k);
         if heap.len() < n {
@@ -396,6 +443,38 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let t = small_tags();
+        // Fifty thousand parentheses and a hundred thousand NOTs: refused at
+        // the first level past the limit, with the position.
+        let deep = format!("{}tier_gold{}", "(".repeat(50_000), ")".repeat(50_000));
+        let e = parse(&deep, &t).unwrap_err();
+        assert_eq!(e.position, MAX_DEPTH);
+        assert!(e.message.starts_with("the audience is nested too deeply: more than 200 levels"), "{e}");
+        let nots = format!("{}tier_gold", "NOT ".repeat(100_000));
+        let e = parse(&nots, &t).unwrap_err();
+        assert_eq!(e.position, MAX_DEPTH * 4);
+        assert!(e.message.contains("too deeply"), "{e}");
+        // The message shows the expression around the position, not all of it.
+        let shown = e.to_string();
+        assert!(shown.len() < 400, "{shown}");
+        let lines: Vec<&str> = shown.lines().collect();
+        assert!(lines[1].starts_with("  …NOT NOT") && lines[1].ends_with('…'), "{shown}");
+        assert_eq!(lines[2].find('^'), Some(2 + 1 + EXCERPT), "{shown}");
+        // Up to the limit is fine, and evaluates.
+        let ok = format!("{}tier_gold{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
+        assert_eq!(evaluate(&parse(&ok, &t).unwrap(), &t).unwrap().len(), 40);
+        let even = format!("{}tier_gold", "NOT ".repeat(MAX_DEPTH));
+        assert_eq!(evaluate(&parse(&even, &t).unwrap(), &t).unwrap().len(), 40);
+        // Long flat chains cost no depth: 300,000 terms are one OR node.
+        let wide = vec!["tier_gold", "dormant_60_90", "in_experiment"].repeat(100_000).join(" OR ");
+        let n = parse(&wide, &t).unwrap();
+        assert!(matches!(&n, Node::Or(items) if items.len() == 300_000));
+        let want = parse("tier_gold OR dormant_60_90 OR in_experiment", &t).unwrap();
+        assert_eq!(evaluate(&n, &t).unwrap(), evaluate(&want, &t).unwrap());
+    }
+
+    #[test]
     fn samples_are_seeded_uniform_and_within_the_audience() {
         let keys: RoaringBitmap = (0..10_000).filter(|k| k % 3 == 0).collect();
         let a = sample(&keys, 50, 7);
@@ -404,6 +483,8 @@ pub(crate) mod tests {
         assert_eq!(a, sample(&keys, 50, 7));
         assert_ne!(a, sample(&keys, 50, 8));
         assert_eq!(sample(&keys, 100_000, 1).len(), keys.len() as usize);
+        // Any `n` is fine: the heap never holds more than the audience.
+        assert_eq!(sample(&keys, usize::MAX, 1).len(), keys.len() as usize);
         // Uniform: a 1,000-member sample splits the key range about evenly.
         let low = sample(&keys, 1000, 3).iter().filter(|&&k| k < 5_000).count();
         assert!((430..=570).contains(&low), "{low}");

@@ -28,6 +28,8 @@ pub struct RefreshOptions {
     /// Keep the files of `features` versions replaced within this long
     /// (time travel); older ones are deleted after the run. `None` keeps all.
     pub keep_features: Option<chrono::Duration>,
+    /// Overrides the catalog's `max_family_values`.
+    pub max_family_values: Option<usize>,
 }
 
 /// What a run did, with timings.
@@ -55,6 +57,8 @@ pub struct RefreshSummary {
     pub snapshot_seconds: f64,
     /// Files of old `features` versions deleted.
     pub features_files_vacuumed: usize,
+    /// Families and features left out (too many values), one note each.
+    pub skipped: Vec<String>,
 }
 
 impl RefreshSummary {
@@ -96,11 +100,17 @@ pub fn catalog_from(user: Option<(&str, &str)>) -> Result<(CatalogFile, String, 
 /// Computes features and tags and commits the `features` table and a new
 /// tag snapshot.
 pub async fn refresh(wh: &Warehouse, options: &RefreshOptions) -> Result<RefreshSummary> {
-    let (catalog, source, digest) = load_catalog(options.catalog.as_deref())?;
+    let (mut catalog, source, digest) = load_catalog(options.catalog.as_deref())?;
+    if let Some(n) = options.max_family_values {
+        catalog.set_max_family_values(n)?;
+    }
     let t0 = Instant::now();
-    let fs =
-        features::compute(wh, &FeatureOptions { as_of: options.as_of, growth_per_unit: catalog.growth_per_unit() })
-            .await?;
+    let feature_options = FeatureOptions {
+        as_of: options.as_of,
+        growth_per_unit: catalog.growth_per_unit(),
+        max_family_values: catalog.max_family_values(),
+    };
+    let fs = features::compute(wh, &feature_options).await?;
     let features_seconds = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let mut compiled = Compiled::new(&catalog, &source, &fs)?;
@@ -139,6 +149,7 @@ pub async fn refresh(wh: &Warehouse, options: &RefreshOptions) -> Result<Refresh
     };
     let features_version = writer.await.map_err(|e| Error::Internal(format!("features writer panicked: {e}")))?;
     let (compiled, bitmaps, base) = evaluated?;
+    let skipped = compiled.skipped.clone();
     let (as_of, order_lines) = (fs.as_of, fs.lines);
     drop(fs);
     let features_version = features_version?;
@@ -176,6 +187,7 @@ pub async fn refresh(wh: &Warehouse, options: &RefreshOptions) -> Result<Refresh
         features_seconds,
         evaluate_seconds,
         snapshot_seconds: t2.elapsed().as_secs_f64(),
+        skipped,
     })
 }
 

@@ -31,15 +31,15 @@ fn fixture_copy() -> tempfile::TempDir {
 }
 
 /// A running `taglake serve`, killed when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     log: PathBuf,
     _logdir: tempfile::TempDir,
 }
 
 impl Server {
-    fn start(cwd: &Path, args: &[&str]) -> Server {
+    pub(crate) fn start(cwd: &Path, args: &[&str]) -> Server {
         let logdir = tempfile::tempdir().unwrap();
         let log = logdir.path().join("serve.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_taglake"))
@@ -62,7 +62,7 @@ impl Server {
         Server { child, port, log, _logdir: logdir }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -91,7 +91,7 @@ impl Server {
     }
 
     /// Runs a Python script with psycopg; `PORT` is in its environment.
-    fn python(&self, script: &str, args: &[&str]) -> String {
+    pub(crate) fn python(&self, script: &str, args: &[&str]) -> String {
         let out =
             Command::new(python()).args(["-c", script]).args(args).env("PORT", self.port.to_string()).output().unwrap();
         assert!(
