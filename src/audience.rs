@@ -105,6 +105,8 @@ pub struct ExportArgs {
     #[arg(long)]
     open_ended: bool,
     #[command(flatten)]
+    wait: crate::cli::WaitArg,
+    #[command(flatten)]
     wh: crate::cli::WarehouseArg,
 }
 
@@ -373,10 +375,25 @@ pub async fn export_cmd(a: ExportArgs) -> Result<()> {
         launched_at,
         ends_at,
     };
-    let s = export::export(&wh, &options).await?;
+    let lock = crate::cli::lock_writer(&wh, &a.wait)?;
+    let s = export::export(&wh, &lock, &options).await?;
     let e = &s.experiment;
     let arms =
         e.arms.iter().map(|a| format!("{} {}", a.name, report::count(a.members))).collect::<Vec<_>>().join(" · ");
+    if s.reused {
+        println!(
+            "export: experiment {} \"{}\" was already recorded by this export (snapshot {}, launched {}): \
+             nothing new recorded; {arms} → {} ({} rows) written again from its members · {:.2} s",
+            e.id,
+            e.name,
+            e.snapshot,
+            e.launched_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            options.out.display(),
+            report::count(s.rows),
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     println!(
         "export: experiment {} \"{}\": {} members in the audience, {} in the global holdout ({}), {arms} → {} ({} rows) · snapshot {} · {:.2} s",
         e.id,

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use taglake_datasets::{Format, GenerateConfig};
 use taglake_ingest::{CheckedMapping, IngestOptions, IngestSummary, Mapping};
-use taglake_storage::{Table, Warehouse};
+use taglake_storage::{Table, Wait, Warehouse, WriterLock};
 
 use crate::report::{self, IngestBar};
 
@@ -26,6 +26,47 @@ pub(crate) struct WarehouseArg {
     pub(crate) warehouse: PathBuf,
 }
 
+#[derive(Args, Clone, Default)]
+pub(crate) struct WaitArg {
+    /// If another command is writing the warehouse, wait for it to finish instead of failing.
+    #[arg(long)]
+    pub(crate) wait: bool,
+}
+
+/// Takes the warehouse writer lock for this command (see
+/// `taglake_storage::lock`): refused with the holder's name, or queued
+/// behind it with `--wait`. Hold it until the command ends.
+pub(crate) fn lock_writer(wh: &Warehouse, wait: &WaitArg) -> Result<WriterLock> {
+    let command = command_line();
+    let lock = match wh.lock_writer(&command, Wait::No) {
+        Ok(lock) => lock,
+        Err(taglake_storage::Error::Locked { holder, .. }) if wait.wait => {
+            eprintln!("waiting: the warehouse is being written by {holder}");
+            wh.lock_writer(&command, Wait::Yes)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(h) = lock.interrupted() {
+        eprintln!(
+            "note: the previous writer, {h}, stopped before it finished (killed or crashed); what it committed \
+             stays, a re-run of it completes its work, and `taglake vacuum` reclaims the files it left"
+        );
+    }
+    Ok(lock)
+}
+
+/// This process's command line as a user would type it.
+fn command_line() -> String {
+    let quote = |a: String| {
+        if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+".contains(c)) {
+            a
+        } else {
+            format!("'{}'", a.replace('\'', "'\\''"))
+        }
+    };
+    std::iter::once("taglake".to_string()).chain(std::env::args().skip(1).map(quote)).collect::<Vec<_>>().join(" ")
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Generate sample data, ingest it and show what the pipeline did.
@@ -34,8 +75,11 @@ enum Command {
     Generate(GenerateArgs),
     /// Validate exports and commit them to the warehouse; bad rows go to quarantine.
     Ingest(IngestArgs),
-    /// Show the warehouse tables: versions and row counts.
+    /// Show the warehouse tables: versions, row counts, sizes, what `vacuum` can reclaim, who is writing.
     Status(WarehouseArg),
+    /// Delete files no table version needs any more: replaced files older than --retain, and files
+    /// killed or failed commands left. The current and the previous version of every table stay.
+    Vacuum(VacuumArgs),
     /// Rewrite a table's files in member_key order (Delta OPTIMIZE ZORDER BY member_key), so reads of a
     /// member range (a cluster's tag refresh) skip almost all of them.
     Optimize(OptimizeArgs),
@@ -67,6 +111,8 @@ enum Command {
 struct TagCmd {
     #[command(flatten)]
     args: crate::tags::TagArgs,
+    #[command(flatten)]
+    wait: WaitArg,
     #[command(flatten)]
     wh: WarehouseArg,
 }
@@ -153,6 +199,8 @@ struct IngestArgs {
     #[arg(long)]
     create_members: bool,
     #[command(flatten)]
+    wait: WaitArg,
+    #[command(flatten)]
     wh: WarehouseArg,
 }
 
@@ -170,6 +218,23 @@ struct OptimizeArgs {
     /// Memory the sort may hold before it spills to the temporary directory (`256MiB`, `4GiB`).
     #[arg(long, default_value = "512MiB")]
     memory: String,
+    #[command(flatten)]
+    wait: WaitArg,
+    #[command(flatten)]
+    wh: WarehouseArg,
+}
+
+#[derive(Args)]
+struct VacuumArgs {
+    /// List what would be deleted, with sizes, and delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Keep files replaced (or, for files no version references, written) less than this long ago:
+    /// `7d`, `36h`, `30m`, `0`. Versions older than this can no longer be read afterwards.
+    #[arg(long, default_value = "7d")]
+    retain: String,
+    #[command(flatten)]
+    wait: WaitArg,
     #[command(flatten)]
     wh: WarehouseArg,
 }
@@ -191,6 +256,8 @@ struct DemoArgs {
     /// in real data forever.
     #[arg(long, default_value = "data/demo/warehouse")]
     warehouse: PathBuf,
+    #[command(flatten)]
+    wait: WaitArg,
 }
 
 /// The file that marks a warehouse folder as the demo's.
@@ -235,8 +302,13 @@ pub fn run() -> ExitCode {
             Command::Generate(a) => generate(&a).map(|_| ()),
             Command::Ingest(a) => ingest_cmd(a).await,
             Command::Status(a) => status(&a.warehouse).await,
+            Command::Vacuum(a) => vacuum(a).await,
             Command::Optimize(a) => optimize(a).await,
-            Command::Tag(a) => crate::tags::tag(&Warehouse::open(&a.wh.warehouse)?, &a.args).await.map(|_| ()),
+            Command::Tag(a) => {
+                let wh = Warehouse::open(&a.wh.warehouse)?;
+                let lock = lock_writer(&wh, &a.wait)?;
+                crate::tags::tag(&wh, &lock, &a.args).await.map(|_| ())
+            }
             Command::Tags(a) => crate::tags::tags(&Warehouse::open(&a.wh.warehouse)?, a.command).await,
             Command::Cluster(a) => crate::cluster::cluster(&Warehouse::open(&a.wh.warehouse)?, a).await,
             Command::Sql(a) => crate::sql::sql(a).await,
@@ -289,11 +361,13 @@ fn generate(a: &GenerateArgs) -> Result<taglake_datasets::GenerateSummary> {
 
 async fn ingest_files(
     wh: &Warehouse,
+    lock: &WriterLock,
     table: Table,
     files: &[String],
     mapping: Option<&Path>,
     create_members: bool,
 ) -> Result<IngestSummary> {
+    lock.check(wh)?;
     let mapping = match mapping {
         Some(p) => Mapping::from_file(p)?.check(table)?,
         None => CheckedMapping::canonical(table),
@@ -334,24 +408,111 @@ async fn ingest_files(
 
 async fn ingest_cmd(a: IngestArgs) -> Result<()> {
     let wh = Warehouse::open(&a.wh.warehouse)?;
-    ingest_files(&wh, a.table.into(), &a.files, a.mapping.as_deref(), a.create_members).await?;
+    let lock = lock_writer(&wh, &a.wait)?;
+    ingest_files(&wh, &lock, a.table.into(), &a.files, a.mapping.as_deref(), a.create_members).await?;
     Ok(())
 }
 
+/// The retention `vacuum` keeps by default, and `status` reports against.
+const DEFAULT_RETAIN: &str = "7d";
+
 async fn status(warehouse: &Path) -> Result<()> {
     let wh = Warehouse::open(warehouse)?;
+    let retain = parse_retain(DEFAULT_RETAIN)?;
     println!("warehouse {}", wh.root().display());
-    println!("{:<12} {:>8} {:>14}", "table", "version", "rows");
+    println!("{:<12} {:>8} {:>11} {:>11} {:>14}", "table", "version", "size", "reclaimable", "rows");
+    let (mut reclaimable, mut files, mut younger) = (0, 0, 0);
     for t in Table::ALL {
         let v = wh.version(t).await?;
         let rows = wh.row_count(t).await?;
+        let size: u64 = wh.files(t).await?.iter().map(|f| f.size).sum();
+        let now = wh.reclaimable(t, retain).await?;
+        let all = wh.reclaimable(t, chrono::Duration::zero()).await?;
+        (reclaimable, files, younger) = (reclaimable + now.bytes(), files + now.files.len(), younger + all.bytes());
         println!(
-            "{:<12} {:>8} {:>14}",
+            "{:<12} {:>8} {:>11} {:>11} {:>14}",
             t.name(),
             v.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+            report::bytes(size),
+            report::bytes(now.bytes()),
             report::count(rows)
         );
     }
+    let younger = younger.saturating_sub(reclaimable);
+    println!(
+        "reclaimable: {} in {} file{} by `taglake vacuum` (unneeded for more than {DEFAULT_RETAIN}){}",
+        report::bytes(reclaimable),
+        report::count(files as u64),
+        if files == 1 { "" } else { "s" },
+        if younger > 0 {
+            format!("; {} more unneeded for less long (`--retain` shorter reclaims them)", report::bytes(younger))
+        } else {
+            String::new()
+        }
+    );
+    match taglake_storage::lock::last_holder(wh.root()) {
+        None => println!("writer: none"),
+        Some(h) if h.alive() == Some(false) => {
+            println!("writer: none; the last one, {h}, stopped before it finished: run it again")
+        }
+        Some(h) if h.alive() == Some(true) => println!("writer: {h}"),
+        Some(h) => println!("writer: {h}, unless it stopped before it finished"),
+    }
+    Ok(())
+}
+
+/// `7d`, `36h`, `30m`, `2w` or `0`.
+fn parse_retain(text: &str) -> Result<chrono::Duration> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let bad = || {
+        anyhow::anyhow!("--retain `{text}`: write a number of minutes, hours, days or weeks (30m, 36h, 7d, 2w) or 0")
+    };
+    let n: i64 = n.parse().map_err(|_| bad())?;
+    Ok(match unit {
+        "" if n == 0 => chrono::Duration::zero(),
+        "m" => chrono::Duration::minutes(n),
+        "h" => chrono::Duration::hours(n),
+        "d" => chrono::Duration::days(n),
+        "w" => chrono::Duration::weeks(n),
+        _ => return Err(bad()),
+    })
+}
+
+async fn vacuum(a: VacuumArgs) -> Result<()> {
+    let retain = parse_retain(&a.retain)?;
+    let wh = Warehouse::open(&a.wh.warehouse)?;
+    let lock = lock_writer(&wh, &a.wait)?;
+    let verb = if a.dry_run { "would delete" } else { "deleted" };
+    let (mut files, mut bytes) = (0, 0);
+    for t in Table::ALL {
+        let done = wh.vacuum(&lock, t, retain, a.dry_run).await?;
+        if done.files.is_empty() {
+            continue;
+        }
+        println!(
+            "vacuum {}: {verb} {} file{}, {}",
+            t.name(),
+            report::count(done.files.len() as u64),
+            if done.files.len() == 1 { "" } else { "s" },
+            report::bytes(done.bytes())
+        );
+        for (path, size) in &done.files {
+            let shown = path.strip_prefix(wh.root()).unwrap_or(path);
+            println!("  {:<72} {:>10}", shown.display(), report::bytes(*size));
+        }
+        (files, bytes) = (files + done.files.len(), bytes + done.bytes());
+    }
+    println!(
+        "vacuum: {verb} {} file{}, {} (kept: the current and previous version of every table, and files unneeded \
+         for less than {}){}",
+        report::count(files as u64),
+        if files == 1 { "" } else { "s" },
+        report::bytes(bytes),
+        a.retain,
+        if a.dry_run { "; nothing was deleted (--dry-run)" } else { "" }
+    );
     Ok(())
 }
 
@@ -364,6 +525,7 @@ async fn optimize(a: OptimizeArgs) -> Result<()> {
         .filter(|&m| m >= 16 << 20)
         .with_context(|| format!("--memory {:?}: expected a size of at least 16MiB, like 512MiB or 4GiB", a.memory))?;
     let wh = Warehouse::open(&a.wh.warehouse)?;
+    let _lock = lock_writer(&wh, &a.wait)?;
     let started = Instant::now();
     let rows = wh.row_count(table).await?;
     let sorted = wh
@@ -389,6 +551,8 @@ async fn optimize(a: OptimizeArgs) -> Result<()> {
 async fn demo(a: DemoArgs) -> Result<()> {
     let start = Instant::now();
     claim_demo_warehouse(&a.warehouse)?;
+    let wh = Warehouse::open(&a.warehouse)?;
+    let lock = lock_writer(&wh, &a.wait)?;
     println!("taglake demo: a synthetic retail member base through the pipeline\n");
     println!("1. generate {} members (seed {}) into {}", report::count(a.members), a.seed, a.data.display());
     let g = generate(&GenerateArgs {
@@ -400,13 +564,12 @@ async fn demo(a: DemoArgs) -> Result<()> {
         end_date: None,
         lines_per_member_year: 10.0,
     })?;
-    let wh = Warehouse::open(&a.warehouse)?;
     println!("\n2. ingest into the demo's own warehouse {}", wh.root().display());
     let ext = Format::Parquet.extension();
     let path = |name: &str| a.data.join(name).to_string_lossy().to_string();
-    ingest_files(&wh, Table::Products, &[path(&format!("products.{ext}"))], None, false).await?;
-    ingest_files(&wh, Table::Members, &[path(&format!("members.{ext}"))], None, false).await?;
-    ingest_files(&wh, Table::Orders, &[path("orders")], None, false).await?;
+    ingest_files(&wh, &lock, Table::Products, &[path(&format!("products.{ext}"))], None, false).await?;
+    ingest_files(&wh, &lock, Table::Members, &[path(&format!("members.{ext}"))], None, false).await?;
+    ingest_files(&wh, &lock, Table::Orders, &[path("orders")], None, false).await?;
     println!("\n3. the warehouse now holds");
     status(wh.root()).await.context("reading the warehouse back")?;
     let members = wh.row_count(Table::Members).await?;
@@ -425,6 +588,7 @@ async fn demo(a: DemoArgs) -> Result<()> {
     println!("\n4. tag every member");
     crate::tags::tag(
         &wh,
+        &lock,
         &crate::tags::TagArgs {
             as_of: None,
             catalog: None,
@@ -450,7 +614,8 @@ async fn demo(a: DemoArgs) -> Result<()> {
     }
     println!("\n5. find communities of similar members");
     let options = taglake_cluster::ClusterOptions { seed: a.seed, ..Default::default() };
-    let clustered = crate::cluster::fit(&wh, &options).await?;
+    let clustered = crate::cluster::fit(&wh, &lock, &options).await?;
+    drop(lock);
     println!("\n   community profiles (`taglake cluster profile --format json|csv` for machines):");
     let profile = &clustered.model.profile;
     for line in profile.render_table().lines() {

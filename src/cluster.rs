@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use taglake_cluster::model::SavedModel;
 use taglake_cluster::{ClusterOptions, ClusterSummary, KChoice};
-use taglake_storage::Warehouse;
+use taglake_storage::{Warehouse, WriterLock};
 
 use crate::report;
 use crate::tags::OutputFormat;
@@ -60,6 +60,8 @@ pub struct FitArgs {
     /// instead of fitting a new one.
     #[arg(long)]
     pub reuse_model: bool,
+    #[command(flatten)]
+    pub wait: crate::cli::WaitArg,
 }
 
 #[derive(Args)]
@@ -128,15 +130,19 @@ impl FitArgs {
 pub async fn cluster(wh: &Warehouse, a: ClusterArgs) -> Result<()> {
     match a.command {
         Some(ClusterCommand::Profile(p)) => profile(wh, &p),
-        None => fit(wh, &a.fit.options()?).await.map(|_| ()),
+        None => {
+            let options = a.fit.options()?;
+            let lock = crate::cli::lock_writer(wh, &a.fit.wait)?;
+            fit(wh, &lock, &options).await.map(|_| ())
+        }
     }
 }
 
 /// Fits (or reuses) the model, assigns every member and prints a summary.
-pub async fn fit(wh: &Warehouse, options: &ClusterOptions) -> Result<ClusterSummary> {
+pub async fn fit(wh: &Warehouse, lock: &WriterLock, options: &ClusterOptions) -> Result<ClusterSummary> {
     let start = Instant::now();
     let pb = report::spinner("cluster");
-    let s = taglake_cluster::cluster(wh, options).await;
+    let s = taglake_cluster::cluster(wh, lock, options).await;
     pb.finish_and_clear();
     let s = s?;
     let m = &s.model;

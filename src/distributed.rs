@@ -76,10 +76,11 @@ pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
 pub async fn refresh(
     url: &str,
     wh: &Warehouse,
+    lock: &taglake_storage::WriterLock,
     options: &taglake_tagger::RefreshOptions,
     range_members: Option<usize>,
 ) -> Result<taglake_tagger::RefreshSummary> {
-    imp::refresh(url, wh, options, range_members).await
+    imp::refresh(url, wh, lock, options, range_members).await
 }
 
 pub async fn executor(a: ExecutorArgs) -> Result<()> {
@@ -156,12 +157,13 @@ mod imp {
     pub async fn refresh(
         url: &str,
         wh: &Warehouse,
+        lock: &taglake_storage::WriterLock,
         options: &taglake_tagger::RefreshOptions,
         range_members: Option<usize>,
     ) -> Result<taglake_tagger::RefreshSummary> {
         warn_about_layout(wh).await?;
         let cluster = taglake_distributed::refresh::ClusterRefresh { range_members };
-        Ok(taglake_distributed::refresh::refresh(&ClusterUrl::parse(url)?, wh, options, &cluster).await?)
+        Ok(taglake_distributed::refresh::refresh(&ClusterUrl::parse(url)?, wh, lock, options, &cluster).await?)
     }
 
     /// Ballista's log on stderr: `info` unless RUST_LOG says otherwise.
@@ -240,6 +242,7 @@ mod imp {
     pub async fn refresh(
         _url: &str,
         _wh: &Warehouse,
+        _lock: &taglake_storage::WriterLock,
         _options: &taglake_tagger::RefreshOptions,
         _range_members: Option<usize>,
     ) -> Result<taglake_tagger::RefreshSummary> {

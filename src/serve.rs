@@ -26,17 +26,36 @@ pub struct ServeArgs {
     #[arg(long)]
     require_tls: bool,
     /// Directory `COPY (…) TO 'file'` may write into; without it COPY is refused.
+    /// It may not hold the warehouse, the users file or the TLS files.
     #[arg(long)]
     export_dir: Option<PathBuf>,
+    /// Largest file one `COPY … TO` may write (e.g. 500MiB, 10GiB); a larger export fails and leaves nothing.
+    #[arg(long, default_value = "10GiB")]
+    export_max: String,
     /// Memory one query may use for sorts, joins and aggregations (e.g. 512MiB, 2GiB).
     #[arg(long, default_value = "1GiB")]
     query_memory: String,
-    /// Longest a statement may run, rows streaming included (e.g. 30s, 5m).
+    /// Memory all the queries and open cursors of one connection may use together (at least --query-memory).
+    #[arg(long, default_value = "2GiB")]
+    connection_memory: String,
+    /// Longest a statement may run, rows streaming included (e.g. 30s, 5m); each FETCH and Execute is one.
     #[arg(long, default_value = "5m")]
     statement_timeout: String,
-    /// Most client connections at once; the next one is told "too many clients".
+    /// Most logged-in connections at once; the next login is told "too many clients".
     #[arg(long, default_value_t = 64)]
     max_connections: usize,
+    /// Most connections still logging in at once (they hold no --max-connections slot); more are closed unread.
+    #[arg(long, default_value_t = 16)]
+    max_pending: usize,
+    /// Most open cursors (and suspended portals) per connection.
+    #[arg(long, default_value_t = 16)]
+    max_cursors: usize,
+    /// Longest a new connection may take to negotiate TLS and log in (e.g. 10s).
+    #[arg(long, default_value = "10s")]
+    auth_timeout: String,
+    /// A logged-in connection silent this long is closed (e.g. 30m, 2h).
+    #[arg(long, default_value = "30m")]
+    idle_timeout: String,
     /// How often to look for a new tag snapshot or table version.
     #[arg(long, default_value = "5s")]
     refresh_interval: String,
@@ -52,9 +71,15 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         .tls_cert(a.tls_cert)
         .tls_key(a.tls_key)
         .require_tls(a.require_tls)
+        .export_max(a.export_max)
         .query_memory(a.query_memory)
+        .connection_memory(a.connection_memory)
         .statement_timeout(a.statement_timeout)
         .max_connections(a.max_connections)
+        .max_pending(a.max_pending)
+        .max_cursors(a.max_cursors)
+        .auth_timeout(a.auth_timeout)
+        .idle_timeout(a.idle_timeout)
         .refresh_interval(a.refresh_interval);
     let config = match a.users {
         Some(u) => config.users(u),
@@ -65,23 +90,31 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         None => config,
     };
     let config = config.build()?;
-    let auth = match &config.users {
+    let auth = match config.users() {
         Some(u) => format!("SCRAM-SHA-256, {} user(s)", u.names().count()),
         None => "no authentication (loopback only)".into(),
     };
-    let tls = if config.require_tls {
+    let tls = if config.require_tls() {
         "required"
-    } else if config.tls.is_some() {
+    } else if config.tls().is_some() {
         "offered"
     } else {
         "off"
     };
-    let exports = config.export_dir.as_ref().map_or("refused".into(), |d| format!("into {}", d.display()));
+    let exports = config
+        .export_dir()
+        .map_or("refused".into(), |d| format!("into {} (at most {} MiB each)", d.display(), config.export_max() >> 20));
     let limits = format!(
-        "{} MiB per query, {}s statement timeout, {} connections",
-        config.query_memory >> 20,
-        config.statement_timeout.as_secs_f64(),
-        config.max_connections
+        "{} MiB per query, {} MiB per connection, {}s statement timeout, {} connections (+{} logging in, {}s to log \
+         in, {}s idle), {} cursors per connection",
+        config.query_memory() >> 20,
+        config.connection_memory() >> 20,
+        config.statement_timeout().as_secs_f64(),
+        config.max_connections(),
+        config.max_pending(),
+        config.auth_timeout().as_secs_f64(),
+        config.idle_timeout().as_secs_f64(),
+        config.max_cursors()
     );
     let cluster = match &a.cluster.cluster {
         Some(url) => Some(crate::distributed::serve_cluster(url).await?),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use taglake_storage::Warehouse;
+use taglake_storage::{Warehouse, WriterLock};
 use taglake_tagger::snapshot::{self, TagInfo};
 use taglake_tagger::{RefreshOptions, RefreshSummary};
 
@@ -20,7 +20,9 @@ pub struct TagArgs {
     #[arg(long)]
     pub catalog: Option<PathBuf>,
     /// Keep replaced versions of the `features` table this many days (time
-    /// travel); older files are deleted after the run. 0 keeps only the new one.
+    /// travel); older files are deleted after the run. The previous version
+    /// always stays until the next run, so a server still reading it is not
+    /// broken: 0 keeps the new version and the previous one.
     #[arg(long, default_value_t = 7)]
     pub keep_features_days: u32,
     /// Most values of the data one tag family expands over (one tag per
@@ -109,7 +111,7 @@ pub struct DiffArgs {
 /// Longest `--keep-features-days` (100 years): the cut-off date must stay a date.
 const MAX_KEEP_FEATURES_DAYS: u32 = 36_525;
 
-pub async fn tag(wh: &Warehouse, a: &TagArgs) -> Result<RefreshSummary> {
+pub async fn tag(wh: &Warehouse, lock: &WriterLock, a: &TagArgs) -> Result<RefreshSummary> {
     if a.keep_features_days > MAX_KEEP_FEATURES_DAYS {
         bail!("--keep-features-days {}: at most {MAX_KEEP_FEATURES_DAYS} (100 years)", a.keep_features_days);
     }
@@ -124,8 +126,8 @@ pub async fn tag(wh: &Warehouse, a: &TagArgs) -> Result<RefreshSummary> {
         max_family_values: a.max_family_values,
     };
     let s = match &a.cluster.cluster {
-        None => taglake_tagger::refresh(wh, &options).await.map_err(anyhow::Error::from),
-        Some(url) => crate::distributed::refresh(url, wh, &options, a.range_members).await,
+        None => taglake_tagger::refresh(wh, lock, &options).await.map_err(anyhow::Error::from),
+        Some(url) => crate::distributed::refresh(url, wh, lock, &options, a.range_members).await,
     };
     pb.finish_and_clear();
     let s = s?;
@@ -150,7 +152,7 @@ pub async fn tag(wh: &Warehouse, a: &TagArgs) -> Result<RefreshSummary> {
     }
     if s.features_files_vacuumed > 0 {
         println!(
-            "  removed {} files of `features` versions replaced more than {} days ago",
+            "  removed {} files of `features` versions replaced more than {} days ago (the previous version stays)",
             s.features_files_vacuumed, a.keep_features_days
         );
     }

@@ -14,7 +14,9 @@
 //! Communities are then numbered by size (1 = the largest) and written to
 //! the `communities` table; the model goes to `models/communities.json`;
 //! and a new tag snapshot carries the latest snapshot's tags plus one
-//! `community_{n}` tag per community.
+//! `community_{n}` tag per community. The snapshot comes last: it is what
+//! publishes the run to audiences, and a killed run is repaired by running
+//! it again (see [`cluster`]).
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -24,7 +26,7 @@ use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use ndarray::{Array2, ArrayView2};
 use roaring::RoaringBitmap;
 use taglake_storage::scan::{Wanted, scan, table_files};
-use taglake_storage::{ColumnType, Table, Warehouse};
+use taglake_storage::{ColumnType, Table, Warehouse, WriterLock};
 use taglake_tagger::snapshot::{self, NewSnapshot, TagInfo};
 
 use crate::model::{KScore, MODEL_FORMAT, SavedModel};
@@ -98,12 +100,31 @@ pub struct ClusterSummary {
 }
 
 /// Clusters the members of the warehouse.
-pub async fn cluster(wh: &Warehouse, opts: &ClusterOptions) -> Result<ClusterSummary> {
+///
+/// Three writes, the tag snapshot last: `communities`, the model file, then
+/// the snapshot that publishes `community_{n}` to audiences and SQL. The
+/// run is deterministic (same features, options and seed, same result), so
+/// a run killed between two writes is repaired by running it again: it
+/// rewrites the first two with the same content and publishes. It only
+/// clusters the `features` the newest snapshot was computed from, and only
+/// publishes on top of the snapshot it read.
+pub async fn cluster(wh: &Warehouse, lock: &WriterLock, opts: &ClusterOptions) -> Result<ClusterSummary> {
+    lock.check(wh)?;
     let files = table_files(wh, Table::Features).await?;
     if files.is_empty() {
         return Err(Error::Data("the warehouse has no `features` table yet: run `taglake tag` first".into()));
     }
     let features_version = wh.version(Table::Features).await?;
+    let base = snapshot::info(wh, None).await?;
+    if let (Some(current), Some(tagged)) = (features_version, base.features_version)
+        && current as i64 != tagged
+    {
+        return Err(Error::Data(format!(
+            "the `features` table (version {current}) is not the one tag snapshot {} was computed from \
+             (version {tagged}): the last `taglake tag` did not finish; run `taglake tag` again first",
+            base.snapshot
+        )));
+    }
     let mut timings = Vec::new();
     let mut clock = Instant::now();
     let mut lap = |name: &'static str, timings: &mut Vec<(&'static str, f64)>| {
@@ -186,7 +207,7 @@ pub async fn cluster(wh: &Warehouse, opts: &ClusterOptions) -> Result<ClusterSum
     }
     write_communities(wh, &eligible, labels, assigned.distances).await?;
     model.save(wh)?;
-    let snapshot = write_tags(wh, &model, members).await?;
+    let snapshot = write_tags(wh, lock, base, &model, members).await?;
     lap("write", &mut timings);
     Ok(ClusterSummary { model, snapshot, timings })
 }
@@ -550,10 +571,16 @@ async fn write_communities(wh: &Warehouse, keys: &[u32], labels: Vec<u32>, dista
     Ok(())
 }
 
-/// A new snapshot: the latest snapshot's tags (without earlier community
-/// tags) plus `community_{n}` for every community (`members[n - 1]`).
-async fn write_tags(wh: &Warehouse, model: &SavedModel, members: Vec<RoaringBitmap>) -> Result<i64> {
-    let info = snapshot::info(wh, None).await?;
+/// A new snapshot: the tags of `info` (the newest snapshot; without earlier
+/// community tags) plus `community_{n}` for every community
+/// (`members[n - 1]`). Refused if another snapshot was committed since.
+async fn write_tags(
+    wh: &Warehouse,
+    lock: &WriterLock,
+    info: snapshot::SnapshotInfo,
+    model: &SavedModel,
+    members: Vec<RoaringBitmap>,
+) -> Result<i64> {
     let (_, bitmaps) = snapshot::bitmaps(wh, Some(info.snapshot), None).await?;
     let mut tags: Vec<(TagInfo, RoaringBitmap)> = info
         .tags
@@ -586,8 +613,10 @@ async fn write_tags(wh: &Warehouse, model: &SavedModel, members: Vec<RoaringBitm
         ));
     }
     let digest = format!("{}+communities", info.catalog_digest.split('+').next().unwrap_or_default());
-    Ok(snapshot::write(
+    Ok(snapshot::write_after(
         wh,
+        lock,
+        info.snapshot,
         NewSnapshot {
             as_of: info.as_of,
             base_members: info.base_members,

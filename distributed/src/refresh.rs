@@ -47,7 +47,7 @@ use datafusion::physical_plan::{
 use datafusion::prelude::SessionContext;
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
-use taglake_storage::{Table, Warehouse};
+use taglake_storage::{Table, Warehouse, WriterLock};
 use taglake_tagger::evaluate::{CUT_END, Compiled, CutStart};
 use taglake_tagger::features::{self, CHUNK, FeatureSet, Globals};
 use taglake_tagger::snapshot::{self, NewSnapshot};
@@ -483,20 +483,23 @@ impl Runner {
 pub async fn refresh(
     url: &ClusterUrl,
     wh: &Warehouse,
+    lock: &WriterLock,
     options: &RefreshOptions,
     cluster: &ClusterRefresh,
 ) -> Result<RefreshSummary> {
     let (ctx, _) = crate::connect(url, wh).await?;
-    refresh_on(&Runner::Cluster(ctx), wh, options, cluster).await
+    refresh_on(&Runner::Cluster(ctx), wh, lock, options, cluster).await
 }
 
 /// [`refresh`] with its steps run by `runner`.
 pub async fn refresh_on(
     runner: &Runner,
     wh: &Warehouse,
+    lock: &WriterLock,
     options: &RefreshOptions,
     cluster: &ClusterRefresh,
 ) -> Result<RefreshSummary> {
+    lock.check(wh)?;
     let user = taglake_tagger::read_catalog(options.catalog.as_deref()).map_err(tagger)?;
     let (catalog, source, digest) =
         taglake_tagger::catalog_from(user.as_ref().map(|(t, s)| (t.as_str(), s.as_str()))).map_err(tagger)?;
@@ -571,6 +574,7 @@ pub async fn refresh_on(
     let n_tags = tags.len();
     let snapshot = snapshot::write(
         wh,
+        lock,
         NewSnapshot {
             as_of: globals.as_of,
             base_members: base as i64,
@@ -582,7 +586,7 @@ pub async fn refresh_on(
     .await
     .map_err(tagger)?;
     let features_files_vacuumed = match options.keep_features {
-        Some(keep) => wh.vacuum(Table::Features, keep).await?,
+        Some(keep) => wh.vacuum(lock, Table::Features, keep, false).await?.files.len(),
         None => 0,
     };
     Ok(RefreshSummary {

@@ -22,7 +22,7 @@ use arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
 use chrono::{DateTime, Utc};
 use roaring::RoaringBitmap;
 use taglake_storage::scan::{Wanted, scan, table_files};
-use taglake_storage::{Table, Warehouse};
+use taglake_storage::{Table, Warehouse, WriterLock};
 
 use crate::stats::{self, Moments, Uplift};
 use crate::{Error, Result};
@@ -165,9 +165,32 @@ pub async fn running_members(wh: &Warehouse, now: DateTime<Utc>) -> Result<Roari
     Ok(all)
 }
 
-/// Appends an experiment with the next free id and returns the id.
-pub async fn record(wh: &Warehouse, mut e: Experiment) -> Result<i64> {
-    e.id = list(wh).await?.iter().map(|x| x.id).max().unwrap_or(0) + 1;
+/// Application id under which a registry commit claims its experiment id
+/// (see [`taglake_storage::TableWriter::claim`]).
+const EXPERIMENT_CLAIM: &str = "taglake.experiments.id";
+
+/// Appends an experiment with the next free id (one Delta commit) and
+/// returns the id. The id is the largest + 1, read from the very table
+/// version the commit appends to and claimed in the commit: a second
+/// writer that read the same largest id (one that does not hold the writer
+/// lock) fails with a conflict instead of recording a duplicate id.
+pub async fn record(wh: &Warehouse, lock: &WriterLock, mut e: Experiment) -> Result<i64> {
+    lock.check(wh)?;
+    let mut w = wh.append(Table::Experiments).await?;
+    let files: Vec<std::path::PathBuf> = w.files()?.into_iter().map(|f| f.path).collect();
+    let largest = Mutex::new(None::<i64>);
+    let t = Table::Experiments;
+    tokio::task::block_in_place(|| {
+        scan::<_, Error>(t, &files, &[Wanted::plain(t, "experiment_id")], |b| {
+            let ids = b.column(0).as_primitive::<Int64Type>();
+            let max = arrow::compute::max(ids);
+            let mut l = largest.lock().expect("largest id");
+            *l = (*l).max(max);
+            Ok(())
+        })
+    })?;
+    let largest = largest.into_inner().expect("largest id").max(w.claimed(EXPERIMENT_CLAIM).await?);
+    e.id = largest.unwrap_or(0) + 1;
     let n = e.arms.len();
     let text = |v: &str| Some(v.to_string());
     let mut bitmaps = Vec::with_capacity(n);
@@ -200,7 +223,7 @@ pub async fn record(wh: &Warehouse, mut e: Experiment) -> Result<i64> {
     ];
     let batch = RecordBatch::try_new(Table::Experiments.arrow_schema(), columns)
         .map_err(|err| Error::Corrupt(format!("experiment row: {err}")))?;
-    let mut w = wh.append(Table::Experiments).await?;
+    w.claim(EXPERIMENT_CLAIM, e.id);
     w.write(batch).await?;
     w.commit().await?;
     Ok(e.id)

@@ -17,6 +17,11 @@
 //! its exact quota (largest remainder). This is deterministic for a given
 //! audience and salt, but a member's arm then depends on who else is in its
 //! stratum; the unstratified split does not.
+//!
+//! An export writes two things, a file and a registry row; the registry
+//! commit is the one that makes it happen (see [`export`]): the file only
+//! appears under its name once its experiment is recorded, and a re-run of
+//! an interrupted export finishes it instead of recording another.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,7 +32,7 @@ use chrono::{DateTime, Utc};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use roaring::RoaringBitmap;
-use taglake_storage::{Table, Warehouse};
+use taglake_storage::{Table, Warehouse, WriterLock};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::experiment::{self, Arm, Experiment};
@@ -153,16 +158,35 @@ pub struct ExportOptions {
 pub struct ExportSummary {
     /// The recorded experiment.
     pub experiment: Experiment,
-    /// Members the audience selected.
+    /// Members the audience selected (for a re-run that found its
+    /// experiment recorded: the members it exported).
     pub audience_members: u64,
-    /// Of those, held out (not exported unless asked for).
+    /// Of those, held out (not exported unless asked for; 0 for a re-run
+    /// that found its experiment recorded).
     pub held_out: u64,
     /// Rows written.
     pub rows: u64,
+    /// An earlier run of the same export had recorded the experiment (it
+    /// was killed before its file was in place, or it finished): the file
+    /// was written again from the recorded members and nothing new was
+    /// recorded.
+    pub reused: bool,
 }
 
 /// Splits the audience, writes the file and records the experiment.
-pub async fn export(wh: &Warehouse, o: &ExportOptions) -> Result<ExportSummary> {
+///
+/// The registry commit is what makes an export happen: the cohort is first
+/// written completely to a hidden file next to `out`
+/// (`.NAME.taglake-export`), then the experiment is recorded, then the file
+/// is renamed to `out`. A kill before the commit leaves no experiment and
+/// no `out`; a kill after it leaves the experiment and its members
+/// `in_experiment`, and the same export run again finds it (same name,
+/// audience, split, salt, stratification, holdout and output file), writes
+/// `out` from the recorded members (the same bytes) and records nothing
+/// new. So a re-run of an export never records a second experiment, even
+/// when its audience excludes `in_experiment`.
+pub async fn export(wh: &Warehouse, lock: &WriterLock, o: &ExportOptions) -> Result<ExportSummary> {
+    lock.check(wh)?;
     if !(0.0..1.0).contains(&o.holdout_share) {
         return Err(Error::Invalid(format!(
             "--holdout must be at least 0 and below 100 %, not {}",
@@ -173,10 +197,17 @@ pub async fn export(wh: &Warehouse, o: &ExportOptions) -> Result<ExportSummary> 
         return Err(Error::Invalid("the salt is empty: give --salt (the split depends on it)".into()));
     }
     let format = Format::of(&o.out)?;
+    let output = std::path::absolute(&o.out)
+        .map_err(|e| Error::File { path: o.out.clone(), message: e.to_string() })?
+        .display()
+        .to_string();
     let (ctx, tags) = crate::open(wh).await?;
+    let columns = resolve_columns(&ctx, &o.columns).await?;
+    if let Some(recorded) = experiment::list(wh).await?.into_iter().find(|e| same_export(e, o, &output)) {
+        return rewrite(wh, &ctx, o, format, &columns, recorded).await;
+    }
     let (tags, snapshot) = crate::tagset::tagged(tags)?;
     let node = audience::parse(&o.audience, &tags)?;
-    let columns = resolve_columns(&ctx, &o.columns).await?;
     let selected = audience::evaluate(&node, &tags)?;
     let strata: Option<Vec<usize>> = match &o.stratify_by {
         None => None,
@@ -259,21 +290,8 @@ pub async fn export(wh: &Warehouse, o: &ExportOptions) -> Result<ExportSummary> 
         arms.push(names[arm[i]].as_str());
     }
     let rows = keys.len() as u64;
-    let cohort = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![
-            Field::new("member_key", DataType::Int64, false),
-            Field::new("member_id", DataType::Utf8, false),
-            Field::new("arm", DataType::Utf8, false),
-        ])),
-        vec![
-            Arc::new(Int64Array::from(keys)) as ArrayRef,
-            Arc::new(StringArray::from(ids)),
-            Arc::new(StringArray::from(arms)),
-        ],
-    )
-    .map_err(|e| Error::Sql(e.to_string()))?;
-    let batch = with_columns(&ctx, cohort, &columns).await?;
-    write(&o.out, format, &batch)?;
+    let batch = with_columns(&ctx, cohort(keys, ids, arms)?, &columns).await?;
+    let pending = Pending::write(&o.out, format, &batch)?;
 
     let shares = o.split.0.iter().map(|(_, s)| *s).chain(std::iter::once(0.0));
     let arms: Vec<Arm> = names
@@ -296,10 +314,86 @@ pub async fn export(wh: &Warehouse, o: &ExportOptions) -> Result<ExportSummary> 
         launched_at: o.launched_at,
         ends_at: o.ends_at,
         created_at: Utc::now(),
-        output: Some(o.out.display().to_string()),
+        output: Some(output),
     };
-    experiment.id = experiment::record(wh, experiment.clone()).await?;
-    Ok(ExportSummary { experiment, audience_members: selected.len(), held_out, rows })
+    experiment.id = match experiment::record(wh, lock, experiment.clone()).await {
+        Ok(id) => id,
+        Err(e) => {
+            pending.discard();
+            return Err(e);
+        }
+    };
+    pending.publish()?;
+    Ok(ExportSummary { experiment, audience_members: selected.len(), held_out, rows, reused: false })
+}
+
+/// Whether `e` was recorded by this same export (the options that decide
+/// who is in which arm, and the output file).
+fn same_export(e: &Experiment, o: &ExportOptions, output: &str) -> bool {
+    let arms: Vec<(&str, f64)> =
+        e.arms.iter().filter(|a| a.name != HOLDOUT_ARM).map(|a| (a.name.as_str(), a.share)).collect();
+    let split: Vec<(&str, f64)> = o.split.0.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+    e.name == *o.name.as_ref().unwrap_or(&o.salt)
+        && e.audience == o.audience
+        && e.salt == o.salt
+        && e.stratify_by == o.stratify_by
+        && e.holdout_share == o.holdout_share
+        && e.holdout_salt == o.holdout_salt
+        && arms == split
+        && e.arms.iter().any(|a| a.name == HOLDOUT_ARM) == o.include_holdout
+        && e.output.as_deref() == Some(output)
+}
+
+/// The file of an experiment an earlier run of this export recorded,
+/// written again from its recorded members.
+async fn rewrite(
+    wh: &Warehouse,
+    ctx: &SessionContext,
+    o: &ExportOptions,
+    format: Format,
+    columns: &[(Table, String)],
+    recorded: Experiment,
+) -> Result<ExportSummary> {
+    let mut everyone = RoaringBitmap::new();
+    for a in &recorded.arms {
+        everyone |= &a.bitmap;
+    }
+    let members = taglake_tagger::snapshot::member_ids(wh, &everyone).await?;
+    let (mut keys, mut ids, mut arms) = (Vec::new(), Vec::new(), Vec::new());
+    for (key, id) in &members {
+        let arm = recorded.arms.iter().find(|a| a.bitmap.contains(*key)).expect("a recorded member has an arm");
+        keys.push(i64::from(*key));
+        ids.push(id.as_str());
+        arms.push(arm.name.as_str());
+    }
+    let rows = keys.len() as u64;
+    if rows != everyone.len() {
+        return Err(Error::Corrupt(format!(
+            "{} members of experiment {} have no entry in member_ids",
+            everyone.len() - rows,
+            recorded.id
+        )));
+    }
+    let batch = with_columns(ctx, cohort(keys, ids, arms)?, columns).await?;
+    Pending::write(&o.out, format, &batch)?.publish()?;
+    Ok(ExportSummary { experiment: recorded, audience_members: rows, held_out: 0, rows, reused: true })
+}
+
+/// The cohort's keys, ids and arms as a batch.
+fn cohort(keys: Vec<i64>, ids: Vec<&str>, arms: Vec<&str>) -> Result<RecordBatch> {
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("member_key", DataType::Int64, false),
+            Field::new("member_id", DataType::Utf8, false),
+            Field::new("arm", DataType::Utf8, false),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(keys)) as ArrayRef,
+            Arc::new(StringArray::from(ids)),
+            Arc::new(StringArray::from(arms)),
+        ],
+    )
+    .map_err(|e| Error::Sql(e.to_string()))
 }
 
 /// Where each `--columns` entry comes from: `members` (attributes and tags)
@@ -376,26 +470,51 @@ impl Format {
     }
 }
 
-/// Writes through a temporary file in the same folder, then renames, so a
-/// reader never sees half a cohort.
-fn write(path: &Path, format: Format, batch: &RecordBatch) -> Result<()> {
-    let err = |e: &dyn std::fmt::Display| Error::File { path: path.to_path_buf(), message: e.to_string() };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| err(&e))?;
-    match format {
-        Format::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(tmp.as_file());
-            w.write(batch).map_err(|e| err(&e))?;
-        }
-        Format::Parquet => {
-            let mut w =
-                parquet::arrow::ArrowWriter::try_new(tmp.as_file(), batch.schema(), None).map_err(|e| err(&e))?;
-            w.write(batch).map_err(|e| err(&e))?;
-            w.close().map_err(|e| err(&e))?;
+/// A cohort file written completely under a hidden name next to its
+/// destination (`.NAME.taglake-export`), not yet in place: a reader never
+/// sees half a cohort, nor a cohort whose experiment is not recorded. The
+/// name is fixed, so a killed export's leftover is overwritten by the next.
+struct Pending {
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl Pending {
+    fn write(path: &Path, format: Format, batch: &RecordBatch) -> Result<Pending> {
+        let err = |e: &dyn std::fmt::Display| Error::File { path: path.to_path_buf(), message: e.to_string() };
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let name = path.file_name().ok_or_else(|| err(&"not a file name"))?.to_string_lossy();
+        let tmp = dir.join(format!(".{name}.taglake-export"));
+        let file = std::fs::File::create(&tmp).map_err(|e| err(&e))?;
+        let pending = Pending { tmp, path: path.to_path_buf() };
+        let written = match format {
+            Format::Csv => {
+                let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&file);
+                w.write(batch).map_err(|e| err(&e))
+            }
+            Format::Parquet => parquet::arrow::ArrowWriter::try_new(&file, batch.schema(), None)
+                .and_then(|mut w| w.write(batch).and_then(|()| w.close().map(|_| ())))
+                .map_err(|e| err(&e)),
+        };
+        match written.and_then(|()| file.sync_all().map_err(|e| err(&e))) {
+            Ok(()) => Ok(pending),
+            Err(e) => {
+                pending.discard();
+                Err(e)
+            }
         }
     }
-    tmp.persist(path).map_err(|e| err(&e))?;
-    Ok(())
+
+    /// Moves the file into place.
+    fn publish(self) -> Result<()> {
+        std::fs::rename(&self.tmp, &self.path)
+            .map_err(|e| Error::File { path: self.path.clone(), message: e.to_string() })
+    }
+
+    /// Removes the file.
+    fn discard(self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,17 @@
 //! here, so no code path can start a server that breaks them: a
 //! non-loopback address needs a users file, a certificate needs its key,
 //! and the export directory must exist (it is resolved once, symlinks and
-//! all, and every `COPY … TO` is checked against that resolved path).
+//! all, and every `COPY … TO` is checked against that resolved path) and
+//! must not hold the warehouse, the users file or the TLS files (nor lie
+//! inside the warehouse): a reader could otherwise overwrite them.
+//!
+//! Every limit a client could otherwise sidestep has a setting here, each
+//! with a default a BI tool does not reach in normal use: memory per query
+//! and per connection, the statement timeout, open cursors per connection,
+//! the size of one export, connections logged in and still logging in, the
+//! time to log in and the time a session may stay idle. The server's
+//! memory bound is `max_connections × connection_memory` for queries, plus
+//! the warm tag bitmaps.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -18,34 +28,34 @@ use crate::{Error, Result};
 /// The default address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5433";
 
-/// A validated server configuration.
+/// A validated server configuration. Its fields are private: the only way
+/// to get one is [`ServeConfigBuilder::build`], which enforces the rules
+/// above (and [`crate::Server::start`] checks the security rule again).
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    /// The address to listen on.
-    pub listen: SocketAddr,
-    /// The warehouse directory.
-    pub warehouse: PathBuf,
-    /// Who may log in (SCRAM-SHA-256); `None` = no authentication (loopback only).
-    pub users: Option<Users>,
-    /// Certificate chain and private key (PEM) for TLS.
-    pub tls: Option<(PathBuf, PathBuf)>,
-    /// Refuse connections that do not ask for TLS.
-    pub require_tls: bool,
-    /// Where `COPY … TO` may write (canonical path); `None` = refused.
-    pub export_dir: Option<PathBuf>,
-    /// Memory one query may hold in sorts, joins and aggregations.
-    pub query_memory: usize,
-    /// Longest a statement may run, planning and streaming included.
-    pub statement_timeout: Duration,
-    /// Most connections at once; the next one gets error 53300.
-    pub max_connections: usize,
-    /// How often the warehouse is checked for new tables and snapshots.
-    pub refresh_interval: Duration,
+    listen: SocketAddr,
+    warehouse: PathBuf,
+    users: Option<Users>,
+    tls: Option<(PathBuf, PathBuf)>,
+    require_tls: bool,
+    export_dir: Option<PathBuf>,
+    export_max: u64,
+    query_memory: usize,
+    connection_memory: usize,
+    statement_timeout: Duration,
+    max_connections: usize,
+    max_pending: usize,
+    max_cursors: usize,
+    auth_timeout: Duration,
+    idle_timeout: Duration,
+    refresh_interval: Duration,
 }
 
 impl ServeConfig {
-    /// A builder with the defaults: loopback, 1 GiB per query, 5 minutes,
-    /// 64 connections, a refresh check every 5 seconds.
+    /// A builder with the defaults: loopback, 1 GiB per query and 2 GiB per
+    /// connection, 5 minutes per statement, 64 connections (plus 16 still
+    /// logging in, 10 seconds each), 16 open cursors per connection, 30
+    /// minutes idle, exports up to 10 GiB, a refresh check every 5 seconds.
     pub fn builder(warehouse: impl Into<PathBuf>) -> ServeConfigBuilder {
         ServeConfigBuilder {
             warehouse: warehouse.into(),
@@ -55,11 +65,95 @@ impl ServeConfig {
             tls_key: None,
             require_tls: false,
             export_dir: None,
+            export_max: "10GiB".into(),
             query_memory: "1GiB".into(),
+            connection_memory: "2GiB".into(),
             statement_timeout: "5m".into(),
             max_connections: 64,
+            max_pending: 16,
+            max_cursors: 16,
+            auth_timeout: "10s".into(),
+            idle_timeout: "30m".into(),
             refresh_interval: "5s".into(),
         }
+    }
+
+    /// The address to listen on.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+    /// The warehouse directory.
+    pub fn warehouse(&self) -> &Path {
+        &self.warehouse
+    }
+    /// Who may log in (SCRAM-SHA-256); `None` = no authentication (loopback only).
+    pub fn users(&self) -> Option<&Users> {
+        self.users.as_ref()
+    }
+    /// Certificate chain and private key (PEM) for TLS.
+    pub fn tls(&self) -> Option<(&Path, &Path)> {
+        self.tls.as_ref().map(|(c, k)| (c.as_path(), k.as_path()))
+    }
+    /// Whether connections that do not ask for TLS are refused.
+    pub fn require_tls(&self) -> bool {
+        self.require_tls
+    }
+    /// Where `COPY … TO` may write (canonical path); `None` = refused.
+    pub fn export_dir(&self) -> Option<&Path> {
+        self.export_dir.as_deref()
+    }
+    /// Most bytes one `COPY … TO` may write.
+    pub fn export_max(&self) -> u64 {
+        self.export_max
+    }
+    /// Memory one query may hold in sorts, joins and aggregations.
+    pub fn query_memory(&self) -> usize {
+        self.query_memory
+    }
+    /// Memory all the queries and open cursors of one connection may hold together.
+    pub fn connection_memory(&self) -> usize {
+        self.connection_memory
+    }
+    /// Longest a statement may run, planning and streaming included.
+    pub fn statement_timeout(&self) -> Duration {
+        self.statement_timeout
+    }
+    /// Most logged-in connections at once; the next login gets error 53300.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+    /// Most connections still negotiating TLS or logging in at once; more
+    /// sockets are closed as they arrive.
+    pub fn max_pending(&self) -> usize {
+        self.max_pending
+    }
+    /// Most open cursors (and suspended portals) one connection may hold.
+    pub fn max_cursors(&self) -> usize {
+        self.max_cursors
+    }
+    /// Longest a new connection may take to log in.
+    pub fn auth_timeout(&self) -> Duration {
+        self.auth_timeout
+    }
+    /// Longest a logged-in connection may stay silent before it is closed.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+    /// How often the warehouse is checked for new tables and snapshots.
+    pub fn refresh_interval(&self) -> Duration {
+        self.refresh_interval
+    }
+
+    /// The rule no server may break: a non-loopback address needs users.
+    pub(crate) fn check_exposure(listen: SocketAddr, users: Option<&Users>) -> Result<()> {
+        if users.is_none() && !listen.ip().is_loopback() {
+            return Err(Error::Config(format!(
+                "refusing to listen on {listen} without authentication: anyone who reaches that address could read \
+                 every member; give --users FILE (add users with `taglake passwd NAME --users FILE`) or listen on \
+                 127.0.0.1"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -73,9 +167,15 @@ pub struct ServeConfigBuilder {
     tls_key: Option<PathBuf>,
     require_tls: bool,
     export_dir: Option<PathBuf>,
+    export_max: String,
     query_memory: String,
+    connection_memory: String,
     statement_timeout: String,
     max_connections: usize,
+    max_pending: usize,
+    max_cursors: usize,
+    auth_timeout: String,
+    idle_timeout: String,
     refresh_interval: String,
 }
 
@@ -116,9 +216,19 @@ impl ServeConfigBuilder {
         self.export_dir = Some(dir.into());
         self
     }
+    /// Most bytes one `COPY … TO` may write, e.g. `10GiB`.
+    pub fn export_max(mut self, size: impl Into<String>) -> Self {
+        self.export_max = size.into();
+        self
+    }
     /// Per-query memory, e.g. `512MiB`, `2GiB`, `1000000`.
     pub fn query_memory(mut self, size: impl Into<String>) -> Self {
         self.query_memory = size.into();
+        self
+    }
+    /// Per-connection memory (all its queries and cursors), e.g. `2GiB`.
+    pub fn connection_memory(mut self, size: impl Into<String>) -> Self {
+        self.connection_memory = size.into();
         self
     }
     /// Statement timeout, e.g. `30s`, `5m`, `1h`, `250ms`.
@@ -126,9 +236,29 @@ impl ServeConfigBuilder {
         self.statement_timeout = d.into();
         self
     }
-    /// Most connections at once.
+    /// Most logged-in connections at once.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n;
+        self
+    }
+    /// Most connections still logging in at once.
+    pub fn max_pending(mut self, n: usize) -> Self {
+        self.max_pending = n;
+        self
+    }
+    /// Most open cursors per connection.
+    pub fn max_cursors(mut self, n: usize) -> Self {
+        self.max_cursors = n;
+        self
+    }
+    /// How long a new connection may take to log in, e.g. `10s`.
+    pub fn auth_timeout(mut self, d: impl Into<String>) -> Self {
+        self.auth_timeout = d.into();
+        self
+    }
+    /// How long a logged-in connection may stay silent, e.g. `30m`.
+    pub fn idle_timeout(mut self, d: impl Into<String>) -> Self {
+        self.idle_timeout = d.into();
         self
     }
     /// How often to look for new table versions and snapshots.
@@ -141,13 +271,7 @@ impl ServeConfigBuilder {
     pub fn build(self) -> Result<ServeConfig> {
         let listen = resolve(&self.listen)?;
         let users = self.users.as_deref().map(Users::load).transpose()?;
-        if users.is_none() && !listen.ip().is_loopback() {
-            return Err(Error::Config(format!(
-                "refusing to listen on {listen} without authentication: anyone who reaches that address could read \
-                 every member; give --users FILE (add users with `taglake passwd NAME --users FILE`) or listen on \
-                 127.0.0.1"
-            )));
-        }
+        ServeConfig::check_exposure(listen, users.as_ref())?;
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(c), Some(k)) => Some((readable(&c, "--tls-cert")?, readable(&k, "--tls-key")?)),
             (None, None) => None,
@@ -168,30 +292,56 @@ impl ServeConfigBuilder {
                 if !canonical.is_dir() {
                     return Err(Error::Config(format!("--export-dir {}: not a directory", d.display())));
                 }
+                let mut protected = vec![(self.warehouse.clone(), "the warehouse")];
+                protected.extend(self.users.iter().map(|u| (u.clone(), "the users file")));
+                if let Some((c, k)) = &tls {
+                    protected.push((c.clone(), "the TLS certificate"));
+                    protected.push((k.clone(), "the TLS key"));
+                }
+                for (path, what) in protected {
+                    check_apart(&d, &canonical, &path, what)?;
+                }
                 Some(canonical)
             }
         };
-        let query_memory = parse_size(&self.query_memory).filter(|&n| n >= 1 << 20).ok_or_else(|| {
-            Error::Config(format!(
-                "--query-memory '{}': expected a size of at least 1MiB, e.g. 512MiB or 2GiB",
-                self.query_memory
-            ))
-        })?;
-        let statement_timeout = parse_duration(&self.statement_timeout).filter(|d| !d.is_zero()).ok_or_else(|| {
-            Error::Config(format!(
-                "--statement-timeout '{}': expected a duration above zero, e.g. 30s, 5m or 1h",
-                self.statement_timeout
-            ))
-        })?;
-        let refresh_interval =
-            parse_duration(&self.refresh_interval).filter(|d| *d >= Duration::from_millis(100)).ok_or_else(|| {
+        let size = |flag: &str, text: &str, min: usize, example: &str| {
+            parse_size(text).filter(|&n| n >= min).ok_or_else(|| {
                 Error::Config(format!(
-                    "--refresh-interval '{}': expected a duration of at least 100ms, e.g. 5s",
-                    self.refresh_interval
+                    "{flag} '{text}': expected a size of at least {}, e.g. {example}",
+                    show_size(min)
                 ))
-            })?;
-        if self.max_connections == 0 {
-            return Err(Error::Config("--max-connections must be at least 1".into()));
+            })
+        };
+        let export_max = size("--export-max", &self.export_max, 1 << 10, "10GiB")? as u64;
+        let query_memory = size("--query-memory", &self.query_memory, 1 << 20, "512MiB or 2GiB")?;
+        let connection_memory = size("--connection-memory", &self.connection_memory, 1 << 20, "2GiB")?;
+        if connection_memory < query_memory {
+            return Err(Error::Config(format!(
+                "--connection-memory '{}' is below --query-memory '{}': a connection's queries share its memory, so \
+                 it must be at least one query's",
+                self.connection_memory, self.query_memory
+            )));
+        }
+        let duration = |flag: &str, text: &str, min: Duration, example: &str| {
+            parse_duration(text).filter(|d| *d >= min && !d.is_zero()).ok_or_else(|| {
+                let least = if min.is_zero() { "above zero".to_string() } else { format!("of at least {min:?}") };
+                Error::Config(format!("{flag} '{text}': expected a duration {least}, e.g. {example}"))
+            })
+        };
+        let statement_timeout =
+            duration("--statement-timeout", &self.statement_timeout, Duration::ZERO, "30s, 5m or 1h")?;
+        let refresh_interval =
+            duration("--refresh-interval", &self.refresh_interval, Duration::from_millis(100), "5s")?;
+        let auth_timeout = duration("--auth-timeout", &self.auth_timeout, Duration::from_millis(100), "10s")?;
+        let idle_timeout = duration("--idle-timeout", &self.idle_timeout, Duration::from_secs(1), "30m")?;
+        for (flag, n) in [
+            ("--max-connections", self.max_connections),
+            ("--max-pending", self.max_pending),
+            ("--max-cursors", self.max_cursors),
+        ] {
+            if n == 0 {
+                return Err(Error::Config(format!("{flag} must be at least 1")));
+            }
         }
         Ok(ServeConfig {
             listen,
@@ -200,11 +350,57 @@ impl ServeConfigBuilder {
             tls,
             require_tls: self.require_tls,
             export_dir,
+            export_max,
             query_memory,
+            connection_memory,
             statement_timeout,
             max_connections: self.max_connections,
+            max_pending: self.max_pending,
+            max_cursors: self.max_cursors,
+            auth_timeout,
+            idle_timeout,
             refresh_interval,
         })
+    }
+}
+
+/// Refuses an export directory that holds `path` (or, for the warehouse,
+/// lies inside it): `COPY … TO` could otherwise overwrite it.
+fn check_apart(given: &Path, exports: &Path, path: &Path, what: &str) -> Result<()> {
+    // A file that does not exist yet (a warehouse created later) is
+    // judged by its nearest existing ancestor.
+    let mut existing = path.to_path_buf();
+    let mut rest = Vec::new();
+    let resolved = loop {
+        match existing.canonicalize() {
+            Ok(c) => break rest.iter().rev().fold(c, |p: PathBuf, part: &std::ffi::OsString| p.join(part)),
+            Err(_) => match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+                (Some(name), Some(parent)) => {
+                    rest.push(name);
+                    existing = if parent.as_os_str().is_empty() { PathBuf::from(".") } else { parent.to_path_buf() };
+                }
+                _ => return Ok(()),
+            },
+        }
+    };
+    let inside = resolved.starts_with(exports);
+    let holds = what == "the warehouse" && exports.starts_with(&resolved);
+    if inside || holds {
+        let relation = if inside { "contains" } else { "is inside" };
+        return Err(Error::Config(format!(
+            "--export-dir {}: it {relation} {what} ({}); COPY … TO could overwrite it, so give a directory of its own",
+            given.display(),
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+fn show_size(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{}MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{}KiB", b >> 10),
+        b => format!("{b} bytes"),
     }
 }
 
@@ -305,6 +501,12 @@ mod tests {
         assert!(err(b().statement_timeout("0s")).starts_with("--statement-timeout '0s'"));
         assert!(err(b().refresh_interval("1ms")).starts_with("--refresh-interval '1ms'"));
         assert_eq!(err(b().max_connections(0)), "--max-connections must be at least 1");
+        assert_eq!(err(b().max_pending(0)), "--max-pending must be at least 1");
+        assert_eq!(err(b().max_cursors(0)), "--max-cursors must be at least 1");
+        assert!(err(b().export_max("1")).starts_with("--export-max '1': expected a size of at least 1KiB"));
+        assert!(err(b().idle_timeout("0s")).starts_with("--idle-timeout '0s'"));
+        assert!(err(b().auth_timeout("1ms")).starts_with("--auth-timeout '1ms'"));
+        assert!(err(b().query_memory("2GiB").connection_memory("1GiB")).contains("is below --query-memory"));
         assert_eq!(
             err(b().tls_cert(Some("c.pem".into()))),
             "--tls-cert needs --tls-key (the certificate's private key)"
@@ -326,10 +528,54 @@ mod tests {
             let link = dir.path().join("link");
             std::os::unix::fs::symlink(&real, &link).unwrap();
             let c = ServeConfig::builder("wh").export_dir(&link).build().unwrap();
-            assert_eq!(c.export_dir.unwrap(), real.canonicalize().unwrap());
+            assert_eq!(c.export_dir().unwrap(), real.canonicalize().unwrap());
         }
         let file = dir.path().join("file");
         std::fs::write(&file, "x").unwrap();
         assert!(err(ServeConfig::builder("wh").export_dir(&file)).ends_with("not a directory"));
+    }
+
+    /// An export directory that holds the warehouse, the users file or the
+    /// TLS files, or lies inside the warehouse, is refused: `COPY … TO`
+    /// could overwrite Delta logs or secrets.
+    #[test]
+    fn the_export_directory_keeps_apart_from_what_the_server_reads() {
+        let root = tempfile::tempdir().unwrap();
+        let wh = root.path().join("warehouse");
+        std::fs::create_dir_all(wh.join("orders/_delta_log")).unwrap();
+        let e = err(ServeConfig::builder(&wh).export_dir(root.path()));
+        assert!(e.contains("it contains the warehouse"), "{e}");
+        let e = err(ServeConfig::builder(&wh).export_dir(wh.join("orders")));
+        assert!(e.contains("it is inside the warehouse"), "{e}");
+        // A warehouse not created yet is judged by where it would be.
+        let e = err(ServeConfig::builder(root.path().join("later/wh")).export_dir(root.path()));
+        assert!(e.contains("it contains the warehouse"), "{e}");
+        let users = root.path().join("users");
+        Users::set_password(&users, "ana", "pw").unwrap();
+        let exports = root.path().join("exports");
+        std::fs::create_dir(&exports).unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let e = err(ServeConfig::builder(elsewhere.path()).users(&users).export_dir(root.path()));
+        assert!(e.contains("it contains the users file"), "{e}");
+        let config = ServeConfig::builder(&wh).users(&users).export_dir(&exports).build().unwrap();
+        assert_eq!(config.export_dir(), Some(exports.canonicalize().unwrap().as_path()));
+        assert_eq!(config.export_max(), 10 << 30);
+        assert_eq!((config.max_pending(), config.max_cursors()), (16, 16));
+        assert_eq!(
+            (config.auth_timeout(), config.idle_timeout()),
+            (Duration::from_secs(10), Duration::from_secs(1800))
+        );
+    }
+
+    /// The rule `Server::start` checks again, whatever built the configuration.
+    #[test]
+    fn exposure_needs_users() {
+        let public: SocketAddr = "0.0.0.0:5433".parse().unwrap();
+        assert!(ServeConfig::check_exposure(public, None).is_err());
+        assert!(ServeConfig::check_exposure("127.0.0.1:5433".parse().unwrap(), None).is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users");
+        Users::set_password(&users, "ana", "pw").unwrap();
+        assert!(ServeConfig::check_exposure(public, Some(&Users::load(&users).unwrap())).is_ok());
     }
 }

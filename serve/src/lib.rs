@@ -11,20 +11,28 @@
 //! encoding) comes from `pgwire` and `datafusion-postgres`. What this crate
 //! adds is what a shared server needs and those crates leave out:
 //!
-//! - [`ServeConfig`]: a validated configuration. A non-loopback address is
-//!   refused unless users are configured ([`Users`], SCRAM-SHA-256).
+//! - [`ServeConfig`]: a validated configuration, built only by its
+//!   builder. A non-loopback address is refused unless users are
+//!   configured ([`Users`], SCRAM-SHA-256; unknown names are answered like
+//!   known ones), and every limit has a setting.
 //! - [`policy`]: the server is read-only. Only queries, `EXPLAIN`, `SHOW`,
-//!   `SET` and transaction/cursor statements run; `COPY … TO` writes only
-//!   inside the configured export directory.
-//! - [`handler`]: every query runs in its own memory pool and under the
-//!   statement timeout, both while planning and while rows stream out, and
-//!   fails alone with a PostgreSQL error code clients understand.
+//!   `SET` and transaction/cursor statements run, the plan of each is
+//!   checked for writes on every path, and `COPY … TO` writes only inside
+//!   the configured export directory, up to a size cap ([`export`]).
+//! - [`handler`]: every query runs under the statement timeout, both while
+//!   planning and while rows stream out, in a memory pool inside its
+//!   connection's ([`pool`]), and fails alone with a PostgreSQL error code
+//!   clients understand. Results stream; cursors are the server's own
+//!   ([`cursor`]).
 //! - [`live`]: a new tag snapshot (or any new table version) becomes
 //!   visible to new queries without a restart; running ones finish on what
 //!   they started with.
-//! - [`listen`]: the accept loop (TLS, `--require-tls`); bad bytes on one
-//!   socket close that socket only. The connection limit (error 53300) is
-//!   taken at startup, in [`handler::Startup`].
+//! - [`listen`] and [`connection`]: the accept loop (TLS, `--require-tls`,
+//!   `--max-pending`) and each connection's message loop (login and idle
+//!   timeouts, a panic ends one statement); bad bytes on one socket close
+//!   that socket only. A connection takes one of `--max-connections` slots
+//!   (error 53300) only once logged in, in [`handler::Startup`].
+//! - [`fuzzing`]: the harness of the fuzz target for the message handling.
 //!
 //! ```no_run
 //! # async fn run() -> taglake_serve::Result<()> {
@@ -40,10 +48,15 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod connection;
+pub mod cursor;
+pub mod export;
+pub mod fuzzing;
 pub mod handler;
 pub mod listen;
 pub mod live;
 pub mod policy;
+pub mod pool;
 pub mod users;
 
 use std::path::PathBuf;

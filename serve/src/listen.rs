@@ -1,12 +1,16 @@
-//! The accept loop: TLS, the connection limit, `--require-tls`.
+//! The accept loop: TLS, the limits on connections, `--require-tls`.
 //!
 //! `pgwire` speaks the protocol on each socket; this loop decides first
-//! whether the socket gets that far. It peeks at the first message without
-//! consuming it: a plaintext startup on a `--require-tls` server gets a
-//! real PostgreSQL error (28000) rather than a dropped socket. (The
-//! connection limit is taken at startup, see [`crate::handler::Startup`].)
-//! Every socket runs in its own task, so garbage bytes, a truncated message
-//! or a client that vanishes end that task and nothing else.
+//! whether the socket gets that far. A new socket must find a place among
+//! the `--max-pending` connections still logging in, or it is closed at
+//! once: silent sockets cannot pile up, and they never take one of the
+//! `--max-connections` slots, which only a logged-in client gets (see
+//! [`crate::handler::Startup`]). The loop peeks at the first message
+//! without consuming it: a plaintext startup on a `--require-tls` server
+//! gets a real PostgreSQL error (28000) rather than a dropped socket.
+//! Every socket runs in its own task ([`crate::connection`]), so garbage
+//! bytes, a truncated message or a client that vanishes end that task and
+//! nothing else.
 
 use std::io::BufReader;
 use std::net::SocketAddr;
@@ -14,13 +18,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion_postgres::pgwire::tokio::process_socket;
+use datafusion_postgres::pgwire::tokio::server::negotiate_tls;
 use datafusion_postgres::pgwire::tokio::tokio_rustls::TlsAcceptor;
 use datafusion_postgres::pgwire::tokio::tokio_rustls::rustls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::ServeConfig;
+use crate::connection::{GRACE, Limits, serve};
 use crate::handler::Handlers;
 use crate::live::Live;
 use crate::{Error, Result, file_err, log};
@@ -28,8 +33,6 @@ use crate::{Error, Result, file_err, log};
 const SSL_REQUEST: u32 = 80877103;
 const CANCEL_REQUEST: u32 = 80877102;
 const GSSENC_REQUEST: u32 = 80877104;
-/// How long a new socket may take to send its first message.
-const FIRST_MESSAGE: Duration = Duration::from_secs(10);
 
 /// A running server.
 pub struct Server {
@@ -43,18 +46,21 @@ impl Server {
     /// Loads the warehouse (tags warmed), binds the address and starts
     /// serving in the background; warehouse queries run on `cluster` when given.
     pub async fn start(config: ServeConfig, cluster: Option<Arc<dyn crate::live::Cluster>>) -> Result<Server> {
-        let wh = taglake_storage::Warehouse::open(&config.warehouse)?;
+        // The configuration was checked when it was built; the rule that
+        // protects every member is checked again where the socket opens.
+        ServeConfig::check_exposure(config.listen(), config.users())?;
+        let wh = taglake_storage::Warehouse::open(config.warehouse())?;
         let live = Live::open(wh, cluster).await?;
-        let tls = config.tls.as_ref().map(|(cert, key)| tls_acceptor(cert, key)).transpose()?;
-        let listener = TcpListener::bind(config.listen)
+        let tls = config.tls().map(|(cert, key)| tls_acceptor(cert, key)).transpose()?;
+        let listener = TcpListener::bind(config.listen())
             .await
-            .map_err(|e| Error::Listen { addr: config.listen.to_string(), message: e.to_string() })?;
+            .map_err(|e| Error::Listen { addr: config.listen().to_string(), message: e.to_string() })?;
         let addr = listener
             .local_addr()
-            .map_err(|e| Error::Listen { addr: config.listen.to_string(), message: e.to_string() })?;
+            .map_err(|e| Error::Listen { addr: config.listen().to_string(), message: e.to_string() })?;
         let config = Arc::new(config);
         let handlers = Arc::new(Handlers::new(live.clone(), config.clone()));
-        let watch = live.watch(config.refresh_interval);
+        let watch = live.watch(config.refresh_interval());
         let accept = tokio::spawn(accept(listener, handlers, tls, config));
         Ok(Server { addr, live, accept, watch })
     }
@@ -85,6 +91,8 @@ impl Server {
 }
 
 async fn accept(listener: TcpListener, handlers: Arc<Handlers>, tls: Option<TlsAcceptor>, config: Arc<ServeConfig>) {
+    let pending = Arc::new(tokio::sync::Semaphore::new(config.max_pending()));
+    let mut turned_away = Quiet::default();
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -95,21 +103,59 @@ async fn accept(listener: TcpListener, handlers: Arc<Handlers>, tls: Option<TlsA
                 continue;
             }
         };
+        let Ok(permit) = pending.clone().try_acquire_owned() else {
+            // Dropped unread: a flood of silent sockets costs nothing.
+            turned_away.note(peer, config.max_pending());
+            continue;
+        };
         let _ = socket.set_nodelay(true);
         let (handlers, tls, config) = (handlers.clone(), tls.clone(), config.clone());
         tokio::spawn(async move {
+            let limits = Limits {
+                login_deadline: tokio::time::Instant::now() + config.auth_timeout(),
+                idle: config.idle_timeout(),
+                message: config.statement_timeout() + GRACE,
+            };
             let mut socket = socket;
-            let Some(first) = first_request(&mut socket).await else { return };
+            let first = tokio::time::timeout_at(limits.login_deadline, first_request(&mut socket));
+            let Ok(Some(first)) = first.await else { return };
             // A cancel request (psql's Ctrl-C) comes on a socket of its own
             // and may be plaintext even when TLS is required.
-            if config.require_tls && first != SSL_REQUEST && first != CANCEL_REQUEST {
-                refuse(socket, "28000", "this server accepts TLS connections only (use sslmode=require)").await;
+            if config.require_tls() && first != SSL_REQUEST && first != CANCEL_REQUEST {
+                let refusal = refuse(socket, "28000", "this server accepts TLS connections only (use sslmode=require)");
+                let _ = tokio::time::timeout_at(limits.login_deadline, refusal).await;
                 return;
             }
-            if let Err(e) = process_socket(socket, tls, handlers).await {
-                log(format_args!("{peer}: connection closed: {e}"));
+            let negotiated = tokio::time::timeout_at(limits.login_deadline, negotiate_tls(socket, tls)).await;
+            match negotiated {
+                Ok(Ok(Some(framed))) => serve(framed, handlers.parts(), Some(permit), limits).await,
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => log(format_args!("{peer}: connection closed: {e}")),
+                Err(_) => log(format_args!("{peer}: closed, TLS negotiation passed the authentication timeout")),
             }
         });
+    }
+}
+
+/// Logs sockets turned away for `--max-pending`, at most once a second.
+#[derive(Default)]
+struct Quiet {
+    last: Option<std::time::Instant>,
+    since: usize,
+}
+
+impl Quiet {
+    fn note(&mut self, peer: SocketAddr, max: usize) {
+        self.since += 1;
+        if self.last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            log(format_args!(
+                "{peer}: closed, {max} connections are still logging in (taglake serve --max-pending); {} turned \
+                 away since the last note",
+                self.since
+            ));
+            self.last = Some(std::time::Instant::now());
+            self.since = 0;
+        }
     }
 }
 
@@ -136,7 +182,7 @@ async fn first_request(socket: &mut TcpStream) -> Option<u32> {
             return Some(code);
         }
     };
-    tokio::time::timeout(FIRST_MESSAGE, peek).await.ok().flatten()
+    peek.await
 }
 
 /// Answers a plaintext socket with one FATAL error, the way PostgreSQL
@@ -163,7 +209,7 @@ async fn refuse(mut socket: TcpStream, code: &str, message: &str) {
         socket.flush().await?;
         socket.shutdown().await
     };
-    let _ = tokio::time::timeout(FIRST_MESSAGE, answer).await;
+    let _ = answer.await;
 }
 
 /// A TLS acceptor, with ring as the crypto provider. Any problem is an

@@ -20,7 +20,8 @@ use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::source_as_provider;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
+use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool, TrackConsumersPool};
+use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
@@ -114,9 +115,22 @@ impl Live {
     pub fn query_context(&self, limit: usize) -> datafusion::error::Result<SessionContext> {
         let pool =
             TrackConsumersPool::new(GreedyMemoryPool::new(limit), std::num::NonZeroUsize::new(3).expect("3 > 0"));
-        let runtime = RuntimeEnvBuilder::from_runtime_env(&self.ctx.runtime_env())
-            .with_memory_pool(Arc::new(pool))
-            .build_arc()?;
+        self.query_context_with(Arc::new(pool), None)
+    }
+
+    /// A session for one query: the shared catalog and functions, with
+    /// `pool` as its memory and, when given, `registry` for its object
+    /// stores (an export's capped local store).
+    pub fn query_context_with(
+        &self,
+        pool: Arc<dyn MemoryPool>,
+        registry: Option<Arc<dyn ObjectStoreRegistry>>,
+    ) -> datafusion::error::Result<SessionContext> {
+        let mut runtime = RuntimeEnvBuilder::from_runtime_env(&self.ctx.runtime_env()).with_memory_pool(pool);
+        if let Some(registry) = registry {
+            runtime = runtime.with_object_store_registry(registry);
+        }
+        let runtime = runtime.build_arc()?;
         let state = SessionStateBuilder::new_from_existing(self.ctx.state()).with_runtime_env(runtime).build();
         Ok(SessionContext::new_with_state(state))
     }
@@ -129,7 +143,7 @@ impl Live {
         if matches!(plan, LogicalPlan::Copy(_) | LogicalPlan::Dml(_) | LogicalPlan::Ddl(_)) {
             return None;
         }
-        let g = self.current.read().expect("not poisoned");
+        let g = self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (mut scans, mut ours) = (0, true);
         let _ = plan.apply_with_subqueries(|node| {
             if let LogicalPlan::TableScan(scan) = node {
@@ -151,7 +165,7 @@ impl Live {
 
     /// What is served now.
     pub fn served(&self) -> Served {
-        let g = self.current.read().expect("not poisoned");
+        let g = self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut tables: Vec<&'static str> = g.providers.keys().copied().collect();
         tables.sort();
         Served {
@@ -168,13 +182,13 @@ impl Live {
         for table in Table::ALL {
             versions.push(self.wh.version(table).await?);
         }
-        if self.current.read().expect("not poisoned").versions == versions {
+        if self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).versions == versions {
             return Ok(false);
         }
         let started = Instant::now();
         // The tag columns come from `members`, `tags` and `experiments`; a
         // new ingest of orders alone keeps the warm bitmaps it has.
-        let previous = self.current.read().expect("not poisoned").clone();
+        let previous = self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let tag_inputs = |v: &[Option<u64>]| -> Vec<Option<u64>> {
             Table::ALL
                 .iter()
@@ -202,7 +216,8 @@ impl Live {
             let _writing = self.swap.write().await;
             catalog.register(&self.ctx)?;
             let providers = catalog.tables.iter().map(|(n, p)| (*n, p.clone())).collect();
-            *self.current.write().expect("not poisoned") = Generation { versions, tags, providers };
+            *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Generation { versions, tags, providers };
         }
         let s = self.served();
         let on = self.cluster.as_ref().map_or(String::new(), |c| format!(" on the cluster {}", c.name()));
@@ -244,7 +259,7 @@ impl Live {
     /// Whether every table a plan reads is still the one registered (a
     /// prepared statement planned before a refresh is planned again).
     pub fn is_current(&self, plan: &LogicalPlan) -> bool {
-        let g = self.current.read().expect("not poisoned");
+        let g = self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut current = true;
         let _ = plan.apply_with_subqueries(|node| {
             if let LogicalPlan::TableScan(scan) = node

@@ -7,6 +7,13 @@
 //! `EXPLAIN` of a query, `SHOW`, `SET`, transaction and cursor statements.
 //! Anything else gets SQLSTATE 25006 (read-only transaction).
 //!
+//! The statement text is not enough: `SELECT … INTO t` is a query to the
+//! parser but plans to a table creation, and a cursor or a prepared
+//! statement carries a query planned elsewhere. So every plan is checked
+//! too, on every path that runs one (simple and extended protocol,
+//! cursors, the source of a `COPY`), by [`check_plan`]: a plan that
+//! creates, changes or drops anything, or changes the session, never runs.
+//!
 //! `COPY (query) TO 'file'` is the one write. It is refused unless the
 //! server has an export directory, and then the file must resolve inside
 //! it: relative paths are taken from it, `..` is refused outright, an
@@ -16,6 +23,8 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::sql::sqlparser::ast::{
     CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Statement,
 };
@@ -52,8 +61,10 @@ impl Refusal {
 pub enum Kind {
     /// A query or `EXPLAIN` of one: planned and run under the limits.
     Query,
-    /// `SET`, `SHOW`, transactions, cursors: answered by the protocol hooks.
+    /// `SET`, `SHOW`, transactions: answered by the protocol hooks.
     Session,
+    /// `DECLARE … CURSOR`, `FETCH`, `CLOSE`: the server's own cursors.
+    Cursor,
     /// `COPY … TO` a checked file.
     Copy(CopyPlan),
 }
@@ -90,16 +101,44 @@ pub fn check(statement: &Statement, export_dir: Option<&Path>) -> Result<Kind, R
         | Set(_)
         | StartTransaction { .. }
         | Commit { .. }
-        | Rollback { .. }
-        | Declare { .. }
-        | Fetch { .. }
-        | Close { .. } => Ok(Kind::Session),
+        | Rollback { .. } => Ok(Kind::Session),
+        Declare { .. } | Fetch { .. } | Close { .. } => Ok(Kind::Cursor),
         Copy { source, to: true, target, options, legacy_options, .. } => {
             copy(source, target, options, legacy_options, export_dir).map(Kind::Copy)
         }
         Copy { to: false, .. } => Err(Refusal::read_only("COPY … FROM")),
         other => Err(Refusal::read_only(&verb(other))),
     }
+}
+
+/// Refuses a plan that writes or changes anything: DDL (including the
+/// table `SELECT … INTO` creates), DML, session statements (`PREPARE`,
+/// `SET` planned as a statement) and any `COPY` but the top-level one of an
+/// allowed `COPY … TO` (`copy_at_root`). Subqueries are walked too.
+pub fn check_plan(plan: &LogicalPlan, copy_at_root: bool) -> Result<(), Refusal> {
+    let mut refusal = None;
+    let mut root = true;
+    let _ = plan.apply_with_subqueries(|node| {
+        let what = match node {
+            LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(_)) => {
+                Some("SELECT … INTO or CREATE TABLE (a new table)".to_string())
+            }
+            LogicalPlan::Ddl(ddl) => Some(format!("{} (DDL)", ddl.name())),
+            LogicalPlan::Dml(dml) => Some(format!("{} into {}", dml.op, dml.table_name)),
+            LogicalPlan::Copy(_) if !(root && copy_at_root) => Some("COPY inside a query".to_string()),
+            LogicalPlan::Statement(st) => Some(format!("{} (a session statement)", st.name())),
+            _ => None,
+        };
+        root = false;
+        match what {
+            Some(w) => {
+                refusal = Some(Refusal::read_only(&w));
+                Ok(TreeNodeRecursion::Stop)
+            }
+            None => Ok(TreeNodeRecursion::Continue),
+        }
+    });
+    refusal.map_or(Ok(()), Err)
 }
 
 /// The statement's leading keywords (`INSERT`, `CREATE TABLE`, …).
@@ -286,6 +325,9 @@ mod tests {
         for sql in ["SET statement_timeout = '1s'", "SHOW search_path", "BEGIN", "COMMIT", "ROLLBACK"] {
             assert_eq!(verdict(sql, None), Ok(Kind::Session), "{sql}");
         }
+        for sql in ["DECLARE c CURSOR FOR SELECT 1", "FETCH 10 FROM c", "CLOSE c", "CLOSE ALL"] {
+            assert_eq!(verdict(sql, None), Ok(Kind::Cursor), "{sql}");
+        }
         let refused = [
             ("INSERT INTO members VALUES (1)", "INSERT"),
             ("UPDATE members SET city = 'x'", "UPDATE"),
@@ -393,6 +435,42 @@ mod tests {
             // A link inside pointing inside is a plain directory to us.
             symlink(exports.join("sub"), exports.join("alias")).unwrap();
             assert_eq!(export_path(&exports, "alias/a.csv").unwrap(), exports.join("sub/a.csv"));
+        }
+    }
+
+    /// Plans that write are refused whatever statement they came from:
+    /// `SELECT … INTO` passes the statement check (it is a query) and is
+    /// caught here, also inside `EXPLAIN ANALYZE`, a subquery or a `COPY`.
+    #[test]
+    fn plans_that_write_are_refused_wherever_they_sit() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let ctx = datafusion::prelude::SessionContext::new();
+        let plan = |sql: &str| {
+            let statement = parse(sql);
+            rt.block_on(
+                ctx.state().statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(statement))),
+            )
+            .unwrap()
+        };
+        for sql in ["SELECT 1 AS a INTO t", "EXPLAIN ANALYZE SELECT 1 AS a INTO t"] {
+            assert_eq!(verdict(sql, None), Ok(Kind::Query), "the statement check lets {sql} through");
+            let r = check_plan(&plan(sql), false).unwrap_err();
+            assert_eq!(r.code, "25006", "{sql}");
+            assert!(r.message.contains("SELECT … INTO or CREATE TABLE (a new table) is not allowed"), "{r:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let copy = format!("COPY (SELECT 1 AS a) TO '{}' STORED AS CSV", dir.path().join("a.csv").display());
+        let copy_plan = rt
+            .block_on(
+                ctx.state().statement_to_plan(
+                    datafusion::sql::parser::DFParser::parse_sql(&copy).unwrap().pop_front().unwrap(),
+                ),
+            )
+            .unwrap();
+        assert_eq!(check_plan(&copy_plan, true), Ok(()));
+        assert_eq!(check_plan(&copy_plan, false).unwrap_err().code, "25006");
+        for sql in ["SELECT 1", "SELECT * FROM (SELECT 1 AS a) WHERE a IN (SELECT 1)", "EXPLAIN SELECT 1"] {
+            assert_eq!(check_plan(&plan(sql), false), Ok(()), "{sql}");
         }
     }
 }

@@ -22,17 +22,23 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use datafusion_postgres::pgwire::api::auth::sasl::scram::{SCRAM_ITERATIONS, gen_salted_password};
 use datafusion_postgres::pgwire::api::auth::{AuthSource, LoginInfo, Password};
-use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::error::PgWireResult;
 
 use crate::{Error, Result, file_err};
 
 const METHOD: &str = "SCRAM-SHA-256";
+/// The least PBKDF2 iteration count accepted (RFC 7677's minimum).
+pub const MIN_ITERATIONS: usize = 4096;
 
 /// The users of a server, by name.
 #[derive(Debug, Clone)]
 pub struct Users {
     by_name: Arc<BTreeMap<String, Secret>>,
     iterations: usize,
+    /// Key of the stand-in secrets of unknown names (see [`Users::stand_in`]).
+    decoy_key: Arc<[u8; 32]>,
+    /// Salt length of the stand-ins: the length the file's salts have.
+    salt_len: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +87,12 @@ impl Users {
                 .ok()
                 .filter(|&n| n >= 1)
                 .ok_or_else(|| bad(format!("iterations '{iters}' is not a positive number")))?;
+            if iters < MIN_ITERATIONS {
+                return Err(bad(format!(
+                    "iterations {iters} is below {MIN_ITERATIONS}, the least SCRAM-SHA-256 allows (RFC 7677); set the \
+                     password again with `taglake passwd`"
+                )));
+            }
             if *iterations.get_or_insert(iters) != iters {
                 return Err(bad("every user must use the same iteration count".into()));
             }
@@ -93,7 +105,54 @@ impl Users {
                 return Err(bad(format!("user '{name}' appears twice")));
             }
         }
-        Ok(Users { by_name: Arc::new(by_name), iterations: iterations.unwrap_or(SCRAM_ITERATIONS) })
+        // The stand-ins' key comes from the secrets themselves: stable across
+        // restarts (a name answers the same way every time) and unknown to
+        // anyone who cannot read the file.
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        digest.update(b"taglake serve: stand-in SCRAM secrets\0");
+        let mut salt_lens = BTreeMap::new();
+        for (name, secret) in &by_name {
+            for part in [name.as_bytes(), &secret.salt, &secret.salted_password] {
+                digest.update(&(part.len() as u64).to_be_bytes());
+                digest.update(part);
+            }
+            *salt_lens.entry(secret.salt.len()).or_insert(0usize) += 1;
+        }
+        let mut decoy_key = [0u8; 32];
+        decoy_key.copy_from_slice(digest.finish().as_ref());
+        let salt_len = salt_lens.iter().max_by_key(|(len, n)| (**n, **len)).map_or(16, |(len, _)| *len);
+        Ok(Users {
+            by_name: Arc::new(by_name),
+            iterations: iterations.unwrap_or(SCRAM_ITERATIONS),
+            decoy_key: Arc::new(decoy_key),
+            salt_len,
+        })
+    }
+
+    /// The secret an unknown name is challenged with: a salt of the usual
+    /// length and a salted password, both derived from the name and a key
+    /// only the server knows. The exchange then runs exactly as for a known
+    /// user with a wrong password (same iteration count, same salt length
+    /// and the same salt on every attempt, the same error after the proof),
+    /// so names cannot be probed.
+    fn stand_in(&self, name: &str) -> Secret {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.decoy_key.as_slice());
+        let derive = |label: &[u8], len: usize| {
+            let mut out = Vec::with_capacity(len);
+            let mut block = 0u32;
+            while out.len() < len {
+                let mut ctx = ring::hmac::Context::with_key(&key);
+                for part in [label, name.as_bytes(), &block.to_be_bytes()] {
+                    ctx.update(part);
+                    ctx.update(b"\0");
+                }
+                out.extend_from_slice(ctx.sign().as_ref());
+                block += 1;
+            }
+            out.truncate(len);
+            out
+        };
+        Secret { salt: derive(b"salt", self.salt_len), salted_password: derive(b"salted-password", 32) }
     }
 
     /// The names, sorted.
@@ -176,9 +235,13 @@ impl AuthSource for Users {
     #[allow(elided_lifetimes_in_paths)]
     async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
         let user = login.user().unwrap_or_default();
-        // An unknown user fails exactly like a wrong password.
-        let secret = self.by_name.get(user).ok_or_else(|| PgWireError::InvalidPassword(user.to_string()))?;
-        Ok(Password::new(Some(secret.salt.clone()), secret.salted_password.clone()))
+        // An unknown user gets a stand-in secret and fails at the proof,
+        // exactly like a known user with a wrong password.
+        let secret = match self.by_name.get(user) {
+            Some(s) => s.clone(),
+            None => self.stand_in(user),
+        };
+        Ok(Password::new(Some(secret.salt), secret.salted_password))
     }
 }
 
@@ -219,8 +282,10 @@ mod tests {
             ("a:SCRAM-SHA-256:4096:!!:y", "users:1: salt is not base64"),
             ("a:SCRAM-SHA-256:4096:c2FsdA==:c2FsdA==", "users:1: salted password is 4 bytes, expected 32"),
             (&format!("{good}\n{good}"), "users:2: user 'a' appears twice"),
-            (&format!("{good}\nb:{METHOD}:10:c2FsdA==:{}", B64.encode([7u8; 32])), "users:2: every user must use"),
+            (&format!("{good}\nb:{METHOD}:8192:c2FsdA==:{}", B64.encode([7u8; 32])), "users:2: every user must use"),
             (" x y:SCRAM-SHA-256:1:a:b", "users:1: user name 'x y' must be"),
+            ("a:SCRAM-SHA-256:4095:c2FsdA==:y", "users:1: iterations 4095 is below 4096"),
+            ("a:SCRAM-SHA-256:1:c2FsdA==:y", "users:1: iterations 1 is below 4096"),
         ];
         for (text, want) in cases {
             let e = Users::parse(text, p).unwrap_err().to_string();
@@ -232,5 +297,32 @@ mod tests {
         assert!(Users::load(&empty).unwrap_err().to_string().contains("no users in the file"));
         assert!(Users::set_password(&empty, "a:b", "x").unwrap_err().to_string().contains("without ':'"));
         assert_eq!(Users::set_password(&empty, "a", "").unwrap_err().to_string(), "the password is empty");
+    }
+
+    /// An unknown name is answered like a known one: the same iteration
+    /// count, a salt of the same length that is the same on every attempt,
+    /// and a secret no password matches.
+    #[test]
+    fn unknown_names_get_a_stable_stand_in_shaped_like_a_real_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        Users::set_password(&path, "ana", "s3cret").unwrap();
+        let users = Users::load(&path).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let ask = |name: &str| {
+            let login = LoginInfo::new(Some(name), None, "127.0.0.1".into());
+            rt.block_on(users.get_password(&login)).expect("every name gets a challenge")
+        };
+        let real = ask("ana");
+        let (a, b, other) = (ask("mallory"), ask("mallory"), ask("eve"));
+        assert_eq!(a.salt().unwrap().len(), real.salt().unwrap().len());
+        assert_eq!(a.password().len(), real.password().len());
+        assert_eq!((a.salt(), a.password()), (b.salt(), b.password()), "the same on every attempt");
+        assert_ne!(a.salt(), other.salt(), "each name its own");
+        assert_ne!(a.salt(), real.salt());
+        // Reloading the same file gives the same stand-ins (stable across restarts).
+        let again = Users::load(&path).unwrap();
+        assert_eq!(again.stand_in("mallory"), users.stand_in("mallory"));
+        assert_ne!(users.stand_in("mallory").salted_password, gen_salted_password("s3cret", a.salt().unwrap(), 4096));
     }
 }

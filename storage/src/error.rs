@@ -65,6 +65,36 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// Another process holds the warehouse writer lock.
+    #[error("warehouse {} is being written by {holder}; use --wait to queue", warehouse.display())]
+    Locked {
+        /// The warehouse directory.
+        warehouse: PathBuf,
+        /// Who holds the lock: command, pid, host and since when.
+        holder: String,
+    },
+    /// A writer lock of one warehouse was handed to a write of another.
+    #[error(
+        "the writer lock of warehouse {} does not cover warehouse {} (this is likely a bug in taglake)",
+        locked.display(),
+        warehouse.display()
+    )]
+    WrongLock {
+        /// The warehouse the lock is held on.
+        locked: PathBuf,
+        /// The warehouse written to.
+        warehouse: PathBuf,
+    },
+    /// Another writer committed to the table meanwhile in a way this commit
+    /// cannot be reconciled with (it claimed the same id, or replaced what
+    /// this commit read). Nothing was committed; running again is safe.
+    #[error("warehouse table `{table}`: {message}; nothing was committed, run the command again")]
+    Conflict {
+        /// Table name.
+        table: &'static str,
+        /// What collided.
+        message: String,
+    },
     /// A data file of a table could not be opened.
     #[error("{}: {source}", path.display())]
     File {

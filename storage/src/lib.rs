@@ -13,6 +13,10 @@
 //! - [`Warehouse`] opens the directory, reads tables back as Arrow batches in
 //!   their canonical types, and writes them with one commit per call
 //!   ([`Warehouse::append`] streams any number of batches into one commit).
+//! - [`WriterLock`] ([`lock`]): one writing command at a time per
+//!   warehouse; library functions that allocate ids or commit several
+//!   tables take it as proof. [`Warehouse::vacuum`] reclaims the files no
+//!   version needs any more, including those killed runs left.
 //!
 //! ```no_run
 //! # async fn run() -> taglake_storage::Result<()> {
@@ -25,12 +29,14 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod lock;
 pub mod names;
 pub mod scan;
 pub mod schema;
 mod warehouse;
 
 pub use error::{Error, Result};
+pub use lock::{Wait, WriterLock};
 pub use names::suggest;
 pub use schema::{Column, ColumnType, Table};
-pub use warehouse::{BatchReceiver, DataFile, Sorted, TableWriter, Warehouse};
+pub use warehouse::{BatchReceiver, DataFile, Sorted, TableWriter, Vacuumed, Warehouse};

@@ -124,6 +124,11 @@ fn key_bounds(stats: Option<&parquet::file::statistics::Statistics>) -> Option<(
     }
 }
 
+/// The number of rows in `files`, from their footers.
+pub fn row_count(table: Table, files: &[PathBuf]) -> Result<u64> {
+    files.iter().map(|path| Ok(footer(table, path)?.metadata().file_metadata().num_rows().max(0) as u64)).sum()
+}
+
 /// The Parquet footer of one file of `table`.
 fn footer(table: Table, path: &Path) -> Result<ArrowReaderMetadata> {
     let file = File::open(path).map_err(|source| Error::File { path: path.to_path_buf(), source })?;

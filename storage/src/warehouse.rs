@@ -14,6 +14,9 @@ use futures::TryStreamExt;
 
 use crate::{Error, Result, Table};
 
+/// Key of the commit metadata [`Warehouse::last_inputs`] reads.
+const INPUTS_KEY: &str = "taglake.inputs";
+
 /// Target size of the Parquet files a commit writes.
 const TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
 
@@ -44,6 +47,17 @@ impl Warehouse {
 
     fn delta_err(&self, table: Table) -> impl Fn(DeltaTableError) -> Error + '_ {
         move |source| Error::Delta { table: table.name(), path: self.table_path(table), source: Box::new(source) }
+    }
+
+    /// Like `delta_err`, but a commit that lost to a conflicting one is
+    /// [`Error::Conflict`], described by `what`.
+    fn commit_err<'a>(&'a self, table: Table, what: &'a str) -> impl Fn(DeltaTableError) -> Error + 'a {
+        move |source| match source {
+            DeltaTableError::Transaction {
+                source: deltalake::kernel::transaction::TransactionError::CommitConflict(conflict),
+            } => Error::Conflict { table: table.name(), message: format!("{what} ({conflict})") },
+            other => self.delta_err(table)(other),
+        }
     }
 
     /// Loads the Delta table, or `None` when nothing was ever committed.
@@ -152,10 +166,12 @@ impl Warehouse {
         })
     }
 
-    /// Number of rows in a table (0 when it does not exist).
+    /// Number of rows in a table (0 when it does not exist), from the
+    /// footers of its current files.
     pub async fn row_count(&self, table: Table) -> Result<u64> {
-        let key = table.key()[0];
-        Ok(self.read(table, Some(&[key])).await?.iter().map(|b| b.num_rows() as u64).sum())
+        let files: Vec<PathBuf> = self.files(table).await?.into_iter().map(|f| f.path).collect();
+        // Footers only: a few small reads per file.
+        crate::scan::row_count(table, &files)
     }
 
     /// Starts a streaming append: batches go to Parquet files as they come;
@@ -171,7 +187,7 @@ impl Warehouse {
         let writer = RecordBatchWriter::for_table(&delta)
             .map_err(self.delta_err(table))?
             .with_target_file_size(TARGET_FILE_SIZE);
-        Ok(TableWriter { warehouse: self.clone(), table, delta, writer, rows: 0 })
+        Ok(TableWriter { warehouse: self.clone(), table, delta, writer, rows: 0, claims: Vec::new() })
     }
 
     async fn create(&self, table: Table) -> Result<DeltaTable> {
@@ -241,6 +257,69 @@ pub struct Sorted {
     pub files_removed: u64,
     /// Sorted files written.
     pub files_added: u64,
+}
+
+/// What [`Warehouse::vacuum`] deleted (or would delete) in one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vacuumed {
+    /// The table.
+    pub table: Table,
+    /// Each file with its size in bytes, by path.
+    pub files: Vec<(PathBuf, u64)>,
+}
+
+impl Vacuumed {
+    /// Total size of the files.
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|(_, b)| b).sum()
+    }
+}
+
+/// The version whose files a vacuum keeps besides the current one: the
+/// version before the newest commit that removed files (a replace, an
+/// OPTIMIZE). Appends and vacuums remove nothing, so they are skipped.
+/// Read from the commit files of `_delta_log`; none when no commit in the
+/// last 1,000 removed a file.
+fn previous_data_version(folder: &Path, current: Option<u64>) -> Vec<u64> {
+    let Some(current) = current else { return Vec::new() };
+    for v in (current.saturating_sub(1_000)..=current).rev() {
+        let Ok(text) = std::fs::read_to_string(folder.join("_delta_log").join(format!("{v:020}.json"))) else {
+            break;
+        };
+        let removes = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|action| action.get("remove").is_some());
+        if removes {
+            return v.checked_sub(1).into_iter().collect();
+        }
+    }
+    Vec::new()
+}
+
+/// A partial file an interrupted write left: the object store writes
+/// `name#N` and renames it when complete.
+fn is_partial(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.rsplit_once('#'))
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Calls `f` on every file under `dir` (recursively).
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &std::fs::Metadata)) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|source| Error::File { path: dir.into(), source })?;
+    for entry in entries {
+        let entry = entry.map_err(|source| Error::File { path: dir.into(), source })?;
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        if meta.is_dir() {
+            walk(&path, f)?;
+        } else if meta.is_file() {
+            f(&path, &meta);
+        }
+    }
+    Ok(())
 }
 
 /// Receiving end of a streaming write: batches, or the producer's error.
@@ -340,19 +419,91 @@ impl Warehouse {
         })
     }
 
-    /// Deletes the data files the current version no longer uses and that
-    /// were replaced more than `retain` ago (Delta VACUUM). Versions older
-    /// than that can no longer be read afterwards; the current one always
-    /// can. Returns how many files were deleted.
-    pub async fn vacuum(&self, table: Table, retain: chrono::Duration) -> Result<usize> {
-        let Some(delta) = self.load(table).await? else { return Ok(0) };
-        let (_, metrics) = delta
-            .vacuum()
-            .with_retention_period(retain)
-            .with_enforce_retention_duration(false)
-            .await
-            .map_err(self.delta_err(table))?;
-        Ok(metrics.files_deleted.len())
+    /// Deletes the files of `table` that no reader needs any more and that
+    /// have been unneeded for longer than `retain`, or with `dry_run` only
+    /// lists them. Returns what was (or would be) deleted, with sizes.
+    ///
+    /// Three kinds of files go:
+    /// - files the current version no longer uses, replaced more than
+    ///   `retain` ago (Delta VACUUM): older versions can no longer be read
+    ///   afterwards;
+    /// - files no version references, last written more than `retain` ago
+    ///   (Delta's full-mode VACUUM): Parquet a killed or failed command
+    ///   wrote and never committed;
+    /// - partial files of interrupted writes (`name#1`, left by a kill in
+    ///   the middle of writing a file or a commit), which Delta never lists.
+    ///
+    /// The current version is never touched, and neither is the previous
+    /// one (the files the last commit that replaced data replaced), whatever
+    /// `retain` says: a server or query that started on it before the last
+    /// write still finishes. A table folder without a Delta log (a killed
+    /// first write) holds only orphans.
+    pub async fn vacuum(
+        &self,
+        lock: &crate::WriterLock,
+        table: Table,
+        retain: chrono::Duration,
+        dry_run: bool,
+    ) -> Result<Vacuumed> {
+        lock.check(self)?;
+        let plan = self.reclaimable(table, retain).await?;
+        if !dry_run {
+            for (path, _) in &plan.files {
+                match std::fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => return Err(Error::File { path: path.clone(), source }),
+                }
+            }
+        }
+        Ok(plan)
+    }
+
+    /// What [`Warehouse::vacuum`] would delete with this `retain`, without
+    /// deleting anything or taking the writer lock (`taglake status`).
+    pub async fn reclaimable(&self, table: Table, retain: chrono::Duration) -> Result<Vacuumed> {
+        let folder = self.table_path(table);
+        let mut files = Vec::new();
+        if !folder.is_dir() {
+            return Ok(Vacuumed { table, files });
+        }
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(retain.to_std().unwrap_or_default())
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let stale = |meta: &std::fs::Metadata| meta.modified().is_ok_and(|m| m < cutoff);
+        match self.load(table).await? {
+            Some(delta) => {
+                let keep = previous_data_version(&folder, delta.version());
+                let (_, metrics) = delta
+                    .vacuum()
+                    .with_mode(deltalake::operations::vacuum::VacuumMode::Full)
+                    .with_retention_period(retain)
+                    .with_enforce_retention_duration(false)
+                    .with_keep_versions(&keep)
+                    .with_dry_run(true)
+                    .await
+                    .map_err(self.delta_err(table))?;
+                for name in metrics.files_deleted {
+                    let path = folder.join(name.trim_start_matches('/'));
+                    if let Ok(meta) = std::fs::metadata(&path) {
+                        files.push((path, meta.len()));
+                    }
+                }
+                walk(&folder, &mut |path, meta| {
+                    if is_partial(path) && stale(meta) {
+                        files.push((path.to_path_buf(), meta.len()));
+                    }
+                })?;
+            }
+            None => walk(&folder, &mut |path, meta| {
+                if stale(meta) {
+                    files.push((path.to_path_buf(), meta.len()));
+                }
+            })?,
+        }
+        files.sort();
+        files.dedup();
+        Ok(Vacuumed { table, files })
     }
 
     /// The column names of a table as stored (for tables whose columns
@@ -378,6 +529,42 @@ impl Warehouse {
         table: Table,
         schema: SchemaRef,
         partitions: Vec<BatchReceiver>,
+    ) -> Result<u64> {
+        self.write_streaming(table, schema, partitions, None).await
+    }
+
+    /// [`Warehouse::overwrite_streaming`] that records `inputs` (a
+    /// description of what the content was computed from) in the commit, for
+    /// [`Warehouse::last_inputs`]: a re-run of an interrupted command
+    /// recognises a commit it would make again and keeps it.
+    pub async fn overwrite_streaming_with_inputs(
+        &self,
+        table: Table,
+        schema: SchemaRef,
+        partitions: Vec<BatchReceiver>,
+        inputs: &str,
+    ) -> Result<u64> {
+        self.write_streaming(table, schema, partitions, Some(inputs)).await
+    }
+
+    /// The version of a table and the `inputs` its newest commit recorded
+    /// ([`Warehouse::overwrite_streaming_with_inputs`]); `None` when the
+    /// table does not exist or its newest commit recorded none.
+    pub async fn last_inputs(&self, table: Table) -> Result<Option<(u64, String)>> {
+        let Some(delta) = self.load(table).await? else { return Ok(None) };
+        let Some(version) = delta.version() else { return Ok(None) };
+        let newest: Vec<deltalake::kernel::CommitInfo> =
+            delta.history(Some(1)).try_collect().await.map_err(self.delta_err(table))?;
+        let inputs = newest.first().and_then(|c| c.info.get(INPUTS_KEY)).and_then(|v| v.as_str());
+        Ok(inputs.map(|i| (version, i.to_string())))
+    }
+
+    async fn write_streaming(
+        &self,
+        table: Table,
+        schema: SchemaRef,
+        partitions: Vec<BatchReceiver>,
+        inputs: Option<&str>,
     ) -> Result<u64> {
         check_schema(table, &schema)?;
         use datafusion::catalog::streaming::StreamingTable;
@@ -408,8 +595,12 @@ impl Warehouse {
             .with_save_mode(SaveMode::Overwrite)
             .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
             .with_target_file_size(std::num::NonZeroU64::new(TARGET_FILE_SIZE))
+            .with_commit_properties(
+                deltalake::kernel::transaction::CommitProperties::default()
+                    .with_metadata(inputs.map(|i| (INPUTS_KEY.to_string(), serde_json::Value::String(i.to_string())))),
+            )
             .await
-            .map_err(self.delta_err(table))?;
+            .map_err(self.commit_err(table, "another writer replaced the table at the same time"))?;
         Ok(written.version().unwrap_or(0))
     }
 }
@@ -559,6 +750,7 @@ pub struct TableWriter {
     delta: DeltaTable,
     writer: RecordBatchWriter,
     rows: u64,
+    claims: Vec<deltalake::kernel::Transaction>,
 }
 
 impl TableWriter {
@@ -577,14 +769,47 @@ impl TableWriter {
         self.rows
     }
 
+    /// The table's files as of the version this writer appends to: what an
+    /// id allocation must read so that [`TableWriter::claim`] protects it.
+    pub fn files(&self) -> Result<Vec<DataFile>> {
+        self.warehouse.files_of(self.table, &self.delta)
+    }
+
+    /// The last id claimed under `app` (see [`TableWriter::claim`]) as of
+    /// the version this writer appends to.
+    pub async fn claimed(&self, app: &str) -> Result<Option<i64>> {
+        let snapshot = self.delta.snapshot().map_err(self.warehouse.delta_err(self.table))?;
+        snapshot
+            .transaction_version(self.delta.log_store().as_ref(), app)
+            .await
+            .map_err(self.warehouse.delta_err(self.table))
+    }
+
+    /// Makes the commit claim `id` under the application id `app` (a Delta
+    /// `txn` action). Delta's conflict checker then refuses the commit if
+    /// another commit claiming `app` landed after the version this writer
+    /// appends to: two writers that read the same largest id and append the
+    /// next one cannot both commit, with or without the writer lock.
+    pub fn claim(&mut self, app: &str, id: i64) {
+        self.claims.push(deltalake::kernel::Transaction::new(app, id));
+    }
+
     /// Commits everything written as one Delta commit. Returns the new
-    /// version, or `None` when no row was written (no commit is made).
-    pub async fn commit(mut self) -> Result<Option<u64>> {
-        if self.rows == 0 {
+    /// version, or `None` when no row was written (no commit is made). A
+    /// lost claim is [`Error::Conflict`] and commits nothing.
+    pub async fn commit(self) -> Result<Option<u64>> {
+        let TableWriter { warehouse, table, mut delta, writer, rows, claims } = self;
+        if rows == 0 {
             return Ok(None);
         }
-        let version =
-            self.writer.flush_and_commit(&mut self.delta).await.map_err(self.warehouse.delta_err(self.table))?;
+        let what = match claims.first() {
+            Some(c) => format!("another writer claimed `{}` {} (or later) at the same time", c.app_id, c.version),
+            None => "another writer changed the table at the same time".to_string(),
+        };
+        let mut writer = writer.with_commit_properties(
+            deltalake::kernel::transaction::CommitProperties::default().with_application_transactions(claims),
+        );
+        let version = writer.flush_and_commit(&mut delta).await.map_err(warehouse.commit_err(table, &what))?;
         Ok(Some(version))
     }
 }
@@ -814,7 +1039,9 @@ mod tests {
         assert!(err.contains("the producer failed"), "{err}");
         assert_eq!(wh.version(Table::Features).await.unwrap(), Some(v));
         assert_eq!(wh.row_count(Table::Features).await.unwrap(), 1);
-        // Vacuum keeps the current version and drops the replaced files.
+        // Vacuum keeps the current and the previous version (a server may
+        // still read it) and drops the older files.
+        let lock = wh.lock_writer("storage test", crate::Wait::No).unwrap();
         assert!(wh.files(Table::Features).await.unwrap().len() == 1);
         let on_disk = |dir: &std::path::Path| {
             std::fs::read_dir(dir.join("features"))
@@ -823,14 +1050,161 @@ mod tests {
                 .count()
         };
         assert!(on_disk(dir.path()) > 1);
-        assert_eq!(wh.vacuum(Table::Features, chrono::Duration::days(7)).await.unwrap(), 0, "all are recent");
-        assert!(wh.vacuum(Table::Features, chrono::Duration::zero()).await.unwrap() >= 1);
-        assert_eq!(on_disk(dir.path()), 1);
+        let recent = wh.vacuum(&lock, Table::Features, chrono::Duration::days(7), false).await.unwrap();
+        assert!(recent.files.is_empty(), "all are recent: {recent:?}");
+        assert_eq!(on_disk(dir.path()), 2, "the current and the previous version");
+        let v = stream(&wh, vec![features(&[6], "spend_share_snacks")], false).await.unwrap();
+        let plan = wh.vacuum(&lock, Table::Features, chrono::Duration::zero(), true).await.unwrap();
+        assert!(!plan.files.is_empty() && plan.bytes() > 0, "{plan:?}");
+        assert_eq!(on_disk(dir.path()), 3, "a dry run deletes nothing");
+        assert_eq!(wh.vacuum(&lock, Table::Features, chrono::Duration::zero(), false).await.unwrap(), plan);
+        assert_eq!(on_disk(dir.path()), 2, "the oldest version's file is gone");
+        assert_eq!(wh.version(Table::Features).await.unwrap(), Some(v));
         assert_eq!(wh.row_count(Table::Features).await.unwrap(), 1);
         // The fixed columns must lead.
         let wrong = ids(&[("a", 0)]);
         let (_tx, rx) = tokio::sync::mpsc::channel(1);
         assert!(wh.overwrite_streaming(Table::Features, wrong.schema(), vec![rx]).await.is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_claimed_id_cannot_be_committed_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Warehouse::open(dir.path()).unwrap();
+        wh.overwrite(Table::MemberIds, vec![ids(&[("a", 0)])]).await.unwrap();
+        // Two blind appends of the same next key both commit: why ids are claimed.
+        for id in ["b", "c"] {
+            let mut w = wh.append(Table::MemberIds).await.unwrap();
+            w.write(ids(&[(id, 1)])).await.unwrap();
+            w.commit().await.unwrap();
+        }
+        // Two writers read the same state and claim the same next id.
+        let (mut first, mut second) =
+            (wh.append(Table::MemberIds).await.unwrap(), wh.append(Table::MemberIds).await.unwrap());
+        let next = |claimed: Option<i64>| claimed.unwrap_or(0) + 1;
+        let (a, b) = (next(first.claimed("test.id").await.unwrap()), next(second.claimed("test.id").await.unwrap()));
+        assert_eq!((a, b), (1, 1));
+        assert_eq!(first.files().unwrap().len(), 3);
+        first.claim("test.id", a);
+        second.claim("test.id", b);
+        first.write(ids(&[("d", 2)])).await.unwrap();
+        second.write(ids(&[("e", 2)])).await.unwrap();
+        first.commit().await.unwrap();
+        let err = second.commit().await.unwrap_err();
+        assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+        let err = err.to_string();
+        assert!(
+            err.starts_with(
+                "warehouse table `member_ids`: another writer claimed `test.id` 1 (or later) at the same time"
+            ) && err.ends_with("nothing was committed, run the command again"),
+            "{err}"
+        );
+        assert_eq!(wh.row_count(Table::MemberIds).await.unwrap(), 4, "only the first claim committed");
+        let third = wh.append(Table::MemberIds).await.unwrap();
+        assert_eq!(third.claimed("test.id").await.unwrap(), Some(1));
+        assert_eq!(third.claimed("other").await.unwrap(), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_commit_records_what_it_was_computed_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Warehouse::open(dir.path()).unwrap();
+        assert_eq!(wh.last_inputs(Table::Features).await.unwrap(), None);
+        let batch = features(&[0, 1], "spend_share_beauty");
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(Ok(batch.clone())).await.unwrap();
+        drop(tx);
+        let v =
+            wh.overwrite_streaming_with_inputs(Table::Features, batch.schema(), vec![rx], "inputs A").await.unwrap();
+        assert_eq!(wh.last_inputs(Table::Features).await.unwrap(), Some((v, "inputs A".to_string())));
+        stream(&wh, vec![batch], false).await.unwrap();
+        assert_eq!(wh.last_inputs(Table::Features).await.unwrap(), None, "the newest commit recorded none");
+    }
+
+    /// Sets a file's modification time `age` in the past.
+    fn age(path: &Path, age: std::time::Duration) {
+        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.set_modified(std::time::SystemTime::now() - age).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn vacuum_reclaims_what_killed_runs_left_once_older_than_the_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Warehouse::open(dir.path()).unwrap();
+        let lock = wh.lock_writer("storage test", crate::Wait::No).unwrap();
+        let mut w = wh.append(Table::MemberIds).await.unwrap();
+        w.write(ids(&[("a", 0), ("b", 1)])).await.unwrap();
+        w.commit().await.unwrap();
+        let folder = wh.table_path(Table::MemberIds);
+        let live = wh.files(Table::MemberIds).await.unwrap()[0].path.clone();
+        // What killed runs leave: a data file never committed, a file and a
+        // commit cut off while being written, and a table whose first
+        // commit never happened.
+        let orphan = folder.join("part-00000-orphan.parquet");
+        std::fs::copy(&live, &orphan).unwrap();
+        let partial = folder.join("part-00001-cut.parquet#1");
+        std::fs::write(&partial, b"PAR1 half").unwrap();
+        let partial_commit = folder.join("_delta_log").join(format!("{:020}.json#3", 1));
+        std::fs::write(&partial_commit, b"{\"add\"").unwrap();
+        let never = wh.table_path(Table::Orders).join("part-00000-first.parquet");
+        std::fs::create_dir_all(never.parent().unwrap()).unwrap();
+        std::fs::write(&never, b"PAR1").unwrap();
+        let leftovers = [&orphan, &partial, &partial_commit, &never];
+        let week = chrono::Duration::days(7);
+        let plan = |table| {
+            let wh = wh.clone();
+            async move { wh.reclaimable(table, week).await.unwrap().files }
+        };
+        assert!(plan(Table::MemberIds).await.is_empty() && plan(Table::Orders).await.is_empty(), "all are recent");
+        for f in leftovers {
+            age(f, std::time::Duration::from_secs(8 * 86_400));
+        }
+        let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+        let mut want: Vec<(PathBuf, u64)> =
+            [&orphan, &partial, &partial_commit].map(|p| (p.to_path_buf(), size(p))).to_vec();
+        want.sort();
+        assert_eq!(plan(Table::MemberIds).await, want);
+        assert_eq!(plan(Table::Orders).await, [(never.clone(), 4)]);
+        let done = wh.vacuum(&lock, Table::MemberIds, week, false).await.unwrap();
+        assert_eq!(done.files, want);
+        assert_eq!(done.bytes(), want.iter().map(|f| f.1).sum::<u64>());
+        wh.vacuum(&lock, Table::Orders, week, false).await.unwrap();
+        assert!(leftovers.iter().all(|f| !f.exists()));
+        assert!(live.exists());
+        assert_eq!(wh.row_count(Table::MemberIds).await.unwrap(), 2);
+        assert!(wh.reclaimable(Table::MemberIds, chrono::Duration::zero()).await.unwrap().files.is_empty());
+    }
+
+    /// `status` counted rows by reading the first key column, which for a
+    /// partitioned table (`tags`, by `snapshot`) is not in the files.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn row_count_counts_a_partitioned_table() {
+        use arrow::datatypes::{DataType, TimeUnit};
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Warehouse::open(dir.path()).unwrap();
+        let schema = Table::Tags.arrow_schema();
+        let columns: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|f| -> ArrayRef {
+                match f.data_type() {
+                    DataType::Int64 => Arc::new(Int64Array::from(vec![1, 1])),
+                    DataType::Int32 => Arc::new(arrow::array::Int32Array::from(vec![0, 1])),
+                    DataType::Utf8 => Arc::new(StringArray::from(vec!["a", "b"])),
+                    DataType::Float64 => Arc::new(arrow::array::Float64Array::from(vec![0.5, 0.5])),
+                    DataType::Binary => Arc::new(arrow::array::BinaryArray::from_iter_values([b"x", b"y"])),
+                    DataType::Date32 => Arc::new(arrow::array::Date32Array::from(vec![0, 0])),
+                    DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                        Arc::new(arrow::array::TimestampMicrosecondArray::from(vec![0, 0]).with_timezone("UTC"))
+                    }
+                    other => panic!("no test values for {other}"),
+                }
+            })
+            .collect();
+        let mut w = wh.append(Table::Tags).await.unwrap();
+        w.write(RecordBatch::try_new(schema, columns).unwrap()).await.unwrap();
+        w.commit().await.unwrap();
+        assert_eq!(wh.row_count(Table::Tags).await.unwrap(), 2);
     }
 
     #[tokio::test]

@@ -10,10 +10,12 @@
 //!
 //! ```no_run
 //! # async fn run() -> taglake_tagger::Result<()> {
-//! use taglake_storage::Warehouse;
+//! use taglake_storage::{Wait, Warehouse};
 //! use taglake_tagger::{RefreshOptions, refresh};
 //! let wh = Warehouse::open("warehouse")?;
-//! let summary = refresh(&wh, &RefreshOptions::default()).await?;
+//! // Writers hold the warehouse writer lock for their whole run.
+//! let lock = wh.lock_writer("nightly tag refresh", Wait::Yes)?;
+//! let summary = refresh(&wh, &lock, &RefreshOptions::default()).await?;
 //! println!("snapshot {}: {} tags, {:.1} per member", summary.snapshot, summary.tags, summary.tags_per_member());
 //! # Ok(()) }
 //! ```

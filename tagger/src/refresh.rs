@@ -10,7 +10,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use rayon::prelude::*;
 use roaring::RoaringBitmap;
-use taglake_storage::{Table, Warehouse};
+use taglake_storage::{Table, Warehouse, WriterLock};
 
 use crate::catalog::CatalogFile;
 use crate::evaluate::Compiled;
@@ -27,6 +27,8 @@ pub struct RefreshOptions {
     pub catalog: Option<PathBuf>,
     /// Keep the files of `features` versions replaced within this long
     /// (time travel); older ones are deleted after the run. `None` keeps all.
+    /// The previous version is kept whatever this says (zero included), so
+    /// a server or query still reading it when the run ends is not broken.
     pub keep_features: Option<chrono::Duration>,
     /// Overrides the catalog's `max_family_values`.
     pub max_family_values: Option<usize>,
@@ -99,11 +101,70 @@ pub fn catalog_from(user: Option<(&str, &str)>) -> Result<(CatalogFile, String, 
 
 /// Computes features and tags and commits the `features` table and a new
 /// tag snapshot.
-pub async fn refresh(wh: &Warehouse, options: &RefreshOptions) -> Result<RefreshSummary> {
+///
+/// Two commits, `features` first: the snapshot is what publishes the run
+/// (tags and audiences read it; `cluster` refuses `features` that no
+/// snapshot references). A run killed between the two leaves `features`
+/// ahead of the tags; the next run over the same inputs recognises that
+/// commit (it records what it was computed from) and keeps it instead of
+/// writing it again, so it ends exactly where one clean run ends.
+pub async fn refresh(wh: &Warehouse, lock: &WriterLock, options: &RefreshOptions) -> Result<RefreshSummary> {
+    let computed = compute(wh, lock, options).await?;
+    publish(wh, lock, options, computed).await
+}
+
+/// A run up to its `features` commit: what [`publish`] turns into a snapshot.
+pub(crate) struct Computed {
+    compiled: Compiled,
+    bitmaps: Vec<RoaringBitmap>,
+    base: u64,
+    as_of: chrono::NaiveDate,
+    order_lines: u64,
+    digest: String,
+    features_version: u64,
+    features_seconds: f64,
+    evaluate_seconds: f64,
+}
+
+/// What a `features` version is computed from: the input tables' versions,
+/// the as-of option, the catalog (its digest covers the growth rate) and a
+/// `max_family_values` given outside it.
+async fn inputs(wh: &Warehouse, options: &RefreshOptions, digest: &str) -> Result<String> {
+    let mut text = String::from("features");
+    for t in [Table::MemberIds, Table::Members, Table::Orders] {
+        text.push_str(&format!(" {}@{}", t.name(), wh.version(t).await?.map_or("-".into(), |v| v.to_string())));
+    }
+    let as_of = options.as_of.map_or("default".into(), |d| d.to_string());
+    if let Some(n) = options.max_family_values {
+        text.push_str(&format!(" max-family-values {n}"));
+    }
+    Ok(format!("{text} as-of {as_of} catalog {digest} taglake {}", env!("CARGO_PKG_VERSION")))
+}
+
+/// The `features` version an interrupted run over the same inputs
+/// committed and no snapshot references yet, if any.
+async fn interrupted_features(wh: &Warehouse, inputs: &str) -> Result<Option<u64>> {
+    let Some((version, recorded)) = wh.last_inputs(Table::Features).await? else { return Ok(None) };
+    if recorded != inputs {
+        return Ok(None);
+    }
+    let newest = match snapshot::versions(wh).await?.last() {
+        Some(&v) => snapshot::info(wh, Some(v)).await?.features_version,
+        None => None,
+    };
+    Ok((newest != Some(version as i64)).then_some(version))
+}
+
+/// Computes features and tags and commits `features` (or keeps the
+/// identical version an interrupted run committed).
+pub(crate) async fn compute(wh: &Warehouse, lock: &WriterLock, options: &RefreshOptions) -> Result<Computed> {
+    lock.check(wh)?;
     let (mut catalog, source, digest) = load_catalog(options.catalog.as_deref())?;
     if let Some(n) = options.max_family_values {
         catalog.set_max_family_values(n)?;
     }
+    let inputs = inputs(wh, options, &digest).await?;
+    let kept = interrupted_features(wh, &inputs).await?;
     let t0 = Instant::now();
     let feature_options = FeatureOptions {
         as_of: options.as_of,
@@ -117,12 +178,25 @@ pub async fn refresh(wh: &Warehouse, options: &RefreshOptions) -> Result<Refresh
     let schema = features_schema(&fs.chunk_columns(0, &|_| false));
     // One write partition per core: Parquet encoding of the features is as
     // much work as evaluating the tags.
-    let (senders, receivers): (Vec<_>, Vec<_>) =
+    let (senders, receivers): (Vec<_>, Vec<taglake_storage::BatchReceiver>) =
         (0..rayon::current_num_threads().max(1)).map(|_| tokio::sync::mpsc::channel(2)).unzip();
     let writer = {
         let wh = wh.clone();
         let schema = schema.clone();
-        tokio::spawn(async move { wh.overwrite_streaming(Table::Features, schema, receivers).await })
+        tokio::spawn(async move {
+            match kept {
+                Some(v) => {
+                    // The batches are already committed: drain them.
+                    for mut rx in receivers {
+                        while let Some(batch) = rx.recv().await {
+                            batch.map_err(Error::Data)?;
+                        }
+                    }
+                    Ok::<u64, Error>(v)
+                }
+                None => Ok(wh.overwrite_streaming_with_inputs(Table::Features, schema, receivers, &inputs).await?),
+            }
+        })
     };
     let fs = Arc::new(fs);
     let evaluated = {
@@ -149,45 +223,65 @@ pub async fn refresh(wh: &Warehouse, options: &RefreshOptions) -> Result<Refresh
     };
     let features_version = writer.await.map_err(|e| Error::Internal(format!("features writer panicked: {e}")))?;
     let (compiled, bitmaps, base) = evaluated?;
-    let skipped = compiled.skipped.clone();
     let (as_of, order_lines) = (fs.as_of, fs.lines);
     drop(fs);
-    let features_version = features_version?;
-    let evaluate_seconds = t1.elapsed().as_secs_f64();
+    let features_version: u64 = features_version?;
+    Ok(Computed {
+        compiled,
+        bitmaps,
+        base,
+        as_of,
+        order_lines,
+        digest,
+        features_version,
+        features_seconds,
+        evaluate_seconds: t1.elapsed().as_secs_f64(),
+    })
+}
+
+/// Commits the snapshot of a computed run, then deletes old `features` files.
+pub(crate) async fn publish(
+    wh: &Warehouse,
+    lock: &WriterLock,
+    options: &RefreshOptions,
+    c: Computed,
+) -> Result<RefreshSummary> {
     let t2 = Instant::now();
-    let member_tags: u64 = bitmaps.iter().map(|b| b.len()).sum();
-    let tags = snapshot_tags(&compiled, bitmaps, base);
+    let member_tags: u64 = c.bitmaps.iter().map(|b| b.len()).sum();
+    let tags = snapshot_tags(&c.compiled, c.bitmaps, c.base);
     let n_tags = tags.len();
     let snapshot = snapshot::write(
         wh,
+        lock,
         NewSnapshot {
-            as_of,
-            base_members: base as i64,
-            features_version: Some(features_version as i64),
-            catalog_digest: digest,
+            as_of: c.as_of,
+            base_members: c.base as i64,
+            features_version: Some(c.features_version as i64),
+            catalog_digest: c.digest,
             tags,
         },
     )
     .await?;
     // Every run rewrites `features`: without this, old versions pile up
-    // (about 275 MB per million members each).
+    // (about 275 MB per million members each). The previous version always
+    // stays (see `Warehouse::vacuum`), so a server still reading it is safe.
     let features_files_vacuumed = match options.keep_features {
-        Some(keep) => wh.vacuum(Table::Features, keep).await?,
+        Some(keep) => wh.vacuum(lock, Table::Features, keep, false).await?.files.len(),
         None => 0,
     };
     Ok(RefreshSummary {
         features_files_vacuumed,
         snapshot,
-        features_version,
-        as_of,
-        base_members: base,
-        order_lines,
+        features_version: c.features_version,
+        as_of: c.as_of,
+        base_members: c.base,
+        order_lines: c.order_lines,
         tags: n_tags,
         member_tags,
-        features_seconds,
-        evaluate_seconds,
+        features_seconds: c.features_seconds,
+        evaluate_seconds: c.evaluate_seconds,
         snapshot_seconds: t2.elapsed().as_secs_f64(),
-        skipped,
+        skipped: c.compiled.skipped,
     })
 }
 

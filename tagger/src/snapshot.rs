@@ -7,6 +7,10 @@
 //! only its files. A commit is atomic: a run killed before it leaves the
 //! previous snapshots exactly as they were, and no reader ever sees part
 //! of a snapshot. Snapshots are never rewritten.
+//!
+//! Writing one takes the warehouse [`WriterLock`], and the commit claims its
+//! snapshot number (a Delta `txn` action), so two writers can never publish
+//! the same number, even without the lock.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -17,7 +21,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
 use roaring::RoaringBitmap;
-use taglake_storage::{Table, Warehouse};
+use taglake_storage::{Table, Warehouse, WriterLock};
 
 use crate::{Error, Result};
 use taglake_storage::scan::{Wanted, scan};
@@ -76,20 +80,55 @@ pub struct NewSnapshot {
 
 /// Snapshot versions present, ascending.
 pub async fn versions(wh: &Warehouse) -> Result<Vec<i64>> {
-    let mut v: Vec<i64> = wh
-        .files(Table::Tags)
-        .await?
-        .iter()
-        .filter_map(|f| f.partition_value("snapshot").and_then(|s| s.parse().ok()))
-        .collect();
-    v.sort_unstable();
-    v.dedup();
-    Ok(v)
+    Ok(numbers(&wh.files(Table::Tags).await?))
 }
 
+/// The snapshot numbers of `tags` files, ascending.
+fn numbers(files: &[taglake_storage::DataFile]) -> Vec<i64> {
+    let mut v: Vec<i64> =
+        files.iter().filter_map(|f| f.partition_value("snapshot").and_then(|s| s.parse().ok())).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Application id under which a snapshot commit claims its number (see
+/// [`taglake_storage::TableWriter::claim`]).
+const SNAPSHOT_CLAIM: &str = "taglake.tags.snapshot";
+
 /// Commits a new snapshot (one Delta commit) and returns its version.
-pub async fn write(wh: &Warehouse, new: NewSnapshot) -> Result<i64> {
-    let snapshot = versions(wh).await?.last().map(|v| v + 1).unwrap_or(1);
+///
+/// The number is the newest + 1, read from the very table version the
+/// commit appends to and claimed in the commit: a second writer that read
+/// the same newest snapshot (one that does not hold the writer lock) fails
+/// with a conflict instead of publishing a second snapshot of that number.
+pub async fn write(wh: &Warehouse, lock: &WriterLock, new: NewSnapshot) -> Result<i64> {
+    commit(wh, lock, None, new).await
+}
+
+/// [`write`] for a snapshot derived from snapshot `base` (it carries base's
+/// tags): fails, committing nothing, unless `base` is still the newest, so
+/// stale tags are never published over fresher ones.
+pub async fn write_after(wh: &Warehouse, lock: &WriterLock, base: i64, new: NewSnapshot) -> Result<i64> {
+    commit(wh, lock, Some(base), new).await
+}
+
+async fn commit(wh: &Warehouse, lock: &WriterLock, base: Option<i64>, new: NewSnapshot) -> Result<i64> {
+    lock.check(wh)?;
+    let mut writer = wh.append(Table::Tags).await?;
+    let stored = numbers(&writer.files()?).last().copied();
+    let newest = stored.max(writer.claimed(SNAPSHOT_CLAIM).await?);
+    if let Some(base) = base.filter(|&b| Some(b) != newest) {
+        return Err(taglake_storage::Error::Conflict {
+            table: Table::Tags.name(),
+            message: format!(
+                "this run read tag snapshot {base}, but snapshot {} was committed meanwhile",
+                newest.unwrap_or_default()
+            ),
+        }
+        .into());
+    }
+    let snapshot = newest.unwrap_or(0) + 1;
     let n = new.tags.len();
     let created = chrono::Utc::now().timestamp_micros();
     let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
@@ -128,7 +167,7 @@ pub async fn write(wh: &Warehouse, new: NewSnapshot) -> Result<i64> {
         ],
     )
     .map_err(|e| Error::Internal(format!("building the snapshot batch: {e}")))?;
-    let mut writer = wh.append(Table::Tags).await?;
+    writer.claim(SNAPSHOT_CLAIM, snapshot);
     writer.write(batch).await?;
     writer.commit().await?;
     Ok(snapshot)

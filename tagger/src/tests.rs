@@ -9,9 +9,13 @@ use arrow::array::{
 };
 use chrono::NaiveDate;
 use roaring::RoaringBitmap;
-use taglake_storage::{Table, Warehouse};
+use taglake_storage::{Table, Wait, Warehouse, WriterLock};
 
 use crate::{RefreshOptions, refresh, snapshot};
+
+fn lock(wh: &Warehouse) -> WriterLock {
+    wh.lock_writer("tagger test", Wait::No).unwrap()
+}
 
 const DAY_US: i64 = 86_400_000_000;
 
@@ -139,11 +143,12 @@ async fn core_rules(stride: u32) {
         L("o8", 2, "2026-11-01", "store", "S3", "beauty", 1, 10.0, 0.0, false),
     ];
     let wh = warehouse_with_stride(dir.path(), &members, &lines, stride as i64).await;
-    let s = refresh(&wh, &RefreshOptions::default()).await.unwrap();
+    let s = refresh(&wh, &lock(&wh), &RefreshOptions::default()).await.unwrap();
     assert_eq!(s.as_of, NaiveDate::from_ymd_opt(2026, 11, 2).unwrap(), "the day after the newest order");
-    let s = refresh(&wh, &RefreshOptions { as_of: NaiveDate::from_ymd_opt(2026, 11, 1), ..Default::default() })
-        .await
-        .unwrap();
+    let s =
+        refresh(&wh, &lock(&wh), &RefreshOptions { as_of: NaiveDate::from_ymd_opt(2026, 11, 1), ..Default::default() })
+            .await
+            .unwrap();
     assert_eq!(s.base_members, 5);
     assert_eq!(s.order_lines, 8);
     let t = tags_of(&wh).await;
@@ -196,7 +201,10 @@ async fn catalog_errors_name_the_tag_and_position() {
         std::fs::write(&path, text).unwrap();
         let wh = wh.clone();
         async move {
-            refresh(&wh, &RefreshOptions { catalog: Some(path), ..Default::default() }).await.unwrap_err().to_string()
+            refresh(&wh, &lock(&wh), &RefreshOptions { catalog: Some(path), ..Default::default() })
+                .await
+                .unwrap_err()
+                .to_string()
         }
     };
     let err = run("[[tag]]\nname = \"x\"\nfamily = \"f\"\ndescription = \"d\"\nrule = \"orders_total > 1 and recency_dayz < 3\"\n").await;
@@ -215,12 +223,83 @@ async fn catalog_errors_name_the_tag_and_position() {
     // A valid user catalog adds its tags to the default; `replace_default` keeps only its own.
     let path = dir.path().join("ok.toml");
     std::fs::write(&path, "[[tag]]\nname = \"big_spender\"\nfamily = \"mine\"\ndescription = \"d\"\nrule = \"tier_gold or spend_total > 0.5\"\n").unwrap();
-    refresh(&wh, &RefreshOptions { catalog: Some(path.clone()), ..Default::default() }).await.unwrap();
+    refresh(&wh, &lock(&wh), &RefreshOptions { catalog: Some(path.clone()), ..Default::default() }).await.unwrap();
     let info = snapshot::info(&wh, None).await.unwrap();
     assert!(info.tags.len() > 100 && info.tags.iter().any(|t| t.name == "big_spender" && t.members == 1));
     std::fs::write(&path, "replace_default = true\n[[tag]]\nname = \"big_spender\"\nfamily = \"mine\"\ndescription = \"d\"\nrule = \"spend_total > 0.5\"\n").unwrap();
-    refresh(&wh, &RefreshOptions { catalog: Some(path), ..Default::default() }).await.unwrap();
+    refresh(&wh, &lock(&wh), &RefreshOptions { catalog: Some(path), ..Default::default() }).await.unwrap();
     assert_eq!(snapshot::info(&wh, None).await.unwrap().tags.len(), 1);
+}
+
+/// A run killed between its `features` commit and its snapshot: the next
+/// run over the same inputs keeps that commit (it is what it would write)
+/// and publishes the snapshot that references it, as one clean run does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rerun_keeps_the_features_an_interrupted_run_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(
+        dir.path(),
+        &[M("a", "2024-01-01", None), M("b", "2024-01-01", None)],
+        &[L("o1", 0, "2026-10-02", "app", "", "beauty", 1, 10.0, 0.0, false)],
+    )
+    .await;
+    let lock = lock(&wh);
+    let options = RefreshOptions::default();
+    drop(crate::refresh::compute(&wh, &lock, &options).await.unwrap());
+    let interrupted = wh.version(Table::Features).await.unwrap().unwrap();
+    assert!(snapshot::versions(&wh).await.unwrap().is_empty(), "the interrupted run published nothing");
+    let features = wh.read(Table::Features, None).await.unwrap();
+
+    let s = refresh(&wh, &lock, &options).await.unwrap();
+    assert_eq!(s.features_version, interrupted, "the interrupted run's features are kept");
+    assert_eq!(wh.version(Table::Features).await.unwrap(), Some(interrupted), "and not written again");
+    assert_eq!(wh.read(Table::Features, None).await.unwrap(), features);
+    let info = snapshot::info(&wh, None).await.unwrap();
+    assert_eq!((info.snapshot, info.features_version), (1, Some(interrupted as i64)));
+
+    // Once a snapshot references them, the next run writes its own.
+    let s = refresh(&wh, &lock, &options).await.unwrap();
+    assert!(s.features_version > interrupted);
+    // An interrupted run over other inputs (another as-of) is not kept.
+    let other = RefreshOptions { as_of: NaiveDate::from_ymd_opt(2026, 10, 1), ..Default::default() };
+    drop(crate::refresh::compute(&wh, &lock, &other).await.unwrap());
+    let stale = wh.version(Table::Features).await.unwrap().unwrap();
+    let s = refresh(&wh, &lock, &options).await.unwrap();
+    assert!(s.features_version > stale, "features of other inputs are replaced");
+    assert_eq!(snapshot::info(&wh, None).await.unwrap().features_version, Some(s.features_version as i64));
+}
+
+/// A snapshot derived from another (the communities' snapshot carries the
+/// newest tags) is refused when a newer one was committed meanwhile: stale
+/// tags never go over fresh ones.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_derived_snapshot_is_refused_once_its_base_is_not_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = warehouse(
+        dir.path(),
+        &[M("a", "2024-01-01", None)],
+        &[L("o1", 0, "2026-10-02", "app", "", "beauty", 1, 10.0, 0.0, false)],
+    )
+    .await;
+    let lock = lock(&wh);
+    refresh(&wh, &lock, &RefreshOptions::default()).await.unwrap();
+    let base = snapshot::info(&wh, None).await.unwrap();
+    refresh(&wh, &lock, &RefreshOptions::default()).await.unwrap();
+    let derived = || snapshot::NewSnapshot {
+        as_of: base.as_of,
+        base_members: base.base_members,
+        features_version: base.features_version,
+        catalog_digest: base.catalog_digest.clone(),
+        tags: vec![(base.tags[0].clone(), RoaringBitmap::from_iter([0u32]))],
+    };
+    let err = snapshot::write_after(&wh, &lock, 1, derived()).await.unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "warehouse table `tags`: this run read tag snapshot 1, but snapshot 2 was committed meanwhile; \
+         nothing was committed, run the command again"
+    );
+    assert_eq!(snapshot::versions(&wh).await.unwrap(), [1, 2]);
+    assert_eq!(snapshot::write_after(&wh, &lock, 2, derived()).await.unwrap(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -237,16 +316,17 @@ async fn families_over_too_many_values_are_left_out_and_the_run_goes_on() {
         })
         .collect();
     let wh = warehouse(dir.path(), &members, &lines).await;
+    let lock = lock(&wh);
     let names = |t: &[(String, RoaringBitmap)], prefix: &str| t.iter().filter(|(n, _)| n.starts_with(prefix)).count();
     // Under the cap: a family per category.
-    let s = refresh(&wh, &RefreshOptions { max_family_values: Some(30), ..Default::default() }).await.unwrap();
+    let s = refresh(&wh, &lock, &RefreshOptions { max_family_values: Some(30), ..Default::default() }).await.unwrap();
     assert!(s.skipped.is_empty(), "{:?}", s.skipped);
     let t = tags_of(&wh).await;
     assert_eq!(names(&t, "category_lover_note_"), 30);
     assert_eq!(members_of(&t, "category_lover_note_7", 1), [7]);
     // Over it: the per-category accumulators and every family over them
     // are left out, with a note; the other tags are as before.
-    let s = refresh(&wh, &RefreshOptions { max_family_values: Some(10), ..Default::default() }).await.unwrap();
+    let s = refresh(&wh, &lock, &RefreshOptions { max_family_values: Some(10), ..Default::default() }).await.unwrap();
     assert_eq!(s.skipped.len(), 1, "{:?}", s.skipped);
     assert!(s.skipped[0].starts_with("orders.category has more than 10 distinct values"), "{}", s.skipped[0]);
     let t = tags_of(&wh).await;
@@ -260,7 +340,7 @@ async fn families_over_too_many_values_are_left_out_and_the_run_goes_on() {
         "[[partition]]\nname = \"shop_{value}\"\nfamily = \"f\"\ndescription = \"d\"\nfeature = \"home_store\"\nmax_values = 3\n",
     )
     .unwrap();
-    let s = refresh(&wh, &RefreshOptions { catalog: Some(path), ..Default::default() }).await.unwrap();
+    let s = refresh(&wh, &lock, &RefreshOptions { catalog: Some(path), ..Default::default() }).await.unwrap();
     assert_eq!(
         s.skipped,
         ["[[partition]] shop_{value}: orders.store_id and members.home_store_id has 4 distinct values, more than the 3 \

@@ -344,6 +344,7 @@ fn the_range_steps_in_process_commit_the_embedded_snapshot() {
     copy_dir(&big_base().join("warehouse"), &warehouse);
     let rt = runtime();
     let wh = Warehouse::open(&warehouse).unwrap();
+    let lock = wh.lock_writer("the range steps test", taglake_storage::Wait::No).unwrap();
     let run = || {
         rt.block_on(async {
             let (ctx, _) = taglake_query::open(&wh).await.unwrap();
@@ -355,7 +356,7 @@ fn the_range_steps_in_process_commit_the_embedded_snapshot() {
             };
             let split = taglake_distributed::refresh::ClusterRefresh { range_members: Some(65_536) };
             let runner = taglake_distributed::refresh::Runner::InProcess(ctx);
-            taglake_distributed::refresh::refresh_on(&runner, &wh, &options, &split).await.unwrap()
+            taglake_distributed::refresh::refresh_on(&runner, &wh, &lock, &options, &split).await.unwrap()
         })
     };
     let first = run();

@@ -14,32 +14,41 @@ mod kill;
 mod optimize;
 mod repl;
 mod serve;
+mod serve_attacks;
 mod sql;
 mod tag_cli;
 mod tag_kill;
 mod tag_reference;
+mod writers_concurrency;
+mod writers_kill;
+mod writers_lock;
+mod writers_vacuum;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+
+/// The built `taglake` binary with `args`, run in `cwd`.
+fn command(args: &[&str], cwd: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_taglake"));
+    c.args(args).current_dir(cwd).env_remove("TAGLAKE_WAREHOUSE");
+    c
+}
 
 /// Runs the built `taglake` binary and returns its output.
 pub fn taglake(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_taglake"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("TAGLAKE_WAREHOUSE")
-        .output()
-        .expect("taglake runs")
+    command(args, cwd).output().expect("taglake runs")
+}
+
+/// Starts the built `taglake` binary with its output and errors piped.
+pub fn start(args: &[&str], cwd: &Path) -> Child {
+    command(args, cwd).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("taglake runs")
 }
 
 /// Runs the built `taglake` binary with `input` on its standard input (a
 /// pipe, not a terminal).
 pub fn taglake_with_input(args: &[&str], cwd: &Path, input: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_taglake"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("TAGLAKE_WAREHOUSE")
+    let mut child = command(args, cwd)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -55,6 +64,45 @@ pub fn taglake_ok(args: &[&str], cwd: &Path) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "taglake {args:?} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     stdout
+}
+
+/// Starts `taglake args` in `cwd` and SIGKILLs it after `after`; returns
+/// whether it had already finished, successfully (a failure fails the test).
+pub fn run_and_kill(args: &[&str], cwd: &Path, after: std::time::Duration) -> bool {
+    let mut child = command(args, cwd).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("taglake runs");
+    let start = std::time::Instant::now();
+    while start.elapsed() < after {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "taglake {args:?} failed on its own: {}\n{stderr}", out.status);
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    false
+}
+
+/// Moments to kill a command at, as fractions of a clean run's time: one at
+/// a random point of each sixth of the run (the last reaching past its
+/// end) and three near its end, where the commits happen; from a seed
+/// printed so a failure can be replayed by hand.
+pub fn kill_fractions(what: &str) -> Vec<f64> {
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64 | 1;
+    let mut state = seed;
+    let mut random = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let slots = 6;
+    let mut f: Vec<f64> = (0..slots).map(|i| (i as f64 + random()) / slots as f64 * 1.15).collect();
+    f.extend((0..3).map(|_| 0.75 + 0.25 * random()));
+    println!("{what}: killing at fractions {f:.2?} (seed {seed})");
+    f
 }
 
 /// Reads a table back as sorted, printable rows (for comparing warehouses).

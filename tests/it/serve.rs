@@ -14,7 +14,7 @@ use crate::{Tagged, copy_dir, tagged, taglake_ok};
 
 /// 3,000 generated members, ingested and tagged once, read by every server
 /// here (the live-refresh tests copy it first).
-fn fixture() -> &'static Tagged {
+pub(crate) fn fixture() -> &'static Tagged {
     static F: OnceLock<Tagged> = OnceLock::new();
     F.get_or_init(|| {
         let t = tagged(3_000, 23);
@@ -32,7 +32,7 @@ fn fixture_copy() -> tempfile::TempDir {
 
 /// A running `taglake serve`, killed when dropped.
 pub(crate) struct Server {
-    child: Child,
+    pub(crate) child: Child,
     pub(crate) port: u16,
     log: PathBuf,
     _logdir: tempfile::TempDir,
@@ -67,7 +67,7 @@ impl Server {
     }
 
     /// `psql -c …` as `user`, unaligned and tuples-only.
-    fn psql(&self, sql: &str, env: &[(&str, &str)]) -> Output {
+    pub(crate) fn psql(&self, sql: &str, env: &[(&str, &str)]) -> Output {
         Command::new("psql")
             .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-U", "analyst", "-d", "taglake", "-c", sql])
@@ -78,13 +78,13 @@ impl Server {
             .expect("psql runs (apt-get install postgresql-client)")
     }
 
-    fn psql_ok(&self, sql: &str) -> String {
+    pub(crate) fn psql_ok(&self, sql: &str) -> String {
         let out = self.psql(sql, &[]);
         assert!(out.status.success(), "psql -c {sql:?}:\n{}\n{}", String::from_utf8_lossy(&out.stderr), self.log());
         String::from_utf8(out.stdout).unwrap()
     }
 
-    fn psql_err(&self, sql: &str) -> String {
+    pub(crate) fn psql_err(&self, sql: &str) -> String {
         let out = self.psql(sql, &[]);
         assert!(!out.status.success(), "psql -c {sql:?} should fail, printed {}", String::from_utf8_lossy(&out.stdout));
         String::from_utf8(out.stderr).unwrap()
@@ -113,7 +113,7 @@ impl Drop for Server {
 }
 
 /// The Python with psycopg: `TAGLAKE_PYTHON` (CI's virtualenv), else `python3`.
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     let p = std::env::var_os("TAGLAKE_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from);
     let ok = Command::new(&p).args(["-c", "import psycopg"]).output();
     assert!(
@@ -124,7 +124,7 @@ fn python() -> PathBuf {
     p
 }
 
-fn audience_count(dir: &Path, expr: &str) -> u64 {
+pub(crate) fn audience_count(dir: &Path, expr: &str) -> u64 {
     let csv = taglake_ok(&["audience", "count", expr, "--format", "csv"], dir);
     let line = csv.lines().nth(1).unwrap();
     line.split(',').rev().nth(2).unwrap().parse().unwrap()
@@ -328,8 +328,8 @@ fn a_query_over_its_memory_limit_fails_alone() {
 fn a_statement_over_its_timeout_is_cancelled_and_the_server_goes_on() {
     let f = fixture();
     let server = Server::start(&f.dir, &["--statement-timeout", "1s"]);
-    // A nested-loop join that runs for minutes in a debug build.
-    let slow = "SELECT count(*) FROM orders a, orders b WHERE a.quantity * b.quantity = -1";
+    // A three-way nested-loop join: it never ends on the fixture, in any build.
+    let slow = "SELECT count(*) FROM orders a, orders b, orders c WHERE a.quantity * b.quantity * c.quantity = -1";
     let err = server.psql_err(slow);
     assert!(err.contains("canceling statement due to statement timeout (1.000s)"), "{err}");
     // A client may lower the limit, not raise it.
@@ -609,7 +609,7 @@ c = psycopg.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="analys
 res = {}
 def run():
     try:
-        c.execute("SELECT count(*) FROM orders a, orders b WHERE a.quantity * b.quantity = -1").fetchone()
+        c.execute("SELECT count(*) FROM orders a, orders b, orders c WHERE a.quantity * b.quantity * c.quantity = -1").fetchone()
         res["r"] = "finished"
     except psycopg.Error as e:
         res["r"] = f"{e.sqlstate} {e}"

@@ -1,40 +1,18 @@
 //! Acceptance: a `taglake tag` killed at any moment leaves only complete
 //! snapshots behind (every tag, with the member counts of a clean run), and
-//! the next run succeeds.
+//! the next run ends exactly where one clean run ends: the same tags and
+//! bitmaps, the same `features`, and a snapshot that references the
+//! `features` version in the table (a run killed between its two commits
+//! has its `features` kept, not written again).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
-use taglake_storage::Warehouse;
+use taglake_storage::{Table, Warehouse};
 use taglake_tagger::snapshot;
 
 use crate::tag_reference::{ingested_warehouse, runtime};
-use crate::taglake_ok;
-
-/// Starts `taglake tag` and SIGKILLs it after `after`; returns whether it
-/// had already finished (successfully).
-fn tag_and_kill(cwd: &Path, after: Duration) -> bool {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_taglake"))
-        .arg("tag")
-        .current_dir(cwd)
-        .env_remove("TAGLAKE_WAREHOUSE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while start.elapsed() < after {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "taglake tag failed on its own: {status}");
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    false
-}
+use crate::{kill_fractions, run_and_kill, table_rows, taglake_ok};
 
 /// Every snapshot present must hold every tag with the clean run's counts,
 /// and its bitmaps must read back with those counts.
@@ -62,7 +40,7 @@ fn check_snapshots(dir: &Path, wh: &Warehouse, rt: &tokio::runtime::Runtime, cle
 }
 
 #[test]
-fn killed_tag_runs_leave_only_complete_snapshots() {
+fn killed_tag_runs_leave_only_complete_snapshots_and_a_rerun_converges() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let path = ingested_warehouse(d, 20_000, 5, "warehouse");
@@ -76,34 +54,39 @@ fn killed_tag_runs_leave_only_complete_snapshots() {
     let info = rt.block_on(snapshot::info(&wh, None)).unwrap();
     let clean: Vec<(String, i64)> = info.tags.iter().map(|t| (t.name.clone(), t.members)).collect();
     assert!(clean.len() > 100, "only {} tags", clean.len());
+    let clean_bitmaps = rt.block_on(snapshot::bitmaps(&wh, None, None)).unwrap().1;
+    let clean_features = table_rows(&path, Table::Features, &[]);
 
-    // Random moments spread over the run (and one past its end), plus three
-    // near the end where the commits happen, from a seed printed so a
-    // failure can be replayed by hand.
-    let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().subsec_nanos() as u64 | 1;
-    let mut state = seed;
-    let mut random = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64
-    };
-    let slots = 6;
-    let mut fractions: Vec<f64> = (0..slots).map(|i| (i as f64 + random()) / slots as f64 * 1.15).collect();
-    fractions.extend((0..3).map(|_| 0.8 + 0.2 * random()));
-    println!("clean run {:.2} s; killing at fractions {fractions:.2?} (seed {seed})", clean_time.as_secs_f64());
-    let mut killed = 0;
+    println!("clean run {:.2} s", clean_time.as_secs_f64());
+    let fractions = kill_fractions("tag");
+    let (mut killed, mut ahead) = (0, 0);
     for f in &fractions {
-        let finished = tag_and_kill(d, clean_time.mul_f64(*f));
+        let finished = run_and_kill(&["tag"], d, clean_time.mul_f64(*f));
         killed += usize::from(!finished);
-        check_snapshots(d, &wh, &rt, &clean, &format!("after a kill at {f:.2} of the run (finished: {finished})"));
+        let when = format!("after a kill at {f:.2} of the run (finished: {finished})");
+        check_snapshots(d, &wh, &rt, &clean, &when);
+
+        // Killed between its two commits, a run leaves `features` ahead of
+        // the newest snapshot; the re-run must keep them.
+        let features = rt.block_on(wh.version(Table::Features)).unwrap().map(|v| v as i64);
+        let left_ahead = features != rt.block_on(snapshot::info(&wh, None)).unwrap().features_version;
+        taglake_ok(&["tag"], d);
+        let when = format!("{when} and a re-run");
+        let newest = rt.block_on(snapshot::info(&wh, None)).unwrap();
+        let now = rt.block_on(wh.version(Table::Features)).unwrap().map(|v| v as i64);
+        assert_eq!(newest.features_version, now, "{when}: the snapshot references the current features");
+        if left_ahead {
+            ahead += 1;
+            assert_eq!(now, features, "{when}: the interrupted run's features were written again, not kept");
+        }
+        assert_eq!((newest.as_of, newest.base_members), (info.as_of, info.base_members), "{when}");
+        assert_eq!(newest.catalog_digest, info.catalog_digest, "{when}");
+        check_snapshots(d, &wh, &rt, &clean, &when);
+        let bitmaps = rt.block_on(snapshot::bitmaps(&wh, None, None)).unwrap().1;
+        assert!(bitmaps == clean_bitmaps, "{when}: the newest snapshot's bitmaps differ from a clean run's");
+        assert!(table_rows(&path, Table::Features, &[]) == clean_features, "{when}: `features` differs");
     }
-    let before = rt.block_on(snapshot::versions(&wh)).unwrap();
-    taglake_ok(&["tag"], d);
-    let after = rt.block_on(snapshot::versions(&wh)).unwrap();
-    assert_eq!(after.len(), before.len() + 1, "the final run adds one snapshot");
-    check_snapshots(d, &wh, &rt, &clean, "after the final run");
     // The kills must have landed inside runs, or this test proved nothing.
-    println!("{killed} of {} runs killed before they finished", fractions.len());
+    println!("{killed} of {} runs killed before they finished, {ahead} between the two commits", fractions.len());
     assert!(killed >= 3, "only {killed} of {} runs were killed before they finished", fractions.len());
 }

@@ -667,7 +667,9 @@ fn run_and_compare(
     rt: &tokio::runtime::Runtime,
     as_of: Option<NaiveDate>,
 ) -> (Reference, Vec<(String, BTreeSet<u32>)>) {
-    let summary = rt.block_on(refresh(wh, &RefreshOptions { as_of, ..Default::default() })).unwrap();
+    let lock = wh.lock_writer("tag reference test", taglake_storage::Wait::No).unwrap();
+    let summary = rt.block_on(refresh(wh, &lock, &RefreshOptions { as_of, ..Default::default() })).unwrap();
+    drop(lock);
     let info = rt.block_on(snapshot::info(wh, Some(summary.snapshot))).unwrap();
     let (_, bitmaps) = rt.block_on(snapshot::bitmaps(wh, Some(summary.snapshot), None)).unwrap();
     let got: Vec<(String, BTreeSet<u32>)> = bitmaps.iter().map(|(n, b)| (n.clone(), b.iter().collect())).collect();
@@ -739,10 +741,11 @@ fn two_runs_give_identical_bitmaps_and_keep_the_older_snapshot() {
             })
             .collect()
     };
-    let first = rt.block_on(refresh(&wh, &RefreshOptions::default())).unwrap();
+    let lock = wh.lock_writer("tag reference test", taglake_storage::Wait::No).unwrap();
+    let first = rt.block_on(refresh(&wh, &lock, &RefreshOptions::default())).unwrap();
     assert_eq!(rt.block_on(snapshot::versions(&wh)).unwrap(), vec![first.snapshot]);
     let before = serialized(first.snapshot);
-    let second = rt.block_on(refresh(&wh, &RefreshOptions::default())).unwrap();
+    let second = rt.block_on(refresh(&wh, &lock, &RefreshOptions::default())).unwrap();
     assert_eq!(second.snapshot, first.snapshot + 1);
     assert_eq!(rt.block_on(snapshot::versions(&wh)).unwrap(), vec![first.snapshot, second.snapshot]);
     let after = serialized(second.snapshot);
