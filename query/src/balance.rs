@@ -26,6 +26,7 @@ use datafusion::common::Result;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
+use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionContext;
 
 /// Chains nested deeper than this are rebuilt (a balanced one of a million
@@ -84,6 +85,15 @@ fn conjuncts(expr: &Expr) -> usize {
     terms
 }
 
+/// `rules` with [`BalanceChains`] after each; as they are when they have it already.
+pub fn interleave(rules: Vec<Arc<dyn OptimizerRule + Send + Sync>>) -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
+    if rules.iter().any(|r| r.name() == BalanceChains::NAME) {
+        return rules;
+    }
+    let balance: Arc<dyn OptimizerRule + Send + Sync> = Arc::new(BalanceChains);
+    rules.into_iter().flat_map(|rule| [rule, balance.clone()]).collect()
+}
+
 /// Puts [`BalanceChains`] after every optimizer rule of `ctx` (once).
 pub fn install(ctx: &SessionContext) {
     let rules = ctx.state().optimizers().to_vec();
@@ -93,11 +103,16 @@ pub fn install(ctx: &SessionContext) {
     for rule in &rules {
         ctx.remove_optimizer_rule(rule.name());
     }
-    let balance = Arc::new(BalanceChains);
-    for rule in rules {
+    for rule in interleave(rules) {
         ctx.add_optimizer_rule(rule);
-        ctx.add_optimizer_rule(balance.clone());
     }
+}
+
+/// `state` with [`BalanceChains`] after every optimizer rule (once): for a
+/// session built elsewhere, such as a cluster scheduler's.
+pub fn with_balance(state: SessionState) -> SessionState {
+    let rules = interleave(state.optimizers().to_vec());
+    SessionStateBuilder::new_from_existing(state).with_optimizer_rules(rules).build()
 }
 
 /// `expr` with every `AND` / `OR` chain nested deeper than
