@@ -87,6 +87,11 @@ enum Command {
     Tag(TagCmd),
     /// Read tag snapshots: list, show, diff, trigger lists.
     Tags(TagsCmd),
+    /// The night's pipeline under one lock: ingest products, members and orders, tag, assign
+    /// communities with the saved model, and one summary (text or JSON) with timings, peak memory and
+    /// the tags entered and exited per family. Exit codes: 0 done, 1 a step failed, 75 the warehouse
+    /// is being written by another command (retry later, or pass --wait).
+    Nightly(crate::nightly::NightlyArgs),
     /// Find communities of similar members (k-means); `cluster profile` describes them.
     Cluster(crate::cluster::ClusterArgs),
     /// Run SQL over the warehouse tables (DataFusion): one statement, or a prompt without one.
@@ -198,6 +203,10 @@ struct IngestArgs {
     /// Orders of unknown members create them instead of being quarantined.
     #[arg(long)]
     create_members: bool,
+    /// Memory the ingest may hold (`512MiB`, `4GiB`; at least 64MiB): bigger inputs are processed in
+    /// chunks and spilled to the warehouse's `_taglake/spill` folder, whatever the size of the tables.
+    #[arg(long, default_value = "2GiB")]
+    memory: String,
     #[command(flatten)]
     wait: WaitArg,
     #[command(flatten)]
@@ -296,8 +305,13 @@ pub fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let command = match cli.command {
+        Command::Nightly(a) => return runtime.block_on(crate::nightly::nightly(a)),
+        other => other,
+    };
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
+            Command::Nightly(_) => unreachable!("run above"),
             Command::Demo(a) => demo(a).await,
             Command::Generate(a) => generate(&a).map(|_| ()),
             Command::Ingest(a) => ingest_cmd(a).await,
@@ -359,13 +373,14 @@ fn generate(a: &GenerateArgs) -> Result<taglake_datasets::GenerateSummary> {
     Ok(s)
 }
 
-async fn ingest_files(
+pub(crate) async fn ingest_files(
     wh: &Warehouse,
     lock: &WriterLock,
     table: Table,
     files: &[String],
     mapping: Option<&Path>,
     create_members: bool,
+    memory: usize,
 ) -> Result<IngestSummary> {
     lock.check(wh)?;
     let mapping = match mapping {
@@ -375,13 +390,14 @@ async fn ingest_files(
     let files = taglake_ingest::source::expand_inputs(files)?;
     let mut opts = IngestOptions::new(mapping);
     opts.create_members = create_members;
+    opts.memory = memory;
     let (bar, pb) = IngestBar::new(&format!("ingest {}", table.name()));
     let s = taglake_ingest::ingest(wh, &files, &opts, bar).await?;
     pb.finish_and_clear();
     for (path, reason) in &s.failed_files {
         eprintln!("error: {}: {reason}", path.display());
     }
-    println!(
+    report::say!(
         "ingest {}: {} file{}, {} rows read, {} inserted, {} replaced, {} unchanged, {} quarantined{} · {}",
         table.name(),
         s.files,
@@ -395,7 +411,7 @@ async fn ingest_files(
         report::timing(s.rows_read, s.seconds)
     );
     if s.quarantined > 0 {
-        println!(
+        report::say!(
             "  quarantined rows are in {} (file, row, column, reason)",
             wh.table_path(Table::Quarantine).display()
         );
@@ -406,10 +422,18 @@ async fn ingest_files(
     Ok(s)
 }
 
+/// `--memory` of the ingesting commands: a size of at least 64MiB.
+pub(crate) fn parse_memory(text: &str) -> Result<usize> {
+    taglake_serve::config::parse_size(text)
+        .filter(|&m| m >= taglake_ingest::MIN_MEMORY)
+        .with_context(|| format!("--memory {text:?}: expected a size of at least 64MiB, like 512MiB or 4GiB"))
+}
+
 async fn ingest_cmd(a: IngestArgs) -> Result<()> {
+    let memory = parse_memory(&a.memory)?;
     let wh = Warehouse::open(&a.wh.warehouse)?;
     let lock = lock_writer(&wh, &a.wait)?;
-    ingest_files(&wh, &lock, a.table.into(), &a.files, a.mapping.as_deref(), a.create_members).await?;
+    ingest_files(&wh, &lock, a.table.into(), &a.files, a.mapping.as_deref(), a.create_members, memory).await?;
     Ok(())
 }
 
@@ -567,9 +591,10 @@ async fn demo(a: DemoArgs) -> Result<()> {
     println!("\n2. ingest into the demo's own warehouse {}", wh.root().display());
     let ext = Format::Parquet.extension();
     let path = |name: &str| a.data.join(name).to_string_lossy().to_string();
-    ingest_files(&wh, &lock, Table::Products, &[path(&format!("products.{ext}"))], None, false).await?;
-    ingest_files(&wh, &lock, Table::Members, &[path(&format!("members.{ext}"))], None, false).await?;
-    ingest_files(&wh, &lock, Table::Orders, &[path("orders")], None, false).await?;
+    let memory = taglake_ingest::DEFAULT_MEMORY;
+    ingest_files(&wh, &lock, Table::Products, &[path(&format!("products.{ext}"))], None, false, memory).await?;
+    ingest_files(&wh, &lock, Table::Members, &[path(&format!("members.{ext}"))], None, false, memory).await?;
+    ingest_files(&wh, &lock, Table::Orders, &[path("orders")], None, false, memory).await?;
     println!("\n3. the warehouse now holds");
     status(wh.root()).await.context("reading the warehouse back")?;
     let members = wh.row_count(Table::Members).await?;

@@ -147,15 +147,15 @@ pub async fn fit(wh: &Warehouse, lock: &WriterLock, options: &ClusterOptions) ->
     let s = s?;
     let m = &s.model;
     if !m.k_scores.is_empty() {
-        println!("cluster: k chosen by silhouette on the sample (higher is better):");
+        report::say!("cluster: k chosen by silhouette on the sample (higher is better):");
         for sc in &m.k_scores {
             let mark = if sc.k == m.k { "  ← chosen" } else { "" };
-            println!("  k = {:>2}  silhouette {:.4}  inertia {:.0}{mark}", sc.k, sc.silhouette, sc.inertia);
+            report::say!("  k = {:>2}  silhouette {:.4}  inertia {:.0}{mark}", sc.k, sc.silhouette, sc.inertia);
         }
     }
     let p = &m.profile;
     let phases: Vec<String> = s.timings.iter().map(|(n, t)| format!("{n} {t:.2} s")).collect();
-    println!(
+    report::say!(
         "cluster: {} communities over {} members with orders ({} without orders left out) on {} features; \
          fit on {} sampled members{}; tag snapshot {} · {} · {}",
         m.k,
@@ -169,7 +169,7 @@ pub async fn fit(wh: &Warehouse, lock: &WriterLock, options: &ClusterOptions) ->
         report::timing_of(p.members_clustered, "members", start.elapsed().as_secs_f64())
     );
     for c in &p.communities {
-        println!(
+        report::say!(
             "  community_{:<3} {:>10} {:>6.1}%  {}",
             c.community,
             report::count(c.members),
@@ -177,7 +177,7 @@ pub async fn fit(wh: &Warehouse, lock: &WriterLock, options: &ClusterOptions) ->
             c.name
         );
     }
-    println!("  model: {} · `taglake cluster profile` describes each community", SavedModel::path(wh).display());
+    report::say!("  model: {} · `taglake cluster profile` describes each community", SavedModel::path(wh).display());
     Ok(s)
 }
 

@@ -8,6 +8,7 @@ mod audience;
 mod cli;
 mod cluster;
 mod distributed;
+mod nightly;
 mod repl;
 mod report;
 mod serve;

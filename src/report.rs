@@ -1,6 +1,7 @@
 //! Progress bars and summary lines.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -13,6 +14,34 @@ pub fn peak_memory() -> Option<u64> {
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
+
+/// Starts a new peak for [`peak_memory`] (Linux: `clear_refs` 5 resets
+/// the high-water mark), so a step of a longer command reports its own.
+pub fn reset_peak_memory() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Where summary lines go: stdout, unless a command prints a document
+/// there (`nightly --format json`) and sends them to stderr.
+static HUMAN_TO_STDERR: AtomicBool = AtomicBool::new(false);
+
+/// Sends the summary lines of [`say!`] to stderr from now on.
+pub fn human_to_stderr() {
+    HUMAN_TO_STDERR.store(true, Ordering::Relaxed);
+}
+
+/// True once [`human_to_stderr`] was called.
+pub fn humans_on_stderr() -> bool {
+    HUMAN_TO_STDERR.load(Ordering::Relaxed)
+}
+
+/// `println!` for a command's summary lines (see [`human_to_stderr`]).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if $crate::report::humans_on_stderr() { eprintln!($($arg)*) } else { println!($($arg)*) }
+    };
+}
+pub(crate) use say;
 
 /// A CSV field, quoted when it holds a comma, a quote or a line break.
 pub fn csv_field(s: &str) -> String {

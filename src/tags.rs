@@ -132,7 +132,7 @@ pub async fn tag(wh: &Warehouse, lock: &WriterLock, a: &TagArgs) -> Result<Refre
     pb.finish_and_clear();
     let s = s?;
     let total = s.features_seconds + s.evaluate_seconds + s.snapshot_seconds;
-    println!(
+    report::say!(
         "tag: snapshot {} as of {}: {} tags over {} members, {} member-tags ({:.1} per member) from {} order lines · \
          features {:.2} s, tags {:.2} s, commit {:.2} s · {}",
         s.snapshot,
@@ -151,9 +151,10 @@ pub async fn tag(wh: &Warehouse, lock: &WriterLock, a: &TagArgs) -> Result<Refre
         eprintln!("warning: {note}");
     }
     if s.features_files_vacuumed > 0 {
-        println!(
+        report::say!(
             "  removed {} files of `features` versions replaced more than {} days ago (the previous version stays)",
-            s.features_files_vacuumed, a.keep_features_days
+            s.features_files_vacuumed,
+            a.keep_features_days
         );
     }
     Ok(s)

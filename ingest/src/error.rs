@@ -24,12 +24,38 @@ pub enum Error {
         /// What is wrong, naming the key.
         message: String,
     },
+    /// An option of the ingest is unusable (names the parameter).
+    #[error("{parameter}: {message}")]
+    Options {
+        /// The parameter (`memory`, …).
+        parameter: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// An input pattern matched no file.
     #[error("no input file matches `{0}`")]
     NoFiles(String),
     /// The warehouse failed.
     #[error(transparent)]
     Storage(#[from] taglake_storage::Error),
+    /// The key index next to the warehouse (which keys each table holds)
+    /// cannot be read or written. A damaged index is rebuilt from its table;
+    /// this is reported only when that fails too, or the disk does.
+    #[error("key index {}: {message}", path.display())]
+    Index {
+        /// The index file or folder.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A temporary spill file of an ingest cannot be written or read back.
+    #[error("spill file {}: {message}", path.display())]
+    Spill {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// An Arrow kernel failed on data ingest had already validated: a bug.
     #[error("internal error while {context}: {source} (this is likely a bug in taglake)")]
     Internal {

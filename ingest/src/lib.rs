@@ -26,6 +26,7 @@
 pub mod convert;
 mod dictionary;
 mod error;
+pub mod keys;
 pub mod mapping;
 mod pipeline;
 pub mod source;
@@ -33,4 +34,4 @@ pub mod source;
 pub use dictionary::MemberDictionary;
 pub use error::{Error, Result};
 pub use mapping::{CheckedMapping, Mapping};
-pub use pipeline::{IngestOptions, IngestSummary, NoProgress, Progress, ingest};
+pub use pipeline::{DEFAULT_MEMORY, IngestOptions, IngestSummary, MIN_MEMORY, NoProgress, Progress, ingest};

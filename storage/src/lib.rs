@@ -28,6 +28,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod changes;
 mod error;
 pub mod lock;
 pub mod names;
@@ -35,8 +36,9 @@ pub mod scan;
 pub mod schema;
 mod warehouse;
 
+pub use changes::TableState;
 pub use error::{Error, Result};
 pub use lock::{Wait, WriterLock};
 pub use names::suggest;
 pub use schema::{Column, ColumnType, Table};
-pub use warehouse::{BatchReceiver, DataFile, Sorted, TableWriter, Vacuumed, Warehouse};
+pub use warehouse::{BatchReceiver, DataFile, PartWriter, Sorted, TableWriter, Vacuumed, Warehouse};

@@ -237,6 +237,36 @@ where
     })
 }
 
+/// The batches of one file of `table`, in file order, holding `wanted`
+/// (cast to the wanted types); for a reader that must go through a file in
+/// order, one batch at a time, such as a rewrite of it.
+pub fn file_batches(
+    table: Table,
+    path: &Path,
+    wanted: &[Wanted],
+) -> Result<impl Iterator<Item = Result<RecordBatch>> + use<>> {
+    let meta = footer(table, path)?;
+    let err = |message: String| Error::Parquet { table: table.name(), path: path.to_path_buf(), message };
+    let indices = wanted
+        .iter()
+        .map(|w| meta.schema().index_of(&w.name).map_err(|e| err(e.to_string())))
+        .collect::<Result<Vec<_>>>()?;
+    let file = File::open(path).map_err(|source| Error::File { path: path.to_path_buf(), source })?;
+    let mask = ProjectionMask::roots(meta.parquet_schema(), indices);
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
+        .with_projection(mask)
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(|e| err(e.to_string()))?;
+    let wanted = wanted.to_vec();
+    let path = path.to_path_buf();
+    Ok(reader.map(move |batch| {
+        let err = |message: String| Error::Parquet { table: table.name(), path: path.clone(), message };
+        let batch = batch.map_err(|e| err(e.to_string()))?;
+        conform(&batch, &wanted).map_err(err)
+    }))
+}
+
 /// Whether a row group with these `member_key` statistics may hold a key in `keys`.
 fn may_hold(stats: Option<&parquet::file::statistics::Statistics>, keys: &std::ops::Range<i64>) -> bool {
     key_bounds(stats).is_none_or(|(min, max)| max >= keys.start && min < keys.end)

@@ -45,7 +45,7 @@ impl Warehouse {
         self.root.join(table.name())
     }
 
-    fn delta_err(&self, table: Table) -> impl Fn(DeltaTableError) -> Error + '_ {
+    pub(crate) fn delta_err(&self, table: Table) -> impl Fn(DeltaTableError) -> Error + '_ {
         move |source| Error::Delta { table: table.name(), path: self.table_path(table), source: Box::new(source) }
     }
 
@@ -61,7 +61,7 @@ impl Warehouse {
     }
 
     /// Loads the Delta table, or `None` when nothing was ever committed.
-    async fn load(&self, table: Table) -> Result<Option<DeltaTable>> {
+    pub(crate) async fn load(&self, table: Table) -> Result<Option<DeltaTable>> {
         let path = self.table_path(table);
         if !path.join("_delta_log").is_dir() {
             return Ok(None);
@@ -190,7 +190,7 @@ impl Warehouse {
         Ok(TableWriter { warehouse: self.clone(), table, delta, writer, rows: 0, claims: Vec::new() })
     }
 
-    async fn create(&self, table: Table) -> Result<DeltaTable> {
+    pub(crate) async fn create(&self, table: Table) -> Result<DeltaTable> {
         let path = self.table_path(table);
         let url = deltalake::ensure_table_uri(path.to_string_lossy()).map_err(self.delta_err(table))?;
         let schema: StructType = table
@@ -625,9 +625,11 @@ impl PartWriter {
         self.writer.write(batch).await.map_err(self.warehouse.delta_err(self.table))
     }
 
-    /// Closes the files; returns their Delta `add` actions as JSON, for
-    /// [`Warehouse::commit_parts`].
-    pub async fn finish(mut self) -> Result<Vec<String>> {
+    /// Closes the files written so far and returns their Delta `add`
+    /// actions as JSON; the writer goes on with new files. A writer from
+    /// [`Warehouse::file_writer`] returns exactly one file per call (none
+    /// when nothing was written since the last one).
+    pub async fn flush(&mut self) -> Result<Vec<String>> {
         let adds = self.writer.flush().await.map_err(self.warehouse.delta_err(self.table))?;
         adds.iter()
             .map(|a| {
@@ -635,12 +637,28 @@ impl PartWriter {
             })
             .collect()
     }
+
+    /// Closes the files; returns their Delta `add` actions as JSON, for
+    /// [`Warehouse::commit_parts`] or [`Warehouse::commit_files`].
+    pub async fn finish(mut self) -> Result<Vec<String>> {
+        self.flush().await
+    }
 }
 
 impl Warehouse {
     /// Starts writing files of `table` with `schema` that
     /// [`Warehouse::commit_parts`] commits later, in any process.
     pub fn part_writer(&self, table: Table, schema: SchemaRef) -> Result<PartWriter> {
+        self.writer_of(table, schema, TARGET_FILE_SIZE)
+    }
+
+    /// Like [`Warehouse::part_writer`], but a file ends only at
+    /// [`PartWriter::flush`], so the caller knows which rows each file holds.
+    pub fn file_writer(&self, table: Table, schema: SchemaRef) -> Result<PartWriter> {
+        self.writer_of(table, schema, 0)
+    }
+
+    fn writer_of(&self, table: Table, schema: SchemaRef, target_size: u64) -> Result<PartWriter> {
         check_schema(table, &schema)?;
         let path = self.table_path(table);
         std::fs::create_dir_all(&path).map_err(|source| Error::File { path: path.clone(), source })?;
@@ -648,7 +666,7 @@ impl Warehouse {
         let writer = RecordBatchWriter::try_new(url.as_str(), schema.clone(), None, None)
             .map_err(self.delta_err(table))?
             .with_writer_properties(parquet_properties(&schema))
-            .with_target_file_size(TARGET_FILE_SIZE);
+            .with_target_file_size(target_size);
         Ok(PartWriter { table, warehouse: self.clone(), writer })
     }
 

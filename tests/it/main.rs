@@ -11,6 +11,7 @@ mod ingest_generated;
 mod inputs_cli;
 mod inputs_sql;
 mod kill;
+mod nightly;
 mod optimize;
 mod repl;
 mod serve;

@@ -250,7 +250,10 @@ with c.cursor("gold") as cur:
 c.commit()
 out = {"first": len(first), "all": len(first) + len(rest)}
 try:
-    c.execute("DECLARE slow CURSOR FOR SELECT count(*) FROM orders a, orders b, orders c WHERE a.quantity * b.quantity * c.quantity = -1")
+    # The session lowers its deadline to 1 s (as in serve::a_statement_over_
+    # its_timeout…): a FETCH must keep to it like any statement.
+    c.execute("SET statement_timeout = '1s'")
+    c.execute("DECLARE slow CURSOR FOR SELECT count(*) FROM orders a, orders b WHERE a.quantity * b.quantity = -1")
     c.execute("FETCH ALL FROM slow").fetchall()
     out["slow"] = "finished"
 except psycopg.Error as e:

@@ -271,3 +271,232 @@ async fn unreadable_files_fail_alone() {
     );
     assert!(s.failed_files[1].1.starts_with("not a readable Parquet file"), "{}", s.failed_files[1].1);
 }
+
+/// Options that force every bounded-memory path on a few rows: chunks of 7
+/// lines, a line-key map of 5 entries, incoming members spilled after a
+/// few hundred bytes, files of 4 rows.
+fn tiny(table: Table, create: bool) -> IngestOptions {
+    let mut opts = IngestOptions::new(CheckedMapping::canonical(table));
+    opts.create_members = create;
+    opts.batch_rows = 3;
+    opts.limits = Some(Limits { chunk_rows: 7, line_keys: 5, incoming_bytes: 300, rows_per_file: 4 });
+    opts
+}
+
+async fn run_with(wh: &Warehouse, files: &[PathBuf], opts: &IngestOptions) -> IngestSummary {
+    ingest(wh, files, opts, Arc::new(NoProgress)).await.unwrap()
+}
+
+/// Every row of a table as text (minus `skip`), sorted.
+async fn rows(wh: &Warehouse, table: Table, skip: &[&str]) -> Vec<String> {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let opts = FormatOptions::default().with_null("∅");
+    let mut out = Vec::new();
+    for b in wh.read(table, None).await.unwrap() {
+        let schema = b.schema();
+        let cols: Vec<(String, ArrayFormatter<'_>)> = schema
+            .fields()
+            .iter()
+            .zip(b.columns())
+            .filter(|(f, _)| !skip.contains(&f.name().as_str()))
+            .map(|(f, c)| (f.name().clone(), ArrayFormatter::try_new(c.as_ref(), &opts).unwrap()))
+            .collect();
+        for i in 0..b.num_rows() {
+            out.push(cols.iter().map(|(n, f)| format!("{n}={}", f.value(i))).collect::<Vec<_>>().join("|"));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// 60 lines over 6 members where some lines repeat far apart (beyond the
+/// 5-entry key map) with other content: the first one must win.
+fn orders_csv(dir: &Path, name: &str, salt: u32) -> PathBuf {
+    let mut csv = String::from("order_id,line_no,member_id,ordered_at,channel,sku,quantity,amount\n");
+    for i in 0..60u32 {
+        // Lines 40.. repeat lines 0..20 with another amount.
+        let (order, amount) = if i >= 40 { (i - 40, 1000 + i + salt) } else { (i, i + salt) };
+        csv.push_str(&format!(
+            "o{order},{},M{},2025-06-0{}T10:00:00Z,store,S{},1,{amount}\n",
+            1 + order % 2,
+            order % 6,
+            1 + order % 9,
+            order % 4
+        ));
+    }
+    write(dir, name, csv.as_bytes())
+}
+
+fn members_csv(dir: &Path, name: &str, n: u32, city: &str) -> PathBuf {
+    let mut csv = String::from("member_id,registered_at,city\n");
+    for i in 0..n {
+        csv.push_str(&format!("M{i},2024-01-01T08:00:00Z,{city}{}\n", i % 3));
+    }
+    write(dir, name, csv.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bounded_paths_give_what_one_pass_in_memory_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = members_csv(dir.path(), "m.csv", 6, "Lyon");
+    let o = orders_csv(dir.path(), "o.csv", 0);
+    // The same input through the default (everything fits) and the tiny
+    // limits (chunks, spilled key map, spilled members, many files).
+    let plain = Warehouse::open(dir.path().join("plain")).unwrap();
+    run(&plain, Table::Members, std::slice::from_ref(&m), None, false).await;
+    let s = run(&plain, Table::Orders, std::slice::from_ref(&o), None, false).await;
+    assert_eq!((s.inserted, s.unchanged), (40, 20), "{s:?}");
+    let small = Warehouse::open(dir.path().join("small")).unwrap();
+    run_with(&small, std::slice::from_ref(&m), &tiny(Table::Members, false)).await;
+    let s = run_with(&small, std::slice::from_ref(&o), &tiny(Table::Orders, false)).await;
+    assert_eq!((s.inserted, s.unchanged), (40, 20), "{s:?}");
+    // (Spilled members get their keys part by part: compare without them.)
+    for t in [Table::MemberIds, Table::Members, Table::Orders] {
+        assert_eq!(rows(&plain, t, &["member_key"]).await, rows(&small, t, &["member_key"]).await, "{t}");
+    }
+    // The first of each repeated line was kept.
+    let amount = |r: &String| -> f64 { r.split('|').find_map(|f| f.strip_prefix("amount=")).unwrap().parse().unwrap() };
+    assert!(rows(&small, Table::Orders, &[]).await.iter().all(|r| amount(r) < 1000.0), "a later copy won");
+    assert!(small.files(Table::Orders).await.unwrap().len() > 2, "small files");
+    // Again, in both ways: nothing changes.
+    for opts in [tiny(Table::Orders, false), IngestOptions::new(CheckedMapping::canonical(Table::Orders))] {
+        let s = run_with(&small, std::slice::from_ref(&o), &opts).await;
+        assert_eq!((s.inserted, s.unchanged, s.quarantined), (0, 60, 0), "{s:?}");
+    }
+    // A second day: new lines and some of day one's, in another file.
+    let day2 = orders_csv(dir.path(), "day2.csv", 7);
+    let mut text = std::fs::read_to_string(&day2).unwrap().replace("\no", "\nx");
+    text.push_str("o3,2,M3,2025-06-04T10:00:00Z,store,S3,1,999\n");
+    std::fs::write(&day2, text).unwrap();
+    let s = run_with(&small, std::slice::from_ref(&day2), &tiny(Table::Orders, false)).await;
+    assert_eq!((s.inserted, s.unchanged), (40, 21), "{s:?}");
+    let s = run(&plain, Table::Orders, std::slice::from_ref(&day2), None, false).await;
+    assert_eq!((s.inserted, s.unchanged), (40, 21), "{s:?}");
+    assert_eq!(rows(&plain, Table::Orders, &["member_key"]).await, rows(&small, Table::Orders, &["member_key"]).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn member_upserts_spilled_by_key_hash_keep_keys_dense_and_rows_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = members_csv(dir.path(), "m1.csv", 300, "Lyon");
+    // The next export: 100 changed, 200 unchanged, 50 new, one repeated.
+    let mut next = String::from("member_id,registered_at,city\n");
+    for i in 0..350u32 {
+        let city = if (100..300).contains(&i) { "Lyon" } else { "Paris" };
+        next.push_str(&format!("M{i},2024-01-01T08:00:00Z,{city}{}\n", i % 3));
+    }
+    next.push_str("M5,2024-01-01T08:00:00Z,Nice\n");
+    let next = write(dir.path(), "m2.csv", next.as_bytes());
+    let plain = Warehouse::open(dir.path().join("plain")).unwrap();
+    let small = Warehouse::open(dir.path().join("small")).unwrap();
+    for (wh, opts) in
+        [(&plain, IngestOptions::new(CheckedMapping::canonical(Table::Members))), (&small, tiny(Table::Members, false))]
+    {
+        let s = run_with(wh, std::slice::from_ref(&first), &opts).await;
+        assert_eq!((s.inserted, s.replaced, s.unchanged, s.new_members), (300, 0, 0, 300), "{s:?}");
+        let s = run_with(wh, std::slice::from_ref(&next), &opts).await;
+        assert_eq!((s.inserted, s.replaced, s.unchanged, s.new_members), (50, 100, 201, 50), "{s:?}");
+        let s = run_with(wh, std::slice::from_ref(&next), &opts).await;
+        assert_eq!((s.inserted, s.replaced, s.unchanged), (0, 0, 351), "{s:?}");
+    }
+    // Same rows; keys may be handed out in another order when spilled, but
+    // they stay dense, unique and agree with the dictionary.
+    assert_eq!(
+        rows(&plain, Table::Members, &["member_key"]).await,
+        rows(&small, Table::Members, &["member_key"]).await
+    );
+    for wh in [&plain, &small] {
+        let members = rows(wh, Table::Members, &[]).await;
+        assert_eq!(members.len(), 350);
+        assert!(members.iter().any(|r| r.contains("member_id=M5|") && r.contains("city=Nice")));
+        let dict = rows(wh, Table::MemberIds, &[]).await;
+        let mut keys: Vec<i64> = dict.iter().map(|r| r.rsplit('=').next().unwrap().parse().unwrap()).collect();
+        keys.sort();
+        assert_eq!(keys, (0..350).collect::<Vec<_>>());
+        for r in &members {
+            let id = r.split('|').find_map(|f| f.strip_prefix("member_id=")).unwrap();
+            let key = r.split('|').find_map(|f| f.strip_prefix("member_key=")).unwrap();
+            assert!(dict.contains(&format!("member_id={id}|member_key={key}")), "{r}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rewritten_file_with_new_bad_rows_at_old_positions_is_quarantined() {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = Warehouse::open(dir.path().join("wh")).unwrap();
+    let path = write(dir.path(), "daily.csv", b"member_id,registered_at\nM1,2024-01-01\nM2,yesterday\n");
+    let s = run(&wh, Table::Members, std::slice::from_ref(&path), None, false).await;
+    assert_eq!(s.quarantined, 1);
+    let s = run(&wh, Table::Members, std::slice::from_ref(&path), None, false).await;
+    assert_eq!(s.quarantined, 0, "the same bad row is recorded once");
+    // Tomorrow's export, same name, another bad row on line 3.
+    std::fs::write(&path, b"member_id,registered_at\nM3,2024-01-02\nM4,today\n").unwrap();
+    let s = run(&wh, Table::Members, std::slice::from_ref(&path), None, false).await;
+    assert_eq!(s.quarantined, 1, "{s:?}");
+    let q = quarantined(&wh, &path).await;
+    assert_eq!(q.len(), 2);
+    assert!(q.iter().all(|(row, col, _)| *row == 3 && col == "registered_at"), "{q:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_or_stale_key_index_is_rebuilt_or_caught_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = Warehouse::open(dir.path().join("wh")).unwrap();
+    let m = members_csv(dir.path(), "m.csv", 6, "Lyon");
+    run(&wh, Table::Members, &[m], None, false).await;
+    let day1 = orders_csv(dir.path(), "o1.csv", 0);
+    run(&wh, Table::Orders, std::slice::from_ref(&day1), None, false).await;
+    let index = dir.path().join("wh/_taglake/index/orders");
+    let day1_manifest = std::fs::read(index.join("manifest.json")).unwrap();
+    let day1_runs: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&index)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    let mut text = std::fs::read_to_string(&day1).unwrap().replace("\no", "\nz");
+    text.push('\n');
+    let day2 = write(dir.path(), "o2.csv", text.as_bytes());
+    assert_eq!(run(&wh, Table::Orders, std::slice::from_ref(&day2), None, false).await.inserted, 40);
+    let before = rows(&wh, Table::Orders, &[]).await;
+    // As after a kill between the orders commit and the index update: the
+    // index is one ingest behind. It catches up from the Delta log.
+    for (p, bytes) in &day1_runs {
+        std::fs::write(p, bytes).unwrap();
+    }
+    std::fs::write(index.join("manifest.json"), &day1_manifest).unwrap();
+    let s = run(&wh, Table::Orders, &[day1.clone(), day2.clone()], None, false).await;
+    assert_eq!((s.inserted, s.unchanged), (0, 120), "{s:?}");
+    // The index is gone altogether: it is rebuilt from the table.
+    std::fs::remove_dir_all(dir.path().join("wh/_taglake")).unwrap();
+    let s = run(&wh, Table::Orders, &[day1, day2], None, false).await;
+    assert_eq!((s.inserted, s.unchanged), (0, 120), "{s:?}");
+    assert_eq!(rows(&wh, Table::Orders, &[]).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn created_members_get_rows_even_after_a_kill_between_the_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = orders_csv(dir.path(), "o.csv", 0);
+    let clean = Warehouse::open(dir.path().join("clean")).unwrap();
+    let s = run_with(&clean, std::slice::from_ref(&o), &tiny(Table::Orders, true)).await;
+    assert_eq!((s.inserted, s.new_members), (40, 6), "{s:?}");
+    // Members are registered at their first order in the input.
+    let members = rows(&clean, Table::Members, &[]).await;
+    assert!(members.iter().any(|r| r.contains("member_id=M0|") && r.contains("registered_at=2025-06-01T10:00:00Z")));
+    // A run killed after the dictionary commit: keys exist, rows do not.
+    let killed = Warehouse::open(dir.path().join("killed")).unwrap();
+    crate::dictionary::MemberDictionary::open(&killed, 1 << 26).await.unwrap();
+    {
+        let mut dict = crate::dictionary::MemberDictionary::open(&killed, 1 << 26).await.unwrap();
+        for id in ["M0", "M1", "M2", "M3", "M4", "M5"] {
+            dict.assign(id, crate::keys::text_key(id)).unwrap();
+        }
+        dict.commit(&killed).await.unwrap();
+    }
+    let s = run_with(&killed, std::slice::from_ref(&o), &tiny(Table::Orders, true)).await;
+    assert_eq!((s.inserted, s.new_members), (40, 0), "{s:?}");
+    for t in [Table::MemberIds, Table::Members, Table::Orders] {
+        assert_eq!(rows(&clean, t, &[]).await, rows(&killed, t, &[]).await, "{t}");
+    }
+}

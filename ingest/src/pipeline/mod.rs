@@ -1,0 +1,275 @@
+//! The ingest command: files → validated rows → one Delta commit per table.
+//!
+//! Reading and converting run on a producer thread (conversion itself is
+//! parallel across columns) while the main task resolves member keys,
+//! removes rows already present and hands the rest to one Parquet writer
+//! task per core ([`sink`]). Nothing becomes visible until the commits at
+//! the end, made in dependency order — `member_ids`, then `members`, then
+//! the data table, then `quarantine` — so a kill at any moment leaves each
+//! table as it was before or as after, and a re-run converges on what one
+//! clean run gives.
+//!
+//! **Memory is bounded by [`IngestOptions::memory`]**, whatever the size of
+//! the input or of the warehouse: which keys a table already holds comes
+//! from its key index ([`crate::keys`]), probed a chunk of input at a time,
+//! never loaded whole. The budget is split as follows:
+//! - orders: a chunk of converted rows (1/8); this run's set of new line
+//!   keys (1/4: when it fills up it is written out as a sorted run and a
+//!   fresh one starts, and duplicates between such runs are found by one
+//!   merge at the end and taken out of the files before the commit); from
+//!   the second chunk on, the member dictionary (24 bytes a member) and the
+//!   line keys' filters (1.25 bytes a stored line) held in memory when they
+//!   fit in 3/8 and 1/2 of the budget together, instead of being read again
+//!   for every chunk; the writers and the read-ahead (the rest);
+//! - members and products: the incoming rows (1/3; beyond, they are spilled
+//!   to 64 files by key hash and processed a part at a time), the lookups
+//!   and the writers (the rest).
+//!
+//! Checking a day of orders against years of history reads the key
+//! index's filters (about 1.25 bytes per stored line) and a few key blocks:
+//! the time follows the new file, not the history.
+
+mod orders;
+mod quarantine;
+pub mod sink;
+mod upsert;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, RecordBatch};
+use taglake_storage::{Table, Warehouse};
+
+use crate::convert::{Converted, ConvertedFile};
+use crate::mapping::CheckedMapping;
+use crate::source::ReadOptions;
+use crate::{Error, Result};
+
+/// What to ingest and how.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// The validated mapping (its table is the target table).
+    pub mapping: CheckedMapping,
+    /// Orders of members not yet known create them instead of being
+    /// quarantined.
+    pub create_members: bool,
+    /// Rows per batch.
+    pub batch_rows: usize,
+    /// Memory the ingest may hold, in bytes (see the module docs for how
+    /// it is shared out). Default [`DEFAULT_MEMORY`].
+    pub memory: usize,
+    /// Tests force chunking and spilling on tiny inputs with these.
+    pub(crate) limits: Option<Limits>,
+}
+
+/// Sizes that otherwise follow from the memory budget.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Order lines per chunk.
+    pub chunk_rows: usize,
+    /// Entries of this run's line-key map before it spills.
+    pub line_keys: usize,
+    /// Bytes of incoming member or product rows before they spill.
+    pub incoming_bytes: usize,
+    /// Rows per data file.
+    pub rows_per_file: u64,
+}
+
+impl IngestOptions {
+    fn rows_per_file(&self) -> u64 {
+        self.limits.map(|l| l.rows_per_file).unwrap_or(sink::ROWS_PER_FILE)
+    }
+
+    fn writers(&self) -> usize {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8)
+    }
+}
+
+/// The default memory budget of an ingest: 2 GiB.
+pub const DEFAULT_MEMORY: usize = 2 << 30;
+/// The smallest budget accepted: 64 MiB.
+pub const MIN_MEMORY: usize = 64 << 20;
+
+impl IngestOptions {
+    /// Options for a table with the canonical layout.
+    pub fn new(mapping: CheckedMapping) -> Self {
+        IngestOptions { mapping, create_members: false, batch_rows: 65_536, memory: DEFAULT_MEMORY, limits: None }
+    }
+}
+
+/// Receives progress while an ingest runs.
+pub trait Progress: Send + Sync {
+    /// A file is about to be read.
+    fn file(&self, _path: &Path, _index: usize, _total: usize) {}
+    /// `n` more rows were read.
+    fn rows(&self, _n: u64) {}
+}
+
+/// A [`Progress`] that shows nothing.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// What an ingest did.
+#[derive(Debug, Clone, Default)]
+pub struct IngestSummary {
+    /// Target table.
+    pub table: &'static str,
+    /// Files read (including failed ones).
+    pub files: usize,
+    /// Files that could not be read at all, with the reason.
+    pub failed_files: Vec<(PathBuf, String)>,
+    /// Rows read (good and bad).
+    pub rows_read: u64,
+    /// New rows written.
+    pub inserted: u64,
+    /// Existing rows replaced by a newer version (members, products).
+    pub replaced: u64,
+    /// Rows already present, or repeated within the input, and skipped.
+    pub unchanged: u64,
+    /// Rows sent to quarantine (new quarantine entries only).
+    pub quarantined: u64,
+    /// Members added to the dictionary.
+    pub new_members: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+impl IngestSummary {
+    /// True when no file could be read: the only case the command fails.
+    pub fn nothing_read(&self) -> bool {
+        self.files == 0 || self.failed_files.len() == self.files
+    }
+}
+
+/// One converted batch with the file it came from.
+struct Piece {
+    file: Arc<str>,
+    converted: Converted,
+}
+
+enum Message {
+    Rows(u64),
+    Piece(Piece),
+    FileFailed(PathBuf, String),
+}
+
+/// Reads and converts the files on a separate thread, in order.
+fn spawn_reader(
+    files: Vec<PathBuf>,
+    opts: IngestOptions,
+    progress: Arc<dyn Progress>,
+) -> tokio::sync::mpsc::Receiver<Message> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    std::thread::spawn(move || {
+        let read_opts =
+            ReadOptions { delimiter: opts.mapping.delimiter, batch_rows: opts.batch_rows, ..ReadOptions::default() };
+        let total = files.len();
+        for (index, path) in files.into_iter().enumerate() {
+            progress.file(&path, index, total);
+            let file: Arc<str> = std::fs::canonicalize(&path).unwrap_or(path.clone()).to_string_lossy().into();
+            let result = (|| -> Result<()> {
+                for batch in ConvertedFile::open(&path, &opts.mapping, &read_opts)? {
+                    let (read, converted) = batch?;
+                    progress.rows(read);
+                    let sent = tx.blocking_send(Message::Rows(read)).is_ok()
+                        && tx.blocking_send(Message::Piece(Piece { file: file.clone(), converted })).is_ok();
+                    if !sent {
+                        return Ok(()); // the consumer stopped
+                    }
+                }
+                Ok(())
+            })();
+            if let Err(e) = result {
+                let msg = match e {
+                    Error::Source { message, .. } => message,
+                    other => other.to_string(),
+                };
+                if tx.blocking_send(Message::FileFailed(path, msg)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Ingests files into one warehouse table. Row-level problems are
+/// quarantined; an error is returned only when the warehouse fails or the
+/// options are unusable.
+pub async fn ingest(
+    wh: &Warehouse,
+    files: &[PathBuf],
+    opts: &IngestOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<IngestSummary> {
+    let start = Instant::now();
+    let table = opts.mapping.table;
+    if !Table::INPUTS.contains(&table) {
+        return Err(Error::source(table.name(), "this table is written by taglake itself, not ingested"));
+    }
+    if opts.memory < MIN_MEMORY {
+        return Err(Error::Options {
+            parameter: "memory",
+            message: format!("{} bytes is below the smallest budget, {} MiB", opts.memory, MIN_MEMORY >> 20),
+        });
+    }
+    let mut summary = IngestSummary { table: table.name(), files: files.len(), ..Default::default() };
+    let mut quarantine = quarantine::Quarantine::open(wh, table, opts.memory / 8).await?;
+    let rx = spawn_reader(files.to_vec(), opts.clone(), progress);
+    match table {
+        Table::Orders => orders::ingest_orders(wh, rx, opts, &mut quarantine, &mut summary).await?,
+        _ => upsert::ingest_upsert(wh, rx, opts, &mut quarantine, &mut summary).await?,
+    }
+    summary.quarantined = quarantine.written;
+    quarantine.commit(wh).await?;
+    summary.seconds = start.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// A row of a converted batch as `name=value` text, for quarantine.
+fn describe_row(batch: &RecordBatch, i: usize) -> String {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let opts = FormatOptions::default().with_null("");
+    let schema = batch.schema();
+    let mut parts = Vec::new();
+    for (f, c) in schema.fields().iter().zip(batch.columns()) {
+        let v = ArrayFormatter::try_new(c.as_ref(), &opts).map(|fm| fm.value(i).to_string()).unwrap_or_default();
+        parts.push(format!("{}={v}", f.name()));
+    }
+    parts.join(", ")
+}
+
+/// Inserts the `member_key` column at its place in the table schema.
+fn with_member_key(table: Table, batch: &RecordBatch, keys: ArrayRef) -> Result<RecordBatch> {
+    let mut cols = Vec::with_capacity(batch.num_columns() + 1);
+    let mut input = batch.columns().iter();
+    for c in table.columns() {
+        if c.name == "member_key" {
+            cols.push(keys.clone());
+        } else {
+            cols.push(input.next().expect("input columns in schema order").clone());
+        }
+    }
+    RecordBatch::try_new(table.arrow_schema(), cols).map_err(Error::internal("adding member_key"))
+}
+
+/// Commits the files of one table written by this run, then records the
+/// new keys in its index.
+async fn commit_with_index(
+    wh: &Warehouse,
+    table: Table,
+    removes: &[PathBuf],
+    adds: &[String],
+    index: &mut crate::keys::KeyIndex,
+    runs: Vec<crate::keys::run::Run>,
+) -> Result<()> {
+    if wh.commit_files(table, removes, adds).await?.is_none() {
+        return Ok(());
+    }
+    let state = wh.state(table).await?.expect("just committed");
+    index.commit(runs, state)
+}
+
+#[cfg(test)]
+mod tests;
