@@ -485,7 +485,11 @@ async fn status(warehouse: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `7d`, `36h`, `30m`, `2w` or `0`.
+/// Longest `--retain` (100 years, in minutes): longer is a typo, and far
+/// longer would not fit a duration.
+const MAX_RETAIN_MINUTES: i64 = 36_525 * 24 * 60;
+
+/// `7d`, `36h`, `30m`, `2w` or `0`, of at most [`MAX_RETAIN_MINUTES`].
 fn parse_retain(text: &str) -> Result<chrono::Duration> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -493,15 +497,22 @@ fn parse_retain(text: &str) -> Result<chrono::Duration> {
     let bad = || {
         anyhow::anyhow!("--retain `{text}`: write a number of minutes, hours, days or weeks (30m, 36h, 7d, 2w) or 0")
     };
-    let n: i64 = n.parse().map_err(|_| bad())?;
-    Ok(match unit {
-        "" if n == 0 => chrono::Duration::zero(),
-        "m" => chrono::Duration::minutes(n),
-        "h" => chrono::Duration::hours(n),
-        "d" => chrono::Duration::days(n),
-        "w" => chrono::Duration::weeks(n),
+    let minutes_per_unit = match unit {
+        "" if !n.is_empty() && n.bytes().all(|b| b == b'0') => return Ok(chrono::Duration::zero()),
+        "m" => 1,
+        "h" => 60,
+        "d" => 24 * 60,
+        "w" => 7 * 24 * 60,
         _ => return Err(bad()),
-    })
+    };
+    if n.is_empty() {
+        return Err(bad());
+    }
+    // Too many digits for an i64 is too long, not "not a number".
+    match n.parse::<i64>().ok().and_then(|n| n.checked_mul(minutes_per_unit)) {
+        Some(minutes) if minutes <= MAX_RETAIN_MINUTES => Ok(chrono::Duration::minutes(minutes)),
+        _ => bail!("--retain `{text}`: at most 36525 days (100 years)"),
+    }
 }
 
 async fn vacuum(a: VacuumArgs) -> Result<()> {

@@ -116,7 +116,9 @@ pub async fn tag(wh: &Warehouse, lock: &WriterLock, a: &TagArgs) -> Result<Refre
         bail!("--keep-features-days {}: at most {MAX_KEEP_FEATURES_DAYS} (100 years)", a.keep_features_days);
     }
     if a.max_family_values.is_some() && a.cluster.cluster.is_some() {
-        bail!("--max-family-values does not reach a cluster's executors; set max_family_values in the catalog's [settings]");
+        bail!(
+            "--max-family-values does not reach a cluster's executors; set max_family_values in the catalog's [settings]"
+        );
     }
     let pb = report::spinner("tag: features, tags, snapshot");
     let options = RefreshOptions {

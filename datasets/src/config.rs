@@ -236,7 +236,10 @@ impl GenerateConfigBuilder {
             None => return Err(Error::invalid("members", "not set; it is required")),
             Some(0) => return Err(Error::invalid("members", "got 0, need at least 1")),
             Some(m) if m > GenerateConfig::MAX_MEMBERS => {
-                return Err(Error::invalid("members", format!("got {m}, need at most {}", GenerateConfig::MAX_MEMBERS)));
+                return Err(Error::invalid(
+                    "members",
+                    format!("got {m}, need at most {}", GenerateConfig::MAX_MEMBERS),
+                ));
             }
             Some(m) => m,
         };

@@ -24,9 +24,9 @@ use std::sync::Arc;
 
 use datafusion::common::Result;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
-use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionContext;
 
 /// Chains nested deeper than this are rebuilt (a balanced one of a million
@@ -125,7 +125,11 @@ pub fn balance(expr: Expr) -> Result<Transformed<Expr>> {
     expr.transform_down(|e| match &e {
         Expr::BinaryExpr(BinaryExpr { op: op @ (Operator::And | Operator::Or), .. }) => {
             let op = *op;
-            if chain_depth(&e, op) > MAX_CHAIN_DEPTH { Ok(Transformed::yes(rebuild(e, op))) } else { Ok(Transformed::no(e)) }
+            if chain_depth(&e, op) > MAX_CHAIN_DEPTH {
+                Ok(Transformed::yes(rebuild(e, op)))
+            } else {
+                Ok(Transformed::no(e))
+            }
         }
         _ => Ok(Transformed::no(e)),
     })

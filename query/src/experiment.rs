@@ -422,9 +422,8 @@ pub fn parse_window(text: &str) -> Result<chrono::Duration> {
     if digits.is_empty() || digits.bytes().all(|b| b == b'0') {
         return Err(bad_window(text));
     }
-    let too_long = || {
-        Error::Invalid(format!("`{text}` is too long a window: at most {MAX_WINDOW_DAYS} days (100 years)"))
-    };
+    let too_long =
+        || Error::Invalid(format!("`{text}` is too long a window: at most {MAX_WINDOW_DAYS} days (100 years)"));
     // Any number of digits: too many for an i64 is too long, not "not a number".
     let n: i64 = digits.parse().map_err(|_| too_long())?;
     match n.checked_mul(hours_per_unit) {

@@ -43,11 +43,11 @@ use std::collections::VecDeque;
 use std::ops::ControlFlow;
 
 use datafusion::common::config::Dialect as DialectName;
+use datafusion::error::DataFusionError;
 use datafusion::execution::SessionState;
 use datafusion::sql::parser::{CopyToSource, DFParserBuilder, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, Query, SetExpr, Statement, VisitMut, VisitorMut};
 use datafusion::sql::sqlparser::dialect::{Dialect, PostgreSqlDialect, dialect_from_str};
-use datafusion::error::DataFusionError;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
@@ -93,8 +93,11 @@ pub fn statements(state: &SessionState, text: &str) -> Result<VecDeque<DfStateme
             DataFusionError::SQL(e, _) => parser_error(e.as_ref().clone()),
             _ => Error::Sql(e.to_string()),
         };
-        let mut parser =
-            DFParserBuilder::new(tokens).with_dialect(dialect.as_ref()).with_recursion_limit(limit).build().map_err(df_error)?;
+        let mut parser = DFParserBuilder::new(tokens)
+            .with_dialect(dialect.as_ref())
+            .with_recursion_limit(limit)
+            .build()
+            .map_err(df_error)?;
         let mut statements = parser.parse_statements().map_err(df_error)?;
         let mut guard = Guard::default();
         for s in &mut statements {
@@ -147,8 +150,9 @@ fn dialect(name: DialectName) -> Result<Box<dyn Dialect>> {
 
 /// The tokens of `text` without whitespace, at most [`MAX_TOKENS`].
 fn tokenize(dialect: &dyn Dialect, text: &str) -> Result<Vec<TokenWithSpan>> {
-    let mut tokens =
-        Tokenizer::new(dialect, text).tokenize_with_location().map_err(|e| Error::Sql(format!("sql parser error: {e}")))?;
+    let mut tokens = Tokenizer::new(dialect, text)
+        .tokenize_with_location()
+        .map_err(|e| Error::Sql(format!("sql parser error: {e}")))?;
     tokens.retain(|t| !matches!(t.token, Token::Whitespace(_)));
     if tokens.len() > MAX_TOKENS {
         return Err(Error::TooComplex(format!(

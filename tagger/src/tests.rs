@@ -343,9 +343,11 @@ async fn families_over_too_many_values_are_left_out_and_the_run_goes_on() {
     let s = refresh(&wh, &lock, &RefreshOptions { catalog: Some(path), ..Default::default() }).await.unwrap();
     assert_eq!(
         s.skipped,
-        ["[[partition]] shop_{value}: orders.store_id and members.home_store_id has 4 distinct values, more than the 3 \
+        [
+            "[[partition]] shop_{value}: orders.store_id and members.home_store_id has 4 distinct values, more than the 3 \
           a family may expand over; its tags are left out (an entry's `max_values` or [settings] max_family_values \
-          raise the cap)"]
+          raise the cap)"
+        ]
     );
     let t = tags_of(&wh).await;
     assert_eq!(names(&t, "shop_"), 0);

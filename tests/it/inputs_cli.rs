@@ -34,7 +34,10 @@ fn absurd_counts_durations_and_sizes_are_clear_errors() {
     overlap.extend(many.iter().map(String::as_str));
     let export = ["export", "--audience", "tier_gold", "--salt", "x", "--out", "x.csv"];
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        ([&export[..], &["--duration", "100000000d"]].concat(), "`100000000d` is too long a window: at most 36525 days"),
+        (
+            [&export[..], &["--duration", "100000000d"]].concat(),
+            "`100000000d` is too long a window: at most 36525 days",
+        ),
         ([&export[..], &["--duration", "99999999999999999999999w"]].concat(), "is too long a window"),
         ([&export[..], &["--launch-at", "2026-01-01", "--duration", "0h"]].concat(), "is not a window"),
         (vec!["experiment", "report", "1", "--window", "200000000000d"], "--window: `200000000000d` is too long"),
@@ -44,6 +47,8 @@ fn absurd_counts_durations_and_sizes_are_clear_errors() {
         (vec!["demo", "--members", "1000000000000000", "--data", "d", "--warehouse", "w"], "need at most"),
         (vec!["tag", "--keep-features-days", "4294967295"], "--keep-features-days 4294967295: at most 36525"),
         (vec!["tag", "--max-family-values", "0"], "a family needs at least 1 value"),
+        (vec!["vacuum", "--retain", "200000000000d"], "--retain `200000000000d`: at most 36525 days"),
+        (vec!["vacuum", "--retain", "99999999999999999999999h"], "at most 36525 days"),
         (vec!["cluster", "--runs", "1000000000000"], "--runs 1000000000000: at most 100"),
         (vec!["cluster", "--max-iterations", "18446744073709551615"], "at most 100000"),
         (vec!["cluster", "--k", "1000000000"], "asks for 1000000000 communities; at most 1000"),
@@ -55,9 +60,20 @@ fn absurd_counts_durations_and_sizes_are_clear_errors() {
     for (args, want) in &cases {
         refused(&taglake(args, dir), args, want);
     }
+    // Cluster process settings are checked by the argument parser (a usage error, exit code 2).
+    for (args, want) in [
+        (vec!["scheduler", "--executor-timeout", "18446744073709551615"], "is not in 1..=86400"),
+        (vec!["executor", "--scheduler", "h:1", "--slots", "1000000000000"], "is not in 1..=1024"),
+        (vec!["executor", "--scheduler", "h:1", "--heartbeat", "0"], "is not in 1..=3600"),
+    ] {
+        let out = taglake(&args, dir);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.code() == Some(2) && stderr.contains(want), "taglake {args:?}: {:?}\n{stderr}", out.status);
+    }
     // Within the limits the same commands work.
     taglake_ok(&["audience", "sample", "tier_regular", "--n", "100000", "--format", "csv"], dir);
     taglake_ok(&["experiment", "report", "1", "--window", "36525d"], dir);
+    taglake_ok(&["vacuum", "--retain", "36525d", "--dry-run"], dir);
 }
 
 /// 1,200 members and their orders as CSV with one more column each (`note`,

@@ -186,6 +186,9 @@ fn the_server_survives_deep_audiences_and_long_sql() {
     assert!(out[3][1].is_string(), "{out}");
     assert_eq!(out[4][0], "54001", "{out}");
     // The server is still up and answering.
-    assert_eq!(psql_ok(&server, tmp.path(), "SELECT count(*) FROM members WHERE tier_gold"), audience_count(&f.dir, "tier_gold").to_string());
+    assert_eq!(
+        psql_ok(&server, tmp.path(), "SELECT count(*) FROM members WHERE tier_gold"),
+        audience_count(&f.dir, "tier_gold").to_string()
+    );
     assert!(!server.log().contains("overflow"), "{}", tail(&server.log()));
 }
