@@ -467,7 +467,7 @@ pub(crate) mod tests {
         let even = format!("{}tier_gold", "NOT ".repeat(MAX_DEPTH));
         assert_eq!(evaluate(&parse(&even, &t).unwrap(), &t).unwrap().len(), 40);
         // Long flat chains cost no depth: 300,000 terms are one OR node.
-        let wide = vec!["tier_gold", "dormant_60_90", "in_experiment"].repeat(100_000).join(" OR ");
+        let wide = ["tier_gold", "dormant_60_90", "in_experiment"].repeat(100_000).join(" OR ");
         let n = parse(&wide, &t).unwrap();
         assert!(matches!(&n, Node::Or(items) if items.len() == 300_000));
         let want = parse("tier_gold OR dormant_60_90 OR in_experiment", &t).unwrap();
