@@ -529,4 +529,107 @@ pub(crate) mod tests {
             prop_assert_eq!(evaluate(&again, &t).unwrap(), evaluate(&n, &t).unwrap());
         }
     }
+
+    /// Audience texts made of the language's own pieces and of anything
+    /// else, repeated up to past the depth limit.
+    fn text() -> impl Strategy<Value = String> {
+        let word = prop_oneof![
+            12 => prop::sample::select(vec![
+                "tier_gold",
+                "tier_regular",
+                "category_lover_beauty",
+                "dormant_60_90",
+                "in_experiment",
+                "AND",
+                "OR",
+                "NOT",
+                "and",
+                "not",
+                "(",
+                ")",
+                "true",
+                "FALSE",
+                "tier_gld",
+                "'",
+                "\"",
+                "é",
+                "∑",
+                "`",
+                "\u{0}",
+                "",
+            ])
+            .prop_map(str::to_string),
+            1 => ".{0,4}",
+        ];
+        let piece = (word, 1usize..4, prop::sample::select(vec![" ", "", "  ", "\t"]))
+            .prop_map(|(w, n, sep)| vec![w; n].join(sep));
+        let run = (prop::collection::vec(piece, 1..6), prop_oneof![9 => Just(1usize), 1 => 1usize..260])
+            .prop_map(|(pieces, times)| pieces.join(" ").repeat(times));
+        let soup = prop::collection::vec(run, 1..8).prop_map(|runs| runs.join(" "));
+        // Printed audiences, some with a piece of soup put in somewhere.
+        let printed =
+            (node(), prop::option::of((soup.clone(), any::<prop::sample::Index>()))).prop_map(|(n, noise)| {
+                let text = display(&n, &small_tags());
+                match noise {
+                    None => text,
+                    Some((noise, at)) => {
+                        let at = text.char_indices().map(|(i, _)| i).nth(at.index(text.chars().count() + 1));
+                        let (a, b) = text.split_at(at.unwrap_or(text.len()));
+                        format!("{a}{noise}{b}")
+                    }
+                }
+            });
+        prop_oneof![soup, printed]
+    }
+
+    /// The stable driver of the `audience` fuzz target (`fuzz/`): any text
+    /// parses or fails with an error whose position lies in the text; what
+    /// parses has the members a per-member loop gives, and printing it
+    /// back parses to the same members. Runs `TAGLAKE_FUZZ_SECONDS`
+    /// (default 20): `cargo test --workspace --lib
+    /// audience::tests::any_text_parses_or_fails_cleanly -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn any_text_parses_or_fails_cleanly() {
+        use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+        let budget = std::env::var("TAGLAKE_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+        let started = std::time::Instant::now();
+        let t = small_tags();
+        let (mut rounds, parsed, refused) = (0u64, std::cell::Cell::new(0u64), std::cell::Cell::new(0u64));
+        while started.elapsed() < std::time::Duration::from_secs(budget) {
+            let mut seed = [0u8; 32];
+            seed[..8].copy_from_slice(&rounds.to_le_bytes());
+            let config = Config { cases: 512, failure_persistence: None, ..Config::default() };
+            let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
+            let result = runner.run(&text(), |text| {
+                match parse(&text, &t) {
+                    Ok(n) => {
+                        parsed.set(parsed.get() + 1);
+                        let want: RoaringBitmap =
+                            t.universe().unwrap().iter().filter(|&k| member_has(&n, &t, k)).collect();
+                        prop_assert_eq!(evaluate(&n, &t).unwrap(), want.clone());
+                        let again = parse(&display(&n, &t), &t).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                        prop_assert_eq!(evaluate(&again, &t).unwrap(), want);
+                    }
+                    Err(e) => {
+                        refused.set(refused.get() + 1);
+                        prop_assert!(e.position <= text.chars().count(), "{:?}", e);
+                        prop_assert!(e.to_string().lines().count() == 3, "{}", e);
+                    }
+                }
+                Ok(())
+            });
+            if let Err(e) = result {
+                panic!("after {} texts: {e}", parsed.get() + refused.get());
+            }
+            rounds += 1;
+        }
+        eprintln!(
+            "audience: {} texts in {:.0}s ({} parsed, {} refused), no panic",
+            parsed.get() + refused.get(),
+            started.elapsed().as_secs_f64(),
+            parsed.get(),
+            refused.get()
+        );
+    }
 }
