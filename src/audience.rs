@@ -155,7 +155,23 @@ fn percent(part: u64, whole: u64) -> f64 {
     if whole == 0 { 0.0 } else { 100.0 * part as f64 / whole as f64 }
 }
 
+/// Most members `audience sample` shows: a sample is for looking at.
+const MAX_SAMPLE: usize = 100_000;
+
+/// Most audiences `audience overlap` compares (a table of n × n counts).
+const MAX_OVERLAP: usize = 100;
+
 pub async fn audience(a: AudienceArgs) -> Result<()> {
+    match &a.command {
+        AudienceCommand::Sample { n, .. } if *n > MAX_SAMPLE => bail!(
+            "--n {n}: a sample shows at most {MAX_SAMPLE} members; for a whole audience use `taglake export` or \
+             COPY (SELECT … FROM audience('…')) TO 'file.csv' in `taglake sql`"
+        ),
+        AudienceCommand::Overlap { exprs, .. } if exprs.len() > MAX_OVERLAP => {
+            bail!("{} audiences: overlap compares at most {MAX_OVERLAP} at once", exprs.len())
+        }
+        _ => {}
+    }
     let wh = Warehouse::open(&a.wh.warehouse)?;
     let started = Instant::now();
     // Only a sample reads member attributes, so only it opens a SQL session
@@ -338,7 +354,13 @@ pub async fn export_cmd(a: ExportArgs) -> Result<()> {
         Some(t) => parse_instant(t)?,
         None => chrono::Utc::now(),
     };
-    let ends_at = if a.open_ended { None } else { Some(launched_at + experiment::parse_window(&a.duration)?) };
+    let ends_at = match a.open_ended {
+        true => None,
+        false => {
+            let duration = experiment::parse_window(&a.duration).context("--duration")?;
+            Some(experiment::window_end(launched_at, duration).context("--launch-at and --duration")?)
+        }
+    };
     let options = ExportOptions {
         audience: a.audience,
         split: Split::parse(&a.split)?,
@@ -439,7 +461,7 @@ pub async fn experiment_cmd(a: ExperimentArgs) -> Result<()> {
             }
         }
         ExperimentCommand::Report { id, window, control, format } => {
-            let window_len = experiment::parse_window(&window)?;
+            let window_len = experiment::parse_window(&window).context("--window")?;
             let r = experiment::report(&wh, id, window_len, &control).await?;
             match format {
                 OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),

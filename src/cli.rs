@@ -259,10 +259,41 @@ struct DemoArgs {
     /// Where the generated exports go.
     #[arg(long, default_value = "data/demo")]
     data: PathBuf,
+    /// The demo's own warehouse: a new or empty folder, or one an earlier demo
+    /// made. Never the configured warehouse (`TAGLAKE_WAREHOUSE` is not read):
+    /// the member dictionary is append-only, so synthetic members would stay
+    /// in real data forever.
+    #[arg(long, default_value = "data/demo/warehouse")]
+    warehouse: PathBuf,
     #[command(flatten)]
     wait: WaitArg,
-    #[command(flatten)]
-    wh: WarehouseArg,
+}
+
+/// The file that marks a warehouse folder as the demo's.
+const DEMO_MARK: &str = ".taglake-demo";
+
+/// Claims `dir` for the demo: creates it, or accepts it when it is empty
+/// or was made by an earlier demo; refuses any other folder.
+fn claim_demo_warehouse(dir: &Path) -> Result<()> {
+    let mark = dir.join(DEMO_MARK);
+    if mark.is_file() {
+        return Ok(());
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries.count(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    if entries > 0 {
+        bail!(
+            "--warehouse {}: the folder holds data the demo did not write, and the demo never adds its synthetic \
+             members to another warehouse (the member dictionary is append-only); give it a new folder",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let note = "This warehouse was made by `taglake demo`: synthetic members only.\n";
+    std::fs::write(&mark, note).with_context(|| format!("writing {}", mark.display()))
 }
 
 pub fn run() -> ExitCode {
@@ -454,7 +485,11 @@ async fn status(warehouse: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `7d`, `36h`, `30m`, `2w` or `0`.
+/// Longest `--retain` (100 years, in minutes): longer is a typo, and far
+/// longer would not fit a duration.
+const MAX_RETAIN_MINUTES: i64 = 36_525 * 24 * 60;
+
+/// `7d`, `36h`, `30m`, `2w` or `0`, of at most [`MAX_RETAIN_MINUTES`].
 fn parse_retain(text: &str) -> Result<chrono::Duration> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -462,15 +497,22 @@ fn parse_retain(text: &str) -> Result<chrono::Duration> {
     let bad = || {
         anyhow::anyhow!("--retain `{text}`: write a number of minutes, hours, days or weeks (30m, 36h, 7d, 2w) or 0")
     };
-    let n: i64 = n.parse().map_err(|_| bad())?;
-    Ok(match unit {
-        "" if n == 0 => chrono::Duration::zero(),
-        "m" => chrono::Duration::minutes(n),
-        "h" => chrono::Duration::hours(n),
-        "d" => chrono::Duration::days(n),
-        "w" => chrono::Duration::weeks(n),
+    let minutes_per_unit = match unit {
+        "" if !n.is_empty() && n.bytes().all(|b| b == b'0') => return Ok(chrono::Duration::zero()),
+        "m" => 1,
+        "h" => 60,
+        "d" => 24 * 60,
+        "w" => 7 * 24 * 60,
         _ => return Err(bad()),
-    })
+    };
+    if n.is_empty() {
+        return Err(bad());
+    }
+    // Too many digits for an i64 is too long, not "not a number".
+    match n.parse::<i64>().ok().and_then(|n| n.checked_mul(minutes_per_unit)) {
+        Some(minutes) if minutes <= MAX_RETAIN_MINUTES => Ok(chrono::Duration::minutes(minutes)),
+        _ => bail!("--retain `{text}`: at most 36525 days (100 years)"),
+    }
 }
 
 async fn vacuum(a: VacuumArgs) -> Result<()> {
@@ -543,7 +585,8 @@ async fn optimize(a: OptimizeArgs) -> Result<()> {
 
 async fn demo(a: DemoArgs) -> Result<()> {
     let start = Instant::now();
-    let wh = Warehouse::open(&a.wh.warehouse)?;
+    claim_demo_warehouse(&a.warehouse)?;
+    let wh = Warehouse::open(&a.warehouse)?;
     let lock = lock_writer(&wh, &a.wait)?;
     println!("taglake demo: a synthetic retail member base through the pipeline\n");
     println!("1. generate {} members (seed {}) into {}", report::count(a.members), a.seed, a.data.display());
@@ -556,7 +599,7 @@ async fn demo(a: DemoArgs) -> Result<()> {
         end_date: None,
         lines_per_member_year: 10.0,
     })?;
-    println!("\n2. ingest into the warehouse {}", wh.root().display());
+    println!("\n2. ingest into the demo's own warehouse {}", wh.root().display());
     let ext = Format::Parquet.extension();
     let path = |name: &str| a.data.join(name).to_string_lossy().to_string();
     let memory = taglake_ingest::DEFAULT_MEMORY;
@@ -586,6 +629,7 @@ async fn demo(a: DemoArgs) -> Result<()> {
             as_of: None,
             catalog: None,
             keep_features_days: 7,
+            max_family_values: None,
             cluster: Default::default(),
             range_members: None,
         },
@@ -638,5 +682,9 @@ async fn demo(a: DemoArgs) -> Result<()> {
         println!("   {line}");
     }
     println!("\ndemo finished in {:.1} s", start.elapsed().as_secs_f64());
+    println!(
+        "its warehouse is {0}; look around with --warehouse {0} (e.g. taglake tags list --warehouse {0})",
+        a.warehouse.display()
+    );
     Ok(())
 }

@@ -78,8 +78,22 @@ pub struct ProfileArgs {
     chart: Option<PathBuf>,
 }
 
+/// Most communities `--k` and `--k-range` may ask for: more make no
+/// audience a marketer can read, and `--k auto` fits every k of its range.
+const MAX_K: usize = 1_000;
+/// Most k-means++ starts per fit (`--runs`).
+const MAX_RUNS: usize = 100;
+/// Most iterations per fit (`--max-iterations`).
+const MAX_ITERATIONS: u64 = 100_000;
+
 impl FitArgs {
     fn options(&self) -> Result<ClusterOptions> {
+        if self.runs > MAX_RUNS {
+            bail!("--runs {}: at most {MAX_RUNS} starts per fit", self.runs);
+        }
+        if self.max_iterations > MAX_ITERATIONS {
+            bail!("--max-iterations {}: at most {MAX_ITERATIONS}", self.max_iterations);
+        }
         let k = if self.k == "auto" {
             let (min, max) = self
                 .k_range
@@ -93,6 +107,13 @@ impl FitArgs {
                 Err(_) => bail!("--k `{}` is neither a number nor `auto`", self.k),
             }
         };
+        let largest = match &k {
+            KChoice::Auto { max, .. } => *max,
+            KChoice::Fixed(k) => *k,
+        };
+        if largest > MAX_K {
+            bail!("--k / --k-range asks for {largest} communities; at most {MAX_K}");
+        }
         Ok(ClusterOptions {
             k,
             features: self.features.clone(),

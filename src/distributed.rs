@@ -32,8 +32,8 @@ pub struct SchedulerArgs {
     #[arg(long)]
     pub external_host: Option<String>,
     /// Seconds without a heartbeat after which an executor counts as lost
-    /// and its tasks run elsewhere.
-    #[arg(long, default_value_t = 30)]
+    /// and its tasks run elsewhere (1 to 86400).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub executor_timeout: u64,
 }
 
@@ -49,14 +49,14 @@ pub struct ExecutorArgs {
     /// The host name others reach this executor at, when it is not the bind address.
     #[arg(long)]
     pub external_host: Option<String>,
-    /// Tasks run at once [default: the machine's cores].
-    #[arg(long)]
+    /// Tasks run at once, 1 to 1024 [default: the machine's cores].
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub slots: Option<usize>,
     /// Folder for shuffle files [default: a temporary folder].
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
-    /// Seconds between heartbeats to the scheduler.
-    #[arg(long, default_value_t = 5)]
+    /// Seconds between heartbeats to the scheduler (1 to 3600).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub heartbeat: u64,
 }
 
@@ -97,7 +97,7 @@ mod imp {
     use std::io::Write;
     use std::time::Duration;
 
-    use anyhow::{Context, Result, bail};
+    use anyhow::{Context, Result};
     use taglake_distributed::ClusterUrl;
     use taglake_distributed::process::{ExecutorOptions, SchedulerOptions, run_executor, run_scheduler};
 
@@ -173,9 +173,6 @@ mod imp {
     }
 
     pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
-        if a.executor_timeout == 0 {
-            bail!("--executor-timeout must be at least 1 second");
-        }
         log();
         let listener =
             tokio::net::TcpListener::bind(a.bind).await.with_context(|| format!("--bind {}: cannot listen", a.bind))?;
@@ -201,12 +198,6 @@ mod imp {
             .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
             .filter(|(h, p)| !h.is_empty() && *p > 0)
             .with_context(|| format!("--scheduler {:?}: expected HOST:PORT, e.g. localhost:50050", a.scheduler))?;
-        if a.slots == Some(0) {
-            bail!("--slots must be at least 1");
-        }
-        if a.heartbeat == 0 {
-            bail!("--heartbeat must be at least 1 second");
-        }
         log();
         let slots = a.slots.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
         eprintln!(

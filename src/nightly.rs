@@ -202,6 +202,7 @@ async fn run(a: &NightlyArgs, summary: &mut Summary) -> Result<()> {
         as_of: None,
         catalog: a.catalog.clone(),
         keep_features_days: a.keep_features_days,
+        max_family_values: None,
         cluster: Default::default(),
         range_members: None,
     };

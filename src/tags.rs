@@ -25,6 +25,11 @@ pub struct TagArgs {
     /// broken: 0 keeps the new version and the previous one.
     #[arg(long, default_value_t = 7)]
     pub keep_features_days: u32,
+    /// Most values of the data one tag family expands over (one tag per
+    /// value); a family over more is skipped with a warning [default: the
+    /// catalog's `max_family_values`, 1000 in the built-in one].
+    #[arg(long)]
+    pub max_family_values: Option<usize>,
     #[command(flatten)]
     pub cluster: crate::distributed::ClusterArg,
     /// With --cluster: members per task (rounded up to whole chunks of
@@ -103,12 +108,24 @@ pub struct DiffArgs {
     out: Option<PathBuf>,
 }
 
+/// Longest `--keep-features-days` (100 years): the cut-off date must stay a date.
+const MAX_KEEP_FEATURES_DAYS: u32 = 36_525;
+
 pub async fn tag(wh: &Warehouse, lock: &WriterLock, a: &TagArgs) -> Result<RefreshSummary> {
+    if a.keep_features_days > MAX_KEEP_FEATURES_DAYS {
+        bail!("--keep-features-days {}: at most {MAX_KEEP_FEATURES_DAYS} (100 years)", a.keep_features_days);
+    }
+    if a.max_family_values.is_some() && a.cluster.cluster.is_some() {
+        bail!(
+            "--max-family-values does not reach a cluster's executors; set max_family_values in the catalog's [settings]"
+        );
+    }
     let pb = report::spinner("tag: features, tags, snapshot");
     let options = RefreshOptions {
         as_of: a.as_of,
         catalog: a.catalog.clone(),
         keep_features: Some(chrono::Duration::days(a.keep_features_days.into())),
+        max_family_values: a.max_family_values,
     };
     let s = match &a.cluster.cluster {
         None => taglake_tagger::refresh(wh, lock, &options).await.map_err(anyhow::Error::from),
@@ -132,6 +149,9 @@ pub async fn tag(wh: &Warehouse, lock: &WriterLock, a: &TagArgs) -> Result<Refre
         s.snapshot_seconds,
         report::timing_of(s.member_tags, "member-tags", total)
     );
+    for note in &s.skipped {
+        eprintln!("warning: {note}");
+    }
     if s.features_files_vacuumed > 0 {
         report::say!(
             "  removed {} files of `features` versions replaced more than {} days ago (the previous version stays)",

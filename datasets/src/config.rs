@@ -81,6 +81,9 @@ impl GenerateConfig {
     pub const DEFAULT_LINES_PER_MEMBER_YEAR: f64 = 10.0;
     /// Default number of members whose orders go into one `orders/part-NNNNN` file.
     pub const DEFAULT_MEMBERS_PER_PART: u64 = 100_000;
+    /// Most members allowed: the generator keeps 4 bytes per member in
+    /// memory (4 GB here), and a warehouse's member keys are 32-bit.
+    pub const MAX_MEMBERS: u64 = 1_000_000_000;
     /// Most years of history allowed.
     pub const MAX_YEARS: u32 = 20;
     /// Largest `lines_per_member_year` allowed: an order id holds at most
@@ -232,6 +235,12 @@ impl GenerateConfigBuilder {
         let members = match self.members {
             None => return Err(Error::invalid("members", "not set; it is required")),
             Some(0) => return Err(Error::invalid("members", "got 0, need at least 1")),
+            Some(m) if m > GenerateConfig::MAX_MEMBERS => {
+                return Err(Error::invalid(
+                    "members",
+                    format!("got {m}, need at most {}", GenerateConfig::MAX_MEMBERS),
+                ));
+            }
             Some(m) => m,
         };
         if !(1..=GenerateConfig::MAX_YEARS).contains(&self.years) {
@@ -339,6 +348,13 @@ mod tests {
     fn members_zero_is_rejected() {
         let (p, r) = rejected(valid().members(0));
         assert_eq!((p, r.as_str()), ("members", "got 0, need at least 1"));
+    }
+
+    #[test]
+    fn members_beyond_the_maximum_are_rejected() {
+        let (p, r) = rejected(valid().members(1_000_000_000_000_000));
+        assert_eq!((p, r.as_str()), ("members", "got 1000000000000000, need at most 1000000000"));
+        assert!(valid().members(GenerateConfig::MAX_MEMBERS).build().is_ok());
     }
 
     #[test]

@@ -17,6 +17,8 @@ use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
+use datafusion::execution::SessionState;
+use datafusion::prelude::SessionConfig;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 
 use crate::codec::{LogicalCodec, PhysicalCodec};
@@ -59,6 +61,7 @@ pub async fn run_scheduler(listener: tokio::net::TcpListener, options: Scheduler
         override_logical_codec: Some(Arc::new(LogicalCodec::default())),
         override_physical_codec: Some(Arc::new(PhysicalCodec::default())),
         override_config_producer: Some(Arc::new(crate::session::cluster_config)),
+        override_session_builder: Some(Arc::new(scheduler_session)),
         ..SchedulerConfig::default()
     };
     config.validate().map_err(|e| Error::engine("scheduler settings")(&e))?;
@@ -68,6 +71,15 @@ pub async fn run_scheduler(listener: tokio::net::TcpListener, options: Scheduler
         .await
         .map_err(|e| Error::engine("starting the scheduler")(&e))?;
     start_grpc_service_with_listener(listener, scheduler).await.map_err(|e| Error::engine("the scheduler stopped")(&e))
+}
+
+/// The session a scheduler plans a job in: Ballista's, with its optimizer
+/// keeping `AND` / `OR` chains balanced ([`taglake_query::balance`]). A
+/// job's plan arrives balanced, but the scheduler optimizes it again, and
+/// some rules rejoin a long filter left-deep and then walk it recursively,
+/// which would overflow a scheduler thread's stack.
+pub fn scheduler_session(config: SessionConfig) -> datafusion::common::Result<SessionState> {
+    Ok(taglake_query::balance::with_balance(ballista_core::utils::default_session_builder(config)?))
 }
 
 /// How `taglake executor` runs.
@@ -117,4 +129,26 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
         ..ExecutorProcessConfig::default()
     };
     start_executor_process(Arc::new(config)).await.map_err(|e| Error::engine("the executor stopped")(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::SessionContext;
+
+    /// A job whose filter keeps thousands of conjuncts (those not on tags)
+    /// is optimized again by the scheduler: its rules rejoin them left-deep
+    /// and then clone the chain, once per level, on a 2 MiB worker stack.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_scheduler_plans_long_filters_without_deep_recursion() {
+        let state = scheduler_session(crate::session::cluster_config()).unwrap();
+        let balancers = state.optimizers().iter().filter(|r| r.name() == "taglake_balance_chains").count();
+        assert_eq!(balancers * 2, state.optimizers().len());
+        let ctx = SessionContext::new_with_state(state);
+        ctx.sql("CREATE TABLE t AS VALUES (1, 'a'), (2, 'b'), (3, 'c')").await.unwrap().collect().await.unwrap();
+        let filter = (0..20_000).map(|i| format!("column2 <> 'x{}'", i % 997)).collect::<Vec<_>>().join(" AND ");
+        let sql = format!("SELECT count(*) FROM t WHERE column1 > 1 AND {filter}");
+        let count = tokio::spawn(async move { taglake_query::sql_number(&ctx, &sql).await.unwrap() });
+        assert_eq!(count.await.unwrap(), Some(2));
+    }
 }

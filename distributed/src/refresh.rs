@@ -601,6 +601,7 @@ pub async fn refresh_on(
         evaluate_seconds,
         snapshot_seconds: t2.elapsed().as_secs_f64(),
         features_files_vacuumed,
+        skipped: compiled.skipped.clone(),
     })
 }
 

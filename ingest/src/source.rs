@@ -7,6 +7,13 @@
 //! the record number for Parquet). Rows that cannot even be split into
 //! fields (wrong field count, invalid UTF-8, broken JSON) come out as
 //! [`Reject`]s at this stage, so one bad line never costs the file.
+//!
+//! A JSON-lines line is read whole before it is parsed, so its length is
+//! capped ([`MAX_JSONL_LINE_BYTES`]): a longer line (a file that is not
+//! really line-delimited, a runaway field) is quarantined after its first
+//! bytes, and the rest of it skipped without being held. A batch stops
+//! taking lines at [`JSONL_BATCH_BYTES`], so one batch holds at most that
+//! plus one line of text.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -358,6 +365,41 @@ impl Iterator for CsvReader {
 
 // ---------------------------------------------------------------- JSON lines
 
+/// Longest JSON-lines line read (without its line end); longer ones are quarantined.
+pub const MAX_JSONL_LINE_BYTES: usize = 1 << 20;
+
+/// Text one JSON-lines batch takes before it is handed on.
+pub const JSONL_BATCH_BYTES: usize = 64 << 20;
+
+/// Bytes of a too-long line kept for the quarantine's `raw_record`.
+const LONG_LINE_SHOWN: usize = 200;
+
+/// Reads one line (through its `\n`) into `buf`, keeping at most `max + 2`
+/// bytes of it (the rest is read and dropped). Returns the bytes the line
+/// had in the file and whether it is longer than `max` without its line end.
+fn read_line_capped(reader: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io::Result<(usize, bool)> {
+    let mut total = 0;
+    loop {
+        let available = reader.fill_buf()?;
+        if available.is_empty() {
+            break;
+        }
+        let (len, end) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        let room = (max + 2).saturating_sub(buf.len());
+        buf.extend_from_slice(&available[..len.min(room)]);
+        reader.consume(len);
+        total += len;
+        if end {
+            break;
+        }
+    }
+    let line_end = if buf.ends_with(b"\r\n") { 2 } else { usize::from(buf.ends_with(b"\n")) };
+    Ok((total, total - line_end > max))
+}
+
 struct JsonlReader {
     path: PathBuf,
     reader: BufReader<File>,
@@ -385,17 +427,30 @@ impl JsonlReader {
         let mut rows = Vec::new();
         let mut rejects = Vec::new();
         let mut buf = Vec::new();
-        while objects.len() < self.batch_rows {
+        let mut taken = 0;
+        while objects.len() < self.batch_rows && taken < JSONL_BATCH_BYTES {
             buf.clear();
-            let n = self
-                .reader
-                .read_until(b'\n', &mut buf)
+            let (n, too_long) = read_line_capped(&mut self.reader, &mut buf, MAX_JSONL_LINE_BYTES)
                 .map_err(|e| Error::source(&self.path, format!("line {}: {e}", self.line + 1)))?;
             if n == 0 {
                 self.done = true;
                 break;
             }
             self.line += 1;
+            taken += buf.len();
+            if too_long {
+                let shown = String::from_utf8_lossy(&buf[..LONG_LINE_SHOWN.min(buf.len())]).to_string();
+                rejects.push(Reject {
+                    row: self.line,
+                    column: None,
+                    reason: format!(
+                        "line is {n} bytes long; a JSON-lines record may have at most {MAX_JSONL_LINE_BYTES} bytes \
+                         (is the file one JSON document rather than one object per line?)"
+                    ),
+                    raw: Some(format!("{}…", shown.trim_end_matches('\u{FFFD}'))),
+                });
+                continue;
+            }
             let mut bytes = &buf[..];
             if self.line == 1 && bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
                 bytes = &bytes[3..];
@@ -599,6 +654,45 @@ mod tests {
         assert_eq!(rej[0].reason, "expected a JSON object, found an array");
         assert!(rej[1].reason.starts_with("invalid JSON: "), "{}", rej[1].reason);
         assert_eq!(rej[2].reason, "line is not valid UTF-8");
+    }
+
+    #[test]
+    fn jsonl_lines_longer_than_the_cap_are_quarantined_and_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = format!("{{\"a\":\"{}\"}}", "x".repeat(MAX_JSONL_LINE_BYTES));
+        let at_cap = format!("{{\"a\":\"{}\"}}", "y".repeat(MAX_JSONL_LINE_BYTES - 8));
+        let text = format!("{{\"a\":1}}\n{long}\r\n{at_cap}\r\n{{\"a\":2}}\n{long}");
+        let p = write(dir.path(), "x.jsonl", text.as_bytes());
+        let (b, rej) = read_all(&p);
+        let rows: Vec<u64> = b.iter().flat_map(|b| b.rows.clone()).collect();
+        assert_eq!(rows, [1, 3, 4]);
+        assert_eq!(rej.iter().map(|r| r.row).collect::<Vec<_>>(), [2, 5]);
+        let bytes = long.len();
+        assert_eq!(
+            rej[0].reason,
+            format!(
+                "line is {} bytes long; a JSON-lines record may have at most 1048576 bytes (is the file one JSON \
+                 document rather than one object per line?)",
+                bytes + 2
+            )
+        );
+        assert_eq!(rej[0].raw.as_deref(), Some(format!("{}…", &long[..200]).as_str()));
+        assert!(rej[1].reason.starts_with(&format!("line is {bytes} bytes long")), "{}", rej[1].reason);
+        let a = b[0].columns[0].as_string::<i32>();
+        assert_eq!(a.value(1).len(), MAX_JSONL_LINE_BYTES - 8);
+    }
+
+    #[test]
+    fn jsonl_batches_stop_at_the_byte_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = format!("{{\"a\":\"{}\"}}\n", "z".repeat(20_000));
+        let lines = JSONL_BATCH_BYTES / line.len() + 10;
+        let p = write(dir.path(), "x.jsonl", line.repeat(lines).as_bytes());
+        let (b, rej) = read_all(&p);
+        assert!(rej.is_empty());
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[0].len() + b[1].len(), lines);
+        assert!(b[0].len() * line.len() <= JSONL_BATCH_BYTES + line.len(), "{}", b[0].len());
     }
 
     #[test]

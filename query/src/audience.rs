@@ -8,6 +8,14 @@
 //! case-insensitive, `NOT` binds tighter than `AND`, which binds tighter
 //! than `OR`. Errors give the position with a caret and, for an unknown
 //! tag, the closest known name.
+//!
+//! Parentheses and `NOT` may nest at most [`MAX_DEPTH`] levels: the parser,
+//! the evaluator and every other walk over a [`Node`] recurse once per
+//! level, and an expression typed by a person never comes near the limit,
+//! while one pasted or generated (`((((…))))` fifty thousand deep, a
+//! `NOT NOT NOT …` chain) must be refused with an error instead of
+//! overflowing the stack of a server thread. `AND` and `OR` chains are flat
+//! [`Node::And`] / [`Node::Or`] lists, so their length costs no depth.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -15,6 +23,12 @@ use std::fmt;
 use roaring::RoaringBitmap;
 
 use crate::tagset::TagSet;
+
+/// How deep parentheses and `NOT` may nest in an audience expression.
+pub const MAX_DEPTH: usize = 200;
+
+/// Characters of the expression an error shows on each side of the caret.
+const EXCERPT: usize = 60;
 
 /// A parsed audience over the tags of one [`TagSet`] (by position).
 #[derive(Debug, Clone, PartialEq)]
@@ -45,10 +59,18 @@ pub struct AudienceError {
 }
 
 impl fmt::Display for AudienceError {
+    /// The message, the expression (around the position when it is long:
+    /// a generated one can be megabytes) and a caret under the position.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{} (at position {})", self.message, self.position + 1)?;
-        writeln!(f, "  {}", self.text)?;
-        write!(f, "  {}{}", " ".repeat(self.position), "^".repeat(self.width.max(1)))
+        let chars = self.text.chars().count();
+        let from = self.position.saturating_sub(EXCERPT);
+        let to = (self.position + self.width.max(1) + EXCERPT).min(chars);
+        let (lead, tail) = (if from > 0 { "…" } else { "" }, if to < chars { "…" } else { "" });
+        let excerpt: String = self.text.chars().skip(from).take(to - from).collect();
+        writeln!(f, "  {lead}{excerpt}{tail}")?;
+        let pad = self.position - from + lead.chars().count();
+        write!(f, "  {}{}", " ".repeat(pad), "^".repeat(self.width.max(1)))
     }
 }
 
@@ -82,7 +104,7 @@ impl Token {
 /// Parses `text` against the tags of `tags`.
 pub fn parse(text: &str, tags: &TagSet) -> Result<Node, AudienceError> {
     let tokens = tokenize(text)?;
-    let mut p = Parser { text, tokens, at: 0, tags };
+    let mut p = Parser { text, tokens, at: 0, tags, depth: 0 };
     if matches!(p.peek().0, Token::End) {
         return Err(p.error(0, 0, "the audience is empty: give tag names joined by AND, OR, NOT".into()));
     }
@@ -156,6 +178,8 @@ struct Parser<'a> {
     tokens: Vec<(Token, usize, usize)>,
     at: usize,
     tags: &'a TagSet,
+    /// Parentheses and `NOT`s open around the current token.
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -190,13 +214,34 @@ impl Parser<'_> {
         Ok(if items.len() == 1 { items.pop().expect("one") } else { join(items) })
     }
 
+    /// One level deeper for the `(` or `NOT` at `pos`; an error past [`MAX_DEPTH`].
+    /// Callers decrement `depth` when the level is parsed.
+    fn enter(&mut self, pos: usize, width: usize) -> Result<(), AudienceError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            let message = format!(
+                "the audience is nested too deeply: more than {MAX_DEPTH} levels of parentheses and NOT \
+                 (write long lists as flat `a OR b OR c` chains)"
+            );
+            return Err(self.error(pos, width, message));
+        }
+        Ok(())
+    }
+
     fn unary(&mut self) -> Result<Node, AudienceError> {
         let (token, pos, width) = self.peek();
         self.at += 1;
         match token {
-            Token::Not => Ok(Node::Not(Box::new(self.unary()?))),
+            Token::Not => {
+                self.enter(pos, width)?;
+                let inner = self.unary()?;
+                self.depth -= 1;
+                Ok(Node::Not(Box::new(inner)))
+            }
             Token::Open => {
+                self.enter(pos, width)?;
                 let inner = self.or()?;
+                self.depth -= 1;
                 match self.peek() {
                     (Token::Close, _, _) => {
                         self.at += 1;
@@ -289,7 +334,9 @@ pub fn sample(keys: &RoaringBitmap, n: usize, seed: u64) -> Vec<u32> {
         z ^ (z >> 31)
     }
     let salt = mix(seed.wrapping_add(0x9e37_79b9_7f4a_7c15));
-    let mut heap = std::collections::BinaryHeap::with_capacity(n + 1);
+    // Never more than the audience: `n` may be anything a user typed.
+    let n = n.min(usize::try_from(keys.len()).unwrap_or(usize::MAX));
+    let mut heap = std::collections::BinaryHeap::with_capacity(n.saturating_add(1));
     for k in keys {
         let h = (mix(salt ^ u64::from(k)), k);
         if heap.len() < n {
@@ -396,6 +443,38 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let t = small_tags();
+        // Fifty thousand parentheses and a hundred thousand NOTs: refused at
+        // the first level past the limit, with the position.
+        let deep = format!("{}tier_gold{}", "(".repeat(50_000), ")".repeat(50_000));
+        let e = parse(&deep, &t).unwrap_err();
+        assert_eq!(e.position, MAX_DEPTH);
+        assert!(e.message.starts_with("the audience is nested too deeply: more than 200 levels"), "{e}");
+        let nots = format!("{}tier_gold", "NOT ".repeat(100_000));
+        let e = parse(&nots, &t).unwrap_err();
+        assert_eq!(e.position, MAX_DEPTH * 4);
+        assert!(e.message.contains("too deeply"), "{e}");
+        // The message shows the expression around the position, not all of it.
+        let shown = e.to_string();
+        assert!(shown.len() < 400, "{shown}");
+        let lines: Vec<&str> = shown.lines().collect();
+        assert!(lines[1].starts_with("  …NOT NOT") && lines[1].ends_with('…'), "{shown}");
+        assert_eq!(lines[2].find('^'), Some(2 + 1 + EXCERPT), "{shown}");
+        // Up to the limit is fine, and evaluates.
+        let ok = format!("{}tier_gold{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
+        assert_eq!(evaluate(&parse(&ok, &t).unwrap(), &t).unwrap().len(), 40);
+        let even = format!("{}tier_gold", "NOT ".repeat(MAX_DEPTH));
+        assert_eq!(evaluate(&parse(&even, &t).unwrap(), &t).unwrap().len(), 40);
+        // Long flat chains cost no depth: 300,000 terms are one OR node.
+        let wide = ["tier_gold", "dormant_60_90", "in_experiment"].repeat(100_000).join(" OR ");
+        let n = parse(&wide, &t).unwrap();
+        assert!(matches!(&n, Node::Or(items) if items.len() == 300_000));
+        let want = parse("tier_gold OR dormant_60_90 OR in_experiment", &t).unwrap();
+        assert_eq!(evaluate(&n, &t).unwrap(), evaluate(&want, &t).unwrap());
+    }
+
+    #[test]
     fn samples_are_seeded_uniform_and_within_the_audience() {
         let keys: RoaringBitmap = (0..10_000).filter(|k| k % 3 == 0).collect();
         let a = sample(&keys, 50, 7);
@@ -404,6 +483,8 @@ pub(crate) mod tests {
         assert_eq!(a, sample(&keys, 50, 7));
         assert_ne!(a, sample(&keys, 50, 8));
         assert_eq!(sample(&keys, 100_000, 1).len(), keys.len() as usize);
+        // Any `n` is fine: the heap never holds more than the audience.
+        assert_eq!(sample(&keys, usize::MAX, 1).len(), keys.len() as usize);
         // Uniform: a 1,000-member sample splits the key range about evenly.
         let low = sample(&keys, 1000, 3).iter().filter(|&&k| k < 5_000).count();
         assert!((430..=570).contains(&low), "{low}");
@@ -447,5 +528,108 @@ pub(crate) mod tests {
             let again = parse(&display(&n, &t), &t).unwrap();
             prop_assert_eq!(evaluate(&again, &t).unwrap(), evaluate(&n, &t).unwrap());
         }
+    }
+
+    /// Audience texts made of the language's own pieces and of anything
+    /// else, repeated up to past the depth limit.
+    fn text() -> impl Strategy<Value = String> {
+        let word = prop_oneof![
+            12 => prop::sample::select(vec![
+                "tier_gold",
+                "tier_regular",
+                "category_lover_beauty",
+                "dormant_60_90",
+                "in_experiment",
+                "AND",
+                "OR",
+                "NOT",
+                "and",
+                "not",
+                "(",
+                ")",
+                "true",
+                "FALSE",
+                "tier_gld",
+                "'",
+                "\"",
+                "é",
+                "∑",
+                "`",
+                "\u{0}",
+                "",
+            ])
+            .prop_map(str::to_string),
+            1 => ".{0,4}",
+        ];
+        let piece = (word, 1usize..4, prop::sample::select(vec![" ", "", "  ", "\t"]))
+            .prop_map(|(w, n, sep)| vec![w; n].join(sep));
+        let run = (prop::collection::vec(piece, 1..6), prop_oneof![9 => Just(1usize), 1 => 1usize..260])
+            .prop_map(|(pieces, times)| pieces.join(" ").repeat(times));
+        let soup = prop::collection::vec(run, 1..8).prop_map(|runs| runs.join(" "));
+        // Printed audiences, some with a piece of soup put in somewhere.
+        let printed =
+            (node(), prop::option::of((soup.clone(), any::<prop::sample::Index>()))).prop_map(|(n, noise)| {
+                let text = display(&n, &small_tags());
+                match noise {
+                    None => text,
+                    Some((noise, at)) => {
+                        let at = text.char_indices().map(|(i, _)| i).nth(at.index(text.chars().count() + 1));
+                        let (a, b) = text.split_at(at.unwrap_or(text.len()));
+                        format!("{a}{noise}{b}")
+                    }
+                }
+            });
+        prop_oneof![soup, printed]
+    }
+
+    /// The stable driver of the `audience` fuzz target (`fuzz/`): any text
+    /// parses or fails with an error whose position lies in the text; what
+    /// parses has the members a per-member loop gives, and printing it
+    /// back parses to the same members. Runs `TAGLAKE_FUZZ_SECONDS`
+    /// (default 20): `cargo test --workspace --lib
+    /// audience::tests::any_text_parses_or_fails_cleanly -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn any_text_parses_or_fails_cleanly() {
+        use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+        let budget = std::env::var("TAGLAKE_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+        let started = std::time::Instant::now();
+        let t = small_tags();
+        let (mut rounds, parsed, refused) = (0u64, std::cell::Cell::new(0u64), std::cell::Cell::new(0u64));
+        while started.elapsed() < std::time::Duration::from_secs(budget) {
+            let mut seed = [0u8; 32];
+            seed[..8].copy_from_slice(&rounds.to_le_bytes());
+            let config = Config { cases: 512, failure_persistence: None, ..Config::default() };
+            let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
+            let result = runner.run(&text(), |text| {
+                match parse(&text, &t) {
+                    Ok(n) => {
+                        parsed.set(parsed.get() + 1);
+                        let want: RoaringBitmap =
+                            t.universe().unwrap().iter().filter(|&k| member_has(&n, &t, k)).collect();
+                        prop_assert_eq!(evaluate(&n, &t).unwrap(), want.clone());
+                        let again = parse(&display(&n, &t), &t).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                        prop_assert_eq!(evaluate(&again, &t).unwrap(), want);
+                    }
+                    Err(e) => {
+                        refused.set(refused.get() + 1);
+                        prop_assert!(e.position <= text.chars().count(), "{:?}", e);
+                        prop_assert!(e.to_string().lines().count() == 3, "{}", e);
+                    }
+                }
+                Ok(())
+            });
+            if let Err(e) = result {
+                panic!("after {} texts: {e}", parsed.get() + refused.get());
+            }
+            rounds += 1;
+        }
+        eprintln!(
+            "audience: {} texts in {:.0}s ({} parsed, {} refused), no panic",
+            parsed.get() + refused.get(),
+            started.elapsed().as_secs_f64(),
+            parsed.get(),
+            refused.get()
+        );
     }
 }

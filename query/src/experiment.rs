@@ -298,7 +298,7 @@ pub async fn report(wh: &Warehouse, id: i64, window: chrono::Duration, control: 
     if window <= chrono::Duration::zero() {
         return Err(Error::Invalid("the window must be longer than zero".into()));
     }
-    let (start, end) = (e.launched_at, e.launched_at + window);
+    let (start, end) = (e.launched_at, window_end(e.launched_at, window)?);
     let (from, to) = (micros(start), micros(end));
     let t = Table::Orders;
     let files = table_files(wh, t).await?;
@@ -403,22 +403,42 @@ pub async fn report(wh: &Warehouse, id: i64, window: chrono::Duration, control: 
     })
 }
 
-/// Parses a window such as `14d`, `2w`, `36h`.
+/// The longest window [`parse_window`] accepts, in days (100 years): a
+/// longer one is a typo, and past about 290,000 years it would not fit a
+/// duration at all.
+pub const MAX_WINDOW_DAYS: i64 = 36_525;
+
+/// Parses a window such as `14d`, `2w`, `36h`, of at most [`MAX_WINDOW_DAYS`].
 pub fn parse_window(text: &str) -> Result<chrono::Duration> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: i64 = n.parse().map_err(|_| bad_window(text))?;
-    let d = match unit {
-        "d" => chrono::Duration::days(n),
-        "w" => chrono::Duration::weeks(n),
-        "h" => chrono::Duration::hours(n),
+    let (digits, unit) = t.split_at(split);
+    let hours_per_unit = match unit {
+        "d" => 24,
+        "w" => 7 * 24,
+        "h" => 1,
         _ => return Err(bad_window(text)),
     };
-    if n <= 0 {
+    if digits.is_empty() || digits.bytes().all(|b| b == b'0') {
         return Err(bad_window(text));
     }
-    Ok(d)
+    let too_long =
+        || Error::Invalid(format!("`{text}` is too long a window: at most {MAX_WINDOW_DAYS} days (100 years)"));
+    // Any number of digits: too many for an i64 is too long, not "not a number".
+    let n: i64 = digits.parse().map_err(|_| too_long())?;
+    match n.checked_mul(hours_per_unit) {
+        Some(hours) if hours <= MAX_WINDOW_DAYS * 24 => Ok(chrono::Duration::hours(hours)),
+        _ => Err(too_long()),
+    }
+}
+
+/// `at + window`, or an error naming what overflowed (dates end in the year 262,143).
+pub fn window_end(
+    at: chrono::DateTime<chrono::Utc>,
+    window: chrono::Duration,
+) -> Result<chrono::DateTime<chrono::Utc>> {
+    at.checked_add_signed(window)
+        .ok_or_else(|| Error::Invalid(format!("{at} plus a window of {window} is past the last representable date")))
 }
 
 fn bad_window(text: &str) -> Error {
@@ -436,9 +456,18 @@ mod tests {
         assert_eq!(parse_window("14d").unwrap(), chrono::Duration::days(14));
         assert_eq!(parse_window("2w").unwrap(), chrono::Duration::days(14));
         assert_eq!(parse_window("36h").unwrap(), chrono::Duration::hours(36));
-        for bad in ["", "14", "d", "0d", "-3d", "14 days", "1.5d"] {
+        for bad in ["", "14", "d", "0d", "000h", "-3d", "14 days", "1.5d", "+3d"] {
             let e = parse_window(bad).unwrap_err().to_string();
             assert!(e.contains("is not a window"), "{bad}: {e}");
         }
+        // Absurd lengths are errors, never a panic of the duration arithmetic.
+        assert_eq!(parse_window("36525d").unwrap(), chrono::Duration::days(36_525));
+        for long in ["36526d", "5218w", "876601h", "100000000d", "200000000000d", "99999999999999999999999d"] {
+            let e = parse_window(long).unwrap_err().to_string();
+            assert!(e.contains("is too long a window: at most 36525 days"), "{long}: {e}");
+        }
+        let last = chrono::DateTime::<chrono::Utc>::MAX_UTC;
+        let e = window_end(last, chrono::Duration::days(1)).unwrap_err().to_string();
+        assert!(e.contains("past the last representable date"), "{e}");
     }
 }

@@ -10,6 +10,10 @@
 //! ([`members`]); `audience('…')` is a table function over the same
 //! ([`function`]). `COPY (…) TO 'file'` writes results locally.
 //!
+//! SQL text is parsed by [`parse`] before DataFusion plans it, and
+//! [`balance`] keeps the optimizer from undoing its work, so that no
+//! statement, however long, can overflow a stack on the way.
+//!
 //! The audience language ([`audience`]), cohort exports with salted splits
 //! ([`export`]) and experiment reports ([`experiment`], [`stats`]) live here
 //! too, so the CLI and the SQL server share them.
@@ -24,10 +28,12 @@
 #![warn(missing_docs)]
 
 pub mod audience;
+pub mod balance;
 pub mod experiment;
 pub mod export;
 pub mod function;
 pub mod members;
+pub mod parse;
 pub mod stats;
 pub mod tagset;
 
@@ -35,7 +41,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use datafusion::catalog::TableProvider;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use taglake_storage::{Table, Warehouse};
 
 pub use audience::{AudienceError, Node};
@@ -57,6 +63,10 @@ pub enum Error {
     /// An audience expression does not parse.
     #[error("{0}")]
     Audience(#[from] AudienceError),
+    /// A SQL text is past a limit of [`parse`] (its length, its nesting);
+    /// the message names the limit.
+    #[error("{0}")]
+    TooComplex(String),
     /// A command's arguments are invalid (the message says which and why).
     #[error("{0}")]
     Invalid(String),
@@ -140,8 +150,10 @@ impl Catalog {
         Catalog { tables, audience, tags }
     }
 
-    /// Registers (or replaces) every table and the function in `ctx`.
+    /// Registers (or replaces) every table and the function in `ctx`, and
+    /// keeps its optimizer from building deep chains ([`balance::install`]).
     pub fn register(&self, ctx: &SessionContext) -> Result<()> {
+        balance::install(ctx);
         for (name, provider) in &self.tables {
             ctx.deregister_table(*name).map_err(|e| Error::Sql(e.to_string()))?;
             ctx.register_table(*name, provider.clone()).map_err(|e| Error::Sql(e.to_string()))?;
@@ -166,8 +178,25 @@ pub fn tables(ctx: &SessionContext) -> Vec<String> {
 
 /// Runs one SQL statement and collects its result.
 pub async fn sql(ctx: &SessionContext, text: &str) -> Result<Vec<RecordBatch>> {
-    let frame = ctx.sql(text).await.map_err(|e| explain(ctx, &e.to_string()))?;
+    let frame = dataframe(ctx, text).await?;
     frame.collect().await.map_err(|e| explain(ctx, &e.to_string()))
+}
+
+/// Plans one SQL statement (what `SessionContext::sql` does, with the text
+/// parsed by [`parse::statements`]).
+pub async fn dataframe(ctx: &SessionContext, text: &str) -> Result<DataFrame> {
+    let state = ctx.state();
+    let mut statements = parse::statements(&state, text)?;
+    if statements.len() > 1 {
+        return Err(Error::Sql(format!(
+            "the text holds {} statements; give one at a time (the prompt, `taglake sql` without a statement, \
+             runs several)",
+            statements.len()
+        )));
+    }
+    let statement = statements.pop_front().ok_or_else(|| Error::Sql("the SQL text holds no statement".into()))?;
+    let plan = state.statement_to_plan(statement).await.map_err(|e| explain(ctx, &e.to_string()))?;
+    ctx.execute_logical_plan(plan).await.map_err(|e| explain(ctx, &e.to_string()))
 }
 
 /// Runs a statement whose answer is one number (a count, a max): the first

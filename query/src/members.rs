@@ -160,9 +160,24 @@ pub fn filter_to_node(expr: &Expr, tag_of: &dyn Fn(&str) -> Option<usize>) -> Op
             go(e)?;
             Node::Const(true)
         }
+        Expr::BinaryExpr(BinaryExpr { op: op @ (Operator::And | Operator::Or), .. }) => {
+            // A chain of one operator becomes one n-ary node, its terms
+            // gathered in a loop: however long the chain and however
+            // DataFusion nested it, its length costs no recursion here.
+            let mut terms = Vec::new();
+            let mut chain = vec![expr];
+            while let Some(e) = chain.pop() {
+                match e {
+                    Expr::BinaryExpr(BinaryExpr { left, op: o, right }) if o == op => {
+                        chain.push(right);
+                        chain.push(left);
+                    }
+                    term => terms.push(go(term)?),
+                }
+            }
+            if *op == Operator::And { Node::And(terms) } else { Node::Or(terms) }
+        }
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
-            Operator::And => Node::And(vec![go(left)?, go(right)?]),
-            Operator::Or => Node::Or(vec![go(left)?, go(right)?]),
             Operator::Eq | Operator::NotEq | Operator::IsNotDistinctFrom | Operator::IsDistinctFrom => {
                 // A tag side compared with a boolean literal; anything else
                 // (tag vs tag, two literals) stays with DataFusion.

@@ -553,6 +553,7 @@ impl SimpleQueryHandler for Service {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let query = &*balanced(query)?;
         let statements = self.sql_parser.parse(query).map_err(|e| syntax(query, &e.to_string()))?;
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
@@ -734,6 +735,16 @@ impl Service {
     }
 }
 
+/// `query` as the protocol library's parser may read it: long AND/OR
+/// chains balanced, texts past the parser's limits refused (54001), so no
+/// statement can overflow a worker's stack (see `taglake_query::parse`).
+fn balanced(query: &str) -> PgWireResult<std::borrow::Cow<'_, str>> {
+    taglake_query::parse::balanced_text(query).map_err(|e| match e {
+        taglake_query::Error::TooComplex(message) => user_error("ERROR", "54001", message),
+        other => syntax(query, &other.to_string()),
+    })
+}
+
 /// A parse error, with a hint for DataFusion's own COPY syntax.
 fn syntax(query: &str, message: &str) -> PgWireError {
     let mut message = message.to_string();
@@ -904,6 +915,7 @@ impl QueryParser for LiveParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        let sql = &*balanced(sql)?;
         let _reading = self.live.swap.read().await;
         let errors = Errors { query_memory: 0, live: self.live.clone() };
         let prepared = self.inner.parse_sql(client, sql, types).await.map_err(|e| match e {

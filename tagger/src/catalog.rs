@@ -63,13 +63,25 @@ pub struct CatalogFile {
 }
 
 /// Catalog-wide settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Growth points per currency unit spent in the last 365 days (default 10).
     #[serde(default)]
     pub growth_per_unit: Option<f64>,
+    /// Most values a `[[family]]` or `[[partition]]` expands over from the
+    /// data (default [`DEFAULT_MAX_FAMILY_VALUES`]); an entry's own
+    /// `max_values` overrides it. A family over more values is skipped with
+    /// a warning, and the run goes on.
+    #[serde(default)]
+    pub max_family_values: Option<usize>,
 }
+
+/// How many values of the data a family expands over unless the catalog
+/// says otherwise: a free-text column mapped to `category` or `city` would
+/// otherwise make a tag (and, for categories, per-member accumulators) for
+/// every distinct text.
+pub const DEFAULT_MAX_FAMILY_VALUES: usize = 1_000;
 
 /// `[[tag]]`
 #[derive(Debug, Clone, Deserialize)]
@@ -112,6 +124,10 @@ pub struct FamilyEntry {
     pub values: Values,
     /// Rule template (`{value}` = slug, `{raw}` = the value).
     pub rule: String,
+    /// Most values of the data this family expands over (default: the
+    /// catalog's `max_family_values`).
+    #[serde(default)]
+    pub max_values: Option<usize>,
 }
 
 /// `[[partition]]`
@@ -129,6 +145,10 @@ pub struct PartitionEntry {
     /// The values that get a tag (text features: default all values of the data).
     #[serde(default)]
     pub values: Option<Values>,
+    /// Most values of the data this partition expands over (default: the
+    /// catalog's `max_family_values`).
+    #[serde(default)]
+    pub max_values: Option<usize>,
 }
 
 /// Which end of a score or rank is the best.
@@ -253,11 +273,37 @@ impl CatalogFile {
         self.settings.as_ref().and_then(|s| s.growth_per_unit).unwrap_or(10.0)
     }
 
+    /// Most values of the data a family expands over, unless it says otherwise.
+    pub fn max_family_values(&self) -> usize {
+        self.settings.as_ref().and_then(|s| s.max_family_values).unwrap_or(DEFAULT_MAX_FAMILY_VALUES)
+    }
+
+    /// Sets [`CatalogFile::max_family_values`] (a command-line override); at least 1.
+    pub fn set_max_family_values(&mut self, n: usize) -> Result<()> {
+        if n == 0 {
+            return Err(Error::Catalog {
+                source_name: "--max-family-values".into(),
+                message: "a family needs at least 1 value".into(),
+            });
+        }
+        self.settings.get_or_insert_with(Settings::default).max_family_values = Some(n);
+        Ok(())
+    }
+
     /// Checks what can be checked without data: names, templates, bands, grids.
     fn check(&self, source: &str) -> Result<()> {
         let err = |message: String| Error::Catalog { source_name: source.into(), message };
         for t in &self.tag {
             check_name(&t.name).map_err(|m| err(format!("[[tag]] `{}`: {m}", t.name)))?;
+        }
+        let caps = self.settings.iter().map(|s| ("[settings] max_family_values".to_string(), s.max_family_values));
+        let caps = caps
+            .chain(self.family.iter().map(|f| (format!("[[family]] `{}`: max_values", f.name), f.max_values)))
+            .chain(self.partition.iter().map(|p| (format!("[[partition]] `{}`: max_values", p.name), p.max_values)));
+        for (owner, cap) in caps {
+            if cap == Some(0) {
+                return Err(err(format!("{owner} must be at least 1")));
+            }
         }
         for f in &self.family {
             if !f.name.contains("{value}") {
@@ -374,6 +420,24 @@ bands = [{ name = "a", up_to_percent = 50, description = "" }, { name = "b", up_
         let fam = "[[family]]\nname = \"lover\"\nfamily = \"f\"\ndescription = \"d\"\nvalues = \"categories\"\nrule = \"x\"\n";
         let err = CatalogFile::parse(fam, "t").unwrap_err().to_string();
         assert!(err.contains("must contain `{value}`"), "{err}");
+    }
+
+    #[test]
+    fn family_value_caps_default_and_are_checked() {
+        assert_eq!(CatalogFile::default_catalog().max_family_values(), DEFAULT_MAX_FAMILY_VALUES);
+        let c = CatalogFile::parse("[settings]\nmax_family_values = 50\n", "t").unwrap();
+        assert_eq!(c.max_family_values(), 50);
+        for zero in [
+            "[settings]\nmax_family_values = 0\n",
+            "[[family]]\nname = \"f_{value}\"\nfamily = \"f\"\ndescription = \"d\"\nvalues = \"cities\"\nrule = \"x\"\nmax_values = 0\n",
+        ] {
+            let err = CatalogFile::parse(zero, "t").unwrap_err().to_string();
+            assert!(err.contains("must be at least 1"), "{err}");
+        }
+        let mut c = CatalogFile::default_catalog();
+        c.set_max_family_values(7).unwrap();
+        assert_eq!(c.max_family_values(), 7);
+        assert!(c.set_max_family_values(0).is_err());
     }
 
     #[test]

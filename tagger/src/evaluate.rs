@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use roaring::RoaringBitmap;
 
 use crate::catalog::{Better, CatalogFile, Values, substitute};
-use crate::features::{CHUNK, Chunk, FeatureData, FeatureKind, FeatureSet, unique_slugs};
+use crate::features::{CHUNK, Chunk, FeatureData, FeatureKind, FeatureSet, TextKind, unique_slugs};
 use crate::rule::{self, ColumnRef, Env, Program, VarType};
 use crate::{Error, Result};
 
@@ -91,6 +91,10 @@ pub struct Compiled {
     partitions: Vec<Partition>,
     /// Slot of each tag's mask (`None` for partition tags).
     tag_slot: Vec<Option<usize>>,
+    /// Families and partitions left out because the data has more values
+    /// than they may expand over, one note each (the entry, the column, the
+    /// count and the cap).
+    pub skipped: Vec<String>,
 }
 
 /// The names a rule can use, with their slots.
@@ -124,6 +128,39 @@ impl Env for SlotEnv {
 fn ordered_bits(x: f64) -> u64 {
     let b = (x + 0.0).to_bits();
     if b >> 63 == 1 { !b } else { b | (1 << 63) }
+}
+
+/// The warehouse column(s) the values of a data dictionary come from.
+fn data_source(name: &str) -> &'static str {
+    match name {
+        "categories" => "orders.category",
+        "channels" => "orders.channel",
+        "stores" => "orders.store_id and members.home_store_id",
+        "genders" => "members.gender",
+        "cities" => "members.city",
+        _ => "members.register_channel",
+    }
+}
+
+/// The name of a text feature's dictionary (as `values = "…"` spells it).
+fn data_name(kind: TextKind) -> &'static str {
+    match kind {
+        TextKind::Category => "categories",
+        TextKind::Channel => "channels",
+        TextKind::Store => "stores",
+        TextKind::Gender => "genders",
+        TextKind::City => "cities",
+        TextKind::RegisterChannel => "register_channels",
+    }
+}
+
+/// The note for a family or partition over `values` values of `data`, more than `cap`.
+fn too_many(owner: &str, data: &str, values: usize, cap: usize) -> String {
+    format!(
+        "{owner}: {} has {values} distinct values, more than the {cap} a family may expand over; its tags are \
+         left out (an entry's `max_values` or [settings] max_family_values raise the cap)",
+        data_source(data)
+    )
 }
 
 fn data_values<'a>(fs: &'a FeatureSet, name: &str) -> Option<&'a [String]> {
@@ -314,8 +351,18 @@ impl Compiled {
                 kind: Kind::Rule,
             });
         }
+        let mut skipped = Vec::new();
+        let cap_of = |own: Option<usize>| own.unwrap_or(catalog.max_family_values());
         for f in &catalog.family {
-            for (slug, raw) in expand_values(fs, &f.values, source, &format!("[[family]] {}", f.name))? {
+            let owner = format!("[[family]] {}", f.name);
+            let values = expand_values(fs, &f.values, source, &owner)?;
+            if let Values::Data(name) = &f.values
+                && values.len() > cap_of(f.max_values)
+            {
+                skipped.push(too_many(&owner, name, values.len(), cap_of(f.max_values)));
+                continue;
+            }
+            for (slug, raw) in values {
                 let rule = substitute(&f.rule, &slug, &raw);
                 rule_texts.push((tags.len(), rule.clone()));
                 tags.push(TagDef {
@@ -350,10 +397,20 @@ impl Compiled {
                         }
                     };
                     part.by_code = vec![None; dict.len()];
-                    for ((code, raw), slug) in dict.iter().enumerate().zip(unique_slugs(dict)) {
-                        if wanted.as_ref().is_some_and(|w| !w.contains(raw)) {
-                            continue;
-                        }
+                    let chosen: Vec<(usize, &String, String)> = dict
+                        .iter()
+                        .enumerate()
+                        .zip(unique_slugs(dict))
+                        .filter(|((_, raw), _)| wanted.as_ref().is_none_or(|w| w.contains(raw)))
+                        .map(|((code, raw), slug)| (code, raw, slug))
+                        .collect();
+                    // Values the catalog lists itself are meant; values of the data are capped.
+                    let listed = matches!(p.values, Some(Values::Text(_)));
+                    if !listed && chosen.len() > cap_of(p.max_values) {
+                        skipped.push(too_many(&owner, data_name(kind), chosen.len(), cap_of(p.max_values)));
+                        continue;
+                    }
+                    for (code, raw, slug) in chosen {
                         part.by_code[code] = Some(tags.len());
                         tags.push(TagDef {
                             name: p.name.replace("{value}", &slug),
@@ -462,7 +519,20 @@ impl Compiled {
                 cat_err(format!("tags refer to each other in a cycle: {}", names.join(" → ")))
             })?;
         }
-        Ok(Compiled { tags, feature_names, constants, scores, ranks, lookups, rules, order, partitions, tag_slot })
+        skipped.splice(0..0, fs.skipped.iter().cloned());
+        Ok(Compiled {
+            tags,
+            feature_names,
+            constants,
+            scores,
+            ranks,
+            lookups,
+            rules,
+            order,
+            partitions,
+            tag_slot,
+            skipped,
+        })
     }
 
     fn slots_len(&self) -> usize {

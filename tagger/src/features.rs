@@ -60,20 +60,37 @@ pub struct FeatureOptions {
     pub as_of: Option<NaiveDate>,
     /// Growth points per currency unit spent in the last 365 days.
     pub growth_per_unit: f64,
+    /// Most distinct `orders.category` values with per-member accumulators
+    /// (each costs 10 bytes per member). Past it the per-category features
+    /// are left out, with a note in [`FeatureSet::skipped`].
+    pub max_family_values: usize,
 }
 
 impl Default for FeatureOptions {
     fn default() -> Self {
-        FeatureOptions { as_of: None, growth_per_unit: 10.0 }
+        FeatureOptions {
+            as_of: None,
+            growth_per_unit: 10.0,
+            max_family_values: crate::catalog::DEFAULT_MAX_FAMILY_VALUES,
+        }
     }
 }
 
 /// Values of a text column, assigned codes in the order first seen by any
 /// thread (so not deterministic) and sorted into final codes after the pass.
-#[derive(Default)]
 struct Interner {
     map: HashMap<String, u32>,
     values: Vec<String>,
+    /// Values kept at most; a new value past them gets no code.
+    limit: usize,
+    /// A value was refused for the limit.
+    over: bool,
+}
+
+impl Default for Interner {
+    fn default() -> Interner {
+        Interner::capped(usize::MAX)
+    }
 }
 
 impl Interner {
@@ -87,9 +104,18 @@ impl Interner {
         it
     }
 
+    /// An interner that keeps at most `limit` values.
+    fn capped(limit: usize) -> Interner {
+        Interner { map: HashMap::new(), values: Vec::new(), limit, over: false }
+    }
+
     fn code(&mut self, v: &str) -> u32 {
         if let Some(c) = self.map.get(v) {
             return *c;
+        }
+        if self.values.len() >= self.limit {
+            self.over = true;
+            return NO_CODE;
         }
         let c = self.values.len() as u32;
         self.map.insert(v.to_string(), c);
@@ -224,6 +250,9 @@ pub struct FeatureSet {
     pub cities: Dictionary,
     /// Registration channels, sorted.
     pub register_channels: Dictionary,
+    /// Features left out because the data has too many values for them, one
+    /// note each (which column, how many values, what is missing).
+    pub skipped: Vec<String>,
     /// Per-shard state; a shard is released (`None`) once evaluated.
     shards: Vec<Mutex<Option<Arc<Shard>>>>,
 }
@@ -481,7 +510,7 @@ fn compute_blocking(
         }
     };
     let interners = Interners {
-        category: Mutex::default(),
+        category: Mutex::new(Interner::capped(options.max_family_values)),
         channel: Mutex::default(),
         store: Mutex::default(),
         gender: Mutex::default(),
@@ -529,11 +558,25 @@ fn accumulate(
     let lines = std::sync::atomic::AtomicU64::new(0);
     read_orders(order_files, &shards, &interners, &range, as_of_day, &lines)?;
 
-    let categories = interners.category.into_inner().expect("lock").finish();
+    let category_interner = interners.category.into_inner().expect("lock");
+    let mut skipped = Vec::new();
+    if category_interner.over {
+        skipped.push(format!(
+            "orders.category has more than {} distinct values (max_family_values): the per-category features \
+             (spend_share_…, category_recency_days_…, main_category, distinct_categories) and every tag over \
+             categories are left out",
+            category_interner.limit
+        ));
+    }
+    let categories = if category_interner.over { Dictionary::default() } else { category_interner.finish() };
     let channels = interners.channel.into_inner().expect("lock").finish();
     let stores = interners.store.into_inner().expect("lock").finish();
     check_channels(channels.values.len())?;
     let mut shards: Vec<Shard> = shards.into_iter().map(|s| s.into_inner().expect("shard lock")).collect();
+    if categories.values.is_empty() {
+        // Over the cap: the accumulators of the values seen before it go too.
+        shards.iter_mut().for_each(|s| (s.category_spend, s.category_last) = (Vec::new(), Vec::new()));
+    }
     shards.par_iter_mut().for_each(|s| finish_orders(s, &categories));
     Ok(FeatureSet {
         as_of_day,
@@ -548,6 +591,7 @@ fn accumulate(
         genders: interners.gender.into_inner().expect("lock").finish(),
         cities: interners.city.into_inner().expect("lock").finish(),
         register_channels: interners.register_channel.into_inner().expect("lock").finish(),
+        skipped,
         shards: shards.into_iter().map(|s| Mutex::new(Some(Arc::new(s)))).collect(),
     })
 }
@@ -897,6 +941,7 @@ impl FeatureSet {
             genders: dictionary(&globals.genders),
             cities: dictionary(&globals.cities),
             register_channels: dictionary(&globals.register_channels),
+            skipped: Vec::new(),
             shards,
         }
     }

@@ -30,6 +30,8 @@ pub struct RefreshOptions {
     /// The previous version is kept whatever this says (zero included), so
     /// a server or query still reading it when the run ends is not broken.
     pub keep_features: Option<chrono::Duration>,
+    /// Overrides the catalog's `max_family_values`.
+    pub max_family_values: Option<usize>,
 }
 
 /// What a run did, with timings.
@@ -57,6 +59,8 @@ pub struct RefreshSummary {
     pub snapshot_seconds: f64,
     /// Files of old `features` versions deleted.
     pub features_files_vacuumed: usize,
+    /// Families and features left out (too many values), one note each.
+    pub skipped: Vec<String>,
 }
 
 impl RefreshSummary {
@@ -123,13 +127,17 @@ pub(crate) struct Computed {
 }
 
 /// What a `features` version is computed from: the input tables' versions,
-/// the as-of option and the catalog (its digest covers the growth rate).
+/// the as-of option, the catalog (its digest covers the growth rate) and a
+/// `max_family_values` given outside it.
 async fn inputs(wh: &Warehouse, options: &RefreshOptions, digest: &str) -> Result<String> {
     let mut text = String::from("features");
     for t in [Table::MemberIds, Table::Members, Table::Orders] {
         text.push_str(&format!(" {}@{}", t.name(), wh.version(t).await?.map_or("-".into(), |v| v.to_string())));
     }
     let as_of = options.as_of.map_or("default".into(), |d| d.to_string());
+    if let Some(n) = options.max_family_values {
+        text.push_str(&format!(" max-family-values {n}"));
+    }
     Ok(format!("{text} as-of {as_of} catalog {digest} taglake {}", env!("CARGO_PKG_VERSION")))
 }
 
@@ -151,13 +159,19 @@ async fn interrupted_features(wh: &Warehouse, inputs: &str) -> Result<Option<u64
 /// identical version an interrupted run committed).
 pub(crate) async fn compute(wh: &Warehouse, lock: &WriterLock, options: &RefreshOptions) -> Result<Computed> {
     lock.check(wh)?;
-    let (catalog, source, digest) = load_catalog(options.catalog.as_deref())?;
+    let (mut catalog, source, digest) = load_catalog(options.catalog.as_deref())?;
+    if let Some(n) = options.max_family_values {
+        catalog.set_max_family_values(n)?;
+    }
     let inputs = inputs(wh, options, &digest).await?;
     let kept = interrupted_features(wh, &inputs).await?;
     let t0 = Instant::now();
-    let fs =
-        features::compute(wh, &FeatureOptions { as_of: options.as_of, growth_per_unit: catalog.growth_per_unit() })
-            .await?;
+    let feature_options = FeatureOptions {
+        as_of: options.as_of,
+        growth_per_unit: catalog.growth_per_unit(),
+        max_family_values: catalog.max_family_values(),
+    };
+    let fs = features::compute(wh, &feature_options).await?;
     let features_seconds = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let mut compiled = Compiled::new(&catalog, &source, &fs)?;
@@ -267,6 +281,7 @@ pub(crate) async fn publish(
         features_seconds: c.features_seconds,
         evaluate_seconds: c.evaluate_seconds,
         snapshot_seconds: t2.elapsed().as_secs_f64(),
+        skipped: c.compiled.skipped,
     })
 }
 

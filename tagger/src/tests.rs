@@ -301,3 +301,55 @@ async fn a_derived_snapshot_is_refused_once_its_base_is_not_the_newest() {
     assert_eq!(snapshot::versions(&wh).await.unwrap(), [1, 2]);
     assert_eq!(snapshot::write_after(&wh, &lock, 2, derived()).await.unwrap(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn families_over_too_many_values_are_left_out_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    // Thirty members, each buying in a category of its own (a free-text
+    // column mapped to `category`), at three stores besides the registered one.
+    let members: Vec<M> = (0..30).map(|i| M(leak(format!("m{i}")), "2024-01-01", None)).collect();
+    let lines: Vec<L> = (0..30)
+        .map(|i| {
+            let store = ["S1", "S2", "S3"][i % 3];
+            L(leak(format!("o{i}")), i, "2026-10-02", "app", store, leak(format!("note {i}")), 1, 10.0, 0.0, false)
+        })
+        .collect();
+    let wh = warehouse(dir.path(), &members, &lines).await;
+    let lock = lock(&wh);
+    let names = |t: &[(String, RoaringBitmap)], prefix: &str| t.iter().filter(|(n, _)| n.starts_with(prefix)).count();
+    // Under the cap: a family per category.
+    let s = refresh(&wh, &lock, &RefreshOptions { max_family_values: Some(30), ..Default::default() }).await.unwrap();
+    assert!(s.skipped.is_empty(), "{:?}", s.skipped);
+    let t = tags_of(&wh).await;
+    assert_eq!(names(&t, "category_lover_note_"), 30);
+    assert_eq!(members_of(&t, "category_buyer_note_7", 1), [7]);
+    // Over it: the per-category accumulators and every family over them
+    // are left out, with a note; the other tags are as before.
+    let s = refresh(&wh, &lock, &RefreshOptions { max_family_values: Some(10), ..Default::default() }).await.unwrap();
+    assert_eq!(s.skipped.len(), 1, "{:?}", s.skipped);
+    assert!(s.skipped[0].starts_with("orders.category has more than 10 distinct values"), "{}", s.skipped[0]);
+    let t = tags_of(&wh).await;
+    assert_eq!(names(&t, "category_lover_") + names(&t, "category_buyer_") + names(&t, "main_category_"), 0);
+    assert_eq!(members_of(&t, "tier_regular", 1).len(), 30);
+    assert_eq!(members_of(&t, "home_store_s1", 1), (0..30).step_by(3).collect::<Vec<u32>>());
+    // A partition over more values than its own cap is left out by name.
+    let path = dir.path().join("stores.toml");
+    std::fs::write(
+        &path,
+        "[[partition]]\nname = \"shop_{value}\"\nfamily = \"f\"\ndescription = \"d\"\nfeature = \"home_store\"\nmax_values = 3\n",
+    )
+    .unwrap();
+    let s = refresh(&wh, &lock, &RefreshOptions { catalog: Some(path), ..Default::default() }).await.unwrap();
+    assert_eq!(
+        s.skipped,
+        [
+            "[[partition]] shop_{value}: orders.store_id and members.home_store_id has 4 distinct values, more than the 3 \
+          a family may expand over; its tags are left out (an entry's `max_values` or [settings] max_family_values \
+          raise the cap)"
+        ]
+    );
+    let t = tags_of(&wh).await;
+    assert_eq!(names(&t, "shop_"), 0);
+    assert_eq!(names(&t, "home_store_"), 4);
+}

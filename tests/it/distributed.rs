@@ -352,6 +352,7 @@ fn the_range_steps_in_process_commit_the_embedded_snapshot() {
                 as_of: Some(chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap()),
                 catalog: None,
                 keep_features: None,
+                max_family_values: None,
             };
             let split = taglake_distributed::refresh::ClusterRefresh { range_members: Some(65_536) };
             let runner = taglake_distributed::refresh::Runner::InProcess(ctx);

@@ -8,6 +8,8 @@ mod cluster;
 mod distributed;
 mod export;
 mod ingest_generated;
+mod inputs_cli;
+mod inputs_sql;
 mod kill;
 mod nightly;
 mod optimize;

@@ -1,0 +1,11 @@
+//! CSV exports: any bytes, read as a CSV file and converted with the
+//! canonical layout of a table (the first byte picks it), give converted
+//! batches, quarantined rows or a file-level error, never a panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+#[path = "common.rs"]
+mod common;
+
+fuzz_target!(|data: &[u8]| common::convert_file("csv", data));
