@@ -197,13 +197,7 @@ fn bad_parameters_give_clear_errors() {
         String::from_utf8_lossy(&out.stderr).trim().to_string()
     };
     assert_eq!(err(&["cluster", "--k", "0"]), "error: invalid clustering parameter: k must be at least 1");
-    let members = communities(&f.dir.join("warehouse")).len();
-    assert_eq!(
-        err(&["cluster", "--k", "100000"]),
-        format!(
-            "error: invalid clustering parameter: k = 100000 is more than the {members} members with orders to cluster"
-        )
-    );
+    assert_eq!(err(&["cluster", "--k", "100000"]), "error: --k / --k-range asks for 100000 communities; at most 1000");
     assert_eq!(
         err(&["cluster", "--k", "4", "--features", "recency_dayz"]),
         "error: invalid clustering parameter: unknown feature `recency_dayz`; did you mean `recency_days`? \
