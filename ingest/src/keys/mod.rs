@@ -148,10 +148,28 @@ impl KeyKind {
     }
 }
 
-/// The key of an order line: a one-shot 128-bit hash of the id seeded by
-/// the line number.
+/// The key of an order line: a 128-bit hash of the id, a separator and
+/// the line number's 4 bytes, as one input.
+///
+/// Not the line number as xxh3's seed: the seed enters short inputs by
+/// XOR and subtraction, so ids a digit apart with line numbers one apart
+/// can cancel out, and do (79 of 300,000 lines of a generated night
+/// collided that way).
 pub fn order_line_key(order_id: &str, line_no: i32) -> u128 {
-    xxhash_rust::xxh3::xxh3_128_with_seed(order_id.as_bytes(), line_no as u32 as u64)
+    let id = order_id.as_bytes();
+    let mut buf = [0u8; 64];
+    if id.len() + 5 <= buf.len() {
+        buf[..id.len()].copy_from_slice(id);
+        buf[id.len()] = 0x1f;
+        buf[id.len() + 1..id.len() + 5].copy_from_slice(&line_no.to_le_bytes());
+        xxhash_rust::xxh3::xxh3_128(&buf[..id.len() + 5])
+    } else {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(id);
+        h.update(&[0x1f]);
+        h.update(&line_no.to_le_bytes());
+        h.digest128()
+    }
 }
 
 /// The key of a text identifier (`member_id`, `sku`).
@@ -198,6 +216,11 @@ pub fn row_digests(columns: &[ArrayRef]) -> Result<Vec<u64>> {
     let rows = converter.convert_columns(columns).map_err(Error::internal("digesting rows"))?;
     Ok((0..rows.num_rows()).map(|i| xxhash_rust::xxh3::xxh3_64(rows.row(i).as_ref())).collect())
 }
+
+/// Version of the manifest and of the key functions: an index of another
+/// version is rebuilt from its table (2: order-line keys no longer use the
+/// line number as the hash seed).
+const FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct RunEntry {
@@ -303,7 +326,7 @@ impl KeyIndex {
     fn read_manifest(&self) -> Option<Manifest> {
         let text = std::fs::read_to_string(self.dir.join(MANIFEST)).ok()?;
         let m: Manifest = serde_json::from_str(&text).ok()?;
-        (m.format == 1 && m.table == self.kind.table().name()).then_some(m)
+        (m.format == FORMAT && m.table == self.kind.table().name()).then_some(m)
     }
 
     /// Opens the manifest's runs; `None` when any is missing or damaged.
@@ -313,7 +336,7 @@ impl KeyIndex {
 
     fn write_manifest(&self) -> Result<()> {
         let m = Manifest {
-            format: 1,
+            format: FORMAT,
             table: self.kind.table().name().into(),
             state: self.state.clone(),
             runs: self
