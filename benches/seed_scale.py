@@ -184,6 +184,9 @@ def main():
                                 f"{day_dir}/members.csv", "--warehouse", wh, "--format", "json"] + mem, work)
         summary = json.loads(out)
         assert summary["status"] == "ok", summary
+        # The nightly restarts its high-water mark per step (so each step
+        # reports its own), which wait4's max RSS then only sees the last of.
+        rss = max([rss] + [s["peak_memory_bytes"] or 0 for s in summary["steps"]])
         orders = next(s for s in summary["steps"] if s["step"] == "ingest orders")["counts"]
         size = sizes(wh)
         dt, drss, d_inserted, d_replaced = 0.0, 0, 0, 0

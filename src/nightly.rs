@@ -153,7 +153,10 @@ pub(crate) async fn nightly(a: NightlyArgs) -> ExitCode {
         }
     };
     summary.seconds = start.elapsed().as_secs_f64();
-    summary.peak_memory_bytes = report::peak_memory();
+    // Each step restarts the high-water mark: the run's peak is the
+    // highest of theirs and of what came after the last one.
+    summary.peak_memory_bytes =
+        summary.steps.iter().filter_map(|s| s.peak_memory_bytes).chain(report::peak_memory()).max();
     match a.format {
         SummaryFormat::Json => match serde_json::to_string_pretty(&summary) {
             Ok(json) => println!("{json}"),
