@@ -178,19 +178,7 @@ fn uri_path(uri: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Int64Array, RecordBatch, StringArray};
-    use std::sync::Arc;
-
-    fn ids(pairs: &[(&str, i64)]) -> RecordBatch {
-        RecordBatch::try_new(
-            Table::MemberIds.arrow_schema(),
-            vec![
-                Arc::new(StringArray::from(pairs.iter().map(|p| p.0).collect::<Vec<_>>())),
-                Arc::new(Int64Array::from(pairs.iter().map(|p| p.1).collect::<Vec<_>>())),
-            ],
-        )
-        .unwrap()
-    }
+    use crate::warehouse::tests::ids;
 
     async fn part(wh: &Warehouse, pairs: &[(&str, i64)]) -> Vec<String> {
         let mut w = wh.part_writer(Table::MemberIds, Table::MemberIds.arrow_schema()).unwrap();

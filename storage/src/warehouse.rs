@@ -880,13 +880,14 @@ fn check_table_schema(wh: &Warehouse, table: Table, delta: &DeltaTable) -> Resul
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use arrow::array::{AsArray, Int64Array, StringArray};
     use arrow::datatypes::Int64Type;
     use std::sync::Arc;
 
-    fn ids(pairs: &[(&str, i64)]) -> RecordBatch {
+    /// A `member_ids` batch of `(member_id, member_key)` pairs.
+    pub(crate) fn ids(pairs: &[(&str, i64)]) -> RecordBatch {
         RecordBatch::try_new(
             Table::MemberIds.arrow_schema(),
             vec![

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray, UInt32Array};
-use arrow::compute::{concat_batches, take};
+use arrow::compute::{concat_batches, take, take_record_batch};
 use arrow::datatypes::{Int64Type, SchemaRef};
 use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::StreamWriter;
@@ -145,13 +145,7 @@ impl Upsert {
         }
         drop(slot);
         let indices = UInt32Array::from(latest);
-        let columns: Vec<ArrayRef> = batch
-            .columns()
-            .iter()
-            .map(|c| take(c, &indices, None))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(Error::internal("deduplicating"))?;
-        let rows = RecordBatch::try_new(batch.schema(), columns).map_err(Error::internal("deduplicating"))?;
+        let rows = take_record_batch(batch, &indices).map_err(Error::internal("deduplicating"))?;
         let hashes: Vec<u128> = indices.values().iter().map(|&i| hashes[i as usize]).collect();
         let digests = row_digests(rows.columns())?;
 
