@@ -306,17 +306,15 @@ impl Step {
 /// Per family: its tags in the newer snapshot and the members who entered
 /// or exited each of them between `from` and `to` (summed over the tags).
 async fn movement(wh: &Warehouse, from: i64, to: i64) -> Result<BTreeMap<String, FamilyMovement>> {
-    let mut family_of: BTreeMap<String, String> = BTreeMap::new();
-    for v in [from, to] {
-        for t in snapshot::info(wh, Some(v)).await?.tags {
-            family_of.insert(t.name, t.family);
-        }
-    }
     let new_tags = snapshot::info(wh, Some(to)).await?.tags;
     let mut out: BTreeMap<String, FamilyMovement> = BTreeMap::new();
     for t in &new_tags {
         out.entry(t.family.clone()).or_default().tags += 1;
     }
+    // Tags of the older snapshot only (a catalog edit) keep their family.
+    let mut family_of: BTreeMap<String, String> =
+        snapshot::info(wh, Some(from)).await?.tags.into_iter().map(|t| (t.name, t.family)).collect();
+    family_of.extend(new_tags.into_iter().map(|t| (t.name, t.family)));
     for d in snapshot::diff(wh, from, to).await.with_context(|| format!("comparing snapshots {from} and {to}"))? {
         let family = family_of.get(&d.name).cloned().unwrap_or_default();
         let m = out.entry(family).or_default();
