@@ -54,6 +54,12 @@ fn absurd_counts_durations_and_sizes_are_clear_errors() {
         (vec!["cluster", "--k", "1000000000"], "asks for 1000000000 communities; at most 1000"),
         (vec!["cluster", "--k-range", "2..1000000000"], "at most 1000"),
         (vec!["optimize", "--memory", "99999999999999TiB"], "expected a size"),
+        (
+            vec!["ingest", "orders", "x.csv", "--memory", "1KiB"],
+            "--memory \"1KiB\": expected a size of at least 64MiB, like 512MiB or 4GiB",
+        ),
+        (vec!["ingest", "members", "x.csv", "--memory", "99999999999999TiB"], "expected a size of at least 64MiB"),
+        (vec!["nightly", "--orders", "x.csv", "--memory", "lots"], "--memory \"lots\": expected a size"),
         (vec!["serve", "--statement-timeout", "100000000000000000000s"], "--statement-timeout"),
         (vec!["serve", "--query-memory", "99999999999999TiB"], "--query-memory"),
     ];
