@@ -8,6 +8,11 @@
 //! fields (wrong field count, invalid UTF-8, broken JSON) come out as
 //! [`Reject`]s at this stage, so one bad line never costs the file.
 //!
+//! CSV line numbers are counted here, not taken from the csv crate: its
+//! positions put a record after a CRLF line end on the line before, and
+//! the first record after a blank line on the blank one. [`LineCounter`]
+//! sees the bytes the parser reads and maps a record's start to its line.
+//!
 //! A JSON-lines line is read whole before it is parsed, so its length is
 //! capped ([`MAX_JSONL_LINE_BYTES`]): a longer line (a file that is not
 //! really line-delimited, a runaway field) is quarantined after its first
@@ -194,7 +199,7 @@ pub fn open(path: &Path, opts: &ReadOptions) -> Result<RawBatches> {
 
 struct CsvReader {
     path: PathBuf,
-    reader: csv::Reader<Box<dyn Read + Send>>,
+    reader: csv::Reader<LineCounter<BufReader<File>>>,
     headers: Arc<Vec<String>>,
     batch_rows: usize,
     delimiter: u8,
@@ -220,6 +225,81 @@ fn sniff_delimiter(header: &[u8]) -> u8 {
     counts.iter().fold((b',', 0), |best, c| if c.1 > best.1 { *c } else { best }).0
 }
 
+/// A reader that notes where its bytes break lines, so a record's start
+/// offset can be turned into the line a person sees it on. `\n`, `\r\n`
+/// and a lone `\r` each end one line. Only the breaks ahead of the last
+/// record asked about are kept: at most the parser's buffer's worth.
+struct LineCounter<R> {
+    inner: R,
+    /// Runs of line-break bytes: start offset, end offset, and the number
+    /// of lines ended once the run is over.
+    runs: std::collections::VecDeque<(u64, u64, u64)>,
+    /// Lines ended before the first kept run.
+    before: u64,
+    /// Bytes passed through, and lines ended in them.
+    offset: u64,
+    lines: u64,
+    /// The last byte passed through was a `\r`.
+    after_cr: bool,
+}
+
+impl<R> LineCounter<R> {
+    fn new(inner: R) -> Self {
+        LineCounter { inner, runs: Default::default(), before: 0, offset: 0, lines: 0, after_cr: false }
+    }
+
+    fn note(&mut self, bytes: &[u8]) {
+        for i in memchr::memchr2_iter(b'\n', b'\r', bytes) {
+            let at = self.offset + i as u64;
+            let cr = bytes[i] == b'\r';
+            // `\r\n` is one line end, counted at its `\r`.
+            let continues_cr = !cr && self.after_cr && self.runs.back().is_some_and(|r| r.1 == at);
+            if !continues_cr {
+                self.lines += 1;
+            }
+            match self.runs.back_mut() {
+                Some(run) if run.1 == at => {
+                    run.1 = at + 1;
+                    run.2 = self.lines;
+                }
+                _ => self.runs.push_back((at, at + 1, self.lines)),
+            }
+            self.after_cr = cr;
+        }
+        if let Some(&last) = bytes.last()
+            && last != b'\r'
+            && last != b'\n'
+        {
+            self.after_cr = false;
+        }
+        self.offset += bytes.len() as u64;
+    }
+
+    /// The 1-based line of the first byte that is not a line break at or
+    /// after `byte`. Offsets asked about must not decrease.
+    fn line_at(&mut self, byte: u64) -> u64 {
+        while let Some(&(_, end, lines)) = self.runs.front() {
+            if end > byte {
+                break;
+            }
+            self.before = lines;
+            self.runs.pop_front();
+        }
+        match self.runs.front() {
+            Some(&(start, _, lines)) if start <= byte => lines + 1,
+            _ => self.before + 1,
+        }
+    }
+}
+
+impl<R: Read> Read for LineCounter<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.note(&buf[..n]);
+        Ok(n)
+    }
+}
+
 impl CsvReader {
     fn new(path: &Path, file: File, opts: &ReadOptions) -> Result<Self> {
         let mut buf = BufReader::with_capacity(1 << 20, file);
@@ -240,7 +320,7 @@ impl CsvReader {
                 sniff_delimiter(first_line)
             }
         });
-        let inner: Box<dyn Read + Send> = Box::new(buf);
+        let inner = LineCounter::new(buf);
         let mut reader = csv::ReaderBuilder::new()
             .delimiter(delimiter)
             .quote(opts.quote)
@@ -290,7 +370,7 @@ impl CsvReader {
                 }
                 Ok(true) => {}
                 Err(e) => {
-                    let line = e.position().map(|p| p.line()).unwrap_or(0);
+                    let line = e.position().map_or(0, |p| self.reader.get_mut().line_at(p.byte()));
                     if matches!(e.kind(), csv::ErrorKind::Io(_)) {
                         return Err(Error::source(&self.path, format!("line {line}: {e}")));
                     }
@@ -303,7 +383,7 @@ impl CsvReader {
                     continue;
                 }
             }
-            let line = record.position().map(|p| p.line()).unwrap_or(0);
+            let line = record.position().map_or(0, |p| self.reader.get_mut().line_at(p.byte()));
             if record.len() != n {
                 // A lone empty field is a blank line with stray whitespace.
                 if record.len() == 1 && record[0].iter().all(u8::is_ascii_whitespace) {
@@ -599,6 +679,57 @@ mod tests {
         assert_eq!(rej[1].column.as_deref(), Some("b"));
         assert_eq!(rej[1].reason, "value is not valid UTF-8");
         assert_eq!(rej[2].reason, "expected 2 fields as in the header, found 3");
+    }
+
+    #[test]
+    fn csv_line_numbers_survive_crlf_blank_lines_and_quoted_breaks() {
+        let dir = tempfile::tempdir().unwrap();
+        // Line:        1       2         3    4       5                6     7      8
+        let body = b"a,b\r\n1,2\r\n\r\n3,4\r\n\"x\r\ny\",5\r\n6,7\n\n8,9\r10,11";
+        let p = write(dir.path(), "o.csv", body);
+        let (b, rej) = read_all(&p);
+        assert!(rej.is_empty(), "{rej:?}");
+        let rows: Vec<u64> = b.iter().flat_map(|b| b.rows.iter().copied()).collect();
+        assert_eq!(rows, [2, 4, 5, 7, 9, 10]);
+    }
+
+    /// The line of every row is the one a text editor shows, whatever the
+    /// line ends, blank lines and quoted line breaks: checked against
+    /// counting the lines of a file written row by row.
+    #[test]
+    fn csv_line_numbers_match_a_line_count() {
+        use proptest::prelude::*;
+        let ends = prop::sample::select(vec!["\n", "\r\n", "\r"]);
+        proptest!(|(rows in prop::collection::vec((any::<bool>(), 0u8..4), 1..30), end in ends, batch in 1usize..4)| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut body = b"a,b\n".to_vec();
+            let mut want = Vec::new();
+            let mut line = 2u64;
+            for (i, (quoted_break, blanks)) in rows.iter().enumerate() {
+                for _ in 0..*blanks {
+                    body.extend(end.as_bytes());
+                    line += 1;
+                }
+                want.push(line);
+                if *quoted_break {
+                    body.extend(format!("\"{i}{end}x\",{i}").as_bytes());
+                    line += 1;
+                } else {
+                    body.extend(format!("{i},{i}").as_bytes());
+                }
+                body.extend(end.as_bytes());
+                line += 1;
+            }
+            let p = write(dir.path(), "o.csv", &body);
+            let opts = ReadOptions { batch_rows: batch, ..ReadOptions::default() };
+            let mut got = Vec::new();
+            for b in open(&p, &opts).unwrap() {
+                let b = b.unwrap();
+                prop_assert!(b.rejects.is_empty(), "{:?}", b.rejects);
+                got.extend(b.rows);
+            }
+            prop_assert_eq!(got, want);
+        });
     }
 
     #[test]
