@@ -47,6 +47,7 @@ use chrono::{FixedOffset, NaiveDate};
 use serde::Deserialize;
 use taglake_storage::{ColumnType, Table};
 
+use crate::convert::{check_date, check_timestamp, parse_date, parse_timestamp};
 use crate::{Error, Result};
 
 /// A mapping file as written (unchecked).
@@ -342,6 +343,15 @@ impl Mapping {
                 None => None,
                 Some(v) => Some(typed_default(col.ty, v).map_err(at)?),
             };
+            // A timestamp or date default is read as a value of the file
+            // would be, so a bad one fails here and not on the first batch.
+            if let Some(DefaultValue::Parsed(s)) = &default {
+                let checked = match col.ty {
+                    ColumnType::Date => parse_date(s, &TimeFormat::Auto).and_then(check_date).map(drop),
+                    _ => parse_timestamp(s, &TimeFormat::Auto, col_zone).and_then(check_timestamp).map(drop),
+                };
+                checked.map_err(|msg| at(format!("`default` {msg}")))?;
+            }
             rules.push(ColumnRule {
                 name: col.name,
                 ty: col.ty,
@@ -598,6 +608,14 @@ mod tests {
             (
                 "[columns]\nquantity = { default = \"many\" }",
                 "columns.quantity: `default` \"many\" is not a 32-bit integer",
+            ),
+            (
+                "[columns]\nordered_at = { default = \"store\" }",
+                "columns.ordered_at: `default` \"store\" is not a timestamp",
+            ),
+            (
+                "[columns]\nordered_at = { default = \"1900-01-01\" }",
+                "columns.ordered_at: `default` timestamp 1900-01-01T00:00:00Z is outside the accepted range",
             ),
             ("[options]\nmax_amount = -1.0", "options.max_amount must be a positive number"),
             ("[columns]\nsku = { frm = \"x\" }", "data did not match any variant"),
