@@ -26,6 +26,8 @@
 pub mod convert;
 mod dictionary;
 mod error;
+#[cfg(test)]
+mod fuzz_drivers;
 pub mod keys;
 pub mod mapping;
 mod pipeline;

@@ -245,35 +245,12 @@ mod tests {
     #[test]
     #[ignore = "long: run with --ignored (see the README's fuzzing section)"]
     fn messages_never_panic_or_hang() {
-        use proptest::test_runner::{Config, TestCaseError, TestRunner};
-        let budget = std::env::var("TAGLAKE_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
-        let started = std::time::Instant::now();
+        use proptest::test_runner::TestCaseError;
         let strategy = prop::collection::vec(any_message(), 0..12);
-        let (mut rounds, mut cases) = (0u64, 0u64);
-        while started.elapsed() < Duration::from_secs(budget) {
-            let config = Config { cases: 256, failure_persistence: None, ..Config::default() };
-            let mut runner = TestRunner::new_with_rng(
-                config,
-                proptest::test_runner::TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &{
-                    let mut seed = [0u8; 32];
-                    seed[..8].copy_from_slice(&rounds.to_le_bytes());
-                    seed
-                }),
-            );
-            let result = runner.run(&strategy, |sequence| {
-                std::panic::catch_unwind(|| harness().run(&sequence.concat()))
-                    .map_err(|_| TestCaseError::fail("the server panicked or hung"))
-            });
-            if let Err(e) = result {
-                panic!("after {cases} cases: {e}");
-            }
-            rounds += 1;
-            cases += 256;
-        }
-        eprintln!(
-            "serve_messages: {cases} message sequences in {:.0}s, no panic, no hang",
-            started.elapsed().as_secs_f64()
-        );
+        taglake_storage::fuzzing::run_for("serve_messages", &strategy, 256, |sequence| {
+            std::panic::catch_unwind(|| harness().run(&sequence.concat()))
+                .map_err(|_| TestCaseError::fail("the server panicked or hung"))
+        });
     }
 
     fn harness() -> &'static Harness {

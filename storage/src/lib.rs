@@ -30,6 +30,8 @@
 
 mod changes;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod lock;
 pub mod names;
 pub mod scan;

@@ -380,6 +380,8 @@ pub fn substitute(template: &str, slug: &str, raw: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -446,5 +448,150 @@ bands = [{ name = "a", up_to_percent = 50, description = "" }, { name = "b", up_
             substitute("home_store = '{raw}' -- {value}", "o_brien", "O'Brien"),
             "home_store = 'O''Brien' -- o_brien"
         );
+    }
+
+    /// The built-in catalog cut into its entries (`[settings]`, each
+    /// `[[tag]]`, `[[family]]`, … with the tables that belong to it).
+    fn default_entries() -> Vec<String> {
+        let mut entries: Vec<String> = Vec::new();
+        for line in DEFAULT_CATALOG.lines() {
+            if line.starts_with("[[") || line.starts_with("[settings]") || entries.is_empty() {
+                entries.push(String::new());
+            }
+            let last = entries.last_mut().expect("pushed above");
+            last.push_str(line);
+            last.push('\n');
+        }
+        entries
+    }
+
+    /// Catalog texts a fuzzer would write: entries of the built-in catalog,
+    /// chosen, reordered and repeated, with values swapped for absurd ones
+    /// (huge or negative numbers, empty names, templates, rule soup, arrays
+    /// where a number belongs) and lines dropped or doubled.
+    fn catalog_text() -> impl Strategy<Value = String> {
+        use proptest::sample::{Index, select};
+        let value = select(vec![
+            "0",
+            "-1",
+            "1",
+            "7",
+            "100",
+            "101",
+            "1e308",
+            "-1e308",
+            "nan",
+            "inf",
+            "4294967296",
+            "18446744073709551615",
+            "1000000000",
+            "0.5",
+            "true",
+            "\"\"",
+            "\"x\"",
+            "\"{value}\"",
+            "\"{raw}\"",
+            "\"a_{value}_{value}\"",
+            "\"'\"",
+            "\"tier_gold\"",
+            "\"not not not (\"",
+            "\"orders_total > 0 or\"",
+            "\"growth_value / 0 > 1\"",
+            "\"categories\"",
+            "\"cities\"",
+            "\"nowhere\"",
+            "\"higher\"",
+            "\"lower\"",
+            "[]",
+            "[1, 2]",
+            "[\"a\"]",
+            "[{ name = \"a\", up_to_percent = 200, description = \"\" }]",
+            "[{ name = \"a\", up_to_percent = 50, description = \"\" }, { name = \"a\", up_to_percent = 100, description = \"\" }]",
+            "{ a = 1 }",
+        ]);
+        let edit = prop_oneof![
+            4 => (any::<Index>(), value).prop_map(|(at, v)| (0u8, at, v)),
+            1 => any::<Index>().prop_map(|at| (1u8, at, "")),
+            1 => any::<Index>().prop_map(|at| (2u8, at, "")),
+        ];
+        let entry = (any::<Index>(), prop::collection::vec(edit, 0..3)).prop_map(|(pick, edits)| {
+            let entries = default_entries();
+            let mut lines: Vec<String> = entries[pick.index(entries.len())].lines().map(str::to_string).collect();
+            for (kind, at, v) in edits {
+                let i = at.index(lines.len());
+                match kind {
+                    0 => {
+                        if let Some((key, _)) = lines[i].split_once('=') {
+                            lines[i] = format!("{key}= {v}");
+                        }
+                    }
+                    1 => {
+                        lines.remove(i);
+                    }
+                    _ => {
+                        let line = lines[i].clone();
+                        lines.insert(i, line);
+                    }
+                }
+                if lines.is_empty() {
+                    break;
+                }
+            }
+            lines.join("\n") + "\n"
+        });
+        (any::<bool>(), prop::collection::vec(entry, 0..12)).prop_map(|(replace, entries)| {
+            let head = if replace { "replace_default = true\n" } else { "" };
+            format!("{head}{}", entries.concat())
+        })
+    }
+
+    /// The stable driver of the `catalog` fuzz target (`fuzz/`): any
+    /// catalog text loads (with the built-in one, or alone) or fails with
+    /// an error that names where; a catalog that loads expands and compiles
+    /// against data or fails with an error, never a panic, an overflow or
+    /// an allocation the size of a number in the file. Runs
+    /// `TAGLAKE_FUZZ_SECONDS` (default 20): `cargo test --workspace --lib
+    /// catalog::tests::any_catalog_loads_or_fails_cleanly -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "long: run with --ignored (see the README's fuzzing section)"]
+    fn any_catalog_loads_or_fails_cleanly() {
+        use crate::evaluate::Compiled;
+        use crate::features::{FeatureSet, Globals};
+        let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let globals = Globals {
+            members: 100,
+            as_of: "2026-11-01".parse().expect("a date"),
+            categories: list(&["beauty", "snacks", "toys", "IP series", "O'Brien"]),
+            channels: list(&["app", "store"]),
+            stores: list(&["S0001", "S0002", "S'3"]),
+            genders: list(&["f", "m"]),
+            cities: list(&["Lyon", "Shanghai"]),
+            register_channels: list(&["app"]),
+        };
+        let counts = std::cell::Cell::new((0u64, 0u64, 0u64));
+        taglake_storage::fuzzing::run_for("catalog", &catalog_text(), 64, |text| {
+            let (mut refused, mut rejected, mut compiled) = counts.get();
+            match CatalogFile::with_user(Some((&text, "fuzz.toml"))) {
+                Err(e) => {
+                    refused += 1;
+                    let shown = e.to_string();
+                    prop_assert!(shown.contains("fuzz.toml") || shown.contains(DEFAULT_SOURCE), "{}", shown);
+                }
+                Ok((catalog, source)) => {
+                    let fs = FeatureSet::for_globals(&globals, catalog.growth_per_unit());
+                    match Compiled::new(&catalog, &source, &fs) {
+                        Ok(_) => compiled += 1,
+                        Err(e) => {
+                            rejected += 1;
+                            prop_assert!(!e.to_string().trim().is_empty());
+                        }
+                    }
+                }
+            }
+            counts.set((refused, rejected, compiled));
+            Ok(())
+        });
+        let (refused, rejected, compiled) = counts.get();
+        eprintln!("catalog: {refused} refused when loading, {rejected} when compiling, {compiled} compiled");
     }
 }

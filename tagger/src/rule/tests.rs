@@ -587,3 +587,88 @@ proptest! {
         }
     }
 }
+
+/// Texts a fuzzer would write: the language's own words, parentheses and
+/// `not` runs in any order (runs repeated past the depth limit), stray
+/// characters, and printed well-typed rules with such noise put in.
+fn rule_text() -> impl Strategy<Value = String> {
+    let word = prop_oneof![
+        12 => select(vec![
+            "n0", "n1", "n2", "n3", "b0", "b1", "t0", "t1", "zz", "and", "or", "not", "in", "is", "null",
+            "between", "true", "false", "(", ")", ",", "=", "==", "<>", "!=", "<", "<=", ">", ">=", "+", "-",
+            "*", "/", "%", "abs(", "floor(", "ceil(", "coalesce(", "least(", "greatest(", "nullif(", "days(",
+            "0", "1.5", "-3", "1e308", "1e999", "0.000", "99999999999999999999", "'a'", "'it''s'", "'Zürich'",
+            "''", "'", "\"b0\"", "(n0", "b0)", "not (", "n0 between 1 and",
+        ])
+        .prop_map(str::to_string),
+        1 => ".{0,4}",
+    ];
+    let piece = (word, 1usize..4, select(vec![" ", "", "  ", "\n"])).prop_map(|(w, n, sep)| vec![w; n].join(sep));
+    let run = (prop::collection::vec(piece, 1..6), prop_oneof![9 => Just(1usize), 1 => 1usize..260])
+        .prop_map(|(pieces, times)| pieces.join(" ").repeat(times));
+    let soup = prop::collection::vec(run, 1..8).prop_map(|runs| runs.join(" "));
+    let printed =
+        (bool_expr(), prop::option::of((soup.clone(), any::<prop::sample::Index>()))).prop_map(|(e, noise)| {
+            let text = e.to_string();
+            match noise {
+                None => text,
+                Some((noise, at)) => {
+                    let at = text.char_indices().map(|(i, _)| i).nth(at.index(text.chars().count() + 1));
+                    let (a, b) = text.split_at(at.unwrap_or(text.len()));
+                    format!("{a}{noise}{b}")
+                }
+            }
+        });
+    prop_oneof![soup, printed]
+}
+
+/// The stable driver of the `tag_rule` fuzz target (`fuzz/`): any text
+/// parses or fails with an error that renders against it; what parses
+/// prints back to an equal tree; what compiles evaluates, at any block
+/// size, to exactly the members the naive evaluator finds TRUE. Runs
+/// `TAGLAKE_FUZZ_SECONDS` (default 20): `cargo test --workspace --lib
+/// rule::tests::any_rule_text_parses_or_fails_cleanly -- --ignored --nocapture`.
+#[test]
+#[ignore = "long: run with --ignored (see the README's fuzzing section)"]
+fn any_rule_text_parses_or_fails_cleanly() {
+    let counts = std::cell::Cell::new((0u64, 0u64, 0u64));
+    let strategy = (rule_text(), env_and_data());
+    taglake_storage::fuzzing::run_for("tag_rule", &strategy, 256, |(text, (env, data, block))| {
+        let (mut refused, mut rejected, mut compiled) = counts.get();
+        match parse(&text) {
+            Err(e) => {
+                refused += 1;
+                let shown = e.render(&text);
+                prop_assert!(!shown.trim().is_empty(), "an empty error for {:?}", text);
+            }
+            Ok(expr) => {
+                let printed = expr.to_string();
+                let again = parse(&printed).map_err(|e| TestCaseError::fail(e.render(&printed)))?;
+                prop_assert_eq!(&again, &expr, "{:?} printed as {:?}", text, printed);
+                match compile(&expr, &env) {
+                    Err(e) => {
+                        rejected += 1;
+                        prop_assert!(!e.render(&text).trim().is_empty());
+                    }
+                    Ok(program) => {
+                        compiled += 1;
+                        let len = data.first().map_or(0, Col::len);
+                        let cols: Vec<ColumnRef<'_>> = data.iter().map(Col::as_ref).collect();
+                        let (mut whole, mut blocks) = (Vec::new(), Vec::new());
+                        program.eval(&cols, len, &mut whole);
+                        program.eval_in_blocks(&cols, len, &mut blocks, block);
+                        prop_assert_eq!(&whole, &blocks, "block size {} changes {:?}", block, text);
+                        let naive = naive_all(&expr, &env, &data, len);
+                        for i in 0..len {
+                            prop_assert_eq!(whole[i] == 1, naive[i] == Some(true), "member {} of {:?}", i, text);
+                        }
+                    }
+                }
+            }
+        }
+        counts.set((refused, rejected, compiled));
+        Ok(())
+    });
+    let (refused, rejected, compiled) = counts.get();
+    eprintln!("tag_rule: {refused} refused by the parser, {rejected} by the compiler, {compiled} compiled and checked");
+}
