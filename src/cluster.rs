@@ -60,6 +60,10 @@ pub struct FitArgs {
     /// instead of fitting a new one.
     #[arg(long)]
     pub reuse_model: bool,
+    /// Also refit N times on bootstrap resamples of the sample and report
+    /// how far they agree with the fit (mean adjusted Rand index).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub stability: usize,
     #[command(flatten)]
     pub wait: crate::cli::WaitArg,
 }
@@ -83,6 +87,8 @@ pub struct ProfileArgs {
 const MAX_K: usize = 1_000;
 /// Most k-means++ starts per fit (`--runs`).
 const MAX_RUNS: usize = 100;
+/// Most refits of `--stability`.
+const MAX_REFITS: usize = 100;
 /// Most iterations per fit (`--max-iterations`).
 const MAX_ITERATIONS: u64 = 100_000;
 
@@ -90,6 +96,9 @@ impl FitArgs {
     fn options(&self) -> Result<ClusterOptions> {
         if self.runs > MAX_RUNS {
             bail!("--runs {}: at most {MAX_RUNS} starts per fit", self.runs);
+        }
+        if self.stability > MAX_REFITS {
+            bail!("--stability {}: at most {MAX_REFITS} refits", self.stability);
         }
         if self.max_iterations > MAX_ITERATIONS {
             bail!("--max-iterations {}: at most {MAX_ITERATIONS}", self.max_iterations);
@@ -122,7 +131,25 @@ impl FitArgs {
             runs: self.runs,
             max_iterations: self.max_iterations,
             reuse_model: self.reuse_model,
+            stability: self.stability,
         })
+    }
+}
+
+/// "best of N starts, inertia X (next best Y, +Z %); M of N within 0.1 %".
+fn starts_line(starts: &[f64]) -> String {
+    let mut sorted = starts.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let Some(&best) = sorted.first() else { return "fit: no starts recorded".into() };
+    let near = sorted.iter().filter(|&&v| v <= best * 1.001).count();
+    match sorted.get(1) {
+        None => format!("fit: 1 start, inertia {best:.1} on the rows the starts ran on"),
+        Some(&next) => format!(
+            "fit: best of {} starts, inertia {best:.1} (next best {next:.1}, +{:.2} %); {near} of {} starts within 0.1 % of the best",
+            sorted.len(),
+            100.0 * (next - best) / best.max(f64::MIN_POSITIVE),
+            sorted.len()
+        ),
     }
 }
 
@@ -147,10 +174,19 @@ pub async fn fit(wh: &Warehouse, lock: &WriterLock, options: &ClusterOptions) ->
     let s = s?;
     let m = &s.model;
     if !m.k_scores.is_empty() {
-        report::say!("cluster: k chosen by silhouette on the sample (higher is better):");
+        report::say!(
+            "cluster: k chosen by silhouette on the sample (higher is better; the smallest k within one \
+             standard error of the best):"
+        );
         for sc in &m.k_scores {
             let mark = if sc.k == m.k { "  ← chosen" } else { "" };
-            report::say!("  k = {:>2}  silhouette {:.4}  inertia {:.0}{mark}", sc.k, sc.silhouette, sc.inertia);
+            report::say!(
+                "  k = {:>2}  silhouette {:.4} ± {:.4}  inertia {:.0}{mark}",
+                sc.k,
+                sc.silhouette,
+                sc.silhouette_error,
+                sc.inertia
+            );
         }
     }
     let p = &m.profile;
@@ -168,14 +204,36 @@ pub async fn fit(wh: &Warehouse, lock: &WriterLock, options: &ClusterOptions) ->
         phases.join(", "),
         report::timing_of(p.members_clustered, "members", start.elapsed().as_secs_f64())
     );
-    for c in &p.communities {
+    if !options.reuse_model {
+        report::say!("  {}", starts_line(&m.starts));
+    }
+    if let Some(st) = &m.stability {
         report::say!(
-            "  community_{:<3} {:>10} {:>6.1}%  {}",
+            "  stability: {} refits on resamples agree with the fit at adjusted Rand index {:.3} on average (lowest {:.3})",
+            st.refits,
+            st.mean_ari,
+            st.min_ari
+        );
+    }
+    for c in &p.communities {
+        let i = c.community as usize - 1;
+        let note = match s.continued.get(i) {
+            None => String::new(),
+            Some(Some(prev)) if *prev == i => String::new(),
+            Some(Some(prev)) => format!("  (was community_{})", prev + 1),
+            Some(None) => "  (new: no community of the previous model matches it)".to_string(),
+        };
+        report::say!(
+            "  community_{:<3} {:>10} {:>6.1}%  {}{note}",
             c.community,
             report::count(c.members),
             100.0 * c.share,
             c.name
         );
+    }
+    if !s.continued.is_empty() {
+        let kept = s.continued.iter().enumerate().filter(|(i, c)| **c == Some(*i)).count();
+        report::say!("  numbering: {kept} of {} communities keep the previous model's numbers", m.k);
     }
     report::say!("  model: {} · `taglake cluster profile` describes each community", SavedModel::path(wh).display());
     Ok(s)

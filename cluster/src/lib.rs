@@ -8,12 +8,15 @@
 //! community (size, lifts, a generated name, a chart).
 //!
 //! Members are clustered on their standardized features: [`Standardizer`]
-//! learns each column's mean and spread, [`fit`] seeds k-means with linfa's
-//! k-means++ (seeded, so the same data and seed give the same centroids)
-//! and iterates on a sample, and [`assign`] puts **every** member on its
+//! learns each column's mean and spread, [`fit`] seeds k-means with greedy
+//! k-means++ ([`greedy_kmeans_pp`]; seeded, so the same data and seed give
+//! the same centroids), keeps the best of several starts and iterates on a
+//! sample, and [`assign`] puts **every** member on its
 //! nearest centroid in a blocked, vectorised, rayon-parallel pass. linfa's
 //! own assignment loop is scalar; it is what made a linfa-only fit
-//! ([`fit_linfa`], kept for comparison) slower than scikit-learn.
+//! ([`fit_linfa`], kept for comparison) slower than scikit-learn. A refit
+//! keeps the previous model's community numbers where communities match
+//! ([`align`]).
 //!
 //! ```
 //! use ndarray::array;
@@ -26,13 +29,17 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod align;
 mod kmeans;
 pub mod model;
 pub mod profile;
 pub mod run;
 pub mod spec;
 
-pub use kmeans::{FitParams, Model, Standardizer, assign, fit, fit_linfa, silhouette};
+pub use kmeans::{
+    FitParams, Model, START_ROWS, Standardizer, assign, fit, fit_linfa, greedy_kmeans_pp, silhouette,
+    silhouette_with_error,
+};
 pub use run::{ClusterOptions, ClusterSummary, KChoice, cluster, standardized_matrix};
 
 /// Errors of the clustering layer.

@@ -27,8 +27,23 @@ pub struct KScore {
     pub k: usize,
     /// Mean silhouette on the scored subsample (higher is better).
     pub silhouette: f64,
+    /// Its standard error on that subsample.
+    #[serde(default)]
+    pub silhouette_error: f64,
     /// Inertia of the fit on the sample.
     pub inertia: f64,
+}
+
+/// How far refits on resamples of the sample agree with the fit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stability {
+    /// Refits made, each on a bootstrap resample of the sample.
+    pub refits: usize,
+    /// Mean adjusted Rand index between the fit's and a refit's labels of
+    /// the sample (1 = the same communities).
+    pub mean_ari: f64,
+    /// The lowest of them.
+    pub min_ari: f64,
 }
 
 /// A fitted clustering, as saved.
@@ -64,6 +79,13 @@ pub struct SavedModel {
     pub centroids: Vec<Vec<f64>>,
     /// The scores behind `--k auto` (empty when k was given).
     pub k_scores: Vec<KScore>,
+    /// The final inertia of every start of the fit, in start order (on the
+    /// rows the starts ran on; empty in models saved before it was kept).
+    #[serde(default)]
+    pub starts: Vec<f64>,
+    /// Agreement of refits on resamples with this fit (`--stability N`).
+    #[serde(default)]
+    pub stability: Option<Stability>,
     /// The profile of the latest assignment.
     pub profile: Profile,
 }
@@ -82,6 +104,15 @@ impl SavedModel {
     /// The scaler as the kernel uses it.
     pub fn standardizer(&self) -> Standardizer {
         Standardizer { mean: Array1::from(self.mean.clone()), std: Array1::from(self.std.clone()) }
+    }
+
+    /// The centroids in the features' own (transformed, unstandardized)
+    /// units: comparable between models fitted on different samples.
+    pub fn centroids_in_feature_units(&self) -> Vec<Vec<f64>> {
+        self.centroids
+            .iter()
+            .map(|c| c.iter().zip(&self.std).zip(&self.mean).map(|((v, s), m)| v * s + m).collect())
+            .collect()
     }
 
     /// The centroids as a matrix (one row per community).
@@ -162,6 +193,8 @@ mod tests {
             std: vec![2.0],
             centroids: vec![vec![-1.0], vec![1.0]],
             k_scores: Vec::new(),
+            starts: vec![1.0],
+            stability: None,
             profile: Profile::default(),
         }
     }

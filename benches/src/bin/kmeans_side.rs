@@ -7,7 +7,7 @@
 //!   feature names as JSON. scikit-learn reads the same file.
 //! - `kmeans_side fit MATRIX K SEED MAX_ITER TOL SAMPLE STARTS`: fits k-means
 //!   (STARTS k-means++ starts) on every `n / SAMPLE`-th row (all rows when
-//!   SAMPLE is 0) — linfa's k-means++ seeding, then Lloyd iterations on the
+//!   SAMPLE is 0) — greedy k-means++ seeding, then Lloyd iterations on the
 //!   blocked kernel, as `taglake cluster` does — then assigns every row
 //!   with the blocked kernel; it also fits with linfa alone on the same rows. Prints the
 //!   fit and assignment times and the inertia over all rows as JSON, and
