@@ -146,6 +146,10 @@ pub fn fit(data: ArrayView2<'_, f64>, params: &FitParams) -> Result<Model> {
     let step = n / START_ROWS;
     let subsample = (step >= 2).then(|| data.select(Axis(0), &(0..n).step_by(step).collect::<Vec<_>>()));
     let starts_on = subsample.as_ref().map_or(data.view(), |s| s.view());
+    // Every start runs to convergence. Stopping a start whose inertia is
+    // still a few percent above the best after some iterations was tried
+    // and dropped: on generated members, starts sat 5–6 % above the best
+    // for ten iterations and more, then moved on and ended in it.
     let mut best: Option<Model> = None;
     let mut starts = Vec::with_capacity(params.runs);
     for run in 0..params.runs {
