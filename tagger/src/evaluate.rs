@@ -3,13 +3,15 @@
 //! bitmaps.
 //!
 //! Scores and rank bands need the whole base: they are computed first, as
-//! cut points in a sorted order (`ntile` over `(value, member_key)`, so ties
-//! are broken by key and the result is exact and deterministic). Every other
-//! tag is local to a member, so each chunk of [`CHUNK`] members is evaluated
-//! on its own rayon task and yields one bitmap container per tag; the
-//! chunks' bitmaps cover disjoint key ranges and are merged by OR.
+//! cut points in the order of `(value, member_key)` (`ntile`, with ties
+//! broken by key, so the result is exact and deterministic). Only the
+//! members at the cut points matter, so they are found by selection, not by
+//! sorting the base. Every other tag is local to a member, so each chunk of
+//! [`CHUNK`] members is evaluated on its own rayon task and yields one
+//! bitmap container per tag, written as bits from the start; the chunks'
+//! bitmaps cover disjoint key ranges and are merged by OR.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use chrono::Datelike;
 use rayon::prelude::*;
@@ -17,7 +19,7 @@ use roaring::RoaringBitmap;
 
 use crate::catalog::{Better, CatalogFile, Values, substitute};
 use crate::features::{CHUNK, Chunk, FeatureData, FeatureKind, FeatureSet, TextKind, unique_slugs};
-use crate::rule::{self, ColumnRef, Env, Program, VarType};
+use crate::rule::{self, ColumnRef, Env, Program, VarType, pack_mask};
 use crate::{Error, Result};
 
 /// A tag after expansion, with how it is computed.
@@ -85,6 +87,10 @@ pub struct Compiled {
     scores: Vec<(String, Cut)>,
     ranks: Vec<Cut>,
     lookups: Vec<(usize, usize, Vec<Vec<String>>)>,
+    /// Per cut (scores, then ranks), the tag of each group.
+    cut_tags: Vec<Vec<usize>>,
+    /// Per lookup, the tag of each (row score − 1, column score − 1) cell.
+    lookup_cells: Vec<Vec<Vec<Option<usize>>>>,
     rules: Vec<(usize, Program)>,
     /// Rule indices in evaluation order.
     order: Vec<usize>,
@@ -95,6 +101,8 @@ pub struct Compiled {
     /// than they may expand over, one note each (the entry, the column, the
     /// count and the cap).
     pub skipped: Vec<String>,
+    /// Whether a rule reads the tag (only those need a byte mask).
+    read_by_rules: Vec<bool>,
 }
 
 /// The names a rule can use, with their slots.
@@ -520,6 +528,33 @@ impl Compiled {
             })?;
         }
         skipped.splice(0..0, fs.skipped.iter().cloned());
+        let mut read_by_rules = vec![false; tags.len()];
+        for t in deps.iter().flatten() {
+            read_by_rules[*t] = true;
+        }
+        let mut cut_tags = vec![Vec::new(); scores.len() + ranks.len()];
+        for (t, def) in tags.iter().enumerate() {
+            let (cut, group) = match def.kind {
+                Kind::Score { score, bucket } => (score, bucket as usize - 1),
+                Kind::Band { rank, band } => (scores.len() + rank, band),
+                _ => continue,
+            };
+            let groups = &mut cut_tags[cut];
+            groups.resize(groups.len().max(group + 1), t);
+            groups[group] = t;
+        }
+        let lookup_cells = lookups
+            .iter()
+            .enumerate()
+            .map(|(l, (_, _, grid))| {
+                let tag_of = |label: &String| {
+                    tags.iter().position(
+                        |t| matches!(&t.kind, Kind::Lookup { lookup, label: own } if *lookup == l && own == label),
+                    )
+                };
+                grid.iter().map(|row| row.iter().map(tag_of).collect()).collect()
+            })
+            .collect();
         Ok(Compiled {
             tags,
             feature_names,
@@ -527,11 +562,14 @@ impl Compiled {
             scores,
             ranks,
             lookups,
+            cut_tags,
+            lookup_cells,
             rules,
             order,
             partitions,
             tag_slot,
             skipped,
+            read_by_rules,
         })
     }
 
@@ -540,16 +578,17 @@ impl Compiled {
     }
 
     /// Computes the cut points of every score and rank over the whole base.
-    /// One cut at a time, each reading only the columns it needs, so the
-    /// sort buffer is one (value, key) pair per ranked member of one cut.
+    /// One cut at a time, each reading only the columns (and computing only
+    /// the order statistics) it needs, into one buffer of (value, key)
+    /// pairs that every cut reuses: 16 bytes per key of the key space is
+    /// this step's memory. Only the members at the groups' first positions
+    /// are looked for (a selection), the order is never sorted.
     pub fn prepare(&mut self, fs: &FeatureSet) {
+        let mut pairs = Vec::new();
         for i in 0..self.cuts() {
-            let pairs = self.cut_pairs(fs, i);
-            let starts = self
-                .cut_positions(i, pairs.len())
-                .into_iter()
-                .map(|p| pairs.get(p).copied().unwrap_or(CUT_END))
-                .collect();
+            self.ranked_pairs(fs, i, &mut pairs);
+            let positions = self.cut_positions(i, pairs.len());
+            let starts = select_positions(&mut pairs, &positions);
             self.set_cut_starts(i, starts);
         }
     }
@@ -566,33 +605,51 @@ impl Compiled {
     /// The ranked members of cut `i` in `fs` as (ordered value, key) pairs,
     /// sorted: a member's place in this order decides its group.
     pub fn cut_pairs(&self, fs: &FeatureSet, i: usize) -> Vec<CutStart> {
+        let mut pairs = Vec::new();
+        self.ranked_pairs(fs, i, &mut pairs);
+        pairs.par_sort_unstable();
+        pairs
+    }
+
+    /// The ranked members of cut `i` as (ordered value, key) pairs, in key
+    /// order, into `pairs` (cleared first). Each chunk writes its pairs
+    /// into its own `CHUNK`-long stretch of the buffer, in parallel; the
+    /// stretches are then closed up, so the buffer is the only allocation
+    /// however many members are ranked.
+    fn ranked_pairs(&self, fs: &FeatureSet, i: usize, pairs: &mut Vec<CutStart>) {
         let nf = self.feature_names.len();
         let cut = self.cut(i);
         let mut needed: Vec<&str> = vec![self.feature_names[cut.feature].as_str()];
         needed.extend(cut.among.slots().into_iter().filter(|s| *s < nf).map(|s| self.feature_names[s].as_str()));
         let constants = &self.constants;
-        let per_chunk: Vec<Vec<CutStart>> = (0..fs.chunks())
-            .into_par_iter()
-            .map(|c| {
+        pairs.clear();
+        pairs.resize(fs.chunks() * CHUNK, CUT_END);
+        let counts: Vec<usize> = pairs
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .map(|(c, out)| {
                 let chunk = fs.chunk_columns(c, &|name| needed.contains(&name));
                 let consts = constant_columns(constants, chunk.len());
                 let cols = base_columns(&chunk, &consts, nf);
                 let mut among = Vec::new();
                 cut.among.eval(&cols, chunk.len(), &mut among);
                 let FeatureData::Num(values) = &chunk.columns[cut.feature].data else { unreachable!() };
-                (0..chunk.len())
-                    .filter(|&m| chunk.base[m] == 1 && among[m] == 1 && !values[m].is_nan())
-                    .map(|m| (ordered_bits(cut.sign * values[m]), chunk.start + m as u32))
-                    .collect()
+                let mut n = 0;
+                for m in 0..chunk.len() {
+                    if chunk.base[m] == 1 && among[m] == 1 && !values[m].is_nan() {
+                        out[n] = (ordered_bits(cut.sign * values[m]), chunk.start + m as u32);
+                        n += 1;
+                    }
+                }
+                n
             })
             .collect();
-        // Exact capacity: a growing Vec would briefly hold twice the base.
-        let mut pairs = Vec::with_capacity(per_chunk.iter().map(|c| c.len()).sum());
-        for c in per_chunk {
-            pairs.extend(c);
+        let mut end = 0;
+        for (c, n) in counts.into_iter().enumerate() {
+            pairs.copy_within(c * CHUNK..c * CHUNK + n, end);
+            end += n;
         }
-        pairs.par_sort_unstable();
-        pairs
+        pairs.truncate(end);
     }
 
     /// Where cut `i`'s groups start among `n` sorted ranked members.
@@ -620,91 +677,98 @@ impl Compiled {
     }
 
     /// Evaluates every tag over one chunk: one bitmap per tag.
+    ///
+    /// Rules are evaluated straight into bitsets ([`Program::eval_bits`]),
+    /// which become the chunk's container of each tag; a tag that other
+    /// rules read is also kept as a byte mask for them. Score, band and
+    /// lookup tags are set in one pass over the members per score, rank
+    /// and lookup, and partition tags in one pass per partition.
     pub fn evaluate(&self, chunk: &Chunk) -> Vec<RoaringBitmap> {
         let len = chunk.len();
         let nf = self.feature_names.len();
-        let mut owned: Vec<Vec<f64>> = Vec::new();
-        // Scores and ranks.
-        let group_of = |cut: &Cut, among: &[u8], m: usize| -> Option<usize> {
-            let FeatureData::Num(values) = &chunk.columns[cut.feature].data else { return None };
-            if chunk.base[m] == 0 || among[m] == 0 || values[m].is_nan() {
-                return None;
-            }
-            let me = (ordered_bits(cut.sign * values[m]), chunk.start + m as u32);
-            Some(cut.starts.iter().filter(|s| **s <= me).count())
-        };
+        let mut base_bits = vec![0u64; len.div_ceil(64)];
+        pack_mask(&chunk.base, 0, &mut base_bits);
         let consts = constant_columns(&self.constants, len);
         let base_cols = base_columns(chunk, &consts, nf);
+        // Each member's group in every cut (NO_GROUP: not ranked).
         let mut among = Vec::new();
-        let mut score_values: Vec<Vec<f64>> = Vec::new();
-        let mut masks: Vec<Option<Vec<u8>>> = vec![None; self.tags.len()];
-        let mut bitmaps: Vec<RoaringBitmap> = vec![RoaringBitmap::new(); self.tags.len()];
-        for (_, cut) in &self.scores {
-            cut.among.eval(&base_cols, len, &mut among);
-            score_values
-                .push((0..len).map(|m| group_of(cut, &among, m).map(|g| (g + 1) as f64).unwrap_or(f64::NAN)).collect());
-        }
-        let mut band_of: Vec<Vec<u8>> = Vec::new();
-        for cut in &self.ranks {
-            cut.among.eval(&base_cols, len, &mut among);
-            band_of.push((0..len).map(|m| group_of(cut, &among, m).map(|g| g as u8).unwrap_or(u8::MAX)).collect());
-        }
+        let groups: Vec<Vec<u32>> = (0..self.cuts())
+            .map(|i| {
+                let cut = self.cut(i);
+                cut.among.eval(&base_cols, len, &mut among);
+                let FeatureData::Num(values) = &chunk.columns[cut.feature].data else { unreachable!() };
+                (0..len)
+                    .map(|m| {
+                        if chunk.base[m] == 0 || among[m] == 0 || values[m].is_nan() {
+                            return NO_GROUP;
+                        }
+                        let me = (ordered_bits(cut.sign * values[m]), chunk.start + m as u32);
+                        cut.starts.iter().filter(|s| **s <= me).count() as u32
+                    })
+                    .collect()
+            })
+            .collect();
         drop(base_cols);
-        for (t, def) in self.tags.iter().enumerate() {
-            masks[t] = match &def.kind {
-                Kind::Score { score, bucket } => {
-                    Some(score_values[*score].iter().map(|v| (*v == *bucket as f64) as u8).collect())
+        let mut bits: Vec<Option<Vec<u64>>> = vec![None; self.tags.len()];
+        let mut set = |t: usize, m: usize| {
+            bits[t].get_or_insert_with(|| vec![0u64; len.div_ceil(64)])[m / 64] |= 1 << (m % 64);
+        };
+        for (cut, tags) in groups.iter().zip(&self.cut_tags) {
+            for (m, g) in cut.iter().enumerate() {
+                if let Some(t) = tags.get(*g as usize) {
+                    set(*t, m);
                 }
-                Kind::Band { rank, band } => {
-                    Some(band_of[*rank].iter().map(|b| (*b as usize == *band) as u8).collect())
-                }
-                Kind::Lookup { lookup, label } => {
-                    let (r, c, grid) = &self.lookups[*lookup];
-                    let (rv, cv) = (&score_values[*r], &score_values[*c]);
-                    Some(
-                        (0..len)
-                            .map(|m| {
-                                if rv[m].is_nan() || cv[m].is_nan() {
-                                    return 0;
-                                }
-                                let cell = grid.get(rv[m] as usize - 1).and_then(|row| row.get(cv[m] as usize - 1));
-                                cell.is_some_and(|l| l == label) as u8
-                            })
-                            .collect(),
-                    )
-                }
-                _ => None,
-            };
+            }
         }
-        owned.extend(score_values);
+        for ((r, c, _), cells) in self.lookups.iter().zip(&self.lookup_cells) {
+            for (m, (rg, cg)) in groups[*r].iter().zip(&groups[*c]).enumerate() {
+                if let Some(Some(t)) = cells.get(*rg as usize).and_then(|row| row.get(*cg as usize)) {
+                    set(*t, m);
+                }
+            }
+        }
+        // Scores as numbers (1..=buckets, null where not ranked) for rules.
+        let score_values: Vec<Vec<f64>> = groups[..self.scores.len()]
+            .iter()
+            .map(|g| g.iter().map(|g| if *g == NO_GROUP { f64::NAN } else { (*g + 1) as f64 }).collect())
+            .collect();
+        let mut masks: Vec<Option<Vec<u8>>> = vec![None; self.tags.len()];
+        for (t, b) in bits.iter().enumerate() {
+            if self.read_by_rules[t] {
+                masks[t] = Some(unpack(b.as_deref(), len));
+            }
+        }
         // Rules, in dependency order.
         let mut out = Vec::new();
         for &r in &self.order {
             let (tag, program) = &self.rules[r];
             {
-                let cols = self.columns(chunk, &consts, &owned, &masks);
-                program.eval(&cols, len, &mut out);
+                let cols = self.columns(chunk, &consts, &score_values, &masks);
+                program.eval_bits(&cols, len, &mut out);
             }
-            for (o, b) in out.iter_mut().zip(&chunk.base) {
+            for (o, b) in out.iter_mut().zip(&base_bits) {
                 *o &= *b;
             }
-            masks[*tag] = Some(std::mem::take(&mut out));
-        }
-        for (t, mask) in masks.iter().enumerate() {
-            if let Some(mask) = mask {
-                bitmaps[t] = mask_to_bitmap(chunk.start, mask);
+            if self.read_by_rules[*tag] {
+                masks[*tag] = Some(unpack(Some(&out), len));
             }
+            bits[*tag] = Some(std::mem::take(&mut out));
         }
+        let mut bytes = Vec::new();
+        let mut bitmaps: Vec<RoaringBitmap> = bits
+            .iter()
+            .map(|b| b.as_deref().map_or_else(RoaringBitmap::new, |b| bits_to_bitmap(chunk.start, b, &mut bytes)))
+            .collect();
         // Partitions: each member into the tag of its value.
         for p in &self.partitions {
-            let mut members: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+            let mut hits: Vec<(usize, u32)> = Vec::new();
             match &chunk.columns[p.feature].data {
                 FeatureData::Text(codes) => {
                     for (m, code) in codes.iter().enumerate() {
                         if chunk.base[m] == 1
                             && let Some(Some(t)) = p.by_code.get(*code as usize)
                         {
-                            members.entry(*t).or_default().push(chunk.start + m as u32);
+                            hits.push((*t, chunk.start + m as u32));
                         }
                     }
                 }
@@ -714,13 +778,16 @@ impl Compiled {
                             && !value.is_nan()
                             && let Some(t) = p.by_number.get(&(*value as i64))
                         {
-                            members.entry(*t).or_default().push(chunk.start + m as u32);
+                            hits.push((*t, chunk.start + m as u32));
                         }
                     }
                 }
             }
-            for (t, keys) in members {
-                bitmaps[t] = RoaringBitmap::from_sorted_iter(keys).expect("keys are ascending");
+            // A stable sort by tag keeps each tag's keys ascending.
+            hits.sort_by_key(|h| h.0);
+            for run in hits.chunk_by(|a, b| a.0 == b.0) {
+                bitmaps[run[0].0] =
+                    RoaringBitmap::from_sorted_iter(run.iter().map(|h| h.1)).expect("keys are ascending");
             }
         }
         bitmaps
@@ -767,18 +834,29 @@ fn base_columns<'a>(chunk: &'a Chunk, constants: &'a [Vec<f64>], nf: usize) -> V
     cols
 }
 
-/// Packs a 0/1 mask into the bitmap of keys `start + i`.
-fn mask_to_bitmap(start: u32, mask: &[u8]) -> RoaringBitmap {
-    let mut bytes = vec![0u8; mask.len().div_ceil(8)];
-    for (i, chunk) in mask.chunks(8).enumerate() {
-        let mut b = 0u8;
-        for (j, v) in chunk.iter().enumerate() {
-            b |= (*v & 1) << j;
+/// A cut group meaning "not ranked".
+const NO_GROUP: u32 = u32::MAX;
+
+/// A bitset of `len` members as a byte mask (no bitset: all 0).
+fn unpack(bits: Option<&[u64]>, len: usize) -> Vec<u8> {
+    let mut mask = vec![0u8; len];
+    if let Some(bits) = bits {
+        for (eight, w) in mask.chunks_mut(64).zip(bits) {
+            for (j, m) in eight.iter_mut().enumerate() {
+                *m = ((w >> j) & 1) as u8;
+            }
         }
-        bytes[i] = b;
     }
+    mask
+}
+
+/// The bitmap of keys `start + i` for the set bits `i` of `bits` (one
+/// chunk: `start` is a multiple of [`CHUNK`]); `bytes` is a reusable buffer.
+fn bits_to_bitmap(start: u32, bits: &[u64], bytes: &mut Vec<u8>) -> RoaringBitmap {
     debug_assert_eq!(start as usize % CHUNK, 0);
-    let bitmap = RoaringBitmap::from_lsb0_bytes(start, &bytes);
+    bytes.clear();
+    bytes.extend(bits.iter().flat_map(|w| w.to_le_bytes()));
+    let bitmap = RoaringBitmap::from_lsb0_bytes(start, bytes);
     // roaring 0.11's `from_lsb0_bytes` keeps a container of exactly 4,096
     // members as a bitmap, and serializes it so: the portable format (and
     // roaring's own reader) takes every container of at most 4,096 members
@@ -787,9 +865,42 @@ fn mask_to_bitmap(start: u32, mask: &[u8]) -> RoaringBitmap {
     if bitmap.len() == 4096 { bitmap.iter().collect() } else { bitmap }
 }
 
+/// The pairs that would be at `positions` if `pairs` were sorted
+/// ([`CUT_END`] for a position past the end). Found by selection
+/// (quickselect around each wanted position, the halves in parallel), so
+/// `pairs` ends up reordered but not sorted. Pairs are distinct (keys are),
+/// so the answer does not depend on how ties would be sorted.
+pub fn select_positions(pairs: &mut [CutStart], positions: &[usize]) -> Vec<CutStart> {
+    let mut wanted: Vec<usize> = positions.iter().copied().filter(|p| *p < pairs.len()).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut found = vec![CUT_END; wanted.len()];
+    select_into(pairs, 0, &wanted, &mut found);
+    positions.iter().map(|p| wanted.binary_search(p).map_or(CUT_END, |k| found[k])).collect()
+}
+
+/// Puts into `found[k]` the pair at sorted position `wanted[k]` (positions
+/// counted from `offset`, the place of `pairs[0]` in the whole order).
+fn select_into(pairs: &mut [CutStart], offset: usize, wanted: &[usize], found: &mut [CutStart]) {
+    if wanted.is_empty() {
+        return;
+    }
+    let mid = wanted.len() / 2;
+    let (left, nth, right) = pairs.select_nth_unstable(wanted[mid] - offset);
+    found[mid] = *nth;
+    let (found_left, found_right) = found.split_at_mut(mid);
+    let (wanted_left, wanted_right) = (&wanted[..mid], &wanted[mid + 1..]);
+    let next = wanted[mid] + 1;
+    rayon::join(
+        || select_into(left, offset, wanted_left, found_left),
+        || select_into(right, next, wanted_right, &mut found_right[1..]),
+    );
+}
+
 #[cfg(test)]
-mod mask_tests {
+mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     /// A tag with exactly 4,096 members in one key chunk serializes to
     /// bytes that deserialize (with validation) to the same members.
@@ -800,13 +911,34 @@ mod mask_tests {
             for i in 0..members {
                 mask[i * 13 % CHUNK] = 1;
             }
-            let bm = mask_to_bitmap(CHUNK as u32, &mask);
+            let mut bits = vec![0u64; CHUNK / 64];
+            pack_mask(&mask, 0, &mut bits);
+            let bm = bits_to_bitmap(CHUNK as u32, &bits, &mut Vec::new());
             assert_eq!(bm.len(), members as u64);
             let mut bytes = Vec::new();
             bm.serialize_into(&mut bytes).unwrap();
             let back = RoaringBitmap::deserialize_from(&bytes[..]).unwrap_or_else(|e| panic!("{members}: {e}"));
             assert_eq!(back, bm);
             assert!(back.iter().all(|k| mask[k as usize - CHUNK] == 1));
+            assert_eq!(unpack(Some(&bits), CHUNK), mask);
+        }
+    }
+
+    proptest! {
+        /// Selection finds what a full sort puts at each position, for any
+        /// positions (repeated, unordered, past the end) and any ties of values.
+        #[test]
+        fn selection_matches_a_sort(
+            values in prop::collection::vec(0u64..20, 0..300),
+            positions in prop::collection::vec(0usize..320, 0..8),
+        ) {
+            let mut pairs: Vec<CutStart> = values.iter().enumerate().map(|(k, v)| (*v, (k * 7919 % 1000) as u32)).collect();
+            pairs.sort_unstable_by_key(|p| p.1);
+            pairs.dedup_by_key(|p| p.1);
+            let mut sorted = pairs.clone();
+            sorted.sort_unstable();
+            let want: Vec<CutStart> = positions.iter().map(|p| sorted.get(*p).copied().unwrap_or(CUT_END)).collect();
+            prop_assert_eq!(select_positions(&mut pairs, &positions), want);
         }
     }
 }

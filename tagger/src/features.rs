@@ -180,14 +180,21 @@ struct Shard {
     records: Vec<u128>,
 }
 
-/// Per-member order statistics of one chunk, derived from its sorted order
-/// records when the chunk is computed (keeping them for the whole base
-/// would cost more than the records they come from).
-struct OrderStats {
+/// Per-member order counts and first and last order days of one chunk,
+/// derived from its sorted order records when the chunk is computed
+/// (keeping them for the whole base would cost more than the records they
+/// come from). Most columns and every default score and rank need only
+/// these, so they come from a light pass of their own.
+struct OrderCounts {
     // [total, 365 d, 90 d, 30 d]
     orders: [Vec<u32>; 4],
     first_day: Vec<i32>,
     last_day: Vec<i32>,
+}
+
+/// The rest of a chunk's order statistics (calendar, channels, home store),
+/// computed only when a wanted column reads them.
+struct OrderMix {
     weekend_orders: Vec<u32>,
     channel_orders: Vec<Vec<u32>>,
     month_orders: Vec<[u32; 12]>,
@@ -801,15 +808,53 @@ fn finish_orders(s: &mut Shard, categories: &Dictionary) {
     s.category_last = last;
 }
 
+/// The member (offset in its shard) of an order record.
+fn record_member(r: u128) -> usize {
+    (r >> 112) as usize
+}
+
+/// The day of an order record.
+fn record_day(r: u128) -> i32 {
+    ((r >> 56) & 0xFFFF) as i32
+}
+
 impl FeatureSet {
-    /// Order statistics of one shard from its sorted records.
-    fn order_stats(&self, s: &Shard) -> OrderStats {
+    /// Order counts and first and last days of one shard from its sorted records.
+    fn order_counts(&self, s: &Shard) -> OrderCounts {
         let len = s.len;
-        let (stores, channels) = (&self.stores, &self.channels);
-        let mut o = OrderStats {
+        let mut o = OrderCounts {
             orders: std::array::from_fn(|_| vec![0; len]),
             first_day: vec![NO_DAY; len],
             last_day: vec![NO_DAY; len],
+        };
+        for member_records in s.records.chunk_by(|a, b| record_member(*a) == record_member(*b)) {
+            let m = record_member(member_records[0]);
+            let (mut counts, mut first, mut last) = ([0u32; 4], i32::MAX, i32::MIN);
+            for &r in member_records {
+                let day = record_day(r);
+                let age = self.as_of_day - day;
+                counts[0] += 1;
+                counts[1] += (age <= 365) as u32;
+                counts[2] += (age <= 90) as u32;
+                counts[3] += (age <= 30) as u32;
+                first = first.min(day);
+                last = last.max(day);
+            }
+            for (w, c) in counts.iter().enumerate() {
+                o.orders[w][m] = *c;
+            }
+            o.first_day[m] = first;
+            o.last_day[m] = last;
+        }
+        o
+    }
+
+    /// Orders by calendar, by channel, and the home store of one shard from
+    /// its sorted records.
+    fn order_mix(&self, s: &Shard) -> OrderMix {
+        let len = s.len;
+        let (stores, channels) = (&self.stores, &self.channels);
+        let mut o = OrderMix {
             weekend_orders: vec![0; len],
             channel_orders: vec![vec![0; len]; channels.values.len()],
             month_orders: vec![[0; 12]; len],
@@ -818,25 +863,18 @@ impl FeatureSet {
             store: vec![NO_CODE; len],
         };
         let mut member_stores: Vec<u32> = Vec::new();
-        for member_records in s.records.chunk_by(|a, b| a >> 112 == b >> 112) {
-            let m = (member_records[0] >> 112) as usize;
+        for member_records in s.records.chunk_by(|a, b| record_member(*a) == record_member(*b)) {
+            let m = record_member(member_records[0]);
             member_stores.clear();
             for &r in member_records {
-                let day = ((r >> 56) & 0xFFFF) as i32;
+                let day = record_day(r);
                 let store = ((r >> 32) & 0xFF_FFFF) as u32;
                 let channel = ((r >> 24) & 0xFF) as u32;
                 let daypart = ((r >> 22) & 0b11) as usize;
-                let age = self.as_of_day - day;
-                o.orders[0][m] += 1;
-                o.orders[1][m] += (age <= 365) as u32;
-                o.orders[2][m] += (age <= 90) as u32;
-                o.orders[3][m] += (age <= 30) as u32;
-                o.first_day[m] = if o.first_day[m] == NO_DAY { day } else { o.first_day[m].min(day) };
-                o.last_day[m] = o.last_day[m].max(day);
                 let weekday = (day + 3).rem_euclid(7) as usize;
                 o.weekend_orders[m] += (weekday >= 5) as u32;
                 o.weekday_orders[m][weekday] += 1;
-                o.month_orders[m][day_to_date(day).month0() as usize] += 1;
+                o.month_orders[m][civil(day).1 as usize - 1] += 1;
                 o.daypart_orders[m][daypart] += 1;
                 if channel != 255 && (channel as usize) < channels.remap.len() {
                     o.channel_orders[channels.sorted_code(channel) as usize][m] += 1;
@@ -864,20 +902,47 @@ impl FeatureSet {
     }
 }
 
+/// The proleptic Gregorian (year, month, day) of a day number since
+/// 1970-01-01, in integer arithmetic (H. Hinnant's `civil_from_days`): the
+/// per-order month and the per-member age need it millions of times, and
+/// it is defined for every `i32`, where a date type has a narrower range.
+fn civil(day: i32) -> (i64, u32, u32) {
+    let z = day as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 /// Per member, the column (code) with the largest value above zero; ties
 /// go to the lower code, which is the first name in sorted order.
 fn largest<T: PartialOrd + Default + Copy>(columns: &[Vec<T>], len: usize) -> Vec<u32> {
-    (0..len)
-        .map(|m| {
-            let mut best = (T::default(), NO_CODE);
-            for (c, values) in columns.iter().enumerate() {
-                if values[m] > best.0 {
-                    best = (values[m], c as u32);
-                }
+    let mut best = vec![T::default(); len];
+    let mut code = vec![NO_CODE; len];
+    for (c, values) in columns.iter().enumerate() {
+        for ((b, k), v) in best.iter_mut().zip(&mut code).zip(&values[..len]) {
+            if *v > *b {
+                *b = *v;
+                *k = c as u32;
             }
-            best.1
-        })
-        .collect()
+        }
+    }
+    code
+}
+
+/// Per member, how many of `columns` are set (`set` of the value).
+fn count_set<T: Copy>(columns: &[Vec<T>], len: usize, set: impl Fn(T) -> bool) -> Vec<f64> {
+    let mut n = vec![0.0; len];
+    for values in columns {
+        for (n, v) in n.iter_mut().zip(&values[..len]) {
+            *n += f64::from(u8::from(set(*v)));
+        }
+    }
+    n
 }
 
 /// Makes a value usable in a column or tag name: lowercase ASCII letters,
@@ -919,6 +984,40 @@ fn days(d: i32, day: i32) -> f64 {
 
 fn nan_if(cond: bool, v: f64) -> f64 {
     if cond { f64::NAN } else { v }
+}
+
+/// The columns of one chunk as they are built: each is computed only when
+/// wanted, by a loop over the members that the compiler sees whole (one
+/// monomorphised loop per column, no call per value).
+struct Columns<'w> {
+    len: usize,
+    wanted: &'w dyn Fn(&str) -> bool,
+    cols: Vec<FeatureColumn>,
+}
+
+impl Columns<'_> {
+    /// A numeric column, `f(m)` for member `m`.
+    fn num(&mut self, name: impl Into<String>, kind: FeatureKind, f: impl Fn(usize) -> f64) {
+        let len = self.len;
+        self.values(name, kind, || (0..len).map(f).collect());
+    }
+
+    /// A numeric column computed whole.
+    fn values(&mut self, name: impl Into<String>, kind: FeatureKind, f: impl FnOnce() -> Vec<f64>) {
+        let name = name.into();
+        let values = if (self.wanted)(&name) { f() } else { Vec::new() };
+        self.cols.push(FeatureColumn { name, kind, data: FeatureData::Num(values) });
+    }
+
+    /// A text column of dictionary codes, computed whole.
+    fn text(&mut self, name: &str, kind: TextKind, f: impl FnOnce() -> Vec<u32>) {
+        let codes = if (self.wanted)(name) { f() } else { Vec::new() };
+        self.cols.push(FeatureColumn {
+            name: name.to_string(),
+            kind: FeatureKind::Text(kind),
+            data: FeatureData::Text(codes),
+        });
+    }
 }
 
 impl FeatureSet {
@@ -995,121 +1094,135 @@ impl FeatureSet {
     }
 
     /// [`FeatureSet::chunk`] computing only the columns `wanted` accepts
-    /// (the others are present, with no values).
+    /// (the others are present, with no values). Order statistics a wanted
+    /// column does not read are not computed.
     pub fn chunk_columns(&self, index: usize, wanted: &dyn Fn(&str) -> bool) -> Chunk {
         let shard = self.shards[index].lock().expect("shard lock").clone().expect("chunk used after release");
         let s = &*shard;
-        let o = self.order_stats(s);
+        let o = self.order_counts(s);
+        let mix = std::cell::OnceCell::new();
+        let mix = || mix.get_or_init(|| self.order_mix(s));
         let len = s.len;
         let d = self.as_of_day;
         let start = ((self.first + index) * CHUNK) as u32;
         let base: Vec<u8> = s.registered.iter().map(|&r| (r != NO_DAY && r < d) as u8).collect();
-        let mut cols: Vec<FeatureColumn> = Vec::with_capacity(64);
-        fn per(f: &dyn Fn(usize) -> f64) -> &dyn Fn(usize) -> f64 {
-            f
-        }
-        let mut num = |name: &str, kind: FeatureKind, f: &dyn Fn(usize) -> f64| {
-            let values = if wanted(name) { (0..len).map(f).collect() } else { Vec::new() };
-            cols.push(FeatureColumn { name: name.to_string(), kind, data: FeatureData::Num(values) });
-        };
+        let mut c = Columns { len, wanted, cols: Vec::with_capacity(64) };
         let money = |v: i64| v as f64 / UNITS;
         let has_orders = |m: usize| o.orders[0][m] > 0;
         use FeatureKind::*;
-        num("member_key", Int64, per(&|m| (start as usize + m) as f64));
-        num("as_of", Date, per(&|_| d as f64));
-        num("registered_date", Date, per(&|m| nan_if(s.registered[m] == NO_DAY, s.registered[m] as f64)));
-        num("tenure_days", Int32, per(&|m| nan_if(s.registered[m] == NO_DAY, days(d, s.registered[m]))));
-        num("first_order_date", Date, per(&|m| nan_if(!has_orders(m), o.first_day[m] as f64)));
-        num("last_order_date", Date, per(&|m| nan_if(!has_orders(m), o.last_day[m] as f64)));
-        num("recency_days", Int32, per(&|m| nan_if(!has_orders(m), days(d, o.last_day[m]))));
-        num("first_order_days_ago", Int32, per(&|m| nan_if(!has_orders(m), days(d, o.first_day[m]))));
+        c.num("member_key", Int64, |m| (start as usize + m) as f64);
+        c.num("as_of", Date, |_| d as f64);
+        c.num("registered_date", Date, |m| nan_if(s.registered[m] == NO_DAY, s.registered[m] as f64));
+        c.num("tenure_days", Int32, |m| nan_if(s.registered[m] == NO_DAY, days(d, s.registered[m])));
+        c.num("first_order_date", Date, |m| nan_if(!has_orders(m), o.first_day[m] as f64));
+        c.num("last_order_date", Date, |m| nan_if(!has_orders(m), o.last_day[m] as f64));
+        c.num("recency_days", Int32, |m| nan_if(!has_orders(m), days(d, o.last_day[m])));
+        c.num("first_order_days_ago", Int32, |m| nan_if(!has_orders(m), days(d, o.first_day[m])));
         for (name, w) in [("orders_30d", 3), ("orders_90d", 2), ("orders_365d", 1), ("orders_total", 0)] {
-            num(name, Int32, per(&|m| o.orders[w][m] as f64));
+            c.num(name, Int32, |m| o.orders[w][m] as f64);
         }
         for (name, w) in [("spend_30d", 3), ("spend_90d", 2), ("spend_365d", 1), ("spend_total", 0)] {
-            num(name, Float64, per(&|m| money(s.spend[w][m])));
+            c.num(name, Float64, |m| money(s.spend[w][m]));
         }
-        num("avg_order_value", Float64, per(&|m| nan_if(!has_orders(m), money(s.spend[0][m]) / o.orders[0][m] as f64)));
-        num("items_total", Int64, per(&|m| s.items[m] as f64));
-        num("items_per_order", Float64, per(&|m| nan_if(!has_orders(m), s.items[m] as f64 / o.orders[0][m] as f64)));
-        num("lines_total", Int64, per(&|m| s.lines[m] as f64));
-        num(
-            "distinct_categories",
-            Int32,
-            per(&|m| s.category_spend.iter().zip(&s.category_last).filter(|(_, l)| l[m] != 0).count() as f64),
-        );
-        num("distinct_channels", Int32, per(&|m| o.channel_orders.iter().filter(|c| c[m] > 0).count() as f64));
-        num(
-            "weekend_share",
-            Float64,
-            per(&|m| nan_if(!has_orders(m), o.weekend_orders[m] as f64 / o.orders[0][m] as f64)),
-        );
-        num("promotion_share", Float64, per(&|m| nan_if(s.lines[m] == 0, s.promo_lines[m] as f64 / s.lines[m] as f64)));
-        num("growth_value", Float64, per(&|m| self.growth_per_unit * money(s.spend[1][m])));
-        let as_of = self.as_of;
-        num(
-            "age",
-            Int32,
-            per(&|m| {
-                if s.birthday[m] == NO_DAY || s.birthday[m] >= d {
-                    return f64::NAN;
-                }
-                let b = day_to_date(s.birthday[m]);
-                let before = (as_of.month(), as_of.day()) < (b.month(), b.day());
-                (as_of.year() - b.year() - before as i32) as f64
-            }),
-        );
-        num(
+        c.num("avg_order_value", Float64, |m| nan_if(!has_orders(m), money(s.spend[0][m]) / o.orders[0][m] as f64));
+        c.num("items_total", Int64, |m| s.items[m] as f64);
+        c.num("items_per_order", Float64, |m| nan_if(!has_orders(m), s.items[m] as f64 / o.orders[0][m] as f64));
+        c.num("lines_total", Int64, |m| s.lines[m] as f64);
+        c.values("distinct_categories", Int32, || count_set(&s.category_last, len, |l| l != 0));
+        c.values("distinct_channels", Int32, || count_set(&mix().channel_orders, len, |n| n > 0));
+        c.values("weekend_share", Float64, || {
+            let weekend = &mix().weekend_orders;
+            (0..len).map(|m| nan_if(!has_orders(m), weekend[m] as f64 / o.orders[0][m] as f64)).collect()
+        });
+        c.num("promotion_share", Float64, |m| nan_if(s.lines[m] == 0, s.promo_lines[m] as f64 / s.lines[m] as f64));
+        c.num("growth_value", Float64, |m| self.growth_per_unit * money(s.spend[1][m]));
+        let (as_of_month, as_of_day) = (self.as_of.month(), self.as_of.day());
+        let as_of_year = i64::from(self.as_of.year());
+        c.num("age", Int32, |m| {
+            if s.birthday[m] == NO_DAY || s.birthday[m] >= d {
+                return f64::NAN;
+            }
+            let (year, month, day) = civil(s.birthday[m]);
+            let before = (as_of_month, as_of_day) < (month, day);
+            (as_of_year - year - i64::from(before)) as f64
+        });
+        c.num(
             "birthday_month",
             Int32,
-            per(&|m| if s.birthday[m] == NO_DAY { f64::NAN } else { day_to_date(s.birthday[m]).month() as f64 }),
+            |m| {
+                if s.birthday[m] == NO_DAY { f64::NAN } else { civil(s.birthday[m]).1 as f64 }
+            },
         );
-        let mut text = |name: &str, kind: TextKind, f: &dyn Fn() -> Vec<u32>| {
-            let codes = if wanted(name) { f() } else { Vec::new() };
-            cols.push(FeatureColumn { name: name.to_string(), kind: Text(kind), data: FeatureData::Text(codes) });
-        };
         let sorted = |dict: &Dictionary, codes: &[u32]| codes.iter().map(|c| dict.sorted_code(*c)).collect::<Vec<_>>();
-        text("gender", TextKind::Gender, &|| sorted(&self.genders, &s.gender));
-        text("city", TextKind::City, &|| sorted(&self.cities, &s.city));
-        text("register_channel", TextKind::RegisterChannel, &|| sorted(&self.register_channels, &s.register_channel));
-        text("home_store", TextKind::Store, &|| o.store.clone());
-        text("main_channel", TextKind::Channel, &|| largest(&o.channel_orders, len));
-        text("main_category", TextKind::Category, &|| largest(&s.category_spend, len));
-        let mut num = |name: String, kind: FeatureKind, f: &dyn Fn(usize) -> f64| {
-            let values = if wanted(&name) { (0..len).map(f).collect() } else { Vec::new() };
-            cols.push(FeatureColumn { name, kind, data: FeatureData::Num(values) });
-        };
-        num("points_balance".into(), Int64, per(&|m| nan_if(s.points[m] == NO_POINTS, s.points[m] as f64)));
-        for (c, slug) in unique_slugs(&self.categories.values).iter().enumerate() {
-            num(
-                format!("spend_share_{slug}"),
-                Float64,
-                per(&|m| nan_if(s.spend[0][m] <= 0, s.category_spend[c][m] as f64 / s.spend[0][m] as f64)),
-            );
+        c.text("gender", TextKind::Gender, || sorted(&self.genders, &s.gender));
+        c.text("city", TextKind::City, || sorted(&self.cities, &s.city));
+        c.text("register_channel", TextKind::RegisterChannel, || sorted(&self.register_channels, &s.register_channel));
+        c.text("home_store", TextKind::Store, || mix().store.clone());
+        c.text("main_channel", TextKind::Channel, || largest(&mix().channel_orders, len));
+        c.text("main_category", TextKind::Category, || largest(&s.category_spend, len));
+        c.num("points_balance", Int64, |m| nan_if(s.points[m] == NO_POINTS, s.points[m] as f64));
+        let category_slugs = unique_slugs(&self.categories.values);
+        for (k, slug) in category_slugs.iter().enumerate() {
+            c.values(format!("spend_share_{slug}"), Float64, || {
+                let (spend, total) = (&s.category_spend[k], &s.spend[0]);
+                (0..len).map(|m| nan_if(total[m] <= 0, spend[m] as f64 / total[m] as f64)).collect()
+            });
         }
-        for (c, slug) in unique_slugs(&self.categories.values).iter().enumerate() {
-            num(
-                format!("category_recency_days_{slug}"),
-                Int32,
-                per(&|m| nan_if(s.category_last[c][m] == 0, days(d, s.category_last[c][m] as i32 - 1))),
-            );
+        for (k, slug) in category_slugs.iter().enumerate() {
+            c.values(format!("category_recency_days_{slug}"), Int32, || {
+                let last = &s.category_last[k];
+                (0..len).map(|m| nan_if(last[m] == 0, days(d, last[m] as i32 - 1))).collect()
+            });
         }
-        for (c, slug) in unique_slugs(&self.channels.values).iter().enumerate() {
-            num(
-                format!("order_share_{slug}"),
-                Float64,
-                per(&|m| nan_if(!has_orders(m), o.channel_orders[c][m] as f64 / o.orders[0][m] as f64)),
-            );
+        for (k, slug) in unique_slugs(&self.channels.values).iter().enumerate() {
+            c.values(format!("order_share_{slug}"), Float64, || {
+                let n = &mix().channel_orders[k];
+                (0..len).map(|m| nan_if(!has_orders(m), n[m] as f64 / o.orders[0][m] as f64)).collect()
+            });
         }
         for month in 0..12 {
-            num(format!("month_orders_{}", month + 1), Int32, per(&|m| o.month_orders[m][month] as f64));
+            c.values(format!("month_orders_{}", month + 1), Int32, || {
+                mix().month_orders.iter().map(|n| n[month] as f64).collect()
+            });
         }
         for (w, name) in WEEKDAYS.iter().enumerate() {
-            num(format!("weekday_orders_{name}"), Int32, per(&|m| o.weekday_orders[m][w] as f64));
+            c.values(format!("weekday_orders_{name}"), Int32, || {
+                mix().weekday_orders.iter().map(|n| n[w] as f64).collect()
+            });
         }
         for (p, name) in DAYPARTS.iter().enumerate() {
-            num(format!("daypart_orders_{name}"), Int32, per(&|m| o.daypart_orders[m][p] as f64));
+            c.values(format!("daypart_orders_{name}"), Int32, || {
+                mix().daypart_orders.iter().map(|n| n[p] as f64).collect()
+            });
         }
-        Chunk { start, base, columns: cols }
+        Chunk { start, base, columns: c.cols }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The integer calendar agrees with chrono on every day chrono has
+    /// near the dates the data can hold, and on far ones.
+    #[test]
+    fn civil_dates_match_chrono() {
+        let check = |day: i32| {
+            let d = day_to_date(day);
+            assert_eq!(civil(day), (i64::from(d.year()), d.month(), d.day()), "day {day}");
+        };
+        (-80_000..80_000).for_each(check);
+        for day in [-2_000_000, -719_468, -719_469, 1_000_000, 2_000_000, 2_932_896] {
+            check(day);
+        }
+    }
+
+    #[test]
+    fn largest_and_count_set_go_member_by_member() {
+        let columns = vec![vec![0i64, 5, 3, -1, 7], vec![0, 5, 4, -2, 0], vec![0, 6, 4, 0, 7]];
+        // Ties go to the lower code; nothing above zero is no code.
+        assert_eq!(largest(&columns, 5), [NO_CODE, 2, 1, NO_CODE, 0]);
+        assert_eq!(count_set(&columns, 5, |v| v != 0), [0.0, 3.0, 3.0, 2.0, 2.0]);
+        assert_eq!(largest::<i64>(&[], 2), [NO_CODE, NO_CODE]);
     }
 }

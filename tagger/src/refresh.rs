@@ -1,14 +1,18 @@
 //! One tag run: features → `features` table, catalog → bitmaps → snapshot.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    Array, ArrayRef, ArrowPrimitiveType, BooleanArray, PrimitiveArray, RecordBatch, StringArray, UInt32Array,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use rayon::prelude::*;
+use arrow::buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
+use arrow::compute::FilterBuilder;
+use arrow::datatypes::{DataType, Date32Type, Field, Float64Type, Int32Type, Int64Type, Schema, SchemaRef};
+
 use roaring::RoaringBitmap;
 use taglake_storage::{Table, Warehouse, WriterLock};
 
@@ -176,7 +180,7 @@ pub(crate) async fn compute(wh: &Warehouse, lock: &WriterLock, options: &Refresh
     let t1 = Instant::now();
     let mut compiled = Compiled::new(&catalog, &source, &fs)?;
     let schema = features_schema(&fs.chunk_columns(0, &|_| false));
-    // One write partition per core: Parquet encoding of the features is as
+    // One features writer per core: Parquet encoding of the features is as
     // much work as evaluating the tags.
     let (senders, receivers): (Vec<_>, Vec<taglake_storage::BatchReceiver>) =
         (0..rayon::current_num_threads().max(1)).map(|_| tokio::sync::mpsc::channel(2)).unzip();
@@ -203,9 +207,12 @@ pub(crate) async fn compute(wh: &Warehouse, lock: &WriterLock, options: &Refresh
         let fs = fs.clone();
         tokio::task::spawn_blocking(move || {
             compiled.prepare(&fs);
-            let mut next = 0usize;
+            let mut sent = 0usize;
             let out = evaluate_all(&compiled, &fs, &schema, |batch| {
-                next = (next + 1) % senders.len();
+                // Two consecutive chunks to a writer make one row group
+                // (128 Ki rows) of neighbouring member keys.
+                let next = sent / 2 % senders.len();
+                sent += 1;
                 senders[next]
                     .blocking_send(Ok(batch))
                     .map_err(|_| Error::Internal("the features writer stopped".into()))
@@ -310,45 +317,134 @@ pub fn snapshot_tags(compiled: &Compiled, bitmaps: Vec<RoaringBitmap>, base: u64
         .collect()
 }
 
-/// Evaluates every chunk (in parallel, in groups so memory stays bounded),
-/// hands each chunk's features batch to `sink` in key order, and returns
-/// the merged bitmaps and the base size.
+/// Evaluates every chunk in parallel, hands each chunk's features batch to
+/// `sink` in key order, and returns the merged bitmaps and the base size.
+///
+/// Every rayon thread takes the next chunk in key order; this thread merges
+/// the results and calls `sink` in key order while the others go on. A
+/// chunk is started only when it is fewer than `threads + 1` chunks ahead
+/// of the next one to merge, so at most that many evaluated chunks (their
+/// bitmaps and features batch) are held at once, whatever the speed of the
+/// sink.
 pub fn evaluate_all(
     compiled: &Compiled,
     fs: &FeatureSet,
     schema: &SchemaRef,
     mut sink: impl FnMut(RecordBatch) -> Result<()>,
 ) -> Result<(Vec<RoaringBitmap>, u64)> {
+    let threads = rayon::current_num_threads().max(1);
+    let window = threads + 1;
+    let gate = Gate::default();
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Evaluated>)>();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            rayon::scope(|s| {
+                for _ in 0..threads {
+                    let tx = tx.clone();
+                    let (gate, next) = (&gate, &next);
+                    s.spawn(move |_| {
+                        loop {
+                            let c = next.fetch_add(1, Ordering::Relaxed);
+                            if c >= fs.chunks() || !gate.wait_until_within(c, window) {
+                                break;
+                            }
+                            // A panic becomes an error the merge sees, not a chunk it waits for forever.
+                            let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                evaluate_chunk(compiled, fs, schema, c)
+                            }))
+                            .unwrap_or_else(|_| Err(Error::Internal(format!("evaluating chunk {c} panicked"))));
+                            if tx.send((c, evaluated)).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            });
+            drop(tx);
+        });
+        let merged = merge_in_order(compiled, fs.chunks(), &rx, &gate, &mut sink);
+        // On an error, the threads still waiting to start a chunk give up.
+        gate.stop();
+        drop(rx);
+        merged
+    })
+}
+
+/// One chunk's tags, `features` rows and base size.
+type Evaluated = (Vec<RoaringBitmap>, RecordBatch, u64);
+
+fn evaluate_chunk(compiled: &Compiled, fs: &FeatureSet, schema: &SchemaRef, c: usize) -> Result<Evaluated> {
+    let chunk = fs.chunk(c);
+    // Its state is no longer needed: memory goes down as bitmaps grow.
+    fs.release(c);
+    let bitmaps = compiled.evaluate(&chunk);
+    let batch = features_batch(&chunk, schema, fs)?;
+    Ok((bitmaps, batch, chunk.base.iter().map(|b| *b as u64).sum()))
+}
+
+/// Receives the evaluated chunks (in any order) and merges them in key order.
+fn merge_in_order(
+    compiled: &Compiled,
+    chunks: usize,
+    rx: &std::sync::mpsc::Receiver<(usize, Result<Evaluated>)>,
+    gate: &Gate,
+    sink: &mut impl FnMut(RecordBatch) -> Result<()>,
+) -> Result<(Vec<RoaringBitmap>, u64)> {
     let mut merged = vec![RoaringBitmap::new(); compiled.tags.len()];
     let mut base = 0u64;
-    // One chunk per thread at a time: memory in flight stays small at any scale.
-    let group = rayon::current_num_threads();
-    for start in (0..fs.chunks()).step_by(group) {
-        let results: Vec<Result<(Vec<RoaringBitmap>, RecordBatch, u64)>> = (start..(start + group).min(fs.chunks()))
-            .into_par_iter()
-            .map(|c| {
-                let chunk = fs.chunk(c);
-                // Its state is no longer needed: memory goes down as bitmaps grow.
-                fs.release(c);
-                let bitmaps = compiled.evaluate(&chunk);
-                let batch = features_batch(&chunk, schema, fs)?;
-                Ok((bitmaps, batch, chunk.base.iter().map(|b| *b as u64).sum()))
-            })
-            .collect();
-        for r in results {
-            let (bitmaps, batch, b) = r?;
-            base += b;
-            for (m, bm) in merged.iter_mut().zip(bitmaps) {
-                if !bm.is_empty() {
-                    *m |= bm;
-                }
+    let mut early: HashMap<usize, Result<Evaluated>> = HashMap::new();
+    for c in 0..chunks {
+        let evaluated = loop {
+            if let Some(e) = early.remove(&c) {
+                break e;
             }
-            if batch.num_rows() > 0 {
-                sink(batch)?;
+            let (k, e) = rx.recv().map_err(|_| Error::Internal(format!("the evaluation of chunk {c} stopped")))?;
+            early.insert(k, e);
+        };
+        let (bitmaps, batch, b) = evaluated?;
+        base += b;
+        for (m, bm) in merged.iter_mut().zip(bitmaps) {
+            if !bm.is_empty() {
+                *m |= bm;
             }
         }
+        if batch.num_rows() > 0 {
+            sink(batch)?;
+        }
+        gate.merged(c + 1);
     }
     Ok((merged, base))
+}
+
+/// How far the merge has come, for threads waiting to start a chunk.
+#[derive(Default)]
+struct Gate {
+    /// Chunks merged, and whether the evaluation stopped.
+    state: Mutex<(usize, bool)>,
+    changed: Condvar,
+}
+
+impl Gate {
+    /// Waits until chunk `c` is fewer than `window` chunks ahead of the
+    /// merge; false if the evaluation stopped instead.
+    fn wait_until_within(&self, c: usize, window: usize) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while !state.1 && c >= state.0 + window {
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        !state.1
+    }
+
+    fn merged(&self, chunks: usize) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).0 = chunks;
+        self.changed.notify_all();
+    }
+
+    fn stop(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.changed.notify_all();
+    }
 }
 
 fn arrow_type(kind: FeatureKind) -> DataType {
@@ -377,10 +473,62 @@ pub fn features_schema(chunk: &Chunk) -> SchemaRef {
 }
 
 /// The base members' rows of a chunk as a `features` batch.
+///
+/// Each column is built whole from the chunk's values (a values buffer and
+/// a validity bitmap, no value-by-value builder), and the rows of keys
+/// outside the base are dropped with one filter prepared for every column,
+/// or none when the whole chunk is in the base.
 pub fn features_batch(chunk: &Chunk, schema: &SchemaRef, fs: &FeatureSet) -> Result<RecordBatch> {
-    let keep = BooleanArray::from(chunk.base.iter().map(|b| *b == 1).collect::<Vec<_>>());
+    let internal = |e: arrow::error::ArrowError| Error::Internal(format!("features batch: {e}"));
+    let keep = (!chunk.base.iter().all(|b| *b == 1)).then(|| {
+        let mask = BooleanArray::from(chunk.base.iter().map(|b| *b == 1).collect::<Vec<_>>());
+        FilterBuilder::new(&mask).optimize().build()
+    });
     let mut cols: Vec<ArrayRef> = Vec::with_capacity(chunk.columns.len());
     for c in &chunk.columns {
+        let array: ArrayRef = match (&c.data, c.kind) {
+            (FeatureData::Num(v), FeatureKind::Int32) => Arc::new(numbers::<Int32Type>(v, |x| x as i32)),
+            (FeatureData::Num(v), FeatureKind::Int64) => Arc::new(numbers::<Int64Type>(v, |x| x as i64)),
+            (FeatureData::Num(v), FeatureKind::Date) => Arc::new(numbers::<Date32Type>(v, |x| x as i32)),
+            (FeatureData::Num(v), _) => Arc::new(numbers::<Float64Type>(v, |x| x)),
+            (FeatureData::Text(codes), FeatureKind::Text(kind)) => {
+                let values = StringArray::from_iter_values(&fs.dictionary(kind).values);
+                // Codes past the dictionary (u32::MAX) are null.
+                let n = values.len() as u32;
+                let keys = UInt32Array::new(
+                    codes.iter().copied().collect(),
+                    Some(NullBuffer::from(BooleanBuffer::collect_bool(codes.len(), |i| codes[i] < n))),
+                );
+                arrow::compute::take(&values, &keys, None).map_err(internal)?
+            }
+            (FeatureData::Text(_), _) => return Err(Error::Internal(format!("text data in column {}", c.name))),
+        };
+        cols.push(match &keep {
+            Some(filter) => filter.filter(&array).map_err(internal)?,
+            None => array,
+        });
+    }
+    RecordBatch::try_new(schema.clone(), cols).map_err(internal)
+}
+
+/// A primitive column from numbers, NaN being null.
+fn numbers<T: ArrowPrimitiveType>(v: &[f64], cast: impl Fn(f64) -> T::Native) -> PrimitiveArray<T> {
+    let values: ScalarBuffer<T::Native> = v.iter().map(|x| cast(*x)).collect();
+    let valid = BooleanBuffer::collect_bool(v.len(), |i| !v[i].is_nan());
+    let nulls = (valid.count_set_bits() < v.len()).then(|| NullBuffer::new(valid));
+    PrimitiveArray::new(values, nulls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::{CHUNK, FeatureColumn, FeatureOptions, TextKind};
+    use arrow::array::{Date32Array, Float64Array, Int32Array, Int64Array};
+    use proptest::prelude::*;
+
+    /// The plain way to build a features column: value by value, then a
+    /// filter of its own.
+    fn naive_column(c: &FeatureColumn, base: &[u8], fs: &FeatureSet) -> ArrayRef {
         let array: ArrayRef = match (&c.data, c.kind) {
             (FeatureData::Num(v), FeatureKind::Int32) => {
                 Arc::new(v.iter().map(|x| (!x.is_nan()).then_some(*x as i32)).collect::<Int32Array>())
@@ -398,9 +546,60 @@ pub fn features_batch(chunk: &Chunk, schema: &SchemaRef, fs: &FeatureSet) -> Res
                 let dict = &fs.dictionary(kind).values;
                 Arc::new(codes.iter().map(|c| dict.get(*c as usize).map(|s| s.as_str())).collect::<StringArray>())
             }
-            (FeatureData::Text(_), _) => return Err(Error::Internal(format!("text data in column {}", c.name))),
+            _ => unreachable!(),
         };
-        cols.push(arrow::compute::filter(&array, &keep).map_err(|e| Error::Internal(e.to_string()))?);
+        let keep = BooleanArray::from(base.iter().map(|b| *b == 1).collect::<Vec<_>>());
+        arrow::compute::filter(&array, &keep).unwrap()
     }
-    RecordBatch::try_new(schema.clone(), cols).map_err(|e| Error::Internal(format!("features batch: {e}")))
+
+    fn value() -> impl Strategy<Value = f64> {
+        prop_oneof![Just(f64::NAN), Just(0.0), Just(-0.0), Just(1.0), Just(-3.0), Just(1e12), Just(0.25), Just(2e9)]
+    }
+
+    proptest! {
+        /// Every kind of column, with and without nulls and keys outside the base.
+        #[test]
+        fn features_batch_matches_a_value_by_value_build(
+            len in 0usize..300,
+            seed in prop::collection::vec(value(), 1..40),
+            base_ones in prop::bool::weighted(0.8),
+            stores in prop::collection::vec("[a-z]{0,3}", 0..5),
+        ) {
+            let globals = crate::features::Globals {
+                members: 1,
+                as_of: chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
+                categories: vec![],
+                channels: vec![],
+                stores: { let mut s = stores.clone(); s.sort(); s.dedup(); s },
+                genders: vec![],
+                cities: vec![],
+                register_channels: vec![],
+            };
+            let fs = FeatureSet::for_globals(&globals, FeatureOptions::default().growth_per_unit);
+            let n_stores = fs.stores.values.len() as u32;
+            let num = |k: usize| (0..len).map(|i| seed[(i * 7 + k) % seed.len()]).collect::<Vec<f64>>();
+            let column = |name: &str, kind, data| FeatureColumn { name: name.into(), kind, data };
+            let chunk = Chunk {
+                start: CHUNK as u32,
+                base: (0..len).map(|i| u8::from(base_ones || i % 3 != 0)).collect(),
+                columns: vec![
+                    column("i32", FeatureKind::Int32, FeatureData::Num(num(0).iter().map(|x| x.clamp(-1e9, 1e9)).collect())),
+                    column("i64", FeatureKind::Int64, FeatureData::Num(num(1))),
+                    column("date", FeatureKind::Date, FeatureData::Num(num(2).iter().map(|x| x.clamp(-1e9, 1e9)).collect())),
+                    column("f64", FeatureKind::Float64, FeatureData::Num(num(3))),
+                    column("store", FeatureKind::Text(TextKind::Store), FeatureData::Text(
+                        (0..len as u32).map(|i| if i % 5 == 4 { u32::MAX } else { i % (n_stores + 1) }).collect(),
+                    )),
+                ],
+            };
+            let schema = Arc::new(Schema::new(
+                chunk.columns.iter().map(|c| Field::new(&c.name, arrow_type(c.kind), true)).collect::<Vec<_>>(),
+            ));
+            let batch = features_batch(&chunk, &schema, &fs).unwrap();
+            for (i, c) in chunk.columns.iter().enumerate() {
+                let want = naive_column(c, &chunk.base, &fs);
+                prop_assert_eq!(batch.column(i).to_data(), want.to_data(), "column {}", c.name);
+            }
+        }
+    }
 }

@@ -353,3 +353,57 @@ async fn families_over_too_many_values_are_left_out_and_the_run_goes_on() {
     assert_eq!(names(&t, "shop_"), 0);
     assert_eq!(names(&t, "home_store_"), 4);
 }
+
+/// A column computed alone (as a score's cut computes it, without the
+/// order statistics it does not read) equals the same column of the whole
+/// chunk, for every column and in every chunk.
+#[tokio::test(flavor = "multi_thread")]
+async fn columns_computed_alone_equal_the_whole_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let members = [
+        M("a", "2024-01-01", Some("1960-11-15")),
+        M("b", "2024-01-01", None),
+        M("c", "2026-10-05", Some("1999-02-28")),
+        M("d", "2023-01-01", Some("2000-03-01")),
+    ];
+    let lines = [
+        L("o1", 0, "2026-10-02", "app", "", "beauty", 1, 250.25, 0.0, false),
+        L("o2", 1, "2026-09-05", "store", "S1", "snacks", 1, 599.99, 0.0, true),
+        L("o3", 1, "2026-07-03", "app", "S2", "toys", 3, 10.0, 1.0, false),
+        L("o4", 3, "2025-12-31", "store", "S2", "toys", 1, 10.0, 0.0, false),
+    ];
+    let wh = warehouse_with_stride(dir.path(), &members, &lines, 70_001).await;
+    let as_of = NaiveDate::from_ymd_opt(2026, 11, 1);
+    let fs = crate::features::compute(
+        &wh,
+        &crate::features::FeatureOptions {
+            as_of,
+            growth_per_unit: 10.0,
+            max_family_values: crate::catalog::DEFAULT_MAX_FAMILY_VALUES,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(fs.chunks() > 1);
+    use crate::features::FeatureData;
+    // Values as bits, so NaN (null) equals NaN.
+    let bits = |d: &FeatureData| -> Vec<u64> {
+        match d {
+            FeatureData::Num(v) => v.iter().map(|x| x.to_bits()).collect(),
+            FeatureData::Text(v) => v.iter().map(|x| u64::from(*x)).collect(),
+        }
+    };
+    for c in 0..fs.chunks() {
+        let whole = fs.chunk(c);
+        assert!(whole.columns.iter().all(|col| bits(&col.data).len() == whole.len()));
+        for col in &whole.columns {
+            let alone = fs.chunk_columns(c, &|name| name == col.name);
+            assert!(
+                bits(&alone.column(&col.name).unwrap().data) == bits(&col.data),
+                "column {} of chunk {c}",
+                col.name
+            );
+            assert!(alone.columns.iter().filter(|o| o.name != col.name).all(|o| bits(&o.data).is_empty()));
+        }
+    }
+}

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, AsArray};
-use arrow::datatypes::{Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
+use arrow::datatypes::{DataType, Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
 use chrono::{DateTime, Datelike, NaiveDate, Timelike, Weekday};
 use taglake_storage::{Table, Warehouse};
 use taglake_tagger::catalog::{Better, CatalogFile, Values};
@@ -721,6 +721,78 @@ fn every_tag_matches_an_independent_reference() {
     let early = NaiveDate::from_ymd_opt(2026, 3, 15).unwrap();
     let (early_reference, _) = run_and_compare(&wh, &rt, Some(early));
     assert!(early_reference.base.len() < reference.base.len(), "some members registered after {early}");
+}
+
+/// Differences between the `features` table and the reference's features
+/// (every column of every base member, nulls included), at most 20.
+fn features_differences(wh: &Warehouse, rt: &tokio::runtime::Runtime, reference: &Reference) -> Vec<String> {
+    let mut report = Vec::new();
+    let mut rows = 0;
+    // Every stored column (`Warehouse::read` gives the fixed ones only):
+    // the current version's files, read as they are.
+    let files = rt.block_on(taglake_storage::scan::table_files(wh, Table::Features)).unwrap();
+    let batches = files.iter().flat_map(|f| {
+        let file = std::fs::File::open(f).unwrap();
+        parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 8192).unwrap().map(Result::unwrap)
+    });
+    for b in batches {
+        let keys = b.column_by_name("member_key").unwrap().as_primitive::<Int64Type>();
+        for r in 0..b.num_rows() {
+            rows += 1;
+            let key = u32::try_from(keys.value(r)).unwrap();
+            let Some(want) = reference.features.get(&key) else {
+                report.push(format!("member_key {key} is in `features` but not in the base"));
+                continue;
+            };
+            let schema = b.schema();
+            let names: BTreeSet<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            if names != want.keys().map(String::as_str).collect() {
+                report.push(format!("columns {names:?}, reference {:?}", want.keys().collect::<Vec<_>>()));
+                return report;
+            }
+            for (field, col) in b.schema().fields().iter().zip(b.columns()) {
+                let num = |v: f64| F::Num(col.is_valid(r).then_some(v));
+                let got = match field.data_type() {
+                    DataType::Int32 => num(col.as_primitive::<Int32Type>().value(r) as f64),
+                    DataType::Int64 => num(col.as_primitive::<Int64Type>().value(r) as f64),
+                    DataType::Date32 => num(col.as_primitive::<Date32Type>().value(r) as f64),
+                    DataType::Float64 => num(col.as_primitive::<Float64Type>().value(r)),
+                    DataType::Utf8 => F::Text(text(col.as_ref(), r)),
+                    other => panic!("column {} has type {other}", field.name()),
+                };
+                if got != want[field.name()] && report.len() < 20 {
+                    report.push(format!("member_key {key} {}: {got}, reference {}", field.name(), want[field.name()]));
+                }
+            }
+        }
+    }
+    if rows != reference.base.len() {
+        report.push(format!("{rows} rows in `features`, {} members in the base", reference.base.len()));
+    }
+    report
+}
+
+/// The `features` table holds exactly the reference's features: one row
+/// per base member, every column, nulls included, on generated data and
+/// on the edge cases.
+#[test]
+fn the_features_table_matches_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let generated = ingested_warehouse(dir.path(), 1500, 13, "generated");
+    let edges = dir.path().join("edges");
+    std::fs::create_dir(&edges).unwrap();
+    for path in [generated, edge_case_warehouse(&edges, "", "")] {
+        let wh = Warehouse::open(&path).unwrap();
+        let (reference, _) = run_and_compare(&wh, &rt, None);
+        let report = features_differences(&wh, &rt, &reference);
+        assert!(
+            report.is_empty(),
+            "{}: the features table differs from the reference:\n{}",
+            path.display(),
+            report.join("\n")
+        );
+    }
 }
 
 #[test]

@@ -179,6 +179,39 @@ impl Program {
         });
     }
 
+    /// [`Program::eval`] into a bitset: bit `i % 64` of `out[i / 64]` is 1
+    /// where the rule is TRUE for member `i`, and the bits past `len` in the
+    /// last word are 0. Each block's byte mask is packed while it is still
+    /// in cache, so no byte-per-member mask of the whole chunk is ever
+    /// written. `out` is cleared and resized to `len.div_ceil(64)` words.
+    ///
+    /// # Panics
+    ///
+    /// As [`Program::eval`].
+    pub fn eval_bits(&self, columns: &[ColumnRef<'_>], len: usize, out: &mut Vec<u64>) {
+        self.eval_bits_in_blocks(columns, len, out, BLOCK);
+    }
+
+    /// [`Program::eval_bits`] with a chosen block size.
+    pub(crate) fn eval_bits_in_blocks(&self, columns: &[ColumnRef<'_>], len: usize, out: &mut Vec<u64>, block: usize) {
+        self.check_columns(columns, len);
+        out.clear();
+        out.resize(len.div_ceil(64), 0);
+        let block = block.max(1);
+        SCRATCH.with(|scratch| {
+            let pool = &mut *scratch.borrow_mut();
+            let mut mask = pool.mask(block.min(len));
+            for start in (0..len).step_by(block) {
+                let end = (start + block).min(len);
+                let b = Block { cols: columns, start, end };
+                let m = &mut mask[..end - start];
+                pred(&self.root, &b, pool, m, Mode::Set);
+                pack_mask(m, start, out);
+            }
+            pool.masks.push(mask);
+        });
+    }
+
     fn check_columns(&self, columns: &[ColumnRef<'_>], len: usize) {
         for &(slot, ty) in &self.reads {
             let (got, got_len) = match columns.get(slot) {
@@ -197,6 +230,36 @@ impl Program {
                 }
             );
         }
+    }
+}
+
+/// ORs a 0/1 byte mask into a bitset at bit `start`: bit `(start + i) % 64`
+/// of `words[(start + i) / 64]` is set where `mask[i]` is 1. Bytes other
+/// than 0 and 1 are not allowed (masks never hold them).
+pub(crate) fn pack_mask(mask: &[u8], start: usize, words: &mut [u64]) {
+    debug_assert!(mask.iter().all(|&b| b <= 1), "a mask holds only 0 and 1");
+    let mut i = 0;
+    // Up to the next word boundary, one bit at a time.
+    while i < mask.len() && !(start + i).is_multiple_of(64) {
+        words[(start + i) / 64] |= u64::from(mask[i]) << ((start + i) % 64);
+        i += 1;
+    }
+    // Whole words: eight bytes of 0/1 become one byte of bits by one
+    // multiplication (byte k of `x` lands on bit 56 + k, no two partial
+    // products overlap, so nothing carries).
+    let (whole, rest) = mask[i..].as_chunks::<64>();
+    let first = (start + i) / 64;
+    for (w, bytes) in words[first..first + whole.len()].iter_mut().zip(whole) {
+        let (eights, _) = bytes.as_chunks::<8>();
+        let mut packed = [0u8; 8];
+        for (p, eight) in packed.iter_mut().zip(eights) {
+            *p = (u64::from_le_bytes(*eight).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u8;
+        }
+        *w |= u64::from_le_bytes(packed);
+    }
+    let tail = start + i + whole.len() * 64;
+    for (j, &b) in rest.iter().enumerate() {
+        words[(tail + j) / 64] |= u64::from(b) << ((tail + j) % 64);
     }
 }
 

@@ -11,7 +11,9 @@
 //!    which type, which text values a dictionary holds) and produces a
 //!    [`Program`]. Every type error is found here, before any data is read.
 //! 3. [`Program::eval`] runs over a chunk of members held as columns
-//!    ([`ColumnRef`]) and writes a 0/1 mask: 1 where the rule is TRUE.
+//!    ([`ColumnRef`]) and writes a 0/1 mask: 1 where the rule is TRUE;
+//!    [`Program::eval_bits`] writes the same as a bitset, one bit per
+//!    member, which is what a tag's bitmap is made of.
 //!
 //! [`naive`] is a second, deliberately simple evaluator that walks the tree
 //! one member at a time. It exists so the compiled path can be checked against
@@ -85,6 +87,7 @@ mod tests;
 
 pub use ast::{ArithOp, CmpOp, Expr, ExprKind, Span};
 pub use compile::{Program, compile};
+pub(crate) use eval::pack_mask;
 pub use parser::parse;
 
 /// The type of a column (and of an expression).

@@ -113,7 +113,23 @@ fn mask(env: &TestEnv, data: &[Col], src: &str) -> Vec<u8> {
     assert_eq!(out, small, "block size changes the result of `{src}`");
     let naive: Vec<u8> = naive_all(&expr, env, data, len).iter().map(|v| u8::from(*v == Some(true))).collect();
     assert_eq!(out, naive, "compiled and naive disagree on `{src}`");
+    for block in [eval::BLOCK, 3, 64] {
+        let mut bits = vec![u64::MAX; 2];
+        program.eval_bits_in_blocks(&cols, len, &mut bits, block);
+        assert_eq!(bits, naive_bits(&naive), "bits of `{src}` with blocks of {block}");
+    }
     out
+}
+
+/// A 0/1 mask as a bitset, one bit at a time.
+fn naive_bits(mask: &[u8]) -> Vec<u64> {
+    let mut words = vec![0u64; mask.len().div_ceil(64)];
+    for (i, &b) in mask.iter().enumerate() {
+        if b == 1 {
+            words[i / 64] |= 1 << (i % 64);
+        }
+    }
+    words
 }
 
 /// Three-valued result per member: TRUE where `src` tags, FALSE where
@@ -379,6 +395,27 @@ fn empty_chunks_and_reused_output() {
 }
 
 #[test]
+fn packing_masks_at_any_offset() {
+    // Masks of every length around word boundaries, packed at every offset
+    // into a bitset that already has bits set: the new bits are ORed in.
+    for len in [0usize, 1, 7, 8, 63, 64, 65, 127, 128, 200] {
+        let mask: Vec<u8> = (0..len).map(|i| u8::from((i * 7 + i / 3) % 5 < 2)).collect();
+        for start in [0usize, 1, 8, 63, 64, 100] {
+            let words = (start + len).div_ceil(64) + 1;
+            let mut got = vec![0u64; words];
+            got[0] |= 1;
+            pack_mask(&mask, start, &mut got);
+            let mut want = vec![0u64; words];
+            want[0] |= 1;
+            for (i, &b) in mask.iter().enumerate() {
+                want[(start + i) / 64] |= u64::from(b) << ((start + i) % 64);
+            }
+            assert_eq!(got, want, "{len} bits at {start}");
+        }
+    }
+}
+
+#[test]
 #[should_panic(expected = "the rule reads slot 0 as a number column of at least 2 values, but got a text column")]
 fn wrong_column_type_is_a_caller_bug() {
     let env = TestEnv::new().num("x");
@@ -565,6 +602,10 @@ proptest! {
         let mut out = Vec::new();
         program.eval_in_blocks(&cols, len, &mut out, block);
         let naive = naive_all(&parsed, &env, &data, len);
+        let mut bits = Vec::new();
+        program.eval_bits_in_blocks(&cols, len, &mut bits, block);
+        let naive_mask: Vec<u8> = naive.iter().map(|v| u8::from(*v == Some(true))).collect();
+        prop_assert_eq!(&bits, &naive_bits(&naive_mask), "bits of `{}` with blocks of {}", text, block);
         for i in 0..len {
             prop_assert_eq!(
                 out[i] == 1,
