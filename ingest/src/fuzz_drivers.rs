@@ -345,27 +345,35 @@ fn file_drivers_hold_on_a_fixed_sample() {
     }
 }
 
+/// Column names of a real retailer's order export and of the canonical
+/// layout: what mapping files name and raw batches hold.
+const EXPORT_HEADERS: [&str; 20] = [
+    "household_key",
+    "BASKET_ID",
+    "DAY",
+    "TRANS_TIME",
+    "PRODUCT_ID",
+    "QUANTITY",
+    "SALES_VALUE",
+    "RETAIL_DISC",
+    "member_id",
+    "order_id",
+    "line_no",
+    "ordered_at",
+    "channel",
+    "sku",
+    "quantity",
+    "amount",
+    "category",
+    "registered_at",
+    "birthday",
+    "points_balance",
+];
+
 /// Mapping texts a fuzzer would write: the keys the format has, with
 /// values that are right, wrong in type, or absurd.
 fn mapping_text() -> impl Strategy<Value = String> {
-    let source = select(vec![
-        "household_key",
-        "BASKET_ID",
-        "DAY",
-        "TRANS_TIME",
-        "PRODUCT_ID",
-        "QUANTITY",
-        "SALES_VALUE",
-        "RETAIL_DISC",
-        "member_id",
-        "order_id",
-        "ordered_at",
-        "amount",
-        "registered_at",
-        "birthday",
-        "points_balance",
-        "missing",
-    ]);
+    let source = select(EXPORT_HEADERS.iter().copied().chain(["missing"]).collect::<Vec<_>>());
     let rule = prop_oneof![
         3 => source.clone().prop_map(|s| format!("\"{s}\"")),
         1 => Just("{ sequence = true }".to_string()),
@@ -429,28 +437,6 @@ fn mapping_text() -> impl Strategy<Value = String> {
 /// Rows under the columns mapping files usually name, with the values
 /// exports hold (blanks, negatives, odd dates, stray text).
 fn raw_batch() -> impl Strategy<Value = RawBatch> {
-    const HEADERS: [&str; 20] = [
-        "household_key",
-        "BASKET_ID",
-        "DAY",
-        "TRANS_TIME",
-        "PRODUCT_ID",
-        "QUANTITY",
-        "SALES_VALUE",
-        "RETAIL_DISC",
-        "member_id",
-        "order_id",
-        "line_no",
-        "ordered_at",
-        "channel",
-        "sku",
-        "quantity",
-        "amount",
-        "category",
-        "registered_at",
-        "birthday",
-        "points_balance",
-    ];
     let value = prop::option::of(select(vec![
         "1",
         "0",
@@ -477,12 +463,12 @@ fn raw_batch() -> impl Strategy<Value = RawBatch> {
         "NULL",
         "  ",
     ]));
-    prop::collection::vec(prop::collection::vec(value, HEADERS.len()), 0..8).prop_map(|rows| {
-        let columns: Vec<ArrayRef> = (0..HEADERS.len())
+    prop::collection::vec(prop::collection::vec(value, EXPORT_HEADERS.len()), 0..8).prop_map(|rows| {
+        let columns: Vec<ArrayRef> = (0..EXPORT_HEADERS.len())
             .map(|c| std::sync::Arc::new(StringArray::from_iter(rows.iter().map(|r| r[c]))) as ArrayRef)
             .collect();
         RawBatch {
-            headers: std::sync::Arc::new(HEADERS.iter().map(|h| h.to_string()).collect()),
+            headers: std::sync::Arc::new(EXPORT_HEADERS.iter().map(|h| h.to_string()).collect()),
             columns,
             rows: (1..=rows.len() as u64).collect(),
             rejects: Vec::new(),

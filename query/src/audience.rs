@@ -572,11 +572,7 @@ pub(crate) mod tests {
                 let text = display(&n, &small_tags());
                 match noise {
                     None => text,
-                    Some((noise, at)) => {
-                        let at = text.char_indices().map(|(i, _)| i).nth(at.index(text.chars().count() + 1));
-                        let (a, b) = text.split_at(at.unwrap_or(text.len()));
-                        format!("{a}{noise}{b}")
-                    }
+                    Some((noise, at)) => taglake_storage::fuzzing::put_in(&text, &noise, at),
                 }
             });
         prop_oneof![soup, printed]

@@ -59,9 +59,27 @@ pub fn run_for<S: Strategy>(
     cases
 }
 
+/// `text` with `noise` put in at a character boundary chosen by `at`
+/// (anywhere from before the first character to after the last): how the
+/// language drivers break a well-formed text.
+pub fn put_in(text: &str, noise: &str, at: proptest::sample::Index) -> String {
+    let at = text.char_indices().map(|(i, _)| i).nth(at.index(text.chars().count() + 1));
+    let (a, b) = text.split_at(at.unwrap_or(text.len()));
+    format!("{a}{noise}{b}")
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn noise_goes_in_at_a_character_boundary(text in "[aé😀 ]{0,8}", at in any::<proptest::sample::Index>()) {
+            let out = super::put_in(&text, "<>", at);
+            let k = out.find("<>").unwrap();
+            prop_assert_eq!(format!("{}{}", &out[..k], &out[k + 2..]), text);
+        }
+    }
 
     #[test]
     fn a_failing_case_panics_with_the_driver_name() {
