@@ -180,18 +180,14 @@ pub async fn cluster(wh: &Warehouse, lock: &WriterLock, opts: &ClusterOptions) -
     // A reused model keeps its numbers and names. A new one continues the
     // previous model's numbers where communities match; the others (all,
     // on a first fit) take the free numbers, largest community first.
-    let previous = if opts.reuse_model { None } else { previous_model(wh, &model) };
-    let mut by_size: Vec<usize> = (0..k).collect();
-    by_size.sort_by(|&a, &b| assigned.sums.members[b].cmp(&assigned.sums.members[a]).then(a.cmp(&b)));
     let (order, continued) = if opts.reuse_model {
         ((0..k).collect(), Vec::new())
     } else {
-        number_communities(
-            &by_size,
-            previous
-                .as_ref()
-                .map(|p| crate::align::align(&p.centroids_in_feature_units(), &model.centroids_in_feature_units())),
-        )
+        let mut by_size: Vec<usize> = (0..k).collect();
+        by_size.sort_by(|&a, &b| assigned.sums.members[b].cmp(&assigned.sums.members[a]).then(a.cmp(&b)));
+        let alignment = previous_model(wh, &model)
+            .map(|p| crate::align::align(&p.centroids_in_feature_units(), &model.centroids_in_feature_units()));
+        number_communities(&by_size, alignment)
     };
     let mut rank = vec![0u32; k];
     for (new, &old) in order.iter().enumerate() {

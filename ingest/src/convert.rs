@@ -347,7 +347,7 @@ fn convert_column(
             TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
             |v: &str| parse_timestamp(v, &rule.format, rule.zone).and_then(check_timestamp),
             |d: &DefaultValue| match d {
-                DefaultValue::Parsed(s) => parse_timestamp(s, &TimeFormat::Auto, rule.zone).and_then(check_timestamp),
+                DefaultValue::Parsed(s) => parsed_default(s, ColumnType::Timestamp, rule.zone),
                 _ => Err("is not a timestamp".to_string()),
             }
         ),
@@ -361,7 +361,7 @@ fn convert_column(
             Date32Builder::with_capacity(n),
             |v: &str| parse_date(v, &rule.format).and_then(check_date),
             |d: &DefaultValue| match d {
-                DefaultValue::Parsed(s) => parse_date(s, &TimeFormat::Auto).and_then(check_date),
+                DefaultValue::Parsed(s) => parsed_default(s, ColumnType::Date, rule.zone).map(|d| d as i32),
                 _ => Err("is not a date".to_string()),
             }
         ),
@@ -527,7 +527,17 @@ fn check_float(m: &CheckedMapping, rule: &ColumnRule, x: f64) -> std::result::Re
     }
 }
 
-pub(crate) fn check_timestamp(us: i64) -> std::result::Result<i64, String> {
+/// A timestamp (microseconds) or date (days) `default` of a mapping, read
+/// and range-checked as a value of the file would be. The mapping check
+/// and the conversion both use it.
+pub(crate) fn parsed_default(s: &str, ty: ColumnType, zone: Zone) -> std::result::Result<i64, String> {
+    match ty {
+        ColumnType::Date => parse_date(s, &TimeFormat::Auto).and_then(check_date).map(i64::from),
+        _ => parse_timestamp(s, &TimeFormat::Auto, zone).and_then(check_timestamp),
+    }
+}
+
+fn check_timestamp(us: i64) -> std::result::Result<i64, String> {
     let lo = (days_from_ce(MIN_TS.0, MIN_TS.1, MIN_TS.2) - UNIX_EPOCH_DAYS_FROM_CE) as i64 * 86_400_000_000;
     let hi = (days_from_ce(MAX_YEAR, 1, 1) - UNIX_EPOCH_DAYS_FROM_CE) as i64 * 86_400_000_000;
     if us < lo || us >= hi {
@@ -539,7 +549,7 @@ pub(crate) fn check_timestamp(us: i64) -> std::result::Result<i64, String> {
     Ok(us)
 }
 
-pub(crate) fn check_date(days: i32) -> std::result::Result<i32, String> {
+fn check_date(days: i32) -> std::result::Result<i32, String> {
     let lo = days_from_ce(MIN_DATE.0, MIN_DATE.1, MIN_DATE.2) - UNIX_EPOCH_DAYS_FROM_CE;
     let hi = days_from_ce(MAX_YEAR, 1, 1) - UNIX_EPOCH_DAYS_FROM_CE;
     if days < lo || days >= hi {

@@ -47,7 +47,7 @@ use chrono::{FixedOffset, NaiveDate};
 use serde::Deserialize;
 use taglake_storage::{ColumnType, Table};
 
-use crate::convert::{check_date, check_timestamp, parse_date, parse_timestamp};
+use crate::convert::parsed_default;
 use crate::{Error, Result};
 
 /// A mapping file as written (unchecked).
@@ -346,11 +346,7 @@ impl Mapping {
             // A timestamp or date default is read as a value of the file
             // would be, so a bad one fails here and not on the first batch.
             if let Some(DefaultValue::Parsed(s)) = &default {
-                let checked = match col.ty {
-                    ColumnType::Date => parse_date(s, &TimeFormat::Auto).and_then(check_date).map(drop),
-                    _ => parse_timestamp(s, &TimeFormat::Auto, col_zone).and_then(check_timestamp).map(drop),
-                };
-                checked.map_err(|msg| at(format!("`default` {msg}")))?;
+                parsed_default(s, col.ty, col_zone).map_err(|msg| at(format!("`default` {msg}")))?;
             }
             rules.push(ColumnRule {
                 name: col.name,

@@ -239,7 +239,8 @@ struct LineCounter<R> {
     /// Bytes passed through, and lines ended in them.
     offset: u64,
     lines: u64,
-    /// The last byte passed through was a `\r`.
+    /// The last line-break byte passed through was a `\r` (it matters only
+    /// when the next break is adjacent to it).
     after_cr: bool,
 }
 
@@ -265,12 +266,6 @@ impl<R> LineCounter<R> {
                 _ => self.runs.push_back((at, at + 1, self.lines)),
             }
             self.after_cr = cr;
-        }
-        if let Some(&last) = bytes.last()
-            && last != b'\r'
-            && last != b'\n'
-        {
-            self.after_cr = false;
         }
         self.offset += bytes.len() as u64;
     }
