@@ -8,8 +8,11 @@
 //! The steps: ingest products, members, then orders (whichever were given,
 //! each within `--memory`), `tag`, then `cluster --reuse-model` when a model
 //! was saved by an earlier `taglake cluster` (community numbers stay
-//! stable from night to night), and last the movement of every tag family
-//! between the night's first and last snapshot. Each step commits on its
+//! stable from night to night), the movement of every tag family between
+//! the night's first and last snapshot, and last the snapshot retention
+//! (`taglake tags prune` with the `--keep-*` policy, then deleting the
+//! files of snapshots pruned more than `--keep-pruned-days` ago), so a year
+//! of nights keeps a bounded number of snapshots. Each step commits on its
 //! own and each is idempotent, so a night that failed or was killed is
 //! finished by running the same command again.
 //!
@@ -73,6 +76,22 @@ pub(crate) struct NightlyArgs {
     /// Do not assign communities, even when a model was saved.
     #[arg(long)]
     pub no_cluster: bool,
+    /// Snapshot retention: keep the newest this many snapshots (see `taglake tags prune`).
+    #[arg(long, default_value_t = snapshot::Retention::default().keep_last)]
+    pub keep_last: usize,
+    /// Snapshot retention: keep the last snapshot of each of the newest this many days.
+    #[arg(long, default_value_t = snapshot::Retention::default().keep_daily)]
+    pub keep_daily: usize,
+    /// Snapshot retention: keep the last snapshot of each of the newest this many months.
+    #[arg(long, default_value_t = snapshot::Retention::default().keep_monthly)]
+    pub keep_monthly: usize,
+    /// Files of pruned snapshots stay on disk (readable by time travel) this
+    /// many days before the night deletes them.
+    #[arg(long, default_value_t = 7)]
+    pub keep_pruned_days: u32,
+    /// Keep every snapshot (no retention step).
+    #[arg(long)]
+    pub no_prune: bool,
     /// The summary as text (a line per step) or one JSON document on stdout
     /// (step lines then go to stderr).
     #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
@@ -169,6 +188,9 @@ pub(crate) async fn nightly(a: NightlyArgs) -> ExitCode {
 
 async fn run(a: &NightlyArgs, summary: &mut Summary) -> Result<()> {
     let memory = crate::cli::parse_memory(&a.memory)?;
+    if a.keep_pruned_days > crate::tags::MAX_KEEP_FEATURES_DAYS {
+        anyhow::bail!("--keep-pruned-days {}: at most {} (100 years)", a.keep_pruned_days, crate::tags::MAX_KEEP_FEATURES_DAYS);
+    }
     let wh = Warehouse::open(&a.wh.warehouse)?;
     let lock = crate::cli::lock_writer(&wh, &a.wait)?;
     let first_snapshot = snapshot::versions(&wh).await?.into_iter().max();
@@ -254,6 +276,27 @@ async fn run(a: &NightlyArgs, summary: &mut Summary) -> Result<()> {
         }
         _ => summary.steps.push(Step::skipped("tag movement".into(), "no earlier snapshot to compare with")),
     }
+
+    if a.no_prune {
+        summary.steps.push(Step::skipped("prune snapshots".into(), "--no-prune"));
+        return Ok(());
+    }
+    let policy = snapshot::Retention { keep_last: a.keep_last, keep_daily: a.keep_daily, keep_monthly: a.keep_monthly };
+    step(summary, "prune snapshots".into(), async {
+        let p = snapshot::prune(&wh, &lock, &policy, false).await?;
+        let retain = chrono::Duration::days(a.keep_pruned_days.into());
+        let vacuumed = wh.vacuum(&lock, Table::Tags, retain, false).await?;
+        Ok(BTreeMap::from([
+            ("kept", p.kept.len() as u64),
+            ("deleted", p.deleted.len() as u64),
+            ("rewritten", p.rewritten.len() as u64),
+            ("bytes_removed", p.bytes_removed),
+            ("bytes_added", p.bytes_added),
+            ("files_vacuumed", vacuumed.files.len() as u64),
+            ("bytes_vacuumed", vacuumed.bytes()),
+        ]))
+    })
+    .await?;
     Ok(())
 }
 

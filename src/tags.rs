@@ -49,6 +49,97 @@ pub enum TagsCommand {
     Diff(DiffArgs),
     /// The snapshots in the warehouse.
     Snapshots,
+    /// Delete old snapshots under a retention policy (one commit). Kept: the
+    /// newest, the --keep-last newest, the last snapshot of each of the
+    /// newest --keep-daily days and --keep-monthly months (by as-of date),
+    /// and every snapshot an experiment was exported from. `taglake vacuum`
+    /// deletes the files after its retention period.
+    Prune(PruneArgs),
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Keep the newest this many snapshots.
+    #[arg(long, default_value_t = snapshot::Retention::default().keep_last)]
+    pub keep_last: usize,
+    /// Keep the last snapshot of each of the newest this many as-of days.
+    #[arg(long, default_value_t = snapshot::Retention::default().keep_daily)]
+    pub keep_daily: usize,
+    /// Keep the last snapshot of each of the newest this many as-of months.
+    #[arg(long, default_value_t = snapshot::Retention::default().keep_monthly)]
+    pub keep_monthly: usize,
+    /// Only say what would be deleted.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format: a table, or the full result as JSON.
+    #[arg(long, value_enum, default_value_t = PruneFormat::Table)]
+    pub format: PruneFormat,
+    #[command(flatten)]
+    pub wait: crate::cli::WaitArg,
+}
+
+#[derive(Copy, Clone, ValueEnum, PartialEq, Eq)]
+pub enum PruneFormat {
+    Table,
+    Json,
+}
+
+impl PruneArgs {
+    /// The retention policy the flags give.
+    pub fn retention(&self) -> snapshot::Retention {
+        snapshot::Retention { keep_last: self.keep_last, keep_daily: self.keep_daily, keep_monthly: self.keep_monthly }
+    }
+}
+
+/// `taglake tags prune`.
+async fn prune(wh: &Warehouse, a: PruneArgs) -> Result<()> {
+    let lock = crate::cli::lock_writer(wh, &a.wait)?;
+    let done = snapshot::prune(wh, &lock, &a.retention(), a.dry_run).await?;
+    if a.format == PruneFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"dry_run": a.dry_run, "pruned": done}))?);
+        return Ok(());
+    }
+    print_pruned(&done, a.dry_run);
+    Ok(())
+}
+
+/// The prune report: what stays and why, what goes, and the bytes.
+pub fn print_pruned(done: &snapshot::Pruned, dry_run: bool) {
+    for k in &done.kept {
+        println!("  keep    {:>6}  {}  {}", k.snapshot, k.as_of, k.reasons.join(", "));
+    }
+    for (v, as_of) in &done.deleted {
+        println!("  delete  {v:>6}  {as_of}");
+    }
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    let rewritten = if done.rewritten.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; {} kept snapshot{} {} {} bitmap{} the deleted ones held",
+            done.rewritten.len(),
+            if done.rewritten.len() == 1 { "" } else { "s" },
+            if dry_run { "would take over" } else { "took over" },
+            done.taken_over,
+            if done.taken_over == 1 { "" } else { "s" }
+        )
+    };
+    let bytes = if dry_run {
+        format!("{} of files leave the table", report::bytes(done.bytes_removed))
+    } else {
+        format!(
+            "{} freed ({} removed, {} rewritten; `taglake vacuum` deletes the files)",
+            report::bytes(done.bytes_removed.saturating_sub(done.bytes_added)),
+            report::bytes(done.bytes_removed),
+            report::bytes(done.bytes_added)
+        )
+    };
+    println!(
+        "prune: kept {}, {verb} {} snapshot{}{rewritten}; {bytes}",
+        done.kept.len(),
+        done.deleted.len(),
+        if done.deleted.len() == 1 { "" } else { "s" }
+    );
 }
 
 #[derive(Copy, Clone, ValueEnum, PartialEq, Eq)]
@@ -109,7 +200,7 @@ pub struct DiffArgs {
 }
 
 /// Longest `--keep-features-days` (100 years): the cut-off date must stay a date.
-const MAX_KEEP_FEATURES_DAYS: u32 = 36_525;
+pub(crate) const MAX_KEEP_FEATURES_DAYS: u32 = 36_525;
 
 pub async fn tag(wh: &Warehouse, lock: &WriterLock, a: &TagArgs) -> Result<RefreshSummary> {
     if a.keep_features_days > MAX_KEEP_FEATURES_DAYS {
@@ -205,6 +296,7 @@ pub async fn tags(wh: &Warehouse, cmd: TagsCommand) -> Result<()> {
             );
         }
         TagsCommand::Diff(a) => diff(wh, a).await?,
+        TagsCommand::Prune(a) => prune(wh, a).await?,
         TagsCommand::Snapshots => {
             let versions = snapshot::versions(wh).await?;
             if versions.is_empty() {

@@ -119,18 +119,8 @@ impl TagSet {
         let mut files = Vec::new();
         let mut tags = Vec::new();
         if let Some(v) = version {
-            let value = v.to_string();
-            let paths: Vec<PathBuf> = wh
-                .files(Table::Tags)
-                .await?
-                .into_iter()
-                .filter(|f| f.partition_value("snapshot") == Some(value.as_str()))
-                .map(|f| f.path)
-                .collect();
-            if paths.is_empty() {
-                return Err(Error::Invalid(format!("no tag snapshot {v} in {}", wh.root().display())));
-            }
-            let (f, t) = tokio::task::block_in_place(|| index_snapshot(&paths))?;
+            let all = wh.files(Table::Tags).await?;
+            let (f, t) = tokio::task::block_in_place(|| index_with_holders(v, &all))?;
             files = f;
             tags = t;
         }
@@ -288,12 +278,55 @@ pub fn tagged(tags: Option<Arc<TagSet>>) -> Result<(Arc<TagSet>, i64)> {
     Ok((tags, snapshot))
 }
 
+/// The files of snapshot `v` among the files of a `tags` version.
+fn snapshot_paths(all: &[taglake_storage::DataFile], v: i64) -> Vec<PathBuf> {
+    let value = v.to_string();
+    all.iter().filter(|f| f.partition_value("snapshot") == Some(value.as_str())).map(|f| f.path.clone()).collect()
+}
+
+/// Indexes snapshot `v` among `all` (the files of one `tags` version): a
+/// tag stored as a reference gets the location of its bytes in the holder
+/// snapshot the reference names (see `taglake_tagger::snapshot`).
+fn index_with_holders(v: i64, all: &[taglake_storage::DataFile]) -> Result<(Vec<TagFile>, Vec<Tag>)> {
+    let paths = snapshot_paths(all, v);
+    if paths.is_empty() {
+        return Err(Error::Invalid(format!("no tag snapshot {v} in the tags table")));
+    }
+    let (mut files, mut tags) = index_snapshot(&paths, 0)?;
+    let mut by_holder: HashMap<i64, Vec<usize>> = HashMap::new();
+    for (i, (_, h)) in tags.iter().enumerate() {
+        if let Some(h) = h {
+            by_holder.entry(*h).or_default().push(i);
+        }
+    }
+    for (h, referring) in by_holder {
+        let paths = snapshot_paths(all, h);
+        let (held_files, held) = index_snapshot(&paths, files.len())?;
+        let at: HashMap<&str, Option<Location>> =
+            held.iter().filter(|(_, h)| h.is_none()).map(|(t, _)| (t.name.as_str(), t.location)).collect();
+        for i in referring {
+            let tag = &mut tags[i].0;
+            tag.location = at.get(tag.name.as_str()).copied().flatten();
+            if tag.location.is_none() {
+                return Err(Error::Corrupt(format!(
+                    "tag `{}` of snapshot {v} refers to the bytes of snapshot {h}, which holds no such tag",
+                    tag.name
+                )));
+            }
+        }
+        files.extend(held_files);
+    }
+    Ok((files, tags.into_iter().map(|(t, _)| t).collect()))
+}
+
 /// Reads name, family and position of every tag of a snapshot's files and
 /// where its bitmap is, keeping each file's metadata (with the page index,
-/// so a bitmap read touches only its own pages).
-fn index_snapshot(paths: &[PathBuf]) -> Result<(Vec<TagFile>, Vec<Tag>)> {
+/// so a bitmap read touches only its own pages); file numbers start at
+/// `first_file`. A tag stored as a reference comes with the snapshot
+/// holding its bytes, to be located there.
+fn index_snapshot(paths: &[PathBuf], first_file: usize) -> Result<(Vec<TagFile>, Vec<(Tag, Option<i64>)>)> {
     let mut files = Vec::new();
-    let mut found: Vec<(i32, Tag)> = Vec::new();
+    let mut found: Vec<(i32, Tag, Option<i64>)> = Vec::new();
     for path in paths {
         let err = |message: String| Error::File { path: path.clone(), message };
         let file = File::open(path).map_err(|e| err(e.to_string()))?;
@@ -307,13 +340,15 @@ fn index_snapshot(paths: &[PathBuf]) -> Result<(Vec<TagFile>, Vec<Tag>)> {
         };
         let (position, name, family, bitmap) =
             (column("position")?, column("name")?, column("family")?, column("bitmap")?);
-        let file_index = files.len();
+        // Written before references existed: every row holds its bytes.
+        let holder = meta.schema().index_of("bitmap_snapshot").ok();
+        let file_index = first_file + files.len();
         for rg in 0..meta.metadata().num_row_groups() {
             let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
                 File::open(path).map_err(|e| err(e.to_string()))?,
                 meta.clone(),
             )
-            .with_projection(ProjectionMask::roots(meta.parquet_schema(), [position, name, family]))
+            .with_projection(ProjectionMask::roots(meta.parquet_schema(), [position, name, family].into_iter().chain(holder)))
             .with_row_groups(vec![rg])
             .build()
             .map_err(|e| err(e.to_string()))?;
@@ -323,22 +358,24 @@ fn index_snapshot(paths: &[PathBuf]) -> Result<(Vec<TagFile>, Vec<Tag>)> {
                 let col = |n: &str| b.column_by_name(n).ok_or_else(|| err(format!("`{n}` was not decoded")));
                 let (p, n, f) = (col("position")?, col("name")?, col("family")?);
                 let (p, n, f) = (p.as_primitive::<Int32Type>(), n.as_string::<i32>(), f.as_string::<i32>());
+                let h = b.column_by_name("bitmap_snapshot").map(|h| h.as_primitive::<Int64Type>());
                 for r in 0..b.num_rows() {
+                    let holder = h.filter(|h| h.is_valid(r)).map(|h| h.value(r));
                     if n.is_null(r) {
                         return Err(err(format!("row {} of row group {rg} has no tag name", row + r)));
                     }
                     let location = Some(Location { file: file_index, row_group: rg, row: row + r });
                     let tag =
                         Tag { name: n.value(r).into(), family: f.value(r).into(), bitmap: OnceLock::new(), location };
-                    found.push((p.value(r), tag));
+                    found.push((p.value(r), tag, holder));
                 }
                 row += b.num_rows();
             }
         }
         files.push(TagFile { path: path.clone(), meta, bitmap_column: bitmap });
     }
-    found.sort_by_key(|(p, _)| *p);
-    Ok((files, found.into_iter().map(|(_, t)| t).collect()))
+    found.sort_by_key(|(p, _, _)| *p);
+    Ok((files, found.into_iter().map(|(_, t, h)| (t, h)).collect()))
 }
 
 /// The `member_key` of every row of `members`.

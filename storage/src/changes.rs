@@ -100,12 +100,27 @@ impl Warehouse {
     /// when a file to remove is no longer part of the current version.
     /// Returns the new version, or `None` when there was nothing to commit.
     pub async fn commit_files(&self, table: Table, removes: &[PathBuf], adds: &[String]) -> Result<Option<u64>> {
+        self.commit_files_claiming(table, removes, adds, &[]).await
+    }
+
+    /// [`Warehouse::commit_files`] that also claims `(app, id)` pairs as
+    /// [`TableWriter::claim`](crate::TableWriter::claim) does: the commit
+    /// fails, changing nothing, when another commit claimed the same
+    /// application id since the version read. A table written by an older
+    /// taglake first gains the columns added since.
+    pub async fn commit_files_claiming(
+        &self,
+        table: Table,
+        removes: &[PathBuf],
+        adds: &[String],
+        claims: &[(&str, i64)],
+    ) -> Result<Option<u64>> {
         if removes.is_empty() && adds.is_empty() {
             return Ok(None);
         }
         let err = self.delta_err(table);
         let delta = match self.load(table).await? {
-            Some(t) => t,
+            Some(t) => self.evolve(table, t).await?,
             None => self.create(table).await?,
         };
         let snapshot = delta.snapshot().map_err(&err)?;
@@ -132,6 +147,7 @@ impl Warehouse {
             let add: deltalake::kernel::Add = serde_json::from_str(a).map_err(|e| err(DeltaTableError::from(e)))?;
             actions.push(Action::Add(add));
         }
+        actions.extend(claims.iter().map(|&(app, id)| Action::Txn(deltalake::kernel::Transaction::new(app, id))));
         let operation = if removes.is_empty() {
             DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: None }
         } else {
@@ -141,7 +157,7 @@ impl Warehouse {
             .with_actions(actions)
             .build(Some(snapshot), delta.log_store(), operation)
             .await
-            .map_err(&err)?;
+            .map_err(self.commit_err(table, "another writer changed the table at the same time"))?;
         Ok(Some(done.version() as u64))
     }
 }

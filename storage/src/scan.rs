@@ -31,23 +31,36 @@ pub struct Wanted {
     pub name: String,
     /// Arrow type the column arrives in (cast if stored otherwise).
     pub ty: DataType,
+    /// Whether a file without the column reads it as null instead of
+    /// failing: a column added to the table after the file was written.
+    pub optional: bool,
 }
 
 impl Wanted {
     /// A column in its warehouse type.
     pub fn plain(table: Table, name: &'static str) -> Wanted {
         let ty = table.column(name).expect("known column").ty.arrow();
-        Wanted { name: name.to_string(), ty }
+        Wanted { name: name.to_string(), ty, optional: false }
+    }
+
+    /// Reads files written before the column existed as null rows instead
+    /// of failing on them.
+    pub fn or_null(self) -> Wanted {
+        Wanted { optional: true, ..self }
     }
 
     /// A column (e.g. a data-dependent one) in the given type.
     pub fn typed(name: impl Into<String>, ty: DataType) -> Wanted {
-        Wanted { name: name.into(), ty }
+        Wanted { name: name.into(), ty, optional: false }
     }
 
     /// A text column read as `Dictionary(Int32, Utf8)`.
     pub fn dictionary(name: &'static str) -> Wanted {
-        Wanted { name: name.to_string(), ty: DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)) }
+        Wanted {
+            name: name.to_string(),
+            ty: DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+            optional: false,
+        }
     }
 }
 
@@ -174,6 +187,9 @@ where
         let mut indices = Vec::with_capacity(wanted.len());
         for w in wanted {
             let Some((i, _)) = file_schema.column_with_name(&w.name) else {
+                if w.optional {
+                    continue;
+                }
                 return Err(Error::Parquet {
                     table: table.name(),
                     path: path.clone(),
@@ -249,6 +265,7 @@ pub fn file_batches(
     let err = |message: String| Error::Parquet { table: table.name(), path: path.to_path_buf(), message };
     let indices = wanted
         .iter()
+        .filter(|w| !w.optional || meta.schema().index_of(&w.name).is_ok())
         .map(|w| meta.schema().index_of(&w.name).map_err(|e| err(e.to_string())))
         .collect::<Result<Vec<_>>>()?;
     let file = File::open(path).map_err(|source| Error::File { path: path.to_path_buf(), source })?;
@@ -277,11 +294,15 @@ fn conform(batch: &RecordBatch, wanted: &[Wanted]) -> std::result::Result<Record
     let mut fields = Vec::with_capacity(wanted.len());
     let mut columns = Vec::with_capacity(wanted.len());
     for w in wanted {
-        let col = batch.column_by_name(&w.name).ok_or_else(|| format!("column `{}` was not decoded", w.name))?;
+        let col = match batch.column_by_name(&w.name) {
+            Some(col) => col.clone(),
+            None if w.optional => arrow::array::new_null_array(&w.ty, batch.num_rows()),
+            None => return Err(format!("column `{}` was not decoded", w.name)),
+        };
         let col = if col.data_type() == &w.ty {
-            col.clone()
+            col
         } else {
-            cast(col, &w.ty)
+            cast(&col, &w.ty)
                 .map_err(|e| format!("column `{}` ({}) cannot be read as {}: {e}", w.name, col.data_type(), w.ty))?
         };
         fields.push(Field::new(&w.name, w.ty.clone(), true));

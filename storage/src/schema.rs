@@ -181,6 +181,15 @@ const FEATURES: &[Column] = &[
 
 /// One row per tag per snapshot; the table is partitioned by `snapshot`
 /// so reading one snapshot touches only its own files.
+///
+/// A row either holds its tag's bitmap (`bitmap` set, `bitmap_snapshot`
+/// null) or refers to identical bytes in an earlier snapshot (`bitmap`
+/// null, `bitmap_snapshot` = the snapshot whose row of the same `name`
+/// holds them; that row always holds bytes, references never chain).
+/// `bitmap_digest` is the xxh3-128 of the serialized bitmap (32 hex
+/// digits) on every row written since references exist. The last two
+/// columns were added later: tables written before read them as null,
+/// which means "holds its own bitmap", and gain them on their next write.
 const TAGS: &[Column] = &[
     derived("snapshot", Int64),
     derived("position", Int32),
@@ -190,12 +199,14 @@ const TAGS: &[Column] = &[
     derived("rule", Text),
     derived("members", Int64),
     derived("share", Float64),
-    derived("bitmap", Binary),
+    nullable("bitmap", Binary),
     derived("as_of", Date),
     derived("base_members", Int64),
     nullable("features_version", Int64),
     derived("catalog_digest", Text),
     derived("created_at", Timestamp),
+    nullable("bitmap_digest", Text),
+    nullable("bitmap_snapshot", Int64),
 ];
 
 /// One row per member with orders: the k-means community it belongs to

@@ -51,7 +51,7 @@ impl Warehouse {
 
     /// Like `delta_err`, but a commit that lost to a conflicting one is
     /// [`Error::Conflict`], described by `what`.
-    fn commit_err<'a>(&'a self, table: Table, what: &'a str) -> impl Fn(DeltaTableError) -> Error + 'a {
+    pub(crate) fn commit_err<'a>(&'a self, table: Table, what: &'a str) -> impl Fn(DeltaTableError) -> Error + 'a {
         move |source| match source {
             DeltaTableError::Transaction {
                 source: deltalake::kernel::transaction::TransactionError::CommitConflict(conflict),
@@ -177,10 +177,12 @@ impl Warehouse {
     /// Starts a streaming append: batches go to Parquet files as they come;
     /// nothing is visible until [`TableWriter::commit`] makes them one
     /// Delta commit. Dropping the writer without committing leaves only
-    /// unreferenced files behind, never a partial table.
+    /// unreferenced files behind, never a partial table. A table written by
+    /// an older taglake first gains the columns added since
+    /// ([`Warehouse::evolve`]).
     pub async fn append(&self, table: Table) -> Result<TableWriter> {
         let delta = match self.load(table).await? {
-            Some(t) => t,
+            Some(t) => self.evolve(table, t).await?,
             None => self.create(table).await?,
         };
         check_table_schema(self, table, &delta)?;
@@ -188,6 +190,52 @@ impl Warehouse {
             .map_err(self.delta_err(table))?
             .with_target_file_size(TARGET_FILE_SIZE);
         Ok(TableWriter { warehouse: self.clone(), table, delta, writer, rows: 0, claims: Vec::new() })
+    }
+
+    /// Brings a table written by an older taglake to the current schema:
+    /// adds the nullable columns [`Table::columns`] lists that the stored
+    /// table lacks (its files read them as null) and drops NOT NULL from
+    /// stored columns now declared nullable. One commit of its own that
+    /// changes the schema only, made once; a table already current is
+    /// returned as it is. Required columns that are missing stay missing:
+    /// [`Warehouse::append`] refuses such a table by name.
+    pub(crate) async fn evolve(&self, table: Table, delta: DeltaTable) -> Result<DeltaTable> {
+        use deltalake::kernel::transaction::CommitBuilder;
+        use deltalake::kernel::{Action, MetadataExt, StructField};
+        use deltalake::protocol::DeltaOperation;
+        let err = self.delta_err(table);
+        let snapshot = delta.snapshot().map_err(&err)?;
+        let wanted: StructType =
+            table.arrow_schema().as_ref().try_into_kernel().map_err(|e| err(DeltaTableError::from(e)))?;
+        let stored = snapshot.schema();
+        let mut fields: Vec<StructField> = Vec::new();
+        let mut changed = false;
+        for f in stored.fields() {
+            let mut f = f.clone();
+            if !f.nullable && wanted.field(&f.name).is_some_and(|w| w.nullable) {
+                f.nullable = true;
+                changed = true;
+            }
+            fields.push(f);
+        }
+        let added: Vec<StructField> =
+            wanted.fields().filter(|w| w.nullable && stored.field(&w.name).is_none()).cloned().collect();
+        if !changed && added.is_empty() {
+            return Ok(delta);
+        }
+        fields.extend(added.iter().cloned());
+        let schema = StructType::try_new(fields).map_err(|e| err(DeltaTableError::from(e)))?;
+        let metadata = snapshot.metadata().clone().with_schema(&schema).map_err(|e| err(e.into()))?;
+        CommitBuilder::default()
+            .with_actions(vec![Action::Metadata(metadata)])
+            .build(Some(snapshot), delta.log_store(), DeltaOperation::AddColumn { fields: added })
+            .await
+            .map_err(&err)?;
+        self.load(table).await?.ok_or_else(|| Error::Schema {
+            table: table.name(),
+            path: self.table_path(table),
+            message: "the table disappeared while its schema was brought up to date".into(),
+        })
     }
 
     pub(crate) async fn create(&self, table: Table) -> Result<DeltaTable> {
@@ -663,7 +711,9 @@ impl Warehouse {
         let path = self.table_path(table);
         std::fs::create_dir_all(&path).map_err(|source| Error::File { path: path.clone(), source })?;
         let url = deltalake::ensure_table_uri(path.to_string_lossy()).map_err(self.delta_err(table))?;
-        let writer = RecordBatchWriter::try_new(url.as_str(), schema.clone(), None, None)
+        let partitions = table.partition_columns();
+        let partitions = (!partitions.is_empty()).then(|| partitions.iter().map(|c| c.to_string()).collect());
+        let writer = RecordBatchWriter::try_new(url.as_str(), schema.clone(), partitions, None)
             .map_err(self.delta_err(table))?
             .with_writer_properties(parquet_properties(table, &schema))
             .with_target_file_size(target_size);
@@ -1172,6 +1222,83 @@ pub(crate) mod tests {
     fn age(path: &Path, age: std::time::Duration) {
         let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
         f.set_modified(std::time::SystemTime::now() - age).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_table_written_before_columns_were_added_gains_them_and_old_files_read_them_as_null() {
+        use arrow::array::{Array, BinaryArray, Date32Array, Float64Array, Int32Array, TimestampMicrosecondArray};
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Warehouse::open(dir.path()).unwrap();
+        // `tags` as written before `bitmap_digest` and `bitmap_snapshot`
+        // existed, with `bitmap` required.
+        let t = Table::Tags;
+        let full = t.arrow_schema();
+        let old: SchemaRef = Arc::new(Schema::new(
+            full.fields()[..14]
+                .iter()
+                .map(|f| if f.name() == "bitmap" { f.as_ref().clone().with_nullable(false) } else { f.as_ref().clone() })
+                .collect::<Vec<_>>(),
+        ));
+        let kernel: StructType = old.as_ref().try_into_kernel().unwrap();
+        let url = deltalake::ensure_table_uri(wh.table_path(t).to_string_lossy()).unwrap();
+        let delta = DeltaTable::try_from_url(url)
+            .await
+            .unwrap()
+            .create()
+            .with_columns(kernel.fields().cloned())
+            .with_partition_columns(["snapshot"])
+            .await
+            .unwrap();
+        let text = |v: &str| Arc::new(StringArray::from(vec![v])) as arrow::array::ArrayRef;
+        let row = RecordBatch::try_new(
+            old.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![1])),
+                Arc::new(Int32Array::from(vec![0])),
+                text("a"),
+                text("f"),
+                text(""),
+                text("r"),
+                Arc::new(Int64Array::from(vec![0])),
+                Arc::new(Float64Array::from(vec![0.0])),
+                Arc::new(BinaryArray::from(vec![b"x".as_slice()])),
+                Arc::new(Date32Array::from(vec![0])),
+                Arc::new(Int64Array::from(vec![1])),
+                Arc::new(Int64Array::from(vec![None::<i64>])),
+                text("d"),
+                Arc::new(TimestampMicrosecondArray::from(vec![0]).with_timezone("UTC")),
+            ],
+        )
+        .unwrap();
+        delta.write(vec![row]).await.unwrap();
+        let v0 = wh.version(t).await.unwrap();
+        // Appending brings the schema up to date in a commit of its own.
+        let w = wh.append(t).await.unwrap();
+        drop(w);
+        assert_eq!(wh.version(t).await.unwrap(), v0.map(|v| v + 1));
+        assert_eq!(wh.stored_columns(t).await.unwrap(), t.columns().iter().map(|c| c.name).collect::<Vec<_>>());
+        let files: Vec<PathBuf> = wh.files(t).await.unwrap().into_iter().map(|f| f.path).collect();
+        let wanted = [
+            crate::scan::Wanted::plain(t, "name"),
+            crate::scan::Wanted::plain(t, "bitmap_snapshot").or_null(),
+            crate::scan::Wanted::plain(t, "bitmap_digest").or_null(),
+        ];
+        let seen = std::sync::Mutex::new(Vec::new());
+        crate::scan::scan::<_, Error>(t, &files, &wanted, |b| {
+            seen.lock().unwrap().push((b.num_rows(), b.column(1).null_count(), b.column(2).null_count()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen.into_inner().unwrap(), [(1, 1, 1)]);
+        // Without `or_null` a missing column is an error naming it.
+        let err = crate::scan::scan::<_, Error>(t, &files, &[crate::scan::Wanted::plain(t, "bitmap_digest")], |_| Ok(()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("column `bitmap_digest` is missing"), "{err}");
+        // Current tables are left alone.
+        let v1 = wh.version(t).await.unwrap();
+        drop(wh.append(t).await.unwrap());
+        assert_eq!(wh.version(t).await.unwrap(), v1);
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -6,13 +6,36 @@
 //! The table is partitioned by `snapshot`, so reading one snapshot touches
 //! only its files. A commit is atomic: a run killed before it leaves the
 //! previous snapshots exactly as they were, and no reader ever sees part
-//! of a snapshot. Snapshots are never rewritten.
+//! of a snapshot. A snapshot's content never changes once committed.
 //!
 //! Writing one takes the warehouse [`WriterLock`], and the commit claims its
 //! snapshot number (a Delta `txn` action), so two writers can never publish
 //! the same number, even without the lock.
+//!
+//! # Shared bitmaps
+//!
+//! Most nights change only some tags, and `taglake cluster` adds its
+//! community tags to a copy of the previous tags. Storing every bitmap
+//! again would make a year of nights cost a year of full copies. So every
+//! row carries `bitmap_digest`, the XXH3-128 of its serialized bitmap (32
+//! hex digits), and a tag whose bytes equal those of the same tag in the
+//! newest snapshot is stored as a *reference*: `bitmap` null and
+//! `bitmap_snapshot` = the snapshot whose row of the same `name` holds the
+//! bytes. A reference always names the holder itself, never another
+//! reference, so a reader follows at most one step: to read tag `t` of
+//! snapshot `s`, take `s`'s row of `t`; if its `bitmap` is null, take the
+//! row of `t` in snapshot `bitmap_snapshot`, whose `bitmap` is set. (This
+//! is what an external reader such as DuckDB or pyroaring does over
+//! `warehouse/tags`; [`bitmaps`] and the SQL tag set do the same.) Rows
+//! written before references existed have neither column and always hold
+//! their bytes.
+//!
+//! [`prune`] deletes old snapshots under a retention policy; a kept
+//! snapshot that refers to a deleted one takes its bytes over in the same
+//! commit, so no reference ever dangles.
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 
@@ -26,6 +49,9 @@ use taglake_storage::{Table, Warehouse, WriterLock};
 
 use crate::{Error, Result};
 use taglake_storage::scan::{Wanted, scan};
+
+mod prune;
+pub use prune::{Kept, Pruned, Retention, prune};
 
 /// One tag of a snapshot, without its bitmap.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -117,7 +143,8 @@ pub async fn write_after(wh: &Warehouse, lock: &WriterLock, base: i64, new: NewS
 async fn commit(wh: &Warehouse, lock: &WriterLock, base: Option<i64>, new: NewSnapshot) -> Result<i64> {
     lock.check(wh)?;
     let mut writer = wh.append(Table::Tags).await?;
-    let stored = numbers(&writer.files()?).last().copied();
+    let files = writer.files()?;
+    let stored = numbers(&files).last().copied();
     let newest = stored.max(writer.claimed(SNAPSHOT_CLAIM).await?);
     if let Some(base) = base.filter(|&b| Some(b) != newest) {
         return Err(taglake_storage::Error::Conflict {
@@ -130,25 +157,84 @@ async fn commit(wh: &Warehouse, lock: &WriterLock, base: Option<i64>, new: NewSn
         .into());
     }
     let snapshot = newest.unwrap_or(0) + 1;
+    // The newest snapshot's digests, read from the very version this
+    // commit appends to: a tag whose bytes equal its row there refers to
+    // that row's holder instead of storing them again.
+    let shared = match stored {
+        Some(s) => holders(s, &files_of(&files, s))?,
+        None => HashMap::new(),
+    };
+    let batch = snapshot_batch(snapshot, new, &shared)?;
+    writer.claim(SNAPSHOT_CLAIM, snapshot);
+    writer.write(batch).await?;
+    writer.commit().await?;
+    Ok(snapshot)
+}
+
+/// The digest and holder of every tag of snapshot `v` (its `files`) that has
+/// a digest: `name → (digest, the snapshot whose row holds the bytes)`.
+fn holders(v: i64, files: &[PathBuf]) -> Result<HashMap<String, (String, i64)>> {
+    let t = Table::Tags;
+    let wanted = [
+        Wanted::plain(t, "name"),
+        Wanted::plain(t, "bitmap_digest").or_null(),
+        Wanted::plain(t, "bitmap_snapshot").or_null(),
+    ];
+    let out = Mutex::new(HashMap::new());
+    tokio::task::block_in_place(|| {
+        scan::<_, Error>(t, files, &wanted, |b| {
+            let (names, digests) = (b.column(0).as_string::<i32>(), b.column(1).as_string::<i32>());
+            let holder = b.column(2).as_primitive::<Int64Type>();
+            let mut out = out.lock().expect("holders");
+            for r in (0..b.num_rows()).filter(|&r| digests.is_valid(r)) {
+                let h = if holder.is_valid(r) { holder.value(r) } else { v };
+                out.insert(names.value(r).to_string(), (digests.value(r).to_string(), h));
+            }
+            Ok(())
+        })
+    })?;
+    Ok(out.into_inner().expect("holders"))
+}
+
+/// The digest stored in `bitmap_digest`: XXH3-128 of the serialized bitmap.
+pub fn digest(bytes: &[u8]) -> String {
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(bytes))
+}
+
+/// The rows of snapshot `snapshot`: each tag's bytes, or a reference to
+/// the holder `shared` names for it when its digest equals the one there.
+fn snapshot_batch(snapshot: i64, new: NewSnapshot, shared: &HashMap<String, (String, i64)>) -> Result<RecordBatch> {
     let n = new.tags.len();
     let created = chrono::Utc::now().timestamp_micros();
     let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
     let as_of = (new.as_of - epoch).num_days() as i32;
     // Serialize each bitmap straight into the column and free it: the
     // snapshot never holds a tag twice in memory.
-    let total: usize = new.tags.iter().map(|(_, b)| b.serialized_size()).sum();
-    let mut column = arrow::array::BinaryBuilder::with_capacity(n, total);
+    let mut column = arrow::array::BinaryBuilder::with_capacity(n, 0);
+    let mut digests = Vec::with_capacity(n);
+    let mut references = Vec::with_capacity(n);
     let mut tags = Vec::with_capacity(n);
     let mut buffer = Vec::new();
     for (info, bm) in new.tags {
         buffer.clear();
         bm.serialize_into(&mut buffer).map_err(|e| Error::Internal(format!("serializing a bitmap: {e}")))?;
-        column.append_value(&buffer);
+        let d = digest(&buffer);
+        match shared.get(&info.name) {
+            Some((old, holder)) if *old == d => {
+                column.append_null();
+                references.push(Some(*holder));
+            }
+            _ => {
+                column.append_value(&buffer);
+                references.push(None);
+            }
+        }
+        digests.push(d);
         tags.push(info);
     }
     let bitmaps = column.finish();
     let info = |f: fn(&TagInfo) -> &str| StringArray::from_iter_values(tags.iter().map(f));
-    let batch = RecordBatch::try_new(
+    RecordBatch::try_new(
         Table::Tags.arrow_schema(),
         vec![
             Arc::new(Int64Array::from(vec![snapshot; n])),
@@ -165,17 +251,25 @@ async fn commit(wh: &Warehouse, lock: &WriterLock, base: Option<i64>, new: NewSn
             Arc::new(Int64Array::from(vec![new.features_version; n])),
             Arc::new(StringArray::from(vec![new.catalog_digest.as_str(); n])),
             Arc::new(TimestampMicrosecondArray::from(vec![created; n]).with_timezone("UTC")),
+            Arc::new(StringArray::from(digests)),
+            Arc::new(Int64Array::from(references)),
         ],
     )
-    .map_err(|e| Error::Internal(format!("building the snapshot batch: {e}")))?;
-    writer.claim(SNAPSHOT_CLAIM, snapshot);
-    writer.write(batch).await?;
-    writer.commit().await?;
-    Ok(snapshot)
+    .map_err(|e| Error::Internal(format!("building the snapshot batch: {e}")))
 }
 
-async fn snapshot_files(wh: &Warehouse, snapshot: Option<i64>) -> Result<(i64, Vec<std::path::PathBuf>)> {
-    let all = versions(wh).await?;
+/// The files of snapshot `v` among a version's `files`.
+fn files_of(files: &[taglake_storage::DataFile], v: i64) -> Vec<PathBuf> {
+    let value = v.to_string();
+    files.iter().filter(|f| f.partition_value("snapshot") == Some(value.as_str())).map(|f| f.path.clone()).collect()
+}
+
+/// The snapshot `snapshot` names (checked; the newest when `None`) and the
+/// files of the `tags` version it was found in: its own and those of the
+/// snapshots its references name.
+async fn snapshot_files(wh: &Warehouse, snapshot: Option<i64>) -> Result<(i64, Vec<taglake_storage::DataFile>)> {
+    let files = wh.files(Table::Tags).await?;
+    let all = numbers(&files);
     let v = match snapshot {
         Some(v) if all.contains(&v) => v,
         Some(v) => {
@@ -186,13 +280,6 @@ async fn snapshot_files(wh: &Warehouse, snapshot: Option<i64>) -> Result<(i64, V
         }
         None => *all.last().ok_or_else(|| Error::NotFound("no tag snapshot yet; run `taglake tag` first".into()))?,
     };
-    let files = wh
-        .files(Table::Tags)
-        .await?
-        .into_iter()
-        .filter(|f| f.partition_value("snapshot") == Some(v.to_string().as_str()))
-        .map(|f| f.path)
-        .collect();
     Ok((v, files))
 }
 
@@ -202,7 +289,8 @@ fn list(v: &[i64]) -> String {
 
 /// Reads a snapshot's metadata (the newest when `snapshot` is `None`).
 pub async fn info(wh: &Warehouse, snapshot: Option<i64>) -> Result<SnapshotInfo> {
-    let (v, files) = snapshot_files(wh, snapshot).await?;
+    let (v, all) = snapshot_files(wh, snapshot).await?;
+    let files = files_of(&all, v);
     let t = Table::Tags;
     let names = [
         "position",
@@ -269,36 +357,79 @@ pub async fn info(wh: &Warehouse, snapshot: Option<i64>) -> Result<SnapshotInfo>
 }
 
 /// Calls `each(position, name, bitmap)` for every tag of snapshot `v`
-/// (`files`) that `only` admits, validating the stored bytes; from several
-/// threads, without keeping the bitmaps.
+/// that `only` admits, validating the stored bytes and following
+/// references to their holders among `all` (the files of one `tags`
+/// version); from several threads, without keeping the bitmaps.
 fn each_bitmap(
     v: i64,
-    files: &[std::path::PathBuf],
+    all: &[taglake_storage::DataFile],
     only: Option<&[&str]>,
     each: impl Fn(i32, &str, RoaringBitmap) + Sync,
 ) -> Result<()> {
     let t = Table::Tags;
-    let wanted = [Wanted::plain(t, "position"), Wanted::plain(t, "name"), Wanted::plain(t, "bitmap")];
+    let wanted = [
+        Wanted::plain(t, "position"),
+        Wanted::plain(t, "name"),
+        Wanted::plain(t, "bitmap"),
+        Wanted::plain(t, "bitmap_snapshot").or_null(),
+    ];
+    let damaged = |snapshot: i64, tag: &str, message: String| Error::Bitmap { snapshot, tag: tag.into(), message };
+    // Referenced tags by holder: name → position in `v`.
+    let referenced: Mutex<HashMap<i64, HashMap<String, i32>>> = Mutex::new(HashMap::new());
     tokio::task::block_in_place(|| {
-        scan::<_, Error>(t, files, &wanted, |b| {
+        scan::<_, Error>(t, &files_of(all, v), &wanted, |b| {
             let pos = b.column(0).as_primitive::<Int32Type>();
             let names = b.column(1).as_string::<i32>();
             let bytes = b.column(2).as_binary::<i32>();
+            let holder = b.column(3).as_primitive::<Int64Type>();
             for r in 0..b.num_rows() {
                 let name = names.value(r);
                 if only.is_some_and(|o| !o.contains(&name)) {
                     continue;
                 }
-                let bm = RoaringBitmap::deserialize_from(bytes.value(r)).map_err(|e| Error::Bitmap {
-                    snapshot: v,
-                    tag: name.into(),
-                    message: e.to_string(),
-                })?;
+                if bytes.is_null(r) {
+                    if holder.is_null(r) {
+                        return Err(damaged(v, name, "the row has neither a bitmap nor a reference".into()));
+                    }
+                    let mut refs = referenced.lock().expect("references");
+                    refs.entry(holder.value(r)).or_default().insert(name.to_string(), pos.value(r));
+                    continue;
+                }
+                let bm = RoaringBitmap::deserialize_from(bytes.value(r)).map_err(|e| damaged(v, name, e.to_string()))?;
                 each(pos.value(r), name, bm);
             }
             Ok(())
         })
-    })
+    })?;
+    for (h, mut wanted_here) in referenced.into_inner().expect("references") {
+        let files = files_of(all, h);
+        let found = Mutex::new(Vec::new());
+        tokio::task::block_in_place(|| {
+            scan::<_, Error>(t, &files, &wanted[1..3], |b| {
+                let names = b.column(0).as_string::<i32>();
+                let bytes = b.column(1).as_binary::<i32>();
+                for r in 0..b.num_rows() {
+                    let name = names.value(r);
+                    let Some(&pos) = wanted_here.get(name) else { continue };
+                    if bytes.is_null(r) {
+                        let message = format!("its bytes are in snapshot {h}, whose row refers on instead of holding them");
+                        return Err(damaged(v, name, message));
+                    }
+                    let bm = RoaringBitmap::deserialize_from(bytes.value(r)).map_err(|e| damaged(h, name, e.to_string()))?;
+                    each(pos, name, bm);
+                    found.lock().expect("found").push(name.to_string());
+                }
+                Ok(())
+            })
+        })?;
+        for name in found.into_inner().expect("found") {
+            wanted_here.remove(&name);
+        }
+        if let Some(name) = wanted_here.keys().next() {
+            return Err(damaged(v, name, format!("its bytes are in snapshot {h}, which holds no such tag")));
+        }
+    }
+    Ok(())
 }
 
 /// Reads the bitmaps of a snapshot (all tags, or the named ones), validating
@@ -309,9 +440,9 @@ pub async fn bitmaps(
     snapshot: Option<i64>,
     only: Option<&[&str]>,
 ) -> Result<(i64, Vec<(String, RoaringBitmap)>)> {
-    let (v, files) = snapshot_files(wh, snapshot).await?;
+    let (v, all) = snapshot_files(wh, snapshot).await?;
     let out = Mutex::new(Vec::new());
-    each_bitmap(v, &files, only, |pos, name, bm| out.lock().expect("bitmaps").push((pos, name.to_string(), bm)))?;
+    each_bitmap(v, &all, only, |pos, name, bm| out.lock().expect("bitmaps").push((pos, name.to_string(), bm)))?;
     let mut all = out.into_inner().expect("bitmaps");
     all.sort_by_key(|(p, _, _)| *p);
     if let Some(only) = only {
@@ -349,10 +480,10 @@ pub struct TagDiff {
 pub async fn diff(wh: &Warehouse, from: i64, to: i64) -> Result<Vec<TagDiff>> {
     let (_, old) = bitmaps(wh, Some(from), None).await?;
     let by_name: HashMap<&str, &RoaringBitmap> = old.iter().map(|(n, b)| (n.as_str(), b)).collect();
-    let (v, files) = snapshot_files(wh, Some(to)).await?;
+    let (v, all) = snapshot_files(wh, Some(to)).await?;
     let empty = RoaringBitmap::new();
     let rows = Mutex::new(Vec::new());
-    each_bitmap(v, &files, None, |pos, name, n| {
+    each_bitmap(v, &all, None, |pos, name, n| {
         let o = by_name.get(name).copied().unwrap_or(&empty);
         let (entered, exited) = (n.difference_len(o), o.difference_len(&n));
         let d = TagDiff { name: name.to_string(), entered, exited, net: entered as i64 - exited as i64 };
@@ -394,3 +525,6 @@ pub async fn member_ids(wh: &Warehouse, keys: &RoaringBitmap) -> Result<Vec<(u32
     v.sort();
     Ok(v)
 }
+
+#[cfg(test)]
+mod tests;
