@@ -84,9 +84,18 @@ fn a_night_gives_what_the_separate_commands_give_and_a_rerun_changes_nothing() {
             ("tag", "done"),
             ("cluster", "done"),
             ("tag movement", "done"),
+            ("prune snapshots", "done"),
         ],
         "{s}"
     );
+    // Retention by default keeps the last snapshot of each day: the
+    // cluster snapshots of the day before (2) and of the night (4); the
+    // tag-only snapshots before them (1, 3) go, their bytes taken over.
+    let pruned = &step(&s, "prune snapshots")["counts"];
+    assert_eq!((pruned["kept"].as_u64(), pruned["deleted"].as_u64()), (Some(2), Some(2)), "{s}");
+    let listed = taglake_ok(&["tags", "snapshots"], dir);
+    let numbers: Vec<&str> = listed.lines().skip(1).map(|l| l.split_whitespace().next().unwrap()).collect();
+    assert_eq!(numbers, ["2", "4"], "{listed}");
     assert_eq!(step(&s, "ingest members")["counts"]["replaced"], changed, "{s}");
     let orders = &step(&s, "ingest orders")["counts"];
     assert_eq!((orders["inserted"].as_u64(), orders["quarantined"].as_u64()), (Some(lines), Some(1)), "{s}");
