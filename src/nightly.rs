@@ -189,7 +189,11 @@ pub(crate) async fn nightly(a: NightlyArgs) -> ExitCode {
 async fn run(a: &NightlyArgs, summary: &mut Summary) -> Result<()> {
     let memory = crate::cli::parse_memory(&a.memory)?;
     if a.keep_pruned_days > crate::tags::MAX_KEEP_FEATURES_DAYS {
-        anyhow::bail!("--keep-pruned-days {}: at most {} (100 years)", a.keep_pruned_days, crate::tags::MAX_KEEP_FEATURES_DAYS);
+        anyhow::bail!(
+            "--keep-pruned-days {}: at most {} (100 years)",
+            a.keep_pruned_days,
+            crate::tags::MAX_KEEP_FEATURES_DAYS
+        );
     }
     let wh = Warehouse::open(&a.wh.warehouse)?;
     let lock = crate::cli::lock_writer(&wh, &a.wait)?;

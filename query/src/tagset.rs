@@ -348,7 +348,10 @@ fn index_snapshot(paths: &[PathBuf], first_file: usize) -> Result<(Vec<TagFile>,
                 File::open(path).map_err(|e| err(e.to_string()))?,
                 meta.clone(),
             )
-            .with_projection(ProjectionMask::roots(meta.parquet_schema(), [position, name, family].into_iter().chain(holder)))
+            .with_projection(ProjectionMask::roots(
+                meta.parquet_schema(),
+                [position, name, family].into_iter().chain(holder),
+            ))
             .with_row_groups(vec![rg])
             .build()
             .map_err(|e| err(e.to_string()))?;

@@ -1236,7 +1236,9 @@ pub(crate) mod tests {
         let old: SchemaRef = Arc::new(Schema::new(
             full.fields()[..14]
                 .iter()
-                .map(|f| if f.name() == "bitmap" { f.as_ref().clone().with_nullable(false) } else { f.as_ref().clone() })
+                .map(
+                    |f| if f.name() == "bitmap" { f.as_ref().clone().with_nullable(false) } else { f.as_ref().clone() },
+                )
                 .collect::<Vec<_>>(),
         ));
         let kernel: StructType = old.as_ref().try_into_kernel().unwrap();
@@ -1291,9 +1293,10 @@ pub(crate) mod tests {
         .unwrap();
         assert_eq!(seen.into_inner().unwrap(), [(1, 1, 1)]);
         // Without `or_null` a missing column is an error naming it.
-        let err = crate::scan::scan::<_, Error>(t, &files, &[crate::scan::Wanted::plain(t, "bitmap_digest")], |_| Ok(()))
-            .unwrap_err()
-            .to_string();
+        let err =
+            crate::scan::scan::<_, Error>(t, &files, &[crate::scan::Wanted::plain(t, "bitmap_digest")], |_| Ok(()))
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("column `bitmap_digest` is missing"), "{err}");
         // Current tables are left alone.
         let v1 = wh.version(t).await.unwrap();

@@ -395,7 +395,8 @@ fn each_bitmap(
                     refs.entry(holder.value(r)).or_default().insert(name.to_string(), pos.value(r));
                     continue;
                 }
-                let bm = RoaringBitmap::deserialize_from(bytes.value(r)).map_err(|e| damaged(v, name, e.to_string()))?;
+                let bm =
+                    RoaringBitmap::deserialize_from(bytes.value(r)).map_err(|e| damaged(v, name, e.to_string()))?;
                 each(pos.value(r), name, bm);
             }
             Ok(())
@@ -412,10 +413,12 @@ fn each_bitmap(
                     let name = names.value(r);
                     let Some(&pos) = wanted_here.get(name) else { continue };
                     if bytes.is_null(r) {
-                        let message = format!("its bytes are in snapshot {h}, whose row refers on instead of holding them");
+                        let message =
+                            format!("its bytes are in snapshot {h}, whose row refers on instead of holding them");
                         return Err(damaged(v, name, message));
                     }
-                    let bm = RoaringBitmap::deserialize_from(bytes.value(r)).map_err(|e| damaged(h, name, e.to_string()))?;
+                    let bm =
+                        RoaringBitmap::deserialize_from(bytes.value(r)).map_err(|e| damaged(h, name, e.to_string()))?;
                     each(pos, name, bm);
                     found.lock().expect("found").push(name.to_string());
                 }

@@ -68,7 +68,8 @@ fn tag_set_reads(wh: &Warehouse, v: i64, want: &Bitmaps) {
 }
 
 fn sql_count(dir: &Path, tag: &str) -> u64 {
-    let csv = taglake_ok(&["sql", "--format", "csv", &format!("SELECT count(*) AS n FROM members WHERE \"{tag}\"")], dir);
+    let csv =
+        taglake_ok(&["sql", "--format", "csv", &format!("SELECT count(*) AS n FROM members WHERE \"{tag}\"")], dir);
     csv.lines().nth(1).unwrap().trim().parse().unwrap()
 }
 
@@ -95,8 +96,7 @@ fn shared_bitmaps_read_alike_everywhere_and_prune_keeps_what_it_must() {
     assert!(of(3).iter().all(|(_, h)| *h == 1) && of(3).len() == first.len());
     assert_eq!(third.len(), first.len(), "the tag run after cluster carries the catalog's tags");
     assert_eq!(before[&3], before[&1], "same data, same as-of: same tags");
-    let communities: Vec<&(String, RoaringBitmap)> =
-        before[&2].iter().filter(|(n, _)| !first.contains(n)).collect();
+    let communities: Vec<&(String, RoaringBitmap)> = before[&2].iter().filter(|(n, _)| !first.contains(n)).collect();
     assert!(communities.len() >= 4, "{} community tags", communities.len());
 
     // Every reader: the tag set, SQL, audiences, diff.
@@ -121,7 +121,10 @@ fn shared_bitmaps_read_alike_everywhere_and_prune_keeps_what_it_must() {
     taglake_ok(&["export", "--audience", name, "--salt", "s", "--out", "cohort.csv"], dir);
     taglake_ok(&["cluster", "--reuse-model"], dir);
     let before = all_bitmaps(&wh);
-    let dry = taglake_ok(&["tags", "prune", "--keep-last", "1", "--keep-daily", "0", "--keep-monthly", "0", "--dry-run"], dir);
+    let dry = taglake_ok(
+        &["tags", "prune", "--keep-last", "1", "--keep-daily", "0", "--keep-monthly", "0", "--dry-run"],
+        dir,
+    );
     assert!(dry.contains("would delete 2 snapshots") && dry.contains("2 kept snapshots would take over"), "{dry}");
     assert_eq!(all_bitmaps(&wh), before, "a dry run changes nothing");
     let json = taglake_ok(
@@ -133,7 +136,12 @@ fn shared_bitmaps_read_alike_everywhere_and_prune_keeps_what_it_must() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|k| (k["snapshot"].as_i64().unwrap(), k["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect::<Vec<_>>().join(",")))
+        .map(|k| {
+            (
+                k["snapshot"].as_i64().unwrap(),
+                k["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect::<Vec<_>>().join(","),
+            )
+        })
         .collect();
     assert_eq!(kept, [(3, "experiment".to_string()), (4, "newest,last".to_string())]);
     let mut after = before.clone();

@@ -149,8 +149,7 @@ pub async fn prune(wh: &Warehouse, lock: &WriterLock, policy: &Retention, dry_ru
         let path = wh.added_file(Table::Tags, a)?;
         out.bytes_added += std::fs::metadata(&path).map_err(|source| Error::Io { path, source })?.len();
     }
-    out.version =
-        wh.commit_files_claiming(Table::Tags, &removes, &adds, &[(SNAPSHOT_CLAIM, newest)]).await?;
+    out.version = wh.commit_files_claiming(Table::Tags, &removes, &adds, &[(SNAPSHOT_CLAIM, newest)]).await?;
     Ok(out)
 }
 
@@ -279,7 +278,11 @@ async fn rewrite(
                 let h = old_holder.is_valid(r).then(|| old_holder.value(r));
                 match h.filter(|h| deleted.contains(h)) {
                     None => {
-                        if old_bytes.is_valid(r) { bitmap.append_value(old_bytes.value(r)) } else { bitmap.append_null() }
+                        if old_bytes.is_valid(r) {
+                            bitmap.append_value(old_bytes.value(r))
+                        } else {
+                            bitmap.append_null()
+                        }
                         holder.push(h);
                     }
                     Some(h) => {

@@ -43,7 +43,8 @@ fn stored_rows(wh: &Warehouse) -> (BTreeMap<(i64, String), i64>, Vec<(i64, Strin
     let (mut refs, mut held) = (BTreeMap::new(), Vec::new());
     for v in numbers(&all) {
         let t = Table::Tags;
-        let wanted = [Wanted::plain(t, "name"), Wanted::plain(t, "bitmap"), Wanted::plain(t, "bitmap_snapshot").or_null()];
+        let wanted =
+            [Wanted::plain(t, "name"), Wanted::plain(t, "bitmap"), Wanted::plain(t, "bitmap_snapshot").or_null()];
         let rows = std::sync::Mutex::new(Vec::new());
         tokio::task::block_in_place(|| {
             scan::<_, Error>(t, &files_of(&all, v), &wanted, |b: &RecordBatch| {
@@ -117,7 +118,12 @@ async fn unchanged_tags_are_stored_once_and_read_back_everywhere() {
     let s2 = vec![("a", a.clone()), ("b", b2.clone()), ("c", c.clone())];
     model.insert(write(&wh, &lock, new_snapshot(day(1), &s2)).await.unwrap(), own(&s2));
     // A third with a new tag: a still refers to 1 (never to 2's reference).
-    let s3 = vec![("a", a.clone()), ("b", b2.clone()), ("d", RoaringBitmap::new()), ("c", c - RoaringBitmap::from_iter([0u32]))];
+    let s3 = vec![
+        ("a", a.clone()),
+        ("b", b2.clone()),
+        ("d", RoaringBitmap::new()),
+        ("c", c - RoaringBitmap::from_iter([0u32])),
+    ];
     model.insert(write(&wh, &lock, new_snapshot(day(2), &s3)).await.unwrap(), own(&s3));
     check(&wh, &model).await;
     let (refs, _) = stored_rows(&wh);
