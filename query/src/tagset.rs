@@ -278,6 +278,10 @@ pub fn tagged(tags: Option<Arc<TagSet>>) -> Result<(Arc<TagSet>, i64)> {
     Ok((tags, snapshot))
 }
 
+/// A tag as its snapshot's files hold it, with the snapshot holding its
+/// bytes when the row is a reference.
+type Indexed = (Tag, Option<i64>);
+
 /// The files of snapshot `v` among the files of a `tags` version.
 fn snapshot_paths(all: &[taglake_storage::DataFile], v: i64) -> Vec<PathBuf> {
     let value = v.to_string();
@@ -324,7 +328,7 @@ fn index_with_holders(v: i64, all: &[taglake_storage::DataFile]) -> Result<(Vec<
 /// so a bitmap read touches only its own pages); file numbers start at
 /// `first_file`. A tag stored as a reference comes with the snapshot
 /// holding its bytes, to be located there.
-fn index_snapshot(paths: &[PathBuf], first_file: usize) -> Result<(Vec<TagFile>, Vec<(Tag, Option<i64>)>)> {
+fn index_snapshot(paths: &[PathBuf], first_file: usize) -> Result<(Vec<TagFile>, Vec<Indexed>)> {
     let mut files = Vec::new();
     let mut found: Vec<(i32, Tag, Option<i64>)> = Vec::new();
     for path in paths {

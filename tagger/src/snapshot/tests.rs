@@ -35,9 +35,12 @@ fn new_snapshot(as_of: NaiveDate, tags: &[(&str, RoaringBitmap)]) -> NewSnapshot
     }
 }
 
+/// A stored row: snapshot and tag name.
+type Row = (i64, String);
+
 /// `(snapshot, name) → holder` of every row stored as a reference, and the
 /// rows that hold bytes.
-fn stored_rows(wh: &Warehouse) -> (BTreeMap<(i64, String), i64>, Vec<(i64, String)>) {
+fn stored_rows(wh: &Warehouse) -> (BTreeMap<Row, i64>, Vec<Row>) {
     let rt = tokio::runtime::Handle::current();
     let all = tokio::task::block_in_place(|| rt.block_on(wh.files(Table::Tags))).unwrap();
     let (mut refs, mut held) = (BTreeMap::new(), Vec::new());
