@@ -116,6 +116,9 @@ def main():
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--commit", default="unknown")
     ap.add_argument("--no-duckdb", action="store_true", help="skip the DuckDB side (it needs the history's size again on disk)")
+    ap.add_argument("--keep-features-days", type=int, default=None,
+                    help="passed to `tag` and `nightly` (taglake's default keeps 7 days of `features` versions, "
+                         "~4.7 GB each at 42 M members)")
     a = ap.parse_args()
     tl = os.path.abspath(a.taglake)
     base = os.environ.get("TAGLAKE_BENCH_DIR", os.path.expanduser("~/.cache/taglake-bench"))
@@ -152,7 +155,9 @@ def main():
     out = step("ingest orders", [tl, "ingest", "orders", "data/orders", "--warehouse", wh] + mem)
     assert f"{lines:,} inserted" in out, out
     res["backfill_lines_per_s"] = lines / res["steps"][-1]["seconds"]
-    step("tag", [tl, "tag", "--warehouse", wh])
+    keep = [] if a.keep_features_days is None else ["--keep-features-days", str(a.keep_features_days)]
+    res["keep_features_days"] = a.keep_features_days
+    step("tag", [tl, "tag", "--warehouse", wh] + keep)
     step("cluster", [tl, "cluster", "--warehouse", wh])
     res["sizes_after_backfill"] = sizes(wh)
 
@@ -181,7 +186,7 @@ def main():
                               capture_output=True, text=True, check=True).stdout.split()
         day_lines, day_members = int(made[0]), int(made[1])
         t, rss, out = measured([tl, "nightly", "--orders", f"{day_dir}/orders.csv", "--members",
-                                f"{day_dir}/members.csv", "--warehouse", wh, "--format", "json"] + mem, work)
+                                f"{day_dir}/members.csv", "--warehouse", wh, "--format", "json"] + mem + keep, work)
         summary = json.loads(out)
         assert summary["status"] == "ok", summary
         # The nightly restarts its high-water mark per step (so each step

@@ -76,15 +76,9 @@ pub(crate) struct NightlyArgs {
     /// Do not assign communities, even when a model was saved.
     #[arg(long)]
     pub no_cluster: bool,
-    /// Snapshot retention: keep the newest this many snapshots (see `taglake tags prune`).
-    #[arg(long, default_value_t = snapshot::Retention::default().keep_last)]
-    pub keep_last: usize,
-    /// Snapshot retention: keep the last snapshot of each of the newest this many days.
-    #[arg(long, default_value_t = snapshot::Retention::default().keep_daily)]
-    pub keep_daily: usize,
-    /// Snapshot retention: keep the last snapshot of each of the newest this many months.
-    #[arg(long, default_value_t = snapshot::Retention::default().keep_monthly)]
-    pub keep_monthly: usize,
+    /// The snapshot retention after the night (see `taglake tags prune`).
+    #[command(flatten)]
+    pub retention: crate::tags::RetentionArgs,
     /// Files of pruned snapshots stay on disk (readable by time travel) this
     /// many days before the night deletes them.
     #[arg(long, default_value_t = 7)]
@@ -285,7 +279,7 @@ async fn run(a: &NightlyArgs, summary: &mut Summary) -> Result<()> {
         summary.steps.push(Step::skipped("prune snapshots".into(), "--no-prune"));
         return Ok(());
     }
-    let policy = snapshot::Retention { keep_last: a.keep_last, keep_daily: a.keep_daily, keep_monthly: a.keep_monthly };
+    let policy = a.retention.retention();
     step(summary, "prune snapshots".into(), async {
         let p = snapshot::prune(&wh, &lock, &policy, false).await?;
         let retain = chrono::Duration::days(a.keep_pruned_days.into());

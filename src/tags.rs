@@ -57,17 +57,31 @@ pub enum TagsCommand {
     Prune(PruneArgs),
 }
 
+/// The snapshot retention policy's flags (`tags prune`, `nightly`).
 #[derive(Args)]
-pub struct PruneArgs {
-    /// Keep the newest this many snapshots.
+pub struct RetentionArgs {
+    /// Retention: keep the newest this many snapshots.
     #[arg(long, default_value_t = snapshot::Retention::default().keep_last)]
     pub keep_last: usize,
-    /// Keep the last snapshot of each of the newest this many as-of days.
+    /// Retention: keep the last snapshot of each of the newest this many as-of days.
     #[arg(long, default_value_t = snapshot::Retention::default().keep_daily)]
     pub keep_daily: usize,
-    /// Keep the last snapshot of each of the newest this many as-of months.
+    /// Retention: keep the last snapshot of each of the newest this many as-of months.
     #[arg(long, default_value_t = snapshot::Retention::default().keep_monthly)]
     pub keep_monthly: usize,
+}
+
+impl RetentionArgs {
+    /// The retention policy the flags give.
+    pub fn retention(&self) -> snapshot::Retention {
+        snapshot::Retention { keep_last: self.keep_last, keep_daily: self.keep_daily, keep_monthly: self.keep_monthly }
+    }
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub retention: RetentionArgs,
     /// Only say what would be deleted.
     #[arg(long)]
     pub dry_run: bool,
@@ -84,17 +98,10 @@ pub enum PruneFormat {
     Json,
 }
 
-impl PruneArgs {
-    /// The retention policy the flags give.
-    pub fn retention(&self) -> snapshot::Retention {
-        snapshot::Retention { keep_last: self.keep_last, keep_daily: self.keep_daily, keep_monthly: self.keep_monthly }
-    }
-}
-
 /// `taglake tags prune`.
 async fn prune(wh: &Warehouse, a: PruneArgs) -> Result<()> {
     let lock = crate::cli::lock_writer(wh, &a.wait)?;
-    let done = snapshot::prune(wh, &lock, &a.retention(), a.dry_run).await?;
+    let done = snapshot::prune(wh, &lock, &a.retention.retention(), a.dry_run).await?;
     if a.format == PruneFormat::Json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"dry_run": a.dry_run, "pruned": done}))?);
         return Ok(());
