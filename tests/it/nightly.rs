@@ -88,14 +88,16 @@ fn a_night_gives_what_the_separate_commands_give_and_a_rerun_changes_nothing() {
         ],
         "{s}"
     );
-    // Retention by default keeps the last snapshot of each day: the
-    // cluster snapshots of the day before (2) and of the night (4); the
-    // tag-only snapshots before them (1, 3) go, their bytes taken over.
+    // Retention by default keeps the last snapshot of each day (the
+    // cluster snapshots 2 and 4) and, within the daily window, the tag
+    // snapshots whose bytes those share (1 and 3): nothing to delete.
     let pruned = &step(&s, "prune snapshots")["counts"];
-    assert_eq!((pruned["kept"].as_u64(), pruned["deleted"].as_u64()), (Some(2), Some(2)), "{s}");
-    let listed = taglake_ok(&["tags", "snapshots"], dir);
-    let numbers: Vec<&str> = listed.lines().skip(1).map(|l| l.split_whitespace().next().unwrap()).collect();
-    assert_eq!(numbers, ["2", "4"], "{listed}");
+    assert_eq!((pruned["kept"].as_u64(), pruned["deleted"].as_u64()), (Some(4), Some(0)), "{s}");
+    let dry = taglake_ok(&["tags", "prune", "--dry-run"], dir);
+    for line in ["1  ", "2  ", "3  ", "4  "] {
+        assert!(dry.contains(&format!("keep    {:>6}", line.trim())), "{dry}");
+    }
+    assert!(dry.contains("holder") && dry.contains("would delete 0 snapshots"), "{dry}");
     assert_eq!(step(&s, "ingest members")["counts"]["replaced"], changed, "{s}");
     let orders = &step(&s, "ingest orders")["counts"];
     assert_eq!((orders["inserted"].as_u64(), orders["quarantined"].as_u64()), (Some(lines), Some(1)), "{s}");
@@ -144,6 +146,18 @@ fn a_night_gives_what_the_separate_commands_give_and_a_rerun_changes_nothing() {
     assert_eq!(step(&again, "ingest members")["counts"]["replaced"], 0, "{again}");
     let before = table_rows(&dir.join("separate"), Table::Orders, &[]);
     assert_eq!(table_rows(&dir.join("warehouse"), Table::Orders, &[]), before);
+
+    // The re-run's retention deleted the night's cluster snapshot (4: the
+    // re-run's (6) is the day's last and stores the community tags again,
+    // its base (5) having none) and the re-run's tag snapshot (5, whose
+    // rows all refer on). With a one-day window (the night's date) the
+    // first day's pair (1, 2) goes too; 3 holds bytes 6 refers to.
+    assert_eq!(step(&again, "prune snapshots")["counts"]["deleted"], 2, "{again}");
+    let one_day = taglake_ok(&["tags", "prune", "--keep-daily", "1", "--keep-monthly", "0"], dir);
+    assert!(one_day.contains("deleted 2 snapshots"), "{one_day}");
+    let listed = taglake_ok(&["tags", "snapshots"], dir);
+    let numbers: Vec<&str> = listed.lines().skip(1).map(|l| l.split_whitespace().next().unwrap()).collect();
+    assert_eq!(numbers, ["3", "6"], "{listed}");
 }
 
 #[test]

@@ -133,9 +133,13 @@ async fn export(wh: &Warehouse, names: &[String], dir: &Path) -> serde_json::Val
     }
     std::fs::create_dir_all(dir).unwrap_or_else(|e| fail(&format!("{}: {e}", dir.display())));
 
-    // The stored bytes, read back from the tags table itself.
+    // The stored bytes, read back from the tags table itself: a row stored
+    // as a reference takes the bytes of its holder's row.
     let ctx = ok(taglake_query::session(wh).await);
-    let query = format!("SELECT name, bitmap FROM tags WHERE snapshot = {snapshot}");
+    let query = format!(
+        "SELECT t.name, coalesce(t.bitmap, h.bitmap) FROM tags t \
+         LEFT JOIN tags h ON h.snapshot = t.bitmap_snapshot AND h.name = t.name WHERE t.snapshot = {snapshot}"
+    );
     let batches = ok(taglake_query::sql(&ctx, &query).await);
     let mut stored: Vec<Option<Vec<u8>>> = vec![None; names.len()];
     for b in &batches {

@@ -7,7 +7,10 @@
 //! report compares against it), and always the newest. Days and months are
 //! those of the snapshot's as-of date; a day's (or month's) last snapshot
 //! is the highest-numbered one with that date, so the night's `cluster`
-//! snapshot wins over its `tag` snapshot.
+//! snapshot wins over its `tag` snapshot. A snapshot holding bytes a kept
+//! one refers to also stays while its day is in the daily window (the
+//! night's `tag` snapshot, whose bitmaps the `cluster` snapshot shares):
+//! deleting it would save nothing but rewrite its bytes.
 //!
 //! Deleting is one Delta commit that removes the deleted snapshots' files.
 //! A kept snapshot may refer to bytes a deleted one holds (see the module
@@ -57,7 +60,8 @@ pub struct Kept {
     /// Its as-of date.
     pub as_of: NaiveDate,
     /// The rules that keep it: `newest`, `last`, `daily`, `monthly`,
-    /// `experiment`.
+    /// `experiment`, `holder` (holds bytes a kept snapshot refers to, and
+    /// its day is in the daily window).
     pub reasons: Vec<&'static str>,
 }
 
@@ -180,6 +184,21 @@ pub(super) fn keep(
     by_period(&|d| d.year() as i64 * 12 + d.month0() as i64, policy.keep_monthly, "monthly");
     for v in experiments.iter().filter(|v| stored.contains_key(v)) {
         keep.entry(*v).or_default().push("experiment");
+    }
+    // A snapshot whose bytes a kept one refers to stays while its day is
+    // in the daily window: deleting it would only move its bytes into the
+    // referrer (a night's `cluster` snapshot refers to nearly every bitmap
+    // of the `tag` snapshot before it), rewriting them and leaving the old
+    // files until a vacuum, for no space saved.
+    let days: BTreeSet<NaiveDate> = stored.values().map(|s| s.as_of).collect();
+    let window: BTreeSet<NaiveDate> = days.into_iter().rev().take(policy.keep_daily).collect();
+    let holders: BTreeSet<i64> = keep
+        .keys()
+        .flat_map(|k| stored[k].references.iter().map(|(_, h)| *h))
+        .filter(|h| stored.get(h).is_some_and(|s| window.contains(&s.as_of)))
+        .collect();
+    for h in holders {
+        keep.entry(h).or_default().push("holder");
     }
     keep
 }

@@ -1,7 +1,7 @@
 //! Shared bitmaps and retention against a model: every snapshot must read
 //! back exactly what was written, whatever was shared and pruned.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
@@ -218,6 +218,18 @@ fn retention_keeps_the_last_of_each_day_and_month_experiments_and_the_newest() {
     // Keeping nothing still keeps the newest; an experiment's snapshot that
     // no longer exists changes nothing.
     assert_eq!(keep(Retention { keep_last: 0, keep_daily: 0, keep_monthly: 0 }, &[999]).len(), 1);
+    // The night's `tag` snapshot holds the bytes its `cluster` snapshot
+    // refers to: kept while its day is in the daily window, not after.
+    let mut s = s;
+    for i in 0..70 {
+        s.get_mut(&(2 * i + 2)).unwrap().references = vec![("t".into(), 2 * i + 1)];
+    }
+    let keep = |p: Retention| prune::keep(&s, 200, &p, &BTreeSet::new());
+    let kept = keep(Retention { keep_last: 0, keep_daily: 3, keep_monthly: 0 });
+    assert_eq!(kept.keys().copied().collect::<Vec<_>>(), [135, 136, 137, 138, 139, 140, 200]);
+    assert_eq!((kept[&135].clone(), kept[&136].clone()), (vec!["holder"], vec!["daily"]));
+    let kept = keep(Retention { keep_last: 0, keep_daily: 0, keep_monthly: 1 });
+    assert_eq!(kept.keys().copied().collect::<Vec<_>>(), [140, 200], "a monthly snapshot takes over instead");
 }
 
 proptest! {
