@@ -171,7 +171,13 @@ impl TagSet {
         if let Some(b) = tag.bitmap.get() {
             return Ok(b);
         }
-        let loc = tag.location.ok_or_else(|| Error::Corrupt(format!("tag `{}` has no stored bitmap", tag.name)))?;
+        let loc = tag.location.ok_or_else(|| {
+            Error::Corrupt(format!(
+                "tag `{}` of snapshot {} has no stored bitmap: its row refers to a snapshot that does not hold it",
+                tag.name,
+                self.snapshot.unwrap_or_default()
+            ))
+        })?;
         let bitmap = self.read_bitmap(&tag.name, loc)?;
         Ok(tag.bitmap.get_or_init(|| bitmap))
     }
@@ -308,15 +314,12 @@ fn index_with_holders(v: i64, all: &[taglake_storage::DataFile]) -> Result<(Vec<
         let (held_files, held) = index_snapshot(&paths, files.len())?;
         let at: HashMap<&str, Option<Location>> =
             held.iter().filter(|(_, h)| h.is_none()).map(|(t, _)| (t.name.as_str(), t.location)).collect();
+        // A reference whose holder lacks the tag (a damaged table) leaves
+        // the tag without a location: using it is an error, the other
+        // tags still answer.
         for i in referring {
             let tag = &mut tags[i].0;
             tag.location = at.get(tag.name.as_str()).copied().flatten();
-            if tag.location.is_none() {
-                return Err(Error::Corrupt(format!(
-                    "tag `{}` of snapshot {v} refers to the bytes of snapshot {h}, which holds no such tag",
-                    tag.name
-                )));
-            }
         }
         files.extend(held_files);
     }

@@ -288,3 +288,52 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reference_without_its_bytes_is_an_error_naming_the_tag_and_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = Warehouse::open(dir.path()).unwrap();
+    let lock = wh.lock_writer("test", Wait::No).unwrap();
+    let (a, b) = (RoaringBitmap::from_iter(0..10u32), RoaringBitmap::from_iter([3u32]));
+    write(&wh, &lock, new_snapshot(day(0), &[("a", a.clone())])).await.unwrap();
+    // Rows as a damaged table (or another writer) could hold them: `a`
+    // refers to snapshot 1, which holds it; `b` to snapshot 1, which does
+    // not; `c` to a snapshot that does not exist.
+    let mut bytes = Vec::new();
+    b.serialize_into(&mut bytes).unwrap();
+    let shared = HashMap::from([
+        (
+            "a".to_string(),
+            (
+                digest(&{
+                    let mut v = Vec::new();
+                    a.serialize_into(&mut v).unwrap();
+                    v
+                }),
+                1,
+            ),
+        ),
+        ("b".to_string(), (digest(&bytes), 1)),
+        ("c".to_string(), (digest(&bytes), 9)),
+    ]);
+    let tags = [("a", a.clone()), ("b", b.clone()), ("c", b.clone())];
+    let batch = snapshot_batch(2, new_snapshot(day(1), &tags), &shared).unwrap();
+    let mut w = wh.append(Table::Tags).await.unwrap();
+    w.write(batch).await.unwrap();
+    w.commit().await.unwrap();
+    assert_eq!(bitmaps(&wh, Some(2), Some(&["a"])).await.unwrap().1, own(&[("a", a.clone())]));
+    for (tag, holder) in [("b", 1), ("c", 9)] {
+        let err = bitmaps(&wh, Some(2), Some(&[tag])).await.unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "tag snapshot 2, tag `{tag}`: the stored bitmap is damaged: its bytes are in snapshot {holder}, \
+                 which holds no such tag"
+            )
+        );
+    }
+    assert!(diff(&wh, 1, 2).await.is_err());
+    // Retention leaves such rows alone rather than failing on them.
+    let kept = prune(&wh, &lock, &Retention::default(), true).await.unwrap();
+    assert_eq!(kept.deleted, []);
+}
