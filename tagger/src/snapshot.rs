@@ -19,7 +19,8 @@
 //! again would make a year of nights cost a year of full copies. So every
 //! row carries `bitmap_digest`, the XXH3-128 of its serialized bitmap (32
 //! hex digits), and a tag whose bytes equal those of the same tag in the
-//! newest snapshot is stored as a *reference*: `bitmap` null and
+//! newest snapshot (or, for a tag the newest lacks, the newest snapshot
+//! that has it) is stored as a *reference*: `bitmap` null and
 //! `bitmap_snapshot` = the snapshot whose row of the same `name` holds the
 //! bytes. A reference always names the holder itself, never another
 //! reference, so a reader follows at most one step: to read tag `t` of
@@ -160,10 +161,23 @@ async fn commit(wh: &Warehouse, lock: &WriterLock, base: Option<i64>, new: NewSn
     // The newest snapshot's digests, read from the very version this
     // commit appends to: a tag whose bytes equal its row there refers to
     // that row's holder instead of storing them again.
-    let shared = match stored {
+    let mut shared = match stored {
         Some(s) => holders(s, &files_of(&files, s))?,
         None => HashMap::new(),
     };
+    // A tag the newest snapshot lacks (the community tags, which only
+    // `cluster` writes, when the newest is a `tag` snapshot) is compared
+    // with its row in the newest snapshot that has one.
+    let mut older = numbers(&files);
+    older.pop();
+    while let Some(v) = older.pop() {
+        if new.tags.iter().all(|(t, _)| shared.contains_key(&t.name)) {
+            break;
+        }
+        for (name, row) in holders(v, &files_of(&files, v))? {
+            shared.entry(name).or_insert(row);
+        }
+    }
     let batch = snapshot_batch(snapshot, new, &shared)?;
     writer.claim(SNAPSHOT_CLAIM, snapshot);
     writer.write(batch).await?;

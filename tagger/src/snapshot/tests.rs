@@ -337,3 +337,28 @@ async fn a_reference_without_its_bytes_is_an_error_naming_the_tag_and_snapshot()
     let kept = prune(&wh, &lock, &Retention::default(), true).await.unwrap();
     assert_eq!(kept.deleted, []);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tag_the_newest_snapshot_lacks_is_compared_with_the_last_snapshot_that_has_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = Warehouse::open(dir.path()).unwrap();
+    let lock = wh.lock_writer("test", Wait::No).unwrap();
+    let (a, c) = (RoaringBitmap::from_iter(0..10u32), RoaringBitmap::from_iter([5u32, 6]));
+    let a2 = RoaringBitmap::from_iter(0..11u32);
+    // tag, cluster (adds `c`), tag (changes `a`, no `c`), cluster (same `c`).
+    let nights: [&[(&str, RoaringBitmap)]; 4] = [
+        &[("a", a.clone())],
+        &[("a", a.clone()), ("c", c.clone())],
+        &[("a", a2.clone())],
+        &[("a", a2.clone()), ("c", c.clone())],
+    ];
+    let mut model = BTreeMap::new();
+    for (i, tags) in nights.iter().enumerate() {
+        model.insert(write(&wh, &lock, new_snapshot(day(i as i64), tags)).await.unwrap(), own(tags));
+    }
+    check(&wh, &model).await;
+    assert_eq!(
+        stored_rows(&wh).0,
+        BTreeMap::from([((2, "a".to_string()), 1), ((4, "a".to_string()), 3), ((4, "c".to_string()), 2)])
+    );
+}
