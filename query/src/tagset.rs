@@ -288,17 +288,11 @@ pub fn tagged(tags: Option<Arc<TagSet>>) -> Result<(Arc<TagSet>, i64)> {
 /// bytes when the row is a reference.
 type Indexed = (Tag, Option<i64>);
 
-/// The files of snapshot `v` among the files of a `tags` version.
-fn snapshot_paths(all: &[taglake_storage::DataFile], v: i64) -> Vec<PathBuf> {
-    let value = v.to_string();
-    all.iter().filter(|f| f.partition_value("snapshot") == Some(value.as_str())).map(|f| f.path.clone()).collect()
-}
-
 /// Indexes snapshot `v` among `all` (the files of one `tags` version): a
 /// tag stored as a reference gets the location of its bytes in the holder
 /// snapshot the reference names (see `taglake_tagger::snapshot`).
 fn index_with_holders(v: i64, all: &[taglake_storage::DataFile]) -> Result<(Vec<TagFile>, Vec<Tag>)> {
-    let paths = snapshot_paths(all, v);
+    let paths = taglake_tagger::snapshot::files_of(all, v);
     if paths.is_empty() {
         return Err(Error::Invalid(format!("no tag snapshot {v} in the tags table")));
     }
@@ -310,7 +304,7 @@ fn index_with_holders(v: i64, all: &[taglake_storage::DataFile]) -> Result<(Vec<
         }
     }
     for (h, referring) in by_holder {
-        let paths = snapshot_paths(all, h);
+        let paths = taglake_tagger::snapshot::files_of(all, h);
         let (held_files, held) = index_snapshot(&paths, files.len())?;
         let at: HashMap<&str, Option<Location>> =
             held.iter().filter(|(_, h)| h.is_none()).map(|(t, _)| (t.name.as_str(), t.location)).collect();

@@ -265,8 +265,11 @@ pub fn file_batches(
     let err = |message: String| Error::Parquet { table: table.name(), path: path.to_path_buf(), message };
     let indices = wanted
         .iter()
-        .filter(|w| !w.optional || meta.schema().index_of(&w.name).is_ok())
-        .map(|w| meta.schema().index_of(&w.name).map_err(|e| err(e.to_string())))
+        .filter_map(|w| match meta.schema().index_of(&w.name) {
+            Ok(i) => Some(Ok(i)),
+            Err(_) if w.optional => None,
+            Err(e) => Some(Err(err(e.to_string()))),
+        })
         .collect::<Result<Vec<_>>>()?;
     let file = File::open(path).map_err(|source| Error::File { path: path.to_path_buf(), source })?;
     let mask = ProjectionMask::roots(meta.parquet_schema(), indices);

@@ -360,11 +360,13 @@ fn category_day(day: i32) -> u16 {
     (day.clamp(0, 65_534) + 1) as u16
 }
 
-fn date_to_day(d: NaiveDate) -> i32 {
+/// Days since 1970-01-01 (Arrow's `Date32`).
+pub(crate) fn date_to_day(d: NaiveDate) -> i32 {
     (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32
 }
 
-fn day_to_date(day: i32) -> NaiveDate {
+/// The date `day` days after 1970-01-01 (Arrow's `Date32`).
+pub(crate) fn day_to_date(day: i32) -> NaiveDate {
     NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + chrono::Duration::days(day as i64)
 }
 

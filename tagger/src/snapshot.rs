@@ -145,7 +145,8 @@ async fn commit(wh: &Warehouse, lock: &WriterLock, base: Option<i64>, new: NewSn
     lock.check(wh)?;
     let mut writer = wh.append(Table::Tags).await?;
     let files = writer.files()?;
-    let stored = numbers(&files).last().copied();
+    let mut older = numbers(&files);
+    let stored = older.pop();
     let newest = stored.max(writer.claimed(SNAPSHOT_CLAIM).await?);
     if let Some(base) = base.filter(|&b| Some(b) != newest) {
         return Err(taglake_storage::Error::Conflict {
@@ -168,8 +169,6 @@ async fn commit(wh: &Warehouse, lock: &WriterLock, base: Option<i64>, new: NewSn
     // A tag the newest snapshot lacks (the community tags, which only
     // `cluster` writes, when the newest is a `tag` snapshot) is compared
     // with its row in the newest snapshot that has one.
-    let mut older = numbers(&files);
-    older.pop();
     while let Some(v) = older.pop() {
         if new.tags.iter().all(|(t, _)| shared.contains_key(&t.name)) {
             break;
@@ -220,8 +219,7 @@ pub fn digest(bytes: &[u8]) -> String {
 fn snapshot_batch(snapshot: i64, new: NewSnapshot, shared: &HashMap<String, (String, i64)>) -> Result<RecordBatch> {
     let n = new.tags.len();
     let created = chrono::Utc::now().timestamp_micros();
-    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
-    let as_of = (new.as_of - epoch).num_days() as i32;
+    let as_of = crate::features::date_to_day(new.as_of);
     // Serialize each bitmap straight into the column and free it: the
     // snapshot never holds a tag twice in memory.
     let mut column = arrow::array::BinaryBuilder::with_capacity(n, 0);
@@ -272,8 +270,8 @@ fn snapshot_batch(snapshot: i64, new: NewSnapshot, shared: &HashMap<String, (Str
     .map_err(|e| Error::Internal(format!("building the snapshot batch: {e}")))
 }
 
-/// The files of snapshot `v` among a version's `files`.
-fn files_of(files: &[taglake_storage::DataFile], v: i64) -> Vec<PathBuf> {
+/// The files of snapshot `v` among the files of one `tags` version.
+pub fn files_of(files: &[taglake_storage::DataFile], v: i64) -> Vec<PathBuf> {
     let value = v.to_string();
     files.iter().filter(|f| f.partition_value("snapshot") == Some(value.as_str())).map(|f| f.path.clone()).collect()
 }
@@ -361,7 +359,7 @@ pub async fn info(wh: &Warehouse, snapshot: Option<i64>) -> Result<SnapshotInfo>
         meta.into_inner().expect("meta").ok_or_else(|| Error::NotFound(format!("tag snapshot {v} is empty")))?;
     Ok(SnapshotInfo {
         snapshot: v,
-        as_of: chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + chrono::Duration::days(as_of as i64),
+        as_of: crate::features::day_to_date(as_of),
         base_members: base,
         features_version: fv,
         catalog_digest: digest,
@@ -416,37 +414,52 @@ fn each_bitmap(
             Ok(())
         })
     })?;
-    for (h, mut wanted_here) in referenced.into_inner().expect("references") {
-        let files = files_of(all, h);
-        let found = Mutex::new(Vec::new());
-        tokio::task::block_in_place(|| {
-            scan::<_, Error>(t, &files, &wanted[1..3], |b| {
-                let names = b.column(0).as_string::<i32>();
-                let bytes = b.column(1).as_binary::<i32>();
-                for r in 0..b.num_rows() {
-                    let name = names.value(r);
-                    let Some(&pos) = wanted_here.get(name) else { continue };
-                    if bytes.is_null(r) {
-                        let message =
-                            format!("its bytes are in snapshot {h}, whose row refers on instead of holding them");
-                        return Err(damaged(v, name, message));
-                    }
-                    let bm =
-                        RoaringBitmap::deserialize_from(bytes.value(r)).map_err(|e| damaged(h, name, e.to_string()))?;
-                    each(pos, name, bm);
-                    found.lock().expect("found").push(name.to_string());
-                }
-                Ok(())
-            })
+    for (h, positions) in referenced.into_inner().expect("references") {
+        let names: Vec<&str> = positions.keys().map(String::as_str).collect();
+        each_held(v, h, &files_of(all, h), &names, |name, bytes| {
+            let bm = RoaringBitmap::deserialize_from(bytes).map_err(|e| damaged(h, name, e.to_string()))?;
+            each(positions[name], name, bm);
+            Ok(())
         })?;
-        for name in found.into_inner().expect("found") {
-            wanted_here.remove(&name);
-        }
-        if let Some(name) = wanted_here.keys().next() {
-            return Err(damaged(v, name, format!("its bytes are in snapshot {h}, which holds no such tag")));
-        }
     }
     Ok(())
+}
+
+/// Calls `each(name, bytes)` with the bytes of every tag in `names` from
+/// its row in holder snapshot `h` (`files`), on which snapshot `v`'s
+/// references rely: a tag whose row there is missing or holds no bytes
+/// itself is an error naming `v` and the tag.
+fn each_held(
+    v: i64,
+    h: i64,
+    files: &[PathBuf],
+    names: &[&str],
+    each: impl Fn(&str, &[u8]) -> Result<()> + Sync,
+) -> Result<()> {
+    let t = Table::Tags;
+    let damaged = |tag: &str, message: String| Error::Bitmap { snapshot: v, tag: tag.into(), message };
+    let wanted: HashSet<&str> = names.iter().copied().collect();
+    let found = Mutex::new(HashSet::new());
+    tokio::task::block_in_place(|| {
+        scan::<_, Error>(t, files, &[Wanted::plain(t, "name"), Wanted::plain(t, "bitmap")], |b| {
+            let (names, bytes) = (b.column(0).as_string::<i32>(), b.column(1).as_binary::<i32>());
+            for r in (0..b.num_rows()).filter(|&r| wanted.contains(names.value(r))) {
+                let name = names.value(r);
+                if bytes.is_null(r) {
+                    let message = format!("its bytes are in snapshot {h}, whose row refers on instead of holding them");
+                    return Err(damaged(name, message));
+                }
+                each(name, bytes.value(r))?;
+                found.lock().expect("found").insert(name.to_string());
+            }
+            Ok(())
+        })
+    })?;
+    let found = found.into_inner().expect("found");
+    match names.iter().find(|n| !found.contains(**n)) {
+        Some(name) => Err(damaged(name, format!("its bytes are in snapshot {h}, which holds no such tag"))),
+        None => Ok(()),
+    }
 }
 
 /// Reads the bitmaps of a snapshot (all tags, or the named ones), validating

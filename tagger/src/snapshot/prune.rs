@@ -31,7 +31,7 @@ use chrono::{Datelike, NaiveDate};
 use taglake_storage::scan::{Wanted, file_batches, scan, table_files};
 use taglake_storage::{DataFile, Table, Warehouse, WriterLock};
 
-use super::{SNAPSHOT_CLAIM, files_of, numbers};
+use super::{SNAPSHOT_CLAIM, each_held, files_of, numbers};
 use crate::{Error, Result};
 
 /// Which snapshots [`prune`] keeps; the newest is always kept.
@@ -120,15 +120,12 @@ pub async fn prune(wh: &Warehouse, lock: &WriterLock, policy: &Retention, dry_ru
     let deleted: BTreeSet<i64> = out.deleted.iter().map(|(v, _)| *v).collect();
     // The new holder of each deleted bitmap that a kept snapshot needs:
     // its first kept referrer (snapshots ascend, so that is the first seen).
+    // Every kept snapshot with such a reference is rewritten.
     let mut new_holder: HashMap<(i64, String), i64> = HashMap::new();
+    let mut rewritten: BTreeSet<i64> = BTreeSet::new();
     for (&v, s) in stored.iter().filter(|(v, _)| !deleted.contains(v)) {
         for (name, h) in s.references.iter().filter(|(_, h)| deleted.contains(h)) {
             new_holder.entry((*h, name.clone())).or_insert(v);
-        }
-    }
-    let mut rewritten: BTreeSet<i64> = BTreeSet::new();
-    for (&v, s) in stored.iter().filter(|(v, _)| !deleted.contains(v)) {
-        if s.references.iter().any(|(_, h)| deleted.contains(h)) {
             rewritten.insert(v);
         }
     }
@@ -169,18 +166,19 @@ pub(super) fn keep(
     for &v in stored.keys().rev().take(policy.keep_last) {
         keep.entry(v).or_default().push("last");
     }
-    // The last snapshot of each period, newest period first.
+    // The last snapshot of each of the newest `n` periods; returns those
+    // periods.
     let mut by_period = |period: &dyn Fn(NaiveDate) -> i64, n: usize, reason: &'static str| {
-        let mut last: BTreeMap<i64, i64> = BTreeMap::new();
-        for (&v, s) in stored {
-            let e = last.entry(period(s.as_of)).or_insert(v);
-            *e = (*e).max(v);
-        }
-        for (_, &v) in last.iter().rev().take(n) {
+        // Snapshots ascend: the last one inserted for a period is its last.
+        let last: BTreeMap<i64, i64> = stored.iter().map(|(&v, s)| (period(s.as_of), v)).collect();
+        let newest: Vec<(i64, i64)> = last.into_iter().rev().take(n).collect();
+        for &(_, v) in &newest {
             keep.entry(v).or_default().push(reason);
         }
+        newest.into_iter().map(|(p, _)| p).collect::<BTreeSet<i64>>()
     };
-    by_period(&|d| d.num_days_from_ce() as i64, policy.keep_daily, "daily");
+    let day = |d: NaiveDate| d.num_days_from_ce() as i64;
+    let window = by_period(&day, policy.keep_daily, "daily");
     by_period(&|d| d.year() as i64 * 12 + d.month0() as i64, policy.keep_monthly, "monthly");
     for v in experiments.iter().filter(|v| stored.contains_key(v)) {
         keep.entry(*v).or_default().push("experiment");
@@ -190,12 +188,10 @@ pub(super) fn keep(
     // referrer (a night's `cluster` snapshot refers to nearly every bitmap
     // of the `tag` snapshot before it), rewriting them and leaving the old
     // files until a vacuum, for no space saved.
-    let days: BTreeSet<NaiveDate> = stored.values().map(|s| s.as_of).collect();
-    let window: BTreeSet<NaiveDate> = days.into_iter().rev().take(policy.keep_daily).collect();
     let holders: BTreeSet<i64> = keep
         .keys()
         .flat_map(|k| stored[k].references.iter().map(|(_, h)| *h))
-        .filter(|h| stored.get(h).is_some_and(|s| window.contains(&s.as_of)))
+        .filter(|h| stored.get(h).is_some_and(|s| window.contains(&day(s.as_of))))
         .collect();
     for h in holders {
         keep.entry(h).or_default().push("holder");
@@ -223,8 +219,7 @@ fn read_stored(v: i64, files: &[PathBuf]) -> Result<Stored> {
     })?;
     let (as_of, references) = found.into_inner().expect("stored");
     let as_of = as_of.ok_or_else(|| Error::NotFound(format!("tag snapshot {v} is empty")))?;
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
-    Ok(Stored { as_of: epoch + chrono::Duration::days(as_of as i64), references })
+    Ok(Stored { as_of: crate::features::day_to_date(as_of), references })
 }
 
 /// The snapshots experiments were exported from.
@@ -260,16 +255,11 @@ async fn rewrite(
     let mut bytes: HashMap<(i64, String), Vec<u8>> = HashMap::new();
     for (h, names) in wanted_bytes {
         let found = Mutex::new(Vec::new());
-        tokio::task::block_in_place(|| {
-            scan::<_, Error>(t, &files_of(all, h), &[Wanted::plain(t, "name"), Wanted::plain(t, "bitmap")], |b| {
-                let (n, bm) = (b.column(0).as_string::<i32>(), b.column(1).as_binary::<i32>());
-                for r in (0..b.num_rows()).filter(|&r| names.contains(&n.value(r)) && bm.is_valid(r)) {
-                    found.lock().expect("bytes").push((n.value(r).to_string(), bm.value(r).to_vec()));
-                }
-                Ok(())
-            })
+        each_held(k, h, &files_of(all, h), &names, |name, b| {
+            found.lock().expect("bytes").push(((h, name.to_string()), b.to_vec()));
+            Ok(())
         })?;
-        bytes.extend(found.into_inner().expect("bytes").into_iter().map(|(n, b)| ((h, n), b)));
+        bytes.extend(found.into_inner().expect("bytes"));
     }
     let schema = t.arrow_schema();
     let stored: Vec<Wanted> = t
@@ -282,8 +272,8 @@ async fn rewrite(
     let (name_at, bitmap_at, holder_at) = (index("name"), index("bitmap"), index("bitmap_snapshot"));
     let mut writer = wh.part_writer(t, schema.clone())?;
     for path in files_of(all, k) {
-        let batches: Vec<RecordBatch> = file_batches(t, &path, &stored)?.collect::<taglake_storage::Result<_>>()?;
-        for b in batches {
+        for b in file_batches(t, &path, &stored)? {
+            let b = b?;
             // The stored columns lack the partition column `snapshot`,
             // which comes first in the table's schema.
             let mut columns = vec![Arc::new(Int64Array::from(vec![k; b.num_rows()])) as arrow::array::ArrayRef];
@@ -308,12 +298,7 @@ async fn rewrite(
                         let key = (h, names.value(r).to_string());
                         let to = *new_holder.get(&key).expect("every reference into a deleted snapshot has a holder");
                         if to == k {
-                            let b = bytes.get(&key).ok_or_else(|| Error::Bitmap {
-                                snapshot: k,
-                                tag: key.1.clone(),
-                                message: format!("its bytes are in snapshot {h}, which holds no such tag"),
-                            })?;
-                            bitmap.append_value(b);
+                            bitmap.append_value(bytes.get(&key).expect("each_held found every tag asked for"));
                             holder.push(None);
                         } else {
                             bitmap.append_null();
