@@ -137,6 +137,34 @@ fn key_bounds(stats: Option<&parquet::file::statistics::Statistics>) -> Option<(
     }
 }
 
+/// The largest value of the 64-bit integer (or timestamp) column `column`
+/// in `files`, from the row-group statistics of their footers: `Some(max)`,
+/// `Some(i64::MIN)` when the column holds no value, and `None` when a row
+/// group with values has no exact maximum (an older writer, statistics
+/// off): the caller then scans the column.
+pub fn max_from_footers(table: Table, files: &[PathBuf], column: &str) -> Result<Option<i64>> {
+    let mut max = i64::MIN;
+    for path in files {
+        let meta = footer(table, path)?;
+        let Some(leaf) = meta.parquet_schema().columns().iter().position(|c| c.path().parts() == [column]) else {
+            return Ok(None);
+        };
+        for rg in meta.metadata().row_groups() {
+            let chunk = rg.column(leaf);
+            match chunk.statistics() {
+                Some(parquet::file::statistics::Statistics::Int64(s)) if s.max_is_exact() && s.max_opt().is_some() => {
+                    max = max.max(*s.max_opt().expect("checked"));
+                }
+                // Only nulls: nothing to count.
+                Some(s) if s.null_count_opt() == Some(rg.num_rows() as u64) => {}
+                _ if rg.num_rows() == 0 => {}
+                _ => return Ok(None),
+            }
+        }
+    }
+    Ok(Some(max))
+}
+
 /// The number of rows in `files`, from their footers.
 pub fn row_count(table: Table, files: &[PathBuf]) -> Result<u64> {
     files.iter().map(|path| Ok(footer(table, path)?.metadata().file_metadata().num_rows().max(0) as u64)).sum()
@@ -334,5 +362,52 @@ mod tests {
         // Two row groups cannot be laid out much better.
         assert!(!KeySpread::of(&[(0, 99_999, 10), (5, 99_990, 10)]).unwrap().scattered());
         assert_eq!(KeySpread::of(&[]), None);
+    }
+}
+
+#[cfg(test)]
+mod footer_tests {
+    use super::*;
+    use arrow::array::{ArrayRef, Int64Array, TimestampMicrosecondArray};
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+    /// Writes one file with a timestamp and an integer column, `rows` per row group.
+    fn file(dir: &Path, name: &str, values: &[Option<i64>], rows: usize, stats: bool) -> PathBuf {
+        let path = dir.join(name);
+        let ts: ArrayRef = Arc::new(TimestampMicrosecondArray::from(values.to_vec()));
+        let n: ArrayRef = Arc::new(Int64Array::from(values.to_vec()));
+        let batch = RecordBatch::try_from_iter([("ordered_at", ts), ("member_key", n)]).unwrap();
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(rows))
+            .set_statistics_enabled(if stats { EnabledStatistics::Chunk } else { EnabledStatistics::None })
+            .build();
+        let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), batch.schema(), Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        path
+    }
+
+    /// The footers' maximum equals the maximum a scan finds, over row
+    /// groups with nulls only, empty files, negative values; without
+    /// statistics the answer is "unknown", never a wrong maximum.
+    #[test]
+    fn max_from_footers_matches_a_scan_or_says_it_cannot() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let a = file(d, "a.parquet", &[Some(-5), None, Some(7), None, None, None, Some(3)], 2, true);
+        let b = file(d, "b.parquet", &[Some(1_700_000_000_000_000), Some(-9)], 1, true);
+        let nulls = file(d, "n.parquet", &[None, None, None], 2, true);
+        let empty = file(d, "e.parquet", &[], 2, true);
+        let bare = file(d, "s.parquet", &[Some(1), Some(2)], 2, false);
+        for column in ["ordered_at", "member_key"] {
+            let max = |files: &[PathBuf]| max_from_footers(Table::Orders, files, column).unwrap();
+            assert_eq!(max(&[a.clone()]), Some(7));
+            assert_eq!(max(&[a.clone(), b.clone(), nulls.clone(), empty.clone()]), Some(1_700_000_000_000_000));
+            assert_eq!(max(&[nulls.clone(), empty.clone()]), Some(i64::MIN));
+            assert_eq!(max(&[]), Some(i64::MIN));
+            assert_eq!(max(&[a.clone(), bare.clone()]), None);
+        }
+        assert_eq!(max_from_footers(Table::Orders, &[a], "no_such_column").unwrap(), None);
     }
 }
