@@ -95,6 +95,15 @@ pub enum Error {
         /// What collided.
         message: String,
     },
+    /// What fed a streaming write failed; the write stopped and nothing
+    /// was committed.
+    #[error("writing warehouse table `{table}` stopped: {message}; nothing was committed")]
+    Producer {
+        /// Table name.
+        table: &'static str,
+        /// The producer's error.
+        message: String,
+    },
     /// A data file of a table could not be opened.
     #[error("{}: {source}", path.display())]
     File {

@@ -607,6 +607,12 @@ impl Warehouse {
         Ok(inputs.map(|i| (version, i.to_string())))
     }
 
+    /// Each partition is encoded to Parquet by a writer on its own task, so
+    /// the partitions use as many cores as there are: a Delta `write` of a
+    /// many-partition plan drains every partition into one writer task,
+    /// which made the `features` encoding of a tag run single-threaded (one
+    /// core at ~90 % while the tag evaluation waited for it). The files are
+    /// committed together as one overwrite.
     async fn write_streaming(
         &self,
         table: Table,
@@ -615,41 +621,45 @@ impl Warehouse {
         inputs: Option<&str>,
     ) -> Result<u64> {
         check_schema(table, &schema)?;
-        use datafusion::catalog::streaming::StreamingTable;
-        use datafusion::datasource::provider_as_source;
-        use datafusion::logical_expr::LogicalPlanBuilder;
-        use datafusion::physical_plan::streaming::PartitionStream;
-        let sources: Vec<std::sync::Arc<dyn PartitionStream>> = partitions
+        let writers: Vec<_> = partitions
             .into_iter()
-            .map(|rx| {
-                std::sync::Arc::new(ChannelPartition { schema: schema.clone(), rx: std::sync::Mutex::new(Some(rx)) })
-                    as std::sync::Arc<dyn PartitionStream>
+            .map(|mut rx| {
+                let writer = self.part_writer(table, schema.clone());
+                tokio::spawn(async move {
+                    let mut writer = writer?;
+                    while let Some(batch) = rx.recv().await {
+                        match batch {
+                            Ok(batch) => writer.write(batch).await?,
+                            Err(message) => return Err(Error::Producer { table: table.name(), message }),
+                        }
+                    }
+                    writer.finish().await
+                })
             })
             .collect();
-        let props = parquet_properties(table, &schema);
-        let provider =
-            StreamingTable::try_new(schema, sources).map_err(|e| self.delta_err(table)(DeltaTableError::from(e)))?;
-        let plan = LogicalPlanBuilder::scan(table.name(), provider_as_source(std::sync::Arc::new(provider)), None)
-            .and_then(|b| b.build())
-            .map_err(|e| self.delta_err(table)(DeltaTableError::from(e)))?;
-        let delta = match self.load(table).await? {
-            Some(t) => t,
-            None => self.create(table).await?,
-        };
-        let written = delta
-            .write(Vec::new())
-            .with_input_plan(plan)
-            .with_writer_properties(props)
-            .with_save_mode(SaveMode::Overwrite)
-            .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
-            .with_target_file_size(std::num::NonZeroU64::new(TARGET_FILE_SIZE))
-            .with_commit_properties(
-                deltalake::kernel::transaction::CommitProperties::default()
-                    .with_metadata(inputs.map(|i| (INPUTS_KEY.to_string(), serde_json::Value::String(i.to_string())))),
-            )
-            .await
-            .map_err(self.commit_err(table, "another writer replaced the table at the same time"))?;
-        Ok(written.version().unwrap_or(0))
+        let mut adds = Vec::new();
+        let mut failed = None;
+        // Every writer runs to its end (a failed one drops its receiver,
+        // which stops the producer); the first error is the answer. Files
+        // of a failed write are left to `vacuum`, as a killed one's are.
+        for w in writers {
+            match w.await {
+                Ok(Ok(files)) => adds.extend(files),
+                Ok(Err(e)) => {
+                    failed.get_or_insert(e);
+                }
+                Err(e) => {
+                    failed.get_or_insert(Error::Producer {
+                        table: table.name(),
+                        message: format!("writer panicked: {e}"),
+                    });
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        self.commit_overwrite(table, schema, &adds, inputs).await
     }
 }
 
@@ -723,6 +733,18 @@ impl Warehouse {
     /// Replaces the content (and schema) of `table` with the files of
     /// [`PartWriter::finish`] in one commit. Returns the new version.
     pub async fn commit_parts(&self, table: Table, schema: SchemaRef, adds: &[String]) -> Result<u64> {
+        self.commit_overwrite(table, schema, adds, None).await
+    }
+
+    /// [`Warehouse::commit_parts`], recording `inputs` in the commit (see
+    /// [`Warehouse::overwrite_streaming_with_inputs`]).
+    async fn commit_overwrite(
+        &self,
+        table: Table,
+        schema: SchemaRef,
+        adds: &[String],
+        inputs: Option<&str>,
+    ) -> Result<u64> {
         use deltalake::kernel::Action;
         use deltalake::kernel::transaction::CommitBuilder;
         use deltalake::protocol::DeltaOperation;
@@ -750,11 +772,13 @@ impl Warehouse {
             actions.push(Action::Add(add));
         }
         let operation = DeltaOperation::Write { mode: SaveMode::Overwrite, partition_by: None, predicate: None };
+        let metadata = inputs.map(|i| (INPUTS_KEY.to_string(), serde_json::Value::String(i.to_string())));
         let done = CommitBuilder::default()
             .with_actions(actions)
+            .with_app_metadata(metadata.into_iter().collect())
             .build(Some(snapshot), delta.log_store(), operation)
             .await
-            .map_err(&err)?;
+            .map_err(self.commit_err(table, "another writer replaced the table at the same time"))?;
         Ok(done.version() as u64)
     }
 }
@@ -786,41 +810,6 @@ fn parquet_properties(table: Table, schema: &SchemaRef) -> parquet::file::proper
         }
     }
     props.build()
-}
-
-/// A DataFusion partition that yields what a channel receives.
-struct ChannelPartition {
-    schema: SchemaRef,
-    rx: std::sync::Mutex<Option<BatchReceiver>>,
-}
-
-impl std::fmt::Debug for ChannelPartition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ChannelPartition")
-    }
-}
-
-impl datafusion::physical_plan::streaming::PartitionStream for ChannelPartition {
-    fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
-    fn execute(
-        &self,
-        _ctx: std::sync::Arc<datafusion::execution::TaskContext>,
-    ) -> datafusion::execution::SendableRecordBatchStream {
-        use datafusion::error::DataFusionError;
-        let rx = self.rx.lock().map(|mut g| g.take()).unwrap_or(None);
-        let stream = futures::stream::unfold(rx, |rx| async move {
-            let mut rx = rx?;
-            match rx.recv().await {
-                None => None,
-                Some(Ok(batch)) => Some((Ok(batch), Some(rx))),
-                Some(Err(message)) => Some((Err(DataFusionError::Execution(message)), None)),
-            }
-        });
-        Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(self.schema.clone(), stream))
-    }
 }
 
 /// An open append to one table; see [`Warehouse::append`].

@@ -57,6 +57,10 @@ pub enum Error {
     /// A broken internal invariant.
     #[error("{0} (this is likely a bug in taglake)")]
     Internal(String),
+    /// The `features` writer stopped before the evaluation ended; its own
+    /// error says why.
+    #[error("the features writer stopped")]
+    WriterStopped,
 }
 
 /// Result alias of this crate.

@@ -213,9 +213,7 @@ pub(crate) async fn compute(wh: &Warehouse, lock: &WriterLock, options: &Refresh
                 // (128 Ki rows) of neighbouring member keys.
                 let next = sent / 2 % senders.len();
                 sent += 1;
-                senders[next]
-                    .blocking_send(Ok(batch))
-                    .map_err(|_| Error::Internal("the features writer stopped".into()))
+                senders[next].blocking_send(Ok(batch)).map_err(|_| Error::WriterStopped)
             });
             if let Err(e) = &out {
                 for tx in &senders {
@@ -229,7 +227,11 @@ pub(crate) async fn compute(wh: &Warehouse, lock: &WriterLock, options: &Refresh
         .map_err(|e| Error::Internal(format!("tag evaluation panicked: {e}")))?
     };
     let features_version = writer.await.map_err(|e| Error::Internal(format!("features writer panicked: {e}")))?;
-    let (compiled, bitmaps, base) = evaluated?;
+    // A writer that failed stopped the evaluation: its error is the cause.
+    let (compiled, bitmaps, base) = match (evaluated, &features_version) {
+        (Err(Error::WriterStopped), Err(_)) => return Err(features_version.expect_err("matched")),
+        (evaluated, _) => evaluated?,
+    };
     let (as_of, order_lines) = (fs.as_of, fs.lines);
     drop(fs);
     let features_version: u64 = features_version?;
