@@ -402,7 +402,7 @@ mod footer_tests {
         let bare = file(d, "s.parquet", &[Some(1), Some(2)], 2, false);
         for column in ["ordered_at", "member_key"] {
             let max = |files: &[PathBuf]| max_from_footers(Table::Orders, files, column).unwrap();
-            assert_eq!(max(&[a.clone()]), Some(7));
+            assert_eq!(max(std::slice::from_ref(&a)), Some(7));
             assert_eq!(max(&[a.clone(), b.clone(), nulls.clone(), empty.clone()]), Some(1_700_000_000_000_000));
             assert_eq!(max(&[nulls.clone(), empty.clone()]), Some(i64::MIN));
             assert_eq!(max(&[]), Some(i64::MIN));

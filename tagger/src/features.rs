@@ -686,6 +686,28 @@ impl KeyRange {
     }
 }
 
+/// `rows` (key, row), in row order, grouped by shard in shard order and
+/// in row order within a shard: what a stable sort by shard gives, by a
+/// counting sort (one pass to count, one to place), since the lines of a
+/// batch arrive in file order, not key order.
+fn group_by_shard(rows: &[(usize, usize)], range: &KeyRange) -> Vec<(usize, usize)> {
+    let shards = range.keys.end.div_ceil(CHUNK) - range.first;
+    let mut starts = vec![0usize; shards + 1];
+    for &(key, _) in rows {
+        starts[range.shard(key) + 1] += 1;
+    }
+    for s in 1..=shards {
+        starts[s] += starts[s - 1];
+    }
+    let mut grouped = vec![(0, 0); rows.len()];
+    for &(key, row) in rows {
+        let at = &mut starts[range.shard(key)];
+        grouped[*at] = (key, row);
+        *at += 1;
+    }
+    grouped
+}
+
 fn key_of(keys: &arrow::array::Int64Array, row: usize, members: usize, table: &str) -> Result<usize> {
     let k = keys.value(row);
     if keys.is_null(row) || k < 0 || k as usize >= members {
@@ -788,7 +810,7 @@ fn read_orders(
         lines_seen.fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
         // Group by shard, keeping the file order within a shard so the
         // lines of one order stay next to each other.
-        rows.sort_by_key(|&(key, row)| (key / CHUNK, row));
+        let rows = group_by_shard(&rows, range);
         for group in rows.chunk_by(|a, b| a.0 / CHUNK == b.0 / CHUNK) {
             let mut guard = shards[range.shard(group[0].0)].lock().expect("shard lock");
             let s = &mut *guard;
@@ -1315,6 +1337,27 @@ mod tests {
         finish_orders(&mut s, &categories);
         assert_eq!(s.category_spend_wide(), vec![want[1].clone(), want[2].clone(), want[0].clone()]);
         assert_eq!(s.category_last[2], [101, 0, 0, 101, 0]);
+    }
+
+    proptest::proptest! {
+        /// The counting sort groups exactly as a stable sort by shard.
+        #[test]
+        fn grouping_by_shard_is_a_stable_sort_by_shard(
+            first in 0usize..3,
+            shards in 1usize..5,
+            picks in proptest::collection::vec((0usize..5, 0usize..CHUNK), 0..300),
+        ) {
+            let members = (first + shards) * CHUNK - 7;
+            let range = KeyRange { first, keys: first * CHUNK..members, members };
+            let rows: Vec<(usize, usize)> = picks
+                .iter()
+                .enumerate()
+                .map(|(row, &(s, m))| (((first + s % shards) * CHUNK + m).min(members - 1), row))
+                .collect();
+            let mut want = rows.clone();
+            want.sort_by_key(|&(key, row)| (key / CHUNK, row));
+            proptest::prop_assert_eq!(group_by_shard(&rows, &range), want);
+        }
     }
 
     #[test]

@@ -45,6 +45,7 @@ use arrow::array::{
     TimestampMicrosecondArray,
 };
 use arrow::datatypes::{Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
+use rayon::prelude::*;
 use roaring::RoaringBitmap;
 use taglake_storage::{Table, Warehouse, WriterLock};
 
@@ -226,23 +227,39 @@ fn snapshot_batch(snapshot: i64, new: NewSnapshot, shared: &HashMap<String, (Str
     let mut digests = Vec::with_capacity(n);
     let mut references = Vec::with_capacity(n);
     let mut tags = Vec::with_capacity(n);
-    let mut buffer = Vec::new();
-    for (info, bm) in new.tags {
-        buffer.clear();
-        bm.serialize_into(&mut buffer).map_err(|e| Error::Internal(format!("serializing a bitmap: {e}")))?;
-        let d = digest(&buffer);
-        match shared.get(&info.name) {
-            Some((old, holder)) if *old == d => {
-                column.append_null();
-                references.push(Some(*holder));
-            }
-            _ => {
-                column.append_value(&buffer);
-                references.push(None);
-            }
+    // Serialized and digested a few tags at a time on every core, so at
+    // most a block of tags is held twice.
+    const BLOCK: usize = 16;
+    let mut pending = new.tags.into_iter();
+    loop {
+        let block: Vec<(TagInfo, RoaringBitmap)> = pending.by_ref().take(BLOCK).collect();
+        if block.is_empty() {
+            break;
         }
-        digests.push(d);
-        tags.push(info);
+        let serialized: Vec<Result<(TagInfo, Vec<u8>, String)>> = block
+            .into_par_iter()
+            .map(|(info, bm)| {
+                let mut bytes = Vec::with_capacity(bm.serialized_size());
+                bm.serialize_into(&mut bytes).map_err(|e| Error::Internal(format!("serializing a bitmap: {e}")))?;
+                let d = digest(&bytes);
+                Ok((info, bytes, d))
+            })
+            .collect();
+        for one in serialized {
+            let (info, bytes, d) = one?;
+            match shared.get(&info.name) {
+                Some((old, holder)) if *old == d => {
+                    column.append_null();
+                    references.push(Some(*holder));
+                }
+                _ => {
+                    column.append_value(&bytes);
+                    references.push(None);
+                }
+            }
+            digests.push(d);
+            tags.push(info);
+        }
     }
     let bitmaps = column.finish();
     let info = |f: fn(&TagInfo) -> &str| StringArray::from_iter_values(tags.iter().map(f));
