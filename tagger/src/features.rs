@@ -36,7 +36,7 @@ use rayon::prelude::*;
 use taglake_storage::{Table, Warehouse};
 
 use crate::{Error, Result};
-use taglake_storage::scan::{Wanted, max_from_footers, scan, scan_keys, table_files};
+use taglake_storage::scan::{Wanted, column_max, scan_keys, table_files};
 
 /// Members per shard and per evaluation chunk: one roaring container.
 pub const CHUNK: usize = 1 << 16;
@@ -542,40 +542,14 @@ fn compute_blocking(
     options: &FeatureOptions,
 ) -> Result<FeatureSet> {
     // The key space: the dictionary never reuses keys, so its maximum bounds them all.
-    let max_key = match max_from_footers(Table::MemberIds, id_files, "member_key")? {
-        Some(max) => max.max(-1),
-        None => {
-            let max_key = std::sync::atomic::AtomicI64::new(-1);
-            scan::<_, Error>(Table::MemberIds, id_files, &[Wanted::plain(Table::MemberIds, "member_key")], |b| {
-                if let Some(m) = arrow::compute::max(b.column(0).as_primitive::<Int64Type>()) {
-                    max_key.fetch_max(m, std::sync::atomic::Ordering::Relaxed);
-                }
-                Ok(())
-            })?;
-            max_key.into_inner()
-        }
-    };
+    let max_key = column_max(Table::MemberIds, id_files, "member_key")?.max(-1);
     let members = (max_key + 1) as usize;
     if members > u32::MAX as usize {
         return Err(Error::Data(format!("{members} member keys do not fit the 32-bit bitmaps")));
     }
     let as_of = match options.as_of {
         Some(d) => d,
-        // The footers' statistics give the newest order without reading
-        // the column (at 42 M members, 420 M timestamps).
-        None => match max_from_footers(Table::Orders, order_files, "ordered_at")? {
-            Some(newest) => default_as_of(newest)?,
-            None => {
-                let newest = std::sync::atomic::AtomicI64::new(i64::MIN);
-                scan::<_, Error>(Table::Orders, order_files, &[Wanted::plain(Table::Orders, "ordered_at")], |b| {
-                    if let Some(m) = arrow::compute::max(b.column(0).as_primitive::<TimestampMicrosecondType>()) {
-                        newest.fetch_max(m, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    Ok(())
-                })?;
-                default_as_of(newest.into_inner())?
-            }
-        },
+        None => default_as_of(column_max(Table::Orders, order_files, "ordered_at")?)?,
     };
     let interners = Interners {
         category: Mutex::new(Interner::capped(options.max_family_values)),
