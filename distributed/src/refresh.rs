@@ -51,7 +51,7 @@ use taglake_storage::{Table, Warehouse, WriterLock};
 use taglake_tagger::evaluate::{CUT_END, Compiled, CutStart};
 use taglake_tagger::features::{self, CHUNK, FeatureSet, Globals};
 use taglake_tagger::snapshot::{self, NewSnapshot};
-use taglake_tagger::{RefreshOptions, RefreshSummary};
+use taglake_tagger::{RefreshOptions, RefreshSummary, Union};
 
 use crate::{ClusterUrl, Error, Result};
 
@@ -532,7 +532,7 @@ pub async fn refresh_on(
     let t1 = Instant::now();
     task.phase = Phase::Tags { starts, write_features: true };
     let results = runner.run(&task).await?;
-    let mut merged = vec![RoaringBitmap::new(); compiled.tags.len()];
+    let mut merged: Vec<Union> = (0..compiled.tags.len()).map(|_| Union::new()).collect();
     let (mut base, mut lines, mut files, mut features_schema) = (0u64, 0u64, Vec::new(), None);
     let mut seen = vec![false; ranges.len()];
     for b in &results {
@@ -558,7 +558,7 @@ pub async fn refresh_on(
             }
             let bm = RoaringBitmap::deserialize_from(bytes.value(r))
                 .map_err(|e| Error::Invalid(format!("a range's bitmap of tag {t} is damaged: {e}")))?;
-            *merged.get_mut(t as usize).ok_or_else(|| Error::Invalid(format!("unknown tag {t}")))? |= bm;
+            merged.get_mut(t as usize).ok_or_else(|| Error::Invalid(format!("unknown tag {t}")))?.push(bm);
         }
     }
     if let Some(missing) = seen.iter().position(|s| !s) {
@@ -568,6 +568,7 @@ pub async fn refresh_on(
     let features_version = wh.commit_parts(Table::Features, features_schema, &files).await?;
     let evaluate_seconds = t1.elapsed().as_secs_f64();
 
+    let merged: Vec<RoaringBitmap> = merged.into_iter().map(Union::finish).collect();
     let t2 = Instant::now();
     let member_tags: u64 = merged.iter().map(|b| b.len()).sum();
     let tags = taglake_tagger::snapshot_tags(&compiled, merged, base);

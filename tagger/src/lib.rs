@@ -30,6 +30,7 @@ pub mod rule;
 pub mod snapshot;
 #[cfg(test)]
 mod tests;
+mod union;
 
 pub use error::{Error, Result};
 pub use refresh::{
@@ -38,3 +39,4 @@ pub use refresh::{
 };
 
 pub use taglake_storage::suggest;
+pub use union::Union;

@@ -20,6 +20,7 @@ use crate::catalog::CatalogFile;
 use crate::evaluate::Compiled;
 use crate::features::{self, Chunk, FeatureData, FeatureKind, FeatureOptions, FeatureSet};
 use crate::snapshot::{self, NewSnapshot, TagInfo};
+use crate::union::Union;
 use crate::{Error, Result};
 
 /// What to run.
@@ -393,7 +394,7 @@ fn merge_in_order(
     gate: &Gate,
     sink: &mut impl FnMut(RecordBatch) -> Result<()>,
 ) -> Result<(Vec<RoaringBitmap>, u64)> {
-    let mut merged = vec![RoaringBitmap::new(); compiled.tags.len()];
+    let mut merged: Vec<Union> = (0..compiled.tags.len()).map(|_| Union::new()).collect();
     let mut base = 0u64;
     let mut early: HashMap<usize, Result<Evaluated>> = HashMap::new();
     for c in 0..chunks {
@@ -407,16 +408,14 @@ fn merge_in_order(
         let (bitmaps, batch, b) = evaluated?;
         base += b;
         for (m, bm) in merged.iter_mut().zip(bitmaps) {
-            if !bm.is_empty() {
-                *m |= bm;
-            }
+            m.push(bm);
         }
         if batch.num_rows() > 0 {
             sink(batch)?;
         }
         gate.merged(c + 1);
     }
-    Ok((merged, base))
+    Ok((merged.into_iter().map(Union::finish).collect(), base))
 }
 
 /// How far the merge has come, for threads waiting to start a chunk.
