@@ -160,6 +160,33 @@ async fn interrupted_features(wh: &Warehouse, inputs: &str) -> Result<Option<u64
     Ok((newest != Some(version as i64)).then_some(version))
 }
 
+/// Receives and drops every batch of `receivers`, all at once: the
+/// evaluation sends to them in turn and blocks on a full one, so draining
+/// them one after the other would wait on the first for ever while the
+/// evaluation waits on the second. The first error sent is returned.
+async fn drain(receivers: Vec<taglake_storage::BatchReceiver>) -> Result<()> {
+    let tasks: Vec<_> = receivers
+        .into_iter()
+        .map(|mut rx| {
+            tokio::spawn(async move {
+                let mut first = None;
+                while let Some(batch) = rx.recv().await {
+                    if let (Err(e), None) = (batch, &first) {
+                        first = Some(e);
+                    }
+                }
+                first
+            })
+        })
+        .collect();
+    let mut first = None;
+    for task in tasks {
+        let error = task.await.map_err(|e| Error::Internal(format!("draining the features failed: {e}")))?;
+        first = first.or(error);
+    }
+    first.map_or(Ok(()), |e| Err(Error::Data(e)))
+}
+
 /// Computes features and tags and commits `features` (or keeps the
 /// identical version an interrupted run committed).
 pub(crate) async fn compute(wh: &Warehouse, lock: &WriterLock, options: &RefreshOptions) -> Result<Computed> {
@@ -192,11 +219,7 @@ pub(crate) async fn compute(wh: &Warehouse, lock: &WriterLock, options: &Refresh
             match kept {
                 Some(v) => {
                     // The batches are already committed: drain them.
-                    for mut rx in receivers {
-                        while let Some(batch) = rx.recv().await {
-                            batch.map_err(Error::Data)?;
-                        }
-                    }
+                    drain(receivers).await?;
                     Ok::<u64, Error>(v)
                 }
                 None => Ok(wh.overwrite_streaming_with_inputs(Table::Features, schema, receivers, &inputs).await?),
@@ -551,6 +574,33 @@ mod tests {
         };
         let keep = BooleanArray::from(base.iter().map(|b| *b == 1).collect::<Vec<_>>());
         arrow::compute::filter(&array, &keep).unwrap()
+    }
+
+    /// Batches sent to the receivers in turn, as the evaluation sends
+    /// them, are all drained, and the first error sent comes back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn draining_an_interrupted_runs_batches_takes_every_receiver_at_once() {
+        for fail in [false, true] {
+            let (senders, receivers): (Vec<_>, Vec<taglake_storage::BatchReceiver>) =
+                (0..3).map(|_| tokio::sync::mpsc::channel(2)).unzip();
+            let drained = tokio::spawn(drain(receivers));
+            // An async sender, so that a stuck one fails the test instead
+            // of hanging the runtime's shutdown.
+            let sent = tokio::spawn(async move {
+                let batch = RecordBatch::new_empty(Arc::new(Schema::empty()));
+                for i in 0..60 {
+                    let item =
+                        if fail && i == 40 { Err("the evaluation failed".to_string()) } else { Ok(batch.clone()) };
+                    senders[i / 2 % senders.len()].send(item).await.unwrap();
+                }
+            });
+            tokio::time::timeout(std::time::Duration::from_secs(60), sent)
+                .await
+                .expect("the sender was blocked")
+                .unwrap();
+            let result = drained.await.unwrap();
+            assert_eq!(result.is_err(), fail, "{result:?}");
+        }
     }
 
     fn value() -> impl Strategy<Value = f64> {
