@@ -685,12 +685,15 @@ fn group_by_shard(rows: &[(usize, usize)], range: &KeyRange, grouped: &mut Vec<(
     }
 }
 
+/// Order lines of a batch as (member key, row).
+type KeyRows = Vec<(usize, usize)>;
+
 thread_local! {
     /// A batch's selected order lines and the same grouped by shard (1 MiB
     /// each at 64 Ki rows), kept by each reading thread across batches:
     /// fresh buffers per batch were mapped, faulted in and unmapped again
     /// on every batch (~1 % of a tag run's CPU at 42 M members).
-    static ORDER_ROWS: std::cell::RefCell<(Vec<(usize, usize)>, Vec<(usize, usize)>)> =
+    static ORDER_ROWS: std::cell::RefCell<(KeyRows, KeyRows)> =
         std::cell::RefCell::default();
 }
 
