@@ -160,33 +160,6 @@ async fn interrupted_features(wh: &Warehouse, inputs: &str) -> Result<Option<u64
     Ok((newest != Some(version as i64)).then_some(version))
 }
 
-/// Receives and drops every batch of `receivers`, all at once: the
-/// evaluation sends to them in turn and blocks on a full one, so draining
-/// them one after the other would wait on the first for ever while the
-/// evaluation waits on the second. The first error sent is returned.
-async fn drain(receivers: Vec<taglake_storage::BatchReceiver>) -> Result<()> {
-    let tasks: Vec<_> = receivers
-        .into_iter()
-        .map(|mut rx| {
-            tokio::spawn(async move {
-                let mut first = None;
-                while let Some(batch) = rx.recv().await {
-                    if let (Err(e), None) = (batch, &first) {
-                        first = Some(e);
-                    }
-                }
-                first
-            })
-        })
-        .collect();
-    let mut first = None;
-    for task in tasks {
-        let error = task.await.map_err(|e| Error::Internal(format!("draining the features failed: {e}")))?;
-        first = first.or(error);
-    }
-    first.map_or(Ok(()), |e| Err(Error::Data(e)))
-}
-
 /// Computes features and tags and commits `features` (or keeps the
 /// identical version an interrupted run committed).
 pub(crate) async fn compute(wh: &Warehouse, lock: &WriterLock, options: &RefreshOptions) -> Result<Computed> {
@@ -209,22 +182,20 @@ pub(crate) async fn compute(wh: &Warehouse, lock: &WriterLock, options: &Refresh
     let mut compiled = Compiled::new(&catalog, &source, &fs)?;
     let schema = features_schema(&fs.chunk_columns(0, &|_| false));
     // One features writer per core: Parquet encoding of the features is as
-    // much work as evaluating the tags.
-    let (senders, receivers): (Vec<_>, Vec<taglake_storage::BatchReceiver>) =
-        (0..rayon::current_num_threads().max(1)).map(|_| tokio::sync::mpsc::channel(2)).unzip();
-    let writer = {
-        let wh = wh.clone();
-        let schema = schema.clone();
-        tokio::spawn(async move {
-            match kept {
-                Some(v) => {
-                    // The batches are already committed: drain them.
-                    drain(receivers).await?;
-                    Ok::<u64, Error>(v)
-                }
-                None => Ok(wh.overwrite_streaming_with_inputs(Table::Features, schema, receivers, &inputs).await?),
-            }
-        })
+    // much work as evaluating the tags. When an interrupted run already
+    // committed these very features, there is nothing to write, and no
+    // features batch is built.
+    let (senders, writer) = match kept {
+        Some(_) => (Vec::new(), None),
+        None => {
+            let (senders, receivers): (Vec<_>, Vec<taglake_storage::BatchReceiver>) =
+                (0..rayon::current_num_threads().max(1)).map(|_| tokio::sync::mpsc::channel(2)).unzip();
+            let (wh, schema) = (wh.clone(), schema.clone());
+            let writer = tokio::spawn(async move {
+                wh.overwrite_streaming_with_inputs(Table::Features, schema, receivers, &inputs).await
+            });
+            (senders, Some(writer))
+        }
     };
     let fs = Arc::new(fs);
     let evaluated = {
@@ -232,13 +203,17 @@ pub(crate) async fn compute(wh: &Warehouse, lock: &WriterLock, options: &Refresh
         tokio::task::spawn_blocking(move || {
             compiled.prepare(&fs);
             let mut sent = 0usize;
-            let out = evaluate_all(&compiled, &fs, &schema, |batch| {
-                // Two consecutive chunks to a writer make one row group
-                // (128 Ki rows) of neighbouring member keys.
-                let next = sent / 2 % senders.len();
-                sent += 1;
-                senders[next].blocking_send(Ok(batch)).map_err(|_| Error::WriterStopped)
-            });
+            let out = if senders.is_empty() {
+                evaluate_tags(&compiled, &fs)
+            } else {
+                evaluate_all(&compiled, &fs, &schema, |batch| {
+                    // Two consecutive chunks to a writer make one row group
+                    // (128 Ki rows) of neighbouring member keys.
+                    let next = sent / 2 % senders.len();
+                    sent += 1;
+                    senders[next].blocking_send(Ok(batch)).map_err(|_| Error::WriterStopped)
+                })
+            };
             if let Err(e) = &out {
                 for tx in &senders {
                     let _ = tx.blocking_send(Err(e.to_string()));
@@ -250,7 +225,12 @@ pub(crate) async fn compute(wh: &Warehouse, lock: &WriterLock, options: &Refresh
         .await
         .map_err(|e| Error::Internal(format!("tag evaluation panicked: {e}")))?
     };
-    let features_version = writer.await.map_err(|e| Error::Internal(format!("features writer panicked: {e}")))?;
+    let features_version = match (writer, kept) {
+        (Some(writer), _) => {
+            writer.await.map_err(|e| Error::Internal(format!("features writer panicked: {e}")))?.map_err(Error::from)
+        }
+        (None, kept) => Ok(kept.expect("no writer only for kept features")),
+    };
     // A writer that failed stopped the evaluation: its error is the cause.
     let (compiled, bitmaps, base) = match (evaluated, &features_version) {
         (Err(Error::WriterStopped), Err(_)) => return Err(features_version.expect_err("matched")),
@@ -358,6 +338,22 @@ pub fn evaluate_all(
     schema: &SchemaRef,
     mut sink: impl FnMut(RecordBatch) -> Result<()>,
 ) -> Result<(Vec<RoaringBitmap>, u64)> {
+    evaluate_chunks(compiled, fs, Some(schema), &mut sink)
+}
+
+/// [`evaluate_all`] without the features batches: the tags and the base
+/// size only.
+fn evaluate_tags(compiled: &Compiled, fs: &FeatureSet) -> Result<(Vec<RoaringBitmap>, u64)> {
+    evaluate_chunks(compiled, fs, None, &mut |_| Ok(()))
+}
+
+/// [`evaluate_all`], building and sinking features batches when given their schema.
+fn evaluate_chunks(
+    compiled: &Compiled,
+    fs: &FeatureSet,
+    schema: Option<&SchemaRef>,
+    sink: &mut impl FnMut(RecordBatch) -> Result<()>,
+) -> Result<(Vec<RoaringBitmap>, u64)> {
     let threads = rayon::current_num_threads().max(1);
     let window = threads + 1;
     let gate = Gate::default();
@@ -389,7 +385,7 @@ pub fn evaluate_all(
             });
             drop(tx);
         });
-        let merged = merge_in_order(compiled, fs.chunks(), &rx, &gate, &mut sink);
+        let merged = merge_in_order(compiled, fs.chunks(), &rx, &gate, sink);
         // On an error, the threads still waiting to start a chunk give up.
         gate.stop();
         drop(rx);
@@ -397,15 +393,15 @@ pub fn evaluate_all(
     })
 }
 
-/// One chunk's tags, `features` rows and base size.
-type Evaluated = (Vec<RoaringBitmap>, RecordBatch, u64);
+/// One chunk's tags, `features` rows (when wanted) and base size.
+type Evaluated = (Vec<RoaringBitmap>, Option<RecordBatch>, u64);
 
-fn evaluate_chunk(compiled: &Compiled, fs: &FeatureSet, schema: &SchemaRef, c: usize) -> Result<Evaluated> {
+fn evaluate_chunk(compiled: &Compiled, fs: &FeatureSet, schema: Option<&SchemaRef>, c: usize) -> Result<Evaluated> {
     let chunk = fs.chunk(c);
     // Its state is no longer needed: memory goes down as bitmaps grow.
     fs.release(c);
     let bitmaps = compiled.evaluate(&chunk);
-    let batch = features_batch(&chunk, schema, fs)?;
+    let batch = schema.map(|schema| features_batch(&chunk, schema, fs)).transpose()?;
     Ok((bitmaps, batch, chunk.base.iter().map(|b| *b as u64).sum()))
 }
 
@@ -433,7 +429,7 @@ fn merge_in_order(
         for (m, bm) in merged.iter_mut().zip(bitmaps) {
             m.push(bm);
         }
-        if batch.num_rows() > 0 {
+        if let Some(batch) = batch.filter(|b| b.num_rows() > 0) {
             sink(batch)?;
         }
         gate.merged(c + 1);
@@ -574,33 +570,6 @@ mod tests {
         };
         let keep = BooleanArray::from(base.iter().map(|b| *b == 1).collect::<Vec<_>>());
         arrow::compute::filter(&array, &keep).unwrap()
-    }
-
-    /// Batches sent to the receivers in turn, as the evaluation sends
-    /// them, are all drained, and the first error sent comes back.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn draining_an_interrupted_runs_batches_takes_every_receiver_at_once() {
-        for fail in [false, true] {
-            let (senders, receivers): (Vec<_>, Vec<taglake_storage::BatchReceiver>) =
-                (0..3).map(|_| tokio::sync::mpsc::channel(2)).unzip();
-            let drained = tokio::spawn(drain(receivers));
-            // An async sender, so that a stuck one fails the test instead
-            // of hanging the runtime's shutdown.
-            let sent = tokio::spawn(async move {
-                let batch = RecordBatch::new_empty(Arc::new(Schema::empty()));
-                for i in 0..60 {
-                    let item =
-                        if fail && i == 40 { Err("the evaluation failed".to_string()) } else { Ok(batch.clone()) };
-                    senders[i / 2 % senders.len()].send(item).await.unwrap();
-                }
-            });
-            tokio::time::timeout(std::time::Duration::from_secs(60), sent)
-                .await
-                .expect("the sender was blocked")
-                .unwrap();
-            let result = drained.await.unwrap();
-            assert_eq!(result.is_err(), fail, "{result:?}");
-        }
     }
 
     fn value() -> impl Strategy<Value = f64> {
