@@ -79,11 +79,15 @@ pub(crate) struct NightlyArgs {
     /// The snapshot retention after the night (see `taglake tags prune`).
     #[command(flatten)]
     pub retention: crate::tags::RetentionArgs,
-    /// Files of pruned snapshots stay on disk (readable by time travel) this
-    /// many days before the night deletes them.
+    /// Files of pruned snapshots, and the files of other tables that a
+    /// newer version replaced (`members` after an upsert, `communities`
+    /// after an assignment), stay on disk (readable by time travel) this
+    /// many days before the night deletes them. The current and the
+    /// previous version of every table always stay.
     #[arg(long, default_value_t = 7)]
     pub keep_pruned_days: u32,
-    /// Keep every snapshot (no retention step).
+    /// Keep every snapshot and every replaced file (no retention step, no
+    /// vacuum).
     #[arg(long)]
     pub no_prune: bool,
     /// The summary as text (a line per step) or one JSON document on stdout
@@ -277,6 +281,7 @@ async fn run(a: &NightlyArgs, summary: &mut Summary) -> Result<()> {
 
     if a.no_prune {
         summary.steps.push(Step::skipped("prune snapshots".into(), "--no-prune"));
+        summary.steps.push(Step::skipped("vacuum".into(), "--no-prune"));
         return Ok(());
     }
     let policy = a.retention.retention();
@@ -295,7 +300,37 @@ async fn run(a: &NightlyArgs, summary: &mut Summary) -> Result<()> {
         ]))
     })
     .await?;
+    // Without this, every night's member upsert and community assignment
+    // left the files they replaced for ever: at 42 M members ~1 GB and
+    // ~0.6 GB a night. `tags` is vacuumed above, `features` by `tag`.
+    step(summary, "vacuum".into(), async {
+        let retain = chrono::Duration::days(a.keep_pruned_days.into());
+        let mut counts = BTreeMap::from([("files_vacuumed", 0), ("bytes_vacuumed", 0)]);
+        for table in Table::ALL.into_iter().filter(|t| !matches!(t, Table::Tags | Table::Features)) {
+            let vacuumed = wh.vacuum(&lock, table, retain, false).await?;
+            *counts.entry("files_vacuumed").or_default() += vacuumed.files.len() as u64;
+            *counts.entry("bytes_vacuumed").or_default() += vacuumed.bytes();
+            counts.insert(vacuumed_key(table), vacuumed.files.len() as u64);
+        }
+        Ok(counts)
+    })
+    .await?;
     Ok(())
+}
+
+/// The `vacuum` step's count of one table's files.
+fn vacuumed_key(table: Table) -> &'static str {
+    match table {
+        Table::Members => "members_files",
+        Table::Orders => "orders_files",
+        Table::Products => "products_files",
+        Table::MemberIds => "member_ids_files",
+        Table::Communities => "communities_files",
+        Table::Quarantine => "quarantine_files",
+        Table::Tags => "tags_files",
+        Table::Features => "features_files",
+        Table::Experiments => "experiments_files",
+    }
 }
 
 /// Runs one step, recording its time, peak memory and figures (or its

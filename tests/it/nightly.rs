@@ -85,6 +85,7 @@ fn a_night_gives_what_the_separate_commands_give_and_a_rerun_changes_nothing() {
             ("cluster", "done"),
             ("tag movement", "done"),
             ("prune snapshots", "done"),
+            ("vacuum", "done"),
         ],
         "{s}"
     );
@@ -137,7 +138,20 @@ fn a_night_gives_what_the_separate_commands_give_and_a_rerun_changes_nothing() {
     }
 
     // The same night again: nothing new, every line recognised.
-    let out = taglake(&["nightly", "--orders", "orders.csv", "--members", "members.csv", "--format", "json"], dir);
+    let out = taglake(
+        &[
+            "nightly",
+            "--orders",
+            "orders.csv",
+            "--members",
+            "members.csv",
+            "--format",
+            "json",
+            "--keep-pruned-days",
+            "0",
+        ],
+        dir,
+    );
     let again = json_of(&out);
     assert!(out.status.success(), "{again}");
     let orders = &step(&again, "ingest orders")["counts"];
@@ -146,6 +160,15 @@ fn a_night_gives_what_the_separate_commands_give_and_a_rerun_changes_nothing() {
     assert_eq!(step(&again, "ingest members")["counts"]["replaced"], 0, "{again}");
     let before = table_rows(&dir.join("separate"), Table::Orders, &[]);
     assert_eq!(table_rows(&dir.join("warehouse"), Table::Orders, &[]), before);
+    // Its assignment replaced `communities` once more: the files the
+    // night's assignment replaced (two versions back) are deleted, the
+    // table still reads the same.
+    let vacuum = &step(&again, "vacuum")["counts"];
+    assert!(vacuum["communities_files"].as_u64().unwrap() >= 1, "{again}");
+    assert_eq!(
+        table_rows(&dir.join("warehouse"), Table::Communities, &[]).len(),
+        table_rows(&dir.join("separate"), Table::Communities, &[]).len()
+    );
 
     // The re-run's retention deleted the re-run's tag snapshot (5: its
     // rows all refer on, and the day's last, the re-run's cluster
