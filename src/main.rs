@@ -16,5 +16,6 @@ mod sql;
 mod tags;
 
 fn main() -> std::process::ExitCode {
+    report::limit_malloc_arenas();
     cli::run()
 }
