@@ -16,6 +16,5 @@ mod sql;
 mod tags;
 
 fn main() -> std::process::ExitCode {
-    report::limit_malloc_arenas();
     cli::run()
 }

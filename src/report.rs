@@ -15,29 +15,6 @@ pub fn peak_memory() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Caps glibc's malloc arenas at one per core (its default is eight per
-/// core), unless `MALLOC_ARENA_MAX` says otherwise. Called first thing.
-///
-/// Memory one thread frees stays in that thread's arena, where another
-/// thread's allocations cannot reuse it. In `nightly` the ingest steps'
-/// threads leave the tag refresh spread over more arenas than a lone `tag`:
-/// at 10 M members its peak was 3.44 GiB in the night against 2.77 GiB
-/// alone, and 2.93 GiB with one arena per core, at the same speed; at 42 M
-/// the night's refresh reached 12.1 GiB.
-pub fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let arenas = libc::c_int::try_from(cores).unwrap_or(libc::c_int::MAX);
-        #[allow(unsafe_code)]
-        // SAFETY: mallopt only changes a tuning parameter of the allocator;
-        // it is called before any thread is started.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, arenas);
-        }
-    }
-}
-
 /// Starts a new peak for [`peak_memory`] (Linux: `clear_refs` 5 resets
 /// the high-water mark), so a step of a longer command reports its own.
 ///
