@@ -213,7 +213,12 @@ impl LogicalExtensionCodec for LogicalCodec {
                 let inner =
                     Arc::new(FilesTable { table, schema: schema_from(blob(&blobs, 0)?)?, partition_columns, files });
                 let set = self.tag_sets.get(&tags, blob(&blobs, 1)?)?;
-                Arc::new(MembersTable::rebuild(set, inner, audience.as_deref()).map_err(external)?)
+                let members = MembersTable::rebuild(set, inner, audience.as_deref()).map_err(external)?;
+                // A statement's plan holds `members` narrowed to the tag
+                // columns it names (`taglake_query::narrow`): the same here.
+                let named: std::collections::HashSet<&str> =
+                    schema.fields().iter().map(|f| f.name().as_str()).collect();
+                Arc::new(members.narrowed(|name| named.contains(name)))
             }
             ProviderSpec::TagRanges(task) => Arc::new(TagRangeTable::new(task)),
         })

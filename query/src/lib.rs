@@ -33,6 +33,7 @@ pub mod experiment;
 pub mod export;
 pub mod function;
 pub mod members;
+pub mod narrow;
 pub mod parse;
 pub mod stats;
 pub mod tagset;
@@ -195,7 +196,7 @@ pub async fn dataframe(ctx: &SessionContext, text: &str) -> Result<DataFrame> {
         )));
     }
     let statement = statements.pop_front().ok_or_else(|| Error::Sql("the SQL text holds no statement".into()))?;
-    let plan = state.statement_to_plan(statement).await.map_err(|e| explain(ctx, &e.to_string()))?;
+    let plan = narrow::plan(&state, statement).await.map_err(|e| explain(ctx, &e.to_string()))?;
     ctx.execute_logical_plan(plan).await.map_err(|e| explain(ctx, &e.to_string()))
 }
 

@@ -91,6 +91,34 @@ impl MembersTable {
         }
     }
 
+    /// The same table with every attribute column but only the tag columns
+    /// `keep` accepts, in the same order (see [`crate::narrow`]).
+    pub fn narrowed(&self, keep: impl Fn(&str) -> bool) -> MembersTable {
+        let fields = self.schema.fields();
+        let mut kept: Vec<_> = fields[..self.attributes].to_vec();
+        let mut tag_columns = Vec::new();
+        for (field, &tag) in fields[self.attributes..].iter().zip(&self.tag_columns) {
+            if keep(field.name()) {
+                kept.push(field.clone());
+                tag_columns.push(tag);
+            }
+        }
+        MembersTable {
+            tags: self.tags.clone(),
+            inner: self.inner.clone(),
+            base: self.base.clone(),
+            schema: Arc::new(Schema::new_with_metadata(kept, self.schema.metadata().clone())),
+            attributes: self.attributes,
+            tag_columns,
+            single_partition: self.single_partition,
+        }
+    }
+
+    /// How many tag columns the table has.
+    pub fn tag_column_count(&self) -> usize {
+        self.tag_columns.len()
+    }
+
     /// The tags this table answers from.
     pub fn tags(&self) -> &Arc<TagSet> {
         &self.tags

@@ -133,8 +133,7 @@ impl Service {
     async fn plan(&self, statement: &Statement) -> PgWireResult<LogicalPlan> {
         let _reading = self.live.swap.read().await;
         let state = self.live.context().state();
-        let plan = state
-            .statement_to_plan(DfStatementKind::Statement(Box::new(statement.clone())))
+        let plan = taglake_query::narrow::plan(&state, DfStatementKind::Statement(Box::new(statement.clone())))
             .await
             .map_err(|e| self.error(e))?;
         policy::check_plan(&plan, false).map_err(refused)?;
@@ -255,7 +254,7 @@ impl Service {
         let statement = parsed.pop_front().ok_or_else(|| internal("COPY translated to nothing"))?;
         let plan = {
             let _reading = self.live.swap.read().await;
-            self.live.context().state().statement_to_plan(statement).await.map_err(|e| self.error(e))?
+            taglake_query::narrow::plan(&self.live.context().state(), statement).await.map_err(|e| self.error(e))?
         };
         let existed = copy.path.exists();
         let budget = Budget::new(self.config.export_max());
@@ -987,7 +986,11 @@ impl QueryHook for PolicyHook {
                 Statement::Declare { stmts } => {
                     let query = stmts.first().and_then(|d| d.for_query.clone())?;
                     let inner = DfStatementKind::Statement(Box::new(Statement::Query(query)));
-                    Some(ctx.state().statement_to_plan(inner).await.map_err(|e| PgWireError::ApiError(Box::new(e))))
+                    Some(
+                        taglake_query::narrow::plan(&ctx.state(), inner)
+                            .await
+                            .map_err(|e| PgWireError::ApiError(Box::new(e))),
+                    )
                 }
                 _ => Some(Ok(empty_plan())),
             },

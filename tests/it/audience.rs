@@ -350,3 +350,64 @@ fn audience_errors_point_at_the_problem() {
     let out = taglake(&["audience", "count", "tier_gold"], tmp.path());
     assert!(String::from_utf8_lossy(&out.stderr).contains("never tagged: run `taglake tag`"));
 }
+
+/// Each query plans over a `members` holding every attribute but only the
+/// tag columns it names; statements that may use columns they do not name
+/// get the full table; answers and errors are the full table's.
+#[test]
+fn queries_plan_over_the_tag_columns_they_name() {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::LogicalPlan;
+
+    let (ctx, _) = open(&fixture().dir);
+    let wh = Warehouse::open(fixture().dir.join("warehouse")).unwrap();
+    let tags = runtime().block_on(taglake_tagger::snapshot::info(&wh, None)).unwrap().tags.len();
+    let attributes = runtime().block_on(async { wh.provider(Table::Members, &ctx).await }).unwrap().unwrap().schema();
+    let attributes = attributes.fields().len();
+    // The width of every `members` (or `audience()`) scan source in the plan.
+    let widths = |sql: &str| {
+        let state = ctx.state();
+        let statement = taglake_query::parse::statements(&state, sql).unwrap().pop_front().unwrap();
+        let plan = runtime().block_on(taglake_query::narrow::plan(&state, statement)).unwrap();
+        let mut widths = Vec::new();
+        plan.apply(|node| {
+            if let LogicalPlan::TableScan(scan) = node
+                && (scan.table_name.table() == "members" || scan.table_name.table().starts_with("audience"))
+            {
+                widths.push(scan.source.schema().fields().len());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+        widths
+    };
+    assert_eq!(widths("SELECT count(*) FROM members WHERE tier_gold AND NOT dormant_90_plus"), [attributes + 2]);
+    assert_eq!(widths("SELECT city, count(*) FROM members WHERE \"tier_gold\" GROUP BY 1"), [attributes + 1]);
+    assert_eq!(
+        widths("SELECT count(*) FROM audience('tier_gold OR rfm_r_5') WHERE value_core AND city <> 'x'"),
+        [attributes + 1]
+    );
+    for full in
+        ["SELECT * FROM members LIMIT 1", "SELECT m.* FROM members m LIMIT 1", "SELECT * FROM audience('tier_gold')"]
+    {
+        assert!(widths(full).iter().all(|w| *w > attributes + tags / 2), "{full}: {:?}", widths(full));
+    }
+    // Same answers as over a plain copy, with tags named in every place a
+    // column can be named.
+    query(&ctx, "CREATE TABLE plain_narrow AS SELECT * FROM members");
+    for q in [
+        "SELECT count(*), sum(CAST(tier_gold AS INT)) AS gold FROM {t} WHERE rfm_r_5 OR value_core",
+        "SELECT x.tier_silver, count(*) FROM (SELECT tier_silver, member_key FROM {t} WHERE NOT tier_gold) x GROUP BY 1 ORDER BY 1",
+        "WITH a AS (SELECT member_key FROM {t} WHERE one_time_buyer) SELECT count(*) FROM a JOIN {t} m USING (member_key) WHERE m.lifecycle_mature",
+        "SELECT lifecycle_mature AS l, count(*) FROM {t} GROUP BY l ORDER BY l",
+        "SELECT count(*) FROM {t} WHERE member_key IN (SELECT member_key FROM {t} WHERE \"dormant_30_60\")",
+    ] {
+        assert_eq!(query(&ctx, &q.replace("{t}", "members")), query(&ctx, &q.replace("{t}", "plain_narrow")), "{q}");
+    }
+    // A misspelt column is reported with the full table's fields.
+    let e = runtime()
+        .block_on(taglake_query::sql(&ctx, "SELECT count(*) FROM members WHERE tier_gol"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("tier_gold"), "{e}");
+}
