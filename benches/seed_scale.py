@@ -119,6 +119,8 @@ def main():
     ap.add_argument("--keep-features-days", type=int, default=None,
                     help="passed to `tag` and `nightly` (taglake's default keeps 7 days of `features` versions, "
                          "~4.7 GB each at 42 M members)")
+    ap.add_argument("--keep-pruned-days", type=int, default=None,
+                    help="passed to `nightly` (its default keeps replaced files 7 days)")
     a = ap.parse_args()
     tl = os.path.abspath(a.taglake)
     base = os.environ.get("TAGLAKE_BENCH_DIR", os.path.expanduser("~/.cache/taglake-bench"))
@@ -157,6 +159,7 @@ def main():
     res["backfill_lines_per_s"] = lines / res["steps"][-1]["seconds"]
     keep = [] if a.keep_features_days is None else ["--keep-features-days", str(a.keep_features_days)]
     res["keep_features_days"] = a.keep_features_days
+    res["keep_pruned_days"] = a.keep_pruned_days
     step("tag", [tl, "tag", "--warehouse", wh] + keep)
     step("cluster", [tl, "cluster", "--warehouse", wh])
     res["sizes_after_backfill"] = sizes(wh)
@@ -185,8 +188,10 @@ def main():
         made = subprocess.run([py, "-c", MAKE_DAY, data, day_dir, str(n), day, prev],
                               capture_output=True, text=True, check=True).stdout.split()
         day_lines, day_members = int(made[0]), int(made[1])
+        pruned = [] if a.keep_pruned_days is None else ["--keep-pruned-days", str(a.keep_pruned_days)]
         t, rss, out = measured([tl, "nightly", "--orders", f"{day_dir}/orders.csv", "--members",
-                                f"{day_dir}/members.csv", "--warehouse", wh, "--format", "json"] + mem + keep, work)
+                                f"{day_dir}/members.csv", "--warehouse", wh, "--format", "json"] + mem + keep + pruned,
+                               work)
         summary = json.loads(out)
         assert summary["status"] == "ok", summary
         # The nightly restarts its high-water mark per step (so each step
