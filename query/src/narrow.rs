@@ -41,6 +41,8 @@ type DfResult<T> = datafusion::common::Result<T>;
 
 /// The table whose tag columns are narrowed.
 const MEMBERS: &str = "members";
+/// The table function over the same table.
+const AUDIENCE: &str = "audience";
 
 /// Plans `statement` in `state` (what `SessionState::statement_to_plan`
 /// does), over a `members` narrowed to the tag columns the statement names
@@ -64,6 +66,11 @@ async fn narrowed_members(state: &SessionState, statement: &DfStatement) -> Opti
         return None;
     }
     let names = named(&statement.to_string())?;
+    // A statement that names neither reads no tag column: rebuilding its
+    // session state for an overlay would be pure cost.
+    if !names.contains(MEMBERS) && !names.contains(AUDIENCE) {
+        return None;
+    }
     let provider = state.schema_for_ref(TableReference::bare(MEMBERS)).ok()?.table(MEMBERS).await.ok()??;
     let members = provider.downcast_ref::<MembersTable>()?;
     let narrowed = members.narrowed(|name| names.contains(name));
@@ -133,10 +140,10 @@ fn overlay(state: &SessionState, members: Arc<MembersTable>) -> SessionState {
         schema: options.default_schema.clone(),
         members: members.clone(),
     });
-    let has_audience = state.table_functions().contains_key("audience");
+    let has_audience = state.table_functions().contains_key(AUDIENCE);
     let mut narrowed = SessionStateBuilder::new_from_existing(state.clone()).with_catalog_list(list).build();
     if has_audience {
-        narrowed.register_udtf("audience", Arc::new(AudienceFunction::new(members)));
+        narrowed.register_udtf(AUDIENCE, Arc::new(AudienceFunction::new(members)));
     }
     narrowed
 }
