@@ -202,7 +202,7 @@ pub async fn audience(a: AudienceArgs) -> Result<()> {
             Some(ctx) => {
                 sql_count(ctx, &format!("SELECT count(*) FROM audience('{}')", text.replace('\'', "''"))).await
             }
-            None => Ok(taglake_query::audience::evaluate(&node, &tags)?.len()),
+            None => Ok(taglake_query::audience::count(&node, &tags)?),
         }
     };
     match a.command {

@@ -666,7 +666,7 @@ async fn demo(a: DemoArgs) -> Result<()> {
     for expr in ["tier_gold AND category_lover_beauty AND NOT dormant_60_90", "community_1 AND NOT in_experiment"] {
         let node = taglake_query::audience::parse(expr, &tags)?;
         let t = Instant::now();
-        let n = taglake_query::audience::evaluate(&node, &tags)?.len();
+        let n = taglake_query::audience::count(&node, &tags)?;
         println!(
             "   taglake audience count \"{expr}\"\n     → {} members ({:.2}%) in {:.3} ms",
             report::count(n),

@@ -132,7 +132,7 @@ impl TagsRef {
 
 fn in_experiment(tags: &TagSet) -> DfResult<Vec<u8>> {
     let i = tags.position(taglake_query::tagset::IN_EXPERIMENT).ok_or_else(|| internal("no in_experiment tag"))?;
-    Ok(bitmap_bytes(tags.bitmap(i).map_err(external)?))
+    Ok(tags.bitmap(i).map_err(external)?.to_portable())
 }
 
 /// Tag sets this process opened, by snapshot and `in_experiment` members:
@@ -343,7 +343,7 @@ impl PhysicalExtensionCodec for PhysicalCodec {
             Ok([schema_bytes(schema)?, bitmap_bytes(&parts.keys), in_experiment(tags)?])
         };
         if let Some(n) = node.downcast_ref::<TagBitmapExec>() {
-            let p = n.parts();
+            let p = n.parts()?;
             let blobs = scan_blobs(&n.schema(), &p, n.tags())?;
             let spec = NodeSpec::Bitmap {
                 tags: TagsRef::of(n.tags())?,
@@ -356,7 +356,7 @@ impl PhysicalExtensionCodec for PhysicalCodec {
             return frame(&spec, &[&blobs[0], &blobs[1], &blobs[2]], buf);
         }
         if let Some(n) = node.downcast_ref::<TagFilterExec>() {
-            let p = n.parts();
+            let p = n.parts()?;
             let blobs = scan_blobs(&n.schema(), &p, n.tags())?;
             let spec = NodeSpec::Filter {
                 tags: TagsRef::of(n.tags())?,

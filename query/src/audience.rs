@@ -17,7 +17,6 @@
 //! overflowing the stack of a server thread. `AND` and `OR` chains are flat
 //! [`Node::And`] / [`Node::Or`] lists, so their length costs no depth.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use roaring::RoaringBitmap;
@@ -273,55 +272,16 @@ impl Parser<'_> {
 }
 
 /// The members an audience selects, within the universe of `tags`. Fails
-/// only when a stored bitmap cannot be read.
+/// only when a stored bitmap cannot be read. Built by the container walk
+/// of [`crate::count`]: no intermediate bitmap per operator.
 pub fn evaluate(node: &Node, tags: &TagSet) -> crate::Result<RoaringBitmap> {
-    Ok(eval(node, tags)?.into_owned())
+    Ok(crate::count::select(node, tags)?.to_roaring())
 }
 
-fn eval<'a>(node: &Node, tags: &'a TagSet) -> crate::Result<Cow<'a, RoaringBitmap>> {
-    Ok(match node {
-        Node::Tag(i) => Cow::Borrowed(tags.bitmap(*i)?),
-        Node::Const(true) => Cow::Borrowed(tags.universe()?),
-        Node::Const(false) => Cow::Owned(RoaringBitmap::new()),
-        Node::Not(inner) => Cow::Owned(tags.universe()? - eval(inner, tags)?.as_ref()),
-        Node::And(items) => {
-            // Intersect the positive operands smallest first, then subtract
-            // the negated ones: `NOT x` is never materialised inside an AND.
-            let mut positive: Vec<Cow<'_, RoaringBitmap>> = Vec::new();
-            let mut negative = Vec::new();
-            for item in items {
-                match item {
-                    Node::Not(inner) => negative.push(inner.as_ref()),
-                    other => positive.push(eval(other, tags)?),
-                }
-            }
-            positive.sort_by_key(|b| b.len());
-            let mut acc = match positive.first() {
-                Some(first) => first.as_ref().clone(),
-                None => tags.universe()?.clone(),
-            };
-            for b in positive.iter().skip(1) {
-                if acc.is_empty() {
-                    break;
-                }
-                acc &= b.as_ref();
-            }
-            for n in negative {
-                if acc.is_empty() {
-                    break;
-                }
-                acc -= eval(n, tags)?.as_ref();
-            }
-            Cow::Owned(acc)
-        }
-        Node::Or(items) => {
-            let mut acc = RoaringBitmap::new();
-            for item in items {
-                acc |= eval(item, tags)?.as_ref();
-            }
-            Cow::Owned(acc)
-        }
-    })
+/// How many members an audience selects (`evaluate(…)?.len()` without
+/// building the selection).
+pub fn count(node: &Node, tags: &TagSet) -> crate::Result<u64> {
+    crate::count::count(node, tags)
 }
 
 /// `n` members drawn uniformly from `keys`, the same for the same seed:
@@ -497,6 +457,29 @@ pub(crate) mod tests {
     }
 
     /// Naive per-member evaluation: the reference for the bitmap algebra.
+    /// The bitmap algebra the container walk must agree with: one
+    /// `roaring` operation per operator.
+    pub(crate) fn algebra(node: &Node, tags: &TagSet) -> RoaringBitmap {
+        let universe = || tags.universe().unwrap().clone();
+        match node {
+            Node::Tag(i) => tags.bitmap(*i).unwrap().to_roaring(),
+            Node::Const(true) => universe(),
+            Node::Const(false) => RoaringBitmap::new(),
+            Node::Not(inner) => universe() - algebra(inner, tags),
+            Node::And(items) => {
+                let (neg, pos): (Vec<&Node>, Vec<&Node>) = items.iter().partition(|i| matches!(i, Node::Not(_)));
+                let mut acc = pos.iter().map(|i| algebra(i, tags)).reduce(|a, b| a & b).unwrap_or_else(universe);
+                for n in neg {
+                    if let Node::Not(inner) = n {
+                        acc -= algebra(inner, tags);
+                    }
+                }
+                acc
+            }
+            Node::Or(items) => items.iter().fold(RoaringBitmap::new(), |acc, i| acc | algebra(i, tags)),
+        }
+    }
+
     fn member_has(node: &Node, t: &TagSet, k: u32) -> bool {
         match node {
             Node::Tag(i) => t.bitmap(*i).unwrap().contains(k),
@@ -507,7 +490,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn node() -> impl Strategy<Value = Node> {
+    pub(crate) fn node() -> impl Strategy<Value = Node> {
         let leaf = prop_oneof![(0usize..5).prop_map(Node::Tag), any::<bool>().prop_map(Node::Const)];
         leaf.prop_recursive(4, 24, 4, |inner| {
             prop_oneof![

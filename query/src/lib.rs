@@ -29,6 +29,8 @@
 
 pub mod audience;
 pub mod balance;
+pub mod bits;
+pub mod count;
 pub mod experiment;
 pub mod export;
 pub mod function;

@@ -17,7 +17,7 @@
 //! table and keeps the rows whose key is selected.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::{ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, RecordBatchOptions};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
@@ -265,16 +265,20 @@ impl TableProvider for MembersTable {
             _ => Some(Node::And(parts)),
         };
         let external = |e: crate::Error| DataFusionError::External(Box::new(e));
-        let selection = match &selection {
+        // Counted now (statistics answer `count(*)` from it), built only
+        // when a row is produced.
+        let selection = match selection {
             Some(n) => Selection {
-                keys: Arc::new(audience::evaluate(n, &self.tags).map_err(external)?),
+                len: crate::count::count(&n, &self.tags).map_err(external)?,
                 everyone: false,
-                audience: audience::display(n, &self.tags),
+                audience: audience::display(&n, &self.tags),
+                keys: Arc::new(Keys::lazy(Some(n), self.tags.clone())),
             },
             None => Selection {
-                keys: Arc::new(self.tags.universe().map_err(external)?.clone()),
+                len: self.tags.universe().map_err(external)?.len(),
                 everyone: true,
                 audience: "everyone".into(),
+                keys: Arc::new(Keys::lazy(None, self.tags.clone())),
             },
         };
         let all: Vec<usize> = (0..self.schema.fields().len()).collect();
@@ -319,12 +323,63 @@ impl TableProvider for MembersTable {
 /// What a scan selects.
 #[derive(Debug, Clone)]
 struct Selection {
-    /// The selected member keys.
-    keys: Arc<RoaringBitmap>,
+    /// The selected member keys, built when first needed.
+    keys: Arc<Keys>,
+    /// How many members are selected.
+    len: u64,
     /// No filter: every member (the keys are the universe).
     everyone: bool,
     /// The pushed-down filter as audience text, for EXPLAIN.
     audience: String,
+}
+
+impl Selection {
+    /// A selection whose keys are known (sent by another process).
+    fn known(keys: Arc<RoaringBitmap>, everyone: bool, audience: String) -> Selection {
+        let len = keys.len();
+        Selection {
+            keys: Arc::new(Keys { node: None, tags: None, built: OnceLock::from(keys) }),
+            len,
+            everyone,
+            audience,
+        }
+    }
+
+    fn keys(&self) -> DfResult<Arc<RoaringBitmap>> {
+        self.keys.get()
+    }
+}
+
+/// A selection's member keys. A `count(*)` is answered from statistics
+/// (the count engine's number), so a plan that never produces a row never
+/// builds them.
+#[derive(Debug)]
+struct Keys {
+    /// The audience; `None`: everyone.
+    node: Option<Node>,
+    /// Where to evaluate it (`None` once built elsewhere).
+    tags: Option<Arc<TagSet>>,
+    built: OnceLock<Arc<RoaringBitmap>>,
+}
+
+impl Keys {
+    fn lazy(node: Option<Node>, tags: Arc<TagSet>) -> Keys {
+        Keys { node, tags: Some(tags), built: OnceLock::new() }
+    }
+
+    fn get(&self) -> DfResult<Arc<RoaringBitmap>> {
+        if let Some(k) = self.built.get() {
+            return Ok(k.clone());
+        }
+        let tags =
+            self.tags.as_ref().ok_or_else(|| DataFusionError::Internal("a selection without its tags".into()))?;
+        let external = |e: crate::Error| DataFusionError::External(Box::new(e));
+        let keys = match &self.node {
+            Some(n) => audience::evaluate(n, tags).map_err(external)?,
+            None => tags.universe().map_err(external)?.clone(),
+        };
+        Ok(self.built.get_or_init(|| Arc::new(keys)).clone())
+    }
 }
 
 /// Where an output column comes from.
@@ -372,7 +427,7 @@ pub enum PartColumn {
 
 impl Selection {
     /// The parts every scan node shares (no limit, one partition start, key column 0).
-    fn parts(&self, tags: &TagSet, columns: &[Out]) -> ScanParts {
+    fn parts(&self, tags: &TagSet, columns: &[Out]) -> DfResult<ScanParts> {
         let columns = columns
             .iter()
             .map(|c| match c {
@@ -381,15 +436,15 @@ impl Selection {
                 Out::Tag(t) => PartColumn::Tag(tags.tag(*t).name.clone()),
             })
             .collect();
-        ScanParts {
-            keys: self.keys.clone(),
+        Ok(ScanParts {
+            keys: self.keys()?,
             everyone: self.everyone,
             audience: self.audience.clone(),
             columns,
             limit: None,
             starts: Vec::new(),
             key_column: 0,
-        }
+        })
     }
 }
 
@@ -444,8 +499,11 @@ pub struct TagBitmapExec {
     selection: Selection,
     columns: Vec<Out>,
     limit: Option<usize>,
-    /// First key of each partition (by rank), so partitions split the work evenly.
-    starts: Vec<u32>,
+    /// How many partitions.
+    partitions: usize,
+    /// First key of each partition (by rank, so partitions split the work
+    /// evenly), found when the scan first runs.
+    starts: OnceLock<Vec<u32>>,
     properties: Arc<PlanProperties>,
 }
 
@@ -458,18 +516,27 @@ impl TagBitmapExec {
         limit: Option<usize>,
         partitions: usize,
     ) -> TagBitmapExec {
-        let keys = &selection.keys;
-        let n = keys.len();
-        let parts = (partitions.max(1) as u64).min(n.div_ceil(8192).max(1));
-        let starts = (0..parts).filter_map(|p| keys.select((n * p / parts) as u32)).collect::<Vec<_>>();
-        let starts = if starts.is_empty() { vec![0] } else { starts };
-        let properties = properties(schema.clone(), starts.len());
-        TagBitmapExec { schema, tags, selection, columns, limit, starts, properties }
+        let partitions = (partitions.max(1) as u64).min(selection.len.div_ceil(8192).max(1)) as usize;
+        let properties = properties(schema.clone(), partitions);
+        TagBitmapExec { schema, tags, selection, columns, limit, partitions, starts: OnceLock::new(), properties }
+    }
+
+    /// First key of each partition.
+    fn starts(&self) -> DfResult<&[u32]> {
+        if self.starts.get().is_none() {
+            let keys = self.selection.keys()?;
+            let (n, parts) = (keys.len(), self.partitions as u64);
+            let mut starts: Vec<u32> = (0..parts).filter_map(|p| keys.select((n * p / parts) as u32)).collect();
+            // An empty selection: every partition starts (and ends) at 0.
+            starts.resize(self.partitions, starts.last().copied().unwrap_or(0));
+            let _ = self.starts.set(starts);
+        }
+        Ok(self.starts.get().expect("set just above"))
     }
 
     /// Members the scan produces.
     pub fn rows(&self) -> u64 {
-        let n = self.selection.keys.len();
+        let n = self.selection.len;
         self.limit.map_or(n, |l| n.min(l as u64))
     }
 
@@ -478,25 +545,30 @@ impl TagBitmapExec {
         &self.tags
     }
 
-    /// Its content apart from schema and bitmaps.
-    pub fn parts(&self) -> ScanParts {
-        ScanParts { limit: self.limit, starts: self.starts.clone(), ..self.selection.parts(&self.tags, &self.columns) }
+    /// Its content apart from schema and bitmaps (the selection built).
+    pub fn parts(&self) -> DfResult<ScanParts> {
+        Ok(ScanParts {
+            limit: self.limit,
+            starts: self.starts()?.to_vec(),
+            ..self.selection.parts(&self.tags, &self.columns)?
+        })
     }
 
     /// The node again from [`TagBitmapExec::parts`], tag columns read from `tags`.
     pub fn from_parts(schema: SchemaRef, tags: Arc<TagSet>, parts: ScanParts) -> DfResult<TagBitmapExec> {
         let columns = from_parts(&tags, &parts.columns)?;
-        let selection = Selection { keys: parts.keys, everyone: parts.everyone, audience: parts.audience };
+        let selection = Selection::known(parts.keys, parts.everyone, parts.audience);
         let starts = if parts.starts.is_empty() { vec![0] } else { parts.starts };
         let properties = properties(schema.clone(), starts.len());
-        Ok(TagBitmapExec { schema, tags, selection, columns, limit: parts.limit, starts, properties })
+        let (partitions, starts) = (starts.len(), OnceLock::from(starts));
+        Ok(TagBitmapExec { schema, tags, selection, columns, limit: parts.limit, partitions, starts, properties })
     }
 }
 
 impl DisplayAs for TagBitmapExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.selection;
-        write!(f, "TagBitmapExec: audience=[{}], members={} (bitmap cardinality)", s.audience, s.keys.len())?;
+        write!(f, "TagBitmapExec: audience=[{}], members={} (bitmap cardinality)", s.audience, s.len)?;
         if let Some(l) = self.limit {
             write!(f, ", limit={l}")?;
         }
@@ -530,10 +602,11 @@ impl ExecutionPlan for TagBitmapExec {
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
         let batch = context.session_config().batch_size().max(1);
-        let start = self.starts[partition];
-        let end = self.starts.get(partition + 1).copied();
+        let starts = self.starts()?;
+        let start = starts[partition];
+        let end = starts.get(partition + 1).copied();
         let (schema, tags, keys, columns) =
-            (self.schema.clone(), self.tags.clone(), self.selection.keys.clone(), self.columns.clone());
+            (self.schema.clone(), self.tags.clone(), self.selection.keys()?, self.columns.clone());
         let mut left = self.limit.unwrap_or(usize::MAX);
         let mut next = Some(start);
         let batches = std::iter::from_fn(move || {
@@ -599,7 +672,7 @@ impl TagFilterExec {
 
     /// Members produced: each selected key has exactly one row in `members`.
     fn rows(&self) -> u64 {
-        self.selection.keys.len()
+        self.selection.len
     }
 
     /// The tags it answers from.
@@ -608,8 +681,8 @@ impl TagFilterExec {
     }
 
     /// Its content apart from schema, child and bitmaps.
-    pub fn parts(&self) -> ScanParts {
-        ScanParts { key_column: self.key_column, ..self.selection.parts(&self.tags, &self.columns) }
+    pub fn parts(&self) -> DfResult<ScanParts> {
+        Ok(ScanParts { key_column: self.key_column, ..self.selection.parts(&self.tags, &self.columns)? })
     }
 
     /// The node again from [`TagFilterExec::parts`] over `child`, tag columns read from `tags`.
@@ -620,7 +693,7 @@ impl TagFilterExec {
         child: Arc<dyn ExecutionPlan>,
     ) -> DfResult<TagFilterExec> {
         let columns = from_parts(&tags, &parts.columns)?;
-        let selection = Selection { keys: parts.keys, everyone: parts.everyone, audience: parts.audience };
+        let selection = Selection::known(parts.keys, parts.everyone, parts.audience);
         Ok(TagFilterExec::new(schema, tags, selection, child, parts.key_column, columns))
     }
 }
@@ -666,7 +739,7 @@ impl ExecutionPlan for TagFilterExec {
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
         let input = self.child.execute(partition, context)?;
-        let keys = (!self.selection.everyone).then(|| self.selection.keys.clone());
+        let keys = if self.selection.everyone { None } else { Some(self.selection.keys()?) };
         let (schema, tags, columns, key_column) =
             (self.schema.clone(), self.tags.clone(), self.columns.clone(), self.key_column);
         let stream = input.map(move |batch| {

@@ -32,6 +32,7 @@ use roaring::RoaringBitmap;
 use taglake_storage::scan::{Wanted, scan, table_files};
 use taglake_storage::{Table, Warehouse};
 
+use crate::bits::Bits;
 use crate::{Error, Result};
 
 /// Name of the derived tag holding the members of running experiments.
@@ -52,14 +53,19 @@ pub struct Tag {
     pub name: String,
     /// Family the tag belongs to (`tier`, `community`, …).
     pub family: String,
-    bitmap: OnceLock<RoaringBitmap>,
+    bitmap: OnceLock<Bits>,
     location: Option<Location>,
 }
 
 impl Tag {
     /// A tag whose members are already known.
     pub fn new(name: impl Into<String>, family: impl Into<String>, bitmap: RoaringBitmap) -> Tag {
-        Tag { name: name.into(), family: family.into(), bitmap: OnceLock::from(bitmap), location: None }
+        Tag {
+            name: name.into(),
+            family: family.into(),
+            bitmap: OnceLock::from(Bits::from_roaring(&bitmap)),
+            location: None,
+        }
     }
 }
 
@@ -78,6 +84,7 @@ pub struct TagSet {
     /// Tags in catalog order, then `in_experiment`.
     pub tags: Vec<Tag>,
     universe: OnceLock<RoaringBitmap>,
+    universe_bits: OnceLock<Bits>,
     member_files: Vec<PathBuf>,
     files: Vec<TagFile>,
     index: HashMap<String, usize>,
@@ -166,7 +173,7 @@ impl TagSet {
     }
 
     /// The members of the tag at `i`, read from the snapshot on first use.
-    pub fn bitmap(&self, i: usize) -> Result<&RoaringBitmap> {
+    pub fn bitmap(&self, i: usize) -> Result<&Bits> {
         let tag = &self.tags[i];
         if let Some(b) = tag.bitmap.get() {
             return Ok(b);
@@ -189,6 +196,15 @@ impl TagSet {
         }
         let u = member_keys(&self.member_files)?;
         Ok(self.universe.get_or_init(|| u))
+    }
+
+    /// [`TagSet::universe`] as containers, for the count engine.
+    pub fn universe_bits(&self) -> Result<&Bits> {
+        if let Some(u) = self.universe_bits.get() {
+            return Ok(u);
+        }
+        let u = Bits::from_roaring(self.universe()?);
+        Ok(self.universe_bits.get_or_init(|| u))
     }
 
     /// Reads every bitmap not read yet (for long-lived sessions): each row
@@ -245,14 +261,14 @@ impl TagSet {
         taglake_storage::suggest(name, self.names())
     }
 
-    fn deserialize(&self, name: &str, bytes: &[u8]) -> Result<RoaringBitmap> {
-        RoaringBitmap::deserialize_from(bytes).map_err(|e| {
+    fn deserialize(&self, name: &str, bytes: &[u8]) -> Result<Bits> {
+        Bits::from_portable(bytes).map_err(|e| {
             let v = self.snapshot.unwrap_or_default();
             Error::Corrupt(format!("tag `{name}` of snapshot {v}: the stored bitmap is damaged: {e}"))
         })
     }
 
-    fn read_bitmap(&self, name: &str, loc: Location) -> Result<RoaringBitmap> {
+    fn read_bitmap(&self, name: &str, loc: Location) -> Result<Bits> {
         let f = &self.files[loc.file];
         let err = |message: String| Error::File { path: f.path.clone(), message };
         let file = File::open(&f.path).map_err(|e| err(e.to_string()))?;

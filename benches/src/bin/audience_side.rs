@@ -19,8 +19,8 @@
 //!   Then it opens the warehouse once as `taglake_query::open` does and
 //!   reads every bitmap (`TagSet::warm`), both timed, and per expression,
 //!   after one untimed warm-up of each, times N audience counts in process
-//!   (`audience::parse` + `audience::evaluate` + `len`, what `taglake
-//!   audience count` does) and N runs of `SELECT count(*) FROM members WHERE
+//!   (`audience::parse` + `audience::count`, what `taglake audience count`
+//!   does; checked equal to `audience::evaluate(…).len()`) and N runs of `SELECT count(*) FROM members WHERE
 //!   <expr>` through DataFusion (`taglake_query::sql`: parsing, planning and
 //!   execution). Both counts must agree. Then N more SQL runs split into
 //!   stages (logical plan, physical plan, execution) show where that time
@@ -125,7 +125,7 @@ async fn export(wh: &Warehouse, names: &[String], dir: &Path) -> serde_json::Val
         .map(|n| tags.position(n).unwrap_or_else(|| fail(&format!("no tag `{n}` in snapshot {snapshot}"))))
         .collect();
     let universe = ok(tags.universe());
-    let bitmaps: Vec<&RoaringBitmap> = positions.iter().map(|&p| ok(tags.bitmap(p))).collect();
+    let bitmaps: Vec<RoaringBitmap> = positions.iter().map(|&p| ok(tags.bitmap(p)).to_roaring()).collect();
     for (name, bitmap) in names.iter().zip(&bitmaps) {
         if !bitmap.is_subset(universe) {
             fail(&format!("tag `{name}` has members outside the members table"));
@@ -154,7 +154,7 @@ async fn export(wh: &Warehouse, names: &[String], dir: &Path) -> serde_json::Val
         }
     }
     let mut rows: Vec<(String, u64, Vec<u8>)> = Vec::new();
-    for ((name, &bitmap), bytes) in names.iter().zip(&bitmaps).zip(stored) {
+    for ((name, bitmap), bytes) in names.iter().zip(&bitmaps).zip(stored) {
         let bytes = bytes.unwrap_or_else(|| fail(&format!("tag `{name}` is not in the tags table")));
         let read = RoaringBitmap::deserialize_from(bytes.as_slice()).unwrap_or_else(|e| fail(&e.to_string()));
         if read != *bitmap {
@@ -227,7 +227,7 @@ async fn measure(wh: &Warehouse, exprs: &[String], runs: usize) -> serde_json::V
             let t = Instant::now();
             let fresh = load(wh).await;
             let node = audience::parse(text, &fresh).unwrap_or_else(|e| fail(&e.to_string()));
-            std::hint::black_box(ok(audience::evaluate(&node, &fresh)).len());
+            std::hint::black_box(ok(audience::count(&node, &fresh)));
             seconds.push(t.elapsed().as_secs_f64());
         }
         cold.push(taglake_benches::median(&mut seconds));
@@ -243,11 +243,16 @@ async fn measure(wh: &Warehouse, exprs: &[String], runs: usize) -> serde_json::V
     let rss_after_load = peak_rss();
     let api = |text: &str| -> u64 {
         let node = audience::parse(text, &tags).unwrap_or_else(|e| fail(&e.to_string()));
-        ok(audience::evaluate(&node, &tags)).len()
+        ok(audience::count(&node, &tags))
     };
     let mut results = Vec::new();
     for text in exprs {
         let count = api(text);
+        let node = audience::parse(text, &tags).unwrap_or_else(|e| fail(&e.to_string()));
+        let built = ok(audience::evaluate(&node, &tags)).len();
+        if built != count {
+            fail(&format!("`{text}`: the count engine counts {count}, the built selection holds {built}"));
+        }
         let mut api_seconds = Vec::with_capacity(runs);
         for _ in 0..runs {
             let t = Instant::now();
