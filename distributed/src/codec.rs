@@ -216,9 +216,7 @@ impl LogicalExtensionCodec for LogicalCodec {
                 let members = MembersTable::rebuild(set, inner, audience.as_deref()).map_err(external)?;
                 // A statement's plan holds `members` narrowed to the tag
                 // columns it names (`taglake_query::narrow`): the same here.
-                let named: std::collections::HashSet<&str> =
-                    schema.fields().iter().map(|f| f.name().as_str()).collect();
-                Arc::new(members.narrowed(|name| named.contains(name)))
+                Arc::new(members.narrowed(schema.fields().iter().map(|f| f.name().as_str())))
             }
             ProviderSpec::TagRanges(task) => Arc::new(TagRangeTable::new(task)),
         })

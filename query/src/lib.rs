@@ -30,6 +30,7 @@
 pub mod audience;
 pub mod balance;
 pub mod bits;
+pub mod cache;
 pub mod count;
 pub mod experiment;
 pub mod export;
@@ -100,7 +101,8 @@ pub async fn session(wh: &Warehouse) -> Result<SessionContext> {
 
 /// A session and the tags it answers from (`None` before any ingest).
 pub async fn open(wh: &Warehouse) -> Result<(SessionContext, Option<Arc<TagSet>>)> {
-    let config = SessionConfig::new().with_information_schema(true);
+    let config =
+        SessionConfig::new().with_information_schema(true).with_extension(Arc::new(cache::PlanCache::default()));
     let ctx = SessionContext::new_with_config(config);
     let tags = TagSet::load(wh, None).await?.map(Arc::new);
     Catalog::load(wh, &ctx, tags.clone()).await?.register(&ctx)?;
@@ -189,6 +191,12 @@ pub async fn sql(ctx: &SessionContext, text: &str) -> Result<Vec<RecordBatch>> {
 /// parsed by [`parse::statements`]).
 pub async fn dataframe(ctx: &SessionContext, text: &str) -> Result<DataFrame> {
     let state = ctx.state();
+    let cache = cache::PlanCache::of(&state);
+    if let Some(c) = &cache
+        && let Some(plan) = c.get(text, &state).await
+    {
+        return ctx.execute_logical_plan(plan).await.map_err(|e| explain(ctx, &e.to_string()));
+    }
     let mut statements = parse::statements(&state, text)?;
     if statements.len() > 1 {
         return Err(Error::Sql(format!(
@@ -198,7 +206,14 @@ pub async fn dataframe(ctx: &SessionContext, text: &str) -> Result<DataFrame> {
         )));
     }
     let statement = statements.pop_front().ok_or_else(|| Error::Sql("the SQL text holds no statement".into()))?;
+    let query = narrow::is_query(&statement);
     let plan = narrow::plan(&state, statement).await.map_err(|e| explain(ctx, &e.to_string()))?;
+    match &cache {
+        Some(c) if query => c.put(text, &plan, &state).await,
+        // `SET`, DDL: may change how every statement plans.
+        Some(c) => c.clear(),
+        None => {}
+    }
     ctx.execute_logical_plan(plan).await.map_err(|e| explain(ctx, &e.to_string()))
 }
 

@@ -92,24 +92,27 @@ impl MembersTable {
     }
 
     /// The same table with every attribute column but only the tag columns
-    /// `keep` accepts, in the same order (see [`crate::narrow`]).
-    pub fn narrowed(&self, keep: impl Fn(&str) -> bool) -> MembersTable {
+    /// named in `names`, in the same order (see [`crate::narrow`]). Costs
+    /// a look-up per name, not a pass over the ~4,800 columns.
+    pub fn narrowed<'n>(&self, names: impl IntoIterator<Item = &'n str>) -> MembersTable {
         let fields = self.schema.fields();
+        // Tag columns are in tag order, so a tag's column is found by its position.
+        let mut columns: Vec<usize> = names
+            .into_iter()
+            .filter_map(|name| self.tags.position(name))
+            .filter_map(|tag| self.tag_columns.binary_search(&tag).ok())
+            .collect();
+        columns.sort_unstable();
+        columns.dedup();
         let mut kept: Vec<_> = fields[..self.attributes].to_vec();
-        let mut tag_columns = Vec::new();
-        for (field, &tag) in fields[self.attributes..].iter().zip(&self.tag_columns) {
-            if keep(field.name()) {
-                kept.push(field.clone());
-                tag_columns.push(tag);
-            }
-        }
+        kept.extend(columns.iter().map(|&j| fields[self.attributes + j].clone()));
         MembersTable {
             tags: self.tags.clone(),
             inner: self.inner.clone(),
             base: self.base.clone(),
             schema: Arc::new(Schema::new_with_metadata(kept, self.schema.metadata().clone())),
             attributes: self.attributes,
-            tag_columns,
+            tag_columns: columns.iter().map(|&j| self.tag_columns[j]).collect(),
             single_partition: self.single_partition,
         }
     }

@@ -73,12 +73,12 @@ async fn narrowed_members(state: &SessionState, statement: &DfStatement) -> Opti
     }
     let provider = state.schema_for_ref(TableReference::bare(MEMBERS)).ok()?.table(MEMBERS).await.ok()??;
     let members = provider.downcast_ref::<MembersTable>()?;
-    let narrowed = members.narrowed(|name| names.contains(name));
+    let narrowed = members.narrowed(names.iter().map(String::as_str));
     (narrowed.tag_column_count() < members.tag_column_count()).then(|| Arc::new(narrowed))
 }
 
 /// A query, alone or under `EXPLAIN` or `COPY (…) TO`.
-fn is_query(statement: &DfStatement) -> bool {
+pub fn is_query(statement: &DfStatement) -> bool {
     fn sql(s: &Statement) -> bool {
         match s {
             Statement::Query(_) => true,

@@ -40,7 +40,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
-use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::{SendableRecordBatchStream, SessionState};
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement as DfStatementKind};
@@ -78,6 +78,7 @@ use datafusion_postgres::pgwire::types::format::FormatOptions;
 use datafusion_postgres::{DfSessionService, Parser};
 use futures::future::{Either, select};
 use futures::{Sink, SinkExt, Stream, StreamExt, stream};
+use taglake_query::cache::PlanCache;
 
 use crate::config::ServeConfig;
 use crate::connection::Parts;
@@ -114,9 +115,14 @@ impl Service {
             vec![Arc::new(PolicyHook { export_dir: config.export_dir().map(Into::into) })];
         parse_hooks.extend(hooks.iter().cloned());
         let ctx = Arc::new(live.context().clone());
-        let inner = DfSessionService::new_with_hooks(ctx, parse_hooks).query_parser();
+        let inner = DfSessionService::new_with_hooks(ctx, parse_hooks.clone()).query_parser();
         Service {
-            parser: Arc::new(LiveParser { inner, live: live.clone() }),
+            parser: Arc::new(LiveParser {
+                inner,
+                live: live.clone(),
+                hooks: parse_hooks,
+                sql_parser: PostgresCompatibilityParser::new(),
+            }),
             live,
             config,
             sql_parser: PostgresCompatibilityParser::new(),
@@ -133,9 +139,7 @@ impl Service {
     async fn plan(&self, statement: &Statement) -> PgWireResult<LogicalPlan> {
         let _reading = self.live.swap.read().await;
         let state = self.live.context().state();
-        let plan = taglake_query::narrow::plan(&state, DfStatementKind::Statement(Box::new(statement.clone())))
-            .await
-            .map_err(|e| self.error(e))?;
+        let plan = planned(&state, statement).await.map_err(|e| self.error(e))?;
         policy::check_plan(&plan, false).map_err(refused)?;
         Ok(plan)
     }
@@ -899,25 +903,72 @@ impl ExtendedQueryHandler for Service {
 }
 
 /// `datafusion-postgres`'s parser, planning under the read lock of the
-/// live tables, with errors given SQLSTATE codes and plans that write
-/// refused at `Parse`.
+/// live tables through [`taglake_query::narrow::plan`] (a prepared tag
+/// query costs what it names, as a simple one does), with errors given
+/// SQLSTATE codes and plans that write refused at `Parse`.
 pub struct LiveParser {
     inner: Arc<Parser>,
     live: Arc<Live>,
+    /// The hooks `inner` runs first at `Parse` (policy, SET/SHOW, BEGIN…).
+    hooks: Vec<Arc<dyn QueryHook>>,
+    sql_parser: PostgresCompatibilityParser,
+}
+
+impl LiveParser {
+    /// What `inner.parse_sql` does, with the statement planned over a
+    /// narrowed `members`.
+    async fn parse<C>(&self, client: &C, sql: &str) -> Result<Option<Prepared>, PgWireError>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut statements = self.sql_parser.parse(sql).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+        if statements.is_empty() {
+            return Ok(None);
+        }
+        let statement = statements.remove(0);
+        let query = statement.to_string();
+        let context = self.live.context();
+        for hook in &self.hooks {
+            if let Some(plan) = hook.handle_extended_parse_query(&statement, context, client).await {
+                return Ok(Some((query, Some((statement, plan?)))));
+            }
+        }
+        let plan = planned(&context.state(), &statement).await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+        Ok(Some((query, Some((statement, plan)))))
+    }
+}
+
+/// `statement` planned over a narrowed `members`, or its plan kept from an
+/// earlier time (`taglake_query::cache`: same text, same tables).
+async fn planned(state: &SessionState, statement: &Statement) -> Result<LogicalPlan, DataFusionError> {
+    let cache = PlanCache::of(state);
+    let text = statement.to_string();
+    if let Some(c) = &cache
+        && let Some(plan) = c.get(&text, state).await
+    {
+        return Ok(plan);
+    }
+    let statement = DfStatementKind::Statement(Box::new(statement.clone()));
+    let query = taglake_query::narrow::is_query(&statement);
+    let plan = taglake_query::narrow::plan(state, statement).await?;
+    if let Some(c) = cache.filter(|_| query) {
+        c.put(&text, &plan, state).await;
+    }
+    Ok(plan)
 }
 
 #[async_trait]
 impl QueryParser for LiveParser {
     type Statement = Prepared;
 
-    async fn parse_sql<C>(&self, client: &C, sql: &str, types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
+    async fn parse_sql<C>(&self, client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
         let sql = &*balanced(sql)?;
         let _reading = self.live.swap.read().await;
         let errors = Errors { query_memory: 0, live: self.live.clone() };
-        let prepared = self.inner.parse_sql(client, sql, types).await.map_err(|e| match e {
+        let prepared = self.parse(client, sql).await.map_err(|e| match e {
             PgWireError::ApiError(inner) => match inner.downcast::<DataFusionError>() {
                 Ok(df) if matches!(*df, DataFusionError::SQL(..)) => syntax(sql, &df.to_string()),
                 Ok(df) => errors.map(*df),

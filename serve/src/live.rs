@@ -83,8 +83,10 @@ impl Live {
     /// Opens the warehouse, sets up `pg_catalog` and loads (and warms) the
     /// current tables and tags.
     pub async fn open(wh: Warehouse, cluster: Option<Arc<dyn Cluster>>) -> Result<Arc<Live>> {
-        let config =
-            SessionConfig::new().with_information_schema(true).with_default_catalog_and_schema("datafusion", "public");
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema("datafusion", "public")
+            .with_extension(Arc::new(taglake_query::cache::PlanCache::default()));
         // Nothing spills: a query over its memory limit fails rather than
         // filling the server's disk.
         let runtime = RuntimeEnvBuilder::new()

@@ -411,3 +411,42 @@ fn queries_plan_over_the_tag_columns_they_name() {
         .to_string();
     assert!(e.contains("tier_gold"), "{e}");
 }
+
+/// A repeated statement starts from its kept plan; plans with volatile
+/// functions are not kept, and a kept plan over a table registered again
+/// under its name is planned again (the new table's answer, not the old).
+#[test]
+fn repeated_statements_reuse_their_plan_while_their_tables_stay() {
+    use arrow::array::{Int64Array, RecordBatch};
+
+    let (ctx, tags) = open(&fixture().dir);
+    let cache = taglake_query::cache::PlanCache::of(&ctx.state()).expect("a session keeps plans");
+    let q = "SELECT count(*) FROM members WHERE tier_gold AND NOT dormant_90_plus";
+    let want = {
+        let node = taglake_query::audience::parse("tier_gold AND NOT dormant_90_plus", &tags).unwrap();
+        taglake_query::audience::evaluate(&node, &tags).unwrap().len()
+    };
+    assert_eq!(count(&ctx, q), want);
+    let (_, hits, _) = cache.stats();
+    assert_eq!(count(&ctx, q), want);
+    assert_eq!(cache.stats().1, hits + 1, "the second run reuses the plan");
+
+    let kept = cache.stats().0;
+    query(&ctx, "SELECT count(*) FROM members WHERE tier_gold AND random() < 2.0");
+    assert_eq!(cache.stats().0, kept, "a plan with random() is not kept");
+
+    let rows = |n: i64| {
+        let keys = Int64Array::from_iter_values(0..n);
+        RecordBatch::try_from_iter([("k", Arc::new(keys) as arrow::array::ArrayRef)]).unwrap()
+    };
+    ctx.register_batch("cache_probe", rows(3)).unwrap();
+    assert_eq!(count(&ctx, "SELECT count(*) FROM cache_probe"), 3);
+    ctx.deregister_table("cache_probe").unwrap();
+    ctx.register_batch("cache_probe", rows(5)).unwrap();
+    assert_eq!(count(&ctx, "SELECT count(*) FROM cache_probe"), 5, "a replaced table is planned again");
+
+    // A statement that is not a query may change how text plans: the cache
+    // starts over.
+    query(&ctx, "SET datafusion.execution.batch_size = 4096");
+    assert_eq!(cache.stats().0, 0);
+}

@@ -1,0 +1,173 @@
+//! Plans of repeated statements, kept.
+//!
+//! A dashboard, a nightly job or a BI tool sends the same statements again
+//! and again, and each time DataFusion parsed the text, built the session
+//! overlay of [`crate::narrow`] and planned it: most of a tag count's time.
+//! A [`PlanCache`] in a session (a `SessionConfig` extension) keeps the
+//! planned (not yet optimized) logical plan per statement text, so a repeat
+//! starts at the optimizer; the optimizer, physical planning and the count
+//! itself still run every time, so `now()` and `random()` are evaluated
+//! per execution as before.
+//!
+//! A kept plan holds the table providers it was planned over. It is used
+//! only while every one of them is still the one the session has
+//! registered (a refreshed server registers new ones: the plans of the old
+//! tables stop matching and are planned again); a statement that is not a
+//! query (`SET`, DDL) empties the cache, since it may change how text
+//! plans. Statements with volatile functions and those over per-call
+//! tables (`information_schema`) are not kept.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use datafusion::catalog::TableProvider;
+use datafusion::common::TableReference;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::source_as_provider;
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::LogicalPlan;
+
+use crate::members::MembersTable;
+
+/// Statements kept by default.
+pub const DEFAULT_CAPACITY: usize = 512;
+/// Longest statement text kept (a generated audience can be megabytes).
+const MAX_TEXT: usize = 64 * 1024;
+
+/// Planned statements by text (see the module docs).
+#[derive(Debug)]
+pub struct PlanCache {
+    capacity: usize,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    plans: HashMap<String, (LogicalPlan, u64)>,
+    /// Use counter, for evicting the least recently used.
+    clock: u64,
+    hits: u64,
+    misses: u64,
+}
+
+impl Default for PlanCache {
+    fn default() -> Self {
+        PlanCache::new(DEFAULT_CAPACITY)
+    }
+}
+
+impl PlanCache {
+    /// An empty cache of at most `capacity` statements (0 keeps none).
+    pub fn new(capacity: usize) -> PlanCache {
+        PlanCache { capacity, entries: Mutex::new(Entries::default()) }
+    }
+
+    /// The cache of `state`'s session, if it has one.
+    pub fn of(state: &SessionState) -> Option<Arc<PlanCache>> {
+        state.config().get_extension::<PlanCache>()
+    }
+
+    /// The kept plan of `text`, if its tables are still `state`'s.
+    pub async fn get(&self, text: &str, state: &SessionState) -> Option<LogicalPlan> {
+        let plan = {
+            let mut e = self.lock();
+            e.clock += 1;
+            let clock = e.clock;
+            let found = e.plans.get_mut(text).map(|(plan, used)| {
+                *used = clock;
+                plan.clone()
+            });
+            match found {
+                Some(_) => e.hits += 1,
+                None => e.misses += 1,
+            }
+            found
+        }?;
+        if current(&plan, state).await {
+            return Some(plan);
+        }
+        self.lock().plans.remove(text);
+        None
+    }
+
+    /// Keeps `plan` for `text` when it can be reused (see the module docs).
+    pub async fn put(&self, text: &str, plan: &LogicalPlan, state: &SessionState) {
+        if self.capacity == 0 || text.len() > MAX_TEXT || volatile(plan) || !current(plan, state).await {
+            return;
+        }
+        let mut e = self.lock();
+        if e.plans.len() >= self.capacity && !e.plans.contains_key(text) {
+            let oldest = e.plans.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                e.plans.remove(&k);
+            }
+        }
+        e.clock += 1;
+        let clock = e.clock;
+        e.plans.insert(text.to_string(), (plan.clone(), clock));
+    }
+
+    /// Forgets every plan.
+    pub fn clear(&self) {
+        self.lock().plans.clear();
+    }
+
+    /// Statements kept, lookups that found one and lookups that did not.
+    pub fn stats(&self) -> (usize, u64, u64) {
+        let e = self.lock();
+        (e.plans.len(), e.hits, e.misses)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Whether `plan` calls a volatile function (`random()`, …).
+fn volatile(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        let _ = node.apply_expressions(|e| {
+            found |= e.is_volatile();
+            Ok(if found { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+        });
+        Ok(if found { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+    });
+    found
+}
+
+/// Whether every table `plan` reads is the one `state` has registered under
+/// its name (for `members` and `audience('…')`, a table over the same tags).
+async fn current(plan: &LogicalPlan, state: &SessionState) -> bool {
+    let mut scans: Vec<(TableReference, Arc<dyn TableProvider>)> = Vec::new();
+    let mut readable = true;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            match source_as_provider(&scan.source) {
+                Ok(p) => scans.push((scan.table_name.clone(), p)),
+                Err(_) => readable = false,
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    if !readable {
+        return false;
+    }
+    for (name, provider) in scans {
+        let any: &dyn std::any::Any = provider.as_ref();
+        let same = match any.downcast_ref::<MembersTable>() {
+            Some(m) => registered(state, TableReference::bare("members"))
+                .await
+                .is_some_and(|r| r.downcast_ref::<MembersTable>().is_some_and(|r| Arc::ptr_eq(r.tags(), m.tags()))),
+            None => registered(state, name).await.is_some_and(|r| Arc::ptr_eq(&r, &provider)),
+        };
+        if !same {
+            return false;
+        }
+    }
+    true
+}
+
+async fn registered(state: &SessionState, name: TableReference) -> Option<Arc<dyn TableProvider>> {
+    state.schema_for_ref(name.clone()).ok()?.table(name.table()).await.ok()?
+}
