@@ -456,7 +456,6 @@ pub(crate) mod tests {
         assert!(parse("tier_gold", &t).unwrap_err().message.contains("run `taglake tag`"));
     }
 
-    /// Naive per-member evaluation: the reference for the bitmap algebra.
     /// The bitmap algebra the container walk must agree with: one
     /// `roaring` operation per operator.
     pub(crate) fn algebra(node: &Node, tags: &TagSet) -> RoaringBitmap {
@@ -480,6 +479,7 @@ pub(crate) mod tests {
         }
     }
 
+    /// Naive per-member evaluation: the reference for the bitmap algebra.
     fn member_has(node: &Node, t: &TagSet, k: u32) -> bool {
         match node {
             Node::Tag(i) => t.bitmap(*i).unwrap().contains(k),

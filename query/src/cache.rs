@@ -13,8 +13,9 @@
 //! only while every one of them is still the one the session has
 //! registered (a refreshed server registers new ones: the plans of the old
 //! tables stop matching and are planned again); a statement that is not a
-//! query (`SET`, DDL) empties the cache, since it may change how text
-//! plans. Statements with volatile functions and those over per-call
+//! query and may change how text plans (`SET`, DDL; not `DESCRIBE`, `SHOW`)
+//! empties the cache ([`plan`] does both, for the CLI's sessions and the
+//! server). Statements with volatile functions and those over per-call
 //! tables (`information_schema`) are not kept.
 
 use std::collections::HashMap;
@@ -26,8 +27,11 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::source_as_provider;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::parser::Statement as DfStatement;
 
 use crate::members::MembersTable;
+
+type DfResult<T> = datafusion::common::Result<T>;
 
 /// Statements kept by default.
 pub const DEFAULT_CAPACITY: usize = 512;
@@ -69,25 +73,29 @@ impl PlanCache {
 
     /// The kept plan of `text`, if its tables are still `state`'s.
     pub async fn get(&self, text: &str, state: &SessionState) -> Option<LogicalPlan> {
-        let plan = {
+        let found = {
             let mut e = self.lock();
             e.clock += 1;
             let clock = e.clock;
-            let found = e.plans.get_mut(text).map(|(plan, used)| {
+            e.plans.get_mut(text).map(|(plan, used)| {
                 *used = clock;
                 plan.clone()
-            });
-            match found {
-                Some(_) => e.hits += 1,
-                None => e.misses += 1,
+            })
+        };
+        let usable = match found {
+            Some(plan) if current(&plan, state).await => Some(plan),
+            Some(_) => {
+                self.lock().plans.remove(text);
+                None
             }
-            found
-        }?;
-        if current(&plan, state).await {
-            return Some(plan);
+            None => None,
+        };
+        let mut e = self.lock();
+        match usable {
+            Some(_) => e.hits += 1,
+            None => e.misses += 1,
         }
-        self.lock().plans.remove(text);
-        None
+        usable
     }
 
     /// Keeps `plan` for `text` when it can be reused (see the module docs).
@@ -120,6 +128,48 @@ impl PlanCache {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The kept plan of `text` in `state`'s session, if it has one that is
+/// still current.
+pub async fn kept(state: &SessionState, text: &str) -> Option<LogicalPlan> {
+    PlanCache::of(state)?.get(text, state).await
+}
+
+/// Plans `statement` (whose text is `text`) over a narrowed `members`
+/// ([`crate::narrow::plan`]) and keeps the plan of a query in `state`'s
+/// session; a statement that may change how text plans (`SET`, DDL)
+/// empties the cache. Look for a kept plan with [`kept`] first.
+pub async fn plan(state: &SessionState, text: &str, statement: DfStatement) -> DfResult<LogicalPlan> {
+    let query = crate::narrow::is_query(&statement);
+    let reads_only = query || describes(&statement);
+    let plan = crate::narrow::plan(state, statement).await?;
+    match PlanCache::of(state) {
+        Some(c) if query => c.put(text, &plan, state).await,
+        Some(c) if !reads_only => c.clear(),
+        _ => {}
+    }
+    Ok(plan)
+}
+
+/// `DESCRIBE`, `SHOW …` and `EXPLAIN`: statements that change nothing (any
+/// other statement that is not a query is taken to change how text plans).
+fn describes(statement: &DfStatement) -> bool {
+    use datafusion::sql::sqlparser::ast::Statement as S;
+    match statement {
+        DfStatement::Statement(s) => matches!(
+            **s,
+            S::ExplainTable { .. }
+                | S::Explain { .. }
+                | S::ShowTables { .. }
+                | S::ShowColumns { .. }
+                | S::ShowVariable { .. }
+                | S::ShowFunctions { .. }
+                | S::ShowCreate { .. }
+        ),
+        DfStatement::Explain(_) => true,
+        _ => false,
     }
 }
 

@@ -30,7 +30,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use crate::audience::Node;
-use crate::bits::{Bits, Builder, Store, WORDS, Words, popcount};
+use crate::bits::{Bits, Builder, Store, WORDS, Words, popcount, set_bits};
 use crate::tagset::TagSet;
 
 /// From this many keys on, keys are counted in parallel.
@@ -84,15 +84,7 @@ impl<'a> Plan<'a> {
         match &self.expr {
             Expr::Leaf(i) => self.leaves[*i].len(),
             Expr::Empty => 0,
-            expr => {
-                let keys = self.keys(expr);
-                let at_key = |&key: &u16| with_scratch(|s| self.count_at(expr, key, s));
-                if keys.len() >= PARALLEL_KEYS {
-                    keys.par_iter().map(at_key).sum()
-                } else {
-                    keys.iter().map(at_key).sum()
-                }
-            }
+            expr => per_key(&self.keys(expr), |key| with_scratch(|s| self.count_at(expr, key, s))).into_iter().sum(),
         }
     }
 
@@ -102,8 +94,7 @@ impl<'a> Plan<'a> {
             Expr::Empty => return Bits::default(),
             expr => expr,
         };
-        let keys = self.keys(expr);
-        let at_key = |&key: &u16| {
+        let parts = per_key(&self.keys(expr), |key| {
             with_scratch(|s| {
                 self.resolve(key, s);
                 let mut out = s.take();
@@ -112,12 +103,7 @@ impl<'a> Plan<'a> {
                 s.put(out);
                 store
             })
-        };
-        let parts: Vec<Option<(u16, Store, u32)>> = if keys.len() >= PARALLEL_KEYS {
-            keys.par_iter().map(at_key).collect()
-        } else {
-            keys.iter().map(at_key).collect()
-        };
+        });
         let mut built = Builder::default();
         for (key, store, card) in parts.into_iter().flatten() {
             built.push(key, store, card);
@@ -295,6 +281,15 @@ impl<'a> Plan<'a> {
     }
 }
 
+/// `f` of every key, in key order: on the cores when there are many.
+fn per_key<T: Send>(keys: &[u16], f: impl Fn(u16) -> T + Sync + Send) -> Vec<T> {
+    if keys.len() >= PARALLEL_KEYS {
+        keys.par_iter().map(|&k| f(k)).collect()
+    } else {
+        keys.iter().map(|&k| f(k)).collect()
+    }
+}
+
 /// A condition a probed member must meet.
 enum Cond<'e> {
     Has(&'e Expr),
@@ -314,9 +309,7 @@ fn load(store: &Store, out: &mut Words) {
         Store::Bitset(w) => out.copy_from_slice(&w[..]),
         Store::Array(a) => {
             out.fill(0);
-            for &l in a.iter() {
-                out[usize::from(l >> 6)] |= 1 << (l & 63);
-            }
+            set_bits(out, a);
         }
         Store::Runs(runs) => {
             out.fill(0);
@@ -332,9 +325,7 @@ fn apply(store: &Store, out: &mut Words, op: Op, s: &mut Scratch) -> bool {
     match (store, op) {
         (Store::Bitset(w), op) => words(out, w, op),
         (Store::Array(a), Op::Or) => {
-            for &l in a.iter() {
-                out[usize::from(l >> 6)] |= 1 << (l & 63);
-            }
+            set_bits(out, a);
             true
         }
         (Store::Array(a), Op::AndNot) => {

@@ -191,10 +191,7 @@ pub async fn sql(ctx: &SessionContext, text: &str) -> Result<Vec<RecordBatch>> {
 /// parsed by [`parse::statements`]).
 pub async fn dataframe(ctx: &SessionContext, text: &str) -> Result<DataFrame> {
     let state = ctx.state();
-    let cache = cache::PlanCache::of(&state);
-    if let Some(c) = &cache
-        && let Some(plan) = c.get(text, &state).await
-    {
+    if let Some(plan) = cache::kept(&state, text).await {
         return ctx.execute_logical_plan(plan).await.map_err(|e| explain(ctx, &e.to_string()));
     }
     let mut statements = parse::statements(&state, text)?;
@@ -206,14 +203,7 @@ pub async fn dataframe(ctx: &SessionContext, text: &str) -> Result<DataFrame> {
         )));
     }
     let statement = statements.pop_front().ok_or_else(|| Error::Sql("the SQL text holds no statement".into()))?;
-    let query = narrow::is_query(&statement);
-    let plan = narrow::plan(&state, statement).await.map_err(|e| explain(ctx, &e.to_string()))?;
-    match &cache {
-        Some(c) if query => c.put(text, &plan, &state).await,
-        // `SET`, DDL: may change how every statement plans.
-        Some(c) => c.clear(),
-        None => {}
-    }
+    let plan = cache::plan(&state, text, statement).await.map_err(|e| explain(ctx, &e.to_string()))?;
     ctx.execute_logical_plan(plan).await.map_err(|e| explain(ctx, &e.to_string()))
 }
 

@@ -78,7 +78,7 @@ use datafusion_postgres::pgwire::types::format::FormatOptions;
 use datafusion_postgres::{DfSessionService, Parser};
 use futures::future::{Either, select};
 use futures::{Sink, SinkExt, Stream, StreamExt, stream};
-use taglake_query::cache::PlanCache;
+use taglake_query::cache;
 
 use crate::config::ServeConfig;
 use crate::connection::Parts;
@@ -941,20 +941,11 @@ impl LiveParser {
 /// `statement` planned over a narrowed `members`, or its plan kept from an
 /// earlier time (`taglake_query::cache`: same text, same tables).
 async fn planned(state: &SessionState, statement: &Statement) -> Result<LogicalPlan, DataFusionError> {
-    let cache = PlanCache::of(state);
     let text = statement.to_string();
-    if let Some(c) = &cache
-        && let Some(plan) = c.get(&text, state).await
-    {
+    if let Some(plan) = cache::kept(state, &text).await {
         return Ok(plan);
     }
-    let statement = DfStatementKind::Statement(Box::new(statement.clone()));
-    let query = taglake_query::narrow::is_query(&statement);
-    let plan = taglake_query::narrow::plan(state, statement).await?;
-    if let Some(c) = cache.filter(|_| query) {
-        c.put(&text, &plan, state).await;
-    }
-    Ok(plan)
+    cache::plan(state, &text, DfStatementKind::Statement(Box::new(statement.clone()))).await
 }
 
 #[async_trait]

@@ -445,6 +445,11 @@ fn repeated_statements_reuse_their_plan_while_their_tables_stay() {
     ctx.register_batch("cache_probe", rows(5)).unwrap();
     assert_eq!(count(&ctx, "SELECT count(*) FROM cache_probe"), 5, "a replaced table is planned again");
 
+    // DESCRIBE changes nothing: the kept plans stay.
+    let kept = cache.stats().0;
+    assert!(kept > 0);
+    query(&ctx, "DESCRIBE cache_probe");
+    assert_eq!(cache.stats().0, kept);
     // A statement that is not a query may change how text plans: the cache
     // starts over.
     query(&ctx, "SET datafusion.execution.batch_size = 4096");
