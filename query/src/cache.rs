@@ -37,6 +37,9 @@ type DfResult<T> = datafusion::common::Result<T>;
 pub const DEFAULT_CAPACITY: usize = 512;
 /// Longest statement text kept (a generated audience can be megabytes).
 const MAX_TEXT: usize = 64 * 1024;
+/// Most text kept in all (with [`DEFAULT_CAPACITY`] typical statements of
+/// a few hundred bytes, far from it; 16 of the longest).
+const MAX_TOTAL_TEXT: usize = 1024 * 1024;
 
 /// Planned statements by text (see the module docs).
 #[derive(Debug)]
@@ -104,11 +107,17 @@ impl PlanCache {
             return;
         }
         let mut e = self.lock();
-        if e.plans.len() >= self.capacity && !e.plans.contains_key(text) {
+        e.plans.remove(text);
+        // A plan's size follows its text's: bounding both the count and the
+        // texts' total bounds the memory a client can make the cache hold.
+        while e.plans.len() >= self.capacity
+            || e.plans.keys().map(String::len).sum::<usize>() + text.len() > MAX_TOTAL_TEXT
+        {
             let oldest = e.plans.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                e.plans.remove(&k);
-            }
+            match oldest {
+                Some(k) => e.plans.remove(&k),
+                None => break,
+            };
         }
         e.clock += 1;
         let clock = e.clock;
@@ -220,4 +229,45 @@ async fn current(plan: &LogicalPlan, state: &SessionState) -> bool {
 
 async fn registered(state: &SessionState, name: TableReference) -> Option<Arc<dyn TableProvider>> {
     state.schema_for_ref(name.clone()).ok()?.table(name.table()).await.ok()?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::SessionContext;
+
+    /// A session with a table `t` and the plan of a count over it.
+    async fn planned() -> (SessionState, LogicalPlan) {
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE TABLE t AS VALUES (1), (2)").await.unwrap().collect().await.unwrap();
+        let state = ctx.state();
+        let plan = state.create_logical_plan("SELECT count(*) FROM t").await.unwrap();
+        (state, plan)
+    }
+
+    #[test]
+    fn the_cache_holds_at_most_its_capacity_and_its_text_budget() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let (state, plan) = planned().await;
+            let cache = PlanCache::new(2);
+            for text in ["a", "b", "c"] {
+                cache.put(text, &plan, &state).await;
+            }
+            assert_eq!(cache.stats().0, 2);
+            assert!(cache.get("a", &state).await.is_none(), "the least recently used went first");
+            assert!(cache.get("c", &state).await.is_some());
+
+            let cache = PlanCache::new(DEFAULT_CAPACITY);
+            let long = |i: usize| format!("{i:05}{}", " ".repeat(MAX_TEXT - 5));
+            for i in 0..40 {
+                cache.put(&long(i), &plan, &state).await;
+            }
+            assert_eq!(cache.stats().0, MAX_TOTAL_TEXT / MAX_TEXT);
+            assert!(cache.get(&long(39), &state).await.is_some());
+            // Longer than MAX_TEXT: not kept.
+            cache.put(&" ".repeat(MAX_TEXT + 1), &plan, &state).await;
+            assert!(cache.get(&" ".repeat(MAX_TEXT + 1), &state).await.is_none());
+        });
+    }
 }
