@@ -507,3 +507,39 @@ pub(crate) mod tests {
         assert!(Bits::from_portable(&[]).is_err());
     }
 }
+
+#[cfg(test)]
+mod errors {
+    use super::*;
+
+    fn err(bytes: &[u8]) -> String {
+        Bits::from_portable(bytes).unwrap_err()
+    }
+
+    fn portable(b: &RoaringBitmap) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        b.serialize_into(&mut bytes).unwrap();
+        bytes
+    }
+
+    /// Each kind of damage is named, with where it is.
+    #[test]
+    fn damaged_bitmaps_say_what_is_wrong() {
+        assert_eq!(err(b"junk"), "not a roaring bitmap (cookie 1802401130)");
+        assert_eq!(err(&[]), "truncated: 0 bytes, needed 4 more at byte 0");
+        let two: RoaringBitmap = [1, 5, 70_000].into_iter().collect();
+        let bytes = portable(&two);
+        assert!(err(&bytes[..bytes.len() - 1]).starts_with("truncated:"));
+        // Values out of order in the first container (1, 5 → 5, 1).
+        let mut swapped = bytes.clone();
+        let n = swapped.len();
+        swapped.swap(n - 6, n - 4);
+        swapped.swap(n - 5, n - 3);
+        assert_eq!(err(&swapped), "container 0: values out of order");
+        // A dense container whose header claims one member more than its bits.
+        let dense: RoaringBitmap = (0..5000).collect();
+        let mut bytes = portable(&dense);
+        bytes[10] = bytes[10].wrapping_add(1);
+        assert_eq!(err(&bytes), "container 0: the bitset holds 5000 members, the header says 5001");
+    }
+}
