@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use arrow::array::{Array, AsArray};
 use clap::{Args, Subcommand};
 use taglake_query::TagSet;
 use taglake_query::experiment::{self, Report};
@@ -40,6 +41,19 @@ pub enum AudienceCommand {
         /// Audience expressions.
         #[arg(required = true, num_args = 2..)]
         exprs: Vec<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// An audience broken down by an exclusive family (tier, store, RFM
+    /// segment, community, …): members per value, their share of the
+    /// audience, the same among all members, and the index (share ÷ base
+    /// share × 100: over 100 means over-represented).
+    Breakdown {
+        /// Audience expression ("everyone" for all members).
+        expr: String,
+        /// The family (or its `members` column), e.g. tier.
+        #[arg(long)]
+        by: String,
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
@@ -292,6 +306,18 @@ pub async fn audience(a: AudienceArgs) -> Result<()> {
                 ),
             }
         }
+        AudienceCommand::Breakdown { expr, by, format } => {
+            let f = exclusive_family(&tags, &by)?;
+            let node = if expr.trim().eq_ignore_ascii_case("everyone") { None } else { Some(parse(&expr, &tags)?) };
+            let t = Instant::now();
+            let rows = match cluster_ctx {
+                Some(ctx) => cluster_breakdown(ctx, &tags, f, &expr, node.is_none()).await?,
+                None => taglake_query::breakdown::breakdown(node.as_ref(), &tags, f)?,
+            };
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            let family = &tags.families()[f].name;
+            print_breakdown(&rows, family, &expr, snapshot, format, ms);
+        }
         AudienceCommand::Sample { expr, n, seed, columns, format } => {
             let node = parse(&expr, &tags)?;
             let selected = taglake_query::audience::evaluate(&node, &tags)?;
@@ -330,6 +356,137 @@ pub async fn audience(a: AudienceArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The exclusive family `by` names (its name or its `members` column).
+fn exclusive_family(tags: &TagSet, by: &str) -> Result<usize> {
+    let families = tags.families();
+    if let Some(f) = tags.exclusive(by) {
+        return Ok(f);
+    }
+    if let Some(f) = families.iter().position(|f| format!("{}_value", f.name) == by) {
+        return Ok(f);
+    }
+    let names: Vec<&str> = families.iter().map(|f| f.name.as_str()).collect();
+    let listed = if names.is_empty() {
+        "this snapshot has none (tag again with this version of taglake)".to_string()
+    } else {
+        names.join(", ")
+    };
+    if tags.tags.iter().any(|t| t.family == by) {
+        bail!(
+            "--by {by}: the tags of family `{by}` can share members, so it has no single value per member;              exclusive families: {listed}"
+        );
+    }
+    let hint = taglake_storage::suggest(by, names.iter().copied())
+        .map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default();
+    bail!("--by {by}: no such exclusive family{hint}; exclusive families: {listed}")
+}
+
+/// [`taglake_query::breakdown::breakdown`] answered by the cluster: two
+/// grouped counts, one over the audience and one over all members.
+async fn cluster_breakdown(
+    ctx: &datafusion::prelude::SessionContext,
+    tags: &TagSet,
+    f: usize,
+    expr: &str,
+    everyone: bool,
+) -> Result<Vec<taglake_query::breakdown::Share>> {
+    let family = &tags.families()[f];
+    let schema = ctx.table_provider("members").await?.schema();
+    let column = [family.name.clone(), format!("{}_value", family.name)]
+        .into_iter()
+        .find(|c| schema.field_with_name(c).is_ok_and(|f| f.data_type() == &arrow::datatypes::DataType::Utf8))
+        .with_context(|| format!("family `{}` has no column in members", family.name))?;
+    let quoted = format!("\"{}\"", column.replace('"', "\"\""));
+    let grouped = async |from: String| -> Result<std::collections::HashMap<Option<String>, u64>> {
+        let batches = taglake_query::sql(ctx, &format!("SELECT {quoted}, count(*) FROM {from} GROUP BY 1")).await?;
+        let mut out = std::collections::HashMap::new();
+        for b in batches {
+            let (values, counts) =
+                (b.column(0).as_string::<i32>(), b.column(1).as_primitive::<arrow::datatypes::Int64Type>());
+            for r in 0..b.num_rows() {
+                out.insert(values.is_valid(r).then(|| values.value(r).to_string()), counts.value(r) as u64);
+            }
+        }
+        Ok(out)
+    };
+    let base = grouped("members".into()).await?;
+    let audience =
+        if everyone { base.clone() } else { grouped(format!("audience('{}')", expr.replace('\'', "''"))).await? };
+    let (total, base_total) = (audience.values().sum::<u64>(), base.values().sum::<u64>());
+    let ratio = |n: u64, d: u64| if d == 0 { 0.0 } else { n as f64 / d as f64 };
+    let values = family.tags.iter().map(|&t| (tags.tag(t).value.clone(), Some(tags.tag(t).name.clone())));
+    Ok(values
+        .chain([(None, None)])
+        .map(|(value, tag)| {
+            let members = audience.get(&value).copied().unwrap_or(0);
+            let base_members = base.get(&value).copied().unwrap_or(0);
+            let (share, base_share) = (ratio(members, total), ratio(base_members, base_total));
+            let index = (base_share > 0.0).then(|| share / base_share * 100.0);
+            taglake_query::breakdown::Share { value, tag, members, share, base_members, base_share, index }
+        })
+        .collect())
+}
+
+fn print_breakdown(
+    rows: &[taglake_query::breakdown::Share],
+    family: &str,
+    expr: &str,
+    snapshot: i64,
+    format: OutputFormat,
+    ms: f64,
+) {
+    // A value no member holds, in the audience or outside it, is left out.
+    let rows: Vec<_> = rows.iter().filter(|r| r.members > 0 || r.base_members > 0).collect();
+    let value = |r: &taglake_query::breakdown::Share| r.value.clone().unwrap_or_else(|| "(none)".into());
+    match format {
+        OutputFormat::Table => {
+            let width = rows.iter().map(|r| value(r).chars().count()).max().unwrap_or(0).max(family.len());
+            println!(
+                "{family:<width$}  {:>13} {:>8}  {:>13} {:>8}  {:>6}",
+                "members", "share", "all members", "share", "index"
+            );
+            for r in &rows {
+                let index = r.index.map_or("-".to_string(), |i| format!("{i:.0}"));
+                println!(
+                    "{:<width$}  {:>13} {:>7.2}%  {:>13} {:>7.2}%  {:>6}",
+                    value(r),
+                    report::count(r.members),
+                    r.share * 100.0,
+                    report::count(r.base_members),
+                    r.base_share * 100.0,
+                    index
+                );
+            }
+            let total: u64 = rows.iter().map(|r| r.members).sum();
+            println!(
+                "\n{} members in `{expr}` by {family} · snapshot {snapshot} · counted in {ms:.2} ms \
+                 · index = share ÷ share among all members × 100",
+                report::count(total)
+            );
+        }
+        OutputFormat::Csv => {
+            println!("{family},tag,members,share,base_members,base_share,index");
+            for r in &rows {
+                println!(
+                    "{},{},{},{},{},{},{}",
+                    r.value.as_deref().map(report::csv_field).unwrap_or_default(),
+                    r.tag.as_deref().unwrap_or_default(),
+                    r.members,
+                    r.share,
+                    r.base_members,
+                    r.base_share,
+                    r.index.map(|i| i.to_string()).unwrap_or_default()
+                );
+            }
+        }
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::json!({"audience": expr, "family": family, "snapshot": snapshot, "values": rows})
+        ),
+    }
 }
 
 /// Parses `2026-03-01` (midnight UTC) or an RFC 3339 instant.

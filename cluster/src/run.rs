@@ -692,6 +692,8 @@ async fn write_tags(
                 ),
                 members: n,
                 share: n as f64 / base,
+                // One community per member: the family is exclusive.
+                value: Some((c + 1).to_string()),
             },
             bm,
         ));

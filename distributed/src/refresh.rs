@@ -571,7 +571,7 @@ pub async fn refresh_on(
     let merged: Vec<RoaringBitmap> = merged.into_iter().map(Union::finish).collect();
     let t2 = Instant::now();
     let member_tags: u64 = merged.iter().map(|b| b.len()).sum();
-    let tags = taglake_tagger::snapshot_tags(&compiled, merged, base);
+    let tags = taglake_tagger::snapshot_tags(&compiled, merged, base).map_err(tagger)?;
     let n_tags = tags.len();
     let snapshot = snapshot::write(
         wh,

@@ -108,10 +108,11 @@ pub fn install(ctx: &SessionContext) {
     }
 }
 
-/// `state` with [`BalanceChains`] after every optimizer rule (once): for a
-/// session built elsewhere, such as a cluster scheduler's.
+/// `state` with [`BalanceChains`] after every optimizer rule (once), and
+/// [`crate::breakdown::FamilyGroupBy`] last: for a session built
+/// elsewhere, such as a cluster scheduler's.
 pub fn with_balance(state: SessionState) -> SessionState {
-    let rules = interleave(state.optimizers().to_vec());
+    let rules = crate::breakdown::with_rule(interleave(state.optimizers().to_vec()));
     SessionStateBuilder::new_from_existing(state).with_optimizer_rules(rules).build()
 }
 

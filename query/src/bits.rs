@@ -255,6 +255,20 @@ impl Bits {
         self.len == 0
     }
 
+    /// The largest member.
+    pub fn max(&self) -> Option<u32> {
+        let (key, store) = (self.keys.last()?, self.stores.last()?);
+        let low = match store {
+            Store::Array(a) => *a.last()?,
+            Store::Bitset(w) => {
+                let i = w.iter().rposition(|&x| x != 0)?;
+                (i as u16) << 6 | (63 - w[i].leading_zeros()) as u16
+            }
+            Store::Runs(r) => r.last()?.1,
+        };
+        Some(u32::from(*key) << 16 | u32::from(low))
+    }
+
     /// Whether `key` is a member.
     pub fn contains(&self, key: u32) -> bool {
         self.store((key >> 16) as u16).is_some_and(|(s, _)| s.contains(key as u16))
@@ -266,9 +280,16 @@ impl Bits {
             let high = u32::from(key) << 16;
             let lows: Box<dyn Iterator<Item = u16> + '_> = match store {
                 Store::Array(a) => Box::new(a.iter().copied()),
-                Store::Bitset(w) => {
-                    Box::new((0..=u16::MAX).filter(move |&l| w[usize::from(l >> 6)] >> (l & 63) & 1 == 1))
-                }
+                Store::Bitset(w) => Box::new(w.iter().enumerate().flat_map(|(i, &word)| {
+                    let mut word = word;
+                    std::iter::from_fn(move || {
+                        (word != 0).then(|| {
+                            let low = (i as u16) << 6 | word.trailing_zeros() as u16;
+                            word &= word - 1;
+                            low
+                        })
+                    })
+                })),
                 Store::Runs(r) => Box::new(r.iter().flat_map(|&(first, last)| first..=last)),
             };
             lows.map(move |l| high | u32::from(l))

@@ -30,6 +30,7 @@
 pub mod audience;
 pub mod balance;
 pub mod bits;
+pub mod breakdown;
 pub mod cache;
 pub mod count;
 pub mod experiment;
@@ -159,6 +160,7 @@ impl Catalog {
     /// keeps its optimizer from building deep chains ([`balance::install`]).
     pub fn register(&self, ctx: &SessionContext) -> Result<()> {
         balance::install(ctx);
+        breakdown::install(ctx);
         for (name, provider) in &self.tables {
             ctx.deregister_table(*name).map_err(|e| Error::Sql(e.to_string()))?;
             ctx.register_table(*name, provider.clone()).map_err(|e| Error::Sql(e.to_string()))?;

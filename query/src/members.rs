@@ -8,6 +8,15 @@
 //! (`city = 'Shanghai'`, `tier_gold OR points_balance > 100`) is left to
 //! DataFusion's own filter above the scan, which sees real tag values.
 //!
+//! An exclusive family (see [`TagSet::families`]) is also one text column
+//! holding each member's value (`tier = 'gold'`; null without one), named
+//! by [`family_column`]. Comparisons of it with text literals (`=`, `<>`,
+//! `IN`, `IS [NOT] DISTINCT FROM`, `IS [NOT] NULL`) push down like tags. A
+//! filter is translated with SQL's three-valued logic: each part becomes
+//! the members for whom it is true and those for whom it is false, so
+//! `NOT (tier = 'gold')` keeps members of another tier and drops those
+//! without one, exactly as DataFusion's own filter would.
+//!
 //! When a query needs no attribute besides `member_key` (a count, a list of
 //! keys, tag columns) the scan never opens a Parquet file: [`TagBitmapExec`]
 //! produces rows straight from the selected bitmap, and its statistics state
@@ -19,7 +28,7 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::{ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, RecordBatchOptions};
+use arrow::array::{ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, RecordBatchOptions, StringBuilder};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
@@ -27,6 +36,7 @@ use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, ScalarValue, Statistics};
 use datafusion::execution::TaskContext;
+use datafusion::logical_expr::expr::InList;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -55,6 +65,9 @@ pub struct MembersTable {
     attributes: usize,
     /// Tag position of every tag column, in schema order.
     tag_columns: Vec<usize>,
+    /// Family (an index into [`TagSet::families`]) of every family
+    /// column, in schema order, after the tag columns.
+    families: Vec<usize>,
     /// Bitmap scans in one partition (a cluster cannot split a leaf it
     /// does not know; see [`MembersTable::rebuild`]).
     single_partition: bool,
@@ -74,8 +87,20 @@ impl MembersTable {
                 tag_columns.push(i);
             }
         }
+        let mut families = Vec::new();
+        for (f, family) in tags.families().iter().enumerate() {
+            let taken = |name: &str| {
+                base_schema.index_of(name).is_ok()
+                    || tags.position(name).is_some()
+                    || fields.iter().any(|x| x.name() == name)
+            };
+            if let Some(name) = family_column(&family.name, &taken) {
+                fields.push(Field::new(name, DataType::Utf8, true));
+                families.push(f);
+            }
+        }
         let schema = Arc::new(Schema::new(fields));
-        MembersTable { tags, inner, base: None, schema, attributes, tag_columns, single_partition: false }
+        MembersTable { tags, inner, base: None, schema, attributes, tag_columns, families, single_partition: false }
     }
 
     /// The same table restricted to an audience.
@@ -87,18 +112,21 @@ impl MembersTable {
             schema: self.schema.clone(),
             attributes: self.attributes,
             tag_columns: self.tag_columns.clone(),
+            families: self.families.clone(),
             single_partition: self.single_partition,
         }
     }
 
-    /// The same table with every attribute column but only the tag columns
-    /// named in `names`, in the same order (see [`crate::narrow`]). Costs
-    /// a look-up per name, not a pass over the ~4,800 columns.
+    /// The same table with every attribute column but only the tag and
+    /// family columns named in `names`, in the same order (see
+    /// [`crate::narrow`]). Costs a look-up per name, not a pass over the
+    /// ~4,800 columns.
     pub fn narrowed<'n>(&self, names: impl IntoIterator<Item = &'n str>) -> MembersTable {
         let fields = self.schema.fields();
+        let names: Vec<&str> = names.into_iter().collect();
         // Tag columns are in tag order, so a tag's column is found by its position.
         let mut columns: Vec<usize> = names
-            .into_iter()
+            .iter()
             .filter_map(|name| self.tags.position(name))
             .filter_map(|tag| self.tag_columns.binary_search(&tag).ok())
             .collect();
@@ -106,6 +134,10 @@ impl MembersTable {
         columns.dedup();
         let mut kept: Vec<_> = fields[..self.attributes].to_vec();
         kept.extend(columns.iter().map(|&j| fields[self.attributes + j].clone()));
+        let first_family = self.attributes + self.tag_columns.len();
+        let families: Vec<usize> =
+            (0..self.families.len()).filter(|&j| names.contains(&fields[first_family + j].name().as_str())).collect();
+        kept.extend(families.iter().map(|&j| fields[first_family + j].clone()));
         MembersTable {
             tags: self.tags.clone(),
             inner: self.inner.clone(),
@@ -113,6 +145,7 @@ impl MembersTable {
             schema: Arc::new(Schema::new_with_metadata(kept, self.schema.metadata().clone())),
             attributes: self.attributes,
             tag_columns: columns.iter().map(|&j| self.tag_columns[j]).collect(),
+            families: families.iter().map(|&j| self.families[j]).collect(),
             single_partition: self.single_partition,
         }
     }
@@ -158,72 +191,260 @@ impl MembersTable {
         })
     }
 
-    fn translate(&self, expr: &Expr) -> Option<Node> {
-        filter_to_node(expr, &|name| self.tag_of(name))
+    pub(crate) fn translate(&self, expr: &Expr) -> Option<Node> {
+        filter_to_node(expr, &self.tags, &|name| self.resolve(name))
     }
 
-    fn tag_of(&self, name: &str) -> Option<usize> {
-        let i = self.schema.index_of(name).ok()?;
-        (i >= self.attributes).then(|| self.tag_columns[i - self.attributes])
+    /// What the column named `name` is (`None`: an attribute or unknown).
+    pub(crate) fn resolve(&self, name: &str) -> Option<Col> {
+        match self.column(self.schema.index_of(name).ok()?) {
+            Out::Tag(t) => Some(Col::Tag(t)),
+            Out::Family(f) => Some(Col::Family(f)),
+            _ => None,
+        }
+    }
+
+    /// Where schema column `i` comes from (attributes as [`Out::Child`]
+    /// of their own index).
+    fn column(&self, i: usize) -> Out {
+        let tags = self.attributes + self.tag_columns.len();
+        if i < self.attributes {
+            Out::Child(i)
+        } else if i < tags {
+            Out::Tag(self.tag_columns[i - self.attributes])
+        } else {
+            Out::Family(self.families[i - tags])
+        }
+    }
+
+    /// The audience of the table (`audience('…')`) and of `filters`
+    /// pushed into a scan of it; `None`: everyone.
+    pub(crate) fn selection(&self, filters: &[Expr]) -> DfResult<Option<Node>> {
+        let mut parts = Vec::new();
+        if let Some((node, _)) = &self.base {
+            parts.push(node.clone());
+        }
+        for f in filters {
+            parts.push(self.translate(f).ok_or_else(|| {
+                DataFusionError::Internal(format!("filter {f} was not accepted for pushdown into members"))
+            })?);
+        }
+        Ok(match parts.len() {
+            0 => None,
+            1 => parts.pop(),
+            _ => Some(Node::And(parts)),
+        })
     }
 }
 
-/// Translates a filter over tag columns into an audience tree; `None` when
-/// any part of it is not a tag column, a boolean literal or boolean logic.
-pub fn filter_to_node(expr: &Expr, tag_of: &dyn Fn(&str) -> Option<usize>) -> Option<Node> {
-    let go = |e: &Expr| filter_to_node(e, tag_of);
-    let literal = |e: &Expr| match e {
-        Expr::Literal(ScalarValue::Boolean(Some(b)), _) => Some(*b),
-        _ => None,
-    };
-    let not = |n: Node| Node::Not(Box::new(n));
-    Some(match expr {
-        Expr::Column(c) => Node::Tag(tag_of(&c.name)?),
-        Expr::Literal(ScalarValue::Boolean(Some(b)), _) => Node::Const(*b),
-        Expr::Not(e) | Expr::IsFalse(e) | Expr::IsNotTrue(e) => not(go(e)?),
-        Expr::IsTrue(e) | Expr::IsNotFalse(e) => go(e)?,
-        // Tag columns are never null.
-        Expr::IsNull(e) => {
-            go(e)?;
-            Node::Const(false)
-        }
-        Expr::IsNotNull(e) => {
-            go(e)?;
-            Node::Const(true)
-        }
-        Expr::BinaryExpr(BinaryExpr { op: op @ (Operator::And | Operator::Or), .. }) => {
-            // A chain of one operator becomes one n-ary node, its terms
-            // gathered in a loop: however long the chain and however
-            // DataFusion nested it, its length costs no recursion here.
-            let mut terms = Vec::new();
-            let mut chain = vec![expr];
-            while let Some(e) = chain.pop() {
-                match e {
-                    Expr::BinaryExpr(BinaryExpr { left, op: o, right }) if o == op => {
-                        chain.push(right);
-                        chain.push(left);
+/// The name of an exclusive family's column in `members`: the family's
+/// name, or when an attribute, a tag or an earlier family column already
+/// has it (`city`, `birthday`), the name followed by `_value`; `None` (no
+/// column) when that is taken too.
+pub fn family_column(family: &str, taken: &dyn Fn(&str) -> bool) -> Option<String> {
+    [family.to_string(), format!("{family}_value")].into_iter().find(|n| !taken(n))
+}
+
+/// A column a filter can be pushed down on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Col {
+    /// A tag column (tag position).
+    Tag(usize),
+    /// An exclusive family's column (index into [`TagSet::families`]).
+    Family(usize),
+}
+
+/// Translates a filter over tag and family columns into an audience tree
+/// (the members for whom it is true); `None` when any part of it is not a
+/// tag column, a family column compared with text, a boolean literal or
+/// boolean logic.
+pub(crate) fn filter_to_node(expr: &Expr, tags: &TagSet, resolve: &dyn Fn(&str) -> Option<Col>) -> Option<Node> {
+    Truth::of(expr, tags, resolve).map(|t| t.when_true)
+}
+
+/// A filter part under SQL's three-valued logic: the members for whom it
+/// is true and those for whom it is false (the rest: null).
+#[derive(Debug, Clone)]
+struct Truth {
+    when_true: Node,
+    when_false: Node,
+    /// Whether it can be null (family columns can; tags and literals cannot).
+    nullable: bool,
+}
+
+impl Truth {
+    fn never_null(when_true: Node) -> Truth {
+        Truth { when_false: not(when_true.clone()), when_true, nullable: false }
+    }
+
+    fn negate(self) -> Truth {
+        Truth { when_true: self.when_false, when_false: self.when_true, nullable: self.nullable }
+    }
+
+    /// `IS TRUE` (`want`) or `IS FALSE`: never null.
+    fn is(self, want: bool) -> Truth {
+        Truth::never_null(if want { self.when_true } else { self.when_false })
+    }
+
+    fn of(expr: &Expr, tags: &TagSet, resolve: &dyn Fn(&str) -> Option<Col>) -> Option<Truth> {
+        let go = |e: &Expr| Truth::of(e, tags, resolve);
+        let bool_literal = |e: &Expr| match e {
+            Expr::Literal(ScalarValue::Boolean(Some(b)), _) => Some(*b),
+            _ => None,
+        };
+        let family = |e: &Expr| match e {
+            Expr::Column(c) => match resolve(&c.name)? {
+                Col::Family(f) => Some(f),
+                Col::Tag(_) => None,
+            },
+            _ => None,
+        };
+        Some(match expr {
+            Expr::Column(c) => match resolve(&c.name)? {
+                Col::Tag(t) => Truth::never_null(Node::Tag(t)),
+                Col::Family(_) => return None,
+            },
+            Expr::Literal(ScalarValue::Boolean(Some(b)), _) => Truth::never_null(Node::Const(*b)),
+            Expr::Literal(ScalarValue::Boolean(None), _) => {
+                Truth { when_true: Node::Const(false), when_false: Node::Const(false), nullable: true }
+            }
+            Expr::Not(e) => go(e)?.negate(),
+            Expr::IsTrue(e) => go(e)?.is(true),
+            Expr::IsFalse(e) => go(e)?.is(false),
+            Expr::IsNotTrue(e) => go(e)?.is(true).negate(),
+            Expr::IsNotFalse(e) => go(e)?.is(false).negate(),
+            Expr::IsNull(e) | Expr::IsNotNull(e) => {
+                let known = match family(e) {
+                    Some(f) => any_of(tags, f, |_| true),
+                    None => {
+                        let t = go(e)?;
+                        if t.nullable { Node::Or(vec![t.when_true, t.when_false]) } else { Node::Const(true) }
                     }
-                    term => terms.push(go(term)?),
+                };
+                let known = Truth::never_null(known);
+                if matches!(expr, Expr::IsNull(_)) { known.negate() } else { known }
+            }
+            Expr::BinaryExpr(BinaryExpr { op: op @ (Operator::And | Operator::Or), .. }) => {
+                // A chain of one operator becomes one n-ary node, its terms
+                // gathered in a loop: however long the chain and however
+                // DataFusion nested it, its length costs no recursion here.
+                let mut terms = Vec::new();
+                let mut chain = vec![expr];
+                while let Some(e) = chain.pop() {
+                    match e {
+                        Expr::BinaryExpr(BinaryExpr { left, op: o, right }) if o == op => {
+                            chain.push(right);
+                            chain.push(left);
+                        }
+                        term => terms.push(go(term)?),
+                    }
+                }
+                let nullable = terms.iter().any(|t| t.nullable);
+                let (t, f): (Vec<Node>, Vec<Node>) = terms.into_iter().map(|t| (t.when_true, t.when_false)).unzip();
+                if *op == Operator::And {
+                    Truth { when_true: Node::And(t), when_false: Node::Or(f), nullable }
+                } else {
+                    Truth { when_true: Node::Or(t), when_false: Node::And(f), nullable }
                 }
             }
-            if *op == Operator::And { Node::And(terms) } else { Node::Or(terms) }
-        }
-        Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
-            Operator::Eq | Operator::NotEq | Operator::IsNotDistinctFrom | Operator::IsDistinctFrom => {
-                // A tag side compared with a boolean literal; anything else
-                // (tag vs tag, two literals) stays with DataFusion.
-                let (side, value) = match (literal(left), literal(right)) {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                let (equal, distinct) = match op {
+                    Operator::Eq => (true, false),
+                    Operator::NotEq => (false, false),
+                    Operator::IsNotDistinctFrom => (true, true),
+                    Operator::IsDistinctFrom => (false, true),
+                    _ => return None,
+                };
+                // A family column compared with a text literal (or NULL).
+                let compared = match (family(left), family(right)) {
+                    (Some(f), None) => Some((f, text_literal(right)?)),
+                    (None, Some(f)) => Some((f, text_literal(left)?)),
+                    (Some(_), Some(_)) => return None,
+                    (None, None) => None,
+                };
+                if let Some((f, value)) = compared {
+                    let t = family_equals(tags, f, &[value], distinct);
+                    return Some(if equal { t } else { t.negate() });
+                }
+                // A boolean side compared with a boolean literal; anything
+                // else (tag vs tag, two literals) stays with DataFusion.
+                let (side, value) = match (bool_literal(left), bool_literal(right)) {
                     (None, Some(v)) => (go(left)?, v),
                     (Some(v), None) => (go(right)?, v),
                     _ => return None,
                 };
-                let equal = matches!(op, Operator::Eq | Operator::IsNotDistinctFrom);
-                if equal == value { side } else { not(side) }
+                let t = if distinct {
+                    side.is(value)
+                } else if value {
+                    side
+                } else {
+                    side.negate()
+                };
+                if equal { t } else { t.negate() }
+            }
+            Expr::InList(InList { expr, list, negated }) => {
+                let f = family(expr)?;
+                let values = list.iter().map(text_literal).collect::<Option<Vec<_>>>()?;
+                let t = family_equals(tags, f, &values, false);
+                if *negated { t.negate() } else { t }
             }
             _ => return None,
-        },
-        _ => return None,
-    })
+        })
+    }
+}
+
+/// `NOT n`, without double negations or negated constants.
+fn not(n: Node) -> Node {
+    match n {
+        Node::Const(b) => Node::Const(!b),
+        Node::Not(inner) => *inner,
+        n => Node::Not(Box::new(n)),
+    }
+}
+
+/// A text literal: `Some(None)` for a NULL.
+fn text_literal(e: &Expr) -> Option<Option<&str>> {
+    match e {
+        Expr::Literal(ScalarValue::Utf8(v) | ScalarValue::LargeUtf8(v) | ScalarValue::Utf8View(v), _) => {
+            Some(v.as_deref())
+        }
+        Expr::Literal(ScalarValue::Null, _) => Some(None),
+        _ => None,
+    }
+}
+
+/// The members of family `f` whose value `keep` admits (an `Or` of tags).
+fn any_of(tags: &TagSet, f: usize, keep: impl Fn(&str) -> bool) -> Node {
+    let family = &tags.families()[f];
+    let kept: Vec<Node> = family
+        .tags
+        .iter()
+        .filter(|&&t| tags.tag(t).value.as_deref().is_some_and(&keep))
+        .map(|&t| Node::Tag(t))
+        .collect();
+    match kept.len() {
+        0 => Node::Const(false),
+        1 => kept.into_iter().next().expect("one"),
+        _ => Node::Or(kept),
+    }
+}
+
+/// `column IN (values)` for family `f`, or with `distinct` the
+/// `IS NOT DISTINCT FROM` of one value (never null: a NULL value matches
+/// the members without one).
+fn family_equals(tags: &TagSet, f: usize, values: &[Option<&str>], distinct: bool) -> Truth {
+    let listed = |v: &str| values.contains(&Some(v));
+    let when_true = any_of(tags, f, listed);
+    if distinct {
+        let when_true = match values.first() {
+            Some(None) => not(any_of(tags, f, |_| true)),
+            _ => when_true,
+        };
+        return Truth::never_null(when_true);
+    }
+    // `x IN (…, NULL)` is null, not false, where x matches no value.
+    let when_false = if values.contains(&None) { Node::Const(false) } else { any_of(tags, f, |v| !listed(v)) };
+    Truth { when_true, when_false, nullable: true }
 }
 
 #[async_trait]
@@ -253,20 +474,7 @@ impl TableProvider for MembersTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let mut parts = Vec::new();
-        if let Some((node, _)) = &self.base {
-            parts.push(node.clone());
-        }
-        for f in filters {
-            parts.push(self.translate(f).ok_or_else(|| {
-                DataFusionError::Internal(format!("filter {f} was not accepted for pushdown into members"))
-            })?);
-        }
-        let selection = match parts.len() {
-            0 => None,
-            1 => parts.pop(),
-            _ => Some(Node::And(parts)),
-        };
+        let selection = self.selection(filters)?;
         let external = |e: crate::Error| DataFusionError::External(Box::new(e));
         // Counted now (statistics answer `count(*)` from it), built only
         // when a row is produced.
@@ -286,9 +494,14 @@ impl TableProvider for MembersTable {
         };
         let all: Vec<usize> = (0..self.schema.fields().len()).collect();
         let projection = projection.unwrap_or(&all);
-        // Read the projected tags' bitmaps now, so execution never fails on one.
-        for &i in projection.iter().filter(|&&i| i >= self.attributes) {
-            self.tags.bitmap(self.tag_columns[i - self.attributes]).map_err(external)?;
+        // Read the projected tags' bitmaps (and build the projected
+        // families' value indexes) now, so execution never fails on one.
+        for &i in projection {
+            match self.column(i) {
+                Out::Tag(t) => drop(self.tags.bitmap(t).map_err(external)?),
+                Out::Family(f) => drop(self.tags.family_index(f).map_err(external)?),
+                _ => {}
+            }
         }
         let schema = Arc::new(self.schema.project(projection)?);
         let key = self.inner.schema().index_of("member_key")?;
@@ -296,7 +509,10 @@ impl TableProvider for MembersTable {
         if attributes.iter().all(|&i| i == key) {
             let columns = projection
                 .iter()
-                .map(|&i| if i < self.attributes { Out::Key } else { Out::Tag(self.tag_columns[i - self.attributes]) })
+                .map(|&i| match self.column(i) {
+                    Out::Child(_) => Out::Key,
+                    other => other,
+                })
                 .collect();
             let partitions =
                 if limit.is_some() || self.single_partition { 1 } else { state.config().target_partitions() };
@@ -310,12 +526,9 @@ impl TableProvider for MembersTable {
         let child_schema = child.schema();
         let columns = projection
             .iter()
-            .map(|&i| {
-                if i < self.attributes {
-                    child_schema.index_of(self.schema.field(i).name()).map(Out::Child)
-                } else {
-                    Ok(Out::Tag(self.tag_columns[i - self.attributes]))
-                }
+            .map(|&i| match self.column(i) {
+                Out::Child(_) => child_schema.index_of(self.schema.field(i).name()).map(Out::Child),
+                other => Ok(other),
             })
             .collect::<Result<Vec<_>, _>>()?;
         let key_column = child_schema.index_of("member_key")?;
@@ -394,6 +607,8 @@ enum Out {
     Child(usize),
     /// A tag column (tag position).
     Tag(usize),
+    /// An exclusive family's column (index into [`TagSet::families`]).
+    Family(usize),
 }
 
 /// A tag scan node apart from its schema, its child and the tag bitmaps,
@@ -426,6 +641,8 @@ pub enum PartColumn {
     Child(usize),
     /// A tag column, by tag name.
     Tag(String),
+    /// An exclusive family's column, by family name.
+    Family(String),
 }
 
 impl Selection {
@@ -437,6 +654,7 @@ impl Selection {
                 Out::Key => PartColumn::Key,
                 Out::Child(i) => PartColumn::Child(*i),
                 Out::Tag(t) => PartColumn::Tag(tags.tag(*t).name.clone()),
+                Out::Family(f) => PartColumn::Family(tags.families()[*f].name.clone()),
             })
             .collect();
         Ok(ScanParts {
@@ -468,6 +686,16 @@ fn from_parts(tags: &TagSet, columns: &[PartColumn]) -> DfResult<Vec<Out>> {
                     tags.bitmap(t).map_err(|e| DataFusionError::External(Box::new(e)))?;
                     Out::Tag(t)
                 }
+                PartColumn::Family(name) => {
+                    let f = tags.exclusive(name).ok_or_else(|| {
+                        DataFusionError::Plan(format!(
+                            "family `{name}` is not exclusive in snapshot {} here: the cluster reads another warehouse than the client",
+                            tags.snapshot.unwrap_or_default()
+                        ))
+                    })?;
+                    tags.family_index(f).map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    Out::Family(f)
+                }
             })
         })
         .collect()
@@ -476,6 +704,17 @@ fn from_parts(tags: &TagSet, columns: &[PartColumn]) -> DfResult<Vec<Out>> {
 fn tag_array(tags: &TagSet, tag: usize, keys: impl Iterator<Item = u32>) -> ArrayRef {
     let bm = tags.bitmap(tag).expect("projected bitmaps are read when the scan is planned");
     Arc::new(keys.map(|k| Some(bm.contains(k))).collect::<BooleanArray>())
+}
+
+/// The values of family `f` for `keys` (null: no tag of the family).
+fn family_array(tags: &TagSet, f: usize, keys: impl Iterator<Item = u32>) -> ArrayRef {
+    let family = tags.family_index(f).expect("projected families are indexed when the scan is planned");
+    let (lower, _) = keys.size_hint();
+    let mut out = StringBuilder::with_capacity(lower, lower * 8);
+    for k in keys {
+        out.append_option(family.of(k).and_then(|j| tags.tag(family.tags[j]).value.as_deref()));
+    }
+    Arc::new(out.finish())
 }
 
 fn properties(schema: SchemaRef, partitions: usize) -> Arc<PlanProperties> {
@@ -629,6 +868,7 @@ impl ExecutionPlan for TagBitmapExec {
                 .map(|c| match c {
                     Out::Key => Arc::new(Int64Array::from_iter_values(chunk.iter().map(|&k| k as i64))) as ArrayRef,
                     Out::Tag(t) => tag_array(&tags, *t, chunk.iter().copied()),
+                    Out::Family(f) => family_array(&tags, *f, chunk.iter().copied()),
                     Out::Child(_) => unreachable!("the bitmap scan reads no file"),
                 })
                 .collect();
@@ -765,6 +1005,7 @@ impl ExecutionPlan for TagFilterExec {
                 .map(|c| match c {
                     Out::Child(i) => batch.column(*i).clone(),
                     Out::Tag(t) => tag_array(&tags, *t, member_keys()),
+                    Out::Family(f) => family_array(&tags, *f, member_keys()),
                     Out::Key => unreachable!("member_key is read from the table"),
                 })
                 .collect();

@@ -53,6 +53,9 @@ pub struct Tag {
     pub name: String,
     /// Family the tag belongs to (`tier`, `community`, …).
     pub family: String,
+    /// Its value in the family's column when the family is exclusive
+    /// (`gold` for `tier_gold`), else `None`.
+    pub value: Option<String>,
     bitmap: OnceLock<Bits>,
     location: Option<Location>,
 }
@@ -63,9 +66,47 @@ impl Tag {
         Tag {
             name: name.into(),
             family: family.into(),
+            value: None,
             bitmap: OnceLock::from(Bits::from_roaring(&bitmap)),
             location: None,
         }
+    }
+
+    /// The same tag as the member of an exclusive family with this value.
+    pub fn with_value(self, value: impl Into<String>) -> Tag {
+        Tag { value: Some(value.into()), ..self }
+    }
+}
+
+/// A family whose tags never share a member, so a member has at most one
+/// value in it: SQL shows it as one text column of `members`.
+#[derive(Debug)]
+pub struct Family {
+    /// Family name (`tier`).
+    pub name: String,
+    /// Its tags, in catalog order.
+    pub tags: Vec<usize>,
+    /// Per member key, 1 + the index in `tags` of the member's tag (0: none),
+    /// built on first use.
+    index: OnceLock<ValueIndex>,
+}
+
+/// Member key → value of one family: two bytes a member while the family
+/// has fewer than 65,535 tags.
+#[derive(Debug)]
+enum ValueIndex {
+    Small(Vec<u16>),
+    Large(Vec<u32>),
+}
+
+impl Family {
+    /// The tag (an index into [`Family::tags`]) holding `key`, if any.
+    pub fn of(&self, key: u32) -> Option<usize> {
+        let v = match self.index.get()? {
+            ValueIndex::Small(v) => v.get(key as usize).map(|&x| x as usize),
+            ValueIndex::Large(v) => v.get(key as usize).map(|&x| x as usize),
+        };
+        v.filter(|&x| x > 0).map(|x| x - 1)
     }
 }
 
@@ -88,6 +129,7 @@ pub struct TagSet {
     member_files: Vec<PathBuf>,
     files: Vec<TagFile>,
     index: HashMap<String, usize>,
+    families: Vec<Family>,
     /// The warehouse it was read from.
     root: Option<PathBuf>,
 }
@@ -96,7 +138,7 @@ impl TagSet {
     /// Builds a tag set from tags with known members and a known universe.
     pub fn new(snapshot: Option<i64>, tags: Vec<Tag>, universe: RoaringBitmap) -> TagSet {
         let mut set = TagSet { snapshot, tags, universe: OnceLock::from(universe), ..TagSet::default() };
-        set.index = set.tags.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        set.index_names();
         set
     }
 
@@ -135,8 +177,70 @@ impl TagSet {
         tags.push(Tag::new(IN_EXPERIMENT, "experiment", in_experiment));
         let root = Some(wh.root().to_path_buf());
         let mut set = TagSet { snapshot: version, tags, member_files, files, root, ..TagSet::default() };
-        set.index = set.tags.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        set.index_names();
         Ok(set)
+    }
+
+    /// The name index and the exclusive families: those whose every tag
+    /// has a value (a snapshot marks no others), values distinct.
+    fn index_names(&mut self) {
+        self.index = self.tags.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        let mut order: Vec<&str> = Vec::new();
+        let mut by_family: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, t) in self.tags.iter().enumerate() {
+            let entry = by_family.entry(t.family.as_str()).or_insert_with(|| {
+                order.push(t.family.as_str());
+                Vec::new()
+            });
+            entry.push(i);
+        }
+        let mut families = Vec::new();
+        for name in order {
+            let tags = &by_family[name];
+            let mut values = std::collections::HashSet::new();
+            if tags.iter().all(|&i| self.tags[i].value.as_deref().is_some_and(|v| values.insert(v))) {
+                families.push(Family { name: name.to_string(), tags: tags.clone(), index: OnceLock::new() });
+            }
+        }
+        self.families = families;
+    }
+
+    /// The exclusive families, in catalog order.
+    pub fn families(&self) -> &[Family] {
+        &self.families
+    }
+
+    /// The exclusive family `name`.
+    pub fn exclusive(&self, name: &str) -> Option<usize> {
+        self.families.iter().position(|f| f.name == name)
+    }
+
+    /// Family `f` with its member → value index built (walking each tag's
+    /// containers once).
+    pub fn family_index(&self, f: usize) -> Result<&Family> {
+        let family = &self.families[f];
+        if family.index.get().is_some() {
+            return Ok(family);
+        }
+        let mut len = self.universe()?.max().map_or(0, |m| m as usize + 1);
+        for &t in &family.tags {
+            len = len.max(self.bitmap(t)?.max().map_or(0, |m| m as usize + 1));
+        }
+        let index = if family.tags.len() < u16::MAX as usize {
+            let mut v = vec![0u16; len];
+            for (j, &t) in family.tags.iter().enumerate() {
+                self.bitmap(t)?.iter().for_each(|k| v[k as usize] = j as u16 + 1);
+            }
+            ValueIndex::Small(v)
+        } else {
+            let mut v = vec![0u32; len];
+            for (j, &t) in family.tags.iter().enumerate() {
+                self.bitmap(t)?.iter().for_each(|k| v[k as usize] = j as u32 + 1);
+            }
+            ValueIndex::Large(v)
+        };
+        let _ = family.index.set(index);
+        Ok(family)
     }
 
     /// The snapshot `snapshot` names (checked), or the newest one.
@@ -359,6 +463,8 @@ fn index_snapshot(paths: &[PathBuf], first_file: usize) -> Result<(Vec<TagFile>,
             (column("position")?, column("name")?, column("family")?, column("bitmap")?);
         // Written before references existed: every row holds its bytes.
         let holder = meta.schema().index_of("bitmap_snapshot").ok();
+        // Written before exclusive families existed: none is.
+        let value = meta.schema().index_of("value").ok();
         let file_index = first_file + files.len();
         for rg in 0..meta.metadata().num_row_groups() {
             let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
@@ -367,7 +473,7 @@ fn index_snapshot(paths: &[PathBuf], first_file: usize) -> Result<(Vec<TagFile>,
             )
             .with_projection(ProjectionMask::roots(
                 meta.parquet_schema(),
-                [position, name, family].into_iter().chain(holder),
+                [position, name, family].into_iter().chain(holder).chain(value),
             ))
             .with_row_groups(vec![rg])
             .build()
@@ -379,14 +485,21 @@ fn index_snapshot(paths: &[PathBuf], first_file: usize) -> Result<(Vec<TagFile>,
                 let (p, n, f) = (col("position")?, col("name")?, col("family")?);
                 let (p, n, f) = (p.as_primitive::<Int32Type>(), n.as_string::<i32>(), f.as_string::<i32>());
                 let h = b.column_by_name("bitmap_snapshot").map(|h| h.as_primitive::<Int64Type>());
+                let values = b.column_by_name("value").map(|v| v.as_string::<i32>());
                 for r in 0..b.num_rows() {
                     let holder = h.filter(|h| h.is_valid(r)).map(|h| h.value(r));
                     if n.is_null(r) {
                         return Err(err(format!("row {} of row group {rg} has no tag name", row + r)));
                     }
                     let location = Some(Location { file: file_index, row_group: rg, row: row + r });
-                    let tag =
-                        Tag { name: n.value(r).into(), family: f.value(r).into(), bitmap: OnceLock::new(), location };
+                    let value = values.filter(|v| v.is_valid(r)).map(|v| v.value(r).to_string());
+                    let tag = Tag {
+                        name: n.value(r).into(),
+                        family: f.value(r).into(),
+                        value,
+                        bitmap: OnceLock::new(),
+                        location,
+                    };
                     found.push((p.value(r), tag, holder));
                 }
                 row += b.num_rows();

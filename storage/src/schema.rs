@@ -190,6 +190,8 @@ const FEATURES: &[Column] = &[
 /// digits) on every row written since references exist. The last two
 /// columns were added later: tables written before read them as null,
 /// which means "holds its own bitmap", and gain them on their next write.
+/// `value` (added later still, null in older snapshots) is the tag's value
+/// in its family's `members` column when the family is exclusive.
 const TAGS: &[Column] = &[
     derived("snapshot", Int64),
     derived("position", Int32),
@@ -207,6 +209,7 @@ const TAGS: &[Column] = &[
     derived("created_at", Timestamp),
     nullable("bitmap_digest", Text),
     nullable("bitmap_snapshot", Int64),
+    nullable("value", Text),
 ];
 
 /// One row per member with orders: the k-means community it belongs to

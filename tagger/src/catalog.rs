@@ -95,6 +95,11 @@ pub struct TagEntry {
     pub description: String,
     /// The rule.
     pub rule: String,
+    /// The tags of this family never share a member (checked at tag time):
+    /// SQL shows the family as one text column of `members`. Set on all of
+    /// the family's `[[tag]]` entries or on none.
+    #[serde(default)]
+    pub exclusive: bool,
 }
 
 /// Where a family's or partition's values come from.

@@ -18,6 +18,7 @@ use rayon::prelude::*;
 use roaring::RoaringBitmap;
 
 use crate::catalog::{Better, CatalogFile, Values, substitute};
+use crate::exclusive::{Origin, strip_family};
 use crate::features::{CHUNK, Chunk, FeatureData, FeatureKind, FeatureSet, TextKind, unique_slugs};
 use crate::rule::{self, ColumnRef, Env, Program, VarType, pack_mask};
 use crate::{Error, Result};
@@ -33,6 +34,10 @@ pub struct TagDef {
     pub description: String,
     /// The rule text or a description of how the tag is derived.
     pub rule: String,
+    /// The tag's value in its family's column when the family is
+    /// exclusive (`gold` for `tier_gold`; see [`crate::exclusive`]).
+    pub value: Option<String>,
+    pub(crate) origin: Origin,
     kind: Kind,
 }
 
@@ -43,6 +48,22 @@ enum Kind {
     Score { score: usize, bucket: u32 },
     Band { rank: usize, band: usize },
     Lookup { lookup: usize, label: String },
+}
+
+#[cfg(test)]
+impl TagDef {
+    /// A rule tag with the given exclusivity facts (for unit tests).
+    pub(crate) fn for_test(name: &str, family: &str, value: Option<&str>, origin: Origin) -> TagDef {
+        TagDef {
+            name: name.into(),
+            family: family.into(),
+            description: String::new(),
+            rule: String::new(),
+            value: value.map(Into::into),
+            origin,
+            kind: Kind::Rule,
+        }
+    }
 }
 
 /// An ordered cut of the base (a score or a rank).
@@ -82,6 +103,8 @@ struct Partition {
 pub struct Compiled {
     /// Every tag, in snapshot order.
     pub tags: Vec<TagDef>,
+    /// The catalog's name in errors (a file or the built-in default).
+    pub source: String,
     feature_names: Vec<String>,
     constants: Vec<(String, f64)>,
     scores: Vec<(String, Cut)>,
@@ -278,6 +301,8 @@ impl Compiled {
                         if sign > 0.0 { "higher" } else { "lower" },
                         s.among
                     ),
+                    value: Some(bucket.to_string()),
+                    origin: Origin::Entry { kind: "score", index: scores.len() - 1 },
                     kind: Kind::Score { score: scores.len() - 1, bucket },
                 });
             }
@@ -316,6 +341,8 @@ impl Compiled {
                     family: l.family.clone(),
                     description: l.descriptions[label].clone(),
                     rule: format!("({}, {}) in {}", l.rows, l.columns, cells.join(" ")),
+                    value: Some(label.clone()),
+                    origin: Origin::Entry { kind: "lookup", index: lookups.len() },
                     kind: Kind::Lookup { lookup: lookups.len(), label: label.clone() },
                 });
             }
@@ -340,6 +367,8 @@ impl Compiled {
                         r.among,
                         b.up_to_percent
                     ),
+                    value: Some(strip_family(&b.name, &r.family)),
+                    origin: Origin::Entry { kind: "rank", index: ranks.len() },
                     kind: Kind::Band { rank: ranks.len(), band: i },
                 });
                 prev = b.up_to_percent;
@@ -356,6 +385,8 @@ impl Compiled {
                 family: t.family.clone(),
                 description: t.description.clone(),
                 rule: t.rule.clone(),
+                value: Some(strip_family(&t.name, &t.family)),
+                origin: Origin::Tag { exclusive: t.exclusive },
                 kind: Kind::Rule,
             });
         }
@@ -378,6 +409,8 @@ impl Compiled {
                     family: f.family.clone(),
                     description: substitute(&f.description, &slug, &raw).replace("''", "'"),
                     rule,
+                    value: None,
+                    origin: Origin::Family,
                     kind: Kind::Rule,
                 });
             }
@@ -425,6 +458,8 @@ impl Compiled {
                             family: p.family.clone(),
                             description: substitute(&p.description, &slug, raw).replace("''", "'"),
                             rule: format!("{} = '{}'", p.feature, raw.replace('\'', "''")),
+                            value: Some(raw.clone()),
+                            origin: Origin::Entry { kind: "partition", index: partitions.len() },
                             kind: Kind::Partition,
                         });
                     }
@@ -443,6 +478,8 @@ impl Compiled {
                             family: p.family.clone(),
                             description: substitute(&p.description, &n.to_string(), &n.to_string()),
                             rule: format!("{} = {n}", p.feature),
+                            value: Some(n.to_string()),
+                            origin: Origin::Entry { kind: "partition", index: partitions.len() },
                             kind: Kind::Partition,
                         });
                     }
@@ -461,6 +498,7 @@ impl Compiled {
                 return Err(cat_err(format!("tag `{}` has the name of a feature or score", t.name)));
             }
         }
+        crate::exclusive::assign(&mut tags).map_err(cat_err)?;
         // Every non-partition tag gets a mask slot rules can read.
         let mut tag_slot = vec![None; tags.len()];
         for (i, t) in tags.iter().enumerate() {
@@ -557,6 +595,7 @@ impl Compiled {
             .collect();
         Ok(Compiled {
             tags,
+            source: source.to_string(),
             feature_names,
             constants,
             scores,

@@ -24,6 +24,7 @@
 pub mod catalog;
 mod error;
 pub mod evaluate;
+mod exclusive;
 pub mod features;
 mod refresh;
 pub mod rule;

@@ -261,7 +261,7 @@ pub(crate) async fn publish(
 ) -> Result<RefreshSummary> {
     let t2 = Instant::now();
     let member_tags: u64 = c.bitmaps.iter().map(|b| b.len()).sum();
-    let tags = snapshot_tags(&c.compiled, c.bitmaps, c.base);
+    let tags = snapshot_tags(&c.compiled, c.bitmaps, c.base)?;
     let n_tags = tags.len();
     let snapshot = snapshot::write(
         wh,
@@ -298,9 +298,16 @@ pub(crate) async fn publish(
     })
 }
 
-/// The snapshot's tags: each compiled tag with its members.
-pub fn snapshot_tags(compiled: &Compiled, bitmaps: Vec<RoaringBitmap>, base: u64) -> Vec<(TagInfo, RoaringBitmap)> {
-    compiled
+/// The snapshot's tags: each compiled tag with its members. Fails when a
+/// family declared exclusive has two tags that share members.
+pub fn snapshot_tags(
+    compiled: &Compiled,
+    bitmaps: Vec<RoaringBitmap>,
+    base: u64,
+) -> Result<Vec<(TagInfo, RoaringBitmap)>> {
+    crate::exclusive::check(&compiled.tags, &bitmaps)
+        .map_err(|message| Error::Catalog { source_name: compiled.source.clone(), message })?;
+    Ok(compiled
         .tags
         .iter()
         .zip(bitmaps)
@@ -316,11 +323,12 @@ pub fn snapshot_tags(compiled: &Compiled, bitmaps: Vec<RoaringBitmap>, base: u64
                     rule: def.rule.clone(),
                     members,
                     share: if base == 0 { 0.0 } else { members as f64 / base as f64 },
+                    value: def.value.clone(),
                 },
                 bm,
             )
         })
-        .collect()
+        .collect())
 }
 
 /// Evaluates every chunk in parallel, hands each chunk's features batch to

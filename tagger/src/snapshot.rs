@@ -72,6 +72,9 @@ pub struct TagInfo {
     pub members: i64,
     /// Members with the tag / members in the base.
     pub share: f64,
+    /// Its value in its family's `members` column when the family is
+    /// exclusive (`gold` for `tier_gold`), else `None`.
+    pub value: Option<String>,
 }
 
 /// A snapshot's metadata and tags.
@@ -282,6 +285,7 @@ fn snapshot_batch(snapshot: i64, new: NewSnapshot, shared: &HashMap<String, (Str
             Arc::new(TimestampMicrosecondArray::from(vec![created; n]).with_timezone("UTC")),
             Arc::new(StringArray::from(digests)),
             Arc::new(Int64Array::from(references)),
+            Arc::new(StringArray::from_iter(tags.iter().map(|t| t.value.as_deref()))),
         ],
     )
     .map_err(|e| Error::Internal(format!("building the snapshot batch: {e}")))
@@ -335,7 +339,9 @@ pub async fn info(wh: &Warehouse, snapshot: Option<i64>) -> Result<SnapshotInfo>
         "catalog_digest",
         "created_at",
     ];
-    let wanted: Vec<Wanted> = names.iter().map(|n| Wanted::plain(t, n)).collect();
+    let mut wanted: Vec<Wanted> = names.iter().map(|n| Wanted::plain(t, n)).collect();
+    // Added later: older snapshots read it as null (no exclusive families).
+    wanted.push(Wanted::plain(t, "value").or_null());
     let rows = Mutex::new(Vec::new());
     let meta = Mutex::new(None);
     tokio::task::block_in_place(|| {
@@ -345,6 +351,7 @@ pub async fn info(wh: &Warehouse, snapshot: Option<i64>) -> Result<SnapshotInfo>
             let pos = b.column(0).as_primitive::<Int32Type>();
             let members = b.column(5).as_primitive::<Int64Type>();
             let share = b.column(6).as_primitive::<Float64Type>();
+            let value = b.column(12).as_string::<i32>();
             let mut out = rows.lock().expect("rows");
             for r in 0..b.num_rows() {
                 out.push(TagInfo {
@@ -355,6 +362,7 @@ pub async fn info(wh: &Warehouse, snapshot: Option<i64>) -> Result<SnapshotInfo>
                     rule: rule.value(r).into(),
                     members: members.value(r),
                     share: share.value(r),
+                    value: value.is_valid(r).then(|| value.value(r).to_string()),
                 });
             }
             if b.num_rows() > 0 {

@@ -455,3 +455,120 @@ fn repeated_statements_reuse_their_plan_while_their_tables_stay() {
     query(&ctx, "SET datafusion.execution.batch_size = 4096");
     assert_eq!(cache.stats().0, 0);
 }
+
+/// A random predicate over exclusive family columns, tags and their
+/// combinations, in SQL, with the NULLs of members without a value.
+fn random_family_predicate(rng: &mut Rng, depth: u32) -> String {
+    const TIERS: &[&str] = &["'gold'", "'silver'", "'regular'", "'platinum'", "NULL"];
+    const VALUES: &[&str] = &["'core'", "'middle'", "'tail'", "'nothing'"];
+    if depth == 0 || rng.below(3) == 0 {
+        let tier = TIERS[rng.below(TIERS.len())];
+        let value = VALUES[rng.below(VALUES.len())];
+        return match rng.below(11) {
+            0 => format!("tier = {tier}"),
+            1 => format!("tier <> {tier}"),
+            2 => format!("{value} = value"),
+            3 => format!("value IN ({value}, {})", VALUES[rng.below(VALUES.len())]),
+            4 => format!("value NOT IN ({value}, {tier})"),
+            5 => format!("tier IS NOT DISTINCT FROM {tier}"),
+            6 => format!("value IS DISTINCT FROM {value}"),
+            7 => "value IS NULL".to_string(),
+            8 => "rfm_segment IS NOT NULL".to_string(),
+            9 => format!("rfm_segment = '{}'", ["champions", "lost", "loyal"][rng.below(3)]),
+            _ => TAGS[rng.below(TAGS.len())].to_string(),
+        };
+    }
+    let a = random_family_predicate(rng, depth - 1);
+    match rng.below(6) {
+        0 => format!("NOT ({a})"),
+        1 => format!("({a}) IS NOT TRUE"),
+        2 => format!("({a}) IS FALSE"),
+        3 => format!("({a}) = false"),
+        k => {
+            let b = random_family_predicate(rng, depth - 1);
+            format!("({a}) {} ({b})", if k == 4 { "AND" } else { "OR" })
+        }
+    }
+}
+
+#[test]
+fn family_columns_and_breakdowns_equal_a_reference_without_pushdown() {
+    let (ctx, tags) = open(&fixture().dir);
+    query(&ctx, "CREATE TABLE plain_families AS SELECT * FROM members");
+    // Each exclusive family's column holds exactly the value of the tag a
+    // member has, and every member has at most one.
+    let names: Vec<&str> = tags.families().iter().map(|f| f.name.as_str()).collect();
+    for want in ["tier", "value", "rfm_segment", "store", "tenure", "age_band"] {
+        assert!(names.contains(&want), "{want} is not exclusive: {names:?}");
+    }
+    assert!(!names.contains(&"rfm") && !names.contains(&"dormancy") && !names.contains(&"interest"), "{names:?}");
+    for (column, tag) in [("tier", "tier_gold"), ("value", "value_core"), ("rfm_segment", "rfm_champions")] {
+        let value = tags.tag(tags.position(tag).unwrap()).value.clone().unwrap();
+        let q = format!("SELECT count(*) FROM plain_families WHERE ({column} = '{value}') <> {tag}");
+        assert_eq!(count(&ctx, &q), 0, "{q}");
+    }
+    // City and birthday are attributes: their families' columns are `…_value`.
+    let schema = query(&ctx, "DESCRIBE members");
+    assert!(schema.contains("city_value") && schema.contains("birthday_value"), "{schema}");
+    let mut rng = Rng(0x5eed_fa31);
+    for _ in 0..120 {
+        let p = random_family_predicate(&mut rng, 3);
+        for q in [
+            format!("SELECT count(*) FROM {{t}} WHERE {p}"),
+            format!("SELECT count(*) FROM {{t}} WHERE tier_silver OR ({p})"),
+        ] {
+            let pushed = count(&ctx, &q.replace("{t}", "members"));
+            let reference = count(&ctx, &q.replace("{t}", "plain_families"));
+            assert_eq!(pushed, reference, "{q}");
+        }
+    }
+    // GROUP BY family and tag columns: counted from the bitmaps (no scan
+    // in the plan), the same rows as grouping the plain copy.
+    let grouped = [
+        "SELECT tier, count(*) AS n FROM {t} WHERE category_lover_beauty AND NOT dormant_90_plus GROUP BY tier ORDER BY tier",
+        "SELECT value, tier, count(*) AS n, count(member_key) AS k FROM {t} GROUP BY value, tier ORDER BY 1, 2",
+        "SELECT rfm_segment, one_time_buyer, count(1) FROM {t} WHERE tier = 'gold' OR tier IS NULL GROUP BY 1, 2 ORDER BY 1, 2",
+        "SELECT tier, count(*) FROM {t} WHERE value = 'nothing' GROUP BY tier",
+        "SELECT store, count(*) AS n FROM {t} GROUP BY store HAVING count(*) > 20 ORDER BY n DESC, store LIMIT 5",
+        "SELECT m.tier, count(*) AS n FROM {t} m WHERE m.tier_gold OR m.rfm_f_1 GROUP BY m.tier ORDER BY 1",
+        // Not counted (an attribute in the key), still the same rows.
+        "SELECT gender, tier, count(*) FROM {t} WHERE NOT (tier = 'regular') GROUP BY 1, 2 ORDER BY 1, 2",
+        "SELECT member_id, tier, value, rfm_segment FROM {t} WHERE tier_gold ORDER BY member_id LIMIT 9",
+    ];
+    for q in grouped {
+        let pushed = query(&ctx, &q.replace("{t}", "members"));
+        let reference = query(&ctx, &q.replace("{t}", "plain_families"));
+        assert_eq!(pushed, reference, "{q}");
+    }
+    let plan = query(&ctx, &format!("EXPLAIN {}", grouped[0].replace("{t}", "members")));
+    assert!(plan.contains("Values: (Utf8(\""), "{plan}");
+    assert!(!plan.contains("TagBitmapExec") && !plan.contains("TagFilterExec"), "{plan}");
+
+    // `audience breakdown`: the same counts, with the shares of all members.
+    let out = taglake_ok(
+        &["audience", "breakdown", "category_lover_beauty AND NOT dormant_90_plus", "--by", "tier", "--format", "json"],
+        &fixture().dir,
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for row in v["values"].as_array().unwrap() {
+        let value = row["value"].as_str();
+        let filter = value.map_or("tier IS NULL".to_string(), |s| format!("tier = '{s}'"));
+        let n = count(
+            &ctx,
+            &format!(
+                "SELECT count(*) FROM plain_families WHERE category_lover_beauty AND NOT dormant_90_plus AND {filter}"
+            ),
+        );
+        assert_eq!(row["members"], n, "{row}");
+        let all = count(&ctx, &format!("SELECT count(*) FROM plain_families WHERE {filter}"));
+        assert_eq!(row["base_members"], all, "{row}");
+    }
+    let table = taglake_ok(&["audience", "breakdown", "everyone", "--by", "value"], &fixture().dir);
+    assert!(table.contains("core") && table.contains("index") && table.contains("(none)"), "{table}");
+    let out = taglake(&["audience", "breakdown", "tier_gold", "--by", "dormancy"], &fixture().dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("can share members") && err.contains("tier"), "{err}");
+    let out = taglake(&["audience", "breakdown", "tier_gold", "--by", "teir"], &fixture().dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("did you mean `tier`?"), "{err}");
+}

@@ -215,3 +215,31 @@ fn a_bad_user_catalog_names_the_tag_the_position_and_the_fix() {
     let wh = Warehouse::open(f.dir.join("warehouse")).unwrap();
     assert_eq!(rt.block_on(snapshot::versions(&wh)).unwrap(), vec![1, 2], "a rejected catalog commits nothing");
 }
+
+#[test]
+fn an_exclusive_family_whose_tags_overlap_fails_the_run_naming_them() {
+    let f = fixture();
+    let tag = |name: &str, rule: &str, exclusive: bool| {
+        format!(
+            "[[tag]]\nname = \"{name}\"\nfamily = \"buyers\"\ndescription = \"d\"\nrule = \"{rule}\"\n{}\n",
+            if exclusive { "exclusive = true" } else { "" }
+        )
+    };
+    let catalog = tag("buyers_one", "orders_total >= 1", true) + &tag("buyers_two", "orders_total >= 2", true);
+    std::fs::write(f.dir.join("overlap.toml"), catalog).unwrap();
+    let out = taglake(&["tag", "--catalog", "overlap.toml"], &f.dir);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "overlapping exclusive tags were accepted");
+    assert!(err.contains("overlap.toml") && err.contains("family `buyers` is declared exclusive"), "{err}");
+    assert!(err.contains("`buyers_one` and `buyers_two` share") && err.contains(" members"), "{err}");
+    // Declared on some of a family's tags only: refused before any work.
+    let catalog = tag("buyers_one", "orders_total = 1", true) + &tag("buyers_two", "orders_total >= 2", false);
+    std::fs::write(f.dir.join("partly.toml"), catalog).unwrap();
+    let out = taglake(&["tag", "--catalog", "partly.toml"], &f.dir);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("tag `buyers_one` says `exclusive = true` but tag `buyers_two`"), "{err}");
+    let rt = runtime();
+    let wh = Warehouse::open(f.dir.join("warehouse")).unwrap();
+    assert_eq!(rt.block_on(snapshot::versions(&wh)).unwrap(), vec![1, 2], "a rejected catalog commits nothing");
+}

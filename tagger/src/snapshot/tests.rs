@@ -22,6 +22,7 @@ fn tag(position: i32, name: &str, members: u64) -> TagInfo {
         rule: "x".into(),
         members: members as i64,
         share: 0.0,
+        value: None,
     }
 }
 
