@@ -43,6 +43,14 @@ seconds) for the 1-minute load average to fall below half the cores, e.g.
 after the release build, and prints it. Results go to
 `benches/results/audience_vs_duckdb_<members>.json`.
 
+The breakdown: `SELECT tier, count(*) FROM members WHERE <3 tags> GROUP BY
+tier` through taglake SQL (answered by intersection counts) and the
+breakdown API; DuckDB groups the boolean table by `CASE WHEN tier_gold THEN
+'gold' …`; chdb takes `bitmapCardinality(bitmapAnd(audience, tier_x))` per
+tier (and `bitmapAndnot` of all tiers for the members without one) in one
+query; pyroaring the same with `&` and `-`. Every side's groups must equal
+taglake's.
+
 Also reported, not compared: taglake's cold count per expression (a fresh
 tag set reads only the bitmaps the expression needs, as one `taglake
 audience count` call does), and where the SQL time goes (logical plan,
@@ -67,6 +75,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CACHE = os.path.expanduser("~/.cache/taglake-bench")
 UNIVERSE = "__universe__"
 WARMUP = 3
+
+# The breakdown: a 3-tag audience by tier (the family's values and tags).
+BREAKDOWN = "category_lover_beauty AND NOT dormant_90_plus AND NOT one_time_buyer"
+BY = "tier"
+TIERS = {"regular": "tier_regular", "silver": "tier_silver", "gold": "tier_gold"}
 
 EXPRESSIONS = [
     "category_lover_beauty",
@@ -212,7 +225,12 @@ def child_duckdb(cfg, mode):
         q = f"SELECT count(*) FROM {source} WHERE {text}"
         seconds, count = timed(cfg["runs"], lambda: con.execute(q).fetchone()[0])
         out.append({"expr": text, "count": int(count), "seconds": seconds, "query": q})
-    return {"version": duckdb.__version__, "threads": int(con.execute("SELECT current_setting('threads')").fetchone()[0]),
+    case = " ".join(f"WHEN {tag} THEN '{value}'" for value, tag in TIERS.items())
+    q = f"SELECT CASE {case} END AS {BY}, count(*) FROM {source} WHERE {BREAKDOWN} GROUP BY 1"
+    groups = lambda: {("null" if v is None else v): n for v, n in con.execute(q).fetchall()}
+    seconds, got = timed(cfg["runs"], groups)
+    breakdown = {"groups": got, "seconds": seconds, "query": q}
+    return {"breakdown": breakdown, "version": duckdb.__version__, "threads": int(con.execute("SELECT current_setting('threads')").fetchone()[0]),
             "load_seconds": load, "expressions": out}
 
 
@@ -289,7 +307,24 @@ def child_chdb(cfg):
         q = f"SELECT bitmapCardinality({expr}) FROM tags"
         seconds, count = timed(cfg["runs"], lambda: scalar(q))
         out.append({"expr": text, "count": int(count), "seconds": seconds, "query": q})
-    return {"version": chdb.__version__, "engine": scalar("SELECT version()"), "threads": threads,
+    node = parse(BREAKDOWN)
+    expr = shape(node, col, lambda: col(UNIVERSE), lambda a, b: f"bitmapAnd({a}, {b})",
+                 lambda a, b: f"bitmapOr({a}, {b})", lambda a, b: f"bitmapAndnot({a}, {b})",
+                 lambda x: estimate(x, members))
+    tiers = list(TIERS.items())
+    any_tier = col(tiers[0][1])
+    for _, tag in tiers[1:]:
+        any_tier = f"bitmapOr({any_tier}, {col(tag)})"
+    parts = [f"bitmapCardinality(bitmapAnd(a, {col(tag)}))" for _, tag in tiers]
+    parts.append(f"bitmapCardinality(bitmapAndnot(a, {any_tier}))")
+    q = f"SELECT {', '.join(parts)} FROM (SELECT {expr} AS a, * FROM tags)"
+
+    def groups():
+        values = [int(v) for v in scalar(q).split(",")]
+        return {k: n for k, n in zip([v for v, _ in tiers] + ["null"], values) if n > 0}
+    seconds, got = timed(cfg["runs"], groups)
+    breakdown = {"groups": got, "seconds": seconds, "query": q}
+    return {"breakdown": breakdown, "version": chdb.__version__, "engine": scalar("SELECT version()"), "threads": threads,
             "bitmaps_from": "portable roaring bytes of the tags table (RowBinary groupBitmap states)",
             "verified": "tiny example, cardinalities, XOR with groupBitmapStateIf over the boolean table",
             "load_seconds": load, "expressions": out}
@@ -309,7 +344,20 @@ def child_pyroaring(cfg):
                                 lambda a, b: a | b, lambda a, b: a - b, lambda x: estimate(x, members)))
         seconds, count = timed(cfg["runs"], run)
         out.append({"expr": text, "count": count, "seconds": seconds})
-    return {"version": pyroaring.__version__, "threads": 1, "load_seconds": load, "expressions": out}
+    node = parse(BREAKDOWN)
+
+    def groups():
+        a = shape(node, bitmaps.__getitem__, lambda: bitmaps[UNIVERSE], lambda x, y: x & y,
+                  lambda x, y: x | y, lambda x, y: x - y, lambda x: estimate(x, members))
+        got = {value: len(a & bitmaps[tag]) for value, tag in TIERS.items()}
+        rest = a
+        for tag in TIERS.values():
+            rest = rest - bitmaps[tag]
+        got["null"] = len(rest)
+        return {k: n for k, n in got.items() if n > 0}
+    seconds, got = timed(cfg["runs"], groups)
+    breakdown = {"groups": got, "seconds": seconds}
+    return {"breakdown": breakdown, "version": pyroaring.__version__, "threads": 1, "load_seconds": load, "expressions": out}
 
 
 def child(kind, cfg):
@@ -397,7 +445,7 @@ def main():
         wh = prepare(a.taglake, a.members)
     wh = os.path.abspath(wh)
     export = os.path.join(os.path.dirname(wh), "audience-export")
-    names = list(dict.fromkeys(n for e in exprs for n in tag_names(parse(e))))
+    names = list(dict.fromkeys([n for e in exprs + [BREAKDOWN] for n in tag_names(parse(e))] + list(TIERS.values())))
 
     secs, _, out = measured([a.side, "export", "--warehouse", wh, "--tags", ",".join(names), "--out", export], None)
     exported = json.loads(out)
@@ -410,6 +458,7 @@ def main():
     side_args = [a.side, "measure", "--warehouse", wh, "--runs", str(a.runs)]
     for e in exprs:
         side_args += ["--expr", e]
+    side_args += ["--breakdown", BREAKDOWN, "--by", BY]
     _, peak, out = measured(side_args, None)
     t = json.loads(out)
     t["load_seconds"] = t["open_seconds"] + t["warm_seconds"]
@@ -450,6 +499,14 @@ def main():
             p50, p99 = percentile(x["seconds"], 50), percentile(x["seconds"], 99)
             x.update(p50=p50, p99=p99, ratio=p50 / base)
             rows.append((i, text, len(set(tag_names(parse(text)))), count, label, p50, p99, p50 / base))
+    b = t["breakdown"]
+    breakdown_rows = [("taglake breakdown API", b["groups"], b["api_seconds"]),
+                      ("taglake SQL GROUP BY", b["groups"], b["sql_seconds"])]
+    for key, label in SIDES[2:]:
+        breakdown_rows.append((label, sides[key]["breakdown"]["groups"], sides[key]["breakdown"]["seconds"]))
+    for label, groups, _ in breakdown_rows:
+        if {k: int(v) for k, v in groups.items()} != {k: int(v) for k, v in b["groups"].items()}:
+            wrong.append(f"{label}: the breakdown by {BY} is {groups}, taglake {b['groups']}")
     if wrong:
         sys.exit("COUNTS DIFFER:\n  " + "\n  ".join(wrong))
 
@@ -463,6 +520,14 @@ def main():
             last = i
         print(f"{t['members']:>10,}  {ntags:>4}  {count:>10,}  {label:<30}  {fmt_time(p50):>10}  {fmt_time(p99):>10}"
               f"  {ratio:>8.1f}×")
+    sql_p50 = percentile(b["sql_seconds"], 50)
+    print(f"\nbreakdown `{BREAKDOWN}` by {BY}: {b['groups']} (all sides agree); ratio = p50 ÷ taglake SQL p50")
+    breakdown_table = []
+    for label, _, seconds in breakdown_rows:
+        p50, p99 = percentile(seconds, 50), percentile(seconds, 99)
+        breakdown_table.append({"side": label, "p50": p50, "p99": p99, "ratio": p50 / sql_p50})
+        print(f"  {label:<30}  {fmt_time(p50):>10}  {fmt_time(p99):>10}  {p50 / sql_p50:>8.1f}×")
+    print(f"target: SQL GROUP BY {BY} p50 {fmt_time(sql_p50)} ({'≤' if sql_p50 <= 5e-3 else '>'} 5 ms)")
     print("\ntaglake SQL, where the time goes (p50 of separate runs of each stage):")
     for x in sides["taglake-sql"]["expressions"]:
         st = x["stage_p50"]
@@ -488,7 +553,9 @@ def main():
                "runs": a.runs, "warmup": WARMUP, "cores": os.cpu_count(), "threads": a.threads,
                "load_average_before": load, "load_average_after": load_after, "export": exported,
                "taglake_rss_after_load": t["rss_after_load"], "taglake_self_peak_rss": t["peak_rss"],
-               "expressions": exprs, "sides": sides}
+               "expressions": exprs, "sides": sides,
+               "breakdown": {"expr": BREAKDOWN, "by": BY, "groups": b["groups"], "sides": breakdown_table,
+                             "taglake_sql_plan": b["sql_plan"]}}
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     path = os.path.join(HERE, "results", f"audience_vs_duckdb_{t['members']}.json")
     with open(path, "w") as f:

@@ -24,7 +24,10 @@
 //!   <expr>` through DataFusion (`taglake_query::sql`: parsing, planning and
 //!   execution). Both counts must agree. Then N more SQL runs split into
 //!   stages (logical plan, physical plan, execution) show where that time
-//!   goes. Prints JSON with every run's seconds, the physical plan, the
+//!   goes. With `--breakdown EXPR --by FAMILY` it also times N runs of
+//!   `SELECT <family>, count(*) FROM members WHERE <expr> GROUP BY 1` and
+//!   of the breakdown API (`breakdown::breakdown`), which must agree.
+//!   Prints JSON with every run's seconds, the physical plan, the
 //!   open and warm-up times, the thread counts and the peak RSS (VmHWM)
 //!   after the warm-up and at the end.
 
@@ -32,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{ArrayRef, AsArray, BinaryArray, BooleanBuilder, Int64Array, RecordBatch, StringArray};
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BooleanBuilder, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use datafusion::physical_plan::{collect, displayable};
 use datafusion::prelude::SessionContext;
@@ -53,7 +56,8 @@ const COLD_RUNS: usize = 3;
 const UNIVERSE: &str = "__universe__";
 
 const USAGE: &str = "usage: audience_side export --warehouse W --tags a,b,c --out DIR\n       \
-                     audience_side measure --warehouse W --expr EXPR [--expr EXPR …] --runs N";
+                     audience_side measure --warehouse W --expr EXPR [--expr EXPR …] --runs N \
+                     [--breakdown EXPR --by FAMILY]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -68,7 +72,8 @@ fn main() {
         }
         "measure" => {
             let runs: usize = flags.one("--runs").parse().unwrap_or_else(|_| fail("--runs takes a number"));
-            rt.block_on(measure(&wh, &flags.all("--expr"), runs.max(1)))
+            let breakdown = flags.all("--breakdown").pop().map(|e| (e, flags.one("--by")));
+            rt.block_on(measure(&wh, &flags.all("--expr"), runs.max(1), breakdown))
         }
         _ => fail(USAGE),
     };
@@ -212,7 +217,12 @@ fn write(path: &Path, schema: Arc<Schema>, groups: impl Iterator<Item = Vec<Arra
     writer.close().expect("close");
 }
 
-async fn measure(wh: &Warehouse, exprs: &[String], runs: usize) -> serde_json::Value {
+async fn measure(
+    wh: &Warehouse,
+    exprs: &[String],
+    runs: usize,
+    breakdown: Option<(String, String)>,
+) -> serde_json::Value {
     if exprs.is_empty() {
         fail(USAGE);
     }
@@ -274,11 +284,66 @@ async fn measure(wh: &Warehouse, exprs: &[String], runs: usize) -> serde_json::V
         results.push(json!({"expr": text, "count": count, "cold_seconds": cold[results.len()], "api_seconds": api_seconds, "sql_seconds": sql_seconds,
             "sql_stage_seconds": stages, "sql_plan": plan}));
     }
+    let breakdown = match breakdown {
+        Some((text, by)) => measure_breakdown(&ctx, &tags, &text, &by, runs).await,
+        None => serde_json::Value::Null,
+    };
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    json!({"snapshot": tags.snapshot, "members": ok(tags.universe()).len(), "tags": tags.tags.len(),
+    json!({"breakdown": breakdown, "snapshot": tags.snapshot, "members": ok(tags.universe()).len(), "tags": tags.tags.len(),
         "open_seconds": open_seconds, "warm_seconds": warm_seconds, "threads": threads,
         "target_partitions": ctx.state().config().target_partitions(), "runs": runs,
         "rss_after_load": rss_after_load, "peak_rss": peak_rss(), "expressions": results})
+}
+
+/// The breakdown of `text` by family `by`: N SQL runs and N API runs,
+/// checked equal; the groups as value → members (`null` for none).
+async fn measure_breakdown(
+    ctx: &SessionContext,
+    tags: &TagSet,
+    text: &str,
+    by: &str,
+    runs: usize,
+) -> serde_json::Value {
+    let f = tags.exclusive(by).unwrap_or_else(|| fail(&format!("`{by}` is not an exclusive family")));
+    let node = audience::parse(text, tags).unwrap_or_else(|e| fail(&e.to_string()));
+    let api = || -> std::collections::BTreeMap<String, u64> {
+        ok(taglake_query::breakdown::breakdown(Some(&node), tags, f))
+            .into_iter()
+            .filter(|s| s.members > 0)
+            .map(|s| (s.value.unwrap_or_else(|| "null".into()), s.members))
+            .collect()
+    };
+    let query = format!("SELECT \"{by}\", count(*) FROM members WHERE {text} GROUP BY 1");
+    let sql = async || -> std::collections::BTreeMap<String, u64> {
+        let mut groups = std::collections::BTreeMap::new();
+        for b in ok(taglake_query::sql(ctx, &query).await) {
+            let (values, counts) = (b.column(0).as_string::<i32>(), b.column(1).as_primitive::<Int64Type>());
+            for r in 0..b.num_rows() {
+                let value = if values.is_null(r) { "null".to_string() } else { values.value(r).to_string() };
+                groups.insert(value, counts.value(r) as u64);
+            }
+        }
+        groups
+    };
+    let groups = api();
+    if sql().await != groups {
+        fail(&format!("breakdown of `{text}` by {by}: SQL gives {:?}, the API {groups:?}", sql().await));
+    }
+    let mut api_seconds = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        std::hint::black_box(api());
+        api_seconds.push(t.elapsed().as_secs_f64());
+    }
+    let mut sql_seconds = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        std::hint::black_box(sql().await);
+        sql_seconds.push(t.elapsed().as_secs_f64());
+    }
+    let (stages, plan) = sql_stages(ctx, &query, runs).await;
+    json!({"expr": text, "by": by, "query": query, "groups": groups, "api_seconds": api_seconds,
+        "sql_seconds": sql_seconds, "sql_stage_seconds": stages, "sql_plan": plan})
 }
 
 async fn sql_count(ctx: &SessionContext, query: &str) -> u64 {
