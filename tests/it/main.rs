@@ -16,6 +16,7 @@ mod optimize;
 mod repl;
 mod serve;
 mod serve_attacks;
+mod slt;
 mod snapshots_shared;
 mod sql;
 mod tag_cli;
