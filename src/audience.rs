@@ -324,14 +324,14 @@ pub async fn audience(a: AudienceArgs) -> Result<()> {
             let keys = taglake_query::audience::sample(&selected, n, seed);
             let ctx = ctx.context("a sample opens a SQL session")?;
             let columns = if columns.is_empty() {
+                // The attributes: the Delta table's columns, not the tag
+                // and family columns `members` adds.
                 let schema = ctx.table_provider("members").await?.schema();
-                // The attributes: every column before the first tag column.
-                let tag_names: std::collections::HashSet<&str> = tags.names().collect();
-                schema
-                    .fields()
+                taglake_storage::Table::Members
+                    .columns()
                     .iter()
-                    .map(|f| f.name().clone())
-                    .filter(|c| c != "member_key" && !tag_names.contains(c.as_str()))
+                    .map(|c| c.name.to_string())
+                    .filter(|c| c != "member_key" && schema.field_with_name(c).is_ok())
                     .collect::<Vec<_>>()
             } else {
                 columns
