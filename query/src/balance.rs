@@ -112,7 +112,7 @@ pub fn install(ctx: &SessionContext) {
 /// [`crate::breakdown::FamilyGroupBy`] last: for a session built
 /// elsewhere, such as a cluster scheduler's.
 pub fn with_balance(state: SessionState) -> SessionState {
-    let rules = crate::breakdown::with_rule(interleave(state.optimizers().to_vec()));
+    let rules = interleave(crate::breakdown::with_rule(state.optimizers().to_vec()));
     SessionStateBuilder::new_from_existing(state).with_optimizer_rules(rules).build()
 }
 

@@ -159,8 +159,9 @@ impl Catalog {
     /// Registers (or replaces) every table and the function in `ctx`, and
     /// keeps its optimizer from building deep chains ([`balance::install`]).
     pub fn register(&self, ctx: &SessionContext) -> Result<()> {
-        balance::install(ctx);
+        // The breakdown rule first, so balancing puts its pass after it too.
         breakdown::install(ctx);
+        balance::install(ctx);
         for (name, provider) in &self.tables {
             ctx.deregister_table(*name).map_err(|e| Error::Sql(e.to_string()))?;
             ctx.register_table(*name, provider.clone()).map_err(|e| Error::Sql(e.to_string()))?;
