@@ -26,10 +26,11 @@ use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
 use datafusion::catalog::default_table_source::source_as_provider;
+use datafusion::common::Column;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue};
-use datafusion::logical_expr::logical_plan::{Aggregate, EmptyRelation, TableScan, Values};
-use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::logical_expr::logical_plan::{Aggregate, TableScan};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 use datafusion::prelude::SessionContext;
 
@@ -136,12 +137,28 @@ fn counted(agg: &Aggregate) -> DfResult<Option<LogicalPlan>> {
         row.extend(agg.aggr_expr.iter().map(|_| Expr::Literal(ScalarValue::Int64(Some(members)), None)));
         rows.push(row);
     }
-    let schema = agg.schema.clone();
-    Ok(Some(if rows.is_empty() {
-        LogicalPlan::EmptyRelation(EmptyRelation { produce_one_row: false, schema })
+    // Plain `Values` (columns `column1` …, as a plan sent to a cluster is
+    // rebuilt) under a projection to the aggregate's own names; no rows:
+    // typed NULLs over an empty relation.
+    let (input, sources): (LogicalPlan, Vec<Expr>) = if rows.is_empty() {
+        let nulls = agg
+            .schema
+            .fields()
+            .iter()
+            .map(|f| ScalarValue::try_from(f.data_type()).map(|v| Expr::Literal(v, None)))
+            .collect::<DfResult<Vec<_>>>()?;
+        (LogicalPlanBuilder::empty(false).build()?, nulls)
     } else {
-        LogicalPlan::Values(Values { schema, values: rows })
-    }))
+        let n = agg.schema.fields().len();
+        let columns = (1..=n).map(|i| Expr::Column(Column::from_name(format!("column{i}")))).collect();
+        (LogicalPlanBuilder::values(rows)?.build()?, columns)
+    };
+    let named = sources
+        .into_iter()
+        .zip(agg.schema.iter())
+        .map(|(e, (qualifier, field))| e.alias_qualified(qualifier.cloned(), field.name()))
+        .collect::<Vec<_>>();
+    Ok(Some(LogicalPlanBuilder::from(input).project(named)?.build()?))
 }
 
 /// The table and scan under an aggregate (through an alias).
