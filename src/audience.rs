@@ -416,16 +416,13 @@ async fn cluster_breakdown(
     let audience =
         if everyone { base.clone() } else { grouped(format!("audience('{}')", expr.replace('\'', "''"))).await? };
     let (total, base_total) = (audience.values().sum::<u64>(), base.values().sum::<u64>());
-    let ratio = |n: u64, d: u64| if d == 0 { 0.0 } else { n as f64 / d as f64 };
     let values = family.tags.iter().map(|&t| (tags.tag(t).value.clone(), Some(tags.tag(t).name.clone())));
     Ok(values
         .chain([(None, None)])
         .map(|(value, tag)| {
             let members = audience.get(&value).copied().unwrap_or(0);
             let base_members = base.get(&value).copied().unwrap_or(0);
-            let (share, base_share) = (ratio(members, total), ratio(base_members, base_total));
-            let index = (base_share > 0.0).then(|| share / base_share * 100.0);
-            taglake_query::breakdown::Share { value, tag, members, share, base_members, base_share, index }
+            taglake_query::breakdown::Share::new(value, tag, (members, total), (base_members, base_total))
         })
         .collect())
 }

@@ -232,6 +232,22 @@ pub struct Share {
     pub index: Option<f64>,
 }
 
+impl Share {
+    /// A value's shares and index from its counts and the two totals
+    /// (the audience's and all members').
+    pub fn new(
+        value: Option<String>,
+        tag: Option<String>,
+        (members, total): (u64, u64),
+        (base_members, base_total): (u64, u64),
+    ) -> Share {
+        let ratio = |n: u64, d: u64| if d == 0 { 0.0 } else { n as f64 / d as f64 };
+        let (share, base_share) = (ratio(members, total), ratio(base_members, base_total));
+        let index = (base_share > 0.0).then(|| share / base_share * 100.0);
+        Share { value, tag, members, share, base_members, base_share, index }
+    }
+}
+
 /// The audience `node` (everyone when `None`) broken down by the
 /// exclusive family `f`: each value with its members in the audience and
 /// among all members, in catalog order, then the members without a value.
@@ -240,20 +256,17 @@ pub fn breakdown(node: Option<&Node>, tags: &TagSet, f: usize) -> crate::Result<
     let audience = node.unwrap_or(&everyone);
     let total = crate::count::count(audience, tags)?;
     let base_total = tags.universe()?.len();
-    let ratio = |n: u64, d: u64| if d == 0 { 0.0 } else { n as f64 / d as f64 };
     family_groups(tags, f)
         .into_iter()
         .map(|(value, group)| {
             let members = crate::count::count(&Node::And(vec![audience.clone(), group.clone()]), tags)?;
             let base_members = crate::count::count(&Node::And(vec![Node::Const(true), group.clone()]), tags)?;
-            let (share, base_share) = (ratio(members, total), ratio(base_members, base_total));
             let ScalarValue::Utf8(value) = value else { unreachable!("family values are text") };
             let tag = match group {
                 Node::Tag(t) => Some(tags.tag(t).name.clone()),
                 _ => None,
             };
-            let index = (base_share > 0.0).then(|| share / base_share * 100.0);
-            Ok(Share { value, tag, members, share, base_members, base_share, index })
+            Ok(Share::new(value, tag, (members, total), (base_members, base_total)))
         })
         .collect()
 }
