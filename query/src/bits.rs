@@ -322,6 +322,56 @@ impl Bits {
     }
 }
 
+impl Bits {
+    /// A membership test that walks the containers alongside keys asked
+    /// in increasing order (a scan's rows), instead of searching the keys
+    /// and then the container for each one. Keys out of order are still
+    /// answered, by starting the walk again.
+    pub(crate) fn cursor(&self) -> Cursor<'_> {
+        Cursor { bits: self, at: 0, within: 0, last: 0 }
+    }
+}
+
+/// See [`Bits::cursor`].
+pub(crate) struct Cursor<'a> {
+    bits: &'a Bits,
+    /// The first container whose key is not below the last key asked.
+    at: usize,
+    /// In that container (array or runs), the first entry not below it.
+    within: usize,
+    last: u32,
+}
+
+impl Cursor<'_> {
+    /// Whether `k` is in the set.
+    pub(crate) fn contains(&mut self, k: u32) -> bool {
+        if k < self.last {
+            (self.at, self.within) = (0, 0);
+        }
+        self.last = k;
+        let (high, low) = ((k >> 16) as u16, k as u16);
+        let keys = &self.bits.keys;
+        if keys.get(self.at).is_some_and(|&key| key < high) {
+            self.at += keys[self.at..].partition_point(|&key| key < high);
+            self.within = 0;
+        }
+        if keys.get(self.at) != Some(&high) {
+            return false;
+        }
+        match &self.bits.stores[self.at] {
+            Store::Bitset(w) => w[usize::from(low >> 6)] >> (low & 63) & 1 == 1,
+            Store::Array(a) => {
+                self.within += a[self.within..].iter().take_while(|&&x| x < low).count();
+                a.get(self.within) == Some(&low)
+            }
+            Store::Runs(r) => {
+                self.within += r[self.within..].iter().take_while(|&&(_, last)| last < low).count();
+                r.get(self.within).is_some_and(|&(first, _)| first <= low)
+            }
+        }
+    }
+}
+
 /// Builds [`Bits`] container by container, in key order.
 #[derive(Debug, Default)]
 pub(crate) struct Builder {
@@ -397,6 +447,28 @@ pub(crate) fn popcount(words: &Words) -> u64 {
 #[allow(unsafe_code)]
 unsafe fn popcount_native(words: &Words) -> u64 {
     words.iter().map(|w| u64::from(w.count_ones())).sum()
+}
+
+/// Members in both bitset containers (the population count of `a & b`,
+/// nothing written).
+pub(crate) fn popcount_and(a: &Words, b: &Words) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("popcnt") {
+            // SAFETY: the CPU has POPCNT (checked just above).
+            #[allow(unsafe_code)]
+            return unsafe { popcount_and_native(a, b) };
+        }
+    }
+    a.iter().zip(b.iter()).map(|(x, y)| u64::from((x & y).count_ones())).sum()
+}
+
+/// [`popcount_and`] compiled with the POPCNT instruction.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "popcnt")]
+#[allow(unsafe_code)]
+unsafe fn popcount_and_native(a: &Words, b: &Words) -> u64 {
+    a.iter().zip(b.iter()).map(|(x, y)| u64::from((x & y).count_ones())).sum()
 }
 
 /// Little-endian reads that fail with a message instead of panicking.
@@ -494,6 +566,24 @@ pub(crate) mod tests {
             prop_assert_eq!(Bits::from_roaring(&b).iter().collect::<Vec<_>>(), b.iter().collect::<Vec<_>>());
             for k in b.iter().take(50).chain([0, 65_535, 65_536, 70_000, u32::MAX]) {
                 prop_assert_eq!(bits.contains(k), b.contains(k));
+            }
+        }
+
+        #[test]
+        fn a_cursor_answers_as_contains_in_and_out_of_order(
+            b in bitmap(),
+            mut asked in proptest::collection::vec(0u32..6 << 16, 0..400),
+            sorted in any::<bool>(),
+        ) {
+            let bits = Bits::from_roaring(&b);
+            // Members, their neighbours, and random keys.
+            asked.extend(b.iter().step_by(97).flat_map(|k| [k.saturating_sub(1), k, k + 1]));
+            if sorted {
+                asked.sort_unstable();
+            }
+            let mut cursor = bits.cursor();
+            for k in asked {
+                prop_assert_eq!(cursor.contains(k), b.contains(k), "key {}", k);
             }
         }
 

@@ -122,13 +122,20 @@ fn counted(agg: &Aggregate) -> DfResult<Option<LogicalPlan>> {
     if scan.fetch.is_some() || scan.filters.iter().any(|f| table.translate(f).is_none()) {
         return Ok(None);
     }
-    let base = table.selection(&scan.filters)?;
     let external = |e: crate::Error| DataFusionError::External(Box::new(e));
+    // The filtered audience is built once; each group is counted within it.
+    let base = match table.selection(&scan.filters)? {
+        Some(node) => Some(crate::count::select(&node, tags).map_err(external)?),
+        None => None,
+    };
     let mut rows = Vec::new();
     for combination in product(&dimensions) {
-        let mut parts: Vec<Node> = base.iter().cloned().collect();
-        parts.extend(combination.iter().map(|(_, n)| (*n).clone()));
-        let members = crate::count::count(&Node::And(parts), tags).map_err(external)?;
+        let group = Node::And(combination.iter().map(|(_, n)| (*n).clone()).collect());
+        let members = match &base {
+            Some(base) => crate::count::count_within(base, &group, tags),
+            None => crate::count::count(&group, tags),
+        }
+        .map_err(external)?;
         if members == 0 {
             continue;
         }
@@ -253,14 +260,14 @@ impl Share {
 /// among all members, in catalog order, then the members without a value.
 pub fn breakdown(node: Option<&Node>, tags: &TagSet, f: usize) -> crate::Result<Vec<Share>> {
     let everyone = Node::Const(true);
-    let audience = node.unwrap_or(&everyone);
-    let total = crate::count::count(audience, tags)?;
-    let base_total = tags.universe()?.len();
+    let audience = crate::count::select(node.unwrap_or(&everyone), tags)?;
+    let universe = tags.universe_bits()?;
+    let (total, base_total) = (audience.len(), universe.len());
     family_groups(tags, f)
         .into_iter()
         .map(|(value, group)| {
-            let members = crate::count::count(&Node::And(vec![audience.clone(), group.clone()]), tags)?;
-            let base_members = crate::count::count(&Node::And(vec![Node::Const(true), group.clone()]), tags)?;
+            let members = crate::count::count_within(&audience, &group, tags)?;
+            let base_members = crate::count::count_within(universe, &group, tags)?;
             let ScalarValue::Utf8(value) = value else { unreachable!("family values are text") };
             let tag = match group {
                 Node::Tag(t) => Some(tags.tag(t).name.clone()),

@@ -30,7 +30,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use crate::audience::Node;
-use crate::bits::{Bits, Builder, Store, WORDS, Words, popcount, set_bits};
+use crate::bits::{Bits, Builder, Store, WORDS, Words, popcount, popcount_and, set_bits};
 use crate::tagset::TagSet;
 
 /// From this many keys on, keys are counted in parallel.
@@ -45,6 +45,22 @@ const PROBE_MAX: u32 = 1024;
 pub fn count(node: &Node, tags: &TagSet) -> crate::Result<u64> {
     let plan = Plan::new(node, tags)?;
     Ok(plan.count())
+}
+
+/// How many members of `within` the audience `node` selects: the count of
+/// `within AND node`, for many `node`s over one audience built once with
+/// [`select`] (a breakdown's groups).
+pub fn count_within(within: &Bits, node: &Node, tags: &TagSet) -> crate::Result<u64> {
+    let mut leaves = vec![within];
+    let expr = match compile(node, tags, &mut leaves)? {
+        Expr::Empty => Expr::Empty,
+        Expr::And(mut pos, neg) => {
+            pos.insert(0, Expr::Leaf(0));
+            Expr::And(pos, neg)
+        }
+        e => Expr::And(vec![Expr::Leaf(0), e], Vec::new()),
+    };
+    Ok(Plan { expr, leaves }.count())
 }
 
 /// The members the audience `node` selects, as containers.
@@ -152,6 +168,9 @@ impl<'a> Plan<'a> {
     /// Members of `expr` under `key`.
     fn count_at(&self, expr: &Expr, key: u16, s: &mut Scratch) -> u64 {
         self.resolve(key, s);
+        if let Some(n) = self.pair(expr, s) {
+            return n;
+        }
         if let Some((driver, others)) = self.probe(expr, s) {
             return driver.iter().filter(|&&low| others.iter().all(|c| self.meets(c, s, low))).count() as u64;
         }
@@ -159,6 +178,32 @@ impl<'a> Plan<'a> {
         let n = if self.fill(expr, &mut out, s) { popcount(&out) } else { 0 };
         s.put(out);
         n
+    }
+
+    /// `a AND b` or `a AND NOT b` of two operands counted from their
+    /// containers' cardinalities and one pass over both (`|a| - |a ∩ b|`
+    /// for `NOT`), with nothing built; `None` for other expressions and for
+    /// containers of runs.
+    fn pair(&self, expr: &Expr, s: &Scratch) -> Option<u64> {
+        let (a, b, negated) = match expr {
+            Expr::And(pos, neg) => match (&pos[..], &neg[..]) {
+                ([Expr::Leaf(a), Expr::Leaf(b)], []) => (*a, *b, false),
+                ([Expr::Leaf(a)], [Expr::Leaf(b)]) => (*a, *b, true),
+                _ => return None,
+            },
+            _ => return None,
+        };
+        let Some((sa, ca)) = self.get(s, a) else { return Some(0) };
+        let Some((sb, _)) = self.get(s, b) else { return Some(if negated { u64::from(ca) } else { 0 }) };
+        let both = match (sa, sb) {
+            (Store::Bitset(x), Store::Bitset(y)) => popcount_and(x, y),
+            (Store::Array(x), other) | (other, Store::Array(x)) if !matches!(other, Store::Array(_)) => {
+                x.iter().filter(|&&low| other.contains(low)).count() as u64
+            }
+            (Store::Array(x), Store::Array(y)) => sorted_common(x, y),
+            _ => return None,
+        };
+        Some(if negated { u64::from(ca) - both } else { both })
     }
 
     /// Whether `low` meets `cond` under the resolved key.
@@ -288,6 +333,23 @@ fn per_key<T: Send>(keys: &[u16], f: impl Fn(u16) -> T + Sync + Send) -> Vec<T> 
     } else {
         keys.iter().map(|&k| f(k)).collect()
     }
+}
+
+/// Members of both sorted arrays (a merge).
+fn sorted_common(x: &[u16], y: &[u16]) -> u64 {
+    let (mut i, mut j, mut n) = (0, 0, 0);
+    while i < x.len() && j < y.len() {
+        match x[i].cmp(&y[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                n += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    n
 }
 
 /// A condition a probed member must meet.
@@ -540,7 +602,13 @@ mod tests {
         prop_assert_eq!(count(n, t).unwrap(), want.len(), "count of {:?}", n);
         let selected = select(n, t).unwrap();
         prop_assert_eq!(selected.len(), want.len());
-        prop_assert_eq!(selected.to_roaring(), want);
+        prop_assert_eq!(selected.to_roaring(), want.clone());
+        // Within another audience, built once: a breakdown's counts.
+        for other in [Node::Tag(0), Node::Not(Box::new(Node::Tag(1))), Node::Const(true)] {
+            let within = select(&other, t).unwrap();
+            let both = algebra(&other, t) & &want;
+            prop_assert_eq!(count_within(&within, n, t).unwrap(), both.len(), "{:?} within {:?}", n, other);
+        }
         Ok(())
     }
 

@@ -701,9 +701,12 @@ fn from_parts(tags: &TagSet, columns: &[PartColumn]) -> DfResult<Vec<Out>> {
         .collect()
 }
 
+/// Tag `tag`'s column for `keys`: its containers are walked alongside
+/// the keys, which come in increasing order from a selection or a members
+/// file written in key order (any order is still answered right).
 fn tag_array(tags: &TagSet, tag: usize, keys: impl Iterator<Item = u32>) -> ArrayRef {
-    let bm = tags.bitmap(tag).expect("projected bitmaps are read when the scan is planned");
-    Arc::new(keys.map(|k| Some(bm.contains(k))).collect::<BooleanArray>())
+    let mut bits = tags.bitmap(tag).expect("projected bitmaps are read when the scan is planned").cursor();
+    Arc::new(BooleanArray::new(keys.map(|k| bits.contains(k)).collect(), None))
 }
 
 /// The values of family `f` for `keys` (null: no tag of the family).
