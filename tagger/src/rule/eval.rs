@@ -15,7 +15,17 @@
 //! itself into it ([`Mode`]), so `a and b and c` is three passes over one
 //! buffer. Number buffers come from a per-thread pool and are reused for the
 //! next node and the next call, so steady-state evaluation does not allocate.
+//!
+//! The default x86-64 target has neither AVX2 nor POPCNT, so its loops
+//! compare two numbers per instruction. Each loop (`fill1`, `fill2`,
+//! `map1`, `map2`, [`pack_mask`]) is also compiled for AVX2 and POPCNT,
+//! and the processor is asked at run time which to use ([`wide`]): the
+//! binary runs everywhere and uses the wider lanes where they exist. Both
+//! builds do the same operations in the same order, so their results are
+//! bit-identical; the property tests run both against the naive evaluator.
 
+#[cfg(test)]
+use std::cell::Cell;
 use std::cell::RefCell;
 
 use super::compile::{BinFn, Cmp, Num, Pred, Program, UnOp};
@@ -233,10 +243,89 @@ impl Program {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Set by [`with_plain_loops`]: this thread runs the default-target loops.
+    static PLAIN: Cell<bool> = const { Cell::new(false) };
+}
+
+#[cfg(test)]
+fn plain_here() -> bool {
+    PLAIN.with(Cell::get)
+}
+
+#[cfg(not(test))]
+#[inline(always)]
+fn plain_here() -> bool {
+    false
+}
+
+/// Set to `1`, the loops run in their default-target build on any
+/// processor (to measure what the wide build gains).
+pub const PLAIN_LOOPS_ENV: &str = "TAGLAKE_PLAIN_LOOPS";
+
+/// Whether the loops run in their AVX2 build: the processor has AVX2 and
+/// POPCNT (std caches the answer), and neither [`PLAIN_LOOPS_ENV`] nor
+/// [`with_plain_loops`] asks for the default build.
+#[inline(always)]
+fn wide() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static CAPABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *CAPABLE.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("popcnt")
+                && !std::env::var(PLAIN_LOOPS_ENV).is_ok_and(|v| v == "1")
+        }) && !plain_here()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Runs `f` with this thread's loops in their default-target build (the
+/// tests compare both builds).
+#[cfg(test)]
+pub(crate) fn with_plain_loops<T>(f: impl FnOnce() -> T) -> T {
+    let before = PLAIN.with(|p| p.replace(true));
+    let out = f();
+    PLAIN.with(|p| p.set(before));
+    out
+}
+
+/// Runs `$plain(args…)` compiled for AVX2 and POPCNT where [`wide`] says
+/// so, through `$wide`, a `#[target_feature]` twin whose body is the same
+/// `#[inline(always)]` loop.
+macro_rules! dispatch {
+    ($wide:ident, $plain:ident ( $($arg:expr),* )) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            if wide() {
+                // The crate's one kind of unsafe call: a function compiled
+                // for AVX2 and POPCNT is only sound on a processor that has
+                // them. SAFETY: `wide()` checked both.
+                #[allow(unsafe_code)]
+                return unsafe { $wide($($arg),*) };
+            }
+        }
+        $plain($($arg),*)
+    }};
+}
+
 /// ORs a 0/1 byte mask into a bitset at bit `start`: bit `(start + i) % 64`
 /// of `words[(start + i) / 64]` is set where `mask[i]` is 1. Bytes other
 /// than 0 and 1 are not allowed (masks never hold them).
 pub(crate) fn pack_mask(mask: &[u8], start: usize, words: &mut [u64]) {
+    dispatch!(pack_mask_wide, pack_mask_loop(mask, start, words))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,popcnt")]
+fn pack_mask_wide(mask: &[u8], start: usize, words: &mut [u64]) {
+    pack_mask_loop(mask, start, words)
+}
+
+#[inline(always)]
+fn pack_mask_loop(mask: &[u8], start: usize, words: &mut [u64]) {
     debug_assert!(mask.iter().all(|&b| b <= 1), "a mask holds only 0 and 1");
     let mut i = 0;
     // Up to the next word boundary, one bit at a time.
@@ -343,6 +432,17 @@ enum Mode {
 /// `out[i] (mode)= f(a[i])`: the one loop every leaf ends in.
 #[inline(always)]
 fn fill1<T: Copy>(out: &mut [u8], a: &[T], mode: Mode, f: impl Fn(T) -> bool) {
+    dispatch!(fill1_wide, fill1_loop(out, a, mode, f))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,popcnt")]
+fn fill1_wide<T: Copy>(out: &mut [u8], a: &[T], mode: Mode, f: impl Fn(T) -> bool) {
+    fill1_loop(out, a, mode, f)
+}
+
+#[inline(always)]
+fn fill1_loop<T: Copy>(out: &mut [u8], a: &[T], mode: Mode, f: impl Fn(T) -> bool) {
     let a = &a[..out.len()];
     match mode {
         Mode::Set => out.iter_mut().zip(a).for_each(|(o, &x)| *o = u8::from(f(x))),
@@ -354,6 +454,17 @@ fn fill1<T: Copy>(out: &mut [u8], a: &[T], mode: Mode, f: impl Fn(T) -> bool) {
 /// `out[i] (mode)= f(a[i], b[i])`.
 #[inline(always)]
 fn fill2<T: Copy, U: Copy>(out: &mut [u8], a: &[T], b: &[U], mode: Mode, f: impl Fn(T, U) -> bool) {
+    dispatch!(fill2_wide, fill2_loop(out, a, b, mode, f))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,popcnt")]
+fn fill2_wide<T: Copy, U: Copy>(out: &mut [u8], a: &[T], b: &[U], mode: Mode, f: impl Fn(T, U) -> bool) {
+    fill2_loop(out, a, b, mode, f)
+}
+
+#[inline(always)]
+fn fill2_loop<T: Copy, U: Copy>(out: &mut [u8], a: &[T], b: &[U], mode: Mode, f: impl Fn(T, U) -> bool) {
     let (a, b) = (&a[..out.len()], &b[..out.len()]);
     let pairs = out.iter_mut().zip(a.iter().zip(b));
     match mode {
@@ -565,6 +676,17 @@ fn num<'a>(n: &Num, b: &Block<'_, 'a>, pool: &mut Scratch) -> NumVal<'a> {
 /// `f` of every value, in place when `x` is already a buffer.
 #[inline(always)]
 fn map1<'a>(x: NumVal<'a>, len: usize, pool: &mut Scratch, f: impl Fn(f64) -> f64) -> NumVal<'a> {
+    dispatch!(map1_wide, map1_loop(x, len, pool, f))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,popcnt")]
+fn map1_wide<'a>(x: NumVal<'a>, len: usize, pool: &mut Scratch, f: impl Fn(f64) -> f64) -> NumVal<'a> {
+    map1_loop(x, len, pool, f)
+}
+
+#[inline(always)]
+fn map1_loop<'a>(x: NumVal<'a>, len: usize, pool: &mut Scratch, f: impl Fn(f64) -> f64) -> NumVal<'a> {
     match x {
         NumVal::Const(c) => NumVal::Const(f(c)),
         NumVal::Owned(mut v) => {
@@ -582,6 +704,29 @@ fn map1<'a>(x: NumVal<'a>, len: usize, pool: &mut Scratch, f: impl Fn(f64) -> f6
 /// `f` of every pair, reusing whichever operand is already a buffer.
 #[inline(always)]
 fn map2<'a>(x: NumVal<'a>, y: NumVal<'a>, len: usize, pool: &mut Scratch, f: impl Fn(f64, f64) -> f64) -> NumVal<'a> {
+    dispatch!(map2_wide, map2_loop(x, y, len, pool, f))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,popcnt")]
+fn map2_wide<'a>(
+    x: NumVal<'a>,
+    y: NumVal<'a>,
+    len: usize,
+    pool: &mut Scratch,
+    f: impl Fn(f64, f64) -> f64,
+) -> NumVal<'a> {
+    map2_loop(x, y, len, pool, f)
+}
+
+#[inline(always)]
+fn map2_loop<'a>(
+    x: NumVal<'a>,
+    y: NumVal<'a>,
+    len: usize,
+    pool: &mut Scratch,
+    f: impl Fn(f64, f64) -> f64,
+) -> NumVal<'a> {
     match (x, y) {
         (NumVal::Const(c), NumVal::Const(d)) => NumVal::Const(f(c, d)),
         (NumVal::Owned(mut v), y) => {

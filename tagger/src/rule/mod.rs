@@ -87,6 +87,7 @@ mod tests;
 
 pub use ast::{ArithOp, CmpOp, Expr, ExprKind, Span};
 pub use compile::{Program, compile};
+pub use eval::PLAIN_LOOPS_ENV;
 pub(crate) use eval::pack_mask;
 pub use parser::parse;
 

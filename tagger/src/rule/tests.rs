@@ -606,6 +606,15 @@ proptest! {
         program.eval_bits_in_blocks(&cols, len, &mut bits, block);
         let naive_mask: Vec<u8> = naive.iter().map(|v| u8::from(*v == Some(true))).collect();
         prop_assert_eq!(&bits, &naive_bits(&naive_mask), "bits of `{}` with blocks of {}", text, block);
+        // The default-target build of the loops gives the same answer.
+        let (plain, plain_bits) = eval::with_plain_loops(|| {
+            let (mut out, mut bits) = (Vec::new(), Vec::new());
+            program.eval_in_blocks(&cols, len, &mut out, block);
+            program.eval_bits_in_blocks(&cols, len, &mut bits, block);
+            (out, bits)
+        });
+        prop_assert_eq!(&plain, &out, "plain loops on `{}`", text);
+        prop_assert_eq!(&plain_bits, &bits, "plain loops' bits of `{}`", text);
         for i in 0..len {
             prop_assert_eq!(
                 out[i] == 1,
