@@ -40,8 +40,11 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
-use datafusion::execution::{SendableRecordBatchStream, SessionState};
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::{SendableRecordBatchStream, SessionState, TaskContext};
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
+use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement as DfStatementKind};
 use datafusion::sql::sqlparser::ast::{CloseCursor, DeclareType, Statement};
@@ -156,45 +159,58 @@ impl Service {
             .map_or(server, |ms| Duration::from_millis(ms).min(server))
     }
 
-    /// A session for one query of `client`'s connection: on the cluster
-    /// when the plan can run there, else here, in a pool of the per-query
-    /// size inside the connection's pool.
+    /// Where one query of `client`'s connection runs: on the cluster when
+    /// the plan can run there, else here, in a pool of the per-query size
+    /// inside the connection's pool.
     fn query_context<C: ClientInfo + ?Sized>(
         &self,
         client: &C,
         plan: &LogicalPlan,
         exports: Option<Arc<Budget>>,
-    ) -> PgWireResult<SessionContext> {
+    ) -> PgWireResult<Runner> {
         if exports.is_none()
             && let Some(on_cluster) = self.live.cluster_context(plan)
         {
-            return Ok(on_cluster);
+            return Ok(Runner::Session(on_cluster));
         }
         let connection = Connection::of(client, self.config.connection_memory());
         let pool = QueryPool::new(self.config.query_memory(), connection.pool(), self.config.connection_memory());
         let registry = exports.map(|budget| {
             Arc::new(ExportRegistry::new(self.live.context().runtime_env().object_store_registry.clone(), budget)) as _
         });
-        self.live.query_context_with(Arc::new(pool), registry).map_err(|e| self.error(e))
+        Ok(Runner::Here(self.live.query_runtime(Arc::new(pool), registry).map_err(|e| self.error(e))?))
+    }
+
+    /// `plan`'s schema and rows. A query that only reads is planned in the
+    /// shared session and run with `runtime` in its task context (its own
+    /// memory pool and stores); anything else (`COPY`, a statement DataFusion
+    /// executes itself) gets a session of its own with that runtime.
+    async fn stream(
+        &self,
+        runner: Runner,
+        plan: LogicalPlan,
+    ) -> Result<(SchemaRef, SendableRecordBatchStream), DataFusionError> {
+        let runtime = match runner {
+            Runner::Session(ctx) => return frame_stream(ctx, plan).await,
+            Runner::Here(runtime) => runtime,
+        };
+        let state = self.live.context().state();
+        if matches!(plan, LogicalPlan::Copy(_) | LogicalPlan::Ddl(_) | LogicalPlan::Statement(_)) {
+            let state = SessionStateBuilder::new_from_existing(state).with_runtime_env(runtime).build();
+            return frame_stream(SessionContext::new_with_state(state), plan).await;
+        }
+        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+        let physical = state.create_physical_plan(&plan).await?;
+        let task = Arc::new(TaskContext::from(&state).with_runtime(runtime));
+        Ok((schema, execute_stream(physical, task)?))
     }
 
     /// Starts a plan (checked again: nothing that writes runs, whatever path
     /// it came by); the stream ends with an error at the deadline.
-    async fn start(
-        &self,
-        ctx: SessionContext,
-        plan: LogicalPlan,
-        timeout: Duration,
-    ) -> PgWireResult<(SchemaRef, Bounded)> {
+    async fn start(&self, runner: Runner, plan: LogicalPlan, timeout: Duration) -> PgWireResult<(SchemaRef, Bounded)> {
         policy::check_plan(&plan, matches!(plan, LogicalPlan::Copy(_))).map_err(refused)?;
         let deadline = tokio::time::Instant::now() + timeout;
-        let starting = async {
-            let frame = ctx.execute_logical_plan(plan).await?;
-            let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-            let stream = frame.execute_stream().await?;
-            Ok::<_, DataFusionError>((schema, stream))
-        };
-        match tokio::time::timeout_at(deadline, starting).await {
+        match tokio::time::timeout_at(deadline, self.stream(runner, plan)).await {
             Err(_) => Err(timed_out(timeout)),
             Ok(Err(e)) => Err(self.error(e)),
             Ok(Ok((schema, inner))) => {
@@ -223,8 +239,8 @@ impl Service {
         format: &Format,
         portal: bool,
     ) -> PgWireResult<Response> {
-        let ctx = self.query_context(client, &plan, None)?;
-        let (schema, rows) = self.start(ctx, plan, self.timeout(client)).await?;
+        let runner = self.query_context(client, &plan, None)?;
+        let (schema, rows) = self.start(runner, plan, self.timeout(client)).await?;
         let rows = if portal { rows.without_deadline() } else { rows };
         let fields = self.fields(client, &schema, format)?;
         let encode = fields.clone();
@@ -263,8 +279,8 @@ impl Service {
         let existed = copy.path.exists();
         let budget = Budget::new(self.config.export_max());
         let written = async {
-            let ctx = self.query_context(client, &plan, Some(budget.clone()))?;
-            let (_, mut rows) = self.start(ctx, plan, self.timeout(client)).await?;
+            let runner = self.query_context(client, &plan, Some(budget.clone()))?;
+            let (_, mut rows) = self.start(runner, plan, self.timeout(client)).await?;
             let mut written = 0usize;
             while let Some(batch) = rows.next().await {
                 let batch = batch?;
@@ -344,8 +360,8 @@ impl Service {
                     None => self.plan(&inner).await?,
                 };
                 let open = connection.open(self.config.max_cursors())?;
-                let ctx = self.query_context(client, &plan, None)?;
-                let (schema, rows) = self.start(ctx, plan.clone(), self.timeout(client)).await?;
+                let runner = self.query_context(client, &plan, None)?;
+                let (schema, rows) = self.start(runner, plan.clone(), self.timeout(client)).await?;
                 connection.declare(
                     &name.value,
                     Cursor::new(schema, rows.without_deadline(), declare.hold == Some(true), open),
@@ -900,6 +916,24 @@ impl ExtendedQueryHandler for Service {
         let plan = plan.clone().replace_params_with_values(&params).map_err(|e| self.error(e))?;
         self.run(client, plan, &portal.result_column_format, true).await
     }
+}
+
+/// Where a query runs (see [`Service::query_context`]).
+enum Runner {
+    /// In a session of its own: the cluster's.
+    Session(SessionContext),
+    /// In this process, with this runtime (memory pool, object stores).
+    Here(Arc<RuntimeEnv>),
+}
+
+/// `plan` run in `ctx` the way DataFusion runs a statement.
+async fn frame_stream(
+    ctx: SessionContext,
+    plan: LogicalPlan,
+) -> Result<(SchemaRef, SendableRecordBatchStream), DataFusionError> {
+    let frame = ctx.execute_logical_plan(plan).await?;
+    let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    Ok((schema, frame.execute_stream().await?))
 }
 
 /// `datafusion-postgres`'s parser, planning under the read lock of the

@@ -22,7 +22,7 @@ use datafusion::datasource::source_as_provider;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool, TrackConsumersPool};
 use datafusion::execution::object_store::ObjectStoreRegistry;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -128,13 +128,26 @@ impl Live {
         pool: Arc<dyn MemoryPool>,
         registry: Option<Arc<dyn ObjectStoreRegistry>>,
     ) -> datafusion::error::Result<SessionContext> {
+        let runtime = self.query_runtime(pool, registry)?;
+        let state = SessionStateBuilder::new_from_existing(self.ctx.state()).with_runtime_env(runtime).build();
+        Ok(SessionContext::new_with_state(state))
+    }
+
+    /// The runtime of one query: the shared object stores and spill
+    /// directory, with `pool` as its memory and, when given, `registry`
+    /// for its object stores. A query that only reads runs in the shared
+    /// session with this runtime in its task context, so no session is
+    /// rebuilt per query ([`crate::handler`]).
+    pub fn query_runtime(
+        &self,
+        pool: Arc<dyn MemoryPool>,
+        registry: Option<Arc<dyn ObjectStoreRegistry>>,
+    ) -> datafusion::error::Result<Arc<RuntimeEnv>> {
         let mut runtime = RuntimeEnvBuilder::from_runtime_env(&self.ctx.runtime_env()).with_memory_pool(pool);
         if let Some(registry) = registry {
             runtime = runtime.with_object_store_registry(registry);
         }
-        let runtime = runtime.build_arc()?;
-        let state = SessionStateBuilder::new_from_existing(self.ctx.state()).with_runtime_env(runtime).build();
-        Ok(SessionContext::new_with_state(state))
+        runtime.build_arc()
     }
 
     /// A session that runs a plan on the cluster, when `plan` can run there:
