@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 use taglake_query::TagSet;
 use taglake_query::experiment::{self, Report};
 use taglake_query::export::{self, ExportOptions, Split};
+use taglake_query::members::family_column_names;
 use taglake_storage::Warehouse;
 
 use crate::report;
@@ -364,7 +365,7 @@ fn exclusive_family(tags: &TagSet, by: &str) -> Result<usize> {
     if let Some(f) = tags.exclusive(by) {
         return Ok(f);
     }
-    if let Some(f) = families.iter().position(|f| format!("{}_value", f.name) == by) {
+    if let Some(f) = families.iter().position(|f| family_column_names(&f.name).iter().any(|c| c == by)) {
         return Ok(f);
     }
     let names: Vec<&str> = families.iter().map(|f| f.name.as_str()).collect();
@@ -395,7 +396,7 @@ async fn cluster_breakdown(
 ) -> Result<Vec<taglake_query::breakdown::Share>> {
     let family = &tags.families()[f];
     let schema = ctx.table_provider("members").await?.schema();
-    let column = [family.name.clone(), format!("{}_value", family.name)]
+    let column = family_column_names(&family.name)
         .into_iter()
         .find(|c| schema.field_with_name(c).is_ok_and(|f| f.data_type() == &arrow::datatypes::DataType::Utf8))
         .with_context(|| format!("family `{}` has no column in members", family.name))?;

@@ -242,7 +242,13 @@ impl MembersTable {
 /// has it (`city`, `birthday`), the name followed by `_value`; `None` (no
 /// column) when that is taken too.
 pub fn family_column(family: &str, taken: &dyn Fn(&str) -> bool) -> Option<String> {
-    [family.to_string(), format!("{family}_value")].into_iter().find(|n| !taken(n))
+    family_column_names(family).into_iter().find(|n| !taken(n))
+}
+
+/// The names [`family_column`] chooses from, in order: whichever a
+/// `members` table gave family `family`, it is one of these.
+pub fn family_column_names(family: &str) -> [String; 2] {
+    [family.to_string(), format!("{family}_value")]
 }
 
 /// A column a filter can be pushed down on.
