@@ -12,6 +12,7 @@ use taglake_query::TagSet;
 use taglake_query::experiment::{self, Report};
 use taglake_query::export::{self, ExportOptions, Split};
 use taglake_query::members::family_column_names;
+use taglake_query::stats::Correction;
 use taglake_storage::Warehouse;
 
 use crate::report;
@@ -151,9 +152,32 @@ enum ExperimentCommand {
         /// Arm the others are compared with.
         #[arg(long, default_value = "control")]
         control: String,
+        /// How the p-values of several arms and metrics are adjusted: Holm
+        /// (family-wise error), Benjamini-Hochberg (false discovery rate)
+        /// or none.
+        #[arg(long, value_enum, default_value_t = CorrectionArg::Holm)]
+        correction: CorrectionArg,
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
+}
+
+/// `--correction` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CorrectionArg {
+    Holm,
+    Bh,
+    None,
+}
+
+impl From<CorrectionArg> for Correction {
+    fn from(c: CorrectionArg) -> Correction {
+        match c {
+            CorrectionArg::Holm => Correction::Holm,
+            CorrectionArg::Bh => Correction::BenjaminiHochberg,
+            CorrectionArg::None => Correction::None,
+        }
+    }
 }
 
 /// The single count a `SELECT count(*) …` returns.
@@ -615,16 +639,22 @@ pub async fn experiment_cmd(a: ExperimentArgs) -> Result<()> {
                 }
             }
         }
-        ExperimentCommand::Report { id, window, control, format } => {
+        ExperimentCommand::Report { id, window, control, correction, format } => {
             let window_len = experiment::parse_window(&window).context("--window")?;
-            let r = experiment::report(&wh, id, window_len, &control).await?;
+            let r = experiment::report(&wh, id, window_len, &control, correction.into()).await?;
             match format {
                 OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
                 OutputFormat::Csv => {
-                    println!("arm,members,buyers,conversion,orders,orders_per_member,revenue,revenue_per_member");
+                    println!(
+                        "arm,members,buyers,conversion,orders,orders_per_member,revenue,revenue_per_member,present,srm_p_value,srm_mismatch"
+                    );
+                    let (srm_p, mismatch) = r
+                        .srm
+                        .as_ref()
+                        .map_or((String::new(), String::new()), |s| (s.p_value.to_string(), s.mismatch.to_string()));
                     for a in &r.arms {
                         println!(
-                            "{},{},{},{},{},{},{},{}",
+                            "{},{},{},{},{},{},{},{},{},{srm_p},{mismatch}",
                             a.arm,
                             a.members,
                             a.buyers,
@@ -632,7 +662,8 @@ pub async fn experiment_cmd(a: ExperimentArgs) -> Result<()> {
                             a.orders,
                             a.orders_per_member,
                             a.revenue,
-                            a.revenue_per_member
+                            a.revenue_per_member,
+                            a.present
                         );
                     }
                 }
@@ -671,6 +702,26 @@ fn render_report(r: &Report, window: &str) -> String {
         None => out.push_str("note: the warehouse has no orders\n"),
         _ => {}
     }
+    if let Some(srm) = &r.srm {
+        let sizes = |v: Vec<String>| v.join(" · ");
+        let observed = sizes(srm.observed.iter().map(|&o| report::count(o)).collect());
+        let expected = sizes(srm.expected.iter().map(|&x| report::count(x.round() as u64)).collect());
+        if srm.mismatch {
+            out.push_str(&format!(
+                "\nWARNING: SAMPLE RATIO MISMATCH (p = {}): the arms' sizes do not fit the configured split, so the\n\
+                 assignment or the data went wrong and the comparisons below cannot be trusted.\n",
+                p_value(srm.p_value)
+            ));
+        }
+        out.push_str(&format!(
+            "sample ratio ({}): {observed} members present, {expected} expected; chi-square = {:.3}, df = {}, p = {}{}\n",
+            r.srm_arms.join(" · "),
+            srm.chi2,
+            srm.df,
+            p_value(srm.p_value),
+            if srm.mismatch { " — MISMATCH" } else { " (no mismatch)" }
+        ));
+    }
     out.push_str(&format!(
         "\n{:<12} {:>10} {:>9} {:>11} {:>10} {:>14} {:>14} {:>15}\n",
         "arm", "members", "buyers", "conversion", "orders", "orders/member", "revenue", "revenue/member"
@@ -688,6 +739,22 @@ fn render_report(r: &Report, window: &str) -> String {
             a.revenue_per_member
         ));
     }
+    if r.tests > 1 {
+        out.push_str(&format!(
+            "\np-values adjusted for {} tests ({} arms × 2 metrics) by {}: \"adjusted\" below\n",
+            r.tests,
+            r.comparisons.len(),
+            match r.correction {
+                Correction::Holm => "Holm's method (family-wise error)",
+                Correction::BenjaminiHochberg => "Benjamini-Hochberg (false discovery rate)",
+                Correction::None => "nothing (--correction none)",
+            }
+        ));
+    }
+    let adjusted = |u: &taglake_query::stats::Uplift| match u.p_adjusted {
+        Some(a) if r.tests > 1 && r.correction != Correction::None => format!(", adjusted {}", p_value(a)),
+        _ => String::new(),
+    };
     for c in &r.comparisons {
         let (cv, rv) = (&c.conversion, &c.revenue_per_member);
         let relative = |u: &taglake_query::stats::Uplift| {
@@ -695,21 +762,23 @@ fn render_report(r: &Report, window: &str) -> String {
         };
         out.push_str(&format!("\n{} vs {}\n", c.arm, c.control));
         out.push_str(&format!(
-            "  conversion      {} pp{}  95% CI [{}, {}] pp  p = {}  (two-proportion z-test, z = {:.3})\n",
+            "  conversion      {} pp{}  95% CI [{}, {}] pp  p = {}{}  (two-proportion z-test, z = {:.3})\n",
             signed(100.0 * cv.diff, 2),
             relative(cv),
             signed(100.0 * cv.ci_low, 2),
             signed(100.0 * cv.ci_high, 2),
             p_value(cv.p_value),
+            adjusted(cv),
             cv.statistic
         ));
         out.push_str(&format!(
-            "  revenue/member  {}{}  95% CI [{}, {}]  p = {}  (Welch's t-test, t = {:.3}{})\n",
+            "  revenue/member  {}{}  95% CI [{}, {}]  p = {}{}  (Welch's t-test, t = {:.3}{})\n",
             signed(rv.diff, 4),
             relative(rv),
             signed(rv.ci_low, 4),
             signed(rv.ci_high, 4),
             p_value(rv.p_value),
+            adjusted(rv),
             rv.statistic,
             rv.df.map(|d| format!(", df = {d:.1}")).unwrap_or_default()
         ));

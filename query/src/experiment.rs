@@ -24,7 +24,7 @@ use roaring::RoaringBitmap;
 use taglake_storage::scan::{Wanted, scan, table_files};
 use taglake_storage::{Table, Warehouse, WriterLock};
 
-use crate::stats::{self, Moments, Uplift};
+use crate::stats::{self, Correction, Moments, Srm, Uplift};
 use crate::{Error, Result};
 
 /// One arm of a recorded experiment.
@@ -238,6 +238,9 @@ pub struct ArmResult {
     pub arm: String,
     /// Members exported into the arm.
     pub members: u64,
+    /// Of them, members still in the warehouse when the report was made
+    /// (the sizes the sample ratio check compares).
+    pub present: u64,
     /// Members with at least one order in the window.
     pub buyers: u64,
     /// buyers / members.
@@ -282,11 +285,28 @@ pub struct Report {
     pub arms: Vec<ArmResult>,
     /// Every other arm against the control.
     pub comparisons: Vec<Comparison>,
+    /// The sample ratio check of the split: the arms with a share, their
+    /// members present now against their shares (`None` with fewer than
+    /// two such arms). `srm.mismatch` means the split itself went wrong
+    /// and no comparison can be trusted.
+    pub srm: Option<Srm>,
+    /// The arms `srm` covers, in its order.
+    pub srm_arms: Vec<String>,
+    /// How the comparisons' p-values were adjusted (`p_adjusted`).
+    pub correction: Correction,
+    /// How many p-values were adjusted together (arms × metrics).
+    pub tests: usize,
 }
 
 /// Reads the orders in the window and computes the report. `control` names
 /// the control arm.
-pub async fn report(wh: &Warehouse, id: i64, window: chrono::Duration, control: &str) -> Result<Report> {
+pub async fn report(
+    wh: &Warehouse,
+    id: i64,
+    window: chrono::Duration,
+    control: &str,
+    correction: Correction,
+) -> Result<Report> {
     let e = get(wh, id).await?;
     let Some(ci) = e.arms.iter().position(|a| a.name == control) else {
         let names = e.arms.iter().map(|a| a.name.as_str()).collect::<Vec<_>>();
@@ -302,6 +322,8 @@ pub async fn report(wh: &Warehouse, id: i64, window: chrono::Duration, control: 
     let (from, to) = (micros(start), micros(end));
     let t = Table::Orders;
     let files = table_files(wh, t).await?;
+    let member_files = table_files(wh, Table::Members).await?;
+    let present = tokio::task::block_in_place(|| crate::tagset::member_keys(&member_files))?;
     let wanted = [
         Wanted::plain(t, "member_key"),
         Wanted::plain(t, "order_id"),
@@ -351,13 +373,14 @@ pub async fn report(wh: &Warehouse, id: i64, window: chrono::Duration, control: 
         .map(|a| ArmResult {
             arm: a.name.clone(),
             members: a.bitmap.len(),
+            present: a.bitmap.intersection_len(&present),
             buyers: 0,
             conversion: 0.0,
             orders: 0,
             orders_per_member: 0.0,
             revenue: 0.0,
             revenue_per_member: 0.0,
-            moments: Moments { n: a.bitmap.len(), sum: 0.0, sum_sq: 0.0 },
+            moments: Moments::default(),
         })
         .collect();
     // Members are summed in key order so the floating-point sums do not
@@ -371,10 +394,11 @@ pub async fn report(wh: &Warehouse, id: i64, window: chrono::Duration, control: 
         r.buyers += 1;
         r.orders += orders.len() as u64;
         r.revenue += revenue;
-        r.moments.sum += revenue;
-        r.moments.sum_sq += revenue * revenue;
+        r.moments.push(*revenue);
     }
     for r in &mut results {
+        // The members without an order in the window count as zeros.
+        r.moments.merge(&Moments::zeros(r.members - r.buyers));
         let n = r.members.max(1) as f64;
         r.conversion = r.buyers as f64 / n;
         r.orders_per_member = r.orders as f64 / n;
@@ -393,13 +417,28 @@ pub async fn report(wh: &Warehouse, id: i64, window: chrono::Duration, control: 
             revenue_per_member: stats::welch(&r.moments, &c.moments)?,
         });
     }
+    // Every p-value of the report is one test of the family.
+    let p: Vec<f64> = comparisons.iter().flat_map(|c| [c.conversion.p_value, c.revenue_per_member.p_value]).collect();
+    let adjusted = stats::adjust(&p, correction);
+    for (c, pair) in comparisons.iter_mut().zip(adjusted.chunks(2)) {
+        c.conversion.p_adjusted = Some(pair[0]);
+        c.revenue_per_member.p_adjusted = Some(pair[1]);
+    }
+    let split: Vec<&ArmResult> = e.arms.iter().zip(&results).filter(|(a, _)| a.share > 0.0).map(|(_, r)| r).collect();
+    let shares: Vec<f64> = e.arms.iter().map(|a| a.share).filter(|&s| s > 0.0).collect();
+    let srm = stats::srm(&split.iter().map(|r| r.present).collect::<Vec<_>>(), &shares);
+    let srm_arms = if srm.is_some() { split.iter().map(|r| r.arm.clone()).collect() } else { Vec::new() };
     Ok(Report {
         window_start: start,
         window_end: end,
         newest_order: (newest != i64::MIN).then(|| from_micros(newest)),
         experiment: e,
         arms: results,
+        tests: p.len(),
         comparisons,
+        srm,
+        srm_arms,
+        correction,
     })
 }
 

@@ -13,8 +13,20 @@
 //!   assumption; its degrees of freedom come from the Welch–Satterthwaite
 //!   equation and the confidence interval uses the t quantile at those df.
 //!
-//! Per-member metrics are summarised as [`Moments`] (n, Σx, Σx²), which can be
-//! accumulated in one pass and merged across partitions.
+//! Per-member metrics are summarised as [`Moments`] (n, mean and the sum of
+//! squared deviations, Welford's update and Chan's merge): one pass, merged
+//! across partitions, and exact to the last digits where Σx² − Σx·mean
+//! loses them to cancellation on large revenue sums.
+//!
+//! Around the tests:
+//!
+//! * **Sample ratio mismatch** ([`srm`]): a chi-square goodness-of-fit test
+//!   of the arms' observed sizes against their configured shares. A split
+//!   that went wrong (a bug in assignment, members lost on one side) makes
+//!   every comparison meaningless, so a report checks it first.
+//! * **Many comparisons** ([`adjust`]): with several arms or metrics, the
+//!   p-values are adjusted, by Holm's step-down method (family-wise error)
+//!   or Benjamini–Hochberg's step-up (false discovery rate).
 //!
 //! Degenerate inputs never yield NaN silently: arms without enough members are
 //! a [`StatsError`], and a zero standard error is handled explicitly as
@@ -22,7 +34,7 @@
 
 use std::fmt;
 
-use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
+use statrs::distribution::{ChiSquared, ContinuousCDF, Normal, StudentsT};
 
 /// 97.5 % quantile of the standard normal (`norm.ppf(0.975)`), for two-sided 95 % intervals.
 const Z_975: f64 = 1.959963984540054;
@@ -69,51 +81,72 @@ pub enum StatsError {
         /// Its members.
         n: u64,
     },
-    /// The sum or sum of squares is NaN or infinite.
-    #[error("{0} has a non-finite sum or sum of squares")]
+    /// The mean or the sum of squared deviations is NaN or infinite.
+    #[error("{0} has a non-finite mean or variance")]
     NonFinite(Arm),
 }
 
-/// Summary of one arm for a per-member metric: n members, sum and sum of squares of the metric (zeros included).
+/// Summary of one arm for a per-member metric: n members, the mean and the
+/// sum of squared deviations from it (zeros included).
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
 pub struct Moments {
     /// Number of members.
     pub n: u64,
-    /// Σx over members.
-    pub sum: f64,
-    /// Σx² over members.
-    pub sum_sq: f64,
+    /// Mean over members (0 when there are none).
+    pub mean: f64,
+    /// Σ(x − mean)² over members.
+    pub m2: f64,
 }
 
 impl Moments {
-    /// Adds one member's value (push `0.0` for members without revenue).
+    /// `n` members whose value is 0 (members without revenue).
+    pub fn zeros(n: u64) -> Moments {
+        Moments { n, mean: 0.0, m2: 0.0 }
+    }
+
+    /// Adds one member's value (Welford's update).
     pub fn push(&mut self, x: f64) {
         self.n += 1;
-        self.sum += x;
-        self.sum_sq += x * x;
+        let delta = x - self.mean;
+        self.mean += delta / self.n as f64;
+        self.m2 += delta * (x - self.mean);
     }
 
     /// Mean of the metric; `0.0` when there are no members.
     pub fn mean(&self) -> f64 {
-        if self.n == 0 { 0.0 } else { self.sum / self.n as f64 }
+        self.mean
+    }
+
+    /// Σx over members.
+    pub fn sum(&self) -> f64 {
+        self.mean * self.n as f64
     }
 
     /// Sample variance (denominator n − 1); `0.0` when n < 2.
-    ///
-    /// Computed as (Σx² − Σx·mean)/(n − 1) and clamped at 0, since rounding can
-    /// make it slightly negative when all values are (nearly) equal.
     pub fn variance(&self) -> f64 {
-        if self.n < 2 {
-            return 0.0;
-        }
-        ((self.sum_sq - self.sum * self.mean()) / (self.n - 1) as f64).max(0.0)
+        if self.n < 2 { 0.0 } else { (self.m2 / (self.n - 1) as f64).max(0.0) }
     }
 
-    /// Adds another summary into this one, as if its values had been pushed here.
+    /// Adds another summary into this one, as if its values had been pushed
+    /// here (Chan et al.'s pairwise merge).
     pub fn merge(&mut self, other: &Moments) {
+        if other.n == 0 {
+            return;
+        }
+        if self.n == 0 {
+            *self = *other;
+            return;
+        }
+        let (a, b) = (self.n as f64, other.n as f64);
+        let n = a + b;
+        let delta = other.mean - self.mean;
+        self.mean += delta * (b / n);
+        self.m2 += other.m2 + delta * delta * (a * b / n);
         self.n += other.n;
-        self.sum += other.sum;
-        self.sum_sq += other.sum_sq;
+    }
+
+    fn finite(&self) -> bool {
+        self.mean.is_finite() && self.m2.is_finite()
     }
 }
 
@@ -148,6 +181,9 @@ pub struct Uplift {
     pub ci_high: f64,
     /// Two-sided p-value.
     pub p_value: f64,
+    /// `p_value` adjusted for the report's other comparisons (see
+    /// [`adjust`]); `None` where nothing adjusted it.
+    pub p_adjusted: Option<f64>,
     /// Test statistic: z for [`two_proportion`], t for [`welch`].
     pub statistic: f64,
     /// Welch–Satterthwaite degrees of freedom for [`welch`]; `None` for the
@@ -166,6 +202,7 @@ impl Uplift {
             ci_low: diff,
             ci_high: diff,
             p_value: 1.0,
+            p_adjusted: None,
             statistic: 0.0,
             df: None,
         }
@@ -222,14 +259,14 @@ pub fn two_proportion(buyers_t: u64, n_t: u64, buyers_c: u64, n_c: u64) -> Resul
 ///
 /// # Errors
 /// [`StatsError::TooFewMembers`] (or [`StatsError::NoMembers`] for n = 0) if
-/// an arm has fewer than 2 members; [`StatsError::NonFinite`] if an arm's sum
-/// or sum of squares is NaN or infinite.
+/// an arm has fewer than 2 members; [`StatsError::NonFinite`] if an arm's mean
+/// or sum of squared deviations is NaN or infinite.
 pub fn welch(t: &Moments, c: &Moments) -> Result<Uplift, StatsError> {
     for (arm, m) in [(Arm::Treatment, t), (Arm::Control, c)] {
         match m.n {
             0 => return Err(StatsError::NoMembers(arm)),
             1 => return Err(StatsError::TooFewMembers { arm, n: 1 }),
-            _ if !(m.sum.is_finite() && m.sum_sq.is_finite()) => return Err(StatsError::NonFinite(arm)),
+            _ if !m.finite() => return Err(StatsError::NonFinite(arm)),
             _ => {}
         }
     }
@@ -257,6 +294,99 @@ pub fn welch(t: &Moments, c: &Moments) -> Result<Uplift, StatsError> {
     up.ci_high = up.diff + half;
     up.df = Some(df);
     Ok(up)
+}
+
+/// The p-value below which a sample ratio mismatch is reported: strict,
+/// because a report checks it every time it is read (as GrowthBook and
+/// Optimizely do).
+pub const SRM_ALPHA: f64 = 0.001;
+
+/// A chi-square goodness-of-fit test of arm sizes against their shares.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Srm {
+    /// Members observed per arm.
+    pub observed: Vec<u64>,
+    /// Members expected per arm: the total split by the configured shares.
+    pub expected: Vec<f64>,
+    /// Σ (observed − expected)² / expected.
+    pub chi2: f64,
+    /// Degrees of freedom (arms − 1).
+    pub df: u64,
+    /// P(χ² ≥ chi2) under the configured split.
+    pub p_value: f64,
+    /// `p_value < SRM_ALPHA`: the split itself went wrong.
+    pub mismatch: bool,
+}
+
+/// Tests `observed` arm sizes against `shares` (any positive weights; they
+/// are normalised). `None` with fewer than two arms, a non-positive or
+/// non-finite share, or no members at all.
+pub fn srm(observed: &[u64], shares: &[f64]) -> Option<Srm> {
+    if observed.len() != shares.len() || observed.len() < 2 || shares.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        return None;
+    }
+    let total: u64 = observed.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let weight: f64 = shares.iter().sum();
+    let expected: Vec<f64> = shares.iter().map(|s| total as f64 * s / weight).collect();
+    let chi2 = observed.iter().zip(&expected).map(|(&o, &e)| (o as f64 - e).powi(2) / e).sum::<f64>();
+    let df = observed.len() as u64 - 1;
+    let dist = ChiSquared::new(df as f64).expect("df >= 1");
+    let p_value = dist.sf(chi2).clamp(0.0, 1.0);
+    Some(Srm { observed: observed.to_vec(), expected, chi2, df, p_value, mismatch: p_value < SRM_ALPHA })
+}
+
+/// How p-values of many comparisons are adjusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Correction {
+    /// Holm's step-down method: controls the family-wise error rate, never
+    /// less powerful than Bonferroni.
+    #[default]
+    Holm,
+    /// Benjamini–Hochberg's step-up method: controls the false discovery rate.
+    BenjaminiHochberg,
+    /// No adjustment.
+    None,
+}
+
+impl fmt::Display for Correction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Holm => "Holm",
+            Self::BenjaminiHochberg => "Benjamini-Hochberg",
+            Self::None => "none",
+        })
+    }
+}
+
+/// `p` adjusted by `correction`, in the same order (what statsmodels'
+/// `multipletests(p, method="holm" | "fdr_bh")` returns).
+pub fn adjust(p: &[f64], correction: Correction) -> Vec<f64> {
+    let m = p.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+    let mut out = vec![0.0; m];
+    match correction {
+        Correction::None => out.copy_from_slice(p),
+        Correction::Holm => {
+            let mut running = 0.0f64;
+            for (rank, &i) in order.iter().enumerate() {
+                running = running.max(((m - rank) as f64 * p[i]).min(1.0));
+                out[i] = running;
+            }
+        }
+        Correction::BenjaminiHochberg => {
+            let mut running = 1.0f64;
+            for (rank, &i) in order.iter().enumerate().rev() {
+                running = running.min((m as f64 / (rank + 1) as f64 * p[i]).min(1.0));
+                out[i] = running;
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -367,11 +497,17 @@ mod tests {
 
         for m in [pushed, merged] {
             assert_eq!(m.n, 19);
-            close(m.sum, all.iter().sum());
-            close(m.sum_sq, all.iter().map(|x| x * x).sum());
+            close(m.sum(), all.iter().sum());
             close(m.mean(), mean);
             close(m.variance(), var);
         }
+        // Members without revenue merged in as zeros, as a report does.
+        let mut buyers: Moments = REV_T.iter().copied().filter(|&x| x > 0.0).collect();
+        buyers.merge(&Moments::zeros(REV_T.iter().filter(|&&x| x == 0.0).count() as u64));
+        let direct: Moments = REV_T.into_iter().collect();
+        assert_eq!(buyers.n, direct.n);
+        close(buyers.mean(), direct.mean());
+        close(buyers.variance(), direct.variance());
         let mut empty = Moments::default();
         empty.merge(&Moments::default());
         assert_eq!((empty.mean(), empty.variance()), (0.0, 0.0));
@@ -380,6 +516,71 @@ mod tests {
         // Constant values: the Σx² formula must not go negative through rounding.
         let constant: Moments = std::iter::repeat_n(0.1, 1000).collect();
         assert!(constant.variance() >= 0.0 && constant.variance() < 1e-12);
+    }
+
+    // Large values with a small spread, where Σx² − Σx·mean cancels to
+    // nothing. numpy: x = 1e9 + np.array([4.0, 7.0, 13.0, 16.0]);
+    // np.var(x, ddof=1) -> 30.0, np.mean(x) -> 1000000010.0
+    #[test]
+    fn moments_keep_the_variance_of_large_values() {
+        let xs = [4.0, 7.0, 13.0, 16.0].map(|d| 1e9 + d);
+        let pushed: Moments = xs.into_iter().collect();
+        close(pushed.variance(), 30.0);
+        close(pushed.mean(), 1_000_000_010.0);
+        let mut merged: Moments = xs[..1].iter().copied().collect();
+        merged.merge(&xs[1..].iter().copied().collect());
+        close(merged.variance(), 30.0);
+        // The textbook formula loses it: shown here so the test says why.
+        let (sum, sum_sq) = (xs.iter().sum::<f64>(), xs.iter().map(|x| x * x).sum::<f64>());
+        let naive = (sum_sq - sum * sum / 4.0) / 3.0;
+        assert!((naive - 30.0).abs() > 1.0, "the naive variance happened to be right: {naive}");
+    }
+
+    // scipy 1.17.1: from scipy.stats import chisquare
+    //   chisquare([52000, 48000], [50000, 50000])        -> 160.0 1.1314837902433038e-36
+    //   chisquare([3310, 3405, 3285], [10000/3] * 3)      -> 2.405 0.3004421668304642
+    //   chisquare([9021, 979], [9000, 1000])              -> 0.49 0.48392730444614596
+    #[test]
+    fn sample_ratio_mismatch_equals_scipy_chisquare() {
+        let broken = srm(&[52_000, 48_000], &[0.5, 0.5]).unwrap();
+        close(broken.chi2, 160.0);
+        close(broken.p_value, 1.1314837902433038e-36);
+        assert!(broken.mismatch, "52/48 configured as 50/50 at 100k members is a mismatch");
+        let three = srm(&[3310, 3405, 3285], &[1.0, 1.0, 1.0]).unwrap();
+        close(three.chi2, 2.405);
+        close(three.p_value, 0.3004421668304642);
+        assert_eq!((three.df, three.mismatch), (2, false));
+        let ninety = srm(&[9021, 979], &[0.9, 0.1]).unwrap();
+        close(ninety.chi2, 0.49);
+        close(ninety.p_value, 0.48392730444614596);
+        close(ninety.expected[0], 9000.0);
+        assert!(!ninety.mismatch);
+        // Nothing to test: one arm, no members, a zero or non-finite share.
+        assert_eq!(srm(&[10], &[1.0]), None);
+        assert_eq!(srm(&[0, 0], &[0.5, 0.5]), None);
+        assert_eq!(srm(&[10, 5], &[1.0, 0.0]), None);
+        assert_eq!(srm(&[10, 5], &[1.0, f64::NAN]), None);
+        assert_eq!(srm(&[10, 5], &[1.0]), None);
+    }
+
+    // statsmodels 0.15.0: from statsmodels.stats.multitest import multipletests
+    //   p = [0.01, 0.04, 0.03, 0.005, 0.20, 0.04]
+    //   multipletests(p, method="holm")[1]   -> 0.05 0.12 0.12 0.03 0.2 0.12
+    //   multipletests(p, method="fdr_bh")[1] -> 0.03 0.048 0.048 0.03 0.2 0.048
+    #[test]
+    fn holm_and_benjamini_hochberg_equal_statsmodels() {
+        let p = [0.01, 0.04, 0.03, 0.005, 0.20, 0.04];
+        for (got, want) in adjust(&p, Correction::Holm).iter().zip([0.05, 0.12, 0.12, 0.03, 0.2, 0.12]) {
+            close(*got, want);
+        }
+        let bh = [0.030000000000000002, 0.048, 0.048, 0.030000000000000002, 0.2, 0.048];
+        for (got, want) in adjust(&p, Correction::BenjaminiHochberg).iter().zip(bh) {
+            close(*got, want);
+        }
+        assert_eq!(adjust(&p, Correction::None), p.to_vec());
+        assert_eq!(adjust(&[], Correction::Holm), Vec::<f64>::new());
+        // Capped at 1.
+        assert_eq!(adjust(&[0.6, 0.7], Correction::Holm), vec![1.0, 1.0]);
     }
 
     #[test]
@@ -437,6 +638,6 @@ mod tests {
             BuyersExceedMembers { arm: Arm::Treatment, buyers: 3, n: 2 }.to_string(),
             "treatment has more buyers (3) than members (2)"
         );
-        assert_eq!(NonFinite(Arm::Control).to_string(), "control has a non-finite sum or sum of squares");
+        assert_eq!(NonFinite(Arm::Control).to_string(), "control has a non-finite mean or variance");
     }
 }

@@ -512,7 +512,8 @@ fn index_snapshot(paths: &[PathBuf], first_file: usize) -> Result<(Vec<TagFile>,
 }
 
 /// The `member_key` of every row of `members`.
-fn member_keys(files: &[PathBuf]) -> Result<RoaringBitmap> {
+/// The keys of the members in `files` (the `members` table's data files).
+pub(crate) fn member_keys(files: &[PathBuf]) -> Result<RoaringBitmap> {
     let t = Table::Members;
     let parts = Mutex::new(Vec::new());
     scan::<_, Error>(t, files, &[Wanted::plain(t, "member_key")], |b| {

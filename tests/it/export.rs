@@ -410,8 +410,28 @@ fn the_experiment_report_matches_a_hand_computed_example() {
     close(&rev["df"], 19.298114015171137);
     close(&rev["p_value"], 0.15968423794983957);
 
+    // The split checked (scipy: chisquare([19, 21], [20, 20]) -> 0.1,
+    // 0.7518296340458492) and the two p-values adjusted together
+    // (statsmodels: multipletests([p_conv, p_rev], method="holm")).
+    assert_eq!((tr["present"].as_u64(), co["present"].as_u64()), (Some(19), Some(21)));
+    close(&r["srm"]["chi2"], 0.1);
+    close(&r["srm"]["p_value"], 0.7518296340458492);
+    assert_eq!(r["srm"]["mismatch"], false);
+    assert_eq!(r["srm_arms"], serde_json::json!(["treatment", "control"]));
+    assert_eq!((r["correction"].as_str(), r["tests"].as_u64()), (Some("holm"), Some(2)));
+    close(&conv["p_adjusted"], 0.31936847589967915);
+    close(&rev["p_adjusted"], 0.31936847589967915);
+    let bh = taglake_ok(&["experiment", "report", "1", "--correction", "bh", "--format", "json"], dir);
+    let bh: serde_json::Value = serde_json::from_str(&bh).unwrap();
+    assert_eq!(bh["correction"], "benjamini-hochberg");
+
     let table = taglake_ok(&["experiment", "report", "1", "--window", "14d"], dir);
     assert!(table.contains("treatment vs control") && table.contains("Welch's t-test"), "{table}");
+    assert!(table.contains("chi-square = 0.100, df = 1, p = 0.7518 (no mismatch)"), "{table}");
+    assert!(table.contains("adjusted for 2 tests") && table.contains("adjusted 0.3194"), "{table}");
+    assert!(!table.contains("MISMATCH"), "{table}");
+    let csv = taglake_ok(&["experiment", "report", "1", "--format", "csv"], dir);
+    assert!(csv.lines().next().unwrap().ends_with(",present,srm_p_value,srm_mismatch"), "{csv}");
     let e = taglake(&["experiment", "report", "1", "--control", "placebo"], dir);
     assert!(String::from_utf8_lossy(&e.stderr).contains("has no arm `placebo` (arms: treatment, control)"));
 }
