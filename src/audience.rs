@@ -722,6 +722,27 @@ fn render_report(r: &Report, window: &str) -> String {
             if srm.mismatch { " — MISMATCH" } else { " (no mismatch)" }
         ));
     }
+    if let Some(family) = &e.stratify_by {
+        let bad: Vec<String> = r
+            .srm_strata
+            .iter()
+            .filter_map(|s| s.srm.as_ref().filter(|x| x.mismatch).map(|x| (s, x)))
+            .map(|(s, x)| format!("{} (p = {})", s.stratum.as_deref().unwrap_or("(none)"), p_value(x.p_value)))
+            .collect();
+        match &r.srm_strata_note {
+            Some(note) => out.push_str(&format!("sample ratio per stratum: {note}\n")),
+            None if bad.is_empty() => out.push_str(&format!(
+                "sample ratio per stratum of `{family}`: {} strata checked, no mismatch\n",
+                r.srm_strata.len()
+            )),
+            None => out.push_str(&format!(
+                "WARNING: SAMPLE RATIO MISMATCH inside {} of {} strata of `{family}`: {}\n",
+                bad.len(),
+                r.srm_strata.len(),
+                bad.join(", ")
+            )),
+        }
+    }
     out.push_str(&format!(
         "\n{:<12} {:>10} {:>9} {:>11} {:>10} {:>14} {:>14} {:>15}\n",
         "arm", "members", "buyers", "conversion", "orders", "orders/member", "revenue", "revenue/member"

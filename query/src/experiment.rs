@@ -292,10 +292,69 @@ pub struct Report {
     pub srm: Option<Srm>,
     /// The arms `srm` covers, in its order.
     pub srm_arms: Vec<String>,
+    /// For an export stratified by a family: the same check inside each
+    /// stratum (members by their stratum in the exported snapshot). Empty
+    /// for an unstratified export.
+    pub srm_strata: Vec<StratumSrm>,
+    /// Why `srm_strata` is empty for a stratified export (its snapshot is
+    /// gone), if it is.
+    pub srm_strata_note: Option<String>,
     /// How the comparisons' p-values were adjusted (`p_adjusted`).
     pub correction: Correction,
     /// How many p-values were adjusted together (arms × metrics).
     pub tests: usize,
+}
+
+/// The sample ratio check inside one stratum of a stratified export.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StratumSrm {
+    /// The stratum: the tag members were stratified by (`None`: members
+    /// with no tag of the family).
+    pub stratum: Option<String>,
+    /// The check (`None`: fewer than two arms with members to compare).
+    pub srm: Option<Srm>,
+}
+
+/// The sample ratio check per stratum of `e`'s split arms (indexes
+/// `split`), members as `present` now, strata as in the export: a member's
+/// first tag of the family in catalog order, or none.
+async fn strata_srm(
+    wh: &Warehouse,
+    e: &Experiment,
+    split: &[usize],
+    present: &RoaringBitmap,
+) -> Result<(Vec<StratumSrm>, Option<String>)> {
+    let Some(family) = &e.stratify_by else { return Ok((Vec::new(), None)) };
+    let tags = match crate::tagset::TagSet::load(wh, Some(e.snapshot)).await {
+        Ok(Some(tags)) => tags,
+        Ok(None) | Err(Error::Invalid(_)) => {
+            return Ok((
+                Vec::new(),
+                Some(format!("tag snapshot {} is gone, so the strata of `{family}` cannot be checked", e.snapshot)),
+            ));
+        }
+        Err(err) => return Err(err),
+    };
+    let arms: Vec<RoaringBitmap> = split.iter().map(|&i| &e.arms[i].bitmap & present).collect();
+    let shares: Vec<f64> = split.iter().map(|&i| e.arms[i].share).collect();
+    let mut seen = RoaringBitmap::new();
+    let mut out = Vec::new();
+    let check = |members: &dyn Fn(&RoaringBitmap) -> u64| {
+        let observed: Vec<u64> = arms.iter().map(members).collect();
+        stats::srm(&observed, &shares)
+    };
+    for t in tags.family(family) {
+        let bitmap = tags.bitmap(t)?.to_roaring() - &seen;
+        out.push(StratumSrm {
+            stratum: Some(tags.tag(t).name.clone()),
+            srm: check(&|arm| arm.intersection_len(&bitmap)),
+        });
+        seen |= bitmap;
+    }
+    out.push(StratumSrm { stratum: None, srm: check(&|arm| arm.len() - arm.intersection_len(&seen)) });
+    // Strata nobody of the cohort is in say nothing.
+    out.retain(|s| s.srm.is_some());
+    Ok((out, None))
 }
 
 /// Reads the orders in the window and computes the report. `control` names
@@ -424,10 +483,11 @@ pub async fn report(
         c.conversion.p_adjusted = Some(pair[0]);
         c.revenue_per_member.p_adjusted = Some(pair[1]);
     }
-    let split: Vec<&ArmResult> = e.arms.iter().zip(&results).filter(|(a, _)| a.share > 0.0).map(|(_, r)| r).collect();
-    let shares: Vec<f64> = e.arms.iter().map(|a| a.share).filter(|&s| s > 0.0).collect();
-    let srm = stats::srm(&split.iter().map(|r| r.present).collect::<Vec<_>>(), &shares);
-    let srm_arms = if srm.is_some() { split.iter().map(|r| r.arm.clone()).collect() } else { Vec::new() };
+    let split: Vec<usize> = (0..e.arms.len()).filter(|&i| e.arms[i].share > 0.0).collect();
+    let shares: Vec<f64> = split.iter().map(|&i| e.arms[i].share).collect();
+    let srm = stats::srm(&split.iter().map(|&i| results[i].present).collect::<Vec<_>>(), &shares);
+    let srm_arms = if srm.is_some() { split.iter().map(|&i| results[i].arm.clone()).collect() } else { Vec::new() };
+    let (srm_strata, srm_strata_note) = strata_srm(wh, &e, &split, &present).await?;
     Ok(Report {
         window_start: start,
         window_end: end,
@@ -438,6 +498,8 @@ pub async fn report(
         comparisons,
         srm,
         srm_arms,
+        srm_strata,
+        srm_strata_note,
         correction,
     })
 }

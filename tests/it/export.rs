@@ -179,6 +179,36 @@ fn stratified_exports_balance_every_stratum() {
             ["a", "b", "c"].iter().map(|a| per.get(&(s, a.to_string())).copied().unwrap_or(0)).collect();
         assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "stratum {s}: {sizes:?}");
     }
+    // Its report checks the split inside every stratum too, and finds the
+    // exact quotas of the export (no member has left since).
+    let list: serde_json::Value =
+        serde_json::from_str(&taglake_ok(&["experiment", "list", "--format", "json"], dir)).unwrap();
+    let id = list.as_array().unwrap().iter().filter_map(|e| e["id"].as_i64()).max().unwrap().to_string();
+    let r: serde_json::Value =
+        serde_json::from_str(&taglake_ok(&["experiment", "report", &id, "--control", "a", "--format", "json"], dir))
+            .unwrap();
+    let strata = r["srm_strata"].as_array().unwrap();
+    let names: Vec<&str> = strata.iter().filter_map(|s| s["stratum"].as_str()).collect();
+    assert!(names.contains(&"tier_gold") && names.contains(&"tier_regular"), "{strata:?}");
+    for s in strata {
+        let observed: Vec<u64> = s["srm"]["observed"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+        let per: Vec<u64> = ["a", "b", "c"]
+            .iter()
+            .map(|a| {
+                let t =
+                    ["tier_gold", "tier_silver", "tier_regular"].iter().position(|t| Some(*t) == s["stratum"].as_str());
+                t.map_or(0, |t| per.get(&(t, a.to_string())).copied().unwrap_or(0))
+            })
+            .collect();
+        if s["stratum"].is_string() {
+            assert_eq!(observed, per, "{s}");
+        }
+        assert_eq!(s["srm"]["mismatch"], false, "{s}");
+    }
+    assert_eq!(r["srm"]["mismatch"], false);
+    assert_eq!((r["tests"].as_u64(), r["correction"].as_str()), (Some(4), Some("holm")));
+    let table = taglake_ok(&["experiment", "report", &id, "--control", "a"], dir);
+    assert!(table.contains("sample ratio per stratum of `tier`:") && table.contains("no mismatch"), "{table}");
     // An empty audience writes a file with the header only.
     let out = taglake_ok(
         &[
