@@ -762,9 +762,8 @@ fn render_report(r: &Report, window: &str) -> String {
     }
     if r.tests > 1 {
         out.push_str(&format!(
-            "\np-values adjusted for {} tests ({} arms × 2 metrics) by {}: \"adjusted\" below\n",
+            "\np-values adjusted for {} tests (every arm and metric) by {}: \"adjusted\" below\n",
             r.tests,
-            r.comparisons.len(),
             match r.correction {
                 Correction::Holm => "Holm's method (family-wise error)",
                 Correction::BenjaminiHochberg => "Benjamini-Hochberg (false discovery rate)",
@@ -803,6 +802,33 @@ fn render_report(r: &Report, window: &str) -> String {
             rv.statistic,
             rv.df.map(|d| format!(", df = {d:.1}")).unwrap_or_default()
         ));
+        let ov = &c.orders_per_member;
+        out.push_str(&format!(
+            "  orders/member   {}{}  95% CI [{}, {}]  p = {}{}  (Welch's t-test, t = {:.3}{})\n",
+            signed(ov.diff, 4),
+            relative(ov),
+            signed(ov.ci_low, 4),
+            signed(ov.ci_high, 4),
+            p_value(ov.p_value),
+            adjusted(ov),
+            ov.statistic,
+            ov.df.map(|d| format!(", df = {d:.1}")).unwrap_or_default()
+        ));
+        match (&c.average_order_value, &c.average_order_value_note) {
+            (Some(av), _) => out.push_str(&format!(
+                "  order value     {}{}  95% CI [{}, {}]  p = {}{}  (ratio of means, delta method, z = {:.3})\n",
+                signed(av.diff, 4),
+                relative(av),
+                signed(av.ci_low, 4),
+                signed(av.ci_high, 4),
+                p_value(av.p_value),
+                adjusted(av),
+                av.statistic
+            )),
+            (None, note) => {
+                out.push_str(&format!("  order value     not compared: {}\n", note.as_deref().unwrap_or("undefined")))
+            }
+        }
     }
     out
 }

@@ -24,7 +24,7 @@ use roaring::RoaringBitmap;
 use taglake_storage::scan::{Wanted, scan, table_files};
 use taglake_storage::{Table, Warehouse, WriterLock};
 
-use crate::stats::{self, Correction, Moments, Srm, Uplift};
+use crate::stats::{self, Correction, Moments, RatioMoments, Srm, Uplift};
 use crate::{Error, Result};
 
 /// One arm of a recorded experiment.
@@ -253,8 +253,14 @@ pub struct ArmResult {
     pub revenue: f64,
     /// revenue / members.
     pub revenue_per_member: f64,
+    /// revenue / orders (`None` without orders).
+    pub average_order_value: Option<f64>,
     #[serde(skip)]
     moments: Moments,
+    #[serde(skip)]
+    order_moments: Moments,
+    #[serde(skip)]
+    ratio: RatioMoments,
 }
 
 /// One arm against the control arm.
@@ -268,6 +274,13 @@ pub struct Comparison {
     pub conversion: Uplift,
     /// Revenue per member: Welch's t-test.
     pub revenue_per_member: Uplift,
+    /// Orders per member: Welch's t-test.
+    pub orders_per_member: Uplift,
+    /// Average order value (revenue ÷ orders): the delta method; `None`
+    /// when an arm has no orders (see `average_order_value_note`).
+    pub average_order_value: Option<Uplift>,
+    /// Why there is no average order value comparison, if there is none.
+    pub average_order_value_note: Option<String>,
 }
 
 /// An experiment report.
@@ -439,7 +452,10 @@ pub async fn report(
             orders_per_member: 0.0,
             revenue: 0.0,
             revenue_per_member: 0.0,
+            average_order_value: None,
             moments: Moments::default(),
+            order_moments: Moments::default(),
+            ratio: RatioMoments::default(),
         })
         .collect();
     // Members are summed in key order so the floating-point sums do not
@@ -454,10 +470,16 @@ pub async fn report(
         r.orders += orders.len() as u64;
         r.revenue += revenue;
         r.moments.push(*revenue);
+        r.order_moments.push(orders.len() as f64);
+        r.ratio.push(*revenue, orders.len() as f64);
     }
     for r in &mut results {
         // The members without an order in the window count as zeros.
-        r.moments.merge(&Moments::zeros(r.members - r.buyers));
+        let idle = r.members - r.buyers;
+        r.moments.merge(&Moments::zeros(idle));
+        r.order_moments.merge(&Moments::zeros(idle));
+        r.ratio.merge(&RatioMoments::zeros(idle));
+        r.average_order_value = (r.orders > 0).then(|| r.revenue / r.orders as f64);
         let n = r.members.max(1) as f64;
         r.conversion = r.buyers as f64 / n;
         r.orders_per_member = r.orders as f64 / n;
@@ -474,14 +496,27 @@ pub async fn report(
             control: c.arm.clone(),
             conversion: stats::two_proportion(r.buyers, r.members, c.buyers, c.members)?,
             revenue_per_member: stats::welch(&r.moments, &c.moments)?,
+            orders_per_member: stats::welch(&r.order_moments, &c.order_moments)?,
+            average_order_value: stats::delta_ratio(&r.ratio, &c.ratio).ok(),
+            average_order_value_note: stats::delta_ratio(&r.ratio, &c.ratio).err().map(|e| e.to_string()),
         });
     }
     // Every p-value of the report is one test of the family.
-    let p: Vec<f64> = comparisons.iter().flat_map(|c| [c.conversion.p_value, c.revenue_per_member.p_value]).collect();
-    let adjusted = stats::adjust(&p, correction);
-    for (c, pair) in comparisons.iter_mut().zip(adjusted.chunks(2)) {
-        c.conversion.p_adjusted = Some(pair[0]);
-        c.revenue_per_member.p_adjusted = Some(pair[1]);
+    let mut uplifts: Vec<&mut Uplift> = comparisons
+        .iter_mut()
+        .flat_map(|c| {
+            [
+                Some(&mut c.conversion),
+                Some(&mut c.revenue_per_member),
+                Some(&mut c.orders_per_member),
+                c.average_order_value.as_mut(),
+            ]
+        })
+        .flatten()
+        .collect();
+    let p: Vec<f64> = uplifts.iter().map(|u| u.p_value).collect();
+    for (u, adjusted) in uplifts.iter_mut().zip(stats::adjust(&p, correction)) {
+        u.p_adjusted = Some(adjusted);
     }
     let split: Vec<usize> = (0..e.arms.len()).filter(|&i| e.arms[i].share > 0.0).collect();
     let shares: Vec<f64> = split.iter().map(|&i| e.arms[i].share).collect();

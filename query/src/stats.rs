@@ -81,6 +81,9 @@ pub enum StatsError {
         /// Its members.
         n: u64,
     },
+    /// A ratio metric's denominator is 0 in the arm (no orders).
+    #[error("{0} has no orders, so its average order value is undefined")]
+    NoDenominator(Arm),
     /// The mean or the sum of squared deviations is NaN or infinite.
     #[error("{0} has a non-finite mean or variance")]
     NonFinite(Arm),
@@ -293,6 +296,112 @@ pub fn welch(t: &Moments, c: &Moments) -> Result<Uplift, StatsError> {
     up.ci_low = up.diff - half;
     up.ci_high = up.diff + half;
     up.df = Some(df);
+    Ok(up)
+}
+
+/// Paired per-member values of a ratio metric's numerator `y` and
+/// denominator `x` (revenue and orders for the average order value): means,
+/// sums of squared deviations and the co-moment, Welford-updated.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+pub struct RatioMoments {
+    /// Number of members.
+    pub n: u64,
+    /// Mean of the numerator.
+    pub mean_y: f64,
+    /// Mean of the denominator.
+    pub mean_x: f64,
+    /// Σ(y − ȳ)².
+    pub m2_y: f64,
+    /// Σ(x − x̄)².
+    pub m2_x: f64,
+    /// Σ(y − ȳ)(x − x̄).
+    pub c_xy: f64,
+}
+
+impl RatioMoments {
+    /// Adds one member's numerator and denominator.
+    pub fn push(&mut self, y: f64, x: f64) {
+        self.n += 1;
+        let n = self.n as f64;
+        let (dy, dx) = (y - self.mean_y, x - self.mean_x);
+        self.mean_y += dy / n;
+        self.mean_x += dx / n;
+        self.m2_y += dy * (y - self.mean_y);
+        self.m2_x += dx * (x - self.mean_x);
+        self.c_xy += dy * (x - self.mean_x);
+    }
+
+    /// Adds another summary (Chan's merge, with the co-moment).
+    pub fn merge(&mut self, o: &RatioMoments) {
+        if o.n == 0 {
+            return;
+        }
+        if self.n == 0 {
+            *self = *o;
+            return;
+        }
+        let (a, b) = (self.n as f64, o.n as f64);
+        let n = a + b;
+        let (dy, dx) = (o.mean_y - self.mean_y, o.mean_x - self.mean_x);
+        self.mean_y += dy * (b / n);
+        self.mean_x += dx * (b / n);
+        self.m2_y += o.m2_y + dy * dy * (a * b / n);
+        self.m2_x += o.m2_x + dx * dx * (a * b / n);
+        self.c_xy += o.c_xy + dy * dx * (a * b / n);
+        self.n += o.n;
+    }
+
+    /// `n` members whose numerator and denominator are both 0.
+    pub fn zeros(n: u64) -> RatioMoments {
+        RatioMoments { n, ..RatioMoments::default() }
+    }
+
+    /// ȳ / x̄ and its variance by the delta method:
+    /// (s_y²/x̄² − 2·ȳ·s_xy/x̄³ + ȳ²·s_x²/x̄⁴) / n, sample (n − 1) moments.
+    fn ratio(&self) -> (f64, f64) {
+        let (n, my, mx) = (self.n as f64, self.mean_y, self.mean_x);
+        let d = (n - 1.0).max(1.0);
+        let (vy, vx, cxy) = (self.m2_y / d, self.m2_x / d, self.c_xy / d);
+        let var = (vy / (mx * mx) - 2.0 * my * cxy / (mx * mx * mx) + my * my * vx / (mx * mx * mx * mx)) / n;
+        (my / mx, var.max(0.0))
+    }
+}
+
+/// A ratio metric (the average order value: revenue ÷ orders over an
+/// arm's members) compared by the delta method: each arm's ratio of means
+/// with its delta-method variance, then a z-test of the difference. A
+/// naive t-test over per-order values would treat the orders of one member
+/// as independent; this does not.
+///
+/// # Errors
+/// [`StatsError::TooFewMembers`] (or `NoMembers`) with fewer than 2
+/// members in an arm; [`StatsError::NoDenominator`] when an arm's
+/// denominator is 0 (no orders: no average); [`StatsError::NonFinite`].
+pub fn delta_ratio(t: &RatioMoments, c: &RatioMoments) -> Result<Uplift, StatsError> {
+    for (arm, m) in [(Arm::Treatment, t), (Arm::Control, c)] {
+        match m.n {
+            0 => return Err(StatsError::NoMembers(arm)),
+            1 => return Err(StatsError::TooFewMembers { arm, n: 1 }),
+            _ if ![m.mean_y, m.mean_x, m.m2_y, m.m2_x, m.c_xy].iter().all(|v| v.is_finite()) => {
+                return Err(StatsError::NonFinite(arm));
+            }
+            _ if m.mean_x == 0.0 => return Err(StatsError::NoDenominator(arm)),
+            _ => {}
+        }
+    }
+    let ((rt, vt), (rc, vc)) = (t.ratio(), c.ratio());
+    let mut up = Uplift::new(rt, rc);
+    let se = (vt + vc).sqrt();
+    if se > 0.0 {
+        let z = up.diff / se;
+        up.statistic = z;
+        up.p_value = (2.0 * Normal::standard().sf(z.abs())).min(1.0);
+        up.ci_low = up.diff - Z_975 * se;
+        up.ci_high = up.diff + Z_975 * se;
+    } else if up.diff != 0.0 {
+        up.statistic = f64::INFINITY.copysign(up.diff);
+        up.p_value = 0.0;
+    }
     Ok(up)
 }
 
@@ -581,6 +690,54 @@ mod tests {
         assert_eq!(adjust(&[], Correction::Holm), Vec::<f64>::new());
         // Capped at 1.
         assert_eq!(adjust(&[0.6, 0.7], Correction::Holm), vec![1.0, 1.0]);
+    }
+
+    // numpy / scipy 1.17.1, the delta method for ȳ/x̄ (Deng et al. 2018):
+    //   def dm(y, x):
+    //       y, x = np.array(y, float), np.array(x, float); n = len(y)
+    //       my, mx = y.mean(), x.mean(); vy, vx = y.var(ddof=1), x.var(ddof=1)
+    //       cxy = np.cov(y, x, ddof=1)[0, 1]
+    //       return my/mx, (vy/mx**2 - 2*my*cxy/mx**3 + my**2*vx/mx**4)/n
+    //   z = (ra - rb)/sqrt(va + vb); p = 2*norm.sf(abs(z)); CI ± norm.ppf(0.975)*se
+    // -> 15.794545454545455 20.9 2.513543929148753 24.677485714285723
+    //    -0.9790876833396801 0.3275366567896152 -15.325690387524276 5.114781296615188
+    #[test]
+    fn average_order_value_by_the_delta_method_equals_numpy() {
+        let a_y = [12.0, 0.0, 30.5, 7.25, 0.0, 55.0, 18.0, 0.0, 9.99, 41.0];
+        let a_x = [1.0, 0.0, 2.0, 1.0, 0.0, 3.0, 1.0, 0.0, 1.0, 2.0];
+        let b_y = [0.0, 22.0, 0.0, 0.0, 14.5, 60.0, 0.0, 8.0];
+        let b_x = [0.0, 1.0, 0.0, 0.0, 1.0, 2.0, 0.0, 1.0];
+        let moments = |y: &[f64], x: &[f64]| {
+            let mut m = RatioMoments::default();
+            y.iter().zip(x).for_each(|(&y, &x)| m.push(y, x));
+            m
+        };
+        let (a, b) = (moments(&a_y, &a_x), moments(&b_y, &b_x));
+        close(a.ratio().0, 15.794545454545455);
+        close(a.ratio().1, 2.513543929148753);
+        close(b.ratio().1, 24.677485714285723);
+        let u = delta_ratio(&a, &b).unwrap();
+        close(u.treatment, 15.794545454545455);
+        close(u.control, 20.9);
+        close(u.statistic, -0.9790876833396801);
+        close(u.p_value, 0.3275366567896152);
+        close(u.ci_low, -15.325690387524276);
+        close(u.ci_high, 5.114781296615188);
+        // Merged halves, and non-buyers merged in as zeros, give the same.
+        let mut merged = moments(&a_y[..4], &a_x[..4]);
+        merged.merge(&moments(&a_y[4..], &a_x[4..]));
+        close(merged.ratio().1, a.ratio().1);
+        let mut buyers = moments(&[12.0, 30.5, 7.25, 55.0, 18.0, 9.99, 41.0], &[1.0, 2.0, 1.0, 3.0, 1.0, 1.0, 2.0]);
+        buyers.merge(&RatioMoments::zeros(3));
+        close(buyers.ratio().0, a.ratio().0);
+        close(buyers.ratio().1, a.ratio().1);
+        // No orders in an arm: no average.
+        let none = moments(&[0.0, 0.0], &[0.0, 0.0]);
+        assert_eq!(delta_ratio(&a, &none), Err(StatsError::NoDenominator(Arm::Control)));
+        assert_eq!(
+            StatsError::NoDenominator(Arm::Control).to_string(),
+            "control has no orders, so its average order value is undefined"
+        );
     }
 
     #[test]

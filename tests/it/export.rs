@@ -206,7 +206,12 @@ fn stratified_exports_balance_every_stratum() {
         assert_eq!(s["srm"]["mismatch"], false, "{s}");
     }
     assert_eq!(r["srm"]["mismatch"], false);
-    assert_eq!((r["tests"].as_u64(), r["correction"].as_str()), (Some(4), Some("holm")));
+    // Two comparisons (b and c against a), each conversion, revenue and
+    // orders per member, and the average order value where both arms ordered.
+    let comparisons = r["comparisons"].as_array().unwrap();
+    let ratios = comparisons.iter().filter(|c| !c["average_order_value"].is_null()).count() as u64;
+    assert_eq!(comparisons.len(), 2);
+    assert_eq!((r["tests"].as_u64(), r["correction"].as_str()), (Some(6 + ratios), Some("holm")));
     let table = taglake_ok(&["experiment", "report", &id, "--control", "a"], dir);
     assert!(table.contains("sample ratio per stratum of `tier`:") && table.contains("no mismatch"), "{table}");
     // An empty audience writes a file with the header only.
@@ -440,17 +445,37 @@ fn the_experiment_report_matches_a_hand_computed_example() {
     close(&rev["df"], 19.298114015171137);
     close(&rev["p_value"], 0.15968423794983957);
 
+    // Orders per member (scipy: ttest_ind([2, 1, 1] + [0] * 16, [1] + [0] * 20,
+    // equal_var=False) -> t 1.2368058179950896, df 23.344694544705956,
+    // p 0.2284575877900509) and the average order value by the delta method
+    // (numpy, as in stats.rs: 30 vs 15, z 1.5607979451434113,
+    // p 0.11857143244439473, CI [-3.8361727791738556, 33.83617277917386]).
+    let orders = &cmp["orders_per_member"];
+    close(&orders["statistic"], 1.2368058179950896);
+    close(&orders["df"], 23.344694544705956);
+    close(&orders["p_value"], 0.2284575877900509);
+    let aov = &cmp["average_order_value"];
+    close(&aov["treatment"], 30.0);
+    close(&aov["control"], 15.0);
+    close(&aov["statistic"], 1.5607979451434113);
+    close(&aov["p_value"], 0.11857143244439473);
+    close(&aov["ci_low"], -3.8361727791738556);
+    close(&aov["ci_high"], 33.83617277917386);
+    close(&tr["average_order_value"], 30.0);
     // The split checked (scipy: chisquare([19, 21], [20, 20]) -> 0.1,
-    // 0.7518296340458492) and the two p-values adjusted together
-    // (statsmodels: multipletests([p_conv, p_rev], method="holm")).
+    // 0.7518296340458492) and the four p-values adjusted together
+    // (statsmodels: multipletests([p_conv, p_rev, p_orders, p_aov],
+    // method="holm") -> 0.47905271384951875 × 3, 0.47428572977757893).
     assert_eq!((tr["present"].as_u64(), co["present"].as_u64()), (Some(19), Some(21)));
     close(&r["srm"]["chi2"], 0.1);
     close(&r["srm"]["p_value"], 0.7518296340458492);
     assert_eq!(r["srm"]["mismatch"], false);
     assert_eq!(r["srm_arms"], serde_json::json!(["treatment", "control"]));
-    assert_eq!((r["correction"].as_str(), r["tests"].as_u64()), (Some("holm"), Some(2)));
-    close(&conv["p_adjusted"], 0.31936847589967915);
-    close(&rev["p_adjusted"], 0.31936847589967915);
+    assert_eq!((r["correction"].as_str(), r["tests"].as_u64()), (Some("holm"), Some(4)));
+    close(&conv["p_adjusted"], 0.47905271384951875);
+    close(&rev["p_adjusted"], 0.47905271384951875);
+    close(&orders["p_adjusted"], 0.47905271384951875);
+    close(&aov["p_adjusted"], 0.47428572977757893);
     let bh = taglake_ok(&["experiment", "report", "1", "--correction", "bh", "--format", "json"], dir);
     let bh: serde_json::Value = serde_json::from_str(&bh).unwrap();
     assert_eq!(bh["correction"], "benjamini-hochberg");
@@ -458,7 +483,8 @@ fn the_experiment_report_matches_a_hand_computed_example() {
     let table = taglake_ok(&["experiment", "report", "1", "--window", "14d"], dir);
     assert!(table.contains("treatment vs control") && table.contains("Welch's t-test"), "{table}");
     assert!(table.contains("chi-square = 0.100, df = 1, p = 0.7518 (no mismatch)"), "{table}");
-    assert!(table.contains("adjusted for 2 tests") && table.contains("adjusted 0.3194"), "{table}");
+    assert!(table.contains("adjusted for 4 tests") && table.contains("adjusted 0.4791"), "{table}");
+    assert!(table.contains("orders/member") && table.contains("delta method"), "{table}");
     assert!(!table.contains("MISMATCH"), "{table}");
     let csv = taglake_ok(&["experiment", "report", "1", "--format", "csv"], dir);
     assert!(csv.lines().next().unwrap().ends_with(",present,srm_p_value,srm_mismatch"), "{csv}");
