@@ -12,7 +12,7 @@ use taglake_query::TagSet;
 use taglake_query::experiment::{self, Report};
 use taglake_query::export::{self, ExportOptions, Split};
 use taglake_query::members::family_column_names;
-use taglake_query::stats::Correction;
+use taglake_query::stats::{Correction, Uplift};
 use taglake_storage::Warehouse;
 
 use crate::report;
@@ -771,64 +771,49 @@ fn render_report(r: &Report, window: &str) -> String {
             }
         ));
     }
-    let adjusted = |u: &taglake_query::stats::Uplift| match u.p_adjusted {
+    let adjusted = |u: &Uplift| match u.p_adjusted {
         Some(a) if r.tests > 1 && r.correction != Correction::None => format!(", adjusted {}", p_value(a)),
         _ => String::new(),
     };
+    let df = |u: &Uplift| u.df.map(|d| format!(", df = {d:.1}")).unwrap_or_default();
     for c in &r.comparisons {
-        let (cv, rv) = (&c.conversion, &c.revenue_per_member);
-        let relative = |u: &taglake_query::stats::Uplift| {
-            u.relative.map(|x| format!(" ({}%)", signed(100.0 * x, 1))).unwrap_or_default()
-        };
         out.push_str(&format!("\n{} vs {}\n", c.arm, c.control));
-        out.push_str(&format!(
-            "  conversion      {} pp{}  95% CI [{}, {}] pp  p = {}{}  (two-proportion z-test, z = {:.3})\n",
-            signed(100.0 * cv.diff, 2),
-            relative(cv),
-            signed(100.0 * cv.ci_low, 2),
-            signed(100.0 * cv.ci_high, 2),
-            p_value(cv.p_value),
-            adjusted(cv),
-            cv.statistic
-        ));
-        out.push_str(&format!(
-            "  revenue/member  {}{}  95% CI [{}, {}]  p = {}{}  (Welch's t-test, t = {:.3}{})\n",
-            signed(rv.diff, 4),
-            relative(rv),
-            signed(rv.ci_low, 4),
-            signed(rv.ci_high, 4),
-            p_value(rv.p_value),
-            adjusted(rv),
-            rv.statistic,
-            rv.df.map(|d| format!(", df = {d:.1}")).unwrap_or_default()
-        ));
-        let ov = &c.orders_per_member;
-        out.push_str(&format!(
-            "  orders/member   {}{}  95% CI [{}, {}]  p = {}{}  (Welch's t-test, t = {:.3}{})\n",
-            signed(ov.diff, 4),
-            relative(ov),
-            signed(ov.ci_low, 4),
-            signed(ov.ci_high, 4),
-            p_value(ov.p_value),
-            adjusted(ov),
-            ov.statistic,
-            ov.df.map(|d| format!(", df = {d:.1}")).unwrap_or_default()
-        ));
+        let (cv, rv, ov) = (&c.conversion, &c.revenue_per_member, &c.orders_per_member);
+        let z = format!("two-proportion z-test, z = {:.3}", cv.statistic);
+        out.push_str(&metric_line("conversion", cv, (100.0, 2, " pp"), &adjusted(cv), &z));
+        let t = format!("Welch's t-test, t = {:.3}{}", rv.statistic, df(rv));
+        out.push_str(&metric_line("revenue/member", rv, (1.0, 4, ""), &adjusted(rv), &t));
+        let t = format!("Welch's t-test, t = {:.3}{}", ov.statistic, df(ov));
+        out.push_str(&metric_line("orders/member", ov, (1.0, 4, ""), &adjusted(ov), &t));
         match (&c.average_order_value, &c.average_order_value_note) {
-            (Some(av), _) => out.push_str(&format!(
-                "  order value     {}{}  95% CI [{}, {}]  p = {}{}  (ratio of means, delta method, z = {:.3})\n",
-                signed(av.diff, 4),
-                relative(av),
-                signed(av.ci_low, 4),
-                signed(av.ci_high, 4),
-                p_value(av.p_value),
-                adjusted(av),
-                av.statistic
-            )),
+            (Some(av), _) => {
+                let z = format!("ratio of means, delta method, z = {:.3}", av.statistic);
+                out.push_str(&metric_line("order value", av, (1.0, 4, ""), &adjusted(av), &z));
+            }
             (None, note) => {
                 out.push_str(&format!("  order value     not compared: {}\n", note.as_deref().unwrap_or("undefined")))
             }
         }
     }
     out
+}
+
+/// One metric's line of a comparison: the difference (× `scale`, to
+/// `digits`, in `unit`) and relative change, its 95 % CI, the p-value
+/// (then `adjusted`) and the test.
+fn metric_line(
+    label: &str,
+    u: &Uplift,
+    (scale, digits, unit): (f64, usize, &str),
+    adjusted: &str,
+    test: &str,
+) -> String {
+    let relative = u.relative.map(|x| format!(" ({}%)", signed(100.0 * x, 1))).unwrap_or_default();
+    format!(
+        "  {label:<15} {}{unit}{relative}  95% CI [{}, {}]{unit}  p = {}{adjusted}  ({test})\n",
+        signed(scale * u.diff, digits),
+        signed(scale * u.ci_low, digits),
+        signed(scale * u.ci_high, digits),
+        p_value(u.p_value),
+    )
 }
