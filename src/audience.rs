@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use arrow::array::{Array, AsArray};
 use clap::{Args, Subcommand};
 use taglake_query::TagSet;
-use taglake_query::experiment::{self, Report};
+use taglake_query::experiment::{self, Metric, Report, ReportOptions};
 use taglake_query::export::{self, ExportOptions, Split};
 use taglake_query::members::family_column_names;
 use taglake_query::stats::{Correction, Uplift};
@@ -157,9 +157,38 @@ enum ExperimentCommand {
         /// or none.
         #[arg(long, value_enum, default_value_t = CorrectionArg::Holm)]
         correction: CorrectionArg,
+        /// Metrics to compare (comma-separated; default all): conversion,
+        /// revenue and orders per member, average order value.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        metric: Vec<MetricArg>,
+        /// Cap each member's window revenue at this percentile of the
+        /// cohort's (zeros included) before comparing revenue per member,
+        /// e.g. 99.9: retail spend is heavy-tailed.
+        #[arg(long, value_name = "PERCENTILE")]
+        cap: Option<f64>,
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
+}
+
+/// `--metric` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum MetricArg {
+    Conversion,
+    Revenue,
+    Orders,
+    Aov,
+}
+
+impl From<MetricArg> for Metric {
+    fn from(m: MetricArg) -> Metric {
+        match m {
+            MetricArg::Conversion => Metric::Conversion,
+            MetricArg::Revenue => Metric::Revenue,
+            MetricArg::Orders => Metric::Orders,
+            MetricArg::Aov => Metric::AverageOrderValue,
+        }
+    }
 }
 
 /// `--correction` values.
@@ -639,9 +668,13 @@ pub async fn experiment_cmd(a: ExperimentArgs) -> Result<()> {
                 }
             }
         }
-        ExperimentCommand::Report { id, window, control, correction, format } => {
+        ExperimentCommand::Report { id, window, control, correction, metric, cap, format } => {
             let window_len = experiment::parse_window(&window).context("--window")?;
-            let r = experiment::report(&wh, id, window_len, &control, correction.into()).await?;
+            let mut options = ReportOptions::new(window_len, &control).correction(correction.into()).cap(cap)?;
+            if !metric.is_empty() {
+                options = options.metrics(&metric.into_iter().map(Metric::from).collect::<Vec<_>>())?;
+            }
+            let r = experiment::report(&wh, id, &options).await?;
             match format {
                 OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
                 OutputFormat::Csv => {
@@ -771,6 +804,14 @@ fn render_report(r: &Report, window: &str) -> String {
             }
         ));
     }
+    if let Some(cap) = &r.revenue_cap {
+        out.push_str(&format!(
+            "revenue/member is winsorised: each member's window revenue capped at {:.2} (the {}th percentile of the cohort's, zeros included; {} members capped)\n",
+            cap.value,
+            cap.percentile,
+            report::count(cap.capped_members)
+        ));
+    }
     let adjusted = |u: &Uplift| match u.p_adjusted {
         Some(a) if r.tests > 1 && r.correction != Correction::None => format!(", adjusted {}", p_value(a)),
         _ => String::new(),
@@ -779,13 +820,21 @@ fn render_report(r: &Report, window: &str) -> String {
     for c in &r.comparisons {
         out.push_str(&format!("\n{} vs {}\n", c.arm, c.control));
         let (cv, rv, ov) = (&c.conversion, &c.revenue_per_member, &c.orders_per_member);
-        let z = format!("two-proportion z-test, z = {:.3}", cv.statistic);
-        out.push_str(&metric_line("conversion", cv, (100.0, 2, " pp"), &adjusted(cv), &z));
-        let t = format!("Welch's t-test, t = {:.3}{}", rv.statistic, df(rv));
-        out.push_str(&metric_line("revenue/member", rv, (1.0, 4, ""), &adjusted(rv), &t));
-        let t = format!("Welch's t-test, t = {:.3}{}", ov.statistic, df(ov));
-        out.push_str(&metric_line("orders/member", ov, (1.0, 4, ""), &adjusted(ov), &t));
+        let shown = |m: Metric| r.metrics.contains(&m);
+        if shown(Metric::Conversion) {
+            let z = format!("two-proportion z-test, z = {:.3}", cv.statistic);
+            out.push_str(&metric_line("conversion", cv, (100.0, 2, " pp"), &adjusted(cv), &z));
+        }
+        if shown(Metric::Revenue) {
+            let t = format!("Welch's t-test, t = {:.3}{}", rv.statistic, df(rv));
+            out.push_str(&metric_line("revenue/member", rv, (1.0, 4, ""), &adjusted(rv), &t));
+        }
+        if shown(Metric::Orders) {
+            let t = format!("Welch's t-test, t = {:.3}{}", ov.statistic, df(ov));
+            out.push_str(&metric_line("orders/member", ov, (1.0, 4, ""), &adjusted(ov), &t));
+        }
         match (&c.average_order_value, &c.average_order_value_note) {
+            _ if !shown(Metric::AverageOrderValue) => {}
             (Some(av), _) => {
                 let z = format!("ratio of means, delta method, z = {:.3}", av.statistic);
                 out.push_str(&metric_line("order value", av, (1.0, 4, ""), &adjusted(av), &z));

@@ -316,6 +316,95 @@ pub struct Report {
     pub correction: Correction,
     /// How many p-values were adjusted together (arms × metrics).
     pub tests: usize,
+    /// The metrics compared (and adjusted); the others' figures are still
+    /// given, unadjusted.
+    pub metrics: Vec<Metric>,
+    /// Revenue per member's cap, when `--cap` set one.
+    pub revenue_cap: Option<RevenueCap>,
+}
+
+/// A metric a report compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Metric {
+    /// Bought at least once in the window: two-proportion z-test.
+    Conversion,
+    /// Revenue per member: Welch's t-test.
+    Revenue,
+    /// Orders per member: Welch's t-test.
+    Orders,
+    /// Revenue ÷ orders: the delta method.
+    AverageOrderValue,
+}
+
+impl Metric {
+    /// Every metric, in report order.
+    pub const ALL: [Metric; 4] = [Metric::Conversion, Metric::Revenue, Metric::Orders, Metric::AverageOrderValue];
+}
+
+/// What a report computes. Made by [`ReportOptions::new`] and its checked
+/// setters, so a report never sees an empty metric list or a cap outside
+/// (0, 100).
+#[derive(Debug, Clone)]
+pub struct ReportOptions {
+    window: chrono::Duration,
+    control: String,
+    correction: Correction,
+    metrics: Vec<Metric>,
+    cap: Option<f64>,
+}
+
+impl ReportOptions {
+    /// Orders from launch to launch + `window`, arms against `control`,
+    /// every metric, Holm's adjustment, no cap.
+    pub fn new(window: chrono::Duration, control: &str) -> ReportOptions {
+        ReportOptions {
+            window,
+            control: control.to_string(),
+            correction: Correction::Holm,
+            metrics: Metric::ALL.to_vec(),
+            cap: None,
+        }
+    }
+
+    /// How the p-values are adjusted.
+    pub fn correction(mut self, correction: Correction) -> ReportOptions {
+        self.correction = correction;
+        self
+    }
+
+    /// Only these metrics are compared (and adjusted together); at least one.
+    pub fn metrics(mut self, metrics: &[Metric]) -> Result<ReportOptions> {
+        if metrics.is_empty() {
+            return Err(Error::Invalid("choose at least one metric".into()));
+        }
+        self.metrics = Metric::ALL.into_iter().filter(|m| metrics.contains(m)).collect();
+        Ok(self)
+    }
+
+    /// Revenue per member winsorised at this percentile of the cohort's
+    /// members' window revenue (zeros included): retail spend is heavy
+    /// tailed, and one buyer of a sofa can decide a test.
+    pub fn cap(mut self, percentile: Option<f64>) -> Result<ReportOptions> {
+        if let Some(p) = percentile
+            && !(p > 0.0 && p < 100.0)
+        {
+            return Err(Error::Invalid(format!("--cap {p}: a percentile above 0 and below 100, such as 99.9")));
+        }
+        self.cap = percentile;
+        Ok(self)
+    }
+}
+
+/// Revenue per member as compared: capped at a percentile.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct RevenueCap {
+    /// The percentile asked for.
+    pub percentile: f64,
+    /// The revenue it falls at: no member counts for more.
+    pub value: f64,
+    /// Members whose window revenue was above it.
+    pub capped_members: u64,
 }
 
 /// The sample ratio check inside one stratum of a stratified export.
@@ -372,13 +461,8 @@ async fn strata_srm(
 
 /// Reads the orders in the window and computes the report. `control` names
 /// the control arm.
-pub async fn report(
-    wh: &Warehouse,
-    id: i64,
-    window: chrono::Duration,
-    control: &str,
-    correction: Correction,
-) -> Result<Report> {
+pub async fn report(wh: &Warehouse, id: i64, options: &ReportOptions) -> Result<Report> {
+    let (window, control, correction) = (options.window, options.control.as_str(), options.correction);
     let e = get(wh, id).await?;
     let Some(ci) = e.arms.iter().position(|a| a.name == control) else {
         let names = e.arms.iter().map(|a| a.name.as_str()).collect::<Vec<_>>();
@@ -462,6 +546,21 @@ pub async fn report(
     // depend on hash-map order.
     let mut keys: Vec<&u32> = per_member.keys().collect();
     keys.sort_unstable();
+    let revenue_cap = match options.cap {
+        None => None,
+        Some(percentile) => {
+            let cohort: u64 = e.arms.iter().map(|a| a.bitmap.len()).sum();
+            let mut spent: Vec<f64> = per_member.values().map(|(r, _)| r.max(0.0)).collect();
+            spent.sort_by(f64::total_cmp);
+            let zeros = cohort.saturating_sub(spent.len() as u64);
+            stats::percentile_with_zeros(zeros, &spent, percentile).map(|value| RevenueCap {
+                percentile,
+                value,
+                capped_members: spent.iter().filter(|&&r| r > value).count() as u64,
+            })
+        }
+    };
+    let capped = |revenue: f64| revenue_cap.map_or(revenue, |c| revenue.min(c.value));
     for key in keys {
         let (revenue, orders) = &per_member[key];
         let Some(i) = e.arms.iter().position(|a| a.bitmap.contains(*key)) else { continue };
@@ -469,7 +568,7 @@ pub async fn report(
         r.buyers += 1;
         r.orders += orders.len() as u64;
         r.revenue += revenue;
-        r.moments.push(*revenue);
+        r.moments.push(capped(*revenue));
         r.order_moments.push(orders.len() as f64);
         r.ratio.push(*revenue, orders.len() as f64);
     }
@@ -502,14 +601,15 @@ pub async fn report(
         });
     }
     // Every p-value of the report is one test of the family.
+    let chosen = |m: Metric| options.metrics.contains(&m);
     let mut uplifts: Vec<&mut Uplift> = comparisons
         .iter_mut()
         .flat_map(|c| {
             [
-                Some(&mut c.conversion),
-                Some(&mut c.revenue_per_member),
-                Some(&mut c.orders_per_member),
-                c.average_order_value.as_mut(),
+                Some(&mut c.conversion).filter(|_| chosen(Metric::Conversion)),
+                Some(&mut c.revenue_per_member).filter(|_| chosen(Metric::Revenue)),
+                Some(&mut c.orders_per_member).filter(|_| chosen(Metric::Orders)),
+                c.average_order_value.as_mut().filter(|_| chosen(Metric::AverageOrderValue)),
             ]
         })
         .flatten()
@@ -536,6 +636,8 @@ pub async fn report(
         srm_strata,
         srm_strata_note,
         correction,
+        metrics: options.metrics.clone(),
+        revenue_cap,
     })
 }
 

@@ -405,6 +405,20 @@ pub fn delta_ratio(t: &RatioMoments, c: &RatioMoments) -> Result<Uplift, StatsEr
     Ok(up)
 }
 
+/// The `q`-th percentile (0–100) of `zeros` zeros and the non-negative
+/// `values`, sorted ascending, by linear interpolation between the closest
+/// ranks (numpy's default). `None` when there are no values at all.
+pub fn percentile_with_zeros(zeros: u64, values: &[f64], q: f64) -> Option<f64> {
+    let n = zeros + values.len() as u64;
+    if n == 0 {
+        return None;
+    }
+    let at = |i: u64| if i < zeros { 0.0 } else { values[(i - zeros) as usize] };
+    let h = (n - 1) as f64 * q.clamp(0.0, 100.0) / 100.0;
+    let (lo, hi) = (h.floor() as u64, h.ceil() as u64);
+    Some(at(lo) + (h - lo as f64) * (at(hi) - at(lo)))
+}
+
 /// The p-value below which a sample ratio mismatch is reported: strict,
 /// because a report checks it every time it is read (as GrowthBook and
 /// Optimizely do).
@@ -738,6 +752,19 @@ mod tests {
             StatsError::NoDenominator(Arm::Control).to_string(),
             "control has no orders, so its average order value is undefined"
         );
+    }
+
+    // numpy: np.percentile([0, 0, 1, 5, 9, 100], 50) -> 3.0, (…, 99.9) ->
+    // 99.54500000000009; np.percentile([3.5], 99.9) -> 3.5;
+    // np.percentile([40, 20, 60, 15] + [0] * 36, 95) -> 20.999999999999943
+    #[test]
+    fn percentiles_with_zeros_equal_numpy() {
+        close(percentile_with_zeros(2, &[1.0, 5.0, 9.0, 100.0], 50.0).unwrap(), 3.0);
+        close(percentile_with_zeros(2, &[1.0, 5.0, 9.0, 100.0], 99.9).unwrap(), 99.54500000000009);
+        close(percentile_with_zeros(0, &[3.5], 99.9).unwrap(), 3.5);
+        close(percentile_with_zeros(36, &[15.0, 20.0, 40.0, 60.0], 95.0).unwrap(), 20.999999999999943);
+        assert_eq!(percentile_with_zeros(0, &[], 50.0), None);
+        assert_eq!(percentile_with_zeros(3, &[], 99.0), Some(0.0));
     }
 
     #[test]

@@ -476,6 +476,41 @@ fn the_experiment_report_matches_a_hand_computed_example() {
     close(&rev["p_adjusted"], 0.47905271384951875);
     close(&orders["p_adjusted"], 0.47905271384951875);
     close(&aov["p_adjusted"], 0.47428572977757893);
+    // Two metrics only, revenue winsorised at the cohort's 95th percentile
+    // (numpy: np.percentile([40, 20, 60, 15] + [0] * 36, 95) -> 21; scipy:
+    // ttest_ind([21, 20, 21] + [0] * 16, [15] + [0] * 20, equal_var=False)
+    // -> t 1.3310127403047645, p 0.19583238487407745; Holm over it and the
+    // conversion's p -> 0.3916647697481549 both).
+    let capped = taglake_ok(
+        &["experiment", "report", "1", "--metric", "conversion,revenue", "--cap", "95", "--format", "json"],
+        dir,
+    );
+    let capped: serde_json::Value = serde_json::from_str(&capped).unwrap();
+    close(&capped["revenue_cap"]["value"], 21.0);
+    assert_eq!(capped["revenue_cap"]["capped_members"], 2);
+    assert_eq!(capped["tests"], 2);
+    assert_eq!(capped["metrics"], serde_json::json!(["conversion", "revenue"]));
+    let c0 = &capped["comparisons"][0];
+    close(&c0["revenue_per_member"]["statistic"], 1.3310127403047645);
+    close(&c0["revenue_per_member"]["p_value"], 0.19583238487407745);
+    close(&c0["revenue_per_member"]["diff"], 2.548872180451122);
+    close(&c0["revenue_per_member"]["p_adjusted"], 0.3916647697481549);
+    close(&c0["conversion"]["p_adjusted"], 0.3916647697481549);
+    assert!(c0["orders_per_member"]["p_adjusted"].is_null(), "{c0}");
+    let text = taglake_ok(&["experiment", "report", "1", "--metric", "revenue", "--cap", "95"], dir);
+    assert!(text.contains("capped at 21.00 (the 95th percentile") && text.contains("2 members capped"), "{text}");
+    // Only revenue's line, and nothing to adjust with one test.
+    assert_eq!(text.matches("Welch's t-test").count(), 1, "{text}");
+    assert!(!text.contains("z-test") && !text.contains("delta method") && !text.contains("adjusted"), "{text}");
+    for (args, want) in [
+        (vec!["--cap", "100"], "--cap 100: a percentile above 0 and below 100"),
+        (vec!["--cap", "0"], "--cap 0: a percentile above 0 and below 100"),
+        (vec!["--metric", "margin"], "invalid value 'margin' for '--metric"),
+    ] {
+        let out = taglake(&[&["experiment", "report", "1"][..], &args].concat(), dir);
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && e.contains(want), "{args:?}: {e}");
+    }
     let bh = taglake_ok(&["experiment", "report", "1", "--correction", "bh", "--format", "json"], dir);
     let bh: serde_json::Value = serde_json::from_str(&bh).unwrap();
     assert_eq!(bh["correction"], "benjamini-hochberg");
