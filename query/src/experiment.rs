@@ -257,8 +257,8 @@ pub struct ArmResult {
     pub average_order_value: Option<f64>,
     #[serde(skip)]
     moments: Moments,
-    #[serde(skip)]
-    order_moments: Moments,
+    /// (revenue, orders) per member, for orders per member (its `x` side)
+    /// and the average order value.
     #[serde(skip)]
     ratio: RatioMoments,
 }
@@ -418,12 +418,13 @@ pub struct StratumSrm {
 }
 
 /// The sample ratio check per stratum of `e`'s split arms (indexes
-/// `split`), members as `present` now, strata as in the export: a member's
-/// first tag of the family in catalog order, or none.
+/// `split`, with their `shares`), members as `present` now, strata as in
+/// the export: a member's first tag of the family in catalog order, or none.
 async fn strata_srm(
     wh: &Warehouse,
     e: &Experiment,
     split: &[usize],
+    shares: &[f64],
     present: &RoaringBitmap,
 ) -> Result<(Vec<StratumSrm>, Option<String>)> {
     let Some(family) = &e.stratify_by else { return Ok((Vec::new(), None)) };
@@ -438,12 +439,11 @@ async fn strata_srm(
         Err(err) => return Err(err),
     };
     let arms: Vec<RoaringBitmap> = split.iter().map(|&i| &e.arms[i].bitmap & present).collect();
-    let shares: Vec<f64> = split.iter().map(|&i| e.arms[i].share).collect();
     let mut seen = RoaringBitmap::new();
     let mut out = Vec::new();
     let check = |members: &dyn Fn(&RoaringBitmap) -> u64| {
         let observed: Vec<u64> = arms.iter().map(members).collect();
-        stats::srm(&observed, &shares)
+        stats::srm(&observed, shares)
     };
     for t in tags.family(family) {
         let bitmap = tags.bitmap(t)?.to_roaring() - &seen;
@@ -538,7 +538,6 @@ pub async fn report(wh: &Warehouse, id: i64, options: &ReportOptions) -> Result<
             revenue_per_member: 0.0,
             average_order_value: None,
             moments: Moments::default(),
-            order_moments: Moments::default(),
             ratio: RatioMoments::default(),
         })
         .collect();
@@ -569,14 +568,12 @@ pub async fn report(wh: &Warehouse, id: i64, options: &ReportOptions) -> Result<
         r.orders += orders.len() as u64;
         r.revenue += revenue;
         r.moments.push(capped(*revenue));
-        r.order_moments.push(orders.len() as f64);
         r.ratio.push(*revenue, orders.len() as f64);
     }
     for r in &mut results {
         // The members without an order in the window count as zeros.
         let idle = r.members - r.buyers;
         r.moments.merge(&Moments::zeros(idle));
-        r.order_moments.merge(&Moments::zeros(idle));
         r.ratio.merge(&RatioMoments::zeros(idle));
         r.average_order_value = (r.orders > 0).then(|| r.revenue / r.orders as f64);
         let n = r.members.max(1) as f64;
@@ -590,14 +587,15 @@ pub async fn report(wh: &Warehouse, id: i64, options: &ReportOptions) -> Result<
         if i == ci {
             continue;
         }
+        let aov = stats::delta_ratio(&r.ratio, &c.ratio);
         comparisons.push(Comparison {
             arm: r.arm.clone(),
             control: c.arm.clone(),
             conversion: stats::two_proportion(r.buyers, r.members, c.buyers, c.members)?,
             revenue_per_member: stats::welch(&r.moments, &c.moments)?,
-            orders_per_member: stats::welch(&r.order_moments, &c.order_moments)?,
-            average_order_value: stats::delta_ratio(&r.ratio, &c.ratio).ok(),
-            average_order_value_note: stats::delta_ratio(&r.ratio, &c.ratio).err().map(|e| e.to_string()),
+            orders_per_member: stats::welch(&r.ratio.x, &c.ratio.x)?,
+            average_order_value: aov.as_ref().ok().copied(),
+            average_order_value_note: aov.err().map(|e| e.to_string()),
         });
     }
     // Every p-value of the report is one test of the family.
@@ -622,7 +620,7 @@ pub async fn report(wh: &Warehouse, id: i64, options: &ReportOptions) -> Result<
     let shares: Vec<f64> = split.iter().map(|&i| e.arms[i].share).collect();
     let srm = stats::srm(&split.iter().map(|&i| results[i].present).collect::<Vec<_>>(), &shares);
     let srm_arms = if srm.is_some() { split.iter().map(|&i| results[i].arm.clone()).collect() } else { Vec::new() };
-    let (srm_strata, srm_strata_note) = strata_srm(wh, &e, &split, &present).await?;
+    let (srm_strata, srm_strata_note) = strata_srm(wh, &e, &split, &shares, &present).await?;
     Ok(Report {
         window_start: start,
         window_end: end,

@@ -300,20 +300,14 @@ pub fn welch(t: &Moments, c: &Moments) -> Result<Uplift, StatsError> {
 }
 
 /// Paired per-member values of a ratio metric's numerator `y` and
-/// denominator `x` (revenue and orders for the average order value): means,
-/// sums of squared deviations and the co-moment, Welford-updated.
+/// denominator `x` (revenue and orders for the average order value): each
+/// side's [`Moments`] and their co-moment, updated and merged alike.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
 pub struct RatioMoments {
-    /// Number of members.
-    pub n: u64,
-    /// Mean of the numerator.
-    pub mean_y: f64,
-    /// Mean of the denominator.
-    pub mean_x: f64,
-    /// Σ(y − ȳ)².
-    pub m2_y: f64,
-    /// Σ(x − x̄)².
-    pub m2_x: f64,
+    /// The numerator's moments.
+    pub y: Moments,
+    /// The denominator's moments (the same members).
+    pub x: Moments,
     /// Σ(y − ȳ)(x − x̄).
     pub c_xy: f64,
 }
@@ -321,47 +315,32 @@ pub struct RatioMoments {
 impl RatioMoments {
     /// Adds one member's numerator and denominator.
     pub fn push(&mut self, y: f64, x: f64) {
-        self.n += 1;
-        let n = self.n as f64;
-        let (dy, dx) = (y - self.mean_y, x - self.mean_x);
-        self.mean_y += dy / n;
-        self.mean_x += dx / n;
-        self.m2_y += dy * (y - self.mean_y);
-        self.m2_x += dx * (x - self.mean_x);
-        self.c_xy += dy * (x - self.mean_x);
+        let dy = y - self.y.mean;
+        self.y.push(y);
+        self.x.push(x);
+        self.c_xy += dy * (x - self.x.mean);
     }
 
     /// Adds another summary (Chan's merge, with the co-moment).
     pub fn merge(&mut self, o: &RatioMoments) {
-        if o.n == 0 {
-            return;
-        }
-        if self.n == 0 {
-            *self = *o;
-            return;
-        }
-        let (a, b) = (self.n as f64, o.n as f64);
-        let n = a + b;
-        let (dy, dx) = (o.mean_y - self.mean_y, o.mean_x - self.mean_x);
-        self.mean_y += dy * (b / n);
-        self.mean_x += dx * (b / n);
-        self.m2_y += o.m2_y + dy * dy * (a * b / n);
-        self.m2_x += o.m2_x + dx * dx * (a * b / n);
-        self.c_xy += o.c_xy + dy * dx * (a * b / n);
-        self.n += o.n;
+        let (a, b) = (self.y.n as f64, o.y.n as f64);
+        let (dy, dx) = (o.y.mean - self.y.mean, o.x.mean - self.x.mean);
+        let cross = if a + b > 0.0 { dy * dx * (a * b / (a + b)) } else { 0.0 };
+        self.y.merge(&o.y);
+        self.x.merge(&o.x);
+        self.c_xy += o.c_xy + cross;
     }
 
     /// `n` members whose numerator and denominator are both 0.
     pub fn zeros(n: u64) -> RatioMoments {
-        RatioMoments { n, ..RatioMoments::default() }
+        RatioMoments { y: Moments::zeros(n), x: Moments::zeros(n), c_xy: 0.0 }
     }
 
     /// ȳ / x̄ and its variance by the delta method:
     /// (s_y²/x̄² − 2·ȳ·s_xy/x̄³ + ȳ²·s_x²/x̄⁴) / n, sample (n − 1) moments.
     fn ratio(&self) -> (f64, f64) {
-        let (n, my, mx) = (self.n as f64, self.mean_y, self.mean_x);
-        let d = (n - 1.0).max(1.0);
-        let (vy, vx, cxy) = (self.m2_y / d, self.m2_x / d, self.c_xy / d);
+        let (n, my, mx) = (self.y.n as f64, self.y.mean, self.x.mean);
+        let (vy, vx, cxy) = (self.y.variance(), self.x.variance(), self.c_xy / (n - 1.0).max(1.0));
         let var = (vy / (mx * mx) - 2.0 * my * cxy / (mx * mx * mx) + my * my * vx / (mx * mx * mx * mx)) / n;
         (my / mx, var.max(0.0))
     }
@@ -379,13 +358,11 @@ impl RatioMoments {
 /// denominator is 0 (no orders: no average); [`StatsError::NonFinite`].
 pub fn delta_ratio(t: &RatioMoments, c: &RatioMoments) -> Result<Uplift, StatsError> {
     for (arm, m) in [(Arm::Treatment, t), (Arm::Control, c)] {
-        match m.n {
+        match m.y.n {
             0 => return Err(StatsError::NoMembers(arm)),
             1 => return Err(StatsError::TooFewMembers { arm, n: 1 }),
-            _ if ![m.mean_y, m.mean_x, m.m2_y, m.m2_x, m.c_xy].iter().all(|v| v.is_finite()) => {
-                return Err(StatsError::NonFinite(arm));
-            }
-            _ if m.mean_x == 0.0 => return Err(StatsError::NoDenominator(arm)),
+            _ if !(m.y.finite() && m.x.finite() && m.c_xy.is_finite()) => return Err(StatsError::NonFinite(arm)),
+            _ if m.x.mean == 0.0 => return Err(StatsError::NoDenominator(arm)),
             _ => {}
         }
     }
@@ -473,16 +450,6 @@ pub enum Correction {
     BenjaminiHochberg,
     /// No adjustment.
     None,
-}
-
-impl fmt::Display for Correction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Holm => "Holm",
-            Self::BenjaminiHochberg => "Benjamini-Hochberg",
-            Self::None => "none",
-        })
-    }
 }
 
 /// `p` adjusted by `correction`, in the same order (what statsmodels'
