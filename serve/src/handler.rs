@@ -41,7 +41,6 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnv;
-use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::{SendableRecordBatchStream, SessionState, TaskContext};
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::physical_plan::execute_stream;
@@ -194,11 +193,10 @@ impl Service {
             Runner::Session(ctx) => return frame_stream(ctx, plan).await,
             Runner::Here(runtime) => runtime,
         };
-        let state = self.live.context().state();
         if matches!(plan, LogicalPlan::Copy(_) | LogicalPlan::Ddl(_) | LogicalPlan::Statement(_)) {
-            let state = SessionStateBuilder::new_from_existing(state).with_runtime_env(runtime).build();
-            return frame_stream(SessionContext::new_with_state(state), plan).await;
+            return frame_stream(self.live.session_with(runtime), plan).await;
         }
+        let state = self.live.context().state();
         let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
         let physical = state.create_physical_plan(&plan).await?;
         let task = Arc::new(TaskContext::from(&state).with_runtime(runtime));

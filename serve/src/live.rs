@@ -128,9 +128,15 @@ impl Live {
         pool: Arc<dyn MemoryPool>,
         registry: Option<Arc<dyn ObjectStoreRegistry>>,
     ) -> datafusion::error::Result<SessionContext> {
-        let runtime = self.query_runtime(pool, registry)?;
-        let state = SessionStateBuilder::new_from_existing(self.ctx.state()).with_runtime_env(runtime).build();
-        Ok(SessionContext::new_with_state(state))
+        Ok(self.session_with(self.query_runtime(pool, registry)?))
+    }
+
+    /// A session of its own for one query: the shared catalog and
+    /// functions with `runtime` (see [`Live::query_runtime`]).
+    pub fn session_with(&self, runtime: Arc<RuntimeEnv>) -> SessionContext {
+        SessionContext::new_with_state(
+            SessionStateBuilder::new_from_existing(self.ctx.state()).with_runtime_env(runtime).build(),
+        )
     }
 
     /// The runtime of one query: the shared object stores and spill
