@@ -511,8 +511,7 @@ fn index_snapshot(paths: &[PathBuf], first_file: usize) -> Result<(Vec<TagFile>,
     Ok((files, found.into_iter().map(|(_, t, h)| (t, h)).collect()))
 }
 
-/// The `member_key` of every row of `members`.
-/// The keys of the members in `files` (the `members` table's data files).
+/// The `member_key` of every row of `members` (its data files `files`).
 pub(crate) fn member_keys(files: &[PathBuf]) -> Result<RoaringBitmap> {
     let t = Table::Members;
     let parts = Mutex::new(Vec::new());
