@@ -505,6 +505,10 @@ fn the_experiment_report_matches_a_hand_computed_example() {
     for (args, want) in [
         (vec!["--cap", "100"], "--cap 100: a percentile above 0 and below 100"),
         (vec!["--cap", "0"], "--cap 0: a percentile above 0 and below 100"),
+        (vec!["--cap", "NaN"], "--cap NaN: a percentile above 0 and below 100"),
+        (vec!["--cap", "1e308"], "a percentile above 0 and below 100"),
+        (vec!["--cap=-5"], "--cap -5: a percentile above 0 and below 100"),
+        (vec!["--cap", "ninety"], "invalid value 'ninety' for '--cap"),
         (vec!["--metric", "margin"], "invalid value 'margin' for '--metric"),
     ] {
         let out = taglake(&[&["experiment", "report", "1"][..], &args].concat(), dir);
