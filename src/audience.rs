@@ -166,9 +166,22 @@ enum ExperimentCommand {
         /// e.g. 99.9: retail spend is heavy-tailed.
         #[arg(long, value_name = "PERCENTILE")]
         cap: Option<f64>,
+        /// CUPED: adjust each metric by the same metric over this lookback
+        /// before launch (e.g. 30d, 8w), or `off`. Shown beside the plain
+        /// estimate, with the variance it removed.
+        #[arg(long, default_value = "30d", value_name = "LOOKBACK|off")]
+        cuped: String,
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
+}
+
+/// `--cuped`: a lookback, or `off`.
+pub(crate) fn cuped_arg(text: &str) -> Result<Option<chrono::Duration>> {
+    match text.trim() {
+        "off" | "none" | "no" => Ok(None),
+        t => Ok(Some(experiment::parse_window(t).context("--cuped (a lookback such as 30d, or off)")?)),
+    }
 }
 
 /// `--metric` values.
@@ -668,9 +681,12 @@ pub async fn experiment_cmd(a: ExperimentArgs) -> Result<()> {
                 }
             }
         }
-        ExperimentCommand::Report { id, window, control, correction, metric, cap, format } => {
+        ExperimentCommand::Report { id, window, control, correction, metric, cap, cuped, format } => {
             let window_len = experiment::parse_window(&window).context("--window")?;
-            let mut options = ReportOptions::new(window_len, &control).correction(correction.into()).cap(cap)?;
+            let mut options = ReportOptions::new(window_len, &control)
+                .correction(correction.into())
+                .cap(cap)?
+                .cuped(cuped_arg(&cuped)?)?;
             if !metric.is_empty() {
                 options = options.metrics(&metric.into_iter().map(Metric::from).collect::<Vec<_>>())?;
             }
@@ -812,39 +828,70 @@ fn render_report(r: &Report, window: &str) -> String {
             report::count(cap.capped_members)
         ));
     }
+    if let Some(p) = &r.cuped {
+        out.push_str(&format!(
+            "CUPED: each metric adjusted by the same metric over the {} days before launch ({} to {}); members with no orders then count as 0\n",
+            p.days,
+            p.from.format("%Y-%m-%d %H:%M"),
+            p.to.format("%Y-%m-%d %H:%M")
+        ));
+    }
+    for c in &r.comparisons {
+        out.push_str(&format!("\n{} vs {}\n", c.arm, c.control));
+        for m in Metric::ALL.into_iter().filter(|m| r.metrics.contains(m)) {
+            out.push_str(&comparison_lines(r, c, m));
+        }
+        if let Some(note) =
+            c.average_order_value_cuped_note.as_ref().filter(|_| r.metrics.contains(&Metric::AverageOrderValue))
+        {
+            out.push_str(&format!("  order value     no CUPED estimate: {note}\n"));
+        }
+    }
+    out
+}
+
+/// A metric's lines of a comparison: the CUPED estimate (when there is
+/// one) with the plain estimate below it, or the plain estimate alone.
+fn comparison_lines(r: &Report, c: &experiment::Comparison, m: Metric) -> String {
     let adjusted = |u: &Uplift| match u.p_adjusted {
         Some(a) if r.tests > 1 && r.correction != Correction::None => format!(", adjusted {}", p_value(a)),
         _ => String::new(),
     };
     let df = |u: &Uplift| u.df.map(|d| format!(", df = {d:.1}")).unwrap_or_default();
-    for c in &r.comparisons {
-        out.push_str(&format!("\n{} vs {}\n", c.arm, c.control));
-        let (cv, rv, ov) = (&c.conversion, &c.revenue_per_member, &c.orders_per_member);
-        let shown = |m: Metric| r.metrics.contains(&m);
-        if shown(Metric::Conversion) {
-            let z = format!("two-proportion z-test, z = {:.3}", cv.statistic);
-            out.push_str(&metric_line("conversion", cv, (100.0, 2, " pp"), &adjusted(cv), &z));
+    let welch = |u: &Uplift| format!("Welch's t-test, t = {:.3}{}", u.statistic, df(u));
+    let (label, unit, plain, cuped) = match m {
+        Metric::Conversion => ("conversion", (100.0, 2, " pp"), Some(&c.conversion), &c.conversion_cuped),
+        Metric::Revenue => ("revenue/member", (1.0, 4, ""), Some(&c.revenue_per_member), &c.revenue_per_member_cuped),
+        Metric::Orders => ("orders/member", (1.0, 4, ""), Some(&c.orders_per_member), &c.orders_per_member_cuped),
+        Metric::AverageOrderValue => {
+            ("order value", (1.0, 4, ""), c.average_order_value.as_ref(), &c.average_order_value_cuped)
         }
-        if shown(Metric::Revenue) {
-            let t = format!("Welch's t-test, t = {:.3}{}", rv.statistic, df(rv));
-            out.push_str(&metric_line("revenue/member", rv, (1.0, 4, ""), &adjusted(rv), &t));
-        }
-        if shown(Metric::Orders) {
-            let t = format!("Welch's t-test, t = {:.3}{}", ov.statistic, df(ov));
-            out.push_str(&metric_line("orders/member", ov, (1.0, 4, ""), &adjusted(ov), &t));
-        }
-        match (&c.average_order_value, &c.average_order_value_note) {
-            _ if !shown(Metric::AverageOrderValue) => {}
-            (Some(av), _) => {
-                let z = format!("ratio of means, delta method, z = {:.3}", av.statistic);
-                out.push_str(&metric_line("order value", av, (1.0, 4, ""), &adjusted(av), &z));
-            }
-            (None, note) => {
-                out.push_str(&format!("  order value     not compared: {}\n", note.as_deref().unwrap_or("undefined")))
-            }
+    };
+    let test = |u: &Uplift| match m {
+        Metric::Conversion => format!("two-proportion z-test, z = {:.3}", u.statistic),
+        Metric::AverageOrderValue => format!("ratio of means, delta method, z = {:.3}", u.statistic),
+        _ => welch(u),
+    };
+    let Some(plain) = plain else {
+        return format!(
+            "  {label:<15} not compared: {}\n",
+            c.average_order_value_note.as_deref().unwrap_or("undefined")
+        );
+    };
+    match cuped {
+        None => metric_line(label, plain, unit, &adjusted(plain), &test(plain)),
+        Some(x) => {
+            let u = &x.uplift;
+            let how = match m {
+                Metric::AverageOrderValue => format!("z = {:.3}", u.statistic),
+                _ => welch(u),
+            };
+            let with =
+                format!("CUPED, θ = {:.4}, variance {}%; {how}", x.theta, signed(-100.0 * x.variance_reduction, 1));
+            metric_line(label, u, unit, &adjusted(u), &with)
+                + &metric_line("  without CUPED", plain, unit, &adjusted(plain), &test(plain))
         }
     }
-    out
 }
 
 /// One metric's line of a comparison: the difference (× `scale`, to

@@ -27,6 +27,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod activity;
 pub mod audience;
 pub mod balance;
 pub mod bits;

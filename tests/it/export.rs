@@ -497,7 +497,7 @@ fn the_experiment_report_matches_a_hand_computed_example() {
     close(&c0["revenue_per_member"]["p_adjusted"], 0.3916647697481549);
     close(&c0["conversion"]["p_adjusted"], 0.3916647697481549);
     assert!(c0["orders_per_member"]["p_adjusted"].is_null(), "{c0}");
-    let text = taglake_ok(&["experiment", "report", "1", "--metric", "revenue", "--cap", "95"], dir);
+    let text = taglake_ok(&["experiment", "report", "1", "--metric", "revenue", "--cap", "95", "--cuped", "off"], dir);
     assert!(text.contains("capped at 21.00 (the 95th percentile") && text.contains("2 members capped"), "{text}");
     // Only revenue's line, and nothing to adjust with one test.
     assert_eq!(text.matches("Welch's t-test").count(), 1, "{text}");
@@ -514,6 +514,49 @@ fn the_experiment_report_matches_a_hand_computed_example() {
         let out = taglake(&[&["experiment", "report", "1"][..], &args].concat(), dir);
         let e = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && e.contains(want), "{args:?}: {e}");
+    }
+    // CUPED over the 30 days before launch: only t[3] bought then (100, one
+    // order). numpy/scipy over the eight values per member (window bought,
+    // revenue, orders; the same before launch), as in stats.rs:
+    //   revenue: θ -0.03461538461538461, diff 5.783689994216309,
+    //     t 1.515023510269905, p 0.14596739029834682, reduction 0.0064532002510305775
+    //   conversion: θ -0.10256410256410249, diff 0.11567379988432619, t 1.1812740289039476
+    //   orders: θ -0.12820512820512864, t 1.2922238290768726, p 0.20890473173586177
+    assert_eq!(r["cuped"]["days"], 30.0);
+    let rc = &cmp["revenue_per_member_cuped"];
+    close(&rc["theta"], -0.03461538461538461);
+    close(&rc["uplift"]["diff"], 5.783689994216309);
+    close(&rc["uplift"]["statistic"], 1.515023510269905);
+    close(&rc["uplift"]["p_value"], 0.14596739029834682);
+    close(&rc["variance_reduction"], 0.0064532002510305775);
+    close(&cmp["conversion_cuped"]["theta"], -0.10256410256410249);
+    close(&cmp["conversion_cuped"]["uplift"]["diff"], 0.11567379988432619);
+    close(&cmp["conversion_cuped"]["uplift"]["statistic"], 1.1812740289039476);
+    close(&cmp["orders_per_member_cuped"]["theta"], -0.12820512820512864);
+    close(&cmp["orders_per_member_cuped"]["uplift"]["p_value"], 0.20890473173586177);
+    // The control bought nothing before launch: no pre-period order value.
+    assert!(cmp["average_order_value_cuped"].is_null());
+    assert_eq!(cmp["average_order_value_cuped_note"], "control has no orders, so its average order value is undefined");
+    let text = taglake_ok(&["experiment", "report", "1", "--metric", "revenue"], dir);
+    assert!(text.contains("CUPED: each metric adjusted by the same metric over the 30 days before launch"), "{text}");
+    assert!(text.contains("CUPED, θ = -0.0346, variance -0.6%") && text.contains("without CUPED"), "{text}");
+    let off = taglake_ok(&["experiment", "report", "1", "--cuped", "off", "--format", "json"], dir);
+    let off: serde_json::Value = serde_json::from_str(&off).unwrap();
+    assert!(off["cuped"].is_null() && off["comparisons"][0]["revenue_per_member_cuped"].is_null());
+    // The lookback decides what is adjusted by: the last hour before launch
+    // holds t[3]'s order as the 30 days do; a year also holds everyone's
+    // first order (50 each), which no arm differs in.
+    let theta = |lookback: &str| {
+        let j = taglake_ok(&["experiment", "report", "1", "--cuped", lookback, "--format", "json"], dir);
+        let j: serde_json::Value = serde_json::from_str(&j).unwrap();
+        j["comparisons"][0]["revenue_per_member_cuped"]["theta"].as_f64().unwrap()
+    };
+    close(&theta("1h").into(), -0.03461538461538461);
+    assert_ne!(theta("400d"), theta("30d"));
+    for bad in ["0d", "soon", "-3d"] {
+        let out = taglake(&["experiment", "report", "1", &format!("--cuped={bad}")], dir);
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && e.contains("--cuped (a lookback such as 30d, or off)"), "{bad}: {e}");
     }
     let bh = taglake_ok(&["experiment", "report", "1", "--correction", "bh", "--format", "json"], dir);
     let bh: serde_json::Value = serde_json::from_str(&bh).unwrap();
