@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use arrow::array::{Array, AsArray};
 use clap::{Args, Subcommand};
 use taglake_query::TagSet;
+use taglake_query::experiment::plan::{self, Effect, PlanMetric, PlanOptions};
 use taglake_query::experiment::{self, Metric, Report, ReportOptions};
 use taglake_query::export::{self, ExportOptions, Split};
 use taglake_query::members::family_column_names;
@@ -171,9 +172,85 @@ enum ExperimentCommand {
         /// estimate, with the variance it removed.
         #[arg(long, default_value = "30d", value_name = "LOOKBACK|off")]
         cuped: String,
+        /// Also draw the report as an SVG: each metric's effect and 95 % CI
+        /// per arm (CUPED and plain), and the daily cumulative conversion.
+        #[arg(long, value_name = "FILE.svg")]
+        chart: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
+    /// Before launch: the smallest effect the audience can show, or the
+    /// members an effect needs, from the audience's own history.
+    Plan {
+        /// Audience expression (as `taglake export --audience`).
+        #[arg(long)]
+        audience: String,
+        /// The metric to size for.
+        #[arg(long, value_enum, default_value_t = PlanMetricArg::Conversion)]
+        metric: PlanMetricArg,
+        /// The experiment's window.
+        #[arg(long, default_value = "14d")]
+        window: String,
+        /// Arms and their weights (as `taglake export --split`).
+        #[arg(long, default_value = "treatment=90,control=10")]
+        split: String,
+        /// The control arm of the split.
+        #[arg(long, default_value = "control")]
+        control: String,
+        /// The effect to detect: relative to the baseline (2%) or absolute
+        /// (0.5); without it the plan prints the minimum detectable effect.
+        #[arg(long)]
+        mde: Option<String>,
+        /// Probability of detecting the effect.
+        #[arg(long, default_value_t = 0.8)]
+        power: f64,
+        /// Significance level (two-sided).
+        #[arg(long, default_value_t = 0.05)]
+        alpha: f64,
+        /// CUPED lookback the report will use (e.g. 30d), or `off`.
+        #[arg(long, default_value = "30d", value_name = "LOOKBACK|off")]
+        cuped: String,
+        /// Percent of all members in the global holdout (left out of exports).
+        #[arg(long, default_value_t = export::HOLDOUT_SHARE * 100.0)]
+        holdout: f64,
+        /// Salt of the global holdout.
+        #[arg(long, default_value = export::HOLDOUT_SALT)]
+        holdout_salt: String,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// The global holdout against every other member over the last window:
+    /// the lift of all marketing together, with CUPED; the holdout's size
+    /// and whether any export leaked into it.
+    HoldoutReport {
+        /// The window, ending at the start of the newest order's day.
+        #[arg(long, default_value = "28d")]
+        window: String,
+        /// CUPED lookback before the window (e.g. 30d), or `off`.
+        #[arg(long, default_value = "30d", value_name = "LOOKBACK|off")]
+        cuped: String,
+        /// Metrics to compare (comma-separated; default all).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        metric: Vec<MetricArg>,
+        /// Cap each member's window revenue at this percentile (e.g. 99.9).
+        #[arg(long, value_name = "PERCENTILE")]
+        cap: Option<f64>,
+        /// Percent of all members in the global holdout.
+        #[arg(long, default_value_t = export::HOLDOUT_SHARE * 100.0)]
+        holdout: f64,
+        /// Salt of the global holdout.
+        #[arg(long, default_value = export::HOLDOUT_SALT)]
+        holdout_salt: String,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+}
+
+/// `experiment plan --metric` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PlanMetricArg {
+    Conversion,
+    Revenue,
 }
 
 /// `--cuped`: a lookback, or `off`.
@@ -681,7 +758,89 @@ pub async fn experiment_cmd(a: ExperimentArgs) -> Result<()> {
                 }
             }
         }
-        ExperimentCommand::Report { id, window, control, correction, metric, cap, cuped, format } => {
+        ExperimentCommand::Plan {
+            audience,
+            metric,
+            window,
+            split,
+            control,
+            mde,
+            power,
+            alpha,
+            cuped,
+            holdout,
+            holdout_salt,
+            format,
+        } => {
+            let options = PlanOptions::new(&audience)
+                .metric(match metric {
+                    PlanMetricArg::Conversion => PlanMetric::Conversion,
+                    PlanMetricArg::Revenue => PlanMetric::Revenue,
+                })
+                .window(experiment::parse_window(&window).context("--window")?)
+                .context("--window")?
+                .split(export::Split::parse(&split)?, &control)
+                .context("--split and --control")?
+                .effect(mde.as_deref().map(Effect::parse).transpose().context("--mde")?)
+                .levels(power, alpha)
+                .context("--power and --alpha")?
+                .cuped(cuped_arg(&cuped)?)?
+                .holdout(&holdout_salt, holdout / 100.0)?;
+            let p = plan::plan(&wh, &options).await?;
+            match format {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&p)?),
+                OutputFormat::Csv => {
+                    println!(
+                        "arm,members,control_members,mde,mde_relative,mde_without_cuped,needed,needed_without_cuped"
+                    );
+                    let opt = |v: Option<String>| v.unwrap_or_default();
+                    for a in &p.arms {
+                        println!(
+                            "{},{},{},{},{},{},{},{}",
+                            a.arm,
+                            a.members,
+                            a.control_members,
+                            a.mde,
+                            opt(a.mde_relative.map(|v| v.to_string())),
+                            a.mde_without_cuped,
+                            opt(a.needed.map(|v| v.to_string())),
+                            opt(a.needed_without_cuped.map(|v| v.to_string()))
+                        );
+                    }
+                }
+                OutputFormat::Table => print!("{}", render_plan(&p)),
+            }
+        }
+        ExperimentCommand::HoldoutReport { window, cuped, metric, cap, holdout, holdout_salt, format } => {
+            let window_len = experiment::parse_window(&window).context("--window")?;
+            let mut options =
+                ReportOptions::new(window_len, export::HOLDOUT_ARM).cap(cap)?.cuped(cuped_arg(&cuped)?)?;
+            if !metric.is_empty() {
+                options = options.metrics(&metric.into_iter().map(Metric::from).collect::<Vec<_>>())?;
+            }
+            let r = experiment::holdout::holdout_report(&wh, &holdout_salt, holdout / 100.0, &options).await?;
+            match format {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+                OutputFormat::Csv => {
+                    println!("arm,members,buyers,conversion,orders,orders_per_member,revenue,revenue_per_member");
+                    for a in &r.analysis.arms {
+                        println!(
+                            "{},{},{},{},{},{},{},{}",
+                            a.arm,
+                            a.members,
+                            a.buyers,
+                            a.conversion,
+                            a.orders,
+                            a.orders_per_member,
+                            a.revenue,
+                            a.revenue_per_member
+                        );
+                    }
+                }
+                OutputFormat::Table => print!("{}", render_holdout(&r, &window, &options)),
+            }
+        }
+        ExperimentCommand::Report { id, window, control, correction, metric, cap, cuped, chart, format } => {
             let window_len = experiment::parse_window(&window).context("--window")?;
             let mut options = ReportOptions::new(window_len, &control)
                 .correction(correction.into())
@@ -691,6 +850,10 @@ pub async fn experiment_cmd(a: ExperimentArgs) -> Result<()> {
                 options = options.metrics(&metric.into_iter().map(Metric::from).collect::<Vec<_>>())?;
             }
             let r = experiment::report(&wh, id, &options).await?;
+            if let Some(path) = &chart {
+                std::fs::write(path, experiment::chart::render_svg(&r))
+                    .with_context(|| format!("--chart: writing {}", path.display()))?;
+            }
             match format {
                 OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
                 OutputFormat::Csv => {
@@ -792,23 +955,7 @@ fn render_report(r: &Report, window: &str) -> String {
             )),
         }
     }
-    out.push_str(&format!(
-        "\n{:<12} {:>10} {:>9} {:>11} {:>10} {:>14} {:>14} {:>15}\n",
-        "arm", "members", "buyers", "conversion", "orders", "orders/member", "revenue", "revenue/member"
-    ));
-    for a in &r.arms {
-        out.push_str(&format!(
-            "{:<12} {:>10} {:>9} {:>10.2}% {:>10} {:>14.4} {:>14.2} {:>15.4}\n",
-            a.arm,
-            report::count(a.members),
-            report::count(a.buyers),
-            100.0 * a.conversion,
-            report::count(a.orders),
-            a.orders_per_member,
-            a.revenue,
-            a.revenue_per_member
-        ));
-    }
+    out.push_str(&arm_table(&r.arms));
     if r.tests > 1 {
         out.push_str(&format!(
             "\np-values adjusted for {} tests (every arm and metric) by {}: \"adjusted\" below\n",
@@ -839,7 +986,7 @@ fn render_report(r: &Report, window: &str) -> String {
     for c in &r.comparisons {
         out.push_str(&format!("\n{} vs {}\n", c.arm, c.control));
         for m in Metric::ALL.into_iter().filter(|m| r.metrics.contains(m)) {
-            out.push_str(&comparison_lines(r, c, m));
+            out.push_str(&comparison_lines(r.tests, r.correction, c, m));
         }
         if let Some(note) =
             c.average_order_value_cuped_note.as_ref().filter(|_| r.metrics.contains(&Metric::AverageOrderValue))
@@ -850,11 +997,34 @@ fn render_report(r: &Report, window: &str) -> String {
     out
 }
 
+/// The per-arm figures as a text table.
+fn arm_table(arms: &[experiment::ArmResult]) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "\n{:<12} {:>10} {:>9} {:>11} {:>10} {:>14} {:>14} {:>15}\n",
+        "arm", "members", "buyers", "conversion", "orders", "orders/member", "revenue", "revenue/member"
+    ));
+    for a in arms {
+        out.push_str(&format!(
+            "{:<12} {:>10} {:>9} {:>10.2}% {:>10} {:>14.4} {:>14.2} {:>15.4}\n",
+            a.arm,
+            report::count(a.members),
+            report::count(a.buyers),
+            100.0 * a.conversion,
+            report::count(a.orders),
+            a.orders_per_member,
+            a.revenue,
+            a.revenue_per_member
+        ));
+    }
+    out
+}
+
 /// A metric's lines of a comparison: the CUPED estimate (when there is
 /// one) with the plain estimate below it, or the plain estimate alone.
-fn comparison_lines(r: &Report, c: &experiment::Comparison, m: Metric) -> String {
+fn comparison_lines(tests: usize, correction: Correction, c: &experiment::Comparison, m: Metric) -> String {
     let adjusted = |u: &Uplift| match u.p_adjusted {
-        Some(a) if r.tests > 1 && r.correction != Correction::None => format!(", adjusted {}", p_value(a)),
+        Some(a) if tests > 1 && correction != Correction::None => format!(", adjusted {}", p_value(a)),
         _ => String::new(),
     };
     let df = |u: &Uplift| u.df.map(|d| format!(", df = {d:.1}")).unwrap_or_default();
@@ -892,6 +1062,133 @@ fn comparison_lines(r: &Report, c: &experiment::Comparison, m: Metric) -> String
                 + &metric_line("  without CUPED", plain, unit, &adjusted(plain), &test(plain))
         }
     }
+}
+
+/// A plan as text.
+fn render_plan(p: &plan::Plan) -> String {
+    let pct = |v: f64| format!("{:.1} %", 100.0 * v);
+    let unit = |v: f64| match p.metric {
+        PlanMetric::Conversion => format!("{:.2} pp", 100.0 * v),
+        PlanMetric::Revenue => format!("{v:.4}"),
+    };
+    let mut out = format!(
+        "plan for `{}` (snapshot {}): {} members, {} outside the global holdout\n",
+        p.audience,
+        p.snapshot,
+        report::count(p.audience_members),
+        report::count(p.eligible)
+    );
+    out.push_str(&format!(
+        "{} over {} days · two-sided α = {} · power {}\n",
+        match p.metric {
+            PlanMetric::Conversion => "conversion",
+            PlanMetric::Revenue => "revenue per member",
+        },
+        p.window_days,
+        p.alpha,
+        pct(p.power)
+    ));
+    let look = p.cuped_days.map(|d| format!(" · ρ with the {d} days before")).unwrap_or_default();
+    out.push_str(&format!("\nthe audience's last {} whole windows:\n", p.history.len()));
+    for h in &p.history {
+        out.push_str(&format!(
+            "  {} → {}  mean {:.4}  sd {:.4}{}\n",
+            h.from.format("%Y-%m-%d"),
+            h.to.format("%Y-%m-%d"),
+            h.mean,
+            h.sd,
+            if look.is_empty() { String::new() } else { format!("  ρ {:.3}", h.correlation) }
+        ));
+    }
+    out.push_str(&format!("baseline {:.4} · sd {:.4}", p.baseline, p.sd));
+    match p.cuped_days {
+        Some(d) => out.push_str(&format!(
+            " · CUPED ({d} days) leaves sd {:.4} (ρ = {:.3}, variance {})\n",
+            p.sd_cuped,
+            p.correlation,
+            pct(-(1.0 - (p.sd_cuped / p.sd.max(f64::MIN_POSITIVE)).powi(2)))
+        )),
+        None => out.push_str(" · CUPED off\n"),
+    }
+    for a in &p.arms {
+        let rel = |v: Option<f64>| v.map(|r| format!(" ({} of the baseline)", pct(r))).unwrap_or_default();
+        out.push_str(&format!(
+            "\n{} vs control ({} vs {} members)\n  minimum detectable effect: {}{}; without CUPED {}\n",
+            a.arm,
+            report::count(a.members),
+            report::count(a.control_members),
+            unit(a.mde),
+            rel(a.mde_relative),
+            unit(a.mde_without_cuped)
+        ));
+        if let (Some(n), Some(e)) = (a.needed, p.effect_absolute) {
+            out.push_str(&format!(
+                "  to detect {}: {} members in all{}\n",
+                unit(e),
+                report::count(n),
+                a.needed_without_cuped.map(|w| format!(" (without CUPED {})", report::count(w))).unwrap_or_default()
+            ));
+        }
+    }
+    if let (Some(n), Some(share)) = (p.needed, p.needed_share) {
+        out.push_str(&format!(
+            "\nneeded: {} members, {} of the eligible audience{}\n",
+            report::count(n),
+            pct(share),
+            if share > 1.0 { " — the audience is too small for this effect" } else { "" }
+        ));
+    }
+    out
+}
+
+/// The holdout report as text.
+fn render_holdout(r: &experiment::holdout::HoldoutReport, window: &str, options: &ReportOptions) -> String {
+    let mut out = format!(
+        "global holdout (salt `{}`, {} %): {} of {} members ({:.3} %)\n",
+        r.salt,
+        100.0 * r.share,
+        report::count(r.held_out),
+        report::count(r.members),
+        100.0 * r.observed_share
+    );
+    if let Some(srm) = &r.srm {
+        out.push_str(&format!(
+            "size against its share: chi-square = {:.3}, p = {}{}\n",
+            srm.chi2,
+            p_value(srm.p_value),
+            if srm.mismatch { " — MISMATCH: the holdout is not the share it should be" } else { " (as configured)" }
+        ));
+    }
+    if r.exported_holdout_members > 0 {
+        let ids: Vec<String> = r.leaking_experiments.iter().map(|i| i.to_string()).collect();
+        out.push_str(&format!(
+            "WARNING: {} holdout members were exported in experiments {} (another holdout salt or a smaller share): the holdout is not clean\n",
+            report::count(r.exported_holdout_members),
+            ids.join(", ")
+        ));
+    } else {
+        out.push_str("no holdout member was exported into an experiment arm\n");
+    }
+    out.push_str(&format!(
+        "window {window}: orders from {} to {} (exclusive)\n",
+        r.window_start.format("%Y-%m-%d"),
+        r.window_end.format("%Y-%m-%d")
+    ));
+    if let Some(p) = &r.cuped {
+        out.push_str(&format!(
+            "CUPED: each metric adjusted by the same metric over the {} days before the window\n",
+            p.days
+        ));
+    }
+    let a = &r.analysis;
+    out.push_str(&arm_table(&a.arms));
+    for c in &a.comparisons {
+        out.push_str(&format!("\n{} vs {}: the lift of all marketing\n", c.arm, c.control));
+        for m in Metric::ALL.into_iter().filter(|m| options.metrics_chosen().contains(m)) {
+            out.push_str(&comparison_lines(a.tests, options.correction_chosen(), c, m));
+        }
+    }
+    out
 }
 
 /// One metric's line of a comparison: the difference (× `scale`, to

@@ -61,6 +61,46 @@ impl Activity {
         self.keys.iter().copied().zip(self.cells.chunks(w))
     }
 
+    /// This activity with `extra` added to window `window` (member, what
+    /// to add; any order): revenue and orders add up, the first purchase is
+    /// the earlier. For simulations that plant a known effect.
+    pub fn with_added(&self, window: usize, mut extra: Vec<(u32, Cell)>) -> Activity {
+        let w = self.windows.len();
+        assert!(window < w, "window {window} of {w}");
+        extra.sort_unstable_by_key(|e| e.0);
+        let mut out =
+            Activity { windows: self.windows.clone(), keys: Vec::new(), cells: Vec::new(), newest: self.newest };
+        let mut mine = self.members().peekable();
+        let mut theirs = extra.into_iter().peekable();
+        loop {
+            let next_mine = mine.peek().map(|m| m.0);
+            let next_theirs = theirs.peek().map(|t| t.0);
+            let key = match (next_mine, next_theirs) {
+                (None, None) => break,
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) => a,
+                (None, Some(b)) => b,
+            };
+            let mut cells = match mine.next_if(|m| m.0 == key) {
+                Some((_, c)) => c.to_vec(),
+                None => vec![Cell::default(); w],
+            };
+            while let Some((_, add)) = theirs.next_if(|t| t.0 == key) {
+                let c = &mut cells[window];
+                c.first_at = match (c.orders, add.orders) {
+                    (0, _) => add.first_at,
+                    (_, 0) => c.first_at,
+                    _ => c.first_at.min(add.first_at),
+                };
+                c.revenue += add.revenue;
+                c.orders += add.orders;
+            }
+            out.keys.push(key);
+            out.cells.extend(cells);
+        }
+        out
+    }
+
     /// Builds an activity from `(member, window index, order hash, amount,
     /// ordered at)` lines in any order: what [`scan_activity`] folds the
     /// table into, and what tests and simulations feed directly.
@@ -181,6 +221,32 @@ pub async fn scan_activity(wh: &Warehouse, set: &RoaringBitmap, windows: &[(i64,
     Ok(Activity::from_lines(windows, lines, (newest != i64::MIN).then_some(newest)))
 }
 
+/// The newest `ordered_at` in `orders` (µs), from a scan of that column
+/// alone; `None` without orders.
+pub async fn newest_order(wh: &Warehouse) -> Result<Option<i64>> {
+    let t = Table::Orders;
+    let files = table_files(wh, t).await?;
+    let newest = Mutex::new(None::<i64>);
+    tokio::task::block_in_place(|| {
+        scan::<_, Error>(t, &files, &[Wanted::plain(t, "ordered_at")], |b| {
+            let max = arrow::compute::max(b.column(0).as_primitive::<TimestampMicrosecondType>());
+            let mut n = newest.lock().expect("newest");
+            *n = (*n).max(max);
+            Ok(())
+        })
+    })?;
+    Ok(newest.into_inner().expect("newest"))
+}
+
+/// The end of the latest whole day (UTC midnight) at or before `at`, µs:
+/// history windows end there, so no window holds a day only in part.
+pub fn day_start(at: i64) -> i64 {
+    at.div_euclid(DAY_US) * DAY_US
+}
+
+/// Microseconds in a day.
+pub const DAY_US: i64 = 86_400_000_000;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +278,20 @@ mod tests {
             ]
         );
         assert_eq!(a.newest, Some(150));
+        let more = a.with_added(
+            0,
+            vec![
+                (5, Cell { revenue: 2.0, orders: 1, first_at: 9 }),
+                (7, Cell { revenue: 1.0, orders: 1, first_at: 99 }),
+                (3, Cell { revenue: 4.0, orders: 0, first_at: 0 }),
+            ],
+        );
+        let got: Vec<(u32, Vec<Cell>)> = more.members().map(|(k, c)| (k, c.to_vec())).collect();
+        assert_eq!(
+            got[0],
+            (3, vec![Cell { revenue: 4.0, orders: 0, first_at: 0 }, Cell { revenue: 1.0, orders: 1, first_at: 150 }])
+        );
+        assert_eq!(got[1], (5, vec![Cell { revenue: 2.0, orders: 1, first_at: 9 }, Cell::default()]));
+        assert_eq!(got[2].1[0], Cell { revenue: 18.5, orders: 3, first_at: 55 });
     }
 }

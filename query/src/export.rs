@@ -59,6 +59,32 @@ pub fn in_holdout(salt: &str, share: f64, member_id: &str) -> bool {
     unit(salt, member_id) < share
 }
 
+/// The members of `keys` in the global holdout (`salt`, `share`), from one
+/// scan of `member_ids` that keeps no id: a bitmap at any base size.
+pub async fn held_out(wh: &Warehouse, keys: &RoaringBitmap, salt: &str, share: f64) -> Result<RoaringBitmap> {
+    use arrow::array::{Array, AsArray};
+    use taglake_storage::scan::{Wanted, scan, table_files};
+    let t = Table::MemberIds;
+    let files = table_files(wh, t).await?;
+    let parts = std::sync::Mutex::new(Vec::new());
+    tokio::task::block_in_place(|| {
+        scan::<_, Error>(t, &files, &[Wanted::plain(t, "member_key"), Wanted::plain(t, "member_id")], |b| {
+            let k = b.column(0).as_primitive::<arrow::datatypes::Int64Type>();
+            let id = b.column(1).as_string::<i32>();
+            let mut held = RoaringBitmap::new();
+            for r in 0..b.num_rows() {
+                let Ok(key) = u32::try_from(k.value(r)) else { continue };
+                if !id.is_null(r) && keys.contains(key) && in_holdout(salt, share, id.value(r)) {
+                    held.insert(key);
+                }
+            }
+            parts.lock().expect("held out").push(held);
+            Ok(())
+        })
+    })?;
+    Ok(parts.into_inner().expect("held out").into_iter().fold(RoaringBitmap::new(), |a, b| a | b))
+}
+
 /// Arms and their shares (normalised to sum to 1).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Split(pub Vec<(String, f64)>);

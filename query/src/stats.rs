@@ -500,9 +500,10 @@ impl<const K: usize> CoMoments<K> {
         for (m, d) in self.mean.iter_mut().zip(&before) {
             *m += d / n;
         }
-        for i in 0..K {
-            for j in 0..K {
-                self.c[i][j] += before[i] * (v[j] - self.mean[j]);
+        let after: [f64; K] = std::array::from_fn(|j| v[j] - self.mean[j]);
+        for (row, b) in self.c.iter_mut().zip(&before) {
+            for (cell, a) in row.iter_mut().zip(&after) {
+                *cell += b * a;
             }
         }
     }

@@ -347,8 +347,10 @@ fn export_errors_name_the_problem() {
 /// A base small enough to compute the report by hand: 40 members, split
 /// 50/50 with no holdout, launched 2026-01-01, and order lines placed
 /// before, inside and after the 14-day window.
-#[test]
-fn the_experiment_report_matches_a_hand_computed_example() {
+/// 40 members who each bought 50 on 2025-06-01, an export on 2026-01-01
+/// split 19/21, then orders around the launch (see below); returns the
+/// warehouse directory and the treatment and control member ids, sorted.
+fn report_fixture() -> (tempfile::TempDir, Vec<String>, Vec<String>) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let mut members = String::from("member_id,registered_at\n");
@@ -381,8 +383,8 @@ fn the_experiment_report_matches_a_hand_computed_example() {
         dir,
     );
     let a = arms(&dir.join("arms.csv"));
-    let mut t: Vec<&String> = a.iter().filter(|(_, v)| v[0] == "treatment").map(|(id, _)| id).collect();
-    let mut c: Vec<&String> = a.iter().filter(|(_, v)| v[0] == "control").map(|(id, _)| id).collect();
+    let mut t: Vec<String> = a.iter().filter(|(_, v)| v[0] == "treatment").map(|(id, _)| id.clone()).collect();
+    let mut c: Vec<String> = a.iter().filter(|(_, v)| v[0] == "control").map(|(id, _)| id.clone()).collect();
     t.sort();
     c.sort();
     // The salt fixes the arm sizes; the figures below are for these sizes.
@@ -391,14 +393,14 @@ fn the_experiment_report_matches_a_hand_computed_example() {
     // first of two lines), 20 and 60; one control buyer spends 15. Outside:
     // an order the day before launch and one exactly at the window's end.
     let lines = [
-        ("W1", 1, t[0], "2026-01-02T09:00:00Z", 4.0),
-        ("W1", 2, t[0], "2026-01-02T09:00:00Z", 6.0),
-        ("W2", 1, t[0], "2026-01-05T09:00:00Z", 30.0),
-        ("W3", 1, t[1], "2026-01-03T09:00:00Z", 20.0),
-        ("W4", 1, t[2], "2026-01-14T23:59:59Z", 60.0),
-        ("W5", 1, c[0], "2026-01-01T00:00:00Z", 15.0),
-        ("X1", 1, t[3], "2025-12-31T23:59:59Z", 100.0),
-        ("X2", 1, c[1], "2026-01-15T00:00:00Z", 100.0),
+        ("W1", 1, &t[0], "2026-01-02T09:00:00Z", 4.0),
+        ("W1", 2, &t[0], "2026-01-02T09:00:00Z", 6.0),
+        ("W2", 1, &t[0], "2026-01-05T09:00:00Z", 30.0),
+        ("W3", 1, &t[1], "2026-01-03T09:00:00Z", 20.0),
+        ("W4", 1, &t[2], "2026-01-14T23:59:59Z", 60.0),
+        ("W5", 1, &c[0], "2026-01-01T00:00:00Z", 15.0),
+        ("X1", 1, &t[3], "2025-12-31T23:59:59Z", 100.0),
+        ("X2", 1, &c[1], "2026-01-15T00:00:00Z", 100.0),
     ];
     let mut after = String::from("order_id,line_no,member_id,ordered_at,channel,sku,category,quantity,amount\n");
     for (order, line, member, at, amount) in lines {
@@ -406,6 +408,13 @@ fn the_experiment_report_matches_a_hand_computed_example() {
     }
     std::fs::write(dir.join("after.csv"), after).unwrap();
     taglake_ok(&["ingest", "orders", "after.csv"], dir);
+    (tmp, t, c)
+}
+
+#[test]
+fn the_experiment_report_matches_a_hand_computed_example() {
+    let (tmp, _, _) = report_fixture();
+    let dir = tmp.path();
 
     let json = taglake_ok(&["experiment", "report", "1", "--window", "14d", "--format", "json"], dir);
     let r: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -572,4 +581,97 @@ fn the_experiment_report_matches_a_hand_computed_example() {
     assert!(csv.lines().next().unwrap().ends_with(",present,srm_p_value,srm_mismatch"), "{csv}");
     let e = taglake(&["experiment", "report", "1", "--control", "placebo"], dir);
     assert!(String::from_utf8_lossy(&e.stderr).contains("has no arm `placebo` (arms: treatment, control)"));
+}
+
+#[test]
+fn plans_holdout_reports_and_charts_read_the_same_history() {
+    let (tmp, _, _) = report_fixture();
+    let dir = tmp.path();
+    // The plan's windows end at the newest order's day (2026-01-15): per
+    // member revenue [40, 20, 60, 15] + 36 zeros, then t[3]'s 100, then
+    // nothing. numpy / statsmodels 0.15.0:
+    //   base = mean of the windows' means = 1.9583333333333333
+    //   sd = sqrt(mean of their variances) = 11.367736245639557
+    //   d = brentq(lambda d: NormalIndPower().power(d, 20, 0.05, ratio=1) - 0.8, ...) = 0.8859379498207648
+    //   MDE = d * sd = 10.071108943565108 (solve_power: 10.071109931363287)
+    //   for an MDE of 5: nobs1 = 81.14178828252544, so 163 members in all
+    let args = [
+        "experiment",
+        "plan",
+        "--audience",
+        "true",
+        "--metric",
+        "revenue",
+        "--split",
+        "treatment=50,control=50",
+        "--holdout",
+        "0",
+        "--cuped",
+        "off",
+        "--format",
+        "json",
+    ];
+    let p: serde_json::Value = serde_json::from_str(&taglake_ok(&args, dir)).unwrap();
+    let close = |v: &serde_json::Value, want: f64| {
+        let got = v.as_f64().unwrap_or_else(|| panic!("{v}"));
+        assert!((got - want).abs() <= 1e-9 * want.abs().max(1.0), "{got} vs {want}");
+    };
+    assert_eq!((p["audience_members"].as_u64(), p["eligible"].as_u64()), (Some(40), Some(40)));
+    assert_eq!(p["history"].as_array().unwrap().len(), 3);
+    assert_eq!(p["history"][0]["from"], "2026-01-01T00:00:00Z");
+    close(&p["history"][0]["mean"], 135.0 / 40.0);
+    close(&p["baseline"], 1.9583333333333333);
+    close(&p["sd"], 11.367736245639557);
+    close(&p["arms"][0]["mde"], 10.071108943565108);
+    assert!(
+        (p["arms"][0]["mde"].as_f64().unwrap() / 10.071109931363287 - 1.0).abs() < 0.01,
+        "statsmodels' solve_power"
+    );
+    let sized: serde_json::Value =
+        serde_json::from_str(&taglake_ok(&[&args[..], &["--mde", "5"]].concat(), dir)).unwrap();
+    assert_eq!(sized["needed"], 163);
+    close(&sized["needed_share"], 163.0 / 40.0);
+    let text = taglake_ok(&[&args[..args.len() - 2], &["--mde", "5"]].concat(), dir);
+    assert!(text.contains("the audience is too small for this effect"), "{text}");
+    for (bad, want) in [
+        (vec!["--mde=-2%"], "--mde"),
+        (vec!["--power", "1.5"], "--power and --alpha"),
+        (vec!["--split", "a=50,b=50"], "the split has no arm `control`"),
+        (vec!["--window", "2h"], "a plan's window is at least a day"),
+        (vec!["--audience", "no_such_tag"], "no_such_tag"),
+    ] {
+        let audience: &[&str] = if bad[0] == "--audience" { &[] } else { &["--audience", "true"] };
+        let out = taglake(&[&["experiment", "plan"][..], audience, &bad].concat(), dir);
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && e.contains(want), "{bad:?}: {e}");
+    }
+
+    // The holdout report: the export held nobody out (--holdout 0), so the
+    // members of the default 5 % holdout were exported: a leak it names.
+    let h: serde_json::Value = serde_json::from_str(&taglake_ok(
+        &["experiment", "holdout-report", "--window", "14d", "--format", "json"],
+        dir,
+    ))
+    .unwrap();
+    let held = h["held_out"].as_u64().unwrap();
+    assert_eq!(h["members"], 40);
+    assert_eq!(h["analysis"]["arms"][0]["members"].as_u64().unwrap() + held, 40);
+    assert_eq!(h["exported_holdout_members"].as_u64(), Some(held));
+    assert_eq!(h["window_start"], "2026-01-01T00:00:00Z");
+    if held > 0 {
+        assert_eq!(h["leaking_experiments"], serde_json::json!([1]));
+        let text = taglake_ok(&["experiment", "holdout-report", "--window", "14d"], dir);
+        assert!(text.contains("holdout members were exported in experiments 1"), "{text}");
+    }
+    let out = taglake(&["experiment", "holdout-report", "--holdout", "0"], dir);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("above 0 and below 100"));
+
+    // The chart: one SVG with both arms, written beside the text report.
+    let text = taglake_ok(&["experiment", "report", "1", "--chart", "report.svg"], dir);
+    assert!(text.contains("treatment vs control"), "{text}");
+    let svg = std::fs::read_to_string(dir.join("report.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{svg}");
+    assert!(svg.contains("treatment") && svg.contains("control") && !svg.contains("NaN"), "{svg}");
+    let out = taglake(&["experiment", "report", "1", "--chart", "no/such/dir/report.svg"], dir);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--chart: writing"));
 }

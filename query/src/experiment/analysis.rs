@@ -17,7 +17,7 @@ use taglake_storage::scan::table_files;
 use taglake_storage::{Table, Warehouse};
 
 use super::{Experiment, from_micros, get, micros, window_end};
-use crate::activity::{Activity, scan_activity};
+use crate::activity::{Activity, DAY_US, scan_activity};
 use crate::stats::{self, CoMoments, Correction, Cuped, Srm, StatsError, Uplift};
 use crate::{Error, Result};
 
@@ -30,9 +30,6 @@ const PRE: usize = 4;
 
 /// One member's values: the window's, then the pre-period's.
 type Values = CoMoments<8>;
-
-/// Microseconds in a day.
-const DAY_US: i64 = 86_400_000_000;
 
 /// Figures of one arm over the report window.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -255,6 +252,16 @@ impl ReportOptions {
     /// The report window.
     pub fn window(&self) -> chrono::Duration {
         self.window
+    }
+
+    /// The metrics compared.
+    pub fn metrics_chosen(&self) -> &[Metric] {
+        &self.metrics
+    }
+
+    /// The p-value adjustment.
+    pub fn correction_chosen(&self) -> Correction {
+        self.correction
     }
 
     /// The CUPED lookback, if CUPED is on.
@@ -515,13 +522,16 @@ async fn strata_srm(
     Ok((out, None))
 }
 
+/// Windows `[from, to)` in µs since the epoch.
+type Windows = Vec<(i64, i64)>;
+
 /// The windows a report or plan reads: `[start, end)` and, with a CUPED
 /// lookback, `[start − lookback, start)`; and the pre-period as shown.
 pub(crate) fn windows_of(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     lookback: Option<chrono::Duration>,
-) -> Result<(Vec<(i64, i64)>, Option<CupedPeriod>)> {
+) -> Result<(Windows, Option<CupedPeriod>)> {
     let mut windows = vec![(micros(start), micros(end))];
     let Some(look) = lookback else { return Ok((windows, None)) };
     let from = start

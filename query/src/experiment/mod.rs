@@ -27,6 +27,9 @@ use taglake_storage::{Table, Warehouse, WriterLock};
 use crate::{Error, Result};
 
 mod analysis;
+pub mod chart;
+pub mod holdout;
+pub mod plan;
 pub use analysis::{
     Analysis, ArmResult, Comparison, CupedPeriod, DEFAULT_CUPED_DAYS, Metric, Report, ReportOptions, RevenueCap,
     StratumSrm, analyse, report,
@@ -90,6 +93,11 @@ fn micros(t: DateTime<Utc>) -> i64 {
 
 fn from_micros(v: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(v).unwrap_or_default()
+}
+
+/// The time `v` µs after the epoch (the epoch itself if out of range).
+pub fn from_micros_utc(v: i64) -> DateTime<Utc> {
+    from_micros(v)
 }
 
 /// Every recorded experiment, by id.
