@@ -216,6 +216,10 @@ enum ExperimentCommand {
         /// Salt of the global holdout.
         #[arg(long, default_value = export::HOLDOUT_SALT)]
         holdout_salt: String,
+        /// The planned launch (YYYY-MM-DD or RFC 3339): history is measured
+        /// before it. Default: the newest order's day.
+        #[arg(long)]
+        launch_at: Option<String>,
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
@@ -770,9 +774,12 @@ pub async fn experiment_cmd(a: ExperimentArgs) -> Result<()> {
             cuped,
             holdout,
             holdout_salt,
+            launch_at,
             format,
         } => {
+            let until = launch_at.as_deref().map(parse_instant).transpose()?;
             let options = PlanOptions::new(&audience)
+                .until(until)
                 .metric(match metric {
                     PlanMetricArg::Conversion => PlanMetric::Conversion,
                     PlanMetricArg::Revenue => PlanMetric::Revenue,
@@ -1089,10 +1096,11 @@ fn render_plan(p: &plan::Plan) -> String {
         pct(p.power)
     ));
     let look = p.cuped_days.map(|d| format!(" · ρ with the {d} days before")).unwrap_or_default();
-    out.push_str(&format!("\nthe audience's last {} whole windows:\n", p.history.len()));
+    out.push_str("\nthe audience's last whole windows, and the same window 52 weeks before launch:\n");
     for h in &p.history {
         out.push_str(&format!(
-            "  {} → {}  mean {:.4}  sd {:.4}{}\n",
+            "  {}{} → {}  mean {:.4}  sd {:.4}{}\n",
+            if h.year_before { "a year before: " } else { "" },
             h.from.format("%Y-%m-%d"),
             h.to.format("%Y-%m-%d"),
             h.mean,
@@ -1100,7 +1108,10 @@ fn render_plan(p: &plan::Plan) -> String {
             if look.is_empty() { String::new() } else { format!("  ρ {:.3}", h.correlation) }
         ));
     }
-    out.push_str(&format!("baseline {:.4} · sd {:.4}", p.baseline, p.sd));
+    out.push_str(&format!(
+        "baseline {:.4} (the latest window) · sd {:.4} (the trend's next window, at least the noisiest)",
+        p.baseline, p.sd
+    ));
     match p.cuped_days {
         Some(d) => out.push_str(&format!(
             " · CUPED ({d} days) leaves sd {:.4} (ρ = {:.3}, variance {})\n",

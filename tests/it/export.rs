@@ -589,12 +589,13 @@ fn plans_holdout_reports_and_charts_read_the_same_history() {
     let dir = tmp.path();
     // The plan's windows end at the newest order's day (2026-01-15): per
     // member revenue [40, 20, 60, 15] + 36 zeros, then t[3]'s 100, then
-    // nothing. numpy / statsmodels 0.15.0:
-    //   base = mean of the windows' means = 1.9583333333333333
-    //   sd = sqrt(mean of their variances) = 11.367736245639557
-    //   d = brentq(lambda d: NormalIndPower().power(d, 20, 0.05, ratio=1) - 0.8, ...) = 0.8859379498207648
-    //   MDE = d * sd = 10.071108943565108 (solve_power: 10.071109931363287)
-    //   for an MDE of 5: nobs1 = 81.14178828252544, so 163 members in all
+    // nothing (and nothing 52 weeks before). Sized on σ projected one window
+    // ahead on the windows' trend; numpy / statsmodels 0.15.0:
+    //   s = [w0.std(ddof=1), w1.std(ddof=1), 0]; sd = np.polyval(np.polyfit([0, -1, -2], s, 1), 1)
+    //     = 20.915201012051774
+    //   d = brentq(lambda d: NormalIndPower().power(d, 20, 0.05, ratio=1) - 0.8, ...)
+    //   MDE = d * sd = 18.529570304706333 (solve_power: 18.529572122130407)
+    //   for an MDE of 5: nobs1 = 274.6759805416437, so 550 members in all
     let args = [
         "experiment",
         "plan",
@@ -617,20 +618,21 @@ fn plans_holdout_reports_and_charts_read_the_same_history() {
         assert!((got - want).abs() <= 1e-9 * want.abs().max(1.0), "{got} vs {want}");
     };
     assert_eq!((p["audience_members"].as_u64(), p["eligible"].as_u64()), (Some(40), Some(40)));
-    assert_eq!(p["history"].as_array().unwrap().len(), 3);
+    assert_eq!(p["history"].as_array().unwrap().len(), 4);
+    assert_eq!(p["history"][3]["year_before"], true);
     assert_eq!(p["history"][0]["from"], "2026-01-01T00:00:00Z");
     close(&p["history"][0]["mean"], 135.0 / 40.0);
-    close(&p["baseline"], 1.9583333333333333);
-    close(&p["sd"], 11.367736245639557);
-    close(&p["arms"][0]["mde"], 10.071108943565108);
+    close(&p["baseline"], 135.0 / 40.0);
+    close(&p["sd"], 20.915201012051774);
+    close(&p["arms"][0]["mde"], 18.529570304706333);
     assert!(
-        (p["arms"][0]["mde"].as_f64().unwrap() / 10.071109931363287 - 1.0).abs() < 0.01,
+        (p["arms"][0]["mde"].as_f64().unwrap() / 18.529572122130407 - 1.0).abs() < 0.01,
         "statsmodels' solve_power"
     );
     let sized: serde_json::Value =
         serde_json::from_str(&taglake_ok(&[&args[..], &["--mde", "5"]].concat(), dir)).unwrap();
-    assert_eq!(sized["needed"], 163);
-    close(&sized["needed_share"], 163.0 / 40.0);
+    assert_eq!(sized["needed"], 550);
+    close(&sized["needed_share"], 550.0 / 40.0);
     let text = taglake_ok(&[&args[..args.len() - 2], &["--mde", "5"]].concat(), dir);
     assert!(text.contains("the audience is too small for this effect"), "{text}");
     for (bad, want) in [

@@ -5,10 +5,20 @@
 //! rule of thumb knows, so a plan measures it: the audience's members (as
 //! tagged now, outside the global holdout, as an export would take them)
 //! over the last [`HISTORY_WINDOWS`] whole windows of the planned length
-//! before the newest order, each with its CUPED pre-period. The baseline
-//! and variance are averaged over those windows (they show how stable the
-//! metric is), and CUPED's gain comes from the correlation ρ between a
-//! window and its pre-period: the adjusted variance is σ²(1 − ρ²).
+//! before the launch (default: the newest order's day), and over the same
+//! window 52 weeks before launch, each with its CUPED pre-period. CUPED's
+//! gain comes from the correlation ρ between a window and its pre-period:
+//! the adjusted variance is σ²(1 − ρ²).
+//!
+//! Retail is seasonal and trends: revenue per member can grow a tenth from
+//! one fortnight to the next before the holidays, and a plan sized on the
+//! average of the last windows then falls short of its power in the window
+//! that follows. So a plan is sized on σ projected one window ahead by the
+//! least-squares trend of the recent windows, and never below the noisiest
+//! window measured (last year's season included); ρ is the weakest of the
+//! recent windows', the baseline the most recent window's mean. Every
+//! window is shown, so the trend is visible. The benchmark `experiment_sim` checks
+//! that plans made this way keep their power out of sample.
 //!
 //! The sizes themselves are a two-sided z-test's ([`stats::power`]): what
 //! statsmodels' `NormalIndPower` computes, with the effect in standard
@@ -196,6 +206,8 @@ pub struct HistoryWindow {
     /// Correlation with the same metric over the CUPED lookback before
     /// `from` (0 without CUPED).
     pub correlation: f64,
+    /// The window 52 weeks before launch (the same season last year).
+    pub year_before: bool,
 }
 
 /// One treatment arm against the control.
@@ -238,11 +250,12 @@ pub struct Plan {
     pub cuped_days: Option<f64>,
     /// The past windows measured, newest first.
     pub history: Vec<HistoryWindow>,
-    /// Mean of the windows' means: the baseline.
+    /// The most recent window's mean: the baseline.
     pub baseline: f64,
-    /// √(mean of the windows' variances).
+    /// The largest standard deviation of the windows with orders.
     pub sd: f64,
-    /// Mean correlation with the pre-period (0 without CUPED).
+    /// The correlation with the pre-period in the window `sd` comes from
+    /// (0 without CUPED).
     pub correlation: f64,
     /// The standard deviation CUPED leaves: sd·√(1 − ρ²).
     pub sd_cuped: f64,
@@ -279,11 +292,11 @@ pub async fn plan(wh: &Warehouse, o: &PlanOptions) -> Result<Plan> {
     let w = o.window.num_microseconds().unwrap_or(i64::MAX);
     let look = o.cuped.map(|l| l.num_microseconds().unwrap_or(i64::MAX));
     let mut windows = Vec::new();
-    for k in 0..HISTORY_WINDOWS as i64 {
-        let to = end.checked_sub(k.saturating_mul(w));
-        let from = to.and_then(|t| t.checked_sub(w));
-        let (Some(from), Some(to)) = (from, to) else { break };
-        windows.push((from, to));
+    let year = 364 * DAY_US;
+    let starts = (0..HISTORY_WINDOWS as i64).map(|k| end.checked_sub((k + 1).saturating_mul(w)));
+    for from in starts.chain([end.checked_sub(year)]) {
+        let Some(from) = from else { break };
+        windows.push((from, from.saturating_add(w)));
         windows.push((from.saturating_sub(look.unwrap_or(0)), from));
     }
     let activity = scan_activity(wh, &eligible, &windows).await?;
@@ -302,7 +315,7 @@ pub async fn plan(wh: &Warehouse, o: &PlanOptions) -> Result<Plan> {
     for m in &mut per_window {
         m.merge(&CoMoments::zeros(eligible.len() - pushed));
     }
-    let history: Vec<HistoryWindow> = per_window
+    let mut history: Vec<HistoryWindow> = per_window
         .iter()
         .zip(windows.chunks(2))
         .map(|(m, w)| {
@@ -314,13 +327,17 @@ pub async fn plan(wh: &Warehouse, o: &PlanOptions) -> Result<Plan> {
                 mean: m.mean[0],
                 sd: m.moments(0).variance().sqrt(),
                 correlation,
+                year_before: false,
             }
         })
         .collect();
-    let k = history.len().max(1) as f64;
-    let baseline = history.iter().map(|h| h.mean).sum::<f64>() / k;
-    let sd = (history.iter().map(|h| h.sd * h.sd).sum::<f64>() / k).sqrt();
-    let correlation = history.iter().map(|h| h.correlation).sum::<f64>() / k;
+    if let Some(last) = history.get_mut(HISTORY_WINDOWS) {
+        last.year_before = true;
+    }
+    let baseline = history.first().map_or(0.0, |h| h.mean);
+    let recent = &history[..history.len().min(HISTORY_WINDOWS)];
+    let sd = history.iter().map(|h| h.sd).fold(projected(recent.iter().map(|h| h.sd)), f64::max);
+    let correlation = recent.iter().map(|h| h.correlation).min_by(|a, b| a.abs().total_cmp(&b.abs())).unwrap_or(0.0);
     let sd_cuped = sd * (1.0 - correlation * correlation).max(0.0).sqrt();
     let effect_absolute = o.effect.map(|e| e.absolute(baseline));
     let control = o.split.0.iter().position(|(n, _)| *n == o.control).expect("checked by PlanOptions::split");
@@ -382,9 +399,34 @@ pub async fn plan(wh: &Warehouse, o: &PlanOptions) -> Result<Plan> {
     })
 }
 
+/// The value one step after the newest of `newest_first` on their
+/// least-squares line (0 for no values, the value itself for one).
+fn projected(newest_first: impl Iterator<Item = f64>) -> f64 {
+    // x = 0, −1, −2, … for the newest, the one before, …; the line at x = 1.
+    let points: Vec<(f64, f64)> = newest_first.enumerate().map(|(i, y)| (-(i as f64), y)).collect();
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return points.first().map_or(0.0, |p| p.1);
+    }
+    let (mx, my) = (points.iter().map(|p| p.0).sum::<f64>() / n, points.iter().map(|p| p.1).sum::<f64>() / n);
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    my + sxy / sxx * (1.0 - mx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_trend_is_projected_one_window_ahead() {
+        assert_eq!(projected([].into_iter()), 0.0);
+        assert_eq!(projected([3.0].into_iter()), 3.0);
+        assert!((projected([3.0, 2.0, 1.0].into_iter()) - 4.0).abs() < 1e-12);
+        assert!((projected([1.0, 2.0, 3.0].into_iter()) - 0.0).abs() < 1e-12);
+        // numpy.polyfit([0, -1, -2], [154.2, 142.1, 138.4], 1) at x = 1: 160.70000000000005
+        assert!((projected([154.2, 142.1, 138.4].into_iter()) - 160.70000000000005).abs() < 1e-9);
+    }
 
     #[test]
     fn effects_parse_and_bad_ones_are_explained() {
