@@ -829,19 +829,9 @@ pub async fn experiment_cmd(a: ExperimentArgs) -> Result<()> {
             match format {
                 OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
                 OutputFormat::Csv => {
-                    println!("arm,members,buyers,conversion,orders,orders_per_member,revenue,revenue_per_member");
+                    println!("{ARM_CSV_HEADER}");
                     for a in &r.analysis.arms {
-                        println!(
-                            "{},{},{},{},{},{},{},{}",
-                            a.arm,
-                            a.members,
-                            a.buyers,
-                            a.conversion,
-                            a.orders,
-                            a.orders_per_member,
-                            a.revenue,
-                            a.revenue_per_member
-                        );
+                        println!("{}", arm_csv(a));
                     }
                 }
                 OutputFormat::Table => print!("{}", render_holdout(&r, &window, &options)),
@@ -864,26 +854,13 @@ pub async fn experiment_cmd(a: ExperimentArgs) -> Result<()> {
             match format {
                 OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
                 OutputFormat::Csv => {
-                    println!(
-                        "arm,members,buyers,conversion,orders,orders_per_member,revenue,revenue_per_member,present,srm_p_value,srm_mismatch"
-                    );
+                    println!("{ARM_CSV_HEADER},present,srm_p_value,srm_mismatch");
                     let (srm_p, mismatch) = r
                         .srm
                         .as_ref()
                         .map_or((String::new(), String::new()), |s| (s.p_value.to_string(), s.mismatch.to_string()));
                     for a in &r.arms {
-                        println!(
-                            "{},{},{},{},{},{},{},{},{},{srm_p},{mismatch}",
-                            a.arm,
-                            a.members,
-                            a.buyers,
-                            a.conversion,
-                            a.orders,
-                            a.orders_per_member,
-                            a.revenue,
-                            a.revenue_per_member,
-                            a.present
-                        );
+                        println!("{},{},{srm_p},{mismatch}", arm_csv(a), a.present);
                     }
                 }
                 OutputFormat::Table => print!("{}", render_report(&r, &window)),
@@ -1002,6 +979,17 @@ fn render_report(r: &Report, window: &str) -> String {
         }
     }
     out
+}
+
+/// The columns of [`arm_csv`].
+const ARM_CSV_HEADER: &str = "arm,members,buyers,conversion,orders,orders_per_member,revenue,revenue_per_member";
+
+/// An arm's figures as a CSV row (without a line end).
+fn arm_csv(a: &experiment::ArmResult) -> String {
+    format!(
+        "{},{},{},{},{},{},{},{}",
+        a.arm, a.members, a.buyers, a.conversion, a.orders, a.orders_per_member, a.revenue, a.revenue_per_member
+    )
 }
 
 /// The per-arm figures as a text table.
