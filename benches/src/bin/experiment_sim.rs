@@ -1,5 +1,14 @@
 //! The experiment statistics on a real warehouse, many times over.
 //!
+//! `experiment_sim plant --warehouse W --experiment ID [--arm treatment]
+//! [--share 0.02] [--amount 100] --out planted.csv` plants a known effect
+//! over an existing warehouse the honest way, through the data: it writes
+//! an orders file in which each member of the arm, with probability
+//! `--share` (by a salted hash of the member id), buys one more order of
+//! `--amount` within a week after launch, and prints the revenue per member
+//! it added. Ingest the file (`taglake ingest orders planted.csv`) and
+//! `taglake experiment report ID` should find that uplift inside its CI.
+//!
 //! `experiment_sim --warehouse W [--audience EXPR] [--window 14d]
 //! [--cuped 30d] [--salts 1000] [--runs 200]` reads what the audience's
 //! members (outside the global holdout, as an export takes them) bought in
@@ -18,12 +27,15 @@
 //!    by 5 % of the baseline in expectation. Each run's 95 % CI should
 //!    cover the planted effect about 95 % of the time, and CUPED should
 //!    narrow it.
-//! 3. **A plan's power**: `experiment plan` (history up to the launch, so
-//!    the plan never sees the outcome window) gives the members an effect
-//!    of 1.4 × the full audience's minimum detectable effect needs; `--runs`
+//! 3. **A plan's power**: `experiment plan` gives the members an effect of
+//!    1.4 × the full audience's minimum detectable effect needs; `--runs`
 //!    samples of that many members, split 50/50 with that effect planted,
 //!    should detect it (CUPED estimate, p < 0.05, right sign) in about 80 %
-//!    of runs, for conversion and for revenue.
+//!    of runs, for conversion and for revenue. Twice: `measured`, the plan
+//!    made over the history up to the newest order (the window simulated is
+//!    among those it measured: this checks the sizing arithmetic), and
+//!    `forecast`, the plan made before launch (it never sees the window:
+//!    this checks how well the history predicts it).
 
 use std::path::PathBuf;
 
@@ -99,8 +111,66 @@ fn rate(hits: usize, n: usize) -> serde_json::Value {
     json!({ "hits": hits, "runs": n, "rate": p, "se": (p * (1.0 - p) / n.max(1) as f64).sqrt() })
 }
 
+/// `plant`: writes an orders CSV that gives members of an experiment arm a
+/// known extra order each (see the module doc); prints what it planted.
+async fn plant(mut it: impl Iterator<Item = String>) -> Result<(), Fail> {
+    let (mut warehouse, mut id, mut arm, mut share, mut amount, mut out) =
+        (None, None, "treatment".to_string(), 0.02, 100.0, None);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value\n{PLANT_USAGE}"));
+        match flag.as_str() {
+            "--warehouse" => warehouse = Some(PathBuf::from(value()?)),
+            "--experiment" => id = Some(value()?.parse::<i64>()?),
+            "--arm" => arm = value()?,
+            "--share" => share = value()?.parse()?,
+            "--amount" => amount = value()?.parse()?,
+            "--out" => out = Some(PathBuf::from(value()?)),
+            _ => return Err(format!("unknown flag {flag}\n{PLANT_USAGE}").into()),
+        }
+    }
+    let (Some(warehouse), Some(id), Some(out)) = (warehouse, id, out) else { return Err(PLANT_USAGE.into()) };
+    let wh = Warehouse::open(&warehouse)?;
+    let e = experiment::get(&wh, id).await?;
+    let members = &e.arms.iter().find(|a| a.name == arm).ok_or(format!("experiment {id} has no arm {arm}"))?.bitmap;
+    let salt = format!("plant-{id}");
+    let mut csv = String::from("order_id,line_no,member_id,ordered_at,channel,sku,category,quantity,amount\n");
+    let mut planted = 0u64;
+    for (_, member) in taglake_tagger::snapshot::member_ids(&wh, members).await? {
+        let u = unit(&salt, &member);
+        if u < share {
+            // Spread over the first 7 days after launch, at noon.
+            let day = (u / share * 7.0) as i64;
+            let at = e.launched_at + chrono::Duration::days(day) + chrono::Duration::hours(12);
+            csv.push_str(&format!(
+                "PLANT-{id}-{planted},1,{member},{},app,PLANTED,planted,1,{amount}\n",
+                at.to_rfc3339()
+            ));
+            planted += 1;
+        }
+    }
+    std::fs::write(&out, csv)?;
+    let n = members.len().max(1) as f64;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({
+            "experiment": id, "arm": arm, "arm_members": members.len(), "planted_orders": planted,
+            "amount": amount, "share": share, "out": out,
+            "expected_revenue_per_member_uplift": share * amount,
+            "planted_revenue_per_member": planted as f64 * amount / n,
+            "planted_orders_per_member": planted as f64 / n,
+        }))?
+    );
+    Ok(())
+}
+
+const PLANT_USAGE: &str = "usage: experiment_sim plant --warehouse W --experiment ID [--arm treatment] \
+                           [--share 0.02] [--amount 100] --out planted.csv";
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<(), Fail> {
+    if std::env::args().nth(1).as_deref() == Some("plant") {
+        return plant(std::env::args().skip(2)).await;
+    }
     let a = args()?;
     let wh = Warehouse::open(&a.warehouse)?;
     let window = experiment::parse_window(&a.window)?;
@@ -165,13 +235,17 @@ async fn main() -> Result<(), Fail> {
     // 3. A plan's power, per metric.
     let bought: RoaringBitmap = activity.members().filter(|(_, c)| c[0].orders > 0).map(|(k, _)| k).collect();
     let mut power = serde_json::Map::new();
-    for (metric, name) in [(PlanMetric::Conversion, "conversion"), (PlanMetric::Revenue, "revenue")] {
+    let forecast = [("measured", None), ("forecast", Some(experiment::from_micros_utc(launch)))];
+    for ((metric, name), (mode, until)) in [(PlanMetric::Conversion, "conversion"), (PlanMetric::Revenue, "revenue")]
+        .into_iter()
+        .flat_map(|m| forecast.into_iter().map(move |f| (m, f)))
+    {
         let base = PlanOptions::new(&a.audience)
             .metric(metric)
             .window(window)?
             .split(Split::parse("treatment=50,control=50")?, "control")?
             .cuped(Some(lookback))?
-            .until(Some(experiment::from_micros_utc(launch)));
+            .until(until);
         let full = plan(&wh, &base).await?;
         let target = 1.4 * full.arms[0].mde;
         let sized = plan(&wh, &base.clone().effect(Some(Effect::Absolute(target)))).await?;
@@ -200,7 +274,7 @@ async fn main() -> Result<(), Fail> {
             detected += usize::from(u.p_value < 0.05 && u.diff > 0.0);
         }
         power.insert(
-            name.into(),
+            format!("{name}_{mode}"),
             json!({
                 "baseline": sized.baseline, "sd": sized.sd, "correlation": sized.correlation,
                 "effect": target, "members_needed": needed, "share_of_audience": keep,

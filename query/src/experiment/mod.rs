@@ -6,7 +6,7 @@
 //! was exported even after the audience's tags have moved, and the
 //! `in_experiment` tag (members of experiments still running) costs one OR.
 //!
-//! The report ([`analysis`]) reads the order lines placed in `[launched_at,
+//! The report (module `analysis`) reads the order lines placed in `[launched_at,
 //! launched_at + window)` by cohort members, and for CUPED the lines of a
 //! lookback before launch, and compares every arm with the control arm;
 //! [`plan`] sizes an experiment before launch from the audience's history,
