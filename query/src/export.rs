@@ -59,6 +59,15 @@ pub fn in_holdout(salt: &str, share: f64, member_id: &str) -> bool {
     unit(salt, member_id) < share
 }
 
+/// A global holdout share must be at least 0 and below 1.
+pub(crate) fn check_holdout_share(share: f64) -> Result<()> {
+    if (0.0..1.0).contains(&share) {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!("--holdout must be at least 0 and below 100 %, not {}", share * 100.0)))
+    }
+}
+
 /// The members of `keys` in the global holdout (`salt`, `share`), from one
 /// scan of `member_ids` that keeps no id: a bitmap at any base size.
 pub async fn held_out(wh: &Warehouse, keys: &RoaringBitmap, salt: &str, share: f64) -> Result<RoaringBitmap> {
@@ -213,12 +222,7 @@ pub struct ExportSummary {
 /// when its audience excludes `in_experiment`.
 pub async fn export(wh: &Warehouse, lock: &WriterLock, o: &ExportOptions) -> Result<ExportSummary> {
     lock.check(wh)?;
-    if !(0.0..1.0).contains(&o.holdout_share) {
-        return Err(Error::Invalid(format!(
-            "--holdout must be at least 0 and below 100 %, not {}",
-            o.holdout_share * 100.0
-        )));
-    }
+    check_holdout_share(o.holdout_share)?;
     if o.salt.trim().is_empty() {
         return Err(Error::Invalid("the salt is empty: give --salt (the split depends on it)".into()));
     }

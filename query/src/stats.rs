@@ -705,16 +705,22 @@ pub fn minimum_effect(n_t: f64, n_c: f64, alpha: f64, target: f64) -> Result<f64
     if !(n_t > 0.0 && n_c > 0.0) {
         return Err(PowerError::NoMembers);
     }
-    // Power rises with the effect: bisect between 0 and an effect surely enough.
+    Ok(first_reaching(|d| power(d, n_t, n_c, alpha), target))
+}
+
+/// The smallest positive `x` with `rising(x) >= target`, for a function
+/// that rises with `x` (power with the effect or the members): doubling
+/// until it is reached, then bisection to the last bit.
+fn first_reaching(rising: impl Fn(f64) -> f64, target: f64) -> f64 {
     let (mut lo, mut hi) = (0.0, 1.0);
-    while power(hi, n_t, n_c, alpha) < target {
+    while rising(hi) < target {
         hi *= 2.0;
     }
     for _ in 0..200 {
         let mid = 0.5 * (lo + hi);
-        if power(mid, n_t, n_c, alpha) < target { lo = mid } else { hi = mid }
+        if rising(mid) < target { lo = mid } else { hi = mid }
     }
-    Ok(hi)
+    hi
 }
 
 /// Members in all (split `share_t : share_c` between the arms) needed to
@@ -730,16 +736,7 @@ pub fn members_needed(effect: f64, share_t: f64, share_c: f64, alpha: f64, targe
         return Err(PowerError::NoMembers);
     }
     let (wt, wc) = (share_t / (share_t + share_c), share_c / (share_t + share_c));
-    let at = |n: f64| power(effect, n * wt, n * wc, alpha);
-    let (mut lo, mut hi) = (0.0, 2.0);
-    while at(hi) < target {
-        hi *= 2.0;
-    }
-    for _ in 0..200 {
-        let mid = 0.5 * (lo + hi);
-        if at(mid) < target { lo = mid } else { hi = mid }
-    }
-    Ok(hi)
+    Ok(first_reaching(|n| power(effect, n * wt, n * wc, alpha), target))
 }
 
 #[cfg(test)]

@@ -242,10 +242,7 @@ impl ReportOptions {
 
     /// CUPED over this lookback before launch (`None`: off).
     pub fn cuped(mut self, lookback: Option<chrono::Duration>) -> Result<ReportOptions> {
-        if lookback.is_some_and(|l| l <= chrono::Duration::zero()) {
-            return Err(Error::Invalid("the CUPED lookback must be longer than zero".into()));
-        }
-        self.cuped = lookback;
+        self.cuped = checked_lookback(lookback)?;
         Ok(self)
     }
 
@@ -267,6 +264,16 @@ impl ReportOptions {
     /// The CUPED lookback, if CUPED is on.
     pub fn cuped_lookback(&self) -> Option<chrono::Duration> {
         self.cuped
+    }
+}
+
+/// A CUPED lookback, which must be longer than zero (`None`: CUPED off).
+pub(crate) fn checked_lookback(lookback: Option<chrono::Duration>) -> Result<Option<chrono::Duration>> {
+    match lookback {
+        Some(l) if l <= chrono::Duration::zero() => {
+            Err(Error::Invalid("the CUPED lookback must be longer than zero".into()))
+        }
+        _ => Ok(lookback),
     }
 }
 

@@ -168,10 +168,7 @@ impl PlanOptions {
 
     /// CUPED over this lookback (`None`: off).
     pub fn cuped(mut self, lookback: Option<chrono::Duration>) -> Result<PlanOptions> {
-        if lookback.is_some_and(|l| l <= chrono::Duration::zero()) {
-            return Err(Error::Invalid("the CUPED lookback must be longer than zero".into()));
-        }
-        self.cuped = lookback;
+        self.cuped = super::analysis::checked_lookback(lookback)?;
         Ok(self)
     }
 
@@ -184,9 +181,7 @@ impl PlanOptions {
 
     /// The global holdout an export would leave out.
     pub fn holdout(mut self, salt: &str, share: f64) -> Result<PlanOptions> {
-        if !(0.0..1.0).contains(&share) {
-            return Err(Error::Invalid(format!("--holdout must be at least 0 and below 100 %, not {}", share * 100.0)));
-        }
+        crate::export::check_holdout_share(share)?;
         self.holdout = (salt.to_string(), share);
         Ok(self)
     }
