@@ -1,11 +1,12 @@
 //! The fixed world members shop in: categories, ~8,000 products, ~4,500
 //! stores in 30 cities.
 //!
-//! Sizes follow the real brand described in DESIGN.md ("~4,500 stores, ~8,000
-//! core SKUs"). The catalog is a pure function of the seed, built once and
-//! shared read-only by every thread. Per-category price ranges make category
-//! spend shares realistic (a lipstick costs more than a bag of crisps), and
-//! Zipf-like popularity inside each category gives best sellers and a long tail.
+//! Sizes follow the real brand of the repository's DESIGN.md ("Scale of a
+//! real brand": ~4,500 stores, ~8,000 core SKUs). The catalog is a pure
+//! function of the seed, built once and shared read-only by every thread.
+//! Per-category price ranges make category spend shares realistic (a
+//! lipstick costs more than a bag of crisps), and Zipf-like popularity inside
+//! each category gives best sellers and a long tail.
 
 use crate::rng::{Rng, cumulative};
 

@@ -5,7 +5,8 @@
 //! tagging, clustering, SQL) has to be developed, tested and benchmarked on
 //! data that looks like them: millions of members, heavy-tailed spend, weekly
 //! and seasonal rhythms, dormant members, and interest communities to find.
-//! This crate writes such a base in the canonical input schema (DESIGN.md),
+//! This crate writes such a base in the canonical input schema (the
+//! repository's DESIGN.md, "Canonical input schema"),
 //! and alongside it the ground truth — each member's planted [`Persona`] —
 //! so a clustering step can be scored against it.
 //!

@@ -337,7 +337,7 @@ impl Mapping {
                 return Err(at("`sequence` and `from` exclude each other".into()));
             }
             let default = match spec.default {
-                // DESIGN.md's canonical defaults.
+                // The canonical defaults (DESIGN.md, "Canonical input schema").
                 None if table == Table::Orders && col.name == "discount" => Some(DefaultValue::Float(0.0)),
                 None if table == Table::Orders && col.name == "coupon_used" => Some(DefaultValue::Bool(false)),
                 None => None,

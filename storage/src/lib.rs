@@ -8,8 +8,8 @@
 //!
 //! The core types:
 //! - [`Table`] names a warehouse table and owns its schema ([`schema`]): the
-//!   canonical input columns of DESIGN.md plus what taglake adds (the dense
-//!   `member_key`).
+//!   canonical input columns (the repository's DESIGN.md, "Canonical input
+//!   schema") plus what taglake adds (the dense `member_key`).
 //! - [`Warehouse`] opens the directory, reads tables back as Arrow batches in
 //!   their canonical types, and writes them with one commit per call
 //!   ([`Warehouse::append`] streams any number of batches into one commit).

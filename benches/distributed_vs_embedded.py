@@ -1,4 +1,6 @@
-"""Cluster benchmark: one warehouse, three ways to run the same commands.
+"""Cluster mode (distributed) vs embedded: one warehouse, three ways to run
+the same commands. (The k-means communities of `taglake cluster` are
+benchmarked by cluster_vs_sklearn.py.)
 
 * embedded: `taglake tag` and `taglake audience count EXPR` in one process;
 * 1 executor: a scheduler and one executor with every core as slots, the
@@ -8,10 +10,12 @@
 Per mode and run: the wall time of the refresh and of a 6-tag audience
 count, the client's peak memory, and at the end each cluster process's peak
 (VmHWM). Every mode's counts and every tag's member count must equal the
-embedded run's. Results go to benches/results/cluster_MEMBERS.json; the last lines
-print the medians, the cluster overhead at 1 executor, and an estimate of
-the executors needed for 42 M members and 3.5 billion member-tags in
-under 10 minutes, with its arithmetic.
+embedded run's. Results go to
+benches/results/distributed_vs_embedded_MEMBERS.json (`--report FILE` prints
+a results file again, also an older benches/results/cluster_MEMBERS.json);
+the last lines print the medians, the cluster overhead at 1 executor, and an
+estimate of the executors needed for 42 M members and 3.5 billion
+member-tags in under 10 minutes, with its arithmetic.
 """
 
 import argparse
@@ -38,7 +42,7 @@ def peak(pid):
     return 0
 
 
-class Cluster:
+class BallistaCluster:
     def __init__(self, tl, executors, cores, work):
         self.procs = []
         sched = subprocess.Popen([tl, "scheduler", "--bind", "127.0.0.1:0"], stdout=subprocess.PIPE,
@@ -121,7 +125,7 @@ def main():
                "audience": AUDIENCE, "modes": {}}
     reference = None
     for mode, executors in (("embedded", 0), ("1 executor", 1), ("2 executors", 2)):
-        cluster = Cluster(tl, executors, cores, work) if executors else None
+        cluster = BallistaCluster(tl, executors, cores, work) if executors else None
         flag = ["--cluster", cluster.url] if cluster else []
         runs = []
         try:
@@ -153,7 +157,7 @@ def main():
     results["member_tags"] = int(reference[2].split(", ")[-1].replace(",", "")) if reference else 0
     report(results)
     os.makedirs("benches/results", exist_ok=True)
-    with open(f"benches/results/cluster_{a.members}.json", "w") as f:
+    with open(f"benches/results/distributed_vs_embedded_{a.members}.json", "w") as f:
         json.dump(results, f, indent=2)
 
 
