@@ -62,7 +62,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     cluster: crate::distributed::ClusterArg,
     #[command(flatten)]
-    wh: crate::cli::WarehouseArg,
+    wh: crate::args::WarehouseArg,
 }
 
 pub async fn serve(a: ServeArgs) -> Result<()> {
