@@ -60,6 +60,14 @@ fn command_line() -> String {
     std::iter::once("taglake".to_string()).chain(std::env::args().skip(1).map(quote)).collect::<Vec<_>>().join(" ")
 }
 
+/// `--cluster df://HOST:PORT` of the commands that can run on a cluster.
+#[derive(Args, Clone, Default)]
+pub(crate) struct ClusterArg {
+    /// Run on a taglake cluster: the scheduler's address (see `taglake scheduler`).
+    #[arg(long, env = "TAGLAKE_CLUSTER", value_name = "df://HOST:PORT", global = true)]
+    pub(crate) cluster: Option<String>,
+}
+
 /// `--memory` of the ingesting commands: a size of at least 64MiB.
 pub(crate) fn parse_memory(text: &str) -> Result<usize> {
     taglake_base::units::parse_size(text)

@@ -25,7 +25,7 @@ pub struct AudienceArgs {
     #[command(subcommand)]
     pub command: AudienceCommand,
     #[command(flatten)]
-    pub cluster: crate::distributed::ClusterArg,
+    pub cluster: crate::args::ClusterArg,
     #[command(flatten)]
     pub wh: crate::args::WarehouseArg,
 }
