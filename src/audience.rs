@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use arrow::array::{Array, AsArray};
 use clap::{Args, Subcommand};
+use taglake_base::csv;
 use taglake_query::TagSet;
 use taglake_query::experiment::plan::{self, Effect, PlanMetric, PlanOptions};
 use taglake_query::experiment::{self, Metric, Report, ReportOptions};
@@ -16,17 +17,17 @@ use taglake_query::members::family_column_names;
 use taglake_query::stats::{Correction, Uplift};
 use taglake_storage::Warehouse;
 
+use crate::args::OutputFormat;
 use crate::report;
-use crate::tags::OutputFormat;
 
 #[derive(Args)]
 pub struct AudienceArgs {
     #[command(subcommand)]
     pub command: AudienceCommand,
     #[command(flatten)]
-    pub cluster: crate::distributed::ClusterArg,
+    pub cluster: crate::args::ClusterArg,
     #[command(flatten)]
-    pub wh: crate::cli::WarehouseArg,
+    pub wh: crate::args::WarehouseArg,
 }
 
 #[derive(Subcommand)]
@@ -122,9 +123,9 @@ pub struct ExportArgs {
     #[arg(long)]
     open_ended: bool,
     #[command(flatten)]
-    wait: crate::cli::WaitArg,
+    wait: crate::args::WaitArg,
     #[command(flatten)]
-    wh: crate::cli::WarehouseArg,
+    wh: crate::args::WarehouseArg,
 }
 
 #[derive(Args)]
@@ -132,7 +133,7 @@ pub struct ExperimentArgs {
     #[command(subcommand)]
     command: ExperimentCommand,
     #[command(flatten)]
-    wh: crate::cli::WarehouseArg,
+    wh: crate::args::WarehouseArg,
 }
 
 #[derive(Subcommand)]
@@ -382,7 +383,7 @@ pub async fn audience(a: AudienceArgs) -> Result<()> {
                     loaded
                 ),
                 OutputFormat::Csv => {
-                    println!("audience,members,base,snapshot\n{},{members},{base},{snapshot}", report::csv_field(&expr))
+                    println!("audience,members,base,snapshot\n{},{members},{base},{snapshot}", csv::field(&expr))
                 }
                 OutputFormat::Json => println!(
                     "{}",
@@ -439,8 +440,8 @@ pub async fn audience(a: AudienceArgs) -> Result<()> {
                         for j in 0..n {
                             println!(
                                 "{},{},{},{},{}",
-                                report::csv_field(&exprs[i]),
-                                report::csv_field(&exprs[j]),
+                                csv::field(&exprs[i]),
+                                csv::field(&exprs[j]),
                                 matrix[i][i],
                                 matrix[j][j],
                                 matrix[i][j]
@@ -526,9 +527,8 @@ fn exclusive_family(tags: &TagSet, by: &str) -> Result<usize> {
             "--by {by}: the tags of family `{by}` can share members, so it has no single value per member;              exclusive families: {listed}"
         );
     }
-    let hint = taglake_storage::suggest(by, names.iter().copied())
-        .map(|s| format!(" (did you mean `{s}`?)"))
-        .unwrap_or_default();
+    let hint =
+        taglake_base::suggest(by, names.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
     bail!("--by {by}: no such exclusive family{hint}; exclusive families: {listed}")
 }
 
@@ -617,7 +617,7 @@ fn print_breakdown(
             for r in &rows {
                 println!(
                     "{},{},{},{},{},{},{}",
-                    r.value.as_deref().map(report::csv_field).unwrap_or_default(),
+                    r.value.as_deref().map(csv::field).unwrap_or_default(),
                     r.tag.as_deref().unwrap_or_default(),
                     r.members,
                     r.share,
@@ -677,7 +677,7 @@ pub async fn export_cmd(a: ExportArgs) -> Result<()> {
         launched_at,
         ends_at,
     };
-    let lock = crate::cli::lock_writer(&wh, &a.wait)?;
+    let lock = crate::args::lock_writer(&wh, &a.wait)?;
     let s = export::export(&wh, &lock, &options).await?;
     let e = &s.experiment;
     let arms =
@@ -726,7 +726,7 @@ pub async fn experiment_cmd(a: ExperimentArgs) -> Result<()> {
                             println!(
                                 "{},{},{},{},{},{},{}",
                                 e.id,
-                                report::csv_field(&e.name),
+                                csv::field(&e.name),
                                 arm.name,
                                 arm.members,
                                 e.launched_at.to_rfc3339(),

@@ -7,64 +7,17 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use taglake_datasets::{Format, GenerateConfig};
-use taglake_ingest::{CheckedMapping, IngestOptions, IngestSummary, Mapping};
-use taglake_storage::{Table, Wait, Warehouse, WriterLock};
+use taglake_storage::{Table, Warehouse};
 
-use crate::report::{self, IngestBar};
+use crate::args::{WaitArg, WarehouseArg, lock_writer};
+use crate::ingest::{IngestArgs, ingest_cmd, ingest_files};
+use crate::report;
 
 #[derive(Parser)]
 #[command(name = "taglake", version, about = "Member tags, communities and audiences for retail CRM")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Args, Clone)]
-pub(crate) struct WarehouseArg {
-    /// Warehouse directory (one Delta table per folder).
-    #[arg(long, env = "TAGLAKE_WAREHOUSE", default_value = "warehouse", global = true)]
-    pub(crate) warehouse: PathBuf,
-}
-
-#[derive(Args, Clone, Default)]
-pub(crate) struct WaitArg {
-    /// If another command is writing the warehouse, wait for it to finish instead of failing.
-    #[arg(long)]
-    pub(crate) wait: bool,
-}
-
-/// Takes the warehouse writer lock for this command (see
-/// `taglake_storage::lock`): refused with the holder's name, or queued
-/// behind it with `--wait`. Hold it until the command ends.
-pub(crate) fn lock_writer(wh: &Warehouse, wait: &WaitArg) -> Result<WriterLock> {
-    let command = command_line();
-    let lock = match wh.lock_writer(&command, Wait::No) {
-        Ok(lock) => lock,
-        Err(taglake_storage::Error::Locked { holder, .. }) if wait.wait => {
-            eprintln!("waiting: the warehouse is being written by {holder}");
-            wh.lock_writer(&command, Wait::Yes)?
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if let Some(h) = lock.interrupted() {
-        eprintln!(
-            "note: the previous writer, {h}, stopped before it finished (killed or crashed); what it committed \
-             stays, a re-run of it completes its work, and `taglake vacuum` reclaims the files it left"
-        );
-    }
-    Ok(lock)
-}
-
-/// This process's command line as a user would type it.
-fn command_line() -> String {
-    let quote = |a: String| {
-        if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+".contains(c)) {
-            a
-        } else {
-            format!("'{}'", a.replace('\'', "'\\''"))
-        }
-    };
-    std::iter::once("taglake".to_string()).chain(std::env::args().skip(1).map(quote)).collect::<Vec<_>>().join(" ")
 }
 
 #[derive(Subcommand)]
@@ -170,47 +123,6 @@ impl From<FormatArg> for Format {
             FormatArg::Parquet => Format::Parquet,
         }
     }
-}
-
-#[derive(Copy, Clone, ValueEnum)]
-enum TableArg {
-    Members,
-    Orders,
-    Products,
-}
-
-impl From<TableArg> for Table {
-    fn from(t: TableArg) -> Table {
-        match t {
-            TableArg::Members => Table::Members,
-            TableArg::Orders => Table::Orders,
-            TableArg::Products => Table::Products,
-        }
-    }
-}
-
-#[derive(Args)]
-struct IngestArgs {
-    /// Target table.
-    #[arg(value_enum)]
-    table: TableArg,
-    /// Files, directories or glob patterns (CSV, JSON lines, Parquet).
-    #[arg(required = true)]
-    files: Vec<String>,
-    /// Mapping file (TOML) for exports not in the canonical layout.
-    #[arg(long)]
-    mapping: Option<PathBuf>,
-    /// Orders of unknown members create them instead of being quarantined.
-    #[arg(long)]
-    create_members: bool,
-    /// Memory the ingest may hold (`512MiB`, `4GiB`; at least 64MiB): bigger inputs are processed in
-    /// chunks and spilled to the warehouse's `_taglake/spill` folder, whatever the size of the tables.
-    #[arg(long, default_value = "2GiB")]
-    memory: String,
-    #[command(flatten)]
-    wait: WaitArg,
-    #[command(flatten)]
-    wh: WarehouseArg,
 }
 
 #[derive(Copy, Clone, ValueEnum)]
@@ -325,6 +237,8 @@ pub fn run() -> ExitCode {
             }
             Command::Tags(a) => crate::tags::tags(&Warehouse::open(&a.wh.warehouse)?, a.command).await,
             Command::Cluster(a) => crate::cluster::cluster(&Warehouse::open(&a.wh.warehouse)?, a).await,
+            // Without a statement, the prompt (which runs statements as `sql` does).
+            Command::Sql(a) if a.query.is_none() => crate::repl::run(a).await,
             Command::Sql(a) => crate::sql::sql(a).await,
             Command::Audience(a) => crate::audience::audience(a).await,
             Command::Export(a) => crate::audience::export_cmd(a).await,
@@ -371,70 +285,6 @@ fn generate(a: &GenerateArgs) -> Result<taglake_datasets::GenerateSummary> {
         report::timing(s.order_lines, s.seconds)
     );
     Ok(s)
-}
-
-pub(crate) async fn ingest_files(
-    wh: &Warehouse,
-    lock: &WriterLock,
-    table: Table,
-    files: &[String],
-    mapping: Option<&Path>,
-    create_members: bool,
-    memory: usize,
-) -> Result<IngestSummary> {
-    lock.check(wh)?;
-    let mapping = match mapping {
-        Some(p) => Mapping::from_file(p)?.check(table)?,
-        None => CheckedMapping::canonical(table),
-    };
-    let files = taglake_ingest::source::expand_inputs(files)?;
-    let mut opts = IngestOptions::new(mapping);
-    opts.create_members = create_members;
-    opts.memory = memory;
-    let (bar, pb) = IngestBar::new(&format!("ingest {}", table.name()));
-    let s = taglake_ingest::ingest(wh, &files, &opts, bar).await?;
-    pb.finish_and_clear();
-    for (path, reason) in &s.failed_files {
-        eprintln!("error: {}: {reason}", path.display());
-    }
-    report::say!(
-        "ingest {}: {} file{}, {} rows read, {} inserted, {} replaced, {} unchanged, {} quarantined{} · {}",
-        table.name(),
-        s.files,
-        if s.files == 1 { "" } else { "s" },
-        report::count(s.rows_read),
-        report::count(s.inserted),
-        report::count(s.replaced),
-        report::count(s.unchanged),
-        report::count(s.quarantined),
-        if s.new_members > 0 { format!(", {} new members", report::count(s.new_members)) } else { String::new() },
-        report::timing(s.rows_read, s.seconds)
-    );
-    if s.quarantined > 0 {
-        report::say!(
-            "  quarantined rows are in {} (file, row, column, reason)",
-            wh.table_path(Table::Quarantine).display()
-        );
-    }
-    if s.nothing_read() {
-        bail!("nothing could be read from {} file(s)", s.files);
-    }
-    Ok(s)
-}
-
-/// `--memory` of the ingesting commands: a size of at least 64MiB.
-pub(crate) fn parse_memory(text: &str) -> Result<usize> {
-    taglake_serve::config::parse_size(text)
-        .filter(|&m| m >= taglake_ingest::MIN_MEMORY)
-        .with_context(|| format!("--memory {text:?}: expected a size of at least 64MiB, like 512MiB or 4GiB"))
-}
-
-async fn ingest_cmd(a: IngestArgs) -> Result<()> {
-    let memory = parse_memory(&a.memory)?;
-    let wh = Warehouse::open(&a.wh.warehouse)?;
-    let lock = lock_writer(&wh, &a.wait)?;
-    ingest_files(&wh, &lock, a.table.into(), &a.files, a.mapping.as_deref(), a.create_members, memory).await?;
-    Ok(())
 }
 
 /// The retention `vacuum` keeps by default, and `status` reports against.
@@ -489,29 +339,20 @@ async fn status(warehouse: &Path) -> Result<()> {
 /// longer would not fit a duration.
 const MAX_RETAIN_MINUTES: i64 = 36_525 * 24 * 60;
 
-/// `7d`, `36h`, `30m`, `2w` or `0`, of at most [`MAX_RETAIN_MINUTES`].
+/// `7d`, `36h`, `30m`, `2w` or `0` (any [`taglake_base::units`] duration),
+/// of at most [`MAX_RETAIN_MINUTES`].
 fn parse_retain(text: &str) -> Result<chrono::Duration> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let bad = || {
-        anyhow::anyhow!("--retain `{text}`: write a number of minutes, hours, days or weeks (30m, 36h, 7d, 2w) or 0")
-    };
-    let minutes_per_unit = match unit {
-        "" if !n.is_empty() && n.bytes().all(|b| b == b'0') => return Ok(chrono::Duration::zero()),
-        "m" => 1,
-        "h" => 60,
-        "d" => 24 * 60,
-        "w" => 7 * 24 * 60,
-        _ => return Err(bad()),
-    };
-    if n.is_empty() {
-        return Err(bad());
-    }
-    // Too many digits for an i64 is too long, not "not a number".
-    match n.parse::<i64>().ok().and_then(|n| n.checked_mul(minutes_per_unit)) {
-        Some(minutes) if minutes <= MAX_RETAIN_MINUTES => Ok(chrono::Duration::minutes(minutes)),
-        _ => bail!("--retain `{text}`: at most 36525 days (100 years)"),
+    use taglake_base::units::{UnitError, duration};
+    let too_long = || anyhow::anyhow!("--retain `{text}`: at most 36525 days (100 years)");
+    match duration(text) {
+        Ok(d) => match chrono::Duration::from_std(d) {
+            Ok(d) if d <= chrono::Duration::minutes(MAX_RETAIN_MINUTES) => Ok(d),
+            _ => Err(too_long()),
+        },
+        Err(UnitError::TooLarge) => Err(too_long()),
+        Err(UnitError::Malformed) => {
+            bail!("--retain `{text}`: write a number of minutes, hours, days or weeks (30m, 36h, 7d, 2w) or 0")
+        }
     }
 }
 
@@ -556,7 +397,7 @@ async fn optimize(a: OptimizeArgs) -> Result<()> {
         SortableArg::Orders => Table::Orders,
         SortableArg::Members => Table::Members,
     };
-    let memory = taglake_serve::config::parse_size(&a.memory)
+    let memory = taglake_base::units::parse_size(&a.memory)
         .filter(|&m| m >= 16 << 20)
         .with_context(|| format!("--memory {:?}: expected a size of at least 16MiB, like 512MiB or 4GiB", a.memory))?;
     let wh = Warehouse::open(&a.wh.warehouse)?;

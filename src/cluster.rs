@@ -9,8 +9,8 @@ use taglake_cluster::model::SavedModel;
 use taglake_cluster::{ClusterOptions, ClusterSummary, KChoice};
 use taglake_storage::{Warehouse, WriterLock};
 
+use crate::args::OutputFormat;
 use crate::report;
-use crate::tags::OutputFormat;
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -20,7 +20,7 @@ pub struct ClusterArgs {
     #[command(flatten)]
     pub fit: FitArgs,
     #[command(flatten)]
-    pub wh: crate::cli::WarehouseArg,
+    pub wh: crate::args::WarehouseArg,
 }
 
 #[derive(Subcommand)]
@@ -65,7 +65,7 @@ pub struct FitArgs {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub stability: usize,
     #[command(flatten)]
-    pub wait: crate::cli::WaitArg,
+    pub wait: crate::args::WaitArg,
 }
 
 #[derive(Args)]
@@ -159,7 +159,7 @@ pub async fn cluster(wh: &Warehouse, a: ClusterArgs) -> Result<()> {
         Some(ClusterCommand::Profile(p)) => profile(wh, &p),
         None => {
             let options = a.fit.options()?;
-            let lock = crate::cli::lock_writer(wh, &a.fit.wait)?;
+            let lock = crate::args::lock_writer(wh, &a.fit.wait)?;
             fit(wh, &lock, &options).await.map(|_| ())
         }
     }

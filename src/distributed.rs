@@ -14,13 +14,7 @@ use datafusion::prelude::SessionContext;
 use taglake_query::TagSet;
 use taglake_storage::Warehouse;
 
-/// `--cluster df://HOST:PORT` of the commands that can run on a cluster.
-#[derive(Args, Clone, Default)]
-pub struct ClusterArg {
-    /// Run on a taglake cluster: the scheduler's address (see `taglake scheduler`).
-    #[arg(long, env = "TAGLAKE_CLUSTER", value_name = "df://HOST:PORT", global = true)]
-    pub cluster: Option<String>,
-}
+use crate::args::ClusterArg;
 
 #[derive(Args)]
 pub struct SchedulerArgs {

@@ -4,10 +4,12 @@
 //! this binary only parses arguments, shows progress on a terminal and
 //! prints the one-line summaries a nightly pipeline logs.
 
+mod args;
 mod audience;
 mod cli;
 mod cluster;
 mod distributed;
+mod ingest;
 mod nightly;
 mod repl;
 mod report;

@@ -34,7 +34,7 @@ use taglake_cluster::model::SavedModel;
 use taglake_storage::{Table, Warehouse};
 use taglake_tagger::snapshot;
 
-use crate::cli::{WaitArg, WarehouseArg};
+use crate::args::{WaitArg, WarehouseArg};
 use crate::report;
 
 /// Exit code when another writer holds the warehouse (sysexits' EX_TEMPFAIL:
@@ -78,7 +78,7 @@ pub(crate) struct NightlyArgs {
     pub no_cluster: bool,
     /// The snapshot retention after the night (see `taglake tags prune`).
     #[command(flatten)]
-    pub retention: crate::tags::RetentionArgs,
+    pub retention: crate::args::RetentionArgs,
     /// Files of pruned snapshots, and the files of other tables that a
     /// newer version replaced (`members` after an upsert, `communities`
     /// after an assignment), stay on disk (readable by time travel) this
@@ -185,7 +185,7 @@ pub(crate) async fn nightly(a: NightlyArgs) -> ExitCode {
 }
 
 async fn run(a: &NightlyArgs, summary: &mut Summary) -> Result<()> {
-    let memory = crate::cli::parse_memory(&a.memory)?;
+    let memory = crate::args::parse_memory(&a.memory)?;
     if a.keep_pruned_days > crate::tags::MAX_KEEP_FEATURES_DAYS {
         anyhow::bail!(
             "--keep-pruned-days {}: at most {} (100 years)",
@@ -194,7 +194,7 @@ async fn run(a: &NightlyArgs, summary: &mut Summary) -> Result<()> {
         );
     }
     let wh = Warehouse::open(&a.wh.warehouse)?;
-    let lock = crate::cli::lock_writer(&wh, &a.wait)?;
+    let lock = crate::args::lock_writer(&wh, &a.wait)?;
     let first_snapshot = snapshot::versions(&wh).await?.into_iter().max();
 
     let inputs = [
@@ -210,7 +210,7 @@ async fn run(a: &NightlyArgs, summary: &mut Summary) -> Result<()> {
         }
         let create = a.create_members && table == Table::Orders;
         step(summary, name, async {
-            let s = crate::cli::ingest_files(&wh, &lock, table, files, mapping.as_deref(), create, memory).await?;
+            let s = crate::ingest::ingest_files(&wh, &lock, table, files, mapping.as_deref(), create, memory).await?;
             Ok(BTreeMap::from([
                 ("files", s.files as u64),
                 ("failed_files", s.failed_files.len() as u64),

@@ -579,7 +579,7 @@ impl Repl {
                 let ident = if quoted { &table[1..table.len() - 1] } else { table };
                 let Some(t) = self.names.table(ident, quoted) else {
                     let have: Vec<&str> = self.names.tables.iter().map(|t| t.name.as_str()).collect();
-                    let hint = taglake_storage::suggest(ident, have.iter().copied())
+                    let hint = taglake_base::suggest(ident, have.iter().copied())
                         .map(|s| format!("; did you mean `{s}`?"))
                         .unwrap_or_default();
                     bail!("no table `{ident}`{hint} (tables: {})", have.join(", "));

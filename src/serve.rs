@@ -60,9 +60,9 @@ pub struct ServeArgs {
     #[arg(long, default_value = "5s")]
     refresh_interval: String,
     #[command(flatten)]
-    cluster: crate::distributed::ClusterArg,
+    cluster: crate::args::ClusterArg,
     #[command(flatten)]
-    wh: crate::cli::WarehouseArg,
+    wh: crate::args::WarehouseArg,
 }
 
 pub async fn serve(a: ServeArgs) -> Result<()> {

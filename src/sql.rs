@@ -1,5 +1,5 @@
-//! `taglake sql`: one SQL statement over the warehouse tables, or the
-//! interactive prompt ([`crate::repl`]) when no statement is given; both
+//! `taglake sql`: one SQL statement over the warehouse tables (without one,
+//! `cli` opens the interactive prompt, [`crate::repl`], instead); both
 //! print results with [`render`].
 
 use std::io::Write;
@@ -19,12 +19,12 @@ pub enum SqlFormat {
     Parquet,
 }
 
-impl From<crate::tags::OutputFormat> for SqlFormat {
-    fn from(f: crate::tags::OutputFormat) -> SqlFormat {
+impl From<crate::args::OutputFormat> for SqlFormat {
+    fn from(f: crate::args::OutputFormat) -> SqlFormat {
         match f {
-            crate::tags::OutputFormat::Table => SqlFormat::Table,
-            crate::tags::OutputFormat::Csv => SqlFormat::Csv,
-            crate::tags::OutputFormat::Json => SqlFormat::Json,
+            crate::args::OutputFormat::Table => SqlFormat::Table,
+            crate::args::OutputFormat::Csv => SqlFormat::Csv,
+            crate::args::OutputFormat::Json => SqlFormat::Json,
         }
     }
 }
@@ -57,13 +57,13 @@ pub struct SqlArgs {
     #[arg(long, value_name = "FILE")]
     pub history: Option<PathBuf>,
     #[command(flatten)]
-    pub cluster: crate::distributed::ClusterArg,
+    pub cluster: crate::args::ClusterArg,
     #[command(flatten)]
-    pub wh: crate::cli::WarehouseArg,
+    pub wh: crate::args::WarehouseArg,
 }
 
 pub async fn sql(a: SqlArgs) -> Result<()> {
-    let Some(query) = &a.query else { return crate::repl::run(a).await };
+    let Some(query) = &a.query else { bail!("no statement given") };
     if a.format == SqlFormat::Parquet && a.out.is_none() {
         bail!("--format parquet needs --out FILE");
     }

@@ -5,10 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use taglake_base::csv;
 use taglake_storage::{Warehouse, WriterLock};
 use taglake_tagger::snapshot::{self, TagInfo};
 use taglake_tagger::{RefreshOptions, RefreshSummary};
 
+use crate::args::{OutputFormat, RetentionArgs};
 use crate::report;
 
 #[derive(Args)]
@@ -31,7 +33,7 @@ pub struct TagArgs {
     #[arg(long)]
     pub max_family_values: Option<usize>,
     #[command(flatten)]
-    pub cluster: crate::distributed::ClusterArg,
+    pub cluster: crate::args::ClusterArg,
     /// With --cluster: members per task (rounded up to whole chunks of
     /// 65,536) [default: the base in 16 tasks].
     #[arg(long, requires = "cluster")]
@@ -57,27 +59,6 @@ pub enum TagsCommand {
     Prune(PruneArgs),
 }
 
-/// The snapshot retention policy's flags (`tags prune`, `nightly`).
-#[derive(Args)]
-pub struct RetentionArgs {
-    /// Retention: keep the newest this many snapshots.
-    #[arg(long, default_value_t = snapshot::Retention::default().keep_last)]
-    pub keep_last: usize,
-    /// Retention: keep the last snapshot of each of the newest this many as-of days.
-    #[arg(long, default_value_t = snapshot::Retention::default().keep_daily)]
-    pub keep_daily: usize,
-    /// Retention: keep the last snapshot of each of the newest this many as-of months.
-    #[arg(long, default_value_t = snapshot::Retention::default().keep_monthly)]
-    pub keep_monthly: usize,
-}
-
-impl RetentionArgs {
-    /// The retention policy the flags give.
-    pub fn retention(&self) -> snapshot::Retention {
-        snapshot::Retention { keep_last: self.keep_last, keep_daily: self.keep_daily, keep_monthly: self.keep_monthly }
-    }
-}
-
 #[derive(Args)]
 pub struct PruneArgs {
     #[command(flatten)]
@@ -89,7 +70,7 @@ pub struct PruneArgs {
     #[arg(long, value_enum, default_value_t = PruneFormat::Table)]
     pub format: PruneFormat,
     #[command(flatten)]
-    pub wait: crate::cli::WaitArg,
+    pub wait: crate::args::WaitArg,
 }
 
 #[derive(Copy, Clone, ValueEnum, PartialEq, Eq)]
@@ -100,7 +81,7 @@ pub enum PruneFormat {
 
 /// `taglake tags prune`.
 async fn prune(wh: &Warehouse, a: PruneArgs) -> Result<()> {
-    let lock = crate::cli::lock_writer(wh, &a.wait)?;
+    let lock = crate::args::lock_writer(wh, &a.wait)?;
     let done = snapshot::prune(wh, &lock, &a.retention.retention(), a.dry_run).await?;
     if a.format == PruneFormat::Json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"dry_run": a.dry_run, "pruned": done}))?);
@@ -147,13 +128,6 @@ pub fn print_pruned(done: &snapshot::Pruned, dry_run: bool) {
         done.deleted.len(),
         if done.deleted.len() == 1 { "" } else { "s" }
     );
-}
-
-#[derive(Copy, Clone, ValueEnum, PartialEq, Eq)]
-pub enum OutputFormat {
-    Table,
-    Csv,
-    Json,
 }
 
 #[derive(Args)]
@@ -280,7 +254,7 @@ pub async fn tags(wh: &Warehouse, cmd: TagsCommand) -> Result<()> {
         TagsCommand::Show(a) => {
             let info = snapshot::info(wh, a.snapshot).await?;
             let Some(t) = info.tags.iter().find(|t| t.name == a.tag) else {
-                let hint = taglake_tagger::suggest(&a.tag, info.tags.iter().map(|t| t.name.as_str()))
+                let hint = taglake_base::suggest(&a.tag, info.tags.iter().map(|t| t.name.as_str()))
                     .map(|s| format!("; did you mean `{s}`?"))
                     .unwrap_or_default();
                 bail!("no tag `{}` in snapshot {}{hint}", a.tag, info.snapshot);
@@ -352,8 +326,8 @@ fn print_tags(tags: &[&TagInfo], format: OutputFormat) -> Result<()> {
                     out,
                     "{},{},{},{},{}",
                     t.name,
-                    crate::report::csv_field(&t.family),
-                    crate::report::csv_field(&t.description),
+                    csv::field(&t.family),
+                    csv::field(&t.description),
                     t.members,
                     t.share
                 )?;
@@ -387,7 +361,7 @@ async fn diff(wh: &Warehouse, a: DiffArgs) -> Result<()> {
         };
         writeln!(out, "member_id,member_key")?;
         for (k, id) in &ids {
-            writeln!(out, "{},{k}", crate::report::csv_field(id))?;
+            writeln!(out, "{},{k}", csv::field(id))?;
         }
         out.flush()?;
         if let Some(p) = &a.out {

@@ -173,7 +173,7 @@ pub const START_ROWS: usize = 25_000;
 /// The seed of start `run` of a fit seeded `seed` (start 0 uses the seed
 /// itself, so one start with seed S is the first start of many with S).
 fn start_seed(seed: u64, run: usize) -> u64 {
-    if run == 0 { seed } else { seed ^ (run as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) }
+    if run == 0 { seed } else { seed ^ (run as u64).wrapping_mul(taglake_base::seeded::GOLDEN) }
 }
 
 /// Greedy k-means++ seeding (Arthur and Vassilvitskii's k-means++ with

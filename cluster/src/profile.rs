@@ -8,6 +8,7 @@
 //! spend mean very different things, while z-scores compare.
 
 use serde::{Deserialize, Serialize};
+use taglake_base::csv;
 
 /// A community's profile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -170,7 +171,7 @@ impl Profile {
                 out.push_str(&format!(
                     "{},{},{},{},{},{},{},{},{}\n",
                     c.community,
-                    csv_field(&c.name),
+                    csv::field(&c.name),
                     c.members,
                     c.share,
                     feature,
@@ -256,10 +257,6 @@ fn number(v: Option<f64>) -> String {
         Some(v) if v.abs() >= 10.0 => format!("{v:.1}"),
         Some(v) => format!("{v:.3}"),
     }
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
 }
 
 fn xml(s: &str) -> String {

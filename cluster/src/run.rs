@@ -337,25 +337,11 @@ fn eligible_members(files: &[std::path::PathBuf]) -> Result<(Vec<u32>, u64)> {
     Ok((keys, none.into_inner().expect("count")))
 }
 
-/// A well-mixed 64-bit hash of a key under a seed (splitmix64).
-fn mix(seed: u64, key: u32) -> u64 {
-    let mut z = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(key);
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// The `n` keys with the smallest seeded hash (all keys when there are
-/// fewer): a uniform sample that depends only on the keys and the seed.
+/// fewer): a uniform sample that depends only on the keys and the seed,
+/// drawn as `audience sample` draws ([`taglake_base::seeded::sample`]).
 fn sample_keys(keys: &[u32], n: usize, seed: u64) -> RoaringBitmap {
-    if keys.len() <= n {
-        return keys.iter().copied().collect();
-    }
-    let mut h: Vec<(u64, u32)> = keys.iter().map(|&k| (mix(seed, k), k)).collect();
-    h.select_nth_unstable(n - 1);
-    h.truncate(n);
-    h.into_iter().map(|(_, k)| k).collect()
+    taglake_base::seeded::sample(keys.iter().copied(), n, seed).into_iter().collect()
 }
 
 /// The wanted columns for a feature list: key, orders_total, then the features.
@@ -523,7 +509,8 @@ fn stability(z: ArrayView2<'_, f64>, model: &crate::Model, params: &FitParams, r
     let (base, _) = assign(z, model.centroids.view());
     let mut aris = Vec::with_capacity(refits);
     for r in 1..=refits {
-        let rows: Vec<usize> = (0..n).map(|i| (mix(params.seed ^ r as u64, i as u32) % n as u64) as usize).collect();
+        let draw = taglake_base::seeded::Seeded::new(params.seed ^ r as u64);
+        let rows: Vec<usize> = (0..n).map(|i| (draw.hash(i as u64) % n as u64) as usize).collect();
         let resample = z.select(ndarray::Axis(0), &rows);
         let refit = fit(resample.view(), &params.clone().seed(params.seed.wrapping_add(r as u64)))?;
         let (labels, _) = assign(z, refit.centroids.view());

@@ -160,7 +160,7 @@ fn unknown(pattern: &str, stored: &[&str], candidates: &[&str], numeric: &impl F
         let why = if !numeric(pattern) { "is not numeric" } else { "identifies a row" };
         return Error::Params(format!("feature `{pattern}` {why} and cannot be clustered on"));
     }
-    let hint = taglake_storage::suggest(pattern, candidates.iter().copied())
+    let hint = taglake_base::suggest(pattern, candidates.iter().copied())
         .map(|s| format!("; did you mean `{s}`?"))
         .unwrap_or_default();
     Error::Params(format!("unknown feature `{pattern}`{hint} (see `taglake cluster --help` for the columns)"))

@@ -5,7 +5,8 @@
 //! reserves the right to change its algorithm between releases, so this crate
 //! carries its own generators, fixed forever:
 //!
-//! * [`SplitMix64`] (Steele, Lea & Flood 2014) — used only to expand a 64-bit
+//! * [`SplitMix64`] (Steele, Lea & Flood 2014, from `taglake_base::seeded`,
+//!   fixed there too) — used only to expand a 64-bit
 //!   key into a full generator state, and its finalizer [`mix64`] to derive
 //!   independent keys from `(seed, stream, index)`.
 //! * [`Rng`] — xoshiro256++ 1.0 (Blackman & Vigna 2019), the generator that
@@ -16,30 +17,7 @@
 //! draws is part of the output format. Changing any of them changes every
 //! generated file, so the tests pin reference values.
 
-/// The SplitMix64 generator; used to seed [`Rng`].
-#[derive(Debug, Clone)]
-pub(crate) struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// A generator whose first state is `seed`.
-    pub(crate) fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// The next 64 random bits.
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        mix64(self.0)
-    }
-}
-
-/// The SplitMix64 output function: a bijective 64-bit mixer with full
-/// avalanche, used to combine seeds, stream tags and member indexes.
-pub(crate) fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+pub(crate) use taglake_base::seeded::{SplitMix64, mix64};
 
 /// xoshiro256++ with the sampling helpers the generator needs.
 #[derive(Debug, Clone)]
@@ -193,23 +171,6 @@ pub(crate) fn cumulative(weights: &[f64]) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splitmix64_matches_reference_vector() {
-        // Reference output of the original C implementation for seed 1234567.
-        let mut sm = SplitMix64::new(1_234_567);
-        let got: Vec<u64> = (0..5).map(|_| sm.next_u64()).collect();
-        assert_eq!(
-            got,
-            [
-                6_457_827_717_110_365_317,
-                3_203_168_211_198_807_973,
-                9_817_491_932_198_370_423,
-                4_593_380_528_125_082_431,
-                16_408_922_859_458_223_821,
-            ]
-        );
-    }
 
     #[test]
     fn xoshiro256plusplus_matches_reference_vector() {

@@ -31,7 +31,6 @@ use datafusion::logical_expr::{Extension, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
-use prost::Message;
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 use taglake_query::TagSet;
@@ -39,6 +38,7 @@ use taglake_query::members::{MembersTable, PartColumn, ScanParts, TagBitmapExec,
 
 use crate::files::{FileEntry, FilesTable};
 use crate::refresh::{RangeTask, TagRangeExec, TagRangeTable};
+use crate::wire::{schema_bytes, schema_from};
 
 type DfResult<T> = datafusion::common::Result<T>;
 
@@ -84,16 +84,6 @@ fn unframe<H: for<'de> Deserialize<'de>>(buf: &[u8]) -> DfResult<Option<Framed<'
 
 fn blob<'a>(blobs: &[&'a [u8]], i: usize) -> DfResult<&'a [u8]> {
     blobs.get(i).copied().ok_or_else(|| internal("a taglake plan node misses a part"))
-}
-
-pub(crate) fn schema_bytes(schema: &Schema) -> DfResult<Vec<u8>> {
-    let proto = datafusion_proto::protobuf::Schema::try_from(schema)?;
-    Ok(proto.encode_to_vec())
-}
-
-pub(crate) fn schema_from(bytes: &[u8]) -> DfResult<SchemaRef> {
-    let proto = datafusion_proto::protobuf::Schema::decode(bytes).map_err(|e| internal(e.to_string()))?;
-    Ok(Arc::new(Schema::try_from(&proto)?))
 }
 
 fn bitmap_bytes(bitmap: &RoaringBitmap) -> Vec<u8> {

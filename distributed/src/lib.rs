@@ -23,6 +23,7 @@ pub mod files;
 pub mod process;
 pub mod refresh;
 mod session;
+mod wire;
 
 pub use session::{ClusterUrl, connect, providers, remote_state};
 

@@ -24,9 +24,7 @@ use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use crate::codec::{LogicalCodec, PhysicalCodec};
 use crate::{Error, Result};
 
-/// Largest gRPC message: plans carry selected-member bitmaps (about
-/// 1.2 MB per 10 M members selected) and tag refresh results.
-pub const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+pub use crate::session::MAX_MESSAGE;
 
 /// How `taglake scheduler` runs.
 #[derive(Debug, Clone)]

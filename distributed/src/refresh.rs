@@ -341,7 +341,7 @@ async fn run_range(task: &RangeTask, index: usize, schema: SchemaRef) -> Result<
             let lines = fs.lines;
             let (bitmaps, base, files) = evaluate(&wh, compiled, fs, features_schema.clone(), *write_features).await?;
             let schema_bytes =
-                crate::codec::schema_bytes(&features_schema).map_err(|e| Error::engine("features schema")(&e))?;
+                crate::wire::schema_bytes(&features_schema).map_err(|e| Error::engine("features schema")(&e))?;
             let mut range = Vec::new();
             let mut tag = Vec::new();
             let mut bytes: Vec<Option<Vec<u8>>> = Vec::new();
@@ -552,7 +552,7 @@ pub async fn refresh_on(
                     .map_err(|e| Error::Invalid(format!("a range's file list: {e}")))?;
                 files.extend(written);
                 features_schema.get_or_insert(
-                    crate::codec::schema_from(bytes.value(r)).map_err(|e| Error::engine("features schema")(&e))?,
+                    crate::wire::schema_from(bytes.value(r)).map_err(|e| Error::engine("features schema")(&e))?,
                 );
                 continue;
             }

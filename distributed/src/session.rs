@@ -56,6 +56,10 @@ impl std::fmt::Display for ClusterUrl {
     }
 }
 
+/// Largest gRPC message: plans carry selected-member bitmaps (about
+/// 1.2 MB per 10 M members selected) and tag refresh results.
+pub const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+
 /// The session configuration every taglake cluster process uses: Ballista's
 /// settings with taglake's codecs, and room for plans that carry bitmaps.
 pub(crate) fn cluster_config() -> SessionConfig {
@@ -63,7 +67,7 @@ pub(crate) fn cluster_config() -> SessionConfig {
         .with_information_schema(true)
         .with_ballista_logical_extension_codec(Arc::new(LogicalCodec::default()))
         .with_ballista_physical_extension_codec(Arc::new(PhysicalCodec::default()))
-        .with_ballista_grpc_client_max_message_size(crate::process::MAX_MESSAGE)
+        .with_ballista_grpc_client_max_message_size(MAX_MESSAGE)
 }
 
 /// A session over the warehouse whose queries run on the cluster at `url`,

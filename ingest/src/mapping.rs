@@ -45,6 +45,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{FixedOffset, NaiveDate};
 use serde::Deserialize;
+use taglake_base::suggest;
 use taglake_storage::{ColumnType, Table};
 
 use crate::convert::parsed_default;
@@ -460,10 +461,6 @@ fn find_header(headers: &[String], name: &str) -> Option<usize> {
             headers.iter().position(|h| normalize(h) == n)
         })
 }
-
-/// The closest candidate by edit distance, when it is close enough to be
-/// a plausible typo.
-pub(crate) use taglake_storage::suggest;
 
 fn parse_zone(z: &str) -> std::result::Result<Zone, String> {
     let t = z.trim();

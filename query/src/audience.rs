@@ -285,30 +285,10 @@ pub fn count(node: &Node, tags: &TagSet) -> crate::Result<u64> {
 }
 
 /// `n` members drawn uniformly from `keys`, the same for the same seed:
-/// the `n` keys with the smallest seeded hash, in key order.
+/// the `n` keys with the smallest seeded hash, in key order
+/// ([`taglake_base::seeded::sample`]).
 pub fn sample(keys: &RoaringBitmap, n: usize, seed: u64) -> Vec<u32> {
-    fn mix(mut z: u64) -> u64 {
-        // splitmix64's finaliser: every input bit affects every output bit.
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    let salt = mix(seed.wrapping_add(0x9e37_79b9_7f4a_7c15));
-    // Never more than the audience: `n` may be anything a user typed.
-    let n = n.min(usize::try_from(keys.len()).unwrap_or(usize::MAX));
-    let mut heap = std::collections::BinaryHeap::with_capacity(n.saturating_add(1));
-    for k in keys {
-        let h = (mix(salt ^ u64::from(k)), k);
-        if heap.len() < n {
-            heap.push(h);
-        } else if heap.peek().is_some_and(|top| h < *top) {
-            heap.pop();
-            heap.push(h);
-        }
-    }
-    let mut out: Vec<u32> = heap.into_iter().map(|(_, k)| k).collect();
-    out.sort_unstable();
-    out
+    taglake_base::seeded::sample(keys, n, seed)
 }
 
 /// Writes a node back as audience text (tag names, minimal parentheses).

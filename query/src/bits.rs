@@ -515,13 +515,8 @@ pub(crate) mod tests {
         let chunk = (0u32..keys, 0usize..5, any::<u64>(), any::<bool>()).prop_map(|(key, kind, seed, runs)| {
             let base = key << 16;
             let mut b = RoaringBitmap::new();
-            let mut z = seed;
-            let mut next = || {
-                z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                let mut x = z;
-                x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                (x ^ (x >> 27)) as u32 & 0xffff
-            };
+            let mut draw = taglake_base::seeded::SplitMix64::new(seed);
+            let mut next = || draw.next_u64() as u32 & 0xffff;
             match kind {
                 0 => (0..(next() % 40)).for_each(|_| {
                     b.insert(base | next());

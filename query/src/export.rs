@@ -247,7 +247,7 @@ pub async fn export(wh: &Warehouse, lock: &WriterLock, o: &ExportOptions) -> Res
                 let mut families: Vec<&str> = tags.tags.iter().map(|t| t.family.as_str()).collect();
                 families.sort_unstable();
                 families.dedup();
-                let hint = taglake_storage::suggest(family, families.iter().copied())
+                let hint = taglake_base::suggest(family, families.iter().copied())
                     .map(|s| format!("; did you mean `{s}`?"))
                     .unwrap_or_default();
                 return Err(Error::Invalid(format!(
@@ -448,7 +448,7 @@ async fn resolve_columns(ctx: &SessionContext, columns: &[String]) -> Result<Vec
             None => {
                 let known = schemas.iter().flat_map(|(_, s)| s.fields().iter().map(|f| f.name().as_str()));
                 let hint =
-                    taglake_storage::suggest(c, known).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
+                    taglake_base::suggest(c, known).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
                 return Err(Error::Invalid(format!("--columns: `{c}` is not a column of members or features{hint}")));
             }
         }

@@ -234,7 +234,7 @@ pub fn explain(ctx: &SessionContext, message: &str) -> Error {
         let have = tables(ctx);
         let hint = match Table::from_name(missing) {
             Some(t) => format!("; the warehouse has no `{t}` table yet"),
-            None => taglake_storage::suggest(missing, have.iter().map(String::as_str))
+            None => taglake_base::suggest(missing, have.iter().map(String::as_str))
                 .map(|s| format!("; did you mean `{s}`?"))
                 .unwrap_or_default(),
         };

@@ -362,7 +362,7 @@ impl TagSet {
 
     /// "did you mean" for an unknown tag name.
     pub fn suggest(&self, name: &str) -> Option<&str> {
-        taglake_storage::suggest(name, self.names())
+        taglake_base::suggest(name, self.names())
     }
 
     fn deserialize(&self, name: &str, bytes: &[u8]) -> Result<Bits> {

@@ -22,6 +22,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use taglake_base::units::{parse_duration, parse_size};
+
 use crate::users::Users;
 use crate::{Error, Result};
 
@@ -416,70 +418,12 @@ fn readable(path: &Path, flag: &str) -> Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
-/// `512MiB`, `2GiB`, `1.5GB`, `64KiB`, `1000000` (bytes) → bytes.
-pub fn parse_size(text: &str) -> Option<usize> {
-    let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "kib" => 1024.0,
-        "m" | "mb" => 1e6,
-        "mib" => 1024.0 * 1024.0,
-        "g" | "gb" => 1e9,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tb" => 1e12,
-        "tib" => 1024f64.powi(4),
-        _ => return None,
-    };
-    let bytes = number * scale;
-    (bytes.is_finite() && bytes >= 0.0 && bytes < usize::MAX as f64).then_some(bytes as usize)
-}
-
-/// `250ms`, `30s`, `5m`, `1h`, `1d` → a duration (PostgreSQL's `min` too).
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let seconds = match unit.trim() {
-        "ms" => number / 1000.0,
-        "s" | "" => number,
-        "m" | "min" => number * 60.0,
-        "h" => number * 3600.0,
-        "d" => number * 86400.0,
-        _ => return None,
-    };
-    Duration::try_from_secs_f64(seconds).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn err(b: ServeConfigBuilder) -> String {
         b.build().unwrap_err().to_string()
-    }
-
-    #[test]
-    fn sizes_and_durations_parse_with_units_and_refuse_garbage() {
-        assert_eq!(parse_size("512MiB"), Some(512 << 20));
-        assert_eq!(parse_size("2 GiB"), Some(2 << 30));
-        assert_eq!(parse_size("1.5GB"), Some(1_500_000_000));
-        assert_eq!(parse_size("4096"), Some(4096));
-        for bad in ["", "MiB", "-1MiB", "12 parsecs", "1e400"] {
-            assert_eq!(parse_size(bad), None, "{bad}");
-        }
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
-        assert_eq!(parse_duration("2min"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        for bad in ["", "s", "-3s", "3 weeks", "1e999s"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
-        }
     }
 
     #[test]

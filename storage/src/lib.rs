@@ -33,7 +33,6 @@ mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod lock;
-pub mod names;
 pub mod scan;
 pub mod schema;
 mod warehouse;
@@ -41,6 +40,5 @@ mod warehouse;
 pub use changes::TableState;
 pub use error::{Error, Result};
 pub use lock::{Wait, WriterLock};
-pub use names::suggest;
 pub use schema::{Column, ColumnType, Table};
 pub use warehouse::{BatchReceiver, DataFile, PartWriter, Sorted, TableWriter, Vacuumed, Warehouse};

@@ -39,5 +39,4 @@ pub use refresh::{
     read_catalog, refresh, snapshot_tags,
 };
 
-pub use taglake_storage::suggest;
 pub use union::Union;

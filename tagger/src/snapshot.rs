@@ -506,7 +506,7 @@ pub async fn bitmaps(
                 let known = info(wh, Some(v)).await?.tags.into_iter().map(|t| t.name).collect::<Vec<_>>();
                 return Err(Error::NotFound(format!(
                     "no tag `{name}` in snapshot {v}{}",
-                    crate::suggest(name, known.iter().map(|s| s.as_str()))
+                    taglake_base::suggest(name, known.iter().map(|s| s.as_str()))
                         .map(|s| format!("; did you mean `{s}`?"))
                         .unwrap_or_default()
                 )));

@@ -392,17 +392,10 @@ fn garbage_and_truncated_messages_close_only_their_connection() {
             v
         },
     ];
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut draw = taglake_base::seeded::SplitMix64::new(1);
     for _ in 0..20 {
-        let n = (seed % 200) as usize + 1;
-        let mut v = Vec::with_capacity(n);
-        for _ in 0..n {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            v.push(seed as u8);
-        }
-        bad_inputs.push(v);
+        let n = (draw.next_u64() % 200) as usize + 1;
+        bad_inputs.push((0..n).map(|_| draw.next_u64() as u8).collect());
     }
     for bytes in &bad_inputs {
         let mut s = TcpStream::connect(&addr).unwrap();

@@ -249,28 +249,26 @@ use std::sync::Arc;
 /// duration at all.
 pub const MAX_WINDOW_DAYS: i64 = 36_525;
 
-/// Parses a window such as `14d`, `2w`, `36h`, of at most [`MAX_WINDOW_DAYS`].
+/// Parses a window such as `14d`, `2w`, `36h` (a [`taglake_base::units`]
+/// duration of whole hours, above zero), of at most [`MAX_WINDOW_DAYS`].
 pub fn parse_window(text: &str) -> Result<chrono::Duration> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let hours_per_unit = match unit {
-        "d" => 24,
-        "w" => 7 * 24,
-        "h" => 1,
-        _ => return Err(bad_window(text)),
-    };
-    if digits.is_empty() || digits.bytes().all(|b| b == b'0') {
-        return Err(bad_window(text));
-    }
+    use taglake_base::units::{UnitError, duration};
+    const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
     let too_long =
         || Error::Invalid(format!("`{text}` is too long a window: at most {MAX_WINDOW_DAYS} days (100 years)"));
-    // Any number of digits: too many for an i64 is too long, not "not a number".
-    let n: i64 = digits.parse().map_err(|_| too_long())?;
-    match n.checked_mul(hours_per_unit) {
-        Some(hours) if hours <= MAX_WINDOW_DAYS * 24 => Ok(chrono::Duration::hours(hours)),
-        _ => Err(too_long()),
+    let d = match duration(text) {
+        Ok(d) => d,
+        Err(UnitError::TooLarge) => return Err(too_long()),
+        Err(UnitError::Malformed) => return Err(bad_window(text)),
+    };
+    // A window is a whole number of its unit (`1.5d` is written `36h`).
+    if d.is_zero() || d.as_nanos() % HOUR.as_nanos() != 0 || text.contains('.') {
+        return Err(bad_window(text));
     }
+    if d > HOUR * 24 * MAX_WINDOW_DAYS as u32 {
+        return Err(too_long());
+    }
+    chrono::Duration::from_std(d).map_err(|_| too_long())
 }
 
 /// `at + window`, or an error naming what overflowed (dates end in the year 262,143).

@@ -679,10 +679,10 @@ fn bin(f: BinFn, a: Num, b: Num) -> Num {
     }
 }
 
-/// [`taglake_storage::suggest`] over owned names.
+/// [`taglake_base::suggest`] over owned names.
 pub(crate) fn suggest(name: &str, candidates: impl IntoIterator<Item = String>) -> Option<String> {
     let candidates: Vec<String> = candidates.into_iter().collect();
-    taglake_storage::suggest(name, candidates.iter().map(String::as_str)).map(str::to_string)
+    taglake_base::suggest(name, candidates.iter().map(String::as_str)).map(str::to_string)
 }
 
 // ---------------------------------------------------------------------------
