@@ -20,5 +20,4 @@ if [ ! -x benches/.venv/bin/python ]; then
 fi
 benches/.venv/bin/pip install --quiet --disable-pip-version-check -r benches/requirements.txt
 exec benches/.venv/bin/python benches/seed_scale.py \
-  --taglake "$CARGO_TARGET_DIR/release/taglake" --members "$MEMBERS" --nights "$NIGHTS" \
-  --commit "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!benches' || echo -dirty)" "${@:3}"
+  --taglake "$CARGO_TARGET_DIR/release/taglake" --members "$MEMBERS" --nights "$NIGHTS" "${@:3}"
