@@ -65,11 +65,10 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 
-from measure import gib, measured
+from measure import gib, measured, provenance
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CACHE = os.path.expanduser("~/.cache/taglake-bench")
@@ -548,8 +547,7 @@ def main():
               f"({'≤' if api <= 5e-3 else '>'} 5 ms), {duck / api:,.0f}× faster than {key} "
               f"({'≥' if duck / api >= 20 else '<'} 20×)")
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True)
-    results = {"commit": commit.stdout.strip(), "members": t["members"], "tags_in_snapshot": t["tags"], "snapshot": t["snapshot"], "warehouse": wh,
+    results = {**provenance(), "members": t["members"], "tags_in_snapshot": t["tags"], "snapshot": t["snapshot"], "warehouse": wh,
                "runs": a.runs, "warmup": WARMUP, "cores": os.cpu_count(), "threads": a.threads,
                "load_average_before": load, "load_average_after": load_after, "export": exported,
                "taglake_rss_after_load": t["rss_after_load"], "taglake_self_peak_rss": t["peak_rss"],

@@ -8,7 +8,8 @@
 # tag-MEMBERS-5 (the one tag_vs_duckdb.sh and cluster_vs_sklearn.sh build);
 # when neither exists, builds taglake too and makes audience-MEMBERS
 # (generate, ingest, tag). Builds audience_side in release mode, installs
-# DuckDB, chdb, pyroaring and pyarrow into benches/.venv, then runs
+# the pinned peers (benches/requirements.txt: DuckDB, chdb, pyroaring,
+# pyarrow among them) into benches/.venv, then runs
 # benches/audience_vs_duckdb.py (see there for what is measured). Do not run
 # two benchmarks at once, nor anything else heavy: the timings are in
 # microseconds and milliseconds.
@@ -28,6 +29,6 @@ cargo build --release "${BUILD[@]}"
 if [ ! -x benches/.venv/bin/python ]; then
   python3 -m venv benches/.venv
 fi
-benches/.venv/bin/pip install --quiet --disable-pip-version-check duckdb chdb pyroaring pyarrow
+benches/.venv/bin/pip install --quiet --disable-pip-version-check -r benches/requirements.txt
 exec benches/.venv/bin/python benches/audience_vs_duckdb.py \
   --side "$CARGO_TARGET_DIR/release/audience_side" --members "$MEMBERS" --runs "$RUNS" "${EXTRA[@]}"

@@ -49,7 +49,7 @@ import shutil
 import statistics
 import sys
 
-from measure import gib, measured
+from measure import gib, measured, provenance
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -119,7 +119,7 @@ def main():
     print(f"matrix: {shape['rows']:,} members with orders × {shape['cols']} features "
           f"(exported in {secs:.1f} s)", flush=True)
 
-    results = {"members": args.members, "rows": shape["rows"], "cols": shape["cols"], "k": args.k,
+    results = {**provenance(), "members": args.members, "rows": shape["rows"], "cols": shape["cols"], "k": args.k,
                "max_iter": args.max_iter, "tol": args.tol, "sample": args.sample, "modes": {}}
     # (mode, taglake's sample and starts, scikit-learn's sample and starts).
     # "defaults" is each side's default: taglake cluster's (the sample, 10

@@ -3,8 +3,9 @@
 # scikit-learn KMeans on the same standardized matrix, in the same run.
 #   benches/cluster_vs_sklearn.sh [MEMBERS] [RUNS]
 # MEMBERS defaults to 1,000,000 (5 order lines per member and year, 2 years).
-# Builds taglake and kmeans_side in release mode, installs scikit-learn into
-# benches/.venv, then runs benches/cluster_vs_sklearn.py (see there for what
+# Builds taglake and kmeans_side in release mode, installs the pinned peers
+# (benches/requirements.txt: scikit-learn among them) into benches/.venv,
+# then runs benches/cluster_vs_sklearn.py (see there for what
 # is measured). The warehouse is shared with tag_vs_duckdb.sh under
 # ~/.cache/taglake-bench and reused. Do not run two benchmarks at once.
 set -euo pipefail
@@ -16,7 +17,7 @@ cargo build --release -p taglake --bin taglake -p taglake-benches --bin kmeans_s
 if [ ! -x benches/.venv/bin/python ]; then
   python3 -m venv benches/.venv
 fi
-benches/.venv/bin/pip install --quiet --disable-pip-version-check scikit-learn numpy
+benches/.venv/bin/pip install --quiet --disable-pip-version-check -r benches/requirements.txt
 exec benches/.venv/bin/python benches/cluster_vs_sklearn.py \
   --taglake "$CARGO_TARGET_DIR/release/taglake" --side "$CARGO_TARGET_DIR/release/kmeans_side" \
   --members "$MEMBERS" --runs "$RUNS"

@@ -27,7 +27,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from measure import gib, measured  # noqa: E402
+from measure import gib, measured, provenance  # noqa: E402
 from tag_vs_duckdb import data_args, default_workdir, prepare  # noqa: E402
 
 AUDIENCE = "tier_gold AND NOT dormant_90_plus AND (rfm_r_5 OR rfm_f_5) AND active_365d AND NOT one_time_buyer"
@@ -121,8 +121,8 @@ def main():
     ready = prepare(tl, work, a.members, lpmy, a.seed, False)
     wh = os.path.join(work, "warehouse")
     cores = os.cpu_count()
-    results = {"members": a.members, "order_lines": ready["order_lines"], "runs": a.runs, "cores": cores,
-               "audience": AUDIENCE, "modes": {}}
+    results = {**provenance(), "members": a.members, "order_lines": ready["order_lines"], "runs": a.runs,
+               "cores": cores, "audience": AUDIENCE, "modes": {}}
     reference = None
     for mode, executors in (("embedded", 0), ("1 executor", 1), ("2 executors", 2)):
         cluster = BallistaCluster(tl, executors, cores, work) if executors else None

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 
-from measure import gib, measured
+from measure import gib, measured, provenance
 
 DUCKDB_SCRIPT = r"""
 import duckdb, sys
@@ -48,7 +48,7 @@ def main():
     os.makedirs(work, exist_ok=True)
     members = max(1, a.lines // 10)  # ~10 lines per member and year, 1 year
 
-    results = {"order_lines_target": a.lines, "members": members, "runs": a.runs}
+    results = {**provenance(), "order_lines_target": a.lines, "members": members, "runs": a.runs}
     # Generator throughput (Parquet, then the CSV the ingest reads).
     t, rss, out = measured([tl, "generate", "--members", str(members), "--years", "1",
                             "--format", "parquet", "--out", "gen-parquet"], work)

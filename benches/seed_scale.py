@@ -35,7 +35,7 @@ import shutil
 import subprocess
 import sys
 
-from measure import gib, measured
+from measure import gib, measured, provenance
 
 DUCKDB_LOAD = r"""
 import duckdb, sys
@@ -114,7 +114,6 @@ def main():
     ap.add_argument("--nights", type=int, default=3)
     ap.add_argument("--memory", default="2GiB")
     ap.add_argument("--workdir", default=None)
-    ap.add_argument("--commit", default="unknown")
     ap.add_argument("--no-duckdb", action="store_true", help="skip the DuckDB side (it needs the history's size again on disk)")
     ap.add_argument("--keep-features-days", type=int, default=None,
                     help="passed to `tag` and `nightly` (taglake's default keeps 7 days of `features` versions, "
@@ -128,7 +127,7 @@ def main():
     os.makedirs(work, exist_ok=True)
     py = sys.executable
     duck_mem = a.memory.replace("iB", "B")
-    res = {"members": a.members, "commit": a.commit, "cores": os.cpu_count(),
+    res = {**provenance(), "members": a.members, "cores": os.cpu_count(),
            "memory_budget": a.memory, "steps": [], "nights": []}
 
     def step(name, cmd, cwd=work):
@@ -221,7 +220,7 @@ def main():
     path = f"benches/results/seed_scale-{a.members}.json"
     with open(path, "w") as f:
         json.dump(res, f, indent=2, default=str)
-    print(f"\ncommit {a.commit}, {os.cpu_count()} cores → {path}")
+    print(f"\ncommit {res['commit']}, {os.cpu_count()} cores → {path}")
     print("| step | time | peak memory |\n|---|---|---|")
     for s in res["steps"]:
         print(f"| {s['step']} | {s['seconds']:.1f} s | {gib(s['peak_rss'])} |")

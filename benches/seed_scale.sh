@@ -4,9 +4,10 @@
 #   benches/seed_scale.sh [MEMBERS] [NIGHTS] [--no-duckdb]
 # MEMBERS defaults to 10,000,000 (5 order lines per member and year over 2
 # years: ~100 M lines); 42000000 is the brand this project is built for.
-# Builds taglake in release mode, installs DuckDB (pinned) into
-# benches/.venv, then runs benches/seed_scale.py (see there for what is
-# measured). Data and warehouses go to $TAGLAKE_BENCH_DIR (default
+# Builds taglake in release mode, installs the pinned peers
+# (benches/requirements.txt: DuckDB among them) into benches/.venv, then
+# runs benches/seed_scale.py (see there for what is measured). Data and
+# warehouses go to $TAGLAKE_BENCH_DIR (default
 # ~/.cache/taglake-bench/seed-MEMBERS): ~6 GB at 10 M, ~25 GB at 42 M.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +18,6 @@ cargo build --release --locked --bin taglake
 if [ ! -x benches/.venv/bin/python ]; then
   python3 -m venv benches/.venv
 fi
-benches/.venv/bin/pip install --quiet --disable-pip-version-check duckdb==2.0.1
+benches/.venv/bin/pip install --quiet --disable-pip-version-check -r benches/requirements.txt
 exec benches/.venv/bin/python benches/seed_scale.py \
-  --taglake "$CARGO_TARGET_DIR/release/taglake" --members "$MEMBERS" --nights "$NIGHTS" \
-  --commit "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!benches' || echo -dirty)" "${@:3}"
+  --taglake "$CARGO_TARGET_DIR/release/taglake" --members "$MEMBERS" --nights "$NIGHTS" "${@:3}"

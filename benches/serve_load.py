@@ -33,6 +33,7 @@ import time
 import psycopg
 
 from audience_vs_duckdb import EXPRESSIONS, percentile
+from measure import provenance
 
 CACHE = os.path.expanduser("~/.cache/taglake-bench")
 
@@ -169,7 +170,9 @@ def main():
 
     members_sql = [f"SELECT count(*) FROM members WHERE {e}" for e in EXPRESSIONS]
     function_sql = [f"SELECT count(*) FROM audience('{e}')" for e in EXPRESSIONS]
-    results = {"members": a.members, "clients": a.clients, "seconds": a.seconds, "cores": os.cpu_count()}
+    programs = {} if a.no_postgres else {"postgres": ["postgres", "--version"]}
+    results = {**provenance(programs), "members": a.members, "clients": a.clients, "seconds": a.seconds,
+               "cores": os.cpu_count()}
 
     proc, port, startup = start_taglake(a.taglake, warehouse)
     connect = lambda: psycopg.connect(host="127.0.0.1", port=port, user="bench", dbname="taglake", autocommit=True)

@@ -40,7 +40,7 @@ import statistics
 import sys
 import time
 
-from measure import gib, measured
+from measure import gib, measured, provenance
 import urllib.parse
 from datetime import date, timedelta
 
@@ -560,8 +560,8 @@ def main():
     duck_out = os.path.join(work, "duckdb-out.parquet")
     sql_out = os.path.join(work, "duckdb-tag.sql")
 
-    results = {"members": a.members, "order_lines": ready["order_lines"], "runs": a.runs, "cores": os.cpu_count(),
-               "duckdb_threads": a.duckdb_threads, "lines_per_member_year": lpmy, "prepare": ready}
+    results = {**provenance(), "members": a.members, "order_lines": ready["order_lines"], "runs": a.runs,
+               "cores": os.cpu_count(), "duckdb_threads": a.duckdb_threads, "lines_per_member_year": lpmy, "prepare": ready}
     runs = {"taglake": [], "duckdb": []}
     tl_info = duck_info = None
     for i in range(a.runs):

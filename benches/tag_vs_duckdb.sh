@@ -4,7 +4,8 @@
 #   benches/tag_vs_duckdb.sh [MEMBERS] [RUNS]
 # MEMBERS defaults to 1,000,000 with 5 order lines per member and year over
 # 2 years (~10 M order lines; set LINES_PER_MEMBER_YEAR to change it).
-# Builds taglake in release mode, installs DuckDB into benches/.venv, then
+# Builds taglake in release mode, installs the pinned peers
+# (benches/requirements.txt: DuckDB among them) into benches/.venv, then
 # runs benches/tag_vs_duckdb.py (see there for what is measured). Generated
 # data and the ingested warehouse are kept under $TAGLAKE_BENCH_DIR
 # (default ~/.cache/taglake-bench) and reused by later runs of the same size.
@@ -19,7 +20,7 @@ cargo build --release --bin taglake
 if [ ! -x benches/.venv/bin/python ]; then
   python3 -m venv benches/.venv
 fi
-benches/.venv/bin/pip install --quiet --disable-pip-version-check duckdb
+benches/.venv/bin/pip install --quiet --disable-pip-version-check -r benches/requirements.txt
 exec benches/.venv/bin/python benches/tag_vs_duckdb.py \
   --taglake "$CARGO_TARGET_DIR/release/taglake" --members "$MEMBERS" --runs "$RUNS" \
   --lines-per-member-year "$LINES_PER_MEMBER_YEAR" --duckdb-threads "$DUCKDB_THREADS"

@@ -4,7 +4,7 @@
 //! boolean columns built from the stored bitmaps by pyroaring, and
 //! DataFusion over a materialised copy of `members` (no pushdown).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use arrow::util::pretty::pretty_format_batches;
@@ -12,6 +12,7 @@ use datafusion::prelude::SessionContext;
 use taglake_query::TagSet;
 use taglake_storage::{Table, Warehouse};
 
+use crate::peers::{Peer, program, require_for};
 use crate::tag_reference::{ingested_warehouse, runtime};
 use crate::{Tagged, tagged, taglake, taglake_ok};
 
@@ -179,28 +180,6 @@ fn mixed_queries_equal_a_reference_without_pushdown() {
     }
 }
 
-/// The Python that has DuckDB and pyroaring: `TAGLAKE_PYTHON`, else the
-/// benchmarks' virtualenv. `None` (and a note) when neither has them,
-/// unless `TAGLAKE_REQUIRE_PEERS` is set, as in CI, where that fails.
-fn peer_python() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("TAGLAKE_PYTHON").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/.venv/bin/python")),
-    ];
-    for p in candidates.into_iter().flatten() {
-        let ok = std::process::Command::new(&p).args(["-c", "import duckdb, pyroaring"]).output();
-        if ok.is_ok_and(|o| o.status.success()) {
-            return Some(p);
-        }
-    }
-    assert!(
-        std::env::var_os("TAGLAKE_REQUIRE_PEERS").is_none(),
-        "TAGLAKE_REQUIRE_PEERS is set but no Python with duckdb and pyroaring was found (set TAGLAKE_PYTHON)"
-    );
-    eprintln!("note: DuckDB comparison skipped: no Python with duckdb and pyroaring (pip install duckdb pyroaring)");
-    None
-}
-
 /// Counts each expression with DuckDB over boolean columns that pyroaring
 /// decodes from the stored snapshot bytes.
 const DUCKDB_COUNTS: &str = r#"
@@ -235,7 +214,11 @@ fn random_audiences_count_the_same_as_duckdb_and_as_sql() {
         assert_eq!(count(&ctx, &format!("SELECT count(*) FROM audience('{text}')")), n, "audience(): {text}");
         ours.push(n);
     }
-    let Some(python) = peer_python() else { return };
+    // The expressions are not all trivial: counts spread over the base.
+    assert!(ours.iter().filter(|&&n| n > 0 && n < MEMBERS).count() > 30, "{ours:?}");
+    if !require_for("the DuckDB comparison", &[Peer::DuckDb]) {
+        return;
+    }
     let wh = Warehouse::open(dir.join("warehouse")).unwrap();
     let members: Vec<String> = runtime()
         .block_on(wh.files(Table::Members))
@@ -260,7 +243,7 @@ fn random_audiences_count_the_same_as_duckdb_and_as_sql() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("spec.json"), spec.to_string()).unwrap();
     std::fs::write(tmp.path().join("counts.py"), DUCKDB_COUNTS).unwrap();
-    let out = std::process::Command::new(python)
+    let out = std::process::Command::new(program(Peer::DuckDb))
         .arg(tmp.path().join("counts.py"))
         .arg(tmp.path().join("spec.json"))
         .output()
@@ -270,8 +253,6 @@ fn random_audiences_count_the_same_as_duckdb_and_as_sql() {
     for ((text, _), (a, b)) in exprs.iter().zip(ours.iter().zip(&duck)) {
         assert_eq!(a, b, "taglake vs DuckDB: {text}");
     }
-    // The expressions are not all trivial: counts spread over the base.
-    assert!(ours.iter().filter(|&&n| n > 0 && n < MEMBERS).count() > 30, "{ours:?}");
 }
 
 #[test]

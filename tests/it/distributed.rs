@@ -11,6 +11,7 @@ use std::time::Duration;
 use taglake_storage::{Table, Warehouse};
 use taglake_tagger::snapshot;
 
+use crate::peers::{Peer, program, require};
 use crate::tag_reference::runtime;
 use crate::{Tagged, copy_dir, table_rows, tagged, taglake, taglake_ok};
 
@@ -381,6 +382,9 @@ fn the_range_steps_in_process_commit_the_embedded_snapshot() {
 /// and answer as embedded; its catalog queries stay on the server.
 #[test]
 fn the_server_runs_warehouse_queries_on_the_cluster() {
+    if !require(&[Peer::Psql]) {
+        return;
+    }
     let _one = serial();
     let dir = &fixture().dir;
     let cluster = Cluster::start(2);
@@ -396,7 +400,7 @@ fn the_server_runs_warehouse_queries_on_the_cluster() {
     BufReader::new(serve.stdout.take().unwrap()).read_line(&mut first).unwrap();
     let port = first.trim().rsplit(':').next().unwrap().to_string();
     let psql = |sql: &str| {
-        let out = Command::new("psql")
+        let out = Command::new(program(Peer::Psql))
             .args(["-h", "127.0.0.1", "-p", &port, "-U", "taglake", "-d", "taglake", "-At", "-c", sql])
             .env("PGCONNECT_TIMEOUT", "10")
             .output()

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use crate::peers::{Peer, program, require};
 use crate::serve::Server;
 use crate::tag_reference::runtime;
 use crate::{Tagged, tagged, taglake, taglake_ok, taglake_with_input};
@@ -116,7 +117,7 @@ fn the_cli_survives_deep_audiences_and_long_sql() {
 fn psql_file(server: &Server, dir: &Path, sql: &str) -> Output {
     let file = dir.join("statement.sql");
     std::fs::write(&file, format!("{sql};\n")).unwrap();
-    Command::new("psql")
+    Command::new(program(Peer::Psql))
         .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &server.port.to_string()])
         .args(["-U", "analyst", "-d", "taglake", "-f"])
         .arg(&file)
@@ -155,6 +156,9 @@ print(json.dumps(out))
 
 #[test]
 fn the_server_survives_deep_audiences_and_long_sql() {
+    if !require(&[Peer::Psql, Peer::Psycopg]) {
+        return;
+    }
     let f = fixture();
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&f.dir, &[]);

@@ -13,6 +13,7 @@ mod inputs_sql;
 mod kill;
 mod nightly;
 mod optimize;
+mod peers;
 mod repl;
 mod serve;
 mod serve_attacks;

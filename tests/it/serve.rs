@@ -10,6 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::peers::{Peer, program, require, require_for};
 use crate::{Tagged, copy_dir, tagged, taglake_ok};
 
 /// 3,000 generated members, ingested and tagged once, read by every server
@@ -68,7 +69,7 @@ impl Server {
 
     /// `psql -c …` as `user`, unaligned and tuples-only.
     pub(crate) fn psql(&self, sql: &str, env: &[(&str, &str)]) -> Output {
-        Command::new("psql")
+        Command::new(program(Peer::Psql))
             .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-U", "analyst", "-d", "taglake", "-c", sql])
             .env("PGCONNECT_TIMEOUT", "20")
@@ -92,8 +93,12 @@ impl Server {
 
     /// Runs a Python script with psycopg; `PORT` is in its environment.
     pub(crate) fn python(&self, script: &str, args: &[&str]) -> String {
-        let out =
-            Command::new(python()).args(["-c", script]).args(args).env("PORT", self.port.to_string()).output().unwrap();
+        let out = Command::new(program(Peer::Psycopg))
+            .args(["-c", script])
+            .args(args)
+            .env("PORT", self.port.to_string())
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "python failed:\n{}\n{}\nserver log:\n{}",
@@ -112,18 +117,6 @@ impl Drop for Server {
     }
 }
 
-/// The Python with psycopg: `TAGLAKE_PYTHON` (CI's virtualenv), else `python3`.
-pub(crate) fn python() -> PathBuf {
-    let p = std::env::var_os("TAGLAKE_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from);
-    let ok = Command::new(&p).args(["-c", "import psycopg"]).output();
-    assert!(
-        ok.is_ok_and(|o| o.status.success()),
-        "{} has no psycopg: pip install 'psycopg[binary]' (CI's .ci/run installs it)",
-        p.display()
-    );
-    p
-}
-
 pub(crate) fn audience_count(dir: &Path, expr: &str) -> u64 {
     let csv = taglake_ok(&["audience", "count", expr, "--format", "csv"], dir);
     let line = csv.lines().nth(1).unwrap();
@@ -132,6 +125,9 @@ pub(crate) fn audience_count(dir: &Path, expr: &str) -> u64 {
 
 #[test]
 fn psql_counts_what_the_audience_command_counts() {
+    if !require(&[Peer::Psql]) {
+        return;
+    }
     let f = fixture();
     let server = Server::start(&f.dir, &[]);
     let expr = "tier_gold AND NOT dormant_90_plus";
@@ -151,6 +147,9 @@ fn psql_counts_what_the_audience_command_counts() {
 
 #[test]
 fn psql_lists_tables_and_columns() {
+    if !require(&[Peer::Psql]) {
+        return;
+    }
     let f = fixture();
     let server = Server::start(&f.dir, &[]);
     let tables = server.psql_ok("\\dt");
@@ -169,6 +168,9 @@ fn psql_lists_tables_and_columns() {
 
 #[test]
 fn writes_and_path_escapes_are_refused_and_exports_stay_inside() {
+    if !require(&[Peer::Psql]) {
+        return;
+    }
     let f = fixture();
     let exports = f.dir.join("exports").canonicalize().unwrap();
     let outside = tempfile::tempdir().unwrap();
@@ -254,6 +256,9 @@ import json; print(json.dumps(out))
 
 #[test]
 fn psycopg_runs_prepared_binary_and_catalog_queries() {
+    if !require(&[Peer::Psql, Peer::Psycopg]) {
+        return;
+    }
     let f = fixture();
     let server = Server::start(&f.dir, &[]);
     let out: serde_json::Value = serde_json::from_str(&server.python(PSYCOPG_CLIENT, &[])).unwrap();
@@ -311,6 +316,9 @@ print(json.dumps(result))
 
 #[test]
 fn a_query_over_its_memory_limit_fails_alone() {
+    if !require(&[Peer::Psql, Peer::Psycopg]) {
+        return;
+    }
     let f = fixture();
     let server = Server::start(&f.dir, &["--query-memory", "4MiB"]);
     let out: serde_json::Value = serde_json::from_str(&server.python(OVER_LIMIT, &[])).unwrap();
@@ -326,6 +334,9 @@ fn a_query_over_its_memory_limit_fails_alone() {
 
 #[test]
 fn a_statement_over_its_timeout_is_cancelled_and_the_server_goes_on() {
+    if !require(&[Peer::Psql]) {
+        return;
+    }
     let f = fixture();
     let server = Server::start(&f.dir, &["--statement-timeout", "1s"]);
     // A nested-loop join that runs for minutes in a debug build.
@@ -342,6 +353,9 @@ fn a_statement_over_its_timeout_is_cancelled_and_the_server_goes_on() {
 
 #[test]
 fn connections_over_the_limit_get_a_postgres_error() {
+    if !require(&[Peer::Psycopg]) {
+        return;
+    }
     let f = fixture();
     let server = Server::start(&f.dir, &["--max-connections", "2"]);
     let script = r#"
@@ -405,7 +419,11 @@ fn garbage_and_truncated_messages_close_only_their_connection() {
         let mut sink = Vec::new();
         let _ = s.read_to_end(&mut sink); // the server closes it (or times it out)
     }
+    assert!(server.child_alive());
     // A logged-in connection that then sends garbage mid-session.
+    if !require_for("the mid-session garbage", &[Peer::Psycopg, Peer::Psql]) {
+        return;
+    }
     let script = r#"
 import os, socket, psycopg
 c = psycopg.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="analyst", dbname="taglake", autocommit=True)
@@ -432,6 +450,9 @@ impl Server {
 
 #[test]
 fn a_new_snapshot_is_served_without_a_restart() {
+    if !require(&[Peer::Psql, Peer::Psycopg]) {
+        return;
+    }
     let tmp = fixture_copy();
     let dir = tmp.path();
     let server = Server::start(dir, &["--refresh-interval", "200ms"]);
@@ -466,13 +487,21 @@ print(n)
 #[test]
 fn logins_use_scram_over_tls_and_public_addresses_need_users() {
     let f = fixture();
+    // Without users, anything but loopback is refused before listening.
+    let out = crate::taglake(&["serve", "--listen", "0.0.0.0:0"], &f.dir);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to listen on 0.0.0.0:0 without authentication"), "{err}");
+    if !require_for("the logins", &[Peer::Openssl, Peer::Psql, Peer::Psycopg]) {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let users = tmp.path().join("users");
     let out =
         crate::taglake_with_input(&["passwd", "analyst", "--users", users.to_str().unwrap()], &f.dir, "s3cret pw\n");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
-    let made = Command::new("openssl")
+    let made = Command::new(program(Peer::Openssl))
         .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
         .args(["-keyout", key.to_str().unwrap(), "-out", cert.to_str().unwrap()])
         .output()
@@ -498,7 +527,7 @@ fn logins_use_scram_over_tls_and_public_addresses_need_users() {
     assert_eq!(String::from_utf8_lossy(&n.stdout).trim(), gold.to_string());
     let wrong = server.psql("SELECT 1", &[("PGSSLMODE", "require"), ("PGPASSWORD", "nope")]);
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("assword authentication failed"), "{wrong:?}");
-    let nobody = Command::new("psql")
+    let nobody = Command::new(program(Peer::Psql))
         .args([
             "-X",
             "-At",
@@ -531,11 +560,6 @@ print(c.execute("SELECT count(*) FROM members WHERE tier_gold").fetchone()[0], c
 "#;
     assert_eq!(server.python(script, &[]).trim(), format!("{gold} True"));
 
-    // Without users, anything but loopback is refused before listening.
-    let out = crate::taglake(&["serve", "--listen", "0.0.0.0:0"], &f.dir);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("refusing to listen on 0.0.0.0:0 without authentication"), "{err}");
     // With users it starts.
     let public = Server::start(&f.dir, &["--users", users.to_str().unwrap(), "--listen", "0.0.0.0:0"]);
     let n = public.psql("SELECT count(*) FROM members WHERE tier_gold", &[("PGPASSWORD", "s3cret pw")]);
@@ -594,6 +618,9 @@ fn running_queries_finish_on_their_snapshot_across_a_refresh() {
 /// statement (57014), and the connection goes on.
 #[test]
 fn a_cancel_request_stops_the_running_statement() {
+    if !require(&[Peer::Psycopg]) {
+        return;
+    }
     let f = fixture();
     let server = Server::start(&f.dir, &["--max-connections", "1"]);
     let script = r#"

@@ -10,6 +10,7 @@ use std::io::Read;
 use std::net::TcpStream;
 use std::time::Duration;
 
+use crate::peers::{Peer, require};
 use crate::serve::{Server, audience_count, fixture};
 
 /// A minimal PostgreSQL wire client in Python, prepended to scripts.
@@ -110,6 +111,9 @@ impl Server {
 /// its memory is back near its idle level.
 #[test]
 fn one_server_survives_every_attack() {
+    if !require(&[Peer::Psql, Peer::Psycopg]) {
+        return;
+    }
     let f = fixture();
     let exports = tempfile::tempdir().unwrap();
     let mut server = Server::start(
@@ -298,6 +302,9 @@ print(json.dumps(out))
 /// the server goes on.
 #[test]
 fn a_connections_cursors_share_its_memory() {
+    if !require(&[Peer::Psql]) {
+        return;
+    }
     let f = fixture();
     let mut server = Server::start(&f.dir, &["--query-memory", "1MiB", "--connection-memory", "1MiB"]);
     let pid = server.pid();
@@ -325,6 +332,9 @@ fn a_connections_cursors_share_its_memory() {
 /// `--idle-timeout` (57P05).
 #[test]
 fn silent_and_half_logged_in_sockets_cannot_lock_anyone_out() {
+    if !require(&[Peer::Psql, Peer::Psycopg]) {
+        return;
+    }
     let f = fixture();
     let tmp = tempfile::tempdir().unwrap();
     let users = tmp.path().join("users");
@@ -413,6 +423,9 @@ print(json.dumps(out))
 /// salt on every attempt, and the same error after the proof.
 #[test]
 fn unknown_users_cannot_be_told_from_known_ones() {
+    if !require(&[Peer::Psycopg]) {
+        return;
+    }
     let f = fixture();
     let tmp = tempfile::tempdir().unwrap();
     let users = tmp.path().join("users");
