@@ -60,9 +60,10 @@ fn command_line() -> String {
     std::iter::once("taglake".to_string()).chain(std::env::args().skip(1).map(quote)).collect::<Vec<_>>().join(" ")
 }
 
-/// `--cluster df://HOST:PORT` of the commands that can run on a cluster.
+/// `--cluster df://HOST:PORT` of the commands that can run in cluster mode
+/// (distributed, on Ballista; not the k-means communities of `taglake cluster`).
 #[derive(Args, Clone, Default)]
-pub(crate) struct ClusterArg {
+pub(crate) struct DistributedArg {
     /// Run on a taglake cluster: the scheduler's address (see `taglake scheduler`).
     #[arg(long, env = "TAGLAKE_CLUSTER", value_name = "df://HOST:PORT", global = true)]
     pub(crate) cluster: Option<String>,

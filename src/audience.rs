@@ -25,7 +25,7 @@ pub struct AudienceArgs {
     #[command(subcommand)]
     pub command: AudienceCommand,
     #[command(flatten)]
-    pub cluster: crate::args::ClusterArg,
+    pub cluster: crate::args::DistributedArg,
     #[command(flatten)]
     pub wh: crate::args::WarehouseArg,
 }

@@ -14,7 +14,7 @@ use datafusion::prelude::SessionContext;
 use taglake_query::TagSet;
 use taglake_storage::Warehouse;
 
-use crate::args::ClusterArg;
+use crate::args::DistributedArg;
 
 #[derive(Args)]
 pub struct SchedulerArgs {
@@ -55,7 +55,7 @@ pub struct ExecutorArgs {
 }
 
 /// A SQL session over the warehouse: embedded, or on the cluster `--cluster` names.
-pub async fn session(wh: &Warehouse, cluster: &ClusterArg) -> Result<(SessionContext, Option<Arc<TagSet>>)> {
+pub async fn session(wh: &Warehouse, cluster: &DistributedArg) -> Result<(SessionContext, Option<Arc<TagSet>>)> {
     match &cluster.cluster {
         None => Ok(taglake_query::open(wh).await?),
         Some(url) => imp::connect(url, wh).await,

@@ -60,7 +60,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "5s")]
     refresh_interval: String,
     #[command(flatten)]
-    cluster: crate::args::ClusterArg,
+    cluster: crate::args::DistributedArg,
     #[command(flatten)]
     wh: crate::args::WarehouseArg,
 }

@@ -57,7 +57,7 @@ pub struct SqlArgs {
     #[arg(long, value_name = "FILE")]
     pub history: Option<PathBuf>,
     #[command(flatten)]
-    pub cluster: crate::args::ClusterArg,
+    pub cluster: crate::args::DistributedArg,
     #[command(flatten)]
     pub wh: crate::args::WarehouseArg,
 }

@@ -33,7 +33,7 @@ pub struct TagArgs {
     #[arg(long)]
     pub max_family_values: Option<usize>,
     #[command(flatten)]
-    pub cluster: crate::args::ClusterArg,
+    pub cluster: crate::args::DistributedArg,
     /// With --cluster: members per task (rounded up to whole chunks of
     /// 65,536) [default: the base in 16 tasks].
     #[arg(long, requires = "cluster")]
