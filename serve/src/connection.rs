@@ -40,8 +40,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 
-use crate::handler::{LogErrors, Prepared, user_error};
 use crate::log;
+use crate::reply::{LogErrors, Prepared, user_error};
 
 /// A negotiated socket, speaking the protocol.
 pub type Socket<S> = Framed<S, PgWireMessageServerCodec<Prepared>>;

@@ -31,8 +31,8 @@ use datafusion_postgres::pgwire::error::PgWireResult;
 use datafusion_postgres::pgwire::messages::data::DataRow;
 use futures::{Stream, StreamExt, stream};
 
-use crate::handler::{Bounded, timed_out, user_error};
 use crate::pool::connection_pool;
+use crate::reply::{Bounded, timed_out, user_error};
 
 /// One connection's state, kept in its session extensions.
 pub struct Connection {

@@ -68,7 +68,7 @@ use datafusion_postgres::pgwire::api::{
     ClientInfo, ClientPortalStore, ConnectionHandle, ConnectionManager, DEFAULT_NAME, ErrorHandler,
     PgWireConnectionState, PgWireServerHandlers, Type,
 };
-use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::extendedquery::{
     Bind, BindComplete, Close, CloseComplete, Execute, PortalSuspended, TARGET_TYPE_BYTE_PORTAL,
     TARGET_TYPE_BYTE_STATEMENT,
@@ -79,7 +79,7 @@ use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontend
 use datafusion_postgres::pgwire::types::format::FormatOptions;
 use datafusion_postgres::{DfSessionService, Parser};
 use futures::future::{Either, select};
-use futures::{Sink, SinkExt, Stream, StreamExt, stream};
+use futures::{Sink, SinkExt, StreamExt, stream};
 use taglake_query::cache;
 
 use crate::config::ServeConfig;
@@ -89,11 +89,8 @@ use crate::export::{Budget, ExportRegistry};
 use crate::live::Live;
 use crate::log;
 use crate::policy::{self, CopyPlan, Kind, Refusal};
-use crate::pool::{CONNECTION_LIMIT, QueryPool};
-
-/// A prepared statement as `datafusion-postgres` keeps it: the SQL, and the
-/// parsed statement with its plan.
-pub type Prepared = (String, Option<(Statement, LogicalPlan)>);
+use crate::pool::QueryPool;
+use crate::reply::{Bounded, Errors, LogErrors, Prepared, timed_out, user_error};
 
 /// The client metadata key `SET statement_timeout` writes.
 const CLIENT_TIMEOUT_KEY: &str = "statement_timeout_ms";
@@ -451,51 +448,8 @@ where
         .ok_or_else(|| internal("the connection's portal store has an unexpected type"))
 }
 
-/// Turns DataFusion errors into PostgreSQL ones.
-#[derive(Clone)]
-struct Errors {
-    query_memory: usize,
-    live: Arc<Live>,
-}
-
-impl Errors {
-    fn map(&self, e: DataFusionError) -> PgWireError {
-        let root = e.find_root();
-        let text = root.to_string();
-        let (code, message) = match root {
-            DataFusionError::ResourcesExhausted(m) if m.contains(CONNECTION_LIMIT) => ("53200", m.clone()),
-            DataFusionError::ResourcesExhausted(_) => (
-                "53200",
-                format!(
-                    "the query needs more memory than the per-query limit of {} MiB (taglake serve --query-memory): {text}",
-                    self.query_memory >> 20
-                ),
-            ),
-            DataFusionError::SQL(..) => ("42601", text),
-            DataFusionError::SchemaError(..) => ("42703", text),
-            DataFusionError::NotImplemented(_) => ("0A000", text),
-            DataFusionError::Plan(m) if m.contains("table '") && m.contains("not found") => {
-                ("42P01", taglake_query::explain(self.live.context(), &text).to_string())
-            }
-            DataFusionError::Plan(_) => ("42000", text),
-            _ => ("XX000", text),
-        };
-        user_error("ERROR", code, message)
-    }
-}
-
-/// A PostgreSQL error with a severity, a SQLSTATE and a message.
-pub fn user_error(severity: &str, code: &str, message: String) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new(severity.into(), code.into(), message)))
-}
-
 fn refused(r: Refusal) -> PgWireError {
     user_error("ERROR", r.code, r.message)
-}
-
-/// SQLSTATE 57014 for a statement past its deadline.
-pub fn timed_out(limit: Duration) -> PgWireError {
-    user_error("ERROR", "57014", format!("canceling statement due to statement timeout ({:.3}s)", limit.as_secs_f64()))
 }
 
 fn internal(what: &str) -> PgWireError {
@@ -510,54 +464,6 @@ fn remap(e: PgWireError, errors: &Errors) -> PgWireError {
             Err(other) => PgWireError::ApiError(other),
         },
         other => other,
-    }
-}
-
-/// A query's batches until its deadline; DataFusion stops (its tasks are
-/// dropped) when this is dropped or the deadline passes.
-pub struct Bounded {
-    inner: Option<SendableRecordBatchStream>,
-    /// The first item, read ahead (`Some(None)`: the stream was empty).
-    first: Option<Option<PgWireResult<datafusion::arrow::array::RecordBatch>>>,
-    /// `None` for a portal or a cursor: their reader applies a deadline
-    /// per `Execute` or `FETCH`.
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-    timeout: Duration,
-    errors: Errors,
-}
-
-impl Bounded {
-    fn without_deadline(mut self) -> Bounded {
-        self.deadline = None;
-        self
-    }
-}
-
-impl Stream for Bounded {
-    type Item = PgWireResult<datafusion::arrow::array::RecordBatch>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if let Some(first) = self.first.take() {
-            return Poll::Ready(first);
-        }
-        let Some(inner) = self.inner.as_mut() else { return Poll::Ready(None) };
-        match inner.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(b))) => return Poll::Ready(Some(Ok(b))),
-            Poll::Ready(Some(Err(e))) => {
-                self.inner = None;
-                return Poll::Ready(Some(Err(self.errors.map(e))));
-            }
-            Poll::Ready(None) => {
-                self.inner = None;
-                return Poll::Ready(None);
-            }
-            Poll::Pending => {}
-        }
-        if self.deadline.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready()) {
-            self.inner = None;
-            return Poll::Ready(Some(Err(timed_out(self.timeout))));
-        }
-        Poll::Pending
     }
 }
 
@@ -1253,15 +1159,6 @@ impl<C: ClientInfo> ClientInfo for Gate<'_, C> {
         &self,
     ) -> Option<&[datafusion_postgres::pgwire::tokio::tokio_rustls::rustls::pki_types::CertificateDer<'a>]> {
         self.inner.client_certificates()
-    }
-}
-
-/// Logs what the server answers with an error, with the peer.
-pub struct LogErrors;
-
-impl ErrorHandler for LogErrors {
-    fn on_error<C: ClientInfo>(&self, client: &C, error: &mut PgWireError) {
-        log(format_args!("{}: {error}", client.socket_addr()));
     }
 }
 

@@ -57,6 +57,7 @@ pub mod listen;
 pub mod live;
 pub mod policy;
 pub mod pool;
+pub mod reply;
 pub mod users;
 
 use std::path::PathBuf;
