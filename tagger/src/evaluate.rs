@@ -18,53 +18,12 @@ use rayon::prelude::*;
 use roaring::RoaringBitmap;
 
 use crate::catalog::{Better, CatalogFile, Values, substitute};
-use crate::exclusive::{Origin, strip_family};
+use crate::exclusive::strip_family;
 use crate::features::{CHUNK, Chunk, FeatureData, FeatureKind, FeatureSet, TextKind, unique_slugs};
 use crate::rule::{self, ColumnRef, Env, Program, VarType, pack_mask};
+pub use crate::tagdef::TagDef;
+use crate::tagdef::{Kind, Origin};
 use crate::{Error, Result};
-
-/// A tag after expansion, with how it is computed.
-#[derive(Debug, Clone)]
-pub struct TagDef {
-    /// Tag name.
-    pub name: String,
-    /// Family.
-    pub family: String,
-    /// Description.
-    pub description: String,
-    /// The rule text or a description of how the tag is derived.
-    pub rule: String,
-    /// The tag's value in its family's column when the family is
-    /// exclusive (`gold` for `tier_gold`; see [`crate::exclusive`]).
-    pub value: Option<String>,
-    pub(crate) origin: Origin,
-    kind: Kind,
-}
-
-#[derive(Debug, Clone)]
-enum Kind {
-    Rule,
-    Partition,
-    Score { score: usize, bucket: u32 },
-    Band { rank: usize, band: usize },
-    Lookup { lookup: usize, label: String },
-}
-
-#[cfg(test)]
-impl TagDef {
-    /// A rule tag with the given exclusivity facts (for unit tests).
-    pub(crate) fn for_test(name: &str, family: &str, value: Option<&str>, origin: Origin) -> TagDef {
-        TagDef {
-            name: name.into(),
-            family: family.into(),
-            description: String::new(),
-            rule: String::new(),
-            value: value.map(Into::into),
-            origin,
-            kind: Kind::Rule,
-        }
-    }
-}
 
 /// An ordered cut of the base (a score or a rank).
 /// A place in a cut's order: the ordered value bits and the member key.

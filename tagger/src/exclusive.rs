@@ -26,18 +26,7 @@ use std::collections::HashMap;
 
 use roaring::RoaringBitmap;
 
-use crate::evaluate::TagDef;
-
-/// Where a tag came from, as far as exclusivity is concerned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Origin {
-    /// A `[[tag]]` entry and whether it says `exclusive = true`.
-    Tag { exclusive: bool },
-    /// A `[[family]]` expansion (rule templates may overlap).
-    Family,
-    /// An entry whose tags are disjoint: its kind and index.
-    Entry { kind: &'static str, index: usize },
-}
+use crate::tagdef::{Origin, TagDef};
 
 /// The value a tag would have in its family's column.
 pub(crate) fn strip_family(name: &str, family: &str) -> String {

@@ -29,6 +29,7 @@ pub mod features;
 mod refresh;
 pub mod rule;
 pub mod snapshot;
+mod tagdef;
 #[cfg(test)]
 mod tests;
 mod union;
