@@ -94,11 +94,17 @@ pub async fn held_out(wh: &Warehouse, keys: &RoaringBitmap, salt: &str, share: f
     Ok(parts.into_inner().expect("held out").into_iter().fold(RoaringBitmap::new(), |a, b| a | b))
 }
 
-/// Arms and their shares (normalised to sum to 1).
+/// Arms and their shares (normalised to sum to 1). Made only by
+/// [`Split::parse`], which checks the names and weights.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Split(pub Vec<(String, f64)>);
+pub struct Split(pub(crate) Vec<(String, f64)>);
 
 impl Split {
+    /// The arms and their shares, in the order given.
+    pub fn arms(&self) -> &[(String, f64)] {
+        &self.0
+    }
+
     /// Parses `treatment=90,control=10` (weights need not sum to 100).
     pub fn parse(text: &str) -> Result<Split> {
         let bad = |why: String| Error::Invalid(format!("--split `{text}`: {why}; write e.g. treatment=90,control=10"));
