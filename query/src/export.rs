@@ -76,7 +76,7 @@ pub async fn held_out(wh: &Warehouse, keys: &RoaringBitmap, salt: &str, share: f
     let t = Table::MemberIds;
     let files = table_files(wh, t).await?;
     let parts = std::sync::Mutex::new(Vec::new());
-    tokio::task::block_in_place(|| {
+    taglake_storage::scan::blocking(|| {
         scan::<_, Error>(t, &files, &[Wanted::plain(t, "member_key"), Wanted::plain(t, "member_id")], |b| {
             let k = b.column(0).as_primitive::<arrow::datatypes::Int64Type>();
             let id = b.column(1).as_string::<i32>();

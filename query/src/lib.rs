@@ -18,6 +18,12 @@
 //! ([`export`]) and experiment reports ([`experiment`], [`stats`]) live here
 //! too, so the CLI and the SQL server share them.
 //!
+//! Its async functions that read tables scan through
+//! [`taglake_storage::scan::blocking`], so they need tokio's multi-thread
+//! runtime; on a current-thread runtime they return
+//! `taglake_storage::Error::CurrentThreadRuntime` (wrapped) instead of
+//! panicking.
+//!
 //! ```no_run
 //! # async fn run() -> taglake_query::Result<()> {
 //! let wh = taglake_storage::Warehouse::open("warehouse")?;
@@ -102,6 +108,7 @@ pub async fn session(wh: &Warehouse) -> Result<SessionContext> {
 }
 
 /// A session and the tags it answers from (`None` before any ingest).
+/// Needs tokio's multi-thread runtime (see the crate docs).
 pub async fn open(wh: &Warehouse) -> Result<(SessionContext, Option<Arc<TagSet>>)> {
     let config =
         SessionConfig::new().with_information_schema(true).with_extension(Arc::new(cache::PlanCache::default()));

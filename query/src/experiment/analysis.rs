@@ -566,7 +566,7 @@ pub async fn report(wh: &Warehouse, id: i64, options: &ReportOptions) -> Result<
     let (start, end) = (e.launched_at, window_end(e.launched_at, window)?);
     let (windows, cuped) = windows_of(start, end, options.cuped)?;
     let member_files = table_files(wh, Table::Members).await?;
-    let present = tokio::task::block_in_place(|| crate::tagset::member_keys(&member_files))?;
+    let present = taglake_storage::scan::blocking(|| crate::tagset::member_keys(&member_files))?;
     let mut cohort = RoaringBitmap::new();
     e.arms.iter().for_each(|a| cohort |= &a.bitmap);
     let activity = scan_activity(wh, &cohort, &windows).await?;
