@@ -82,6 +82,10 @@ pub enum Error {
     /// A command's arguments are invalid (the message says which and why).
     #[error("{0}")]
     Invalid(String),
+    /// A parameter of the call is invalid: the message names it apart
+    /// from its text, for a program to show as its flag.
+    #[error("{0}")]
+    Parameter(#[source] taglake_storage::ParamMessage),
     /// Stored data breaks an invariant the warehouse guarantees.
     #[error("the warehouse is damaged: {0}")]
     Corrupt(String),

@@ -72,6 +72,20 @@ impl ParamMessage {
     }
 }
 
+impl From<String> for ParamMessage {
+    /// A message that names no parameter (yet).
+    fn from(text: String) -> ParamMessage {
+        ParamMessage::text(text)
+    }
+}
+
+impl From<&str> for ParamMessage {
+    /// A message that names no parameter (yet).
+    fn from(text: &str) -> ParamMessage {
+        ParamMessage::text(text)
+    }
+}
+
 impl fmt::Display for ParamMessage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.render(|p| format!("`{p}`")))
