@@ -162,7 +162,7 @@ pub(crate) async fn nightly(a: NightlyArgs) -> ExitCode {
         }
         Err(e) => {
             summary.status = "failed";
-            summary.error = Some(format!("{e:#}"));
+            summary.error = Some(crate::report::error_text(&e));
             let locked = e
                 .downcast_ref::<taglake_storage::Error>()
                 .is_some_and(|e| matches!(e, taglake_storage::Error::Locked { .. }));
@@ -359,7 +359,7 @@ async fn step(
         }
         Err(e) => {
             s.status = "failed";
-            s.note = Some(format!("{e:#}"));
+            s.note = Some(crate::report::error_text(&e));
             summary.steps.push(s);
             Err(e.context(format!("nightly step `{name}`")))
         }

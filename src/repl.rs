@@ -523,7 +523,9 @@ impl Repl {
         if is_keyword(first, &["CREATE", "DROP", "ALTER"]) {
             match Names::read(&self.ctx).await {
                 Ok(names) => self.names = Arc::new(names),
-                Err(e) => eprintln!("warning: cannot read the tables again for completion: {e:#}"),
+                Err(e) => {
+                    eprintln!("warning: cannot read the tables again for completion: {}", crate::report::error_text(&e))
+                }
             }
         }
     }
@@ -543,7 +545,7 @@ impl Repl {
 
     fn fail(&mut self, e: &anyhow::Error) {
         self.failed += 1;
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", crate::report::error_text(e));
     }
 
     fn command(&mut self, line: &str) -> Flow {

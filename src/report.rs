@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use taglake_storage::ParamMessage;
 
 /// Peak resident memory of this process so far, in bytes (Linux; `None`
 /// elsewhere).
@@ -55,6 +56,40 @@ macro_rules! say {
     };
 }
 pub(crate) use say;
+
+/// An error as the command prints it: the message and its causes joined
+/// by ": " (anyhow's `{:#}`), with two differences. A cause whose text an
+/// earlier message already shows is left out: library errors show their
+/// source's text and keep the source too. And the parameters a library
+/// names ([`ParamMessage`]) are shown as this command's flags ([`flag`]).
+pub fn error_text(e: &anyhow::Error) -> String {
+    let chain: Vec<&(dyn std::error::Error + 'static)> = e.chain().collect();
+    let mut shown = String::new();
+    let mut parts = Vec::new();
+    for (i, cause) in chain.iter().enumerate() {
+        let mut text = cause.to_string();
+        if i > 0 && shown.contains(&text) {
+            continue;
+        }
+        shown.push_str(&text);
+        shown.push('\n');
+        for message in chain[i..].iter().filter_map(|c| c.downcast_ref::<ParamMessage>()) {
+            text = text.replace(&message.to_string(), &message.render(flag));
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
+}
+
+/// The flag of a library parameter: `--` and the name in kebab case,
+/// unless the flag is named otherwise.
+pub fn flag(parameter: &'static str) -> String {
+    const RENAMED: &[(&str, &str)] = &[("holdout_share", "--holdout")];
+    match RENAMED.iter().find(|(p, _)| *p == parameter) {
+        Some((_, flag)) => flag.to_string(),
+        None => format!("--{}", parameter.replace('_', "-")),
+    }
+}
 
 /// `1.2 GiB`, `340 MiB`.
 pub fn bytes(n: u64) -> String {
@@ -147,5 +182,34 @@ mod tests {
         assert_eq!(bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
         assert_eq!(rate(2_000_000, 1.0), "2.00 M");
         assert!(peak_memory().unwrap_or(1) > 0);
+    }
+
+    /// An error that shows its source's text and keeps it as its source,
+    /// as the library errors do.
+    #[derive(Debug)]
+    struct Wrapped<E>(&'static str, E);
+
+    impl<E: std::fmt::Display> std::fmt::Display for Wrapped<E> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}: {}", self.0, self.1)
+        }
+    }
+
+    impl<E: std::error::Error + 'static> std::error::Error for Wrapped<E> {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.1)
+        }
+    }
+
+    #[test]
+    fn errors_show_each_cause_once_and_parameters_as_flags() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::from(Wrapped("reading a.csv", io())).context("ingest orders");
+        assert_eq!(error_text(&e), "ingest orders: reading a.csv: no such file");
+        let e = anyhow::Error::from(io()).context("reading b.csv");
+        assert_eq!(error_text(&e), "reading b.csv: no such file", "a context keeps its cause");
+        let m = ParamMessage::param("holdout_share").then_text(" must be below 100 %, or use ").then_param("split");
+        let e = anyhow::Error::from(Wrapped("plan", m)).context("nightly step `export`");
+        assert_eq!(error_text(&e), "nightly step `export`: plan: --holdout must be below 100 %, or use --split");
     }
 }

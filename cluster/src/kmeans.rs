@@ -44,21 +44,23 @@ impl Standardizer {
     }
 }
 
-/// Parameters of a fit, checked by [`fit`].
+/// Parameters of a fit: made by [`FitParams::new`] and its setters, and
+/// checked against the data by [`fit`] (k must not exceed the rows). The
+/// fields are private so no fit runs on values the setters never saw.
 #[derive(Debug, Clone)]
 pub struct FitParams {
     /// Number of clusters.
-    pub k: usize,
+    pub(crate) k: usize,
     /// Random seed of the k-means++ initialisation.
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// Iteration cap.
-    pub max_iterations: u64,
+    pub(crate) max_iterations: u64,
     /// Stop when the centroids move less than this between two iterations,
     /// as the sum over centroids of their squared shift (scikit-learn's
     /// criterion on standardized data).
-    pub tolerance: f64,
+    pub(crate) tolerance: f64,
     /// Independent k-means++ starts; the fit with the lowest inertia wins.
-    pub runs: usize,
+    pub(crate) runs: usize,
 }
 
 impl FitParams {
@@ -82,6 +84,13 @@ impl FitParams {
     /// Sets the iteration cap.
     pub fn max_iterations(mut self, n: u64) -> FitParams {
         self.max_iterations = n;
+        self
+    }
+
+    /// Sets the convergence tolerance: the fit stops when the summed squared
+    /// shift of the centroids falls to it (a positive number).
+    pub fn tolerance(mut self, tolerance: f64) -> FitParams {
+        self.tolerance = tolerance;
         self
     }
 
@@ -581,6 +590,15 @@ mod tests {
         );
         let empty = Array2::<f64>::zeros((0, 2));
         assert!(matches!(fit(empty.view(), &FitParams::new(1)), Err(Error::Params(_))));
+    }
+
+    #[test]
+    fn a_tolerance_that_is_not_positive_is_refused() {
+        let data = blobs();
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(matches!(fit(data.view(), &FitParams::new(2).tolerance(bad)), Err(Error::Params(_))), "{bad}");
+        }
+        assert!(fit(data.view(), &FitParams::new(2).tolerance(1e-6)).is_ok());
     }
 
     #[test]

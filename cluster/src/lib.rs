@@ -18,6 +18,12 @@
 //! keeps the previous model's community numbers where communities match
 //! ([`align`]).
 //!
+//! [`cluster`], the one async function, scans through
+//! [`taglake_storage::scan::blocking`], so it needs tokio's multi-thread
+//! runtime; on a current-thread runtime it returns
+//! `taglake_storage::Error::CurrentThreadRuntime` (wrapped) instead of
+//! panicking.
+//!
 //! ```
 //! use ndarray::array;
 //! use taglake_cluster::{FitParams, assign, fit};

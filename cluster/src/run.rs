@@ -117,6 +117,8 @@ pub struct ClusterSummary {
 /// rewrites the first two with the same content and publishes. It only
 /// clusters the `features` the newest snapshot was computed from, and only
 /// publishes on top of the snapshot it read.
+///
+/// Needs tokio's multi-thread runtime (see the crate docs).
 pub async fn cluster(wh: &Warehouse, lock: &WriterLock, opts: &ClusterOptions) -> Result<ClusterSummary> {
     lock.check(wh)?;
     let files = table_files(wh, Table::Features).await?;
@@ -142,7 +144,7 @@ pub async fn cluster(wh: &Warehouse, lock: &WriterLock, opts: &ClusterOptions) -
     };
 
     // Pass 1: who has orders.
-    let (eligible, without_orders) = tokio::task::block_in_place(|| eligible_members(&files))?;
+    let (eligible, without_orders) = taglake_storage::scan::blocking(|| eligible_members(&files))?;
     if eligible.is_empty() {
         return Err(Error::Data(format!(
             "no member has orders, so there is nothing to cluster ({without_orders} members without orders)"
@@ -167,14 +169,14 @@ pub async fn cluster(wh: &Warehouse, lock: &WriterLock, opts: &ClusterOptions) -
         check_k(opts, eligible.len() as u64)?;
         let sample = sample_keys(&eligible, opts.sample, opts.seed);
         lap("select", &mut timings);
-        let fitted = tokio::task::block_in_place(|| fit_sample(&files, &spec, &sample, opts))?;
+        let fitted = taglake_storage::scan::blocking(|| fit_sample(&files, &spec, &sample, opts))?;
         lap("sample+fit", &mut timings);
         fitted
     };
 
     // Pass 3: every member with orders.
     let k = model.k;
-    let assigned = tokio::task::block_in_place(|| assign_all(&files, &model, &eligible))?;
+    let assigned = taglake_storage::scan::blocking(|| assign_all(&files, &model, &eligible))?;
     lap("assign", &mut timings);
 
     // A reused model keeps its numbers and names. A new one continues the
@@ -423,7 +425,7 @@ pub async fn standardized_matrix(
     let stored = wh.stored_columns(Table::Features).await?;
     let stored: Vec<&str> = stored.iter().map(String::as_str).collect();
     let spec = FeatureSpec::parse(features.unwrap_or(DEFAULT_FEATURES), &stored, is_numeric)?;
-    tokio::task::block_in_place(|| {
+    taglake_storage::scan::blocking(|| {
         let (eligible, _) = eligible_members(&files)?;
         let (keys, mut x) = read_rows(&files, &spec, &eligible.iter().copied().collect())?;
         fill_missing(&mut x);

@@ -96,9 +96,10 @@ fn bitmap_from(bytes: &[u8]) -> DfResult<RoaringBitmap> {
     RoaringBitmap::deserialize_from(bytes).map_err(|e| internal(format!("a bitmap in a taglake plan is damaged: {e}")))
 }
 
-/// Runs async loading inside a codec call (which is synchronous).
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+/// Runs async loading inside a codec call (which is synchronous); an
+/// error, not a panic, on a current-thread runtime.
+fn block_on<T>(f: impl std::future::Future<Output = taglake_query::Result<T>>) -> taglake_query::Result<T> {
+    taglake_storage::scan::blocking(|| tokio::runtime::Handle::current().block_on(f))
 }
 
 /// Which snapshot a node's tags come from, as every process can find it.

@@ -16,6 +16,12 @@
 //!
 //! The warehouse must be at the same path on every machine (a shared
 //! volume), because plans carry file paths.
+//!
+//! The refresh tasks and the plan codecs scan through
+//! [`taglake_storage::scan::blocking`], so they need tokio's multi-thread
+//! runtime; on a current-thread runtime they fail with
+//! `taglake_storage::Error::CurrentThreadRuntime` (wrapped) instead of
+//! panicking. The scheduler and executors run on that runtime.
 #![warn(missing_docs)]
 
 pub mod codec;

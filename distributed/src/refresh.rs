@@ -300,7 +300,7 @@ async fn run_range(task: &RangeTask, index: usize, schema: SchemaRef) -> Result<
     match &task.phase {
         Phase::Cuts => {
             let (mut cut, mut value, mut count) = (Vec::new(), Vec::new(), Vec::new());
-            tokio::task::block_in_place(|| {
+            taglake_storage::scan::blocking(|| -> Result<()> {
                 for i in 0..compiled.cuts() {
                     let pairs = compiled.cut_pairs(&fs, i);
                     for run in pairs.chunk_by(|a, b| a.0 == b.0) {
@@ -309,7 +309,8 @@ async fn run_range(task: &RangeTask, index: usize, schema: SchemaRef) -> Result<
                         count.push(run.len() as u64);
                     }
                 }
-            });
+                Ok(())
+            })?;
             // A row saying the range answered, even with no ranked member.
             cut.push(u32::MAX);
             value.push(0);
@@ -328,7 +329,7 @@ async fn run_range(task: &RangeTask, index: usize, schema: SchemaRef) -> Result<
         }
         Phase::Tags { starts, write_features } => {
             let lo = |range: usize| task.ranges.get(range).map(|r| (r.0 * CHUNK) as u32);
-            tokio::task::block_in_place(|| -> Result<()> {
+            taglake_storage::scan::blocking(|| -> Result<()> {
                 for (i, specs) in starts.iter().enumerate() {
                     let pairs = compiled.cut_pairs(&fs, i);
                     let resolved =

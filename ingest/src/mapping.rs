@@ -209,23 +209,18 @@ pub struct ColumnRule {
     pub sequence: bool,
 }
 
-/// A mapping validated against its table, ready for ingest.
+/// A mapping validated against its table, ready for ingest. Its fields
+/// are private: the only ways to get one are [`Mapping::check`] and
+/// [`CheckedMapping::canonical`], so a mapping in hand is always valid.
 #[derive(Debug, Clone)]
 pub struct CheckedMapping {
-    /// Target table.
-    pub table: Table,
-    /// CSV delimiter, when fixed.
-    pub delimiter: Option<u8>,
-    /// Values read as missing.
-    pub null_values: Vec<String>,
-    /// Accept returns.
-    pub allow_returns: bool,
-    /// Largest accepted absolute amount.
-    pub max_amount: f64,
-    /// Fill empty categories from products.
-    pub category_from_products: bool,
-    /// One rule per canonical input column, in schema order.
-    pub rules: Vec<ColumnRule>,
+    pub(crate) table: Table,
+    pub(crate) delimiter: Option<u8>,
+    pub(crate) null_values: Vec<String>,
+    pub(crate) allow_returns: bool,
+    pub(crate) max_amount: f64,
+    pub(crate) category_from_products: bool,
+    pub(crate) rules: Vec<ColumnRule>,
 }
 
 impl Mapping {
@@ -383,6 +378,41 @@ impl CheckedMapping {
     /// The identity mapping: canonical names, default formats.
     pub fn canonical(table: Table) -> CheckedMapping {
         Mapping::default().check(table).expect("the empty mapping is valid for every table")
+    }
+
+    /// Target table.
+    pub fn table(&self) -> Table {
+        self.table
+    }
+
+    /// CSV delimiter, when fixed (otherwise sniffed from the header).
+    pub fn delimiter(&self) -> Option<u8> {
+        self.delimiter
+    }
+
+    /// Values read as missing.
+    pub fn null_values(&self) -> &[String] {
+        &self.null_values
+    }
+
+    /// Whether returns (negative quantity or amount) are accepted.
+    pub fn allow_returns(&self) -> bool {
+        self.allow_returns
+    }
+
+    /// Largest accepted absolute amount.
+    pub fn max_amount(&self) -> f64 {
+        self.max_amount
+    }
+
+    /// Whether an empty order-line category is filled from products.
+    pub fn category_from_products(&self) -> bool {
+        self.category_from_products
+    }
+
+    /// One rule per canonical input column, in schema order.
+    pub fn rules(&self) -> &[ColumnRule] {
+        &self.rules
     }
 
     /// Binds every rule to the columns of a source. Fails (for the whole

@@ -181,7 +181,7 @@ pub async fn scan_activity(wh: &Warehouse, set: &RoaringBitmap, windows: &[(i64,
     ];
     let found: Mutex<(Vec<Line>, i64)> = Mutex::new((Vec::new(), i64::MIN));
     let (lo, hi) = (windows.iter().map(|w| w.0).min().unwrap_or(0), windows.iter().map(|w| w.1).max().unwrap_or(0));
-    tokio::task::block_in_place(|| {
+    taglake_storage::scan::blocking(|| {
         scan::<_, Error>(t, &files, &wanted, |b| {
             let keys = b.column(0).as_primitive::<Int64Type>();
             let ids = b.column(1).as_string::<i32>();
@@ -227,7 +227,7 @@ pub async fn newest_order(wh: &Warehouse) -> Result<Option<i64>> {
     let t = Table::Orders;
     let files = table_files(wh, t).await?;
     let newest = Mutex::new(None::<i64>);
-    tokio::task::block_in_place(|| {
+    taglake_storage::scan::blocking(|| {
         scan::<_, Error>(t, &files, &[Wanted::plain(t, "ordered_at")], |b| {
             let max = arrow::compute::max(b.column(0).as_primitive::<TimestampMicrosecondType>());
             let mut n = newest.lock().expect("newest");

@@ -32,7 +32,7 @@ use chrono::{DateTime, Utc};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use roaring::RoaringBitmap;
-use taglake_storage::{Table, Warehouse, WriterLock};
+use taglake_storage::{ParamMessage, Table, Warehouse, WriterLock};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::experiment::{self, Arm, Experiment};
@@ -64,7 +64,10 @@ pub(crate) fn check_holdout_share(share: f64) -> Result<()> {
     if (0.0..1.0).contains(&share) {
         Ok(())
     } else {
-        Err(Error::Invalid(format!("--holdout must be at least 0 and below 100 %, not {}", share * 100.0)))
+        Err(Error::Parameter(
+            ParamMessage::param("holdout_share")
+                .then_text(format!(" must be at least 0 and below 100 %, not {}", share * 100.0)),
+        ))
     }
 }
 
@@ -76,7 +79,7 @@ pub async fn held_out(wh: &Warehouse, keys: &RoaringBitmap, salt: &str, share: f
     let t = Table::MemberIds;
     let files = table_files(wh, t).await?;
     let parts = std::sync::Mutex::new(Vec::new());
-    tokio::task::block_in_place(|| {
+    taglake_storage::scan::blocking(|| {
         scan::<_, Error>(t, &files, &[Wanted::plain(t, "member_key"), Wanted::plain(t, "member_id")], |b| {
             let k = b.column(0).as_primitive::<arrow::datatypes::Int64Type>();
             let id = b.column(1).as_string::<i32>();
@@ -94,30 +97,46 @@ pub async fn held_out(wh: &Warehouse, keys: &RoaringBitmap, salt: &str, share: f
     Ok(parts.into_inner().expect("held out").into_iter().fold(RoaringBitmap::new(), |a, b| a | b))
 }
 
-/// Arms and their shares (normalised to sum to 1).
+/// Arms and their shares (normalised to sum to 1). Made only by
+/// [`Split::parse`], which checks the names and weights.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Split(pub Vec<(String, f64)>);
+pub struct Split(pub(crate) Vec<(String, f64)>);
 
 impl Split {
+    /// The arms and their shares, in the order given.
+    pub fn arms(&self) -> &[(String, f64)] {
+        &self.0
+    }
+
     /// Parses `treatment=90,control=10` (weights need not sum to 100).
     pub fn parse(text: &str) -> Result<Split> {
-        let bad = |why: String| Error::Invalid(format!("--split `{text}`: {why}; write e.g. treatment=90,control=10"));
+        let bad = |why: ParamMessage| {
+            Error::Parameter(
+                ParamMessage::param("split")
+                    .then_text(format!(" `{text}`: "))
+                    .then(why)
+                    .then_text("; write e.g. treatment=90,control=10"),
+            )
+        };
         let mut arms: Vec<(String, f64)> = Vec::new();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (name, weight) = part.split_once('=').ok_or_else(|| bad(format!("`{part}` has no `=weight`")))?;
+            let (name, weight) =
+                part.split_once('=').ok_or_else(|| bad(format!("`{part}` has no `=weight`").into()))?;
             let name = name.trim();
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                return Err(bad(format!("`{name}` is not an arm name (letters, digits, `_`, `-`)")));
+                return Err(bad(format!("`{name}` is not an arm name (letters, digits, `_`, `-`)").into()));
             }
             if name == HOLDOUT_ARM {
-                return Err(bad(format!("`{HOLDOUT_ARM}` is the global holdout's arm; use --include-holdout")));
+                let why = format!("`{HOLDOUT_ARM}` is the global holdout's arm; use ");
+                return Err(bad(ParamMessage::text(why).then_param("include_holdout")));
             }
-            let w: f64 = weight.trim().parse().map_err(|_| bad(format!("`{}` is not a number", weight.trim())))?;
+            let w: f64 =
+                weight.trim().parse().map_err(|_| bad(format!("`{}` is not a number", weight.trim()).into()))?;
             if !(w.is_finite() && w > 0.0) {
-                return Err(bad(format!("the weight of `{name}` must be positive")));
+                return Err(bad(format!("the weight of `{name}` must be positive").into()));
             }
             if arms.iter().any(|(n, _)| n == name) {
-                return Err(bad(format!("arm `{name}` appears twice")));
+                return Err(bad(format!("arm `{name}` appears twice").into()));
             }
             arms.push((name.to_string(), w));
         }
@@ -224,7 +243,9 @@ pub async fn export(wh: &Warehouse, lock: &WriterLock, o: &ExportOptions) -> Res
     lock.check(wh)?;
     check_holdout_share(o.holdout_share)?;
     if o.salt.trim().is_empty() {
-        return Err(Error::Invalid("the salt is empty: give --salt (the split depends on it)".into()));
+        return Err(Error::Parameter(
+            ParamMessage::text("the salt is empty: give ").then_param("salt").then_text(" (the split depends on it)"),
+        ));
     }
     let format = Format::of(&o.out)?;
     let output = std::path::absolute(&o.out)
@@ -250,9 +271,10 @@ pub async fn export(wh: &Warehouse, lock: &WriterLock, o: &ExportOptions) -> Res
                 let hint = taglake_base::suggest(family, families.iter().copied())
                     .map(|s| format!("; did you mean `{s}`?"))
                     .unwrap_or_default();
-                return Err(Error::Invalid(format!(
-                    "--stratify-by: no tag family `{family}` in snapshot {snapshot}{hint}"
-                )));
+                return Err(Error::Parameter(
+                    ParamMessage::param("stratify_by")
+                        .then_text(format!(": no tag family `{family}` in snapshot {snapshot}{hint}")),
+                ));
             }
             Some(f)
         }
@@ -438,7 +460,9 @@ async fn resolve_columns(ctx: &SessionContext, columns: &[String]) -> Result<Vec
     let mut out: Vec<(Table, String)> = Vec::new();
     for c in columns {
         if c == "member_id" || c == "arm" {
-            return Err(Error::Invalid(format!("--columns: `{c}` is always exported")));
+            return Err(Error::Parameter(
+                ParamMessage::param("columns").then_text(format!(": `{c}` is always exported")),
+            ));
         }
         if out.iter().any(|(_, have)| have == c) {
             continue;
@@ -449,7 +473,10 @@ async fn resolve_columns(ctx: &SessionContext, columns: &[String]) -> Result<Vec
                 let known = schemas.iter().flat_map(|(_, s)| s.fields().iter().map(|f| f.name().as_str()));
                 let hint =
                     taglake_base::suggest(c, known).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
-                return Err(Error::Invalid(format!("--columns: `{c}` is not a column of members or features{hint}")));
+                return Err(Error::Parameter(
+                    ParamMessage::param("columns")
+                        .then_text(format!(": `{c}` is not a column of members or features{hint}")),
+                ));
             }
         }
     }
@@ -495,7 +522,9 @@ impl Format {
         match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
             Some("csv") => Ok(Format::Csv),
             Some("parquet") => Ok(Format::Parquet),
-            _ => Err(Error::Invalid(format!("--out {}: write a .csv or .parquet file", path.display()))),
+            _ => Err(Error::Parameter(
+                ParamMessage::param("out").then_text(format!(" {}: write a .csv or .parquet file", path.display())),
+            )),
         }
     }
 }

@@ -18,6 +18,12 @@
 //! ([`export`]) and experiment reports ([`experiment`], [`stats`]) live here
 //! too, so the CLI and the SQL server share them.
 //!
+//! Its async functions that read tables scan through
+//! [`taglake_storage::scan::blocking`], so they need tokio's multi-thread
+//! runtime; on a current-thread runtime they return
+//! `taglake_storage::Error::CurrentThreadRuntime` (wrapped) instead of
+//! panicking.
+//!
 //! ```no_run
 //! # async fn run() -> taglake_query::Result<()> {
 //! let wh = taglake_storage::Warehouse::open("warehouse")?;
@@ -76,6 +82,10 @@ pub enum Error {
     /// A command's arguments are invalid (the message says which and why).
     #[error("{0}")]
     Invalid(String),
+    /// A parameter of the call is invalid: the message names it apart
+    /// from its text, for a program to show as its flag.
+    #[error("{0}")]
+    Parameter(#[source] taglake_storage::ParamMessage),
     /// Stored data breaks an invariant the warehouse guarantees.
     #[error("the warehouse is damaged: {0}")]
     Corrupt(String),
@@ -102,6 +112,7 @@ pub async fn session(wh: &Warehouse) -> Result<SessionContext> {
 }
 
 /// A session and the tags it answers from (`None` before any ingest).
+/// Needs tokio's multi-thread runtime (see the crate docs).
 pub async fn open(wh: &Warehouse) -> Result<(SessionContext, Option<Arc<TagSet>>)> {
     let config =
         SessionConfig::new().with_information_schema(true).with_extension(Arc::new(cache::PlanCache::default()));

@@ -169,7 +169,7 @@ impl TagSet {
         let mut tags = Vec::new();
         if let Some(v) = version {
             let all = wh.files(Table::Tags).await?;
-            let (f, t) = tokio::task::block_in_place(|| index_with_holders(v, &all))?;
+            let (f, t) = taglake_storage::scan::blocking(|| index_with_holders(v, &all))?;
             files = f;
             tags = t;
         }

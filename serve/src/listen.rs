@@ -45,6 +45,8 @@ pub struct Server {
 impl Server {
     /// Loads the warehouse (tags warmed), binds the address and starts
     /// serving in the background; warehouse queries run on `cluster` when given.
+    /// Needs tokio's multi-thread runtime: reading tags scans the warehouse
+    /// (see `taglake_storage::scan::blocking`).
     pub async fn start(config: ServeConfig, cluster: Option<Arc<dyn crate::live::Cluster>>) -> Result<Server> {
         // The configuration was checked when it was built; the rule that
         // protects every member is checked again where the socket opens.

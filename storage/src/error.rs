@@ -104,6 +104,13 @@ pub enum Error {
         /// The producer's error.
         message: String,
     },
+    /// Blocking work (a scan) was started on a current-thread tokio
+    /// runtime, where it cannot run (see [`crate::scan::blocking`]).
+    #[error(
+        "taglake's scans need tokio's multi-thread runtime, but this was called on a current-thread runtime \
+         (build the runtime with Runtime::new, #[tokio::main] or #[tokio::test(flavor = \"multi_thread\")])"
+    )]
+    CurrentThreadRuntime,
     /// A data file of a table could not be opened.
     #[error("{}: {source}", path.display())]
     File {

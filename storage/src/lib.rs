@@ -33,6 +33,7 @@ mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod lock;
+pub mod param;
 pub mod scan;
 pub mod schema;
 mod warehouse;
@@ -40,5 +41,6 @@ mod warehouse;
 pub use changes::TableState;
 pub use error::{Error, Result};
 pub use lock::{Wait, WriterLock};
+pub use param::ParamMessage;
 pub use schema::{Column, ColumnType, Table};
 pub use warehouse::{BatchReceiver, DataFile, PartWriter, Sorted, TableWriter, Vacuumed, Warehouse};

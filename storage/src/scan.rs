@@ -203,6 +203,25 @@ fn footer(table: Table, path: &Path) -> Result<ArrowReaderMetadata> {
     })
 }
 
+/// Runs blocking work (a [`scan`], a fit, an index read) from async code:
+/// on the calling task's thread, once tokio has handed that thread's other
+/// tasks to the rest of the pool (`tokio::task::block_in_place`).
+///
+/// That needs tokio's multi-thread runtime: `block_in_place` panics on a
+/// current-thread one, so there this returns
+/// [`Error::CurrentThreadRuntime`] instead, before any work. Outside a
+/// runtime the work just runs. Every async function of the taglake
+/// libraries that scans goes through here, so all of them need the
+/// multi-thread runtime (`#[tokio::main]`, `Runtime::new`,
+/// `#[tokio::test(flavor = "multi_thread")]`).
+pub fn blocking<T, E: From<Error>>(work: impl FnOnce() -> std::result::Result<T, E>) -> std::result::Result<T, E> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::CurrentThread) {
+        return Err(Error::CurrentThreadRuntime.into());
+    }
+    tokio::task::block_in_place(work)
+}
+
 /// Reads `wanted` from every row group of `files` in parallel and calls
 /// `each` with every batch (columns in `wanted` order, cast to the wanted
 /// types). `each` runs on rayon threads, concurrently; its first error
@@ -368,6 +387,20 @@ fn conform(batch: &RecordBatch, wanted: &[Wanted]) -> std::result::Result<Record
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Blocking work on a current-thread runtime is an error, not a panic;
+    /// on the multi-thread runtime and outside any runtime it runs.
+    #[test]
+    fn blocking_work_needs_the_multi_thread_runtime() {
+        let work = || Ok::<_, Error>(7);
+        let current = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let e = current.block_on(async { blocking(work) }).unwrap_err();
+        assert!(matches!(e, Error::CurrentThreadRuntime), "{e}");
+        assert!(e.to_string().contains("multi-thread runtime"), "{e}");
+        let multi = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
+        assert_eq!(multi.block_on(async { blocking(work) }).unwrap(), 7);
+        assert_eq!(blocking(work).unwrap(), 7);
+    }
 
     #[test]
     fn key_spread_tells_a_time_ordered_layout_from_a_sorted_one() {

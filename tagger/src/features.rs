@@ -454,7 +454,7 @@ pub async fn compute(wh: &Warehouse, options: &FeatureOptions) -> Result<Feature
     let id_files = table_files(wh, Table::MemberIds).await?;
     let member_files = table_files(wh, Table::Members).await?;
     let order_files = table_files(wh, Table::Orders).await?;
-    tokio::task::block_in_place(|| compute_blocking(&id_files, &member_files, &order_files, options))
+    taglake_storage::scan::blocking(|| compute_blocking(&id_files, &member_files, &order_files, options))
 }
 
 /// What every member-key range of a distributed run shares: the key space,
@@ -530,7 +530,7 @@ pub async fn compute_range(
         ("members.register_channel", globals.register_channels.len()),
     ];
     let chunks = chunks.start.min(globals.members.div_ceil(CHUNK))..chunks.end.min(globals.members.div_ceil(CHUNK));
-    let fs = tokio::task::block_in_place(|| {
+    let fs = taglake_storage::scan::blocking(|| {
         accumulate(&member_files, &order_files, globals.members, globals.as_of, growth_per_unit, interners, chunks)
     })?;
     let got = [

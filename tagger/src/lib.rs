@@ -8,6 +8,12 @@
 //! roaring bitmap per tag as an immutable, versioned snapshot
 //! ([`snapshot`]). [`refresh`] runs the whole thing.
 //!
+//! Its async functions that read tables scan through
+//! [`taglake_storage::scan::blocking`], so they need tokio's multi-thread
+//! runtime; on a current-thread runtime they return
+//! `taglake_storage::Error::CurrentThreadRuntime` (wrapped) instead of
+//! panicking.
+//!
 //! ```no_run
 //! # async fn run() -> taglake_tagger::Result<()> {
 //! use taglake_storage::{Wait, Warehouse};

@@ -113,6 +113,8 @@ pub fn catalog_from(user: Option<(&str, &str)>) -> Result<(CatalogFile, String, 
 /// ahead of the tags; the next run over the same inputs recognises that
 /// commit (it records what it was computed from) and keeps it instead of
 /// writing it again, so it ends exactly where one clean run ends.
+///
+/// Needs tokio's multi-thread runtime (see the crate docs).
 pub async fn refresh(wh: &Warehouse, lock: &WriterLock, options: &RefreshOptions) -> Result<RefreshSummary> {
     let computed = compute(wh, lock, options).await?;
     publish(wh, lock, options, computed).await

@@ -198,7 +198,7 @@ fn holders(v: i64, files: &[PathBuf]) -> Result<HashMap<String, (String, i64)>> 
         Wanted::plain(t, "bitmap_snapshot").or_null(),
     ];
     let out = Mutex::new(HashMap::new());
-    tokio::task::block_in_place(|| {
+    taglake_storage::scan::blocking(|| {
         scan::<_, Error>(t, files, &wanted, |b| {
             let (names, digests) = (b.column(0).as_string::<i32>(), b.column(1).as_string::<i32>());
             let holder = b.column(2).as_primitive::<Int64Type>();
@@ -344,7 +344,7 @@ pub async fn info(wh: &Warehouse, snapshot: Option<i64>) -> Result<SnapshotInfo>
     wanted.push(Wanted::plain(t, "value").or_null());
     let rows = Mutex::new(Vec::new());
     let meta = Mutex::new(None);
-    tokio::task::block_in_place(|| {
+    taglake_storage::scan::blocking(|| {
         scan::<_, Error>(t, &files, &wanted, |b| {
             let s = |i: usize| b.column(i).as_string::<i32>().clone();
             let (name, family, desc, rule) = (s(1), s(2), s(3), s(4));
@@ -413,7 +413,7 @@ fn each_bitmap(
     let damaged = |snapshot: i64, tag: &str, message: String| Error::Bitmap { snapshot, tag: tag.into(), message };
     // Referenced tags by holder: name → position in `v`.
     let referenced: Mutex<HashMap<i64, HashMap<String, i32>>> = Mutex::new(HashMap::new());
-    tokio::task::block_in_place(|| {
+    taglake_storage::scan::blocking(|| {
         scan::<_, Error>(t, &files_of(all, v), &wanted, |b| {
             let pos = b.column(0).as_primitive::<Int32Type>();
             let names = b.column(1).as_string::<i32>();
@@ -465,7 +465,7 @@ fn each_held(
     let damaged = |tag: &str, message: String| Error::Bitmap { snapshot: v, tag: tag.into(), message };
     let wanted: HashSet<&str> = names.iter().copied().collect();
     let found = Mutex::new(HashSet::new());
-    tokio::task::block_in_place(|| {
+    taglake_storage::scan::blocking(|| {
         scan::<_, Error>(t, files, &[Wanted::plain(t, "name"), Wanted::plain(t, "bitmap")], |b| {
             let (names, bytes) = (b.column(0).as_string::<i32>(), b.column(1).as_binary::<i32>());
             for r in (0..b.num_rows()).filter(|&r| wanted.contains(names.value(r))) {
@@ -562,7 +562,7 @@ pub async fn member_ids(wh: &Warehouse, keys: &RoaringBitmap) -> Result<Vec<(u32
     let files = taglake_storage::scan::table_files(wh, Table::MemberIds).await?;
     let t = Table::MemberIds;
     let out = Mutex::new(Vec::new());
-    tokio::task::block_in_place(|| {
+    taglake_storage::scan::blocking(|| {
         scan::<_, Error>(t, &files, &[Wanted::plain(t, "member_key"), Wanted::plain(t, "member_id")], |b| {
             let k = b.column(0).as_primitive::<Int64Type>();
             let id = b.column(1).as_string::<i32>();

@@ -93,7 +93,7 @@ fn args() -> Result<Args, Fail> {
 
 /// Members split 50/50 by `salt`, among those of `ids` kept by `keep`.
 fn split(ids: &[(u32, String)], salt: &str, keep: impl Fn(&str) -> bool) -> [RoaringBitmap; 2] {
-    let halves = Split(vec![("treatment".into(), 0.5), ("control".into(), 0.5)]);
+    let halves = Split::parse("treatment=50,control=50").expect("a valid split");
     let mut arms = [RoaringBitmap::new(), RoaringBitmap::new()];
     for (key, id) in ids.iter().filter(|(_, id)| keep(id)) {
         arms[halves.arm_of(unit(salt, id))].insert(*key);

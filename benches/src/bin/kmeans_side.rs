@@ -73,8 +73,7 @@ fn side_fit(path: &str, k: usize, seed: u64, max_iter: u64, tol: f64, sample: us
     } else {
         x.clone()
     };
-    let mut params = FitParams::new(k).seed(seed).max_iterations(max_iter).runs(starts);
-    params.tolerance = tol;
+    let params = FitParams::new(k).seed(seed).max_iterations(max_iter).runs(starts).tolerance(tol);
     let model = fit(train.view(), &params).expect("fit");
     let fit_s = start.elapsed().as_secs_f64();
     let start = Instant::now();

@@ -14,7 +14,7 @@
 use chrono::{DateTime, Utc};
 use roaring::RoaringBitmap;
 use taglake_storage::scan::table_files;
-use taglake_storage::{Table, Warehouse};
+use taglake_storage::{ParamMessage, Table, Warehouse};
 
 use super::{Experiment, from_micros, get, micros, window_end};
 use crate::activity::{Activity, DAY_US, scan_activity};
@@ -234,7 +234,9 @@ impl ReportOptions {
         if let Some(p) = percentile
             && !(p > 0.0 && p < 100.0)
         {
-            return Err(Error::Invalid(format!("--cap {p}: a percentile above 0 and below 100, such as 99.9")));
+            return Err(Error::Parameter(
+                ParamMessage::param("cap").then_text(format!(" {p}: a percentile above 0 and below 100, such as 99.9")),
+            ));
         }
         self.cap = percentile;
         Ok(self)
@@ -555,10 +557,13 @@ pub async fn report(wh: &Warehouse, id: i64, options: &ReportOptions) -> Result<
     let e = get(wh, id).await?;
     let Some(ci) = e.arms.iter().position(|a| a.name == control) else {
         let names = e.arms.iter().map(|a| a.name.as_str()).collect::<Vec<_>>();
-        return Err(Error::Invalid(format!(
-            "experiment {id} has no arm `{control}` (arms: {}); choose the control with --control",
-            names.join(", ")
-        )));
+        return Err(Error::Parameter(
+            ParamMessage::text(format!(
+                "experiment {id} has no arm `{control}` (arms: {}); choose the control with ",
+                names.join(", ")
+            ))
+            .then_param("control"),
+        ));
     };
     if window <= chrono::Duration::zero() {
         return Err(Error::Invalid("the window must be longer than zero".into()));
@@ -566,7 +571,7 @@ pub async fn report(wh: &Warehouse, id: i64, options: &ReportOptions) -> Result<
     let (start, end) = (e.launched_at, window_end(e.launched_at, window)?);
     let (windows, cuped) = windows_of(start, end, options.cuped)?;
     let member_files = table_files(wh, Table::Members).await?;
-    let present = tokio::task::block_in_place(|| crate::tagset::member_keys(&member_files))?;
+    let present = taglake_storage::scan::blocking(|| crate::tagset::member_keys(&member_files))?;
     let mut cohort = RoaringBitmap::new();
     e.arms.iter().for_each(|a| cohort |= &a.bitmap);
     let activity = scan_activity(wh, &cohort, &windows).await?;

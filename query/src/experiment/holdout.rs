@@ -82,7 +82,7 @@ pub async fn holdout_report(wh: &Warehouse, salt: &str, share: f64, options: &Re
         )));
     }
     let member_files = table_files(wh, taglake_storage::Table::Members).await?;
-    let everyone = tokio::task::block_in_place(|| crate::tagset::member_keys(&member_files))?;
+    let everyone = taglake_storage::scan::blocking(|| crate::tagset::member_keys(&member_files))?;
     let held = held_out(wh, &everyone, salt, share).await?;
     let marketed = &everyone - &held;
     let newest = newest_order(wh)

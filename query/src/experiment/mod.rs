@@ -193,7 +193,7 @@ pub async fn record(wh: &Warehouse, lock: &WriterLock, mut e: Experiment) -> Res
     let files: Vec<std::path::PathBuf> = w.files()?.into_iter().map(|f| f.path).collect();
     let largest = Mutex::new(None::<i64>);
     let t = Table::Experiments;
-    tokio::task::block_in_place(|| {
+    taglake_storage::scan::blocking(|| {
         scan::<_, Error>(t, &files, &[Wanted::plain(t, "experiment_id")], |b| {
             let ids = b.column(0).as_primitive::<Int64Type>();
             let max = arrow::compute::max(ids);

@@ -102,7 +102,7 @@ pub async fn prune(wh: &Warehouse, lock: &WriterLock, policy: &Retention, dry_ru
     let all = wh.files(Table::Tags).await?;
     let versions = numbers(&all);
     let Some(&newest) = versions.last() else { return Ok(Pruned::default()) };
-    let stored: BTreeMap<i64, Stored> = tokio::task::block_in_place(|| {
+    let stored: BTreeMap<i64, Stored> = taglake_storage::scan::blocking(|| {
         versions.iter().map(|&v| Ok((v, read_stored(v, &files_of(&all, v))?))).collect::<Result<_>>()
     })?;
     let experiments = experiment_snapshots(wh).await?;
@@ -227,7 +227,7 @@ async fn experiment_snapshots(wh: &Warehouse) -> Result<BTreeSet<i64>> {
     let t = Table::Experiments;
     let files = table_files(wh, t).await?;
     let out = Mutex::new(BTreeSet::new());
-    tokio::task::block_in_place(|| {
+    taglake_storage::scan::blocking(|| {
         scan::<_, Error>(t, &files, &[Wanted::plain(t, "snapshot")], |b| {
             out.lock().expect("experiments").extend(b.column(0).as_primitive::<Int64Type>().iter().flatten());
             Ok(())

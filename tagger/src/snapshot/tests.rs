@@ -363,3 +363,22 @@ async fn a_tag_the_newest_snapshot_lacks_is_compared_with_the_last_snapshot_that
         BTreeMap::from([((2, "a".to_string()), 1), ((4, "a".to_string()), 3), ((4, "c".to_string()), 2)])
     );
 }
+
+/// On a current-thread runtime, where `block_in_place` would panic, a read
+/// and a write of snapshots fail with an error and commit nothing.
+#[test]
+fn a_current_thread_runtime_gets_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = Warehouse::open(dir.path()).unwrap();
+    let lock = wh.lock_writer("test", Wait::No).unwrap();
+    let tags = [("a", RoaringBitmap::from_iter(0..10u32))];
+    let multi = tokio::runtime::Runtime::new().unwrap();
+    let first = multi.block_on(write(&wh, &lock, new_snapshot(day(0), &tags))).unwrap();
+    let current = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let is_runtime_error = |e: &Error| matches!(e, Error::Storage(taglake_storage::Error::CurrentThreadRuntime));
+    let e = current.block_on(info(&wh, None)).err().expect("an error");
+    assert!(is_runtime_error(&e), "{e}");
+    let e = current.block_on(write(&wh, &lock, new_snapshot(day(1), &tags))).unwrap_err();
+    assert!(is_runtime_error(&e), "{e}");
+    assert_eq!(multi.block_on(versions(&wh)).unwrap(), vec![first], "nothing was committed");
+}
