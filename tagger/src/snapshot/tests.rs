@@ -376,7 +376,7 @@ fn a_current_thread_runtime_gets_an_error_not_a_panic() {
     let first = multi.block_on(write(&wh, &lock, new_snapshot(day(0), &tags))).unwrap();
     let current = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let is_runtime_error = |e: &Error| matches!(e, Error::Storage(taglake_storage::Error::CurrentThreadRuntime));
-    let e = current.block_on(info(&wh, None)).err().expect("an error");
+    let Err(e) = current.block_on(info(&wh, None)) else { panic!("info ran on a current-thread runtime") };
     assert!(is_runtime_error(&e), "{e}");
     let e = current.block_on(write(&wh, &lock, new_snapshot(day(1), &tags))).unwrap_err();
     assert!(is_runtime_error(&e), "{e}");
