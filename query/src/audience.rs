@@ -21,6 +21,7 @@ use std::fmt;
 
 use roaring::RoaringBitmap;
 
+pub use crate::node::Node;
 use crate::tagset::TagSet;
 
 /// How deep parentheses and `NOT` may nest in an audience expression.
@@ -28,21 +29,6 @@ pub const MAX_DEPTH: usize = 200;
 
 /// Characters of the expression an error shows on each side of the caret.
 const EXCERPT: usize = 60;
-
-/// A parsed audience over the tags of one [`TagSet`] (by position).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Node {
-    /// Members with the tag at this position.
-    Tag(usize),
-    /// Everyone (`true`) or no one (`false`).
-    Const(bool),
-    /// Members of the universe not in the operand.
-    Not(Box<Node>),
-    /// Members in every operand.
-    And(Vec<Node>),
-    /// Members in any operand.
-    Or(Vec<Node>),
-}
 
 /// A parse error with the position (0-based, in characters) it points at.
 #[derive(Debug, Clone, PartialEq)]

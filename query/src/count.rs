@@ -29,8 +29,8 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use crate::audience::Node;
 use crate::bits::{Bits, Builder, Store, WORDS, Words, popcount, popcount_and, set_bits};
+use crate::node::Node;
 use crate::tagset::TagSet;
 
 /// From this many keys on, keys are counted in parallel.

@@ -35,7 +35,7 @@ use roaring::RoaringBitmap;
 use taglake_storage::{ParamMessage, Table, Warehouse, WriterLock};
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::experiment::{self, Arm, Experiment};
+use crate::registry::{self as experiment, Arm, Experiment};
 use crate::{Error, Result, audience};
 
 /// Default share of the base in the global holdout.

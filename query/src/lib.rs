@@ -45,7 +45,9 @@ pub mod export;
 pub mod function;
 pub mod members;
 pub mod narrow;
+mod node;
 pub mod parse;
+mod registry;
 pub mod stats;
 pub mod tagset;
 

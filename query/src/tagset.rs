@@ -151,7 +151,7 @@ impl TagSet {
         }
         let member_files = table_files(wh, Table::Members).await?;
         let version = Self::resolve(wh, snapshot).await?;
-        let running = crate::experiment::running_members(wh, chrono::Utc::now()).await?;
+        let running = crate::registry::running_members(wh, chrono::Utc::now()).await?;
         Ok(Some(Self::load_with(wh, version, member_files, running).await?))
     }
 
