@@ -14,9 +14,10 @@
 //! [`balance`] keeps the optimizer from undoing its work, so that no
 //! statement, however long, can overflow a stack on the way.
 //!
-//! The audience language ([`audience`]), cohort exports with salted splits
-//! ([`export`]) and experiment reports ([`experiment`], [`stats`]) live here
-//! too, so the CLI and the SQL server share them.
+//! The audience language ([`audience`]), overlaps and samples of audiences
+//! ([`survey`]), cohort exports with salted splits ([`export`]) and
+//! experiment reports ([`experiment`], [`stats`]) live here too, so the CLI
+//! and the SQL server share them.
 //!
 //! ```no_run
 //! # async fn run() -> taglake_query::Result<()> {
@@ -41,6 +42,7 @@ pub mod members;
 pub mod narrow;
 pub mod parse;
 pub mod stats;
+pub mod survey;
 pub mod tagset;
 
 use std::sync::Arc;
