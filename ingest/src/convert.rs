@@ -248,7 +248,6 @@ fn convert_column(
     n: usize,
 ) -> Result<(ArrayRef, Errors)> {
     let mut errors = Errors::new();
-    let default = rule.default.clone();
     // Typed fast paths for Parquet sources that already hold the target type.
     if let Some(src) = source
         && let Some(done) = typed_fast_path(m, rule, src, &mut errors)
@@ -256,117 +255,167 @@ fn convert_column(
         return Ok((done, errors));
     }
     let text = source.map(as_text);
-    let text = text.as_ref().map(|a| a.as_string::<i32>());
-    let value_at = |i: usize| -> Option<&str> {
-        let t = text?;
+    let values = TextValues { m, rule, text: text.as_ref().map(|a| a.as_string::<i32>()) };
+    let array = parse_column(&values, n, &mut errors)?;
+    Ok((array, errors))
+}
+
+/// The values of one source column as text: trimmed, null markers as
+/// missing, recoded by the rule's `values`.
+struct TextValues<'a> {
+    m: &'a CheckedMapping,
+    rule: &'a ColumnRule,
+    /// `None` when the column has no source (every value is missing).
+    text: Option<&'a StringArray>,
+}
+
+impl<'a> TextValues<'a> {
+    fn at(&self, i: usize) -> Option<&'a str> {
+        let t = self.text?;
         if t.is_null(i) {
             return None;
         }
         let v = t.value(i).trim();
-        if m.null_values.iter().any(|nv| nv == v) {
+        if self.m.null_values.iter().any(|nv| nv == v) {
             return None;
         }
-        Some(match rule.values.get(v) {
+        Some(match self.rule.values.get(v) {
             Some(mapped) => mapped.as_str(),
             None => v,
         })
-    };
-    macro_rules! build {
-        ($builder:expr, $parse:expr, $from_default:expr) => {{
-            let mut b = $builder;
-            let parsed_default = match &default {
-                None => None,
-                Some(d) => Some($from_default(d).map_err(|msg: String| Error::Mapping {
-                    path: None,
-                    message: format!("columns.{}: `default` {msg}", rule.name),
-                })?),
-            };
-            for i in 0..n {
-                match value_at(i) {
-                    Some(v) => match $parse(v) {
-                        Ok(x) => b.append_value(x),
-                        Err(msg) => {
-                            errors.push((i, msg));
-                            b.append_null();
-                        }
-                    },
-                    None => match &parsed_default {
-                        Some(x) => b.append_value(x.clone()),
-                        None => {
-                            if rule.required && !rule.sequence {
-                                errors.push((i, "required value is missing".to_string()));
-                            }
-                            b.append_null();
-                        }
-                    },
-                }
-            }
-            Arc::new(b.finish()) as ArrayRef
-        }};
     }
-    let array = match rule.ty {
-        ColumnType::Text => build!(
-            StringBuilder::with_capacity(n, n * 8),
-            |v: &str| -> std::result::Result<String, String> { Ok(v.to_string()) },
-            |d: &DefaultValue| match d {
+}
+
+/// The column of `n` values parsed into the rule's type, with the checks
+/// of the type and the rule (range, scale), the default where missing.
+fn parse_column(values: &TextValues<'_>, n: usize, errors: &mut Errors) -> Result<ArrayRef> {
+    let (m, rule) = (values.m, values.rule);
+    Ok(match rule.ty {
+        ColumnType::Text => {
+            let mut b = StringBuilder::with_capacity(n, n * 8);
+            let from_default = |d: &DefaultValue| match d {
                 DefaultValue::Text(s) => Ok(s.clone()),
                 _ => Err("is not text".to_string()),
-            }
-        ),
-        ColumnType::Int32 => build!(
-            Int32Builder::with_capacity(n),
-            |v: &str| parse_int(v, rule.scale).and_then(|x| {
-                let x = i32::try_from(x).map_err(|_| format!("{x} is out of range for a 32-bit integer"))?;
-                check_int(m, rule, x as i64)?;
-                Ok(x)
-            }),
-            |d: &DefaultValue| match d {
+            };
+            fill(values, n, from_default, |v| Ok(v.to_string()), errors, |x| b.append_option(x))?;
+            Arc::new(b.finish())
+        }
+        ColumnType::Int32 => {
+            let mut b = Int32Builder::with_capacity(n);
+            let parse = |v: &str| {
+                parse_int(v, rule.scale).and_then(|x| {
+                    let x = i32::try_from(x).map_err(|_| format!("{x} is out of range for a 32-bit integer"))?;
+                    check_int(m, rule, x as i64)?;
+                    Ok(x)
+                })
+            };
+            let from_default = |d: &DefaultValue| match d {
                 DefaultValue::Int(i) => Ok(*i as i32),
                 _ => Err("is not an integer".to_string()),
-            }
-        ),
+            };
+            fill(values, n, from_default, parse, errors, |x| b.append_option(x))?;
+            Arc::new(b.finish())
+        }
         ColumnType::Int64 => {
-            build!(Int64Builder::with_capacity(n), |v: &str| parse_int(v, rule.scale), |d: &DefaultValue| match d {
+            let mut b = Int64Builder::with_capacity(n);
+            let from_default = |d: &DefaultValue| match d {
                 DefaultValue::Int(i) => Ok(*i),
                 _ => Err("is not an integer".to_string()),
-            })
+            };
+            fill(values, n, from_default, |v| parse_int(v, rule.scale), errors, |x| b.append_option(x))?;
+            Arc::new(b.finish())
         }
-        ColumnType::Float64 => build!(
-            Float64Builder::with_capacity(n),
-            |v: &str| parse_float(v, rule.scale).and_then(|x| check_float(m, rule, x).map(|_| x)),
-            |d: &DefaultValue| match d {
+        ColumnType::Float64 => {
+            let mut b = Float64Builder::with_capacity(n);
+            let parse = |v: &str| parse_float(v, rule.scale).and_then(|x| check_float(m, rule, x).map(|_| x));
+            let from_default = |d: &DefaultValue| match d {
                 DefaultValue::Float(f) => Ok(*f),
                 _ => Err("is not a number".to_string()),
-            }
-        ),
-        ColumnType::Bool => build!(BooleanBuilder::with_capacity(n), parse_bool, |d: &DefaultValue| match d {
-            DefaultValue::Bool(b) => Ok(*b),
-            _ => Err("is not a boolean".to_string()),
-        }),
-        ColumnType::Timestamp => build!(
-            TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
-            |v: &str| parse_timestamp(v, &rule.format, rule.zone).and_then(check_timestamp),
-            |d: &DefaultValue| match d {
+            };
+            fill(values, n, from_default, parse, errors, |x| b.append_option(x))?;
+            Arc::new(b.finish())
+        }
+        ColumnType::Bool => {
+            let mut b = BooleanBuilder::with_capacity(n);
+            let from_default = |d: &DefaultValue| match d {
+                DefaultValue::Bool(b) => Ok(*b),
+                _ => Err("is not a boolean".to_string()),
+            };
+            fill(values, n, from_default, parse_bool, errors, |x| b.append_option(x))?;
+            Arc::new(b.finish())
+        }
+        ColumnType::Timestamp => {
+            let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+            let parse = |v: &str| parse_timestamp(v, &rule.format, rule.zone).and_then(check_timestamp);
+            let from_default = |d: &DefaultValue| match d {
                 DefaultValue::Parsed(s) => parsed_default(s, ColumnType::Timestamp, rule.zone),
                 _ => Err("is not a timestamp".to_string()),
-            }
-        ),
+            };
+            fill(values, n, from_default, parse, errors, |x| b.append_option(x))?;
+            Arc::new(b.finish())
+        }
         // No input column is binary; raw bytes of the text, should one ever be.
-        ColumnType::Binary => build!(
-            arrow::array::BinaryBuilder::with_capacity(n, n * 8),
-            |v: &str| -> std::result::Result<Vec<u8>, String> { Ok(v.as_bytes().to_vec()) },
-            |_: &DefaultValue| -> std::result::Result<Vec<u8>, String> { Err("is not bytes".to_string()) }
-        ),
-        ColumnType::Date => build!(
-            Date32Builder::with_capacity(n),
-            |v: &str| parse_date(v, &rule.format).and_then(check_date),
-            |d: &DefaultValue| match d {
+        ColumnType::Binary => {
+            let mut b = arrow::array::BinaryBuilder::with_capacity(n, n * 8);
+            let from_default =
+                |_: &DefaultValue| -> std::result::Result<Vec<u8>, String> { Err("is not bytes".into()) };
+            fill(values, n, from_default, |v| Ok(v.as_bytes().to_vec()), errors, |x| b.append_option(x))?;
+            Arc::new(b.finish())
+        }
+        ColumnType::Date => {
+            let mut b = Date32Builder::with_capacity(n);
+            let parse = |v: &str| parse_date(v, &rule.format).and_then(check_date);
+            let from_default = |d: &DefaultValue| match d {
                 DefaultValue::Parsed(s) => parsed_default(s, ColumnType::Date, rule.zone).map(|d| d as i32),
                 _ => Err("is not a date".to_string()),
-            }
-        ),
+            };
+            fill(values, n, from_default, parse, errors, |x| b.append_option(x))?;
+            Arc::new(b.finish())
+        }
+    })
+}
+
+/// Appends the `n` values parsed by `parse` (`None` and an error for a
+/// value that does not parse), the default (from the rule's `default` by
+/// `from_default`) where a value is missing, and `None` where there is no
+/// default (an error when the column is required and not generated).
+fn fill<T: Clone>(
+    values: &TextValues<'_>,
+    n: usize,
+    from_default: impl Fn(&DefaultValue) -> std::result::Result<T, String>,
+    parse: impl Fn(&str) -> std::result::Result<T, String>,
+    errors: &mut Errors,
+    mut append: impl FnMut(Option<T>),
+) -> Result<()> {
+    let rule = values.rule;
+    let default = match &rule.default {
+        None => None,
+        Some(d) => Some(from_default(d).map_err(|msg: String| Error::Mapping {
+            path: None,
+            message: format!("columns.{}: `default` {msg}", rule.name),
+        })?),
     };
-    Ok((array, errors))
+    for i in 0..n {
+        match values.at(i) {
+            Some(v) => match parse(v) {
+                Ok(x) => append(Some(x)),
+                Err(msg) => {
+                    errors.push((i, msg));
+                    append(None);
+                }
+            },
+            None => match &default {
+                Some(x) => append(Some(x.clone())),
+                None => {
+                    if rule.required && !rule.sequence {
+                        errors.push((i, "required value is missing".to_string()));
+                    }
+                    append(None);
+                }
+            },
+        }
+    }
+    Ok(())
 }
 
 /// Parquet columns that already have the warehouse type skip text parsing,
