@@ -8,17 +8,18 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use arrow::array::{Array, AsArray};
 use clap::{Args, Subcommand};
-use taglake_base::csv;
 use taglake_query::TagSet;
 use taglake_query::experiment::plan::{self, Effect, PlanMetric, PlanOptions};
 use taglake_query::experiment::{self, Metric, Report, ReportOptions};
 use taglake_query::export::{self, ExportOptions, Split};
 use taglake_query::members::family_column_names;
 use taglake_query::stats::{Correction, Uplift};
+use taglake_query::survey;
+use taglake_base::csv;
 use taglake_storage::Warehouse;
 
-use crate::args::OutputFormat;
 use crate::report;
+use crate::args::OutputFormat;
 
 #[derive(Args)]
 pub struct AudienceArgs {
@@ -336,173 +337,199 @@ pub async fn audience(a: AudienceArgs) -> Result<()> {
         _ => {}
     }
     let wh = Warehouse::open(&a.wh.warehouse)?;
-    let started = Instant::now();
-    // Only a sample reads member attributes, so only it opens a SQL session
-    // (which loads the tag set itself).
-    // On a cluster every count is a query the cluster answers.
-    let on_cluster = a.cluster.cluster.is_some();
-    let (ctx, tags) = match a.command {
-        AudienceCommand::Sample { .. } => {
-            let (ctx, tags) = crate::distributed::session(&wh, &a.cluster).await?;
-            (Some(ctx), tags)
+    let sample = matches!(a.command, AudienceCommand::Sample { .. });
+    let opened = Opened::open(&wh, &a.cluster, sample).await?;
+    match a.command {
+        AudienceCommand::Count { expr, format } => count_audience(&opened, &expr, format).await,
+        AudienceCommand::Overlap { exprs, format } => overlap(&opened, &exprs, format).await,
+        AudienceCommand::Breakdown { expr, by, format } => breakdown(&opened, &expr, &by, format).await,
+        AudienceCommand::Sample { expr, n, seed, columns, format } => {
+            sample_audience(opened, &expr, (n, seed), columns, format).await
         }
-        _ if on_cluster => {
-            let (ctx, tags) = crate::distributed::session(&wh, &a.cluster).await?;
+    }
+}
+
+/// What every `audience` command starts from: the tags of the newest
+/// snapshot, how many members the base has, and a SQL session when the
+/// command needs one.
+struct Opened {
+    /// Only a sample reads member attributes, so only it opens a SQL session
+    /// (which loads the tag set itself); on a cluster every count is a query
+    /// the cluster answers, so every command opens one.
+    ctx: Option<datafusion::prelude::SessionContext>,
+    on_cluster: bool,
+    tags: Arc<TagSet>,
+    snapshot: i64,
+    /// Seconds it took to load the snapshot.
+    loaded: f64,
+    /// Members in the base.
+    base: u64,
+}
+
+impl Opened {
+    async fn open(wh: &Warehouse, cluster: &crate::args::DistributedArg, sample: bool) -> Result<Opened> {
+        let started = Instant::now();
+        let on_cluster = cluster.cluster.is_some();
+        let (ctx, tags) = if sample || on_cluster {
+            let (ctx, tags) = crate::distributed::session(wh, cluster).await?;
             (Some(ctx), tags)
-        }
-        _ => (None, TagSet::load(&wh, None).await?.map(Arc::new)),
-    };
-    let (tags, snapshot) = taglake_query::tagset::tagged(tags)?;
-    let loaded = started.elapsed().as_secs_f64();
-    let cluster_ctx = ctx.as_ref().filter(|_| on_cluster);
-    let base = match cluster_ctx {
-        Some(ctx) => sql_count(ctx, "SELECT count(*) FROM members").await?,
-        None => tags.universe()?.len(),
-    };
-    let count = async |text: &str| -> Result<u64> {
-        let node = parse(text, &tags)?;
-        match cluster_ctx {
+        } else {
+            (None, TagSet::load(wh, None).await?.map(Arc::new))
+        };
+        let (tags, snapshot) = taglake_query::tagset::tagged(tags)?;
+        let loaded = started.elapsed().as_secs_f64();
+        let mut opened = Opened { ctx, on_cluster, tags, snapshot, loaded, base: 0 };
+        opened.base = match opened.cluster_ctx() {
+            Some(ctx) => sql_count(ctx, "SELECT count(*) FROM members").await?,
+            None => opened.tags.universe()?.len(),
+        };
+        Ok(opened)
+    }
+
+    /// The session to count on when the cluster counts.
+    fn cluster_ctx(&self) -> Option<&datafusion::prelude::SessionContext> {
+        self.ctx.as_ref().filter(|_| self.on_cluster)
+    }
+
+    /// The members of an audience, on the cluster or from the bitmaps.
+    async fn count(&self, text: &str) -> Result<u64> {
+        let node = parse(text, &self.tags)?;
+        match self.cluster_ctx() {
             Some(ctx) => {
                 sql_count(ctx, &format!("SELECT count(*) FROM audience('{}')", text.replace('\'', "''"))).await
             }
-            None => Ok(taglake_query::audience::count(&node, &tags)?),
+            None => Ok(taglake_query::audience::count(&node, &self.tags)?),
         }
+    }
+}
+
+/// `audience count`.
+async fn count_audience(o: &Opened, expr: &str, format: OutputFormat) -> Result<()> {
+    let t = Instant::now();
+    let members = o.count(expr).await?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    let place = if o.on_cluster { " on the cluster" } else { "" };
+    let (base, snapshot) = (o.base, o.snapshot);
+    match format {
+        OutputFormat::Table => println!(
+            "{} members ({:.2}% of {}) · snapshot {snapshot} · counted{place} in {ms:.2} ms (snapshot loaded in {:.2} s)",
+            report::count(members),
+            percent(members, base),
+            report::count(base),
+            o.loaded
+        ),
+        OutputFormat::Csv => {
+            println!("audience,members,base,snapshot\n{},{members},{base},{snapshot}", csv::field(expr))
+        }
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::json!({"audience": expr, "members": members, "base": base, "snapshot": snapshot})
+        ),
+    }
+    Ok(())
+}
+
+/// `audience overlap`.
+async fn overlap(o: &Opened, exprs: &[String], format: OutputFormat) -> Result<()> {
+    let matrix = if o.cluster_ctx().is_some() {
+        survey::overlap_counted(exprs, async |text: &str| o.count(text).await).await?
+    } else {
+        let sets = exprs
+            .iter()
+            .map(|e| Ok(taglake_query::audience::evaluate(&parse(e, &o.tags)?, &o.tags)?))
+            .collect::<Result<Vec<_>>>()?;
+        survey::overlap(&sets)
     };
-    match a.command {
-        AudienceCommand::Count { expr, format } => {
-            let t = Instant::now();
-            let members = count(&expr).await?;
-            let ms = t.elapsed().as_secs_f64() * 1e3;
-            let place = if on_cluster { " on the cluster" } else { "" };
-            match format {
-                OutputFormat::Table => println!(
-                    "{} members ({:.2}% of {}) · snapshot {snapshot} · counted{place} in {ms:.2} ms (snapshot loaded in {:.2} s)",
-                    report::count(members),
-                    percent(members, base),
-                    report::count(base),
-                    loaded
-                ),
-                OutputFormat::Csv => {
-                    println!("audience,members,base,snapshot\n{},{members},{base},{snapshot}", csv::field(&expr))
+    print_overlap(exprs, &matrix, o, format);
+    Ok(())
+}
+
+fn print_overlap(exprs: &[String], matrix: &[Vec<u64>], o: &Opened, format: OutputFormat) {
+    let n = exprs.len();
+    let snapshot = o.snapshot;
+    match format {
+        OutputFormat::Table => {
+            for (i, e) in exprs.iter().enumerate() {
+                println!("A{}  {:>12}  {e}", i + 1, report::count(matrix[i][i]));
+            }
+            println!("\nmembers in both (row ∩ column), and as % of the row's audience:");
+            let mut header = format!("{:<4}", "");
+            for j in 0..n {
+                header.push_str(&format!(" {:>22}", format!("A{}", j + 1)));
+            }
+            println!("{header}");
+            for (i, row) in matrix.iter().enumerate() {
+                let mut line = format!("{:<4}", format!("A{}", i + 1));
+                for &v in row {
+                    line.push_str(&format!(" {:>13} {:>7.2}%", report::count(v), percent(v, row[i])));
                 }
-                OutputFormat::Json => println!(
-                    "{}",
-                    serde_json::json!({"audience": expr, "members": members, "base": base, "snapshot": snapshot})
-                ),
+                println!("{line}");
+            }
+            println!("\nsnapshot {snapshot} · {} members in the base", report::count(o.base));
+        }
+        OutputFormat::Csv => {
+            println!("a,b,members_a,members_b,both");
+            for i in 0..n {
+                for j in 0..n {
+                    println!(
+                        "{},{},{},{},{}",
+                        csv::field(&exprs[i]),
+                        csv::field(&exprs[j]),
+                        matrix[i][i],
+                        matrix[j][j],
+                        matrix[i][j]
+                    );
+                }
             }
         }
-        AudienceCommand::Overlap { exprs, format } => {
-            let n = exprs.len();
-            let mut matrix = vec![vec![0u64; n]; n];
-            if cluster_ctx.is_some() {
-                for i in 0..n {
-                    for j in i..n {
-                        let both = if i == j { exprs[i].clone() } else { format!("({}) AND ({})", exprs[i], exprs[j]) };
-                        matrix[i][j] = count(&both).await?;
-                        matrix[j][i] = matrix[i][j];
-                    }
-                }
-            } else {
-                let sets = exprs
-                    .iter()
-                    .map(|e| Ok(taglake_query::audience::evaluate(&parse(e, &tags)?, &tags)?))
-                    .collect::<Result<Vec<_>>>()?;
-                for i in 0..n {
-                    for j in 0..n {
-                        matrix[i][j] = sets[i].intersection_len(&sets[j]);
-                    }
-                }
-            }
-            let sizes: Vec<u64> = (0..n).map(|i| matrix[i][i]).collect();
-            match format {
-                OutputFormat::Table => {
-                    for (i, e) in exprs.iter().enumerate() {
-                        println!("A{}  {:>12}  {e}", i + 1, report::count(sizes[i]));
-                    }
-                    println!("\nmembers in both (row ∩ column), and as % of the row's audience:");
-                    let mut header = format!("{:<4}", "");
-                    for j in 0..n {
-                        header.push_str(&format!(" {:>22}", format!("A{}", j + 1)));
-                    }
-                    println!("{header}");
-                    for (i, row) in matrix.iter().enumerate() {
-                        let mut line = format!("{:<4}", format!("A{}", i + 1));
-                        for &v in row {
-                            line.push_str(&format!(" {:>13} {:>7.2}%", report::count(v), percent(v, row[i])));
-                        }
-                        println!("{line}");
-                    }
-                    println!("\nsnapshot {snapshot} · {} members in the base", report::count(base));
-                }
-                OutputFormat::Csv => {
-                    println!("a,b,members_a,members_b,both");
-                    for i in 0..n {
-                        for j in 0..n {
-                            println!(
-                                "{},{},{},{},{}",
-                                csv::field(&exprs[i]),
-                                csv::field(&exprs[j]),
-                                matrix[i][i],
-                                matrix[j][j],
-                                matrix[i][j]
-                            );
-                        }
-                    }
-                }
-                OutputFormat::Json => println!(
-                    "{}",
-                    serde_json::json!({"audiences": exprs, "members": (0..n).map(|i| matrix[i][i]).collect::<Vec<_>>(), "overlap": matrix, "snapshot": snapshot})
-                ),
-            }
-        }
-        AudienceCommand::Breakdown { expr, by, format } => {
-            let f = exclusive_family(&tags, &by)?;
-            let node = if expr.trim().eq_ignore_ascii_case("everyone") { None } else { Some(parse(&expr, &tags)?) };
-            let t = Instant::now();
-            let rows = match cluster_ctx {
-                Some(ctx) => cluster_breakdown(ctx, &tags, f, &expr, node.is_none()).await?,
-                None => taglake_query::breakdown::breakdown(node.as_ref(), &tags, f)?,
-            };
-            let ms = t.elapsed().as_secs_f64() * 1e3;
-            let family = &tags.families()[f].name;
-            print_breakdown(&rows, family, &expr, snapshot, format, ms);
-        }
-        AudienceCommand::Sample { expr, n, seed, columns, format } => {
-            let node = parse(&expr, &tags)?;
-            let selected = taglake_query::audience::evaluate(&node, &tags)?;
-            let keys = taglake_query::audience::sample(&selected, n, seed);
-            let ctx = ctx.context("a sample opens a SQL session")?;
-            let columns = if columns.is_empty() {
-                // The attributes: the Delta table's columns, not the tag
-                // and family columns `members` adds.
-                let schema = ctx.table_provider("members").await?.schema();
-                taglake_storage::Table::Members
-                    .columns()
-                    .iter()
-                    .map(|c| c.name.to_string())
-                    .filter(|c| c != "member_key" && schema.field_with_name(c).is_ok())
-                    .collect::<Vec<_>>()
-            } else {
-                columns
-            };
-            let list = keys.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ");
-            let select =
-                columns.iter().map(|c| format!("\"{}\"", c.replace('"', "\"\""))).collect::<Vec<_>>().join(", ");
-            let sql = if keys.is_empty() {
-                format!("SELECT {select} FROM members WHERE false")
-            } else {
-                format!("SELECT {select} FROM members WHERE member_key IN ({list}) ORDER BY member_id")
-            };
-            let batches = taglake_query::sql(&ctx, &sql).await?;
-            std::io::stdout().write_all(&crate::sql::render(&batches, format.into(), None)?)?;
-            if format == OutputFormat::Table {
-                println!(
-                    "{} of {} members of the audience (seed {seed}) · snapshot {snapshot}",
-                    keys.len(),
-                    report::count(selected.len())
-                );
-            }
-        }
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::json!({"audiences": exprs, "members": (0..n).map(|i| matrix[i][i]).collect::<Vec<_>>(), "overlap": matrix, "snapshot": snapshot})
+        ),
+    }
+}
+
+/// `audience breakdown`.
+async fn breakdown(o: &Opened, expr: &str, by: &str, format: OutputFormat) -> Result<()> {
+    let tags = &o.tags;
+    let f = exclusive_family(tags, by)?;
+    let node = if expr.trim().eq_ignore_ascii_case("everyone") { None } else { Some(parse(expr, tags)?) };
+    let t = Instant::now();
+    let rows = match o.cluster_ctx() {
+        Some(ctx) => cluster_breakdown(ctx, tags, f, expr, node.is_none()).await?,
+        None => taglake_query::breakdown::breakdown(node.as_ref(), tags, f)?,
+    };
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    let family = &tags.families()[f].name;
+    print_breakdown(&rows, family, expr, o.snapshot, format, ms);
+    Ok(())
+}
+
+/// `audience sample`: `draw` is (members, seed).
+async fn sample_audience(
+    o: Opened,
+    expr: &str,
+    (n, seed): (usize, u64),
+    columns: Vec<String>,
+    format: OutputFormat,
+) -> Result<()> {
+    let node = parse(expr, &o.tags)?;
+    let sample = survey::Sample::draw(&node, &o.tags, n, seed)?;
+    let ctx = o.ctx.context("a sample opens a SQL session")?;
+    let columns = if columns.is_empty() {
+        survey::attribute_columns(&ctx.table_provider("members").await?.schema())
+    } else {
+        columns
+    };
+    let batches = taglake_query::sql(&ctx, &sample.sql(&columns)).await?;
+    std::io::stdout().write_all(&crate::sql::render(&batches, format.into(), None)?)?;
+    if format == OutputFormat::Table {
+        println!(
+            "{} of {} members of the audience (seed {seed}) · snapshot {}",
+            sample.keys.len(),
+            report::count(sample.audience),
+            o.snapshot
+        );
     }
     Ok(())
 }
@@ -527,8 +554,9 @@ fn exclusive_family(tags: &TagSet, by: &str) -> Result<usize> {
             "--by {by}: the tags of family `{by}` can share members, so it has no single value per member;              exclusive families: {listed}"
         );
     }
-    let hint =
-        taglake_base::suggest(by, names.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+    let hint = taglake_base::suggest(by, names.iter().copied())
+        .map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default();
     bail!("--by {by}: no such exclusive family{hint}; exclusive families: {listed}")
 }
 

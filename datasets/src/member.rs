@@ -124,7 +124,7 @@ fn sleeping_spread(window: i64) -> i64 {
 /// member equal `target` (clamped at 0 when the guaranteed orders alone
 /// exceed it). Exact in expectation: the activity has mean 1, the Poisson
 /// counts are linear in the rate, and the span expectations below follow
-/// the registration rules in [`Profile::new`].
+/// the registration rules in [`registration`].
 fn calibrate(target: f64, window: i64) -> f64 {
     let w = window as f64;
     let q = REGISTERED_BEFORE_WINDOW;
@@ -141,6 +141,147 @@ fn calibrate(target: f64, window: i64) -> f64 {
         slope += params.share * params.lines_per_order * params.frequency * span / 365.0;
     }
     ((target - fixed) / slope).max(0.0)
+}
+
+/// A member's registration day (window-relative; negative: before the
+/// window) and active span `[lo, hi)`, by persona: a never-buyer is never
+/// active, a sleeping member stops before the end of the window, a
+/// one-time buyer is active only in its last days.
+fn registration(rng: &mut Rng, persona: Persona, window: i64) -> (i64, (i64, i64)) {
+    let before = rng.chance(REGISTERED_BEFORE_WINDOW);
+    let history = -1 - rng.below(REGISTRATION_HISTORY_DAYS) as i64;
+    match persona {
+        Persona::NeverBought => {
+            let reg = if before { history } else { rng.below(window as u64) as i64 };
+            (reg, (0, 0))
+        }
+        Persona::SleepingMember => {
+            let cutoff = window - SLEEPING_DAYS - rng.below(sleeping_spread(window) as u64) as i64;
+            let reg = if before { history } else { rng.below((cutoff - 60) as u64) as i64 };
+            (reg, ((reg + 1).max(0), cutoff))
+        }
+        Persona::OneTimeBuyer => {
+            let reg = if before { history } else { rng.below((window - 1) as u64) as i64 };
+            (reg, ((reg + 1).max(window - ONE_TIME_DAYS), window))
+        }
+        _ => {
+            let reg = if before { history } else { rng.below((window - 1) as u64) as i64 };
+            (reg, ((reg + 1).max(0), window))
+        }
+    }
+}
+
+/// Who a member is: birthday, gender, city and home store.
+struct Demographics {
+    birthday: Option<i32>,
+    gender: Option<usize>,
+    city: usize,
+    home_store: u32,
+}
+
+impl Demographics {
+    fn draw(rng: &mut Rng, world: &World, persona: Persona) -> Demographics {
+        let cal = &world.calendar;
+        let birthday = if rng.chance(0.12) {
+            None
+        } else {
+            let (mean, sd) = if persona == Persona::WeekendFamily { (37.0, 5.0) } else { (29.0, 8.0) };
+            let age = (mean + sd * rng.normal()).clamp(16.0, 70.0);
+            let end_day = cal.start_day + cal.days;
+            Some((end_day - (age * 365.25).round() as i64) as i32)
+        };
+        let gender_weights =
+            if persona == Persona::BeautyLover { [0.85, 0.10, 0.03, 0.02] } else { [0.60, 0.32, 0.04, 0.04] };
+        let gender = match rng.pick_cumulative(&to_cumulative(gender_weights)) {
+            3 => None,
+            g => Some(g),
+        };
+        let city = rng.pick_cumulative(&world.catalog.city_cum);
+        let stores = &world.catalog.city_stores[city];
+        let home_store = stores[rng.below(stores.len() as u64) as usize];
+        Demographics { birthday, gender, city, home_store }
+    }
+}
+
+/// A dormant stretch inside a regular member's long span (for 30 % of
+/// them), never in the last 30 days; empty (`(lo, lo)`) otherwise.
+fn dormant_gap(rng: &mut Rng, persona: Persona, span: (i64, i64)) -> (i64, i64) {
+    let span_days = span.1 - span.0;
+    let regular = !matches!(persona, Persona::SleepingMember | Persona::OneTimeBuyer);
+    if regular && span_days >= 240 && rng.chance(0.3) {
+        let len = 60 + rng.below((span_days / 2).min(240) as u64 - 59) as i64;
+        let start = span.0 + rng.below((span.1 - 30 - len - span.0 + 1) as u64) as i64;
+        (start, start + len)
+    } else {
+        (span.0, span.0)
+    }
+}
+
+/// A member's weights of the categories (not yet cumulative): a noisy
+/// general mix, with the persona's categories taking a fixed share.
+fn category_mix(rng: &mut Rng, persona: Persona) -> [f64; N_CATEGORIES] {
+    let mut mix = [0.0; N_CATEGORIES];
+    for (m, base) in mix.iter_mut().zip(GENERAL_MIX) {
+        *m = base * (0.25 * rng.normal()).exp();
+    }
+    // Each persona's typical basket: its categories take a fixed share of
+    // the lines, the rest follows the member's noisy general mix.
+    match persona {
+        Persona::BeautyLover => concentrate(&mut mix, &[(BEAUTY, rng.range_f64(0.60, 0.80))]),
+        Persona::SnackLover => concentrate(&mut mix, &[(SNACKS, rng.range_f64(0.75, 0.90))]),
+        Persona::IpFan => concentrate(&mut mix, &[(IP_LICENSED, rng.range_f64(0.60, 0.80))]),
+        Persona::WeekendFamily => {
+            let toys = rng.range_f64(0.35, 0.45);
+            let snacks = rng.range_f64(0.25, 0.32);
+            concentrate(&mut mix, &[(TOYS, toys), (SNACKS, snacks)]);
+        }
+        Persona::MultiItemHoarder => {
+            // Stocking up on daily necessities.
+            let household = rng.range_f64(0.30, 0.40);
+            let care = rng.range_f64(0.20, 0.30);
+            concentrate(&mut mix, &[(HOUSEHOLD, household), (PERSONAL_CARE, care)]);
+        }
+        Persona::PromotionDriven => {
+            // Gadgets and fashion bought on sale.
+            let digital = rng.range_f64(0.25, 0.35);
+            let apparel = rng.range_f64(0.20, 0.30);
+            concentrate(&mut mix, &[(DIGITAL, digital), (APPAREL, apparel)]);
+        }
+        Persona::OneTimeBuyer => {
+            // A passer-by's single quick buy: a pen, a notebook.
+            concentrate(&mut mix, &[(STATIONERY, 0.85)]);
+        }
+        Persona::SleepingMember => {
+            // Seasonal gift buyers who lapsed: candles, diffusers, bags.
+            let fragrance = rng.range_f64(0.30, 0.40);
+            let bags = rng.range_f64(0.15, 0.25);
+            concentrate(&mut mix, &[(HOME_FRAGRANCE, fragrance), (BAGS, bags)]);
+        }
+        Persona::NeverBought => normalize(&mut mix),
+    }
+    mix
+}
+
+/// A member's weights of the channels (not yet cumulative): noisy, with
+/// the deal hunters' marketplaces and the families' stores and delivery
+/// weighed up.
+fn channel_mix(rng: &mut Rng, persona: Persona) -> [f64; 5] {
+    let mut channels = [0.0; 5];
+    for (c, base) in channels.iter_mut().zip(CHANNEL_BASE) {
+        *c = base * (0.7 * rng.normal()).exp();
+    }
+    match persona {
+        Persona::PromotionDriven => {
+            channels[CH_MARKETPLACES] *= 3.0;
+            channels[CH_APP] *= 1.5;
+        }
+        Persona::WeekendFamily => {
+            channels[CH_STORE] *= 1.5;
+            channels[CH_DELIVERY] *= 1.5;
+        }
+        _ => {}
+    }
+    channels
 }
 
 /// A member's attributes and behaviour parameters.
@@ -176,6 +317,9 @@ pub(crate) struct Profile {
 
 impl Profile {
     /// The profile of member `index` (0-based).
+    ///
+    /// Every draw comes from the member's own stream, in a fixed order (the
+    /// order of the steps below): a change of order changes every member.
     pub(crate) fn new(world: &World, index: u64) -> Self {
         let mut rng = Rng::for_stream(world.seed, STREAM_PROFILE, index);
         let cal = &world.calendar;
@@ -183,124 +327,25 @@ impl Profile {
         let persona = Persona::ALL[rng.pick_cumulative(&world.persona_cum)];
         let params = persona.params();
 
-        // Registration and the active span.
-        let before = rng.chance(REGISTERED_BEFORE_WINDOW);
-        let history = -1 - rng.below(REGISTRATION_HISTORY_DAYS) as i64;
-        let (reg_day, span) = match persona {
-            Persona::NeverBought => {
-                let reg = if before { history } else { rng.below(window as u64) as i64 };
-                (reg, (0, 0))
-            }
-            Persona::SleepingMember => {
-                let cutoff = window - SLEEPING_DAYS - rng.below(sleeping_spread(window) as u64) as i64;
-                let reg = if before { history } else { rng.below((cutoff - 60) as u64) as i64 };
-                (reg, ((reg + 1).max(0), cutoff))
-            }
-            Persona::OneTimeBuyer => {
-                let reg = if before { history } else { rng.below((window - 1) as u64) as i64 };
-                (reg, ((reg + 1).max(window - ONE_TIME_DAYS), window))
-            }
-            _ => {
-                let reg = if before { history } else { rng.below((window - 1) as u64) as i64 };
-                (reg, ((reg + 1).max(0), window))
-            }
-        };
+        let (reg_day, span) = registration(&mut rng, persona, window);
         let register_channel = rng.pick_cumulative(&world.register_cum);
         let reg_second = cal.sample_second_of_day(&mut rng, register_channel == 0);
         let registered_at_us = ((cal.start_day + reg_day) * 86_400 + reg_second) * 1_000_000;
-
-        // Demographics.
-        let birthday = if rng.chance(0.12) {
-            None
-        } else {
-            let (mean, sd) = if persona == Persona::WeekendFamily { (37.0, 5.0) } else { (29.0, 8.0) };
-            let age = (mean + sd * rng.normal()).clamp(16.0, 70.0);
-            let end_day = cal.start_day + window;
-            Some((end_day - (age * 365.25).round() as i64) as i32)
-        };
-        let gender_weights =
-            if persona == Persona::BeautyLover { [0.85, 0.10, 0.03, 0.02] } else { [0.60, 0.32, 0.04, 0.04] };
-        let gender = match rng.pick_cumulative(&to_cumulative(gender_weights)) {
-            3 => None,
-            g => Some(g),
-        };
-        let city = rng.pick_cumulative(&world.catalog.city_cum);
-        let stores = &world.catalog.city_stores[city];
-        let home_store = stores[rng.below(stores.len() as u64) as usize];
+        let Demographics { birthday, gender, city, home_store } = Demographics::draw(&mut rng, world, persona);
 
         // Behaviour.
         let activity = rng.lognormal_mean_one(ACTIVITY_SIGMA);
         let span_days = span.1 - span.0;
         let lambda = world.orders_per_year * params.frequency * activity * span_days as f64 / 365.0;
         let orders = (params.base_orders + rng.poisson(lambda)).min(MAX_ORDERS_PER_MEMBER);
-        let regular = !matches!(persona, Persona::SleepingMember | Persona::OneTimeBuyer);
-        let gap = if regular && span_days >= 240 && rng.chance(0.3) {
-            let len = 60 + rng.below((span_days / 2).min(240) as u64 - 59) as i64;
-            let start = span.0 + rng.below((span.1 - 30 - len - span.0 + 1) as u64) as i64;
-            (start, start + len)
-        } else {
-            (span.0, span.0)
-        };
+        let gap = dormant_gap(&mut rng, persona, span);
         let rhythm = match persona {
             Persona::WeekendFamily => Rhythm::Family,
             Persona::OneTimeBuyer => Rhythm::Workday,
             _ => Rhythm::Usual,
         };
-
-        let mut mix = [0.0; N_CATEGORIES];
-        for (m, base) in mix.iter_mut().zip(GENERAL_MIX) {
-            *m = base * (0.25 * rng.normal()).exp();
-        }
-        // Each persona's typical basket: its categories take a fixed share of
-        // the lines, the rest follows the member's noisy general mix.
-        match persona {
-            Persona::BeautyLover => concentrate(&mut mix, &[(BEAUTY, rng.range_f64(0.60, 0.80))]),
-            Persona::SnackLover => concentrate(&mut mix, &[(SNACKS, rng.range_f64(0.75, 0.90))]),
-            Persona::IpFan => concentrate(&mut mix, &[(IP_LICENSED, rng.range_f64(0.60, 0.80))]),
-            Persona::WeekendFamily => {
-                let toys = rng.range_f64(0.35, 0.45);
-                let snacks = rng.range_f64(0.25, 0.32);
-                concentrate(&mut mix, &[(TOYS, toys), (SNACKS, snacks)]);
-            }
-            Persona::MultiItemHoarder => {
-                // Stocking up on daily necessities.
-                let household = rng.range_f64(0.30, 0.40);
-                let care = rng.range_f64(0.20, 0.30);
-                concentrate(&mut mix, &[(HOUSEHOLD, household), (PERSONAL_CARE, care)]);
-            }
-            Persona::PromotionDriven => {
-                // Gadgets and fashion bought on sale.
-                let digital = rng.range_f64(0.25, 0.35);
-                let apparel = rng.range_f64(0.20, 0.30);
-                concentrate(&mut mix, &[(DIGITAL, digital), (APPAREL, apparel)]);
-            }
-            Persona::OneTimeBuyer => {
-                // A passer-by's single quick buy: a pen, a notebook.
-                concentrate(&mut mix, &[(STATIONERY, 0.85)]);
-            }
-            Persona::SleepingMember => {
-                // Seasonal gift buyers who lapsed: candles, diffusers, bags.
-                let fragrance = rng.range_f64(0.30, 0.40);
-                let bags = rng.range_f64(0.15, 0.25);
-                concentrate(&mut mix, &[(HOME_FRAGRANCE, fragrance), (BAGS, bags)]);
-            }
-            Persona::NeverBought => normalize(&mut mix),
-        }
-        let mut channels = [0.0; 5];
-        for (c, base) in channels.iter_mut().zip(CHANNEL_BASE) {
-            *c = base * (0.7 * rng.normal()).exp();
-        }
-        match persona {
-            Persona::PromotionDriven => {
-                channels[CH_MARKETPLACES] *= 3.0;
-                channels[CH_APP] *= 1.5;
-            }
-            Persona::WeekendFamily => {
-                channels[CH_STORE] *= 1.5;
-                channels[CH_DELIVERY] *= 1.5;
-            }
-            _ => {}
-        }
+        let mix = category_mix(&mut rng, persona);
+        let channels = channel_mix(&mut rng, persona);
         let promo = rng.range_f64(params.promo.0, params.promo.1);
         let favourite_series = [rng.below(IP_SERIES.len() as u64) as usize, rng.below(IP_SERIES.len() as u64) as usize];
         let points_rate = [1.0, 1.5, 2.0][rng.pick_cumulative(&[0.60, 0.85, 1.0])];

@@ -260,24 +260,9 @@ pub async fn export(wh: &Warehouse, lock: &WriterLock, o: &ExportOptions) -> Res
     let (tags, snapshot) = crate::tagset::tagged(tags)?;
     let node = audience::parse(&o.audience, &tags)?;
     let selected = audience::evaluate(&node, &tags)?;
-    let strata: Option<Vec<usize>> = match &o.stratify_by {
+    let strata = match &o.stratify_by {
         None => None,
-        Some(family) => {
-            let f = tags.family(family);
-            if f.is_empty() {
-                let mut families: Vec<&str> = tags.tags.iter().map(|t| t.family.as_str()).collect();
-                families.sort_unstable();
-                families.dedup();
-                let hint = taglake_base::suggest(family, families.iter().copied())
-                    .map(|s| format!("; did you mean `{s}`?"))
-                    .unwrap_or_default();
-                return Err(Error::Parameter(
-                    ParamMessage::param("stratify_by")
-                        .then_text(format!(": no tag family `{family}` in snapshot {snapshot}{hint}")),
-                ));
-            }
-            Some(f)
-        }
+        Some(family) => Some(strata_family(&tags, family, snapshot)?),
     };
     let members = taglake_tagger::snapshot::member_ids(wh, &selected).await?;
     if members.len() as u64 != selected.len() {
@@ -287,7 +272,53 @@ pub async fn export(wh: &Warehouse, lock: &WriterLock, o: &ExportOptions) -> Res
             selected.len()
         )));
     }
-    // Arm per member: index into the split, or `holdout`.
+    let (arm, held_out) = assign_arms(o, &tags, &members, strata.as_deref())?;
+    let mut names: Vec<String> = o.split.0.iter().map(|(n, _)| n.clone()).collect();
+    names.push(HOLDOUT_ARM.into());
+    let (cohort, bitmaps) = exported(&members, &arm, &names)?;
+    let rows = cohort.num_rows() as u64;
+    let batch = with_columns(&ctx, cohort, &columns).await?;
+    let pending = Pending::write(&o.out, format, &batch)?;
+    let mut experiment = new_experiment(o, snapshot, names, bitmaps, output);
+    experiment.id = match experiment::record(wh, lock, experiment.clone()).await {
+        Ok(id) => id,
+        Err(e) => {
+            pending.discard();
+            return Err(e);
+        }
+    };
+    pending.publish()?;
+    Ok(ExportSummary { experiment, audience_members: selected.len(), held_out, rows, reused: false })
+}
+
+/// The tags of the family `--stratify-by` names, in catalog order (an
+/// error naming the closest family when there is no such family).
+fn strata_family(tags: &crate::TagSet, family: &str, snapshot: i64) -> Result<Vec<usize>> {
+    let f = tags.family(family);
+    if f.is_empty() {
+        let mut families: Vec<&str> = tags.tags.iter().map(|t| t.family.as_str()).collect();
+        families.sort_unstable();
+        families.dedup();
+        let hint = taglake_base::suggest(family, families.iter().copied())
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        return Err(Error::Parameter(
+            ParamMessage::param("stratify_by")
+                .then_text(format!(": no tag family `{family}` in snapshot {snapshot}{hint}")),
+        ));
+    }
+    Ok(f)
+}
+
+/// Each member's arm: an index into the split, the split's length for an
+/// exported holdout member, `usize::MAX` for one not exported; and how
+/// many members are in the global holdout.
+fn assign_arms(
+    o: &ExportOptions,
+    tags: &crate::TagSet,
+    members: &[(u32, String)],
+    strata: Option<&[usize]>,
+) -> Result<(Vec<usize>, u64)> {
     let holdout_arm = o.split.0.len();
     let mut arm = vec![usize::MAX; members.len()];
     let mut candidates = Vec::new();
@@ -302,34 +333,51 @@ pub async fn export(wh: &Warehouse, lock: &WriterLock, o: &ExportOptions) -> Res
             candidates.push(i);
         }
     }
-    match &strata {
+    match strata {
         None => {
             for &i in &candidates {
                 arm[i] = o.split.arm_of(unit(&o.salt, &members[i].1));
             }
         }
-        Some(family) => {
-            let bitmaps = family.iter().map(|&t| tags.bitmap(t)).collect::<Result<Vec<_>>>()?;
-            let stratum_of = |key: u32| bitmaps.iter().position(|b| b.contains(key));
-            let mut by_stratum: std::collections::BTreeMap<Option<usize>, Vec<(f64, usize)>> = Default::default();
-            for &i in &candidates {
-                let (key, id) = &members[i];
-                by_stratum.entry(stratum_of(*key)).or_default().push((unit(&o.salt, id), i));
-            }
-            for (_, mut group) in by_stratum {
-                group.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| members[a.1].1.cmp(&members[b.1].1)));
-                let quotas = o.split.quotas(group.len());
-                let mut it = group.into_iter();
-                for (a, q) in quotas.into_iter().enumerate() {
-                    for (_, i) in it.by_ref().take(q) {
-                        arm[i] = a;
-                    }
-                }
+        Some(family) => assign_stratified(o, tags, members, family, &candidates, &mut arm)?,
+    }
+    Ok((arm, held_out))
+}
+
+/// The arms of `candidates` (indices into `members`) with each stratum
+/// (the first tag of `family` a member has, or none) split by exact quotas,
+/// in the order of the salted hash (ties by member id).
+fn assign_stratified(
+    o: &ExportOptions,
+    tags: &crate::TagSet,
+    members: &[(u32, String)],
+    family: &[usize],
+    candidates: &[usize],
+    arm: &mut [usize],
+) -> Result<()> {
+    let bitmaps = family.iter().map(|&t| tags.bitmap(t)).collect::<Result<Vec<_>>>()?;
+    let stratum_of = |key: u32| bitmaps.iter().position(|b| b.contains(key));
+    let mut by_stratum: std::collections::BTreeMap<Option<usize>, Vec<(f64, usize)>> = Default::default();
+    for &i in candidates {
+        let (key, id) = &members[i];
+        by_stratum.entry(stratum_of(*key)).or_default().push((unit(&o.salt, id), i));
+    }
+    for (_, mut group) in by_stratum {
+        group.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| members[a.1].1.cmp(&members[b.1].1)));
+        let quotas = o.split.quotas(group.len());
+        let mut it = group.into_iter();
+        for (a, q) in quotas.into_iter().enumerate() {
+            for (_, i) in it.by_ref().take(q) {
+                arm[i] = a;
             }
         }
     }
-    let mut names: Vec<String> = o.split.0.iter().map(|(n, _)| n.clone()).collect();
-    names.push(HOLDOUT_ARM.into());
+    Ok(())
+}
+
+/// The exported members as a [`cohort`], in member order, and the members
+/// of each arm of `names` as a bitmap.
+fn exported(members: &[(u32, String)], arm: &[usize], names: &[String]) -> Result<(RecordBatch, Vec<RoaringBitmap>)> {
     let mut bitmaps = vec![RoaringBitmap::new(); names.len()];
     let (mut keys, mut ids, mut arms) = (Vec::new(), Vec::new(), Vec::new());
     for (i, (key, id)) in members.iter().enumerate() {
@@ -341,10 +389,18 @@ pub async fn export(wh: &Warehouse, lock: &WriterLock, o: &ExportOptions) -> Res
         ids.push(id.as_str());
         arms.push(names[arm[i]].as_str());
     }
-    let rows = keys.len() as u64;
-    let batch = with_columns(&ctx, cohort(keys, ids, arms)?, &columns).await?;
-    let pending = Pending::write(&o.out, format, &batch)?;
+    Ok((cohort(keys, ids, arms)?, bitmaps))
+}
 
+/// The registry row of a new export (id 0 until recorded): the split's
+/// arms and, when exported, the holdout arm.
+fn new_experiment(
+    o: &ExportOptions,
+    snapshot: i64,
+    names: Vec<String>,
+    bitmaps: Vec<RoaringBitmap>,
+    output: String,
+) -> Experiment {
     let shares = o.split.0.iter().map(|(_, s)| *s).chain(std::iter::once(0.0));
     let arms: Vec<Arm> = names
         .into_iter()
@@ -353,7 +409,7 @@ pub async fn export(wh: &Warehouse, lock: &WriterLock, o: &ExportOptions) -> Res
         .filter(|((n, _), _)| n != HOLDOUT_ARM || o.include_holdout)
         .map(|((name, share), bitmap)| Arm { name, share, members: bitmap.len(), bitmap })
         .collect();
-    let mut experiment = Experiment {
+    Experiment {
         id: 0,
         name: o.name.clone().unwrap_or_else(|| o.salt.clone()),
         audience: o.audience.clone(),
@@ -367,16 +423,7 @@ pub async fn export(wh: &Warehouse, lock: &WriterLock, o: &ExportOptions) -> Res
         ends_at: o.ends_at,
         created_at: Utc::now(),
         output: Some(output),
-    };
-    experiment.id = match experiment::record(wh, lock, experiment.clone()).await {
-        Ok(id) => id,
-        Err(e) => {
-            pending.discard();
-            return Err(e);
-        }
-    };
-    pending.publish()?;
-    Ok(ExportSummary { experiment, audience_members: selected.len(), held_out, rows, reused: false })
+    }
 }
 
 /// Whether `e` was recorded by this same export (the options that decide

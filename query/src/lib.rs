@@ -14,9 +14,10 @@
 //! [`balance`] keeps the optimizer from undoing its work, so that no
 //! statement, however long, can overflow a stack on the way.
 //!
-//! The audience language ([`audience`]), cohort exports with salted splits
-//! ([`export`]) and experiment reports ([`experiment`], [`stats`]) live here
-//! too, so the CLI and the SQL server share them.
+//! The audience language ([`audience`]), overlaps and samples of audiences
+//! ([`survey`]), cohort exports with salted splits ([`export`]) and
+//! experiment reports ([`experiment`], [`stats`]) live here too, so the CLI
+//! and the SQL server share them.
 //!
 //! Its async functions that read tables scan through
 //! [`taglake_storage::scan::blocking`], so they need tokio's multi-thread
@@ -49,6 +50,7 @@ mod node;
 pub mod parse;
 mod registry;
 pub mod stats;
+pub mod survey;
 pub mod tagset;
 
 use std::sync::Arc;

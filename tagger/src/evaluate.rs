@@ -17,7 +17,7 @@ use chrono::Datelike;
 use rayon::prelude::*;
 use roaring::RoaringBitmap;
 
-use crate::catalog::{Better, CatalogFile, Values, substitute};
+use crate::catalog::{Better, CatalogFile, PartitionEntry, Values, substitute};
 use crate::exclusive::strip_family;
 use crate::features::{CHUNK, Chunk, FeatureData, FeatureKind, FeatureSet, TextKind, unique_slugs};
 use crate::rule::{self, ColumnRef, Env, Program, VarType, pack_mask};
@@ -58,6 +58,12 @@ struct Partition {
     by_number: HashMap<i64, usize>,
 }
 
+/// A lookup: its row score, its column score and its grid of labels.
+type Lookup = (usize, usize, Vec<Vec<String>>);
+
+/// A rule tag and its compiled rule.
+type RuleTag = (usize, Program);
+
 /// The catalog compiled against one feature set.
 pub struct Compiled {
     /// Every tag, in snapshot order.
@@ -68,12 +74,12 @@ pub struct Compiled {
     constants: Vec<(String, f64)>,
     scores: Vec<(String, Cut)>,
     ranks: Vec<Cut>,
-    lookups: Vec<(usize, usize, Vec<Vec<String>>)>,
+    lookups: Vec<Lookup>,
     /// Per cut (scores, then ranks), the tag of each group.
     cut_tags: Vec<Vec<usize>>,
     /// Per lookup, the tag of each (row score − 1, column score − 1) cell.
     lookup_cells: Vec<Vec<Vec<Option<usize>>>>,
-    rules: Vec<(usize, Program)>,
+    rules: Vec<RuleTag>,
     /// Rule indices in evaluation order.
     order: Vec<usize>,
     partitions: Vec<Partition>,
@@ -184,374 +190,39 @@ fn expand_values(fs: &FeatureSet, values: &Values, source: &str, owner: &str) ->
 
 impl Compiled {
     /// Expands `catalog` over the values of `fs` and compiles every rule.
+    ///
+    /// The steps run in the catalog's order (scores, lookups, ranks, tags,
+    /// families, partitions), so a catalog with several mistakes reports
+    /// the same first one whatever the step.
     pub fn new(catalog: &CatalogFile, source: &str, fs: &FeatureSet) -> Result<Compiled> {
         if fs.chunks() == 0 {
             return Err(Error::Data("the warehouse has no members to tag".into()));
         }
-        let cat_err = |message: String| Error::Catalog { source_name: source.into(), message };
-        let rule_err = |tag: &str, rule: &str, error: rule::RuleError| Error::Rule {
-            source_name: source.into(),
-            tag: tag.into(),
-            rule: rule.into(),
-            error,
-        };
-        // Names and kinds only: no values are computed.
-        let sample = fs.chunk_columns(0, &|_| false);
-        let mut env = SlotEnv { names: HashMap::new(), dictionaries: HashMap::new(), order: Vec::new() };
-        let mut feature_kinds = Vec::new();
-        for c in &sample.columns {
-            let slot = match c.kind {
-                FeatureKind::Text(t) => {
-                    let s = env.add(&c.name, VarType::Text);
-                    env.dictionaries.insert(s, fs.dictionary(t).values.clone());
-                    s
-                }
-                _ => env.add(&c.name, VarType::Num),
-            };
-            feature_kinds.push((slot, c.kind));
-        }
-        let feature_names: Vec<String> = sample.columns.iter().map(|c| c.name.clone()).collect();
-        let as_of = fs.as_of;
-        let this_month = as_of.with_day(1).expect("day 1");
-        let last_month = (this_month - chrono::Duration::days(1)).with_day(1).expect("day 1");
-        let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
-        let constants = vec![
-            ("as_of_year".to_string(), as_of.year() as f64),
-            ("as_of_month".to_string(), as_of.month() as f64),
-            ("as_of_day_of_month".to_string(), as_of.day() as f64),
-            ("this_month_start".to_string(), (this_month - epoch).num_days() as f64),
-            ("last_month_start".to_string(), (last_month - epoch).num_days() as f64),
-        ];
+        let mut x = Expander::new(catalog, source, fs);
+        let feature_names: Vec<String> = x.sample.columns.iter().map(|c| c.name.clone()).collect();
+        let constants = date_constants(fs.as_of);
         for (name, _) in &constants {
-            env.add(name, VarType::Num);
+            x.env.add(name, VarType::Num);
         }
-        let feature_slot = |env: &SlotEnv, name: &str, owner: &str| -> Result<usize> {
-            match env.resolve(name) {
-                Some((slot, VarType::Num)) if slot < feature_names.len() => Ok(slot),
-                _ => Err(cat_err(format!("{owner}: `{name}` is not a numeric feature"))),
-            }
-        };
-        let compile_among = |env: &SlotEnv, text: &str, owner: &str| -> Result<Program> {
-            let expr = rule::parse(text).map_err(|e| rule_err(owner, text, e))?;
-            rule::compile(&expr, env).map_err(|e| rule_err(owner, text, e))
-        };
-
-        let mut tags: Vec<TagDef> = Vec::new();
-        let mut scores = Vec::new();
-        for s in &catalog.score {
-            let owner = format!("[[score]] {}", s.name);
-            let feature = feature_slot(&env, &s.feature, &owner)?;
-            let among = compile_among(&env, &s.among, &owner)?;
-            let sign = if s.better == Better::Higher { 1.0 } else { -1.0 };
-            scores.push((
-                s.name.clone(),
-                Cut { feature, sign, among, groups: Groups::Ntile(s.buckets), starts: Vec::new() },
-            ));
-            for bucket in 1..=s.buckets {
-                tags.push(TagDef {
-                    name: format!("{}_{bucket}", s.name),
-                    family: s.family.clone(),
-                    description: substitute(&s.description, &bucket.to_string(), &bucket.to_string()),
-                    rule: format!(
-                        "{} = {bucket}: ntile({}) of {} ({} is better) among {}",
-                        s.name,
-                        s.buckets,
-                        s.feature,
-                        if sign > 0.0 { "higher" } else { "lower" },
-                        s.among
-                    ),
-                    value: Some(bucket.to_string()),
-                    origin: Origin::Entry { kind: "score", index: scores.len() - 1 },
-                    kind: Kind::Score { score: scores.len() - 1, bucket },
-                });
-            }
-        }
-        for (name, _) in &scores {
-            env.add(name, VarType::Num);
-        }
-        let mut lookups = Vec::new();
-        for l in &catalog.lookup {
-            let find = |n: &str| {
-                scores.iter().position(|(s, _)| s == n).ok_or_else(|| {
-                    cat_err(format!("[[lookup]] {}: `{n}` is not a score declared with [[score]]", l.family))
-                })
-            };
-            let (r, c) = (find(&l.rows)?, find(&l.columns)?);
-            let mut labels: Vec<&String> = Vec::new();
-            for label in l.grid.iter().flatten() {
-                if !labels.contains(&label) {
-                    labels.push(label);
-                }
-            }
-            for label in labels {
-                let cells: Vec<String> = l
-                    .grid
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(i, row)| {
-                        row.iter()
-                            .enumerate()
-                            .filter(|(_, v)| *v == label)
-                            .map(move |(j, _)| format!("({},{})", i + 1, j + 1))
-                    })
-                    .collect();
-                tags.push(TagDef {
-                    name: format!("{}{label}", l.prefix),
-                    family: l.family.clone(),
-                    description: l.descriptions[label].clone(),
-                    rule: format!("({}, {}) in {}", l.rows, l.columns, cells.join(" ")),
-                    value: Some(label.clone()),
-                    origin: Origin::Entry { kind: "lookup", index: lookups.len() },
-                    kind: Kind::Lookup { lookup: lookups.len(), label: label.clone() },
-                });
-            }
-            lookups.push((r, c, l.grid.clone()));
-        }
-        let mut ranks = Vec::new();
-        for r in &catalog.rank {
-            let owner = format!("[[rank]] by {}", r.by);
-            let feature = feature_slot(&env, &r.by, &owner)?;
-            let among = compile_among(&env, &r.among, &owner)?;
-            let sign = if r.better == Better::Higher { -1.0 } else { 1.0 };
-            let mut prev = 0.0;
-            for (i, b) in r.bands.iter().enumerate() {
-                tags.push(TagDef {
-                    name: b.name.clone(),
-                    family: r.family.clone(),
-                    description: b.description.clone(),
-                    rule: format!(
-                        "rank by {} ({} first) among {}: {prev} % to {} %",
-                        r.by,
-                        if sign < 0.0 { "highest" } else { "lowest" },
-                        r.among,
-                        b.up_to_percent
-                    ),
-                    value: Some(strip_family(&b.name, &r.family)),
-                    origin: Origin::Entry { kind: "rank", index: ranks.len() },
-                    kind: Kind::Band { rank: ranks.len(), band: i },
-                });
-                prev = b.up_to_percent;
-            }
-            let percents = r.bands.iter().map(|b| b.up_to_percent).collect();
-            ranks.push(Cut { feature, sign, among, groups: Groups::Percents(percents), starts: Vec::new() });
-        }
-        // Rule tags: single tags, then families expanded.
-        let mut rule_texts: Vec<(usize, String)> = Vec::new();
-        for t in &catalog.tag {
-            rule_texts.push((tags.len(), t.rule.clone()));
-            tags.push(TagDef {
-                name: t.name.clone(),
-                family: t.family.clone(),
-                description: t.description.clone(),
-                rule: t.rule.clone(),
-                value: Some(strip_family(&t.name, &t.family)),
-                origin: Origin::Tag { exclusive: t.exclusive },
-                kind: Kind::Rule,
-            });
-        }
-        let mut skipped = Vec::new();
-        let cap_of = |own: Option<usize>| own.unwrap_or(catalog.max_family_values());
-        for f in &catalog.family {
-            let owner = format!("[[family]] {}", f.name);
-            let values = expand_values(fs, &f.values, source, &owner)?;
-            if let Values::Data(name) = &f.values
-                && values.len() > cap_of(f.max_values)
-            {
-                skipped.push(too_many(&owner, name, values.len(), cap_of(f.max_values)));
-                continue;
-            }
-            for (slug, raw) in values {
-                let rule = substitute(&f.rule, &slug, &raw);
-                rule_texts.push((tags.len(), rule.clone()));
-                tags.push(TagDef {
-                    name: f.name.replace("{value}", &slug),
-                    family: f.family.clone(),
-                    description: substitute(&f.description, &slug, &raw).replace("''", "'"),
-                    rule,
-                    value: None,
-                    origin: Origin::Family,
-                    kind: Kind::Rule,
-                });
-            }
-        }
-        let mut partitions = Vec::new();
-        for p in &catalog.partition {
-            let owner = format!("[[partition]] {}", p.name);
-            let Some(col) = sample.columns.iter().position(|c| c.name == p.feature) else {
-                return Err(cat_err(format!("{owner}: unknown feature `{}`", p.feature)));
-            };
-            let mut part = Partition { feature: col, by_code: Vec::new(), by_number: HashMap::new() };
-            match sample.columns[col].kind {
-                FeatureKind::Text(kind) => {
-                    let dict = &fs.dictionary(kind).values;
-                    let wanted: Option<Vec<String>> = match &p.values {
-                        None => None,
-                        Some(Values::Text(list)) => Some(list.clone()),
-                        Some(Values::Data(name)) => Some(
-                            data_values(fs, name)
-                                .ok_or_else(|| cat_err(format!("{owner}: unknown values `{name}`")))?
-                                .to_vec(),
-                        ),
-                        Some(Values::Numbers(_)) => {
-                            return Err(cat_err(format!("{owner}: `{}` is text; list text values", p.feature)));
-                        }
-                    };
-                    part.by_code = vec![None; dict.len()];
-                    let chosen: Vec<(usize, &String, String)> = dict
-                        .iter()
-                        .enumerate()
-                        .zip(unique_slugs(dict))
-                        .filter(|((_, raw), _)| wanted.as_ref().is_none_or(|w| w.contains(raw)))
-                        .map(|((code, raw), slug)| (code, raw, slug))
-                        .collect();
-                    // Values the catalog lists itself are meant; values of the data are capped.
-                    let listed = matches!(p.values, Some(Values::Text(_)));
-                    if !listed && chosen.len() > cap_of(p.max_values) {
-                        skipped.push(too_many(&owner, data_name(kind), chosen.len(), cap_of(p.max_values)));
-                        continue;
-                    }
-                    for (code, raw, slug) in chosen {
-                        part.by_code[code] = Some(tags.len());
-                        tags.push(TagDef {
-                            name: p.name.replace("{value}", &slug),
-                            family: p.family.clone(),
-                            description: substitute(&p.description, &slug, raw).replace("''", "'"),
-                            rule: format!("{} = '{}'", p.feature, raw.replace('\'', "''")),
-                            value: Some(raw.clone()),
-                            origin: Origin::Entry { kind: "partition", index: partitions.len() },
-                            kind: Kind::Partition,
-                        });
-                    }
-                }
-                _ => {
-                    let Some(Values::Numbers(list)) = &p.values else {
-                        return Err(cat_err(format!(
-                            "{owner}: `{}` is a number; list the values that get a tag (values = [1, 2, …])",
-                            p.feature
-                        )));
-                    };
-                    for n in list {
-                        part.by_number.insert(*n, tags.len());
-                        tags.push(TagDef {
-                            name: p.name.replace("{value}", &n.to_string()),
-                            family: p.family.clone(),
-                            description: substitute(&p.description, &n.to_string(), &n.to_string()),
-                            rule: format!("{} = {n}", p.feature),
-                            value: Some(n.to_string()),
-                            origin: Origin::Entry { kind: "partition", index: partitions.len() },
-                            kind: Kind::Partition,
-                        });
-                    }
-                }
-            }
-            partitions.push(part);
-        }
-        // Names are unique and do not shadow features.
-        let mut seen: HashMap<&str, usize> = HashMap::new();
-        for t in &tags {
-            crate::catalog::check_name(&t.name).map_err(cat_err)?;
-            if seen.insert(&t.name, 0).is_some() {
-                return Err(cat_err(format!("tag `{}` is declared twice", t.name)));
-            }
-            if env.resolve(&t.name).is_some() {
-                return Err(cat_err(format!("tag `{}` has the name of a feature or score", t.name)));
-            }
-        }
-        crate::exclusive::assign(&mut tags).map_err(cat_err)?;
-        // Every non-partition tag gets a mask slot rules can read.
-        let mut tag_slot = vec![None; tags.len()];
-        for (i, t) in tags.iter().enumerate() {
-            if !matches!(t.kind, Kind::Partition) {
-                tag_slot[i] = Some(env.add(&t.name, VarType::Bool));
-            }
-        }
-        let index: HashMap<String, usize> = tags.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
-        let mut rules = Vec::new();
-        let mut deps: Vec<Vec<usize>> = Vec::new();
-        for (tag, text) in &rule_texts {
-            let name = &tags[*tag].name;
-            let expr = rule::parse(text).map_err(|e| rule_err(name, text, e))?;
-            let mut d = Vec::new();
-            for id in expr.identifiers() {
-                if let Some(&t) = index.get(&id) {
-                    if matches!(tags[t].kind, Kind::Partition) {
-                        return Err(cat_err(format!(
-                            "tag `{name}`: `{id}` is a partition tag and cannot be used in rules; compare its feature instead ({})",
-                            tags[t].rule
-                        )));
-                    }
-                    d.push(t);
-                }
-            }
-            let program = rule::compile(&expr, &env).map_err(|e| rule_err(name, text, e))?;
-            rules.push((*tag, program));
-            deps.push(d);
-        }
-        // Rules in dependency order (a rule after the rule tags it reads).
-        let rule_of_tag: HashMap<usize, usize> = rules.iter().enumerate().map(|(r, (t, _))| (*t, r)).collect();
-        let mut order = Vec::with_capacity(rules.len());
-        let mut state = vec![0u8; rules.len()];
-        fn visit(
-            r: usize,
-            deps: &[Vec<usize>],
-            rule_of_tag: &HashMap<usize, usize>,
-            state: &mut [u8],
-            order: &mut Vec<usize>,
-            path: &mut Vec<usize>,
-        ) -> std::result::Result<(), Vec<usize>> {
-            if state[r] == 2 {
-                return Ok(());
-            }
-            if state[r] == 1 {
-                path.push(r);
-                return Err(path.clone());
-            }
-            state[r] = 1;
-            path.push(r);
-            for t in &deps[r] {
-                if let Some(&d) = rule_of_tag.get(t) {
-                    visit(d, deps, rule_of_tag, state, order, path)?;
-                }
-            }
-            path.pop();
-            state[r] = 2;
-            order.push(r);
-            Ok(())
-        }
-        for r in 0..rules.len() {
-            visit(r, &deps, &rule_of_tag, &mut state, &mut order, &mut Vec::new()).map_err(|cycle| {
-                let names: Vec<&str> = cycle.iter().map(|r| tags[rules[*r].0].name.as_str()).collect();
-                cat_err(format!("tags refer to each other in a cycle: {}", names.join(" → ")))
-            })?;
-        }
+        let scores = x.scores()?;
+        let lookups = x.lookups(&scores)?;
+        let ranks = x.ranks()?;
+        x.single_tags();
+        x.families()?;
+        let partitions = x.partitions()?;
+        x.check_names()?;
+        crate::exclusive::assign(&mut x.tags).map_err(|m| x.cat_err(m))?;
+        let tag_slot = x.tag_slots();
+        let (rules, deps) = x.compile_rules()?;
+        let order = x.rule_order(&rules, &deps)?;
+        let Expander { tags, mut skipped, .. } = x;
         skipped.splice(0..0, fs.skipped.iter().cloned());
         let mut read_by_rules = vec![false; tags.len()];
         for t in deps.iter().flatten() {
             read_by_rules[*t] = true;
         }
-        let mut cut_tags = vec![Vec::new(); scores.len() + ranks.len()];
-        for (t, def) in tags.iter().enumerate() {
-            let (cut, group) = match def.kind {
-                Kind::Score { score, bucket } => (score, bucket as usize - 1),
-                Kind::Band { rank, band } => (scores.len() + rank, band),
-                _ => continue,
-            };
-            let groups = &mut cut_tags[cut];
-            groups.resize(groups.len().max(group + 1), t);
-            groups[group] = t;
-        }
-        let lookup_cells = lookups
-            .iter()
-            .enumerate()
-            .map(|(l, (_, _, grid))| {
-                let tag_of = |label: &String| {
-                    tags.iter().position(
-                        |t| matches!(&t.kind, Kind::Lookup { lookup, label: own } if *lookup == l && own == label),
-                    )
-                };
-                grid.iter().map(|row| row.iter().map(tag_of).collect()).collect()
-            })
-            .collect();
+        let cut_tags = cut_tags(&tags, scores.len(), ranks.len());
+        let lookup_cells = lookup_cells(&tags, &lookups);
         Ok(Compiled {
             tags,
             source: source.to_string(),
@@ -810,6 +481,464 @@ impl Compiled {
         debug_assert_eq!(cols.len(), self.slots_len());
         cols
     }
+}
+
+/// The constants rules can read, from the as-of date.
+fn date_constants(as_of: chrono::NaiveDate) -> Vec<(String, f64)> {
+    let this_month = as_of.with_day(1).expect("day 1");
+    let last_month = (this_month - chrono::Duration::days(1)).with_day(1).expect("day 1");
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
+    vec![
+        ("as_of_year".to_string(), as_of.year() as f64),
+        ("as_of_month".to_string(), as_of.month() as f64),
+        ("as_of_day_of_month".to_string(), as_of.day() as f64),
+        ("this_month_start".to_string(), (this_month - epoch).num_days() as f64),
+        ("last_month_start".to_string(), (last_month - epoch).num_days() as f64),
+    ]
+}
+
+/// The work of [`Compiled::new`] between its steps: the names a rule may
+/// use so far and the tags expanded so far. Each catalog section is one
+/// method that appends its tags; the order of the calls is the order of
+/// the tags in the snapshot.
+struct Expander<'a> {
+    catalog: &'a CatalogFile,
+    source: &'a str,
+    fs: &'a FeatureSet,
+    /// The feature columns, names and kinds only (no values are computed).
+    sample: Chunk,
+    env: SlotEnv,
+    tags: Vec<TagDef>,
+    /// Rule tags (single tags, then families) with their rule text.
+    rule_texts: Vec<(usize, String)>,
+    skipped: Vec<String>,
+}
+
+impl<'a> Expander<'a> {
+    /// Starts with every feature named in the environment.
+    fn new(catalog: &'a CatalogFile, source: &'a str, fs: &'a FeatureSet) -> Expander<'a> {
+        let sample = fs.chunk_columns(0, &|_| false);
+        let mut env = SlotEnv { names: HashMap::new(), dictionaries: HashMap::new(), order: Vec::new() };
+        for c in &sample.columns {
+            match c.kind {
+                FeatureKind::Text(t) => {
+                    let s = env.add(&c.name, VarType::Text);
+                    env.dictionaries.insert(s, fs.dictionary(t).values.clone());
+                }
+                _ => {
+                    env.add(&c.name, VarType::Num);
+                }
+            }
+        }
+        Expander { catalog, source, fs, sample, env, tags: Vec::new(), rule_texts: Vec::new(), skipped: Vec::new() }
+    }
+
+    fn cat_err(&self, message: String) -> Error {
+        Error::Catalog { source_name: self.source.into(), message }
+    }
+
+    fn rule_err(&self, tag: &str, rule: &str, error: rule::RuleError) -> Error {
+        Error::Rule { source_name: self.source.into(), tag: tag.into(), rule: rule.into(), error }
+    }
+
+    /// The cap on an entry's values: its own `max_values` or the catalog's.
+    fn cap(&self, own: Option<usize>) -> usize {
+        own.unwrap_or(self.catalog.max_family_values())
+    }
+
+    /// The slot of numeric feature `name` (not a constant or a score).
+    fn feature_slot(&self, name: &str, owner: &str) -> Result<usize> {
+        match self.env.resolve(name) {
+            Some((slot, VarType::Num)) if slot < self.sample.columns.len() => Ok(slot),
+            _ => Err(self.cat_err(format!("{owner}: `{name}` is not a numeric feature"))),
+        }
+    }
+
+    fn compile_among(&self, text: &str, owner: &str) -> Result<Program> {
+        let expr = rule::parse(text).map_err(|e| self.rule_err(owner, text, e))?;
+        rule::compile(&expr, &self.env).map_err(|e| self.rule_err(owner, text, e))
+    }
+
+    /// `[[score]]`: one tag per bucket; afterwards rules (and ranks) can
+    /// read the scores by name.
+    fn scores(&mut self) -> Result<Vec<(String, Cut)>> {
+        let mut scores = Vec::new();
+        for s in &self.catalog.score {
+            let owner = format!("[[score]] {}", s.name);
+            let feature = self.feature_slot(&s.feature, &owner)?;
+            let among = self.compile_among(&s.among, &owner)?;
+            let sign = if s.better == Better::Higher { 1.0 } else { -1.0 };
+            scores.push((
+                s.name.clone(),
+                Cut { feature, sign, among, groups: Groups::Ntile(s.buckets), starts: Vec::new() },
+            ));
+            for bucket in 1..=s.buckets {
+                self.tags.push(TagDef {
+                    name: format!("{}_{bucket}", s.name),
+                    family: s.family.clone(),
+                    description: substitute(&s.description, &bucket.to_string(), &bucket.to_string()),
+                    rule: format!(
+                        "{} = {bucket}: ntile({}) of {} ({} is better) among {}",
+                        s.name,
+                        s.buckets,
+                        s.feature,
+                        if sign > 0.0 { "higher" } else { "lower" },
+                        s.among
+                    ),
+                    value: Some(bucket.to_string()),
+                    origin: Origin::Entry { kind: "score", index: scores.len() - 1 },
+                    kind: Kind::Score { score: scores.len() - 1, bucket },
+                });
+            }
+        }
+        for (name, _) in &scores {
+            self.env.add(name, VarType::Num);
+        }
+        Ok(scores)
+    }
+
+    /// `[[lookup]]`: one tag per distinct label of the grid, in the order
+    /// the labels first appear.
+    fn lookups(&mut self, scores: &[(String, Cut)]) -> Result<Vec<Lookup>> {
+        let mut lookups = Vec::new();
+        for l in &self.catalog.lookup {
+            let find = |n: &str| {
+                scores.iter().position(|(s, _)| s == n).ok_or_else(|| {
+                    self.cat_err(format!("[[lookup]] {}: `{n}` is not a score declared with [[score]]", l.family))
+                })
+            };
+            let (r, c) = (find(&l.rows)?, find(&l.columns)?);
+            let mut labels: Vec<&String> = Vec::new();
+            for label in l.grid.iter().flatten() {
+                if !labels.contains(&label) {
+                    labels.push(label);
+                }
+            }
+            for label in labels {
+                let cells: Vec<String> = l
+                    .grid
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, row)| {
+                        row.iter()
+                            .enumerate()
+                            .filter(|(_, v)| *v == label)
+                            .map(move |(j, _)| format!("({},{})", i + 1, j + 1))
+                    })
+                    .collect();
+                self.tags.push(TagDef {
+                    name: format!("{}{label}", l.prefix),
+                    family: l.family.clone(),
+                    description: l.descriptions[label].clone(),
+                    rule: format!("({}, {}) in {}", l.rows, l.columns, cells.join(" ")),
+                    value: Some(label.clone()),
+                    origin: Origin::Entry { kind: "lookup", index: lookups.len() },
+                    kind: Kind::Lookup { lookup: lookups.len(), label: label.clone() },
+                });
+            }
+            lookups.push((r, c, l.grid.clone()));
+        }
+        Ok(lookups)
+    }
+
+    /// `[[rank]]`: one tag per band.
+    fn ranks(&mut self) -> Result<Vec<Cut>> {
+        let mut ranks = Vec::new();
+        for r in &self.catalog.rank {
+            let owner = format!("[[rank]] by {}", r.by);
+            let feature = self.feature_slot(&r.by, &owner)?;
+            let among = self.compile_among(&r.among, &owner)?;
+            let sign = if r.better == Better::Higher { -1.0 } else { 1.0 };
+            let mut prev = 0.0;
+            for (i, b) in r.bands.iter().enumerate() {
+                self.tags.push(TagDef {
+                    name: b.name.clone(),
+                    family: r.family.clone(),
+                    description: b.description.clone(),
+                    rule: format!(
+                        "rank by {} ({} first) among {}: {prev} % to {} %",
+                        r.by,
+                        if sign < 0.0 { "highest" } else { "lowest" },
+                        r.among,
+                        b.up_to_percent
+                    ),
+                    value: Some(strip_family(&b.name, &r.family)),
+                    origin: Origin::Entry { kind: "rank", index: ranks.len() },
+                    kind: Kind::Band { rank: ranks.len(), band: i },
+                });
+                prev = b.up_to_percent;
+            }
+            let percents = r.bands.iter().map(|b| b.up_to_percent).collect();
+            ranks.push(Cut { feature, sign, among, groups: Groups::Percents(percents), starts: Vec::new() });
+        }
+        Ok(ranks)
+    }
+
+    /// `[[tag]]`: one rule tag each.
+    fn single_tags(&mut self) {
+        for t in &self.catalog.tag {
+            self.rule_texts.push((self.tags.len(), t.rule.clone()));
+            self.tags.push(TagDef {
+                name: t.name.clone(),
+                family: t.family.clone(),
+                description: t.description.clone(),
+                rule: t.rule.clone(),
+                value: Some(strip_family(&t.name, &t.family)),
+                origin: Origin::Tag { exclusive: t.exclusive },
+                kind: Kind::Rule,
+            });
+        }
+    }
+
+    /// `[[family]]`: one rule tag per value (none, with a note, past the cap).
+    fn families(&mut self) -> Result<()> {
+        for f in &self.catalog.family {
+            let owner = format!("[[family]] {}", f.name);
+            let values = expand_values(self.fs, &f.values, self.source, &owner)?;
+            if let Values::Data(name) = &f.values
+                && values.len() > self.cap(f.max_values)
+            {
+                self.skipped.push(too_many(&owner, name, values.len(), self.cap(f.max_values)));
+                continue;
+            }
+            for (slug, raw) in values {
+                let rule = substitute(&f.rule, &slug, &raw);
+                self.rule_texts.push((self.tags.len(), rule.clone()));
+                self.tags.push(TagDef {
+                    name: f.name.replace("{value}", &slug),
+                    family: f.family.clone(),
+                    description: substitute(&f.description, &slug, &raw).replace("''", "'"),
+                    rule,
+                    value: None,
+                    origin: Origin::Family,
+                    kind: Kind::Rule,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `[[partition]]`: one tag per value of a feature.
+    fn partitions(&mut self) -> Result<Vec<Partition>> {
+        let mut partitions = Vec::new();
+        for p in &self.catalog.partition {
+            let owner = format!("[[partition]] {}", p.name);
+            let Some(col) = self.sample.columns.iter().position(|c| c.name == p.feature) else {
+                return Err(self.cat_err(format!("{owner}: unknown feature `{}`", p.feature)));
+            };
+            let part = match self.sample.columns[col].kind {
+                FeatureKind::Text(kind) => self.text_partition(p, &owner, col, kind, partitions.len())?,
+                _ => Some(self.number_partition(p, &owner, col, partitions.len())?),
+            };
+            partitions.extend(part);
+        }
+        Ok(partitions)
+    }
+
+    /// A partition of a text feature: a tag per value of its dictionary
+    /// (or of the values listed); `None`, with a note, past the cap.
+    fn text_partition(
+        &mut self,
+        p: &PartitionEntry,
+        owner: &str,
+        col: usize,
+        kind: TextKind,
+        index: usize,
+    ) -> Result<Option<Partition>> {
+        let mut part = Partition { feature: col, by_code: Vec::new(), by_number: HashMap::new() };
+        let dict = &self.fs.dictionary(kind).values;
+        let wanted: Option<Vec<String>> = match &p.values {
+            None => None,
+            Some(Values::Text(list)) => Some(list.clone()),
+            Some(Values::Data(name)) => Some(
+                data_values(self.fs, name)
+                    .ok_or_else(|| self.cat_err(format!("{owner}: unknown values `{name}`")))?
+                    .to_vec(),
+            ),
+            Some(Values::Numbers(_)) => {
+                return Err(self.cat_err(format!("{owner}: `{}` is text; list text values", p.feature)));
+            }
+        };
+        part.by_code = vec![None; dict.len()];
+        let chosen: Vec<(usize, &String, String)> = dict
+            .iter()
+            .enumerate()
+            .zip(unique_slugs(dict))
+            .filter(|((_, raw), _)| wanted.as_ref().is_none_or(|w| w.contains(raw)))
+            .map(|((code, raw), slug)| (code, raw, slug))
+            .collect();
+        // Values the catalog lists itself are meant; values of the data are capped.
+        let listed = matches!(p.values, Some(Values::Text(_)));
+        if !listed && chosen.len() > self.cap(p.max_values) {
+            self.skipped.push(too_many(owner, data_name(kind), chosen.len(), self.cap(p.max_values)));
+            return Ok(None);
+        }
+        for (code, raw, slug) in chosen {
+            part.by_code[code] = Some(self.tags.len());
+            self.tags.push(TagDef {
+                name: p.name.replace("{value}", &slug),
+                family: p.family.clone(),
+                description: substitute(&p.description, &slug, raw).replace("''", "'"),
+                rule: format!("{} = '{}'", p.feature, raw.replace('\'', "''")),
+                value: Some(raw.clone()),
+                origin: Origin::Entry { kind: "partition", index },
+                kind: Kind::Partition,
+            });
+        }
+        Ok(Some(part))
+    }
+
+    /// A partition of a numeric feature: a tag per value listed.
+    fn number_partition(&mut self, p: &PartitionEntry, owner: &str, col: usize, index: usize) -> Result<Partition> {
+        let mut part = Partition { feature: col, by_code: Vec::new(), by_number: HashMap::new() };
+        let Some(Values::Numbers(list)) = &p.values else {
+            return Err(self.cat_err(format!(
+                "{owner}: `{}` is a number; list the values that get a tag (values = [1, 2, …])",
+                p.feature
+            )));
+        };
+        for n in list {
+            part.by_number.insert(*n, self.tags.len());
+            self.tags.push(TagDef {
+                name: p.name.replace("{value}", &n.to_string()),
+                family: p.family.clone(),
+                description: substitute(&p.description, &n.to_string(), &n.to_string()),
+                rule: format!("{} = {n}", p.feature),
+                value: Some(n.to_string()),
+                origin: Origin::Entry { kind: "partition", index },
+                kind: Kind::Partition,
+            });
+        }
+        Ok(part)
+    }
+
+    /// Names are valid, unique and do not shadow features.
+    fn check_names(&self) -> Result<()> {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for t in &self.tags {
+            crate::catalog::check_name(&t.name).map_err(|m| self.cat_err(m))?;
+            if seen.insert(&t.name, 0).is_some() {
+                return Err(self.cat_err(format!("tag `{}` is declared twice", t.name)));
+            }
+            if self.env.resolve(&t.name).is_some() {
+                return Err(self.cat_err(format!("tag `{}` has the name of a feature or score", t.name)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every non-partition tag gets a mask slot rules can read.
+    fn tag_slots(&mut self) -> Vec<Option<usize>> {
+        let mut tag_slot = vec![None; self.tags.len()];
+        for (i, t) in self.tags.iter().enumerate() {
+            if !matches!(t.kind, Kind::Partition) {
+                tag_slot[i] = Some(self.env.add(&t.name, VarType::Bool));
+            }
+        }
+        tag_slot
+    }
+
+    /// Each rule tag's program, and the tags each rule reads.
+    fn compile_rules(&self) -> Result<(Vec<RuleTag>, Vec<Vec<usize>>)> {
+        let tags = &self.tags;
+        let index: HashMap<String, usize> = tags.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        let mut rules = Vec::new();
+        let mut deps: Vec<Vec<usize>> = Vec::new();
+        for (tag, text) in &self.rule_texts {
+            let name = &tags[*tag].name;
+            let expr = rule::parse(text).map_err(|e| self.rule_err(name, text, e))?;
+            let mut d = Vec::new();
+            for id in expr.identifiers() {
+                if let Some(&t) = index.get(&id) {
+                    if matches!(tags[t].kind, Kind::Partition) {
+                        return Err(self.cat_err(format!(
+                            "tag `{name}`: `{id}` is a partition tag and cannot be used in rules; compare its feature instead ({})",
+                            tags[t].rule
+                        )));
+                    }
+                    d.push(t);
+                }
+            }
+            let program = rule::compile(&expr, &self.env).map_err(|e| self.rule_err(name, text, e))?;
+            rules.push((*tag, program));
+            deps.push(d);
+        }
+        Ok((rules, deps))
+    }
+
+    /// Rules in dependency order (a rule after the rule tags it reads); a
+    /// cycle is an error naming its tags.
+    fn rule_order(&self, rules: &[RuleTag], deps: &[Vec<usize>]) -> Result<Vec<usize>> {
+        let rule_of_tag: HashMap<usize, usize> = rules.iter().enumerate().map(|(r, (t, _))| (*t, r)).collect();
+        let mut order = Vec::with_capacity(rules.len());
+        let mut state = vec![0u8; rules.len()];
+        fn visit(
+            r: usize,
+            deps: &[Vec<usize>],
+            rule_of_tag: &HashMap<usize, usize>,
+            state: &mut [u8],
+            order: &mut Vec<usize>,
+            path: &mut Vec<usize>,
+        ) -> std::result::Result<(), Vec<usize>> {
+            if state[r] == 2 {
+                return Ok(());
+            }
+            if state[r] == 1 {
+                path.push(r);
+                return Err(path.clone());
+            }
+            state[r] = 1;
+            path.push(r);
+            for t in &deps[r] {
+                if let Some(&d) = rule_of_tag.get(t) {
+                    visit(d, deps, rule_of_tag, state, order, path)?;
+                }
+            }
+            path.pop();
+            state[r] = 2;
+            order.push(r);
+            Ok(())
+        }
+        for r in 0..rules.len() {
+            visit(r, deps, &rule_of_tag, &mut state, &mut order, &mut Vec::new()).map_err(|cycle| {
+                let names: Vec<&str> = cycle.iter().map(|r| self.tags[rules[*r].0].name.as_str()).collect();
+                self.cat_err(format!("tags refer to each other in a cycle: {}", names.join(" → ")))
+            })?;
+        }
+        Ok(order)
+    }
+}
+
+/// Per cut (scores, then ranks), the tag of each group.
+fn cut_tags(tags: &[TagDef], n_scores: usize, n_ranks: usize) -> Vec<Vec<usize>> {
+    let mut cut_tags = vec![Vec::new(); n_scores + n_ranks];
+    for (t, def) in tags.iter().enumerate() {
+        let (cut, group) = match def.kind {
+            Kind::Score { score, bucket } => (score, bucket as usize - 1),
+            Kind::Band { rank, band } => (n_scores + rank, band),
+            _ => continue,
+        };
+        let groups = &mut cut_tags[cut];
+        groups.resize(groups.len().max(group + 1), t);
+        groups[group] = t;
+    }
+    cut_tags
+}
+
+/// Per lookup, the tag of each (row score − 1, column score − 1) cell.
+fn lookup_cells(tags: &[TagDef], lookups: &[Lookup]) -> Vec<Vec<Vec<Option<usize>>>> {
+    lookups
+        .iter()
+        .enumerate()
+        .map(|(l, (_, _, grid))| {
+            let tag_of = |label: &String| {
+                tags.iter().position(
+                    |t| matches!(&t.kind, Kind::Lookup { lookup, label: own } if *lookup == l && own == label),
+                )
+            };
+            grid.iter().map(|row| row.iter().map(tag_of).collect()).collect()
+        })
+        .collect()
 }
 
 /// The catalog constants broadcast to a chunk's length.
