@@ -6,9 +6,7 @@
 //! and defaulted. Every failure is recorded against the row with a message
 //! that names the value and what was expected; a row is rejected for the
 //! first failing column in schema order and the rest of the batch is kept.
-//! The parsers and range checks of single values are in [`scalar`].
-
-mod scalar;
+//! The parsers and range checks of single values are in `scalar`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,10 +21,9 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use rayon::prelude::*;
 use taglake_storage::{ColumnType, Table};
 
-pub(crate) use self::scalar::parsed_default;
-use self::scalar::{check_date, check_float, check_int, check_timestamp};
-pub use self::scalar::{parse_bool, parse_date, parse_float, parse_int, parse_timestamp};
 use crate::mapping::{Binding, CheckedMapping, ColumnRule, DefaultValue};
+use crate::scalar::{check_date, check_timestamp, parsed_default};
+pub use crate::scalar::{parse_bool, parse_date, parse_float, parse_int, parse_timestamp};
 use crate::source::{self, RawBatch, RawBatches, ReadOptions, Reject};
 use crate::{Error, Result};
 
@@ -477,6 +474,39 @@ fn typed_fast_path(m: &CheckedMapping, rule: &ColumnRule, src: &ArrayRef, errors
         }
     }
     Some(array)
+}
+
+fn check_int(m: &CheckedMapping, rule: &ColumnRule, x: i64) -> std::result::Result<(), String> {
+    if m.table != Table::Orders {
+        return Ok(());
+    }
+    match rule.name {
+        "quantity" if x <= 0 && !m.allow_returns => {
+            Err(format!("quantity must be positive, got {x} (returns need options.allow_returns = true)"))
+        }
+        "quantity" if x == 0 => Err("quantity must not be zero".into()),
+        "line_no" if x < 0 => Err(format!("line_no must not be negative, got {x}")),
+        _ => Ok(()),
+    }
+}
+
+fn check_float(m: &CheckedMapping, rule: &ColumnRule, x: f64) -> std::result::Result<(), String> {
+    if m.table != Table::Orders {
+        return Ok(());
+    }
+    match rule.name {
+        "amount" if x.abs() > m.max_amount => {
+            Err(format!("amount {x} exceeds the maximum of {} (options.max_amount)", m.max_amount))
+        }
+        "amount" if x < 0.0 && !m.allow_returns => {
+            Err(format!("amount must not be negative, got {x} (returns need options.allow_returns = true)"))
+        }
+        "discount" if x < 0.0 => Err(format!("discount must not be negative, got {x}")),
+        "discount" if x.abs() > m.max_amount => {
+            Err(format!("discount {x} exceeds the maximum of {} (options.max_amount)", m.max_amount))
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ mod fuzz_drivers;
 pub mod keys;
 pub mod mapping;
 mod pipeline;
+mod scalar;
 pub mod source;
 
 pub use dictionary::MemberDictionary;

@@ -48,7 +48,7 @@ use serde::Deserialize;
 use taglake_base::suggest;
 use taglake_storage::{ColumnType, Table};
 
-use crate::convert::parsed_default;
+use crate::scalar::parsed_default;
 use crate::{Error, Result};
 
 /// A mapping file as written (unchecked).
@@ -138,34 +138,7 @@ pub enum OneOrMany {
     Many(Vec<String>),
 }
 
-/// A time zone for naive timestamps.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Zone {
-    /// A fixed offset from UTC (`+08:00`, `UTC`).
-    Fixed(FixedOffset),
-    /// A named IANA zone with daylight saving (`Europe/Paris`).
-    Named(chrono_tz::Tz),
-}
-
-/// How a timestamp or date column is written in the source.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TimeFormat {
-    /// RFC 3339 / ISO 8601 and common variants, detected per value.
-    Auto,
-    /// A chrono `strftime` pattern.
-    Pattern(String),
-    /// Seconds since 1970-01-01 UTC.
-    UnixSeconds,
-    /// Milliseconds since 1970-01-01 UTC.
-    UnixMillis,
-    /// Microseconds since 1970-01-01 UTC.
-    UnixMicros,
-    /// A day number counted from `epoch` (day 0), optionally followed by a
-    /// time of day as `HHMM` or `HH:MM[:SS]`.
-    DaysSinceEpoch(NaiveDate),
-    /// Spreadsheet serial date (days since 1899-12-30, fraction = time).
-    Excel,
-}
+pub use crate::scalar::{TimeFormat, Zone};
 
 /// A default value, already typed for its column.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,13 +1,14 @@
 //! One value at a time: the parsers of numbers, booleans, timestamps and
-//! dates from text, and the range checks of a converted value. Kept apart
-//! from the column conversion because they are the part with rules of
-//! their own (the accepted shapes, the exact error texts) and are used on
-//! their own by the mapping check and the fuzz drivers.
+//! dates from text, the time zones and formats they are read in, and the
+//! range checks of a converted value. Kept apart from the column conversion
+//! (`convert`) because they are the part with rules of their own (the
+//! accepted shapes, the exact error texts) and are used on their own by the
+//! mapping check and the fuzz drivers; below both, so the mapping and the
+//! conversion do not depend on each other in a circle.
 
+use chrono::FixedOffset;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, TimeZone};
-use taglake_storage::{ColumnType, Table};
-
-use crate::mapping::{CheckedMapping, ColumnRule, TimeFormat, Zone};
+use taglake_storage::ColumnType;
 
 /// Accepted range of timestamps (order and registration times).
 const MIN_TS: (i32, u32, u32) = (1990, 1, 1);
@@ -21,6 +22,35 @@ fn days_from_ce(y: i32, m: u32, d: u32) -> i32 {
 }
 
 const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
+
+/// A time zone for naive timestamps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Zone {
+    /// A fixed offset from UTC (`+08:00`, `UTC`).
+    Fixed(FixedOffset),
+    /// A named IANA zone with daylight saving (`Europe/Paris`).
+    Named(chrono_tz::Tz),
+}
+
+/// How a timestamp or date column is written in the source.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TimeFormat {
+    /// RFC 3339 / ISO 8601 and common variants, detected per value.
+    Auto,
+    /// A chrono `strftime` pattern.
+    Pattern(String),
+    /// Seconds since 1970-01-01 UTC.
+    UnixSeconds,
+    /// Milliseconds since 1970-01-01 UTC.
+    UnixMillis,
+    /// Microseconds since 1970-01-01 UTC.
+    UnixMicros,
+    /// A day number counted from `epoch` (day 0), optionally followed by a
+    /// time of day as `HHMM` or `HH:MM[:SS]`.
+    DaysSinceEpoch(NaiveDate),
+    /// Spreadsheet serial date (days since 1899-12-30, fraction = time).
+    Excel,
+}
 
 /// Parses an integer, accepting `12`, `+12`, `12.0`; with a scale, the
 /// scaled value must still be whole.
@@ -76,39 +106,6 @@ pub fn parse_bool(v: &str) -> std::result::Result<bool, String> {
     }
 }
 
-pub(super) fn check_int(m: &CheckedMapping, rule: &ColumnRule, x: i64) -> std::result::Result<(), String> {
-    if m.table != Table::Orders {
-        return Ok(());
-    }
-    match rule.name {
-        "quantity" if x <= 0 && !m.allow_returns => {
-            Err(format!("quantity must be positive, got {x} (returns need options.allow_returns = true)"))
-        }
-        "quantity" if x == 0 => Err("quantity must not be zero".into()),
-        "line_no" if x < 0 => Err(format!("line_no must not be negative, got {x}")),
-        _ => Ok(()),
-    }
-}
-
-pub(super) fn check_float(m: &CheckedMapping, rule: &ColumnRule, x: f64) -> std::result::Result<(), String> {
-    if m.table != Table::Orders {
-        return Ok(());
-    }
-    match rule.name {
-        "amount" if x.abs() > m.max_amount => {
-            Err(format!("amount {x} exceeds the maximum of {} (options.max_amount)", m.max_amount))
-        }
-        "amount" if x < 0.0 && !m.allow_returns => {
-            Err(format!("amount must not be negative, got {x} (returns need options.allow_returns = true)"))
-        }
-        "discount" if x < 0.0 => Err(format!("discount must not be negative, got {x}")),
-        "discount" if x.abs() > m.max_amount => {
-            Err(format!("discount {x} exceeds the maximum of {} (options.max_amount)", m.max_amount))
-        }
-        _ => Ok(()),
-    }
-}
-
 /// A timestamp (microseconds) or date (days) `default` of a mapping, read
 /// and range-checked as a value of the file would be. The mapping check
 /// and the conversion both use it.
@@ -119,7 +116,7 @@ pub(crate) fn parsed_default(s: &str, ty: ColumnType, zone: Zone) -> std::result
     }
 }
 
-pub(super) fn check_timestamp(us: i64) -> std::result::Result<i64, String> {
+pub(crate) fn check_timestamp(us: i64) -> std::result::Result<i64, String> {
     let lo = (days_from_ce(MIN_TS.0, MIN_TS.1, MIN_TS.2) - UNIX_EPOCH_DAYS_FROM_CE) as i64 * 86_400_000_000;
     let hi = (days_from_ce(MAX_YEAR, 1, 1) - UNIX_EPOCH_DAYS_FROM_CE) as i64 * 86_400_000_000;
     if us < lo || us >= hi {
@@ -131,7 +128,7 @@ pub(super) fn check_timestamp(us: i64) -> std::result::Result<i64, String> {
     Ok(us)
 }
 
-pub(super) fn check_date(days: i32) -> std::result::Result<i32, String> {
+pub(crate) fn check_date(days: i32) -> std::result::Result<i32, String> {
     let lo = days_from_ce(MIN_DATE.0, MIN_DATE.1, MIN_DATE.2) - UNIX_EPOCH_DAYS_FROM_CE;
     let hi = days_from_ce(MAX_YEAR, 1, 1) - UNIX_EPOCH_DAYS_FROM_CE;
     if days < lo || days >= hi {
