@@ -61,6 +61,8 @@ pub mod users;
 
 use std::path::PathBuf;
 
+use taglake_storage::ParamMessage;
+
 pub use config::{ServeConfig, ServeConfigBuilder};
 pub use listen::Server;
 pub use users::Users;
@@ -68,9 +70,13 @@ pub use users::Users;
 /// Errors of the server crate: its configuration, its files, the warehouse.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A setting is invalid; the message names the flag and says why.
+    /// The server cannot be set up or run as configured (the message says why).
     #[error("{0}")]
     Config(String),
+    /// A setting is invalid: the message names it apart from its text, for
+    /// a program to show as its flag, and says why.
+    #[error("{0}")]
+    Parameter(#[source] ParamMessage),
     /// The users file is malformed.
     #[error("{path}:{line}: {message}")]
     Users {
@@ -103,6 +109,12 @@ pub enum Error {
     /// The warehouse could not be opened.
     #[error(transparent)]
     Storage(#[from] taglake_storage::Error),
+}
+
+impl From<ParamMessage> for Error {
+    fn from(message: ParamMessage) -> Error {
+        Error::Parameter(message)
+    }
 }
 
 /// Result alias of this crate.
