@@ -44,6 +44,10 @@ pub enum Error {
     /// An argument is invalid (the message says which and why).
     #[error("{0}")]
     Invalid(String),
+    /// An option is invalid: the message names it apart from its text,
+    /// for a program to show as its flag.
+    #[error("{0}")]
+    Parameter(#[source] taglake_storage::ParamMessage),
     /// The scheduler could not be reached.
     #[error("cannot reach the taglake scheduler at {url}: {message} (is `taglake scheduler` running there?)")]
     Unreachable {

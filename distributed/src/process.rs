@@ -20,6 +20,7 @@ use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service
 use datafusion::execution::SessionState;
 use datafusion::prelude::SessionConfig;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
+use taglake_storage::ParamMessage;
 
 use crate::codec::{LogicalCodec, PhysicalCodec};
 use crate::{Error, Result};
@@ -103,7 +104,9 @@ pub struct ExecutorOptions {
 /// Runs an executor until it is stopped (SIGTERM, Ctrl-C or the scheduler).
 pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
     if options.bind.port() == u16::MAX {
-        return Err(Error::Invalid("--bind: the port must leave room for the gRPC port after it".into()));
+        return Err(Error::Parameter(
+            ParamMessage::param("bind").then_text(": the port must leave room for the gRPC port after it"),
+        ));
     }
     let external = options.external_host.clone().or_else(|| {
         let ip = options.bind.ip();

@@ -47,7 +47,7 @@ use datafusion::physical_plan::{
 use datafusion::prelude::SessionContext;
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
-use taglake_storage::{Table, Warehouse, WriterLock};
+use taglake_storage::{ParamMessage, Table, Warehouse, WriterLock};
 use taglake_tagger::evaluate::{CUT_END, Compiled, CutStart};
 use taglake_tagger::features::{self, CHUNK, FeatureSet, Globals};
 use taglake_tagger::snapshot::{self, NewSnapshot};
@@ -513,7 +513,9 @@ pub async fn refresh_on(
     drop(coordinator);
     let chunks = globals.members.div_ceil(CHUNK);
     let per_range = match cluster.range_members {
-        Some(0) => return Err(Error::Invalid("--range-members must be at least 1".into())),
+        Some(0) => {
+            return Err(Error::Parameter(ParamMessage::param("range_members").then_text(" must be at least 1")));
+        }
         Some(m) => m.div_ceil(CHUNK),
         None => chunks.div_ceil(16).max(1),
     };
