@@ -56,20 +56,25 @@ pub enum Error {
         /// What failed.
         message: String,
     },
-    /// Ballista or DataFusion failed.
-    #[error("{context}: {message}")]
+    /// Ballista, DataFusion or Arrow failed.
+    #[error("{context}: {source}")]
     Engine {
         /// What was being done.
         context: String,
-        /// The engine's message.
-        message: String,
+        /// The engine's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
 impl Error {
-    pub(crate) fn engine(context: impl Into<String>) -> impl FnOnce(&dyn std::fmt::Display) -> Error {
+    /// The engine's error `e` while doing `context`.
+    pub(crate) fn engine<E>(context: impl Into<String>) -> impl FnOnce(E) -> Error
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let context = context.into();
-        move |e| Error::Engine { context, message: e.to_string() }
+        move |e| Error::Engine { context, source: e.into() }
     }
 }
 

@@ -296,7 +296,7 @@ async fn run_range(task: &RangeTask, index: usize, schema: SchemaRef) -> Result<
     let fs =
         features::compute_range(&wh, catalog.growth_per_unit(), &task.globals, first..end).await.map_err(tagger)?;
     let mut compiled = Compiled::new(&catalog, &source, &fs).map_err(tagger)?;
-    let engine = |e: arrow::error::ArrowError| Error::engine("a refresh task's result")(&e);
+    let engine = |e: arrow::error::ArrowError| Error::engine("a refresh task's result")(e);
     match &task.phase {
         Phase::Cuts => {
             let (mut cut, mut value, mut count) = (Vec::new(), Vec::new(), Vec::new());
@@ -342,7 +342,7 @@ async fn run_range(task: &RangeTask, index: usize, schema: SchemaRef) -> Result<
             let lines = fs.lines;
             let (bitmaps, base, files) = evaluate(&wh, compiled, fs, features_schema.clone(), *write_features).await?;
             let schema_bytes =
-                crate::codec::schema_bytes(&features_schema).map_err(|e| Error::engine("features schema")(&e))?;
+                crate::codec::schema_bytes(&features_schema).map_err(Error::engine("features schema"))?;
             let mut range = Vec::new();
             let mut tag = Vec::new();
             let mut bytes: Vec<Option<Vec<u8>>> = Vec::new();
@@ -351,7 +351,7 @@ async fn run_range(task: &RangeTask, index: usize, schema: SchemaRef) -> Result<
                     continue;
                 }
                 let mut out = Vec::with_capacity(bm.serialized_size());
-                bm.serialize_into(&mut out).map_err(|e| Error::engine("a tag bitmap")(&e))?;
+                bm.serialize_into(&mut out).map_err(Error::engine("a tag bitmap"))?;
                 range.push(index as u32);
                 tag.push(t as i32);
                 bytes.push(Some(out));
@@ -433,8 +433,8 @@ async fn evaluate(
         })
     })
     .await
-    .map_err(|e| Error::engine("a refresh task")(&e))?;
-    let files = writer.await.map_err(|e| Error::engine("the features writer")(&e))?;
+    .map_err(Error::engine("a refresh task"))?;
+    let files = writer.await.map_err(Error::engine("the features writer"))?;
     let (bitmaps, base) = evaluated.map_err(tagger)?;
     Ok((bitmaps, base, files?))
 }
@@ -555,7 +555,7 @@ pub async fn refresh_on(
                     .map_err(|e| Error::Invalid(format!("a range's file list: {e}")))?;
                 files.extend(written);
                 features_schema.get_or_insert(
-                    crate::codec::schema_from(bytes.value(r)).map_err(|e| Error::engine("features schema")(&e))?,
+                    crate::codec::schema_from(bytes.value(r)).map_err(Error::engine("features schema"))?,
                 );
                 continue;
             }
@@ -613,11 +613,8 @@ pub async fn refresh_on(
 async fn run(ctx: &SessionContext, task: &RangeTask) -> Result<Vec<RecordBatch>> {
     let frame = ctx
         .read_table(Arc::new(TagRangeTable::new(task.clone())))
-        .map_err(|e| Error::engine("planning the refresh tasks")(&e))?;
-    frame
-        .collect()
-        .await
-        .map_err(|e| Error::engine("the refresh tasks on the cluster failed; nothing was committed")(&e))
+        .map_err(Error::engine("planning the refresh tasks"))?;
+    frame.collect().await.map_err(Error::engine("the refresh tasks on the cluster failed; nothing was committed"))
 }
 
 /// The key space, date and dictionaries of the run, read on the cluster.
@@ -658,10 +655,8 @@ async fn globals(ctx: &SessionContext, as_of: Option<chrono::NaiveDate>) -> Resu
     let mut values: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
     if !parts.is_empty() {
         for b in taglake_query::sql(ctx, &parts.join(" UNION ALL ")).await? {
-            let kind =
-                arrow::compute::cast(b.column(0), &DataType::Utf8).map_err(|e| Error::engine("dictionaries")(&e))?;
-            let value =
-                arrow::compute::cast(b.column(1), &DataType::Utf8).map_err(|e| Error::engine("dictionaries")(&e))?;
+            let kind = arrow::compute::cast(b.column(0), &DataType::Utf8).map_err(Error::engine("dictionaries"))?;
+            let value = arrow::compute::cast(b.column(1), &DataType::Utf8).map_err(Error::engine("dictionaries"))?;
             let (kind, value) = (kind.as_string::<i32>(), value.as_string::<i32>());
             for r in 0..b.num_rows() {
                 values.entry(kind.value(r).to_string()).or_default().push(value.value(r).to_string());

@@ -90,7 +90,7 @@ pub async fn remote_state(url: &ClusterUrl) -> Result<SessionState> {
     let state = SessionStateBuilder::new().with_config(cluster_config()).with_default_features().build();
     let ctx = SessionContext::remote_with_state(&format!("df://{address}"), state)
         .await
-        .map_err(|e| Error::engine(format!("opening a session on {url}"))(&e))?;
+        .map_err(Error::engine(format!("opening a session on {url}")))?;
     Ok(ctx.state())
 }
 
