@@ -88,20 +88,22 @@ pub enum Error {
         message: String,
     },
     /// A file could not be read or written.
-    #[error("{path}: {message}")]
+    #[error("{path}: {source}")]
     File {
         /// The file.
         path: PathBuf,
-        /// What went wrong.
-        message: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
     },
     /// The socket could not be opened.
-    #[error("cannot listen on {addr}: {message}")]
+    #[error("cannot listen on {addr}: {source}")]
     Listen {
         /// The address.
         addr: String,
-        /// The operating system's reason.
-        message: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
     },
     /// The warehouse or its tags could not be read.
     #[error(transparent)]
@@ -123,7 +125,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// A file error with its path.
 pub(crate) fn file_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.into();
-    move |e| Error::File { path, message: e.to_string() }
+    move |source| Error::File { path, source }
 }
 
 /// A log line on standard error, with the time (the server's only log).

@@ -57,10 +57,9 @@ impl Server {
         let tls = config.tls().map(|(cert, key)| tls_acceptor(cert, key)).transpose()?;
         let listener = TcpListener::bind(config.listen())
             .await
-            .map_err(|e| Error::Listen { addr: config.listen().to_string(), message: e.to_string() })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::Listen { addr: config.listen().to_string(), message: e.to_string() })?;
+            .map_err(|source| Error::Listen { addr: config.listen().to_string(), source })?;
+        let addr =
+            listener.local_addr().map_err(|source| Error::Listen { addr: config.listen().to_string(), source })?;
         let config = Arc::new(config);
         let handlers = Arc::new(Handlers::new(live.clone(), config.clone()));
         let watch = live.watch(config.refresh_interval());
