@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use arrow::array::{Array, AsArray};
 use clap::{Args, Subcommand};
+use taglake_base::csv;
 use taglake_query::TagSet;
 use taglake_query::experiment::plan::{self, Effect, PlanMetric, PlanOptions};
 use taglake_query::experiment::{self, Metric, Report, ReportOptions};
@@ -15,11 +16,10 @@ use taglake_query::export::{self, ExportOptions, Split};
 use taglake_query::members::family_column_names;
 use taglake_query::stats::{Correction, Uplift};
 use taglake_query::survey;
-use taglake_base::csv;
 use taglake_storage::Warehouse;
 
-use crate::report;
 use crate::args::OutputFormat;
+use crate::report;
 
 #[derive(Args)]
 pub struct AudienceArgs {
@@ -554,9 +554,8 @@ fn exclusive_family(tags: &TagSet, by: &str) -> Result<usize> {
             "--by {by}: the tags of family `{by}` can share members, so it has no single value per member;              exclusive families: {listed}"
         );
     }
-    let hint = taglake_base::suggest(by, names.iter().copied())
-        .map(|s| format!(" (did you mean `{s}`?)"))
-        .unwrap_or_default();
+    let hint =
+        taglake_base::suggest(by, names.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
     bail!("--by {by}: no such exclusive family{hint}; exclusive families: {listed}")
 }
 

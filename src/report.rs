@@ -60,15 +60,17 @@ pub(crate) use say;
 /// An error as the command prints it: the message and its causes joined
 /// by ": " (anyhow's `{:#}`), with two differences. A cause whose text an
 /// earlier message already shows is left out: library errors show their
-/// source's text and keep the source too. And the parameters a library
-/// names ([`ParamMessage`]) are shown as this command's flags ([`flag`]).
+/// source's text and keep the source too (and DataFusion shows some in
+/// their `Debug` form). And the parameters a library names
+/// ([`ParamMessage`]) are shown as this command's flags ([`flag`]).
 pub fn error_text(e: &anyhow::Error) -> String {
     let chain: Vec<&(dyn std::error::Error + 'static)> = e.chain().collect();
     let mut shown = String::new();
     let mut parts = Vec::new();
     for (i, cause) in chain.iter().enumerate() {
         let mut text = cause.to_string();
-        if i > 0 && shown.contains(&text) {
+        let already = |t: &str| !t.trim().is_empty() && shown.contains(t.trim());
+        if i > 0 && (already(&text) || already(&format!("{cause:?}"))) {
             continue;
         }
         shown.push_str(&text);

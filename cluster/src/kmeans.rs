@@ -101,7 +101,7 @@ impl FitParams {
             return Err(Error::Params("k must be at least 1".into()));
         }
         if self.k > rows {
-            return Err(Error::Params(format!("k = {} is more than the {rows} members to cluster", self.k)));
+            return Err(Error::Params(format!("k = {} is more than the {rows} members to cluster", self.k).into()));
         }
         if self.runs == 0 {
             return Err(Error::Params("runs must be at least 1".into()));
@@ -110,7 +110,7 @@ impl FitParams {
             return Err(Error::Params("max_iterations must be at least 1".into()));
         }
         if !(self.tolerance > 0.0 && self.tolerance.is_finite()) {
-            return Err(Error::Params(format!("tolerance must be a positive number, not {}", self.tolerance)));
+            return Err(Error::Params(format!("tolerance must be a positive number, not {}", self.tolerance).into()));
         }
         if data.ncols() == 0 {
             return Err(Error::Data("no features to cluster on".into()));

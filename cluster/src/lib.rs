@@ -51,9 +51,10 @@ pub use run::{ClusterOptions, ClusterSummary, KChoice, cluster, standardized_mat
 /// Errors of the clustering layer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A parameter is out of range (named, with the allowed range).
+    /// A parameter is out of range (named, with the allowed range; a
+    /// program shows the name as its flag).
     #[error("invalid clustering parameter: {0}")]
-    Params(String),
+    Params(#[source] taglake_storage::ParamMessage),
     /// The data cannot be clustered as it is.
     #[error("{0}")]
     Data(String),

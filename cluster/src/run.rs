@@ -26,7 +26,7 @@ use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use ndarray::{Array2, ArrayView2};
 use roaring::RoaringBitmap;
 use taglake_storage::scan::{Wanted, scan, table_files};
-use taglake_storage::{ColumnType, Table, Warehouse, WriterLock};
+use taglake_storage::{ColumnType, ParamMessage, Table, Warehouse, WriterLock};
 use taglake_tagger::snapshot::{self, NewSnapshot, TagInfo};
 
 use crate::model::{KScore, MODEL_FORMAT, SavedModel, Stability};
@@ -282,9 +282,10 @@ fn check_k(opts: &ClusterOptions, members: u64) -> Result<()> {
         KChoice::Fixed(k) => (k, k),
         KChoice::Auto { min, max } => {
             if min < 2 || max < min {
-                return Err(Error::Params(format!(
-                    "--k auto needs a range of at least 2 clusters, like 2..12; got {min}..{max}"
-                )));
+                return Err(Error::Params(
+                    ParamMessage::param("k")
+                        .then_text(format!(" auto needs a range of at least 2 clusters, like 2..12; got {min}..{max}")),
+                ));
             }
             (min, max)
         }
@@ -293,10 +294,14 @@ fn check_k(opts: &ClusterOptions, members: u64) -> Result<()> {
         return Err(Error::Params("k must be at least 1".into()));
     }
     if hi as u64 > members {
-        return Err(Error::Params(format!("k = {hi} is more than the {members} members with orders to cluster")));
+        return Err(Error::Params(
+            format!("k = {hi} is more than the {members} members with orders to cluster").into(),
+        ));
     }
     if opts.sample < hi {
-        return Err(Error::Params(format!("--sample {} is smaller than k = {hi}", opts.sample)));
+        return Err(Error::Params(
+            ParamMessage::param("sample").then_text(format!(" {} is smaller than k = {hi}", opts.sample)),
+        ));
     }
     Ok(())
 }
@@ -743,7 +748,12 @@ mod tests {
     #[test]
     fn k_is_checked_against_the_members_with_orders() {
         let opts = |k| ClusterOptions { k, sample: 100, ..ClusterOptions::default() };
-        let err = |k| check_k(&opts(k), 50).unwrap_err().to_string();
+        // As `taglake cluster` shows it: parameters named by their flags.
+        let shown = |e: Error| match e {
+            Error::Params(m) => format!("invalid clustering parameter: {}", m.render(|p| format!("--{p}"))),
+            other => other.to_string(),
+        };
+        let err = |k| shown(check_k(&opts(k), 50).unwrap_err());
         assert_eq!(err(KChoice::Fixed(0)), "invalid clustering parameter: k must be at least 1");
         assert_eq!(
             err(KChoice::Fixed(51)),
@@ -754,9 +764,10 @@ mod tests {
             "invalid clustering parameter: --k auto needs a range of at least 2 clusters, like 2..12; got 1..5"
         );
         assert_eq!(
-            check_k(&ClusterOptions { k: KChoice::Fixed(20), sample: 10, ..ClusterOptions::default() }, 50)
-                .unwrap_err()
-                .to_string(),
+            shown(
+                check_k(&ClusterOptions { k: KChoice::Fixed(20), sample: 10, ..ClusterOptions::default() }, 50)
+                    .unwrap_err()
+            ),
             "invalid clustering parameter: --sample 10 is smaller than k = 20"
         );
         assert!(check_k(&opts(KChoice::Fixed(50)), 50).is_ok());

@@ -104,10 +104,10 @@ impl FeatureSpec {
             let (pattern, transform) = match item.split_once(':') {
                 Some((p, t)) => {
                     let t = Transform::parse(t.trim()).ok_or_else(|| {
-                        Error::Params(format!(
-                            "feature `{item}`: unknown transform `{}`; use log1p, sqrt or raw",
-                            t.trim()
-                        ))
+                        Error::Params(
+                            format!("feature `{item}`: unknown transform `{}`; use log1p, sqrt or raw", t.trim())
+                                .into(),
+                        )
                     })?;
                     (p.trim(), Some(t))
                 }
@@ -130,10 +130,9 @@ impl FeatureSpec {
             }
         }
         if features.is_empty() {
-            return Err(Error::Params(format!(
-                "no features selected from `{list}`; numeric columns are {}",
-                candidates.join(", ")
-            )));
+            return Err(Error::Params(
+                format!("no features selected from `{list}`; numeric columns are {}", candidates.join(", ")).into(),
+            ));
         }
         Ok(FeatureSpec { features })
     }
@@ -154,16 +153,16 @@ fn matching<'a>(pattern: &str, candidates: &[&'a str]) -> Vec<&'a str> {
 
 fn unknown(pattern: &str, stored: &[&str], candidates: &[&str], numeric: &impl Fn(&str) -> bool) -> Error {
     if pattern.contains('*') {
-        return Error::Params(format!("feature pattern `{pattern}` matches no numeric column of `features`"));
+        return Error::Params(format!("feature pattern `{pattern}` matches no numeric column of `features`").into());
     }
     if stored.contains(&pattern) {
         let why = if !numeric(pattern) { "is not numeric" } else { "identifies a row" };
-        return Error::Params(format!("feature `{pattern}` {why} and cannot be clustered on"));
+        return Error::Params(format!("feature `{pattern}` {why} and cannot be clustered on").into());
     }
     let hint = taglake_base::suggest(pattern, candidates.iter().copied())
         .map(|s| format!("; did you mean `{s}`?"))
         .unwrap_or_default();
-    Error::Params(format!("unknown feature `{pattern}`{hint} (see `taglake cluster --help` for the columns)"))
+    Error::Params(format!("unknown feature `{pattern}`{hint} (see `taglake cluster --help` for the columns)").into())
 }
 
 /// `*` matches any run of characters; everything else matches itself.

@@ -45,6 +45,10 @@ pub enum Error {
     /// An argument is invalid (the message says which and why).
     #[error("{0}")]
     Invalid(String),
+    /// An option is invalid: the message names it apart from its text,
+    /// for a program to show as its flag.
+    #[error("{0}")]
+    Parameter(#[source] taglake_storage::ParamMessage),
     /// The scheduler could not be reached.
     #[error("cannot reach the taglake scheduler at {url}: {message} (is `taglake scheduler` running there?)")]
     Unreachable {
@@ -53,20 +57,25 @@ pub enum Error {
         /// What failed.
         message: String,
     },
-    /// Ballista or DataFusion failed.
-    #[error("{context}: {message}")]
+    /// Ballista, DataFusion or Arrow failed.
+    #[error("{context}: {source}")]
     Engine {
         /// What was being done.
         context: String,
-        /// The engine's message.
-        message: String,
+        /// The engine's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
 impl Error {
-    pub(crate) fn engine(context: impl Into<String>) -> impl FnOnce(&dyn std::fmt::Display) -> Error {
+    /// The engine's error `e` while doing `context`.
+    pub(crate) fn engine<E>(context: impl Into<String>) -> impl FnOnce(E) -> Error
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let context = context.into();
-        move |e| Error::Engine { context, message: e.to_string() }
+        move |e| Error::Engine { context, source: e.into() }
     }
 }
 

@@ -20,6 +20,7 @@ use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service
 use datafusion::execution::SessionState;
 use datafusion::prelude::SessionConfig;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
+use taglake_storage::ParamMessage;
 
 use crate::codec::{LogicalCodec, PhysicalCodec};
 use crate::{Error, Result};
@@ -44,7 +45,7 @@ impl Default for SchedulerOptions {
 
 /// Runs a scheduler on an already bound listener until the process ends.
 pub async fn run_scheduler(listener: tokio::net::TcpListener, options: SchedulerOptions) -> Result<()> {
-    let bound = listener.local_addr().map_err(|e| Error::engine("reading the scheduler address")(&e))?;
+    let bound = listener.local_addr().map_err(Error::engine("reading the scheduler address"))?;
     let timeout = options.executor_timeout.as_secs().max(1);
     let config = SchedulerConfig {
         bind_host: bound.ip().to_string(),
@@ -62,13 +63,12 @@ pub async fn run_scheduler(listener: tokio::net::TcpListener, options: Scheduler
         override_session_builder: Some(Arc::new(scheduler_session)),
         ..SchedulerConfig::default()
     };
-    config.validate().map_err(|e| Error::engine("scheduler settings")(&e))?;
-    let cluster =
-        BallistaCluster::new_from_config(&config).await.map_err(|e| Error::engine("starting the scheduler")(&e))?;
+    config.validate().map_err(Error::engine("scheduler settings"))?;
+    let cluster = BallistaCluster::new_from_config(&config).await.map_err(Error::engine("starting the scheduler"))?;
     let scheduler = create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, Arc::new(config))
         .await
-        .map_err(|e| Error::engine("starting the scheduler")(&e))?;
-    start_grpc_service_with_listener(listener, scheduler).await.map_err(|e| Error::engine("the scheduler stopped")(&e))
+        .map_err(Error::engine("starting the scheduler"))?;
+    start_grpc_service_with_listener(listener, scheduler).await.map_err(Error::engine("the scheduler stopped"))
 }
 
 /// The session a scheduler plans a job in: Ballista's, with its optimizer
@@ -101,7 +101,9 @@ pub struct ExecutorOptions {
 /// Runs an executor until it is stopped (SIGTERM, Ctrl-C or the scheduler).
 pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
     if options.bind.port() == u16::MAX {
-        return Err(Error::Invalid("--bind: the port must leave room for the gRPC port after it".into()));
+        return Err(Error::Parameter(
+            ParamMessage::param("bind").then_text(": the port must leave room for the gRPC port after it"),
+        ));
     }
     let external = options.external_host.clone().or_else(|| {
         let ip = options.bind.ip();
@@ -126,7 +128,7 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
         override_config_producer: Some(Arc::new(crate::session::cluster_config)),
         ..ExecutorProcessConfig::default()
     };
-    start_executor_process(Arc::new(config)).await.map_err(|e| Error::engine("the executor stopped")(&e))
+    start_executor_process(Arc::new(config)).await.map_err(Error::engine("the executor stopped"))
 }
 
 #[cfg(test)]

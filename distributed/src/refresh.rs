@@ -47,7 +47,7 @@ use datafusion::physical_plan::{
 use datafusion::prelude::SessionContext;
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
-use taglake_storage::{Table, Warehouse, WriterLock};
+use taglake_storage::{ParamMessage, Table, Warehouse, WriterLock};
 use taglake_tagger::evaluate::{CUT_END, Compiled, CutStart};
 use taglake_tagger::features::{self, CHUNK, FeatureSet, Globals};
 use taglake_tagger::snapshot::{self, NewSnapshot};
@@ -296,7 +296,7 @@ async fn run_range(task: &RangeTask, index: usize, schema: SchemaRef) -> Result<
     let fs =
         features::compute_range(&wh, catalog.growth_per_unit(), &task.globals, first..end).await.map_err(tagger)?;
     let mut compiled = Compiled::new(&catalog, &source, &fs).map_err(tagger)?;
-    let engine = |e: arrow::error::ArrowError| Error::engine("a refresh task's result")(&e);
+    let engine = |e: arrow::error::ArrowError| Error::engine("a refresh task's result")(e);
     match &task.phase {
         Phase::Cuts => {
             let (mut cut, mut value, mut count) = (Vec::new(), Vec::new(), Vec::new());
@@ -341,8 +341,7 @@ async fn run_range(task: &RangeTask, index: usize, schema: SchemaRef) -> Result<
             let features_schema = taglake_tagger::features_schema(&fs.chunk_columns(0, &|_| false));
             let lines = fs.lines;
             let (bitmaps, base, files) = evaluate(&wh, compiled, fs, features_schema.clone(), *write_features).await?;
-            let schema_bytes =
-                crate::wire::schema_bytes(&features_schema).map_err(|e| Error::engine("features schema")(&e))?;
+            let schema_bytes = crate::wire::schema_bytes(&features_schema).map_err(Error::engine("features schema"))?;
             let mut range = Vec::new();
             let mut tag = Vec::new();
             let mut bytes: Vec<Option<Vec<u8>>> = Vec::new();
@@ -351,7 +350,7 @@ async fn run_range(task: &RangeTask, index: usize, schema: SchemaRef) -> Result<
                     continue;
                 }
                 let mut out = Vec::with_capacity(bm.serialized_size());
-                bm.serialize_into(&mut out).map_err(|e| Error::engine("a tag bitmap")(&e))?;
+                bm.serialize_into(&mut out).map_err(Error::engine("a tag bitmap"))?;
                 range.push(index as u32);
                 tag.push(t as i32);
                 bytes.push(Some(out));
@@ -433,8 +432,8 @@ async fn evaluate(
         })
     })
     .await
-    .map_err(|e| Error::engine("a refresh task")(&e))?;
-    let files = writer.await.map_err(|e| Error::engine("the features writer")(&e))?;
+    .map_err(Error::engine("a refresh task"))?;
+    let files = writer.await.map_err(Error::engine("the features writer"))?;
     let (bitmaps, base) = evaluated.map_err(tagger)?;
     Ok((bitmaps, base, files?))
 }
@@ -513,7 +512,9 @@ pub async fn refresh_on(
     drop(coordinator);
     let chunks = globals.members.div_ceil(CHUNK);
     let per_range = match cluster.range_members {
-        Some(0) => return Err(Error::Invalid("--range-members must be at least 1".into())),
+        Some(0) => {
+            return Err(Error::Parameter(ParamMessage::param("range_members").then_text(" must be at least 1")));
+        }
         Some(m) => m.div_ceil(CHUNK),
         None => chunks.div_ceil(16).max(1),
     };
@@ -552,9 +553,8 @@ pub async fn refresh_on(
                 let written: Vec<String> = serde_json::from_str(b.column(5).as_string::<i32>().value(r))
                     .map_err(|e| Error::Invalid(format!("a range's file list: {e}")))?;
                 files.extend(written);
-                features_schema.get_or_insert(
-                    crate::wire::schema_from(bytes.value(r)).map_err(|e| Error::engine("features schema")(&e))?,
-                );
+                features_schema
+                    .get_or_insert(crate::wire::schema_from(bytes.value(r)).map_err(Error::engine("features schema"))?);
                 continue;
             }
             let bm = RoaringBitmap::deserialize_from(bytes.value(r))
@@ -611,11 +611,8 @@ pub async fn refresh_on(
 async fn run(ctx: &SessionContext, task: &RangeTask) -> Result<Vec<RecordBatch>> {
     let frame = ctx
         .read_table(Arc::new(TagRangeTable::new(task.clone())))
-        .map_err(|e| Error::engine("planning the refresh tasks")(&e))?;
-    frame
-        .collect()
-        .await
-        .map_err(|e| Error::engine("the refresh tasks on the cluster failed; nothing was committed")(&e))
+        .map_err(Error::engine("planning the refresh tasks"))?;
+    frame.collect().await.map_err(Error::engine("the refresh tasks on the cluster failed; nothing was committed"))
 }
 
 /// The key space, date and dictionaries of the run, read on the cluster.
@@ -656,10 +653,8 @@ async fn globals(ctx: &SessionContext, as_of: Option<chrono::NaiveDate>) -> Resu
     let mut values: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
     if !parts.is_empty() {
         for b in taglake_query::sql(ctx, &parts.join(" UNION ALL ")).await? {
-            let kind =
-                arrow::compute::cast(b.column(0), &DataType::Utf8).map_err(|e| Error::engine("dictionaries")(&e))?;
-            let value =
-                arrow::compute::cast(b.column(1), &DataType::Utf8).map_err(|e| Error::engine("dictionaries")(&e))?;
+            let kind = arrow::compute::cast(b.column(0), &DataType::Utf8).map_err(Error::engine("dictionaries"))?;
+            let value = arrow::compute::cast(b.column(1), &DataType::Utf8).map_err(Error::engine("dictionaries"))?;
             let (kind, value) = (kind.as_string::<i32>(), value.as_string::<i32>());
             for r in 0..b.num_rows() {
                 values.entry(kind.value(r).to_string()).or_default().push(value.value(r).to_string());

@@ -9,7 +9,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use taglake_query::{Catalog, TagSet};
-use taglake_storage::{Table, Warehouse};
+use taglake_storage::{ParamMessage, Table, Warehouse};
 
 use crate::codec::{LogicalCodec, PhysicalCodec};
 use crate::files::FilesTable;
@@ -31,7 +31,10 @@ impl ClusterUrl {
     /// Parses `df://HOST[:PORT]`.
     pub fn parse(text: &str) -> Result<ClusterUrl> {
         let bad = |why: &str| {
-            Error::Invalid(format!("--cluster {text:?}: {why}; expected df://HOST:PORT, e.g. df://localhost:50050"))
+            Error::Parameter(
+                ParamMessage::param("cluster")
+                    .then_text(format!(" {text:?}: {why}; expected df://HOST:PORT, e.g. df://localhost:50050")),
+            )
         };
         let rest = text.strip_prefix("df://").ok_or_else(|| bad("the address must start with df://"))?;
         let rest = rest.trim_end_matches('/');
@@ -91,7 +94,7 @@ pub async fn remote_state(url: &ClusterUrl) -> Result<SessionState> {
     let state = SessionStateBuilder::new().with_config(cluster_config()).with_default_features().build();
     let ctx = SessionContext::remote_with_state(&format!("df://{address}"), state)
         .await
-        .map_err(|e| Error::engine(format!("opening a session on {url}"))(&e))?;
+        .map_err(Error::engine(format!("opening a session on {url}")))?;
     Ok(ctx.state())
 }
 

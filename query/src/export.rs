@@ -533,7 +533,7 @@ async fn resolve_columns(ctx: &SessionContext, columns: &[String]) -> Result<Vec
 /// The cohort (`member_key`, `member_id`, `arm`) with the chosen columns,
 /// ordered by `member_id`; `member_key` is dropped.
 async fn with_columns(ctx: &SessionContext, cohort: RecordBatch, columns: &[(Table, String)]) -> Result<RecordBatch> {
-    let sql_err = |e: datafusion::error::DataFusionError| Error::Sql(e.to_string());
+    let sql_err = Error::datafusion;
     let alias = |t: Table| if t == Table::Members { "m" } else { "f" };
     let mut select = vec!["c.member_id".to_string(), "c.arm".to_string()];
     select.extend(columns.iter().map(|(t, c)| format!("{}.\"{}\"", alias(*t), c.replace('"', "\"\""))));

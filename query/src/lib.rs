@@ -57,6 +57,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use datafusion::catalog::TableProvider;
+use datafusion::error::DataFusionError;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use taglake_storage::{Table, Warehouse};
 
@@ -69,10 +70,20 @@ pub enum Error {
     /// The warehouse could not be opened or read.
     #[error(transparent)]
     Storage(#[from] taglake_storage::Error),
-    /// The SQL does not plan or fails while running; the message is
-    /// DataFusion's, with a hint when it names a missing table.
+    /// The SQL text cannot be read or run (the message says why).
     #[error("{0}")]
     Sql(String),
+    /// DataFusion failed planning or running SQL: its message, and what
+    /// taglake adds to it (`hint`: which tables exist when it names a
+    /// missing one).
+    #[error("{}{hint}", .source.to_string().trim())]
+    DataFusion {
+        /// DataFusion's error.
+        #[source]
+        source: Box<DataFusionError>,
+        /// Added to DataFusion's message (empty: nothing).
+        hint: String,
+    },
     /// A tag snapshot could not be read.
     #[error(transparent)]
     Tags(#[from] taglake_tagger::Error),
@@ -179,8 +190,8 @@ impl Catalog {
         breakdown::install(ctx);
         balance::install(ctx);
         for (name, provider) in &self.tables {
-            ctx.deregister_table(*name).map_err(|e| Error::Sql(e.to_string()))?;
-            ctx.register_table(*name, provider.clone()).map_err(|e| Error::Sql(e.to_string()))?;
+            ctx.deregister_table(*name).map_err(Error::datafusion)?;
+            ctx.register_table(*name, provider.clone()).map_err(Error::datafusion)?;
         }
         if let Some(f) = &self.audience {
             ctx.register_udtf("audience", f.clone());
@@ -203,7 +214,7 @@ pub fn tables(ctx: &SessionContext) -> Vec<String> {
 /// Runs one SQL statement and collects its result.
 pub async fn sql(ctx: &SessionContext, text: &str) -> Result<Vec<RecordBatch>> {
     let frame = dataframe(ctx, text).await?;
-    frame.collect().await.map_err(|e| explain(ctx, &e.to_string()))
+    frame.collect().await.map_err(|e| explained(ctx, e))
 }
 
 /// Plans one SQL statement (what `SessionContext::sql` does, with the text
@@ -211,7 +222,7 @@ pub async fn sql(ctx: &SessionContext, text: &str) -> Result<Vec<RecordBatch>> {
 pub async fn dataframe(ctx: &SessionContext, text: &str) -> Result<DataFrame> {
     let state = ctx.state();
     if let Some(plan) = cache::kept(&state, text).await {
-        return ctx.execute_logical_plan(plan).await.map_err(|e| explain(ctx, &e.to_string()));
+        return ctx.execute_logical_plan(plan).await.map_err(|e| explained(ctx, e));
     }
     let mut statements = parse::statements(&state, text)?;
     if statements.len() > 1 {
@@ -222,8 +233,8 @@ pub async fn dataframe(ctx: &SessionContext, text: &str) -> Result<DataFrame> {
         )));
     }
     let statement = statements.pop_front().ok_or_else(|| Error::Sql("the SQL text holds no statement".into()))?;
-    let plan = cache::plan(&state, text, statement).await.map_err(|e| explain(ctx, &e.to_string()))?;
-    ctx.execute_logical_plan(plan).await.map_err(|e| explain(ctx, &e.to_string()))
+    let plan = cache::plan(&state, text, statement).await.map_err(|e| explained(ctx, e))?;
+    ctx.execute_logical_plan(plan).await.map_err(|e| explained(ctx, e))
 }
 
 /// Runs a statement whose answer is one number (a count, a max): the first
@@ -242,7 +253,26 @@ pub async fn sql_number(ctx: &SessionContext, text: &str) -> Result<Option<i64>>
 /// DataFusion's message, plus which tables exist when it names one that
 /// does not (a warehouse table never written is not registered).
 pub fn explain(ctx: &SessionContext, message: &str) -> Error {
-    let message = message.trim().to_string();
+    let message = message.trim();
+    Error::Sql(format!("{message}{}", hint(ctx, message)))
+}
+
+/// [`explain`] keeping DataFusion's error as the source.
+fn explained(ctx: &SessionContext, e: DataFusionError) -> Error {
+    let hint = hint(ctx, e.to_string().trim());
+    Error::DataFusion { source: Box::new(e), hint }
+}
+
+impl Error {
+    /// DataFusion's error as this crate's, with nothing added.
+    pub(crate) fn datafusion(e: DataFusionError) -> Error {
+        Error::DataFusion { source: Box::new(e), hint: String::new() }
+    }
+}
+
+/// What [`explain`] adds to DataFusion's `message`: which tables exist
+/// when it names a missing one, with the nearest name.
+fn hint(ctx: &SessionContext, message: &str) -> String {
     if let Some(rest) = message.split("table '").nth(1).filter(|_| message.contains("not found")) {
         let missing = rest.split('\'').next().unwrap_or_default();
         let missing = missing.rsplit('.').next().unwrap_or(missing);
@@ -253,9 +283,9 @@ pub fn explain(ctx: &SessionContext, message: &str) -> Error {
                 .map(|s| format!("; did you mean `{s}`?"))
                 .unwrap_or_default(),
         };
-        return Error::Sql(format!("{message}{hint} (tables: {})", have.join(", ")));
+        return format!("{hint} (tables: {})", have.join(", "));
     }
-    Error::Sql(message)
+    String::new()
 }
 
 #[cfg(test)]

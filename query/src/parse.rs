@@ -91,7 +91,7 @@ pub fn statements(state: &SessionState, text: &str) -> Result<VecDeque<DfStateme
         let dialect = dialect(name)?;
         let df_error = |e: DataFusionError| match e.find_root() {
             DataFusionError::SQL(e, _) => parser_error(e.as_ref().clone()),
-            _ => Error::Sql(e.to_string()),
+            _ => Error::datafusion(e),
         };
         let mut parser = DFParserBuilder::new(tokens)
             .with_dialect(dialect.as_ref())

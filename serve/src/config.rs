@@ -1,8 +1,9 @@
 //! What `taglake serve` is allowed to do, checked once before it listens.
 //!
-//! The builder takes the flags as the user typed them (`"512MiB"`, `"30s"`,
-//! `"0.0.0.0:5433"`) and [`ServeConfigBuilder::build`] turns them into a
-//! [`ServeConfig`] or an error naming the flag. The security rules live
+//! The builder takes the settings as the user typed them (`"512MiB"`,
+//! `"30s"`, `"0.0.0.0:5433"`) and [`ServeConfigBuilder::build`] turns them
+//! into a [`ServeConfig`] or an [`Error::Parameter`] naming the setting (as
+//! its builder method is named; `taglake serve` shows it as its flag). The security rules live
 //! here, so no code path can start a server that breaks them: a
 //! non-loopback address needs a users file, a certificate needs its key,
 //! and the export directory must exist (it is resolved once, symlinks and
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use taglake_base::units::{parse_duration, parse_size};
+use taglake_storage::ParamMessage;
 
 use crate::users::Users;
 use crate::{Error, Result};
@@ -149,11 +151,16 @@ impl ServeConfig {
     /// The rule no server may break: a non-loopback address needs users.
     pub(crate) fn check_exposure(listen: SocketAddr, users: Option<&Users>) -> Result<()> {
         if users.is_none() && !listen.ip().is_loopback() {
-            return Err(Error::Config(format!(
-                "refusing to listen on {listen} without authentication: anyone who reaches that address could read \
-                 every member; give --users FILE (add users with `taglake passwd NAME --users FILE`) or listen on \
-                 127.0.0.1"
-            )));
+            return Err(Error::Parameter(
+                ParamMessage::text(format!(
+                    "refusing to listen on {listen} without authentication: anyone who reaches that address could \
+                     read every member; give "
+                ))
+                .then_param("users")
+                .then_text(" FILE (add users with `taglake passwd NAME ")
+                .then_param("users")
+                .then_text(" FILE`) or listen on 127.0.0.1"),
+            ));
         }
         Ok(())
     }
@@ -275,24 +282,30 @@ impl ServeConfigBuilder {
         let users = self.users.as_deref().map(Users::load).transpose()?;
         ServeConfig::check_exposure(listen, users.as_ref())?;
         let tls = match (self.tls_cert, self.tls_key) {
-            (Some(c), Some(k)) => Some((readable(&c, "--tls-cert")?, readable(&k, "--tls-key")?)),
+            (Some(c), Some(k)) => Some((readable(&c, "tls_cert")?, readable(&k, "tls_key")?)),
             (None, None) => None,
             (Some(_), None) => {
-                return Err(Error::Config("--tls-cert needs --tls-key (the certificate's private key)".into()));
+                return Err(needs("tls_cert")
+                    .then_param("tls_key")
+                    .then_text(" (the certificate's private key)")
+                    .into());
             }
-            (None, Some(_)) => return Err(Error::Config("--tls-key needs --tls-cert (the certificate chain)".into())),
+            (None, Some(_)) => {
+                return Err(needs("tls_key").then_param("tls_cert").then_text(" (the certificate chain)").into());
+            }
         };
         if self.require_tls && tls.is_none() {
-            return Err(Error::Config("--require-tls needs --tls-cert and --tls-key".into()));
+            return Err(needs("require_tls").then_param("tls_cert").then_text(" and ").then_param("tls_key").into());
         }
         let export_dir = match self.export_dir {
             None => None,
             Some(d) => {
-                let canonical = d.canonicalize().map_err(|e| {
-                    Error::Config(format!("--export-dir {}: {e} (create the directory first)", d.display()))
-                })?;
+                let export_dir = |text: String| Error::from(ParamMessage::param("export_dir").then_text(text));
+                let canonical = d
+                    .canonicalize()
+                    .map_err(|e| export_dir(format!(" {}: {e} (create the directory first)", d.display())))?;
                 if !canonical.is_dir() {
-                    return Err(Error::Config(format!("--export-dir {}: not a directory", d.display())));
+                    return Err(export_dir(format!(" {}: not a directory", d.display())));
                 }
                 let mut protected = vec![(self.warehouse.clone(), "the warehouse")];
                 protected.extend(self.users.iter().map(|u| (u.clone(), "the users file")));
@@ -306,43 +319,49 @@ impl ServeConfigBuilder {
                 Some(canonical)
             }
         };
-        let size = |flag: &str, text: &str, min: usize, example: &str| {
-            parse_size(text).filter(|&n| n >= min).ok_or_else(|| {
-                Error::Config(format!(
-                    "{flag} '{text}': expected a size of at least {}, e.g. {example}",
-                    show_size(min)
-                ))
-            })
-        };
-        let export_max = size("--export-max", &self.export_max, 1 << 10, "10GiB")? as u64;
-        let query_memory = size("--query-memory", &self.query_memory, 1 << 20, "512MiB or 2GiB")?;
-        let connection_memory = size("--connection-memory", &self.connection_memory, 1 << 20, "2GiB")?;
+        let size =
+            |parameter: &'static str, text: &str, min: usize, example: &str| {
+                parse_size(text).filter(|&n| n >= min).ok_or_else(|| {
+                    Error::from(ParamMessage::param(parameter).then_text(format!(
+                        " '{text}': expected a size of at least {}, e.g. {example}",
+                        show_size(min)
+                    )))
+                })
+            };
+        let export_max = size("export_max", &self.export_max, 1 << 10, "10GiB")? as u64;
+        let query_memory = size("query_memory", &self.query_memory, 1 << 20, "512MiB or 2GiB")?;
+        let connection_memory = size("connection_memory", &self.connection_memory, 1 << 20, "2GiB")?;
         if connection_memory < query_memory {
-            return Err(Error::Config(format!(
-                "--connection-memory '{}' is below --query-memory '{}': a connection's queries share its memory, so \
-                 it must be at least one query's",
-                self.connection_memory, self.query_memory
-            )));
+            return Err(ParamMessage::param("connection_memory")
+                .then_text(format!(" '{}' is below ", self.connection_memory))
+                .then_param("query_memory")
+                .then_text(format!(
+                    " '{}': a connection's queries share its memory, so it must be at least one query's",
+                    self.query_memory
+                ))
+                .into());
         }
-        let duration = |flag: &str, text: &str, min: Duration, example: &str| {
+        let duration = |parameter: &'static str, text: &str, min: Duration, example: &str| {
             parse_duration(text).filter(|d| *d >= min && !d.is_zero()).ok_or_else(|| {
                 let least = if min.is_zero() { "above zero".to_string() } else { format!("of at least {min:?}") };
-                Error::Config(format!("{flag} '{text}': expected a duration {least}, e.g. {example}"))
+                Error::from(
+                    ParamMessage::param(parameter)
+                        .then_text(format!(" '{text}': expected a duration {least}, e.g. {example}")),
+                )
             })
         };
         let statement_timeout =
-            duration("--statement-timeout", &self.statement_timeout, Duration::ZERO, "30s, 5m or 1h")?;
-        let refresh_interval =
-            duration("--refresh-interval", &self.refresh_interval, Duration::from_millis(100), "5s")?;
-        let auth_timeout = duration("--auth-timeout", &self.auth_timeout, Duration::from_millis(100), "10s")?;
-        let idle_timeout = duration("--idle-timeout", &self.idle_timeout, Duration::from_secs(1), "30m")?;
-        for (flag, n) in [
-            ("--max-connections", self.max_connections),
-            ("--max-pending", self.max_pending),
-            ("--max-cursors", self.max_cursors),
+            duration("statement_timeout", &self.statement_timeout, Duration::ZERO, "30s, 5m or 1h")?;
+        let refresh_interval = duration("refresh_interval", &self.refresh_interval, Duration::from_millis(100), "5s")?;
+        let auth_timeout = duration("auth_timeout", &self.auth_timeout, Duration::from_millis(100), "10s")?;
+        let idle_timeout = duration("idle_timeout", &self.idle_timeout, Duration::from_secs(1), "30m")?;
+        for (parameter, n) in [
+            ("max_connections", self.max_connections),
+            ("max_pending", self.max_pending),
+            ("max_cursors", self.max_cursors),
         ] {
             if n == 0 {
-                return Err(Error::Config(format!("{flag} must be at least 1")));
+                return Err(ParamMessage::param(parameter).then_text(" must be at least 1").into());
             }
         }
         Ok(ServeConfig {
@@ -389,11 +408,13 @@ fn check_apart(given: &Path, exports: &Path, path: &Path, what: &str) -> Result<
     let holds = what == "the warehouse" && exports.starts_with(&resolved);
     if inside || holds {
         let relation = if inside { "contains" } else { "is inside" };
-        return Err(Error::Config(format!(
-            "--export-dir {}: it {relation} {what} ({}); COPY … TO could overwrite it, so give a directory of its own",
-            given.display(),
-            path.display()
-        )));
+        return Err(ParamMessage::param("export_dir")
+            .then_text(format!(
+                " {}: it {relation} {what} ({}); COPY … TO could overwrite it, so give a directory of its own",
+                given.display(),
+                path.display()
+            ))
+            .into());
     }
     Ok(())
 }
@@ -407,23 +428,37 @@ fn show_size(bytes: usize) -> String {
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr> {
-    let bad =
-        |why: String| Error::Config(format!("--listen '{addr}': {why} (expected HOST:PORT, e.g. {DEFAULT_LISTEN})"));
+    let bad = |why: String| {
+        Error::from(
+            ParamMessage::param("listen")
+                .then_text(format!(" '{addr}': {why} (expected HOST:PORT, e.g. {DEFAULT_LISTEN})")),
+        )
+    };
     let mut all = addr.to_socket_addrs().map_err(|e| bad(e.to_string()))?;
     all.next().ok_or_else(|| bad("the name resolves to no address".into()))
 }
 
-fn readable(path: &Path, flag: &str) -> Result<PathBuf> {
-    std::fs::metadata(path).map_err(|e| Error::Config(format!("{flag} {}: {e}", path.display())))?;
+fn readable(path: &Path, parameter: &'static str) -> Result<PathBuf> {
+    std::fs::metadata(path)
+        .map_err(|e| Error::from(ParamMessage::param(parameter).then_text(format!(" {}: {e}", path.display()))))?;
     Ok(path.to_path_buf())
+}
+
+/// "`parameter` needs …".
+fn needs(parameter: &'static str) -> ParamMessage {
+    ParamMessage::param(parameter).then_text(" needs ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The error as `taglake serve` shows it: settings named by their flags.
     fn err(b: ServeConfigBuilder) -> String {
-        b.build().unwrap_err().to_string()
+        match b.build().unwrap_err() {
+            Error::Parameter(m) => m.render(|p| format!("--{}", p.replace('_', "-"))),
+            other => other.to_string(),
+        }
     }
 
     #[test]
@@ -460,6 +495,18 @@ mod tests {
         assert_eq!(err(b().require_tls(true)), "--require-tls needs --tls-cert and --tls-key");
         assert!(err(b().export_dir("/nonexistent/exports")).starts_with("--export-dir /nonexistent/exports:"));
         assert!(err(b().users("/nonexistent/users")).starts_with("/nonexistent/users:"));
+    }
+
+    /// The library names the setting as its builder does; only a program
+    /// knows its flags.
+    #[test]
+    fn errors_name_the_setting_not_a_flag() {
+        let e = ServeConfig::builder("wh").max_connections(0).build().unwrap_err();
+        assert_eq!(e.to_string(), "`max_connections` must be at least 1");
+        let Error::Parameter(m) = e else { panic!("a parameter error") };
+        assert_eq!(m.parameter(), Some("max_connections"));
+        let e = ServeConfig::builder("wh").query_memory("2GiB").connection_memory("1GiB").build().unwrap_err();
+        assert!(e.to_string().starts_with("`connection_memory` '1GiB' is below `query_memory` '2GiB'"), "{e}");
     }
 
     #[test]

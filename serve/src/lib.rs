@@ -62,6 +62,8 @@ pub mod users;
 
 use std::path::PathBuf;
 
+use taglake_storage::ParamMessage;
+
 pub use config::{ServeConfig, ServeConfigBuilder};
 pub use listen::Server;
 pub use users::Users;
@@ -69,9 +71,13 @@ pub use users::Users;
 /// Errors of the server crate: its configuration, its files, the warehouse.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A setting is invalid; the message names the flag and says why.
+    /// The server cannot be set up or run as configured (the message says why).
     #[error("{0}")]
     Config(String),
+    /// A setting is invalid: the message names it apart from its text, for
+    /// a program to show as its flag, and says why.
+    #[error("{0}")]
+    Parameter(#[source] ParamMessage),
     /// The users file is malformed.
     #[error("{path}:{line}: {message}")]
     Users {
@@ -83,20 +89,22 @@ pub enum Error {
         message: String,
     },
     /// A file could not be read or written.
-    #[error("{path}: {message}")]
+    #[error("{path}: {source}")]
     File {
         /// The file.
         path: PathBuf,
-        /// What went wrong.
-        message: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
     },
     /// The socket could not be opened.
-    #[error("cannot listen on {addr}: {message}")]
+    #[error("cannot listen on {addr}: {source}")]
     Listen {
         /// The address.
         addr: String,
-        /// The operating system's reason.
-        message: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
     },
     /// The warehouse or its tags could not be read.
     #[error(transparent)]
@@ -106,13 +114,19 @@ pub enum Error {
     Storage(#[from] taglake_storage::Error),
 }
 
+impl From<ParamMessage> for Error {
+    fn from(message: ParamMessage) -> Error {
+        Error::Parameter(message)
+    }
+}
+
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// A file error with its path.
 pub(crate) fn file_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.into();
-    move |e| Error::File { path, message: e.to_string() }
+    move |source| Error::File { path, source }
 }
 
 /// A log line on standard error, with the time (the server's only log).

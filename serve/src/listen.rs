@@ -21,6 +21,7 @@ use std::time::Duration;
 use datafusion_postgres::pgwire::tokio::server::negotiate_tls;
 use datafusion_postgres::pgwire::tokio::tokio_rustls::TlsAcceptor;
 use datafusion_postgres::pgwire::tokio::tokio_rustls::rustls;
+use taglake_storage::ParamMessage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -56,10 +57,9 @@ impl Server {
         let tls = config.tls().map(|(cert, key)| tls_acceptor(cert, key)).transpose()?;
         let listener = TcpListener::bind(config.listen())
             .await
-            .map_err(|e| Error::Listen { addr: config.listen().to_string(), message: e.to_string() })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::Listen { addr: config.listen().to_string(), message: e.to_string() })?;
+            .map_err(|source| Error::Listen { addr: config.listen().to_string(), source })?;
+        let addr =
+            listener.local_addr().map_err(|source| Error::Listen { addr: config.listen().to_string(), source })?;
         let config = Arc::new(config);
         let handlers = Arc::new(Handlers::new(live.clone(), config.clone()));
         let watch = live.watch(config.refresh_interval());
@@ -218,20 +218,24 @@ async fn refuse(mut socket: TcpStream, code: &str, message: &str) {
 /// error: the server never falls back to plaintext when TLS was asked for.
 fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
     let pem = std::fs::read(cert).map_err(file_err(cert))?;
-    let certs = rustls_pemfile::certs(&mut BufReader::new(&pem[..]))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::Config(format!("--tls-cert {}: {e}", cert.display())))?;
+    let certs =
+        rustls_pemfile::certs(&mut BufReader::new(&pem[..])).collect::<std::result::Result<Vec<_>, _>>().map_err(
+            |e| Error::Parameter(ParamMessage::param("tls_cert").then_text(format!(" {}: {e}", cert.display()))),
+        )?;
     if certs.is_empty() {
-        return Err(Error::Config(format!("--tls-cert {}: no certificate in the file (expected PEM)", cert.display())));
+        return Err(Error::Parameter(
+            ParamMessage::param("tls_cert")
+                .then_text(format!(" {}: no certificate in the file (expected PEM)", cert.display())),
+        ));
     }
     let key_pem = std::fs::read(key).map_err(file_err(key))?;
     let private = rustls_pemfile::private_key(&mut BufReader::new(&key_pem[..]))
-        .map_err(|e| Error::Config(format!("--tls-key {}: {e}", key.display())))?
+        .map_err(|e| Error::Parameter(ParamMessage::param("tls_key").then_text(format!(" {}: {e}", key.display()))))?
         .ok_or_else(|| {
-            Error::Config(format!(
-                "--tls-key {}: no private key in the file (expected PEM: PKCS#8, PKCS#1 or SEC1)",
+            Error::Parameter(ParamMessage::param("tls_key").then_text(format!(
+                " {}: no private key in the file (expected PEM: PKCS#8, PKCS#1 or SEC1)",
                 key.display()
-            ))
+            )))
         })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -239,6 +243,10 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
         .map_err(|e| Error::Config(format!("TLS: {e}")))?
         .with_no_client_auth()
         .with_single_cert(certs, private)
-        .map_err(|e| Error::Config(format!("--tls-cert/--tls-key: {e}")))?;
+        .map_err(|e| {
+            Error::Parameter(
+                ParamMessage::param("tls_cert").then_text("/").then_param("tls_key").then_text(format!(": {e}")),
+            )
+        })?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

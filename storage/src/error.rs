@@ -55,7 +55,7 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A Parquet file of a table could not be decoded.
+    /// A Parquet file of a table does not hold what is asked of it.
     #[error("warehouse table `{table}`, file {}: {message}", path.display())]
     Parquet {
         /// Table name.
@@ -64,6 +64,29 @@ pub enum Error {
         path: PathBuf,
         /// What went wrong.
         message: String,
+    },
+    /// The Parquet reader failed on a file of a table (its footer, its
+    /// layout).
+    #[error("warehouse table `{table}`, file {}: {source}", path.display())]
+    ParquetDecode {
+        /// Table name.
+        table: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The reader's error.
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// A batch of a Parquet file of a table could not be decoded.
+    #[error("warehouse table `{table}`, file {}: {source}", path.display())]
+    ArrowDecode {
+        /// Table name.
+        table: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The decoder's error.
+        #[source]
+        source: arrow::error::ArrowError,
     },
     /// Another process holds the warehouse writer lock.
     #[error("warehouse {} is being written by {holder}; use --wait to queue", warehouse.display())]

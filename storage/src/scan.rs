@@ -196,10 +196,10 @@ pub fn row_count(table: Table, files: &[PathBuf]) -> Result<u64> {
 /// The Parquet footer of one file of `table`.
 fn footer(table: Table, path: &Path) -> Result<ArrowReaderMetadata> {
     let file = File::open(path).map_err(|source| Error::File { path: path.to_path_buf(), source })?;
-    ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|e| Error::Parquet {
+    ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|source| Error::ParquetDecode {
         table: table.name(),
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
     })
 }
 
@@ -289,11 +289,8 @@ where
             })
             .collect();
         let options = ArrowReaderOptions::new().with_schema(Arc::new(Schema::new(hinted)));
-        let meta = ArrowReaderMetadata::try_new(meta.metadata().clone(), options).map_err(|e| Error::Parquet {
-            table: table.name(),
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let meta = ArrowReaderMetadata::try_new(meta.metadata().clone(), options)
+            .map_err(|source| Error::ParquetDecode { table: table.name(), path: path.clone(), source })?;
         let key_leaf = key_leaf(&meta);
         for rg in 0..meta.metadata().num_row_groups() {
             if let (Some(keys), Some(leaf)) = (&keys, key_leaf)
@@ -313,9 +310,9 @@ where
             .with_row_groups(vec![rg])
             .with_batch_size(BATCH_ROWS)
             .build()
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(parquet_err(table, &path))?;
         for batch in reader {
-            let batch = batch.map_err(|e| err(e.to_string()))?;
+            let batch = batch.map_err(arrow_err(table, &path))?;
             let batch = conform(&batch, wanted).map_err(err)?;
             each(&batch)?;
         }
@@ -332,13 +329,12 @@ pub fn file_batches(
     wanted: &[Wanted],
 ) -> Result<impl Iterator<Item = Result<RecordBatch>> + use<>> {
     let meta = footer(table, path)?;
-    let err = |message: String| Error::Parquet { table: table.name(), path: path.to_path_buf(), message };
     let indices = wanted
         .iter()
         .filter_map(|w| match meta.schema().index_of(&w.name) {
             Ok(i) => Some(Ok(i)),
             Err(_) if w.optional => None,
-            Err(e) => Some(Err(err(e.to_string()))),
+            Err(e) => Some(Err(arrow_err(table, path)(e))),
         })
         .collect::<Result<Vec<_>>>()?;
     let file = File::open(path).map_err(|source| Error::File { path: path.to_path_buf(), source })?;
@@ -347,14 +343,23 @@ pub fn file_batches(
         .with_projection(mask)
         .with_batch_size(BATCH_ROWS)
         .build()
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(parquet_err(table, path))?;
     let wanted = wanted.to_vec();
     let path = path.to_path_buf();
     Ok(reader.map(move |batch| {
-        let err = |message: String| Error::Parquet { table: table.name(), path: path.clone(), message };
-        let batch = batch.map_err(|e| err(e.to_string()))?;
-        conform(&batch, &wanted).map_err(err)
+        let batch = batch.map_err(arrow_err(table, &path))?;
+        conform(&batch, &wanted).map_err(|message| Error::Parquet { table: table.name(), path: path.clone(), message })
     }))
+}
+
+/// The Parquet reader's error on a file of `table`.
+fn parquet_err(table: Table, path: &Path) -> impl FnOnce(parquet::errors::ParquetError) -> Error + '_ {
+    move |source| Error::ParquetDecode { table: table.name(), path: path.to_path_buf(), source }
+}
+
+/// The batch decoder's error on a file of `table`.
+fn arrow_err(table: Table, path: &Path) -> impl FnOnce(arrow::error::ArrowError) -> Error + '_ {
+    move |source| Error::ArrowDecode { table: table.name(), path: path.to_path_buf(), source }
 }
 
 /// Whether a row group with these `member_key` statistics may hold a key in `keys`.

@@ -286,10 +286,11 @@ impl CatalogFile {
     /// Sets [`CatalogFile::max_family_values`] (a command-line override); at least 1.
     pub fn set_max_family_values(&mut self, n: usize) -> Result<()> {
         if n == 0 {
-            return Err(Error::Catalog {
-                source_name: "--max-family-values".into(),
-                message: "a family needs at least 1 value".into(),
-            });
+            return Err(Error::Parameter(
+                taglake_storage::ParamMessage::text("tag catalog ")
+                    .then_param("max_family_values")
+                    .then_text(": a family needs at least 1 value"),
+            ));
         }
         self.settings.get_or_insert_with(Settings::default).max_family_values = Some(n);
         Ok(())

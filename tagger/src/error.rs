@@ -41,6 +41,10 @@ pub enum Error {
     /// The warehouse data cannot be tagged as it is.
     #[error("{0}")]
     Data(String),
+    /// An option of the run is invalid or missing: the message names it
+    /// apart from its text, for a program to show as its flag.
+    #[error("{0}")]
+    Parameter(#[source] taglake_storage::ParamMessage),
     /// A snapshot, tag or member asked for does not exist.
     #[error("{0}")]
     NotFound(String),

@@ -315,8 +315,12 @@ pub async fn compute_range(
 /// microseconds; `i64::MIN` when there is none).
 pub fn default_as_of(newest_us: i64) -> Result<NaiveDate> {
     if newest_us == i64::MIN {
-        return Err(Error::Data(
-            "the warehouse has no orders, so there is no default as-of date; pass --as-of DATE".into(),
+        return Err(Error::Parameter(
+            taglake_storage::ParamMessage::text(
+                "the warehouse has no orders, so there is no default as-of date; pass ",
+            )
+            .then_param("as_of")
+            .then_text(" DATE"),
         ));
     }
     Ok(day_to_date(newest_us.div_euclid(DAY_US) as i32 + 1))
