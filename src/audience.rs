@@ -738,6 +738,8 @@ pub async fn export_cmd(a: ExportArgs) -> Result<()> {
     Ok(())
 }
 
+// Long on purpose: one arm per `experiment` subcommand (list, plan, holdout-report, report), each only
+// parsing flags and choosing the output format.
 pub async fn experiment_cmd(a: ExperimentArgs) -> Result<()> {
     let wh = Warehouse::open(&a.wh.warehouse)?;
     match a.command {
@@ -905,6 +907,7 @@ fn p_value(p: f64) -> String {
     if p < 1e-4 { "< 0.0001".into() } else { format!("{p:.4}") }
 }
 
+// Long on purpose: the report's text in the order it is printed (arms, SRM, each metric with its CUPED line).
 /// The report as text.
 fn render_report(r: &Report, window: &str) -> String {
     let e = &r.experiment;

@@ -424,6 +424,7 @@ async fn optimize(a: OptimizeArgs) -> Result<()> {
     Ok(())
 }
 
+// Long on purpose: the demo is a script a reader follows top to bottom, printing each step as it runs it.
 async fn demo(a: DemoArgs) -> Result<()> {
     let start = Instant::now();
     claim_demo_warehouse(&a.warehouse)?;

@@ -184,6 +184,8 @@ pub(crate) async fn nightly(a: NightlyArgs) -> ExitCode {
     code
 }
 
+// Long on purpose: the night's steps in order, each timed and summarised the same way; splitting them would
+// scatter one schedule.
 async fn run(a: &NightlyArgs, summary: &mut Summary) -> Result<()> {
     let memory = crate::args::parse_memory(&a.memory)?;
     if a.keep_pruned_days > crate::tags::MAX_KEEP_FEATURES_DAYS {

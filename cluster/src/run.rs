@@ -108,6 +108,7 @@ pub struct ClusterSummary {
     pub continued: Vec<Option<usize>>,
 }
 
+// Long on purpose: the run's steps in order (select, sample, fit, assign, write), each timed for the summary.
 /// Clusters the members of the warehouse.
 ///
 /// Three writes, the tag snapshot last: `communities`, the model file, then

@@ -491,6 +491,8 @@ pub async fn refresh(
     refresh_on(&Runner::Cluster(ctx), wh, lock, options, cluster).await
 }
 
+// Long on purpose: the refresh's stages in order (globals, ranges, features, tags, one commit), as the
+// embedded tagger runs them.
 /// [`refresh`] with its steps run by `runner`.
 pub async fn refresh_on(
     runner: &Runner,

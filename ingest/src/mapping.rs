@@ -219,6 +219,8 @@ impl Mapping {
         Error::Mapping { path: self.path.clone(), message }
     }
 
+    // Long on purpose: one check per mapping section, in the order the file is documented, each adding to the
+    // same rule list.
     /// Validates every field against the table and returns the rules.
     pub fn check(&self, table: Table) -> Result<CheckedMapping> {
         if let Some(t) = &self.table

@@ -292,6 +292,8 @@ impl Truth {
         Truth::never_null(if want { self.when_true } else { self.when_false })
     }
 
+    // Long on purpose: one arm per SQL expression kind of the three-valued truth table the pushdown relies
+    // on.
     fn of(expr: &Expr, tags: &TagSet, resolve: &dyn Fn(&str) -> Option<Col>) -> Option<Truth> {
         let go = |e: &Expr| Truth::of(e, tags, resolve);
         let bool_literal = |e: &Expr| match e {

@@ -276,6 +276,7 @@ impl ServeConfigBuilder {
         self
     }
 
+    // Long on purpose: every setting's check, in the order of the flags, building one config.
     /// Checks every setting and reads the users file.
     pub fn build(self) -> Result<ServeConfig> {
         let listen = resolve(&self.listen)?;

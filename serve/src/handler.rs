@@ -532,6 +532,8 @@ impl Service {
         Ok(None)
     }
 
+    // Long on purpose: the protocol's `Execute` in order (find the portal, start or resume, send rows under
+    // the deadline, suspend or complete).
     /// One `Execute`: the portal's query runs on the first, and each sends
     /// at most `max_rows` rows, as they are encoded, under its own deadline.
     async fn execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>

@@ -345,6 +345,8 @@ impl Compiled {
         }
     }
 
+    // Long on purpose: one pass per tag kind over the same chunk; splitting would pass the chunk's masks
+    // between many functions.
     /// Evaluates every tag over one chunk: one bitmap per tag.
     ///
     /// Rules are evaluated straight into bitsets ([`Program::eval_bits`]),

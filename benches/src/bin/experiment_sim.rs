@@ -166,6 +166,8 @@ async fn plant(mut it: impl Iterator<Item = String>) -> Result<(), Fail> {
 const PLANT_USAGE: &str = "usage: experiment_sim plant --warehouse W --experiment ID [--arm treatment] \
                            [--share 0.02] [--amount 100] --out planted.csv";
 
+// Long on purpose: the simulation's script (A/A, planted effect, plan power) in the order its results are
+// written.
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<(), Fail> {
     if std::env::args().nth(1).as_deref() == Some("plant") {

@@ -272,6 +272,8 @@ pub(super) async fn ingest_orders(
 }
 
 impl OrdersRun<'_> {
+    // Long on purpose: one chunk's checks (keys, members, duplicates) and its write share the chunk's buffers
+    // and must run in this order.
     /// Checks and writes one chunk of converted pieces, in input order.
     async fn chunk(
         &mut self,

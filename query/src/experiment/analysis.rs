@@ -314,6 +314,8 @@ pub struct Analysis {
     pub revenue_cap: Option<RevenueCap>,
 }
 
+// Long on purpose: one pass per metric family over the same arms, in the order the report prints them; each
+// part reads the figures the previous one computed.
 /// Figures and comparisons of `arms` (name, members; disjoint) against arm
 /// `control`, from what their members bought: `activity`'s first window is
 /// the experiment's, its second (if any) the CUPED pre-period.

@@ -272,6 +272,7 @@ pub struct Plan {
     pub needed_share: Option<f64>,
 }
 
+// Long on purpose: the plan's measurements (windows, trend, CUPED correlation) feed its sizing in this order.
 /// Plans an experiment on `o.audience`.
 pub async fn plan(wh: &Warehouse, o: &PlanOptions) -> Result<Plan> {
     let (_, tags) = crate::open(wh).await?;

@@ -103,6 +103,8 @@ impl FeatureSet {
     pub fn chunk(&self, index: usize) -> Chunk {
         self.chunk_columns(index, &|_| true)
     }
+
+    // Long on purpose: the list of feature columns, one line each; it is a table more than a procedure.
     /// [`FeatureSet::chunk`] computing only the columns `wanted` accepts
     /// (the others are present, with no values). Order statistics a wanted
     /// column does not read are not computed.

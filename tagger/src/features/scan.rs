@@ -228,6 +228,7 @@ fn read_members(files: &[std::path::PathBuf], shards: &[Mutex<Shard>], it: &Inte
     })
 }
 
+// Long on purpose: one batch's columns decoded and folded into the shard in one loop, the scan's hot path.
 fn read_orders(
     files: &[std::path::PathBuf],
     shards: &[Mutex<Shard>],

@@ -511,6 +511,8 @@ fn fold_parts(
     }
 }
 
+// Long on purpose: one arm per predicate kind, all writing into the same mask with the same scratch pool; the
+// hot loop of rule evaluation.
 fn pred(p: &Pred, b: &Block<'_, '_>, pool: &mut Scratch, out: &mut [u8], mode: Mode) {
     match p {
         Pred::Const(v) => fill_const(out, mode, *v),
