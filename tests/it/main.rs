@@ -1,6 +1,7 @@
 //! End-to-end tests of the `taglake` command: one test binary (DataFusion
 //! is linked once) with a module per capability.
 
+mod architecture;
 mod audience;
 mod cli;
 mod cluster;
