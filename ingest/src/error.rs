@@ -41,20 +41,24 @@ pub enum Error {
     /// The key index next to the warehouse (which keys each table holds)
     /// cannot be read or written. A damaged index is rebuilt from its table;
     /// this is reported only when that fails too, or the disk does.
-    #[error("key index {}: {message}", path.display())]
+    #[error("key index {}: {source}", path.display())]
     Index {
         /// The index file or folder.
         path: PathBuf,
-        /// What went wrong.
-        message: String,
+        /// What went wrong: the file system's or the decoder's error, or
+        /// what is wrong with the index.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A temporary spill file of an ingest cannot be written or read back.
-    #[error("spill file {}: {message}", path.display())]
+    #[error("spill file {}: {source}", path.display())]
     Spill {
         /// The file.
         path: PathBuf,
-        /// What went wrong.
-        message: String,
+        /// What went wrong: the file system's or the codec's error, or
+        /// what stopped.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// An Arrow kernel failed on data ingest had already validated: a bug.
     #[error("internal error while {context}: {source} (this is likely a bug in taglake)")]

@@ -249,7 +249,7 @@ pub async fn export(wh: &Warehouse, lock: &WriterLock, o: &ExportOptions) -> Res
     }
     let format = Format::of(&o.out)?;
     let output = std::path::absolute(&o.out)
-        .map_err(|e| Error::File { path: o.out.clone(), message: e.to_string() })?
+        .map_err(|e| Error::File { path: o.out.clone(), source: e.into() })?
         .display()
         .to_string();
     let (ctx, tags) = crate::open(wh).await?;
@@ -587,22 +587,22 @@ struct Pending {
 
 impl Pending {
     fn write(path: &Path, format: Format, batch: &RecordBatch) -> Result<Pending> {
-        let err = |e: &dyn std::fmt::Display| Error::File { path: path.to_path_buf(), message: e.to_string() };
+        let err = |source: crate::Cause| Error::File { path: path.to_path_buf(), source };
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let name = path.file_name().ok_or_else(|| err(&"not a file name"))?.to_string_lossy();
+        let name = path.file_name().ok_or_else(|| err("not a file name".into()))?.to_string_lossy();
         let tmp = dir.join(format!(".{name}.taglake-export"));
-        let file = std::fs::File::create(&tmp).map_err(|e| err(&e))?;
+        let file = std::fs::File::create(&tmp).map_err(|e| err(e.into()))?;
         let pending = Pending { tmp, path: path.to_path_buf() };
         let written = match format {
             Format::Csv => {
                 let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&file);
-                w.write(batch).map_err(|e| err(&e))
+                w.write(batch).map_err(|e| err(e.into()))
             }
             Format::Parquet => parquet::arrow::ArrowWriter::try_new(&file, batch.schema(), None)
                 .and_then(|mut w| w.write(batch).and_then(|()| w.close().map(|_| ())))
-                .map_err(|e| err(&e)),
+                .map_err(|e| err(e.into())),
         };
-        match written.and_then(|()| file.sync_all().map_err(|e| err(&e))) {
+        match written.and_then(|()| file.sync_all().map_err(|e| err(e.into()))) {
             Ok(()) => Ok(pending),
             Err(e) => {
                 pending.discard();
@@ -613,8 +613,7 @@ impl Pending {
 
     /// Moves the file into place.
     fn publish(self) -> Result<()> {
-        std::fs::rename(&self.tmp, &self.path)
-            .map_err(|e| Error::File { path: self.path.clone(), message: e.to_string() })
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::File { path: self.path.clone(), source: e.into() })
     }
 
     /// Removes the file.

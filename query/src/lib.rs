@@ -108,17 +108,22 @@ pub enum Error {
     #[error(transparent)]
     Stats(#[from] stats::StatsError),
     /// A file could not be written or read.
-    #[error("{path}: {message}")]
+    #[error("{path}: {source}")]
     File {
         /// The file.
         path: std::path::PathBuf,
-        /// What went wrong.
-        message: String,
+        /// What went wrong: the file system's, Arrow's or Parquet's error,
+        /// or what the file lacks.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// The cause an error keeps as its source: another error, or a text.
+pub(crate) type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 /// A session over the warehouse's existing tables, with the newest tag
 /// snapshot as columns of `members`.

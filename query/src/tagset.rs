@@ -33,7 +33,7 @@ use taglake_storage::scan::{Wanted, scan, table_files};
 use taglake_storage::{Table, Warehouse};
 
 use crate::bits::Bits;
-use crate::{Error, Result};
+use crate::{Cause, Error, Result};
 
 /// Name of the derived tag holding the members of running experiments.
 pub const IN_EXPERIMENT: &str = "in_experiment";
@@ -324,19 +324,19 @@ impl TagSet {
         }
         at.into_par_iter().try_for_each(|((file, row_group), rows)| {
             let f = &self.files[file];
-            let err = |message: String| Error::File { path: f.path.clone(), message };
+            let err = |source: Cause| Error::File { path: f.path.clone(), source };
             let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
-                File::open(&f.path).map_err(|e| err(e.to_string()))?,
+                File::open(&f.path).map_err(|e| err(e.into()))?,
                 f.meta.clone(),
             )
             .with_projection(ProjectionMask::roots(f.meta.parquet_schema(), [f.bitmap_column]))
             .with_row_groups(vec![row_group])
             .build()
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| err(e.into()))?;
             let wanted: HashMap<usize, usize> = rows.into_iter().collect();
             let mut row = 0;
             for batch in reader {
-                let batch = batch.map_err(|e| err(e.to_string()))?;
+                let batch = batch.map_err(|e| err(e.into()))?;
                 let bytes = batch.column(0).as_binary::<i32>();
                 for r in 0..batch.num_rows() {
                     if let Some(&i) = wanted.get(&(row + r)) {
@@ -374,24 +374,24 @@ impl TagSet {
 
     fn read_bitmap(&self, name: &str, loc: Location) -> Result<Bits> {
         let f = &self.files[loc.file];
-        let err = |message: String| Error::File { path: f.path.clone(), message };
-        let file = File::open(&f.path).map_err(|e| err(e.to_string()))?;
+        let err = |source: Cause| Error::File { path: f.path.clone(), source };
+        let file = File::open(&f.path).map_err(|e| err(e.into()))?;
         let selection = RowSelection::from(vec![RowSelector::skip(loc.row), RowSelector::select(1)]);
         let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, f.meta.clone())
             .with_projection(ProjectionMask::roots(f.meta.parquet_schema(), [f.bitmap_column]))
             .with_row_groups(vec![loc.row_group])
             .with_row_selection(selection)
             .build()
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| err(e.into()))?;
         for batch in reader {
-            let batch = batch.map_err(|e| err(e.to_string()))?;
+            let batch = batch.map_err(|e| err(e.into()))?;
             if batch.num_rows() == 0 {
                 continue;
             }
             let bytes = batch.column(0).as_binary::<i32>();
             return self.deserialize(name, bytes.value(0));
         }
-        Err(err(format!("tag `{name}`: row {} of row group {} is missing", loc.row, loc.row_group)))
+        Err(err(format!("tag `{name}`: row {} of row group {} is missing", loc.row, loc.row_group).into()))
     }
 }
 
@@ -449,15 +449,17 @@ fn index_snapshot(paths: &[PathBuf], first_file: usize) -> Result<(Vec<TagFile>,
     let mut files = Vec::new();
     let mut found: Vec<(i32, Tag, Option<i64>)> = Vec::new();
     for path in paths {
-        let err = |message: String| Error::File { path: path.clone(), message };
-        let file = File::open(path).map_err(|e| err(e.to_string()))?;
+        let err = |source: Cause| Error::File { path: path.clone(), source };
+        let file = File::open(path).map_err(|e| err(e.into()))?;
         let meta = ArrowReaderMetadata::load(
             &file,
             ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional),
         )
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| err(e.into()))?;
         let column = |name: &str| {
-            meta.schema().index_of(name).map_err(|_| err(format!("the tag snapshot file has no `{name}` column")))
+            meta.schema()
+                .index_of(name)
+                .map_err(|_| err(format!("the tag snapshot file has no `{name}` column").into()))
         };
         let (position, name, family, bitmap) =
             (column("position")?, column("name")?, column("family")?, column("bitmap")?);
@@ -468,7 +470,7 @@ fn index_snapshot(paths: &[PathBuf], first_file: usize) -> Result<(Vec<TagFile>,
         let file_index = first_file + files.len();
         for rg in 0..meta.metadata().num_row_groups() {
             let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
-                File::open(path).map_err(|e| err(e.to_string()))?,
+                File::open(path).map_err(|e| err(e.into()))?,
                 meta.clone(),
             )
             .with_projection(ProjectionMask::roots(
@@ -477,11 +479,11 @@ fn index_snapshot(paths: &[PathBuf], first_file: usize) -> Result<(Vec<TagFile>,
             ))
             .with_row_groups(vec![rg])
             .build()
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| err(e.into()))?;
             let mut row = 0;
             for batch in reader {
-                let b = batch.map_err(|e| err(e.to_string()))?;
-                let col = |n: &str| b.column_by_name(n).ok_or_else(|| err(format!("`{n}` was not decoded")));
+                let b = batch.map_err(|e| err(e.into()))?;
+                let col = |n: &str| b.column_by_name(n).ok_or_else(|| err(format!("`{n}` was not decoded").into()));
                 let (p, n, f) = (col("position")?, col("name")?, col("family")?);
                 let (p, n, f) = (p.as_primitive::<Int32Type>(), n.as_string::<i32>(), f.as_string::<i32>());
                 let h = b.column_by_name("bitmap_snapshot").map(|h| h.as_primitive::<Int64Type>());
@@ -489,7 +491,7 @@ fn index_snapshot(paths: &[PathBuf], first_file: usize) -> Result<(Vec<TagFile>,
                 for r in 0..b.num_rows() {
                     let holder = h.filter(|h| h.is_valid(r)).map(|h| h.value(r));
                     if n.is_null(r) {
-                        return Err(err(format!("row {} of row group {rg} has no tag name", row + r)));
+                        return Err(err(format!("row {} of row group {rg} has no tag name", row + r).into()));
                     }
                     let location = Some(Location { file: file_index, row_group: rg, row: row + r });
                     let value = values.filter(|v| v.is_valid(r)).map(|v| v.value(r).to_string());

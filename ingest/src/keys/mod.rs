@@ -253,7 +253,7 @@ pub struct KeyIndex {
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |e| Error::Index { path: path.to_path_buf(), message: e.to_string() }
+    move |e| Error::Index { path: path.to_path_buf(), source: e.into() }
 }
 
 impl KeyIndex {

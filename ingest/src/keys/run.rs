@@ -50,11 +50,11 @@ pub struct Run {
 }
 
 fn corrupt(path: &Path, what: &str) -> Error {
-    Error::Index { path: path.to_path_buf(), message: format!("damaged key index run: {what}") }
+    Error::Index { path: path.to_path_buf(), source: format!("damaged key index run: {what}").into() }
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |e| Error::Index { path: path.to_path_buf(), message: e.to_string() }
+    move |e| Error::Index { path: path.to_path_buf(), source: e.into() }
 }
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
@@ -329,7 +329,7 @@ impl RunWriter {
         if self.last.is_some_and(|l| l >= key) {
             return Err(Error::Index {
                 path: self.tmp.clone(),
-                message: format!("keys out of order at entry {} (this is likely a bug in taglake)", self.entries),
+                source: format!("keys out of order at entry {} (this is likely a bug in taglake)", self.entries).into(),
             });
         }
         self.last = Some(key);

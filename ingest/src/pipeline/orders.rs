@@ -153,7 +153,7 @@ impl LineKeys {
         }
         for p in pending {
             std::fs::remove_file(p.path())
-                .map_err(|e| Error::Index { path: p.path().to_path_buf(), message: e.to_string() })?;
+                .map_err(|e| Error::Index { path: p.path().to_path_buf(), source: e.into() })?;
         }
         dups.sort_unstable();
         Ok((runs, dups))

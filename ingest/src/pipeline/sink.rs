@@ -89,7 +89,7 @@ impl Sinks {
                 Ok(Ok(_)) => {}
             }
         }
-        Error::Spill { path: self.wh.table_path(self.table), message: "a data file writer stopped".into() }
+        Error::Spill { path: self.wh.table_path(self.table), source: "a data file writer stopped".into() }
     }
 
     /// Closes every writer; the files, in no particular order.
@@ -104,7 +104,7 @@ impl Sinks {
 }
 
 fn writer_panicked(e: tokio::task::JoinError) -> Error {
-    Error::Spill { path: PathBuf::from("(data file writer)"), message: format!("writer task failed: {e}") }
+    Error::Spill { path: PathBuf::from("(data file writer)"), source: format!("writer task failed: {e}").into() }
 }
 
 async fn run_writer(
@@ -164,15 +164,15 @@ pub async fn remove_rows(wh: &Warehouse, table: Table, files: &mut [WrittenFile]
             continue;
         }
         let path = file.path.clone();
-        let spill = |e: String| Error::Spill { path: path.clone(), message: e };
-        let reader = std::fs::File::open(&path).map_err(|e| spill(e.to_string()))?;
+        let spill = |e: Box<dyn std::error::Error + Send + Sync>| Error::Spill { path: path.clone(), source: e };
+        let reader = std::fs::File::open(&path).map_err(|e| spill(e.into()))?;
         let batches = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(reader)
             .and_then(|b| b.with_batch_size(64 * 1024).build())
-            .map_err(|e| spill(e.to_string()))?;
+            .map_err(|e| spill(e.into()))?;
         let mut writer = wh.file_writer(table, table.arrow_schema())?;
         let mut at = 0usize;
         for batch in batches {
-            let batch = batch.map_err(|e| spill(e.to_string()))?;
+            let batch = batch.map_err(|e| spill(e.into()))?;
             let n = batch.num_rows();
             let mask = BooleanArray::from(positions[at..at + n].to_vec());
             at += n;
@@ -189,7 +189,7 @@ pub async fn remove_rows(wh: &Warehouse, table: Table, files: &mut [WrittenFile]
             .filter(|seq| drop.binary_search(seq).is_err())
             .map(|s| (s, s + 1))
             .collect();
-        std::fs::remove_file(&file.path).map_err(|e| spill(e.to_string()))?;
+        std::fs::remove_file(&file.path).map_err(|e| spill(e.into()))?;
         match adds.into_iter().next() {
             Some(add) => {
                 file.path = wh.added_file(table, &add)?;

@@ -303,7 +303,7 @@ impl Incoming {
     }
 
     fn spill_err(path: PathBuf) -> impl Fn(arrow::error::ArrowError) -> Error {
-        move |e| Error::Spill { path: path.clone(), message: e.to_string() }
+        move |e| Error::Spill { path: path.clone(), source: e.into() }
     }
 
     fn push(&mut self, batch: RecordBatch) -> Result<()> {
@@ -324,16 +324,16 @@ impl Incoming {
 
     fn start_spill(&mut self) -> Result<()> {
         let root = self.wh.root().join("_taglake").join("spill");
-        std::fs::create_dir_all(&root).map_err(|e| Error::Spill { path: root.clone(), message: e.to_string() })?;
+        std::fs::create_dir_all(&root).map_err(|e| Error::Spill { path: root.clone(), source: e.into() })?;
         remove_orphaned_spills(&root);
         let dir = tempfile::Builder::new()
             .prefix(&format!("ingest-{}-", std::process::id()))
             .tempdir_in(&root)
-            .map_err(|e| Error::Spill { path: root.clone(), message: e.to_string() })?;
+            .map_err(|e| Error::Spill { path: root.clone(), source: e.into() })?;
         let mut writers = Vec::with_capacity(PARTS);
         for p in 0..PARTS {
             let path = dir.path().join(format!("part-{p:02}.arrows"));
-            let file = File::create(&path).map_err(|e| Error::Spill { path: path.clone(), message: e.to_string() })?;
+            let file = File::create(&path).map_err(|e| Error::Spill { path: path.clone(), source: e.into() })?;
             writers.push(
                 StreamWriter::try_new(BufWriter::with_capacity(1 << 16, file), &self.schema)
                     .map_err(Self::spill_err(path))?,
@@ -388,8 +388,7 @@ impl Incoming {
             // The closure owns the folder: it is deleted after the last part.
             (0..PARTS).map(move |p| {
                 let path = dir.path().join(format!("part-{p:02}.arrows"));
-                let file =
-                    File::open(&path).map_err(|e| Error::Spill { path: path.clone(), message: e.to_string() })?;
+                let file = File::open(&path).map_err(|e| Error::Spill { path: path.clone(), source: e.into() })?;
                 let reader =
                     StreamReader::try_new(BufReader::new(file), None).map_err(Self::spill_err(path.clone()))?;
                 let batches = reader.collect::<std::result::Result<Vec<_>, _>>().map_err(Self::spill_err(path))?;
