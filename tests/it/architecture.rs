@@ -133,8 +133,8 @@ fn no_crate_has_modules_that_depend_on_each_other() {
     }
     let mut found = Vec::new();
     for src in &sources {
-        for circle in circles(&module_graph(src)) {
-            let graph = module_graph(src);
+        let graph = module_graph(src);
+        for circle in circles(&graph) {
             let edges: Vec<String> = circle
                 .iter()
                 .flat_map(|a| graph[a].iter().filter(|b| circle.contains(b)).map(move |b| format!("{a} → {b}")))
