@@ -67,6 +67,7 @@ pub struct ServeArgs {
 
 pub async fn serve(a: ServeArgs) -> Result<()> {
     let config = ServeConfig::builder(&a.wh.warehouse)
+        .setting_names(|setting| format!("taglake serve {}", crate::report::flag(setting)))
         .listen(a.listen)
         .tls_cert(a.tls_cert)
         .tls_key(a.tls_key)

@@ -331,7 +331,7 @@ fn linfa_kmeans(data: ArrayView2<'_, f64>, params: &FitParams) -> Result<Array2<
         // linfa compares the unsquared shift.
         .tolerance(params.tolerance.sqrt())
         .fit(&DatasetBase::from(data))
-        .map_err(|e| Error::Fit(e.to_string()))?;
+        .map_err(|e| Error::Fit(e.into()))?;
     Ok(model.centroids().clone())
 }
 

@@ -60,7 +60,7 @@ pub enum Error {
     Data(String),
     /// linfa failed while fitting.
     #[error("k-means fit failed: {0}")]
-    Fit(String),
+    Fit(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Something asked for (the saved model) does not exist.
     #[error("{0}")]
     NotFound(String),

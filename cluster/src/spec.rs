@@ -23,6 +23,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use taglake_storage::ParamMessage;
+
 use crate::{Error, Result};
 
 /// How a raw column value becomes a clustering coordinate (before z-scoring).
@@ -162,7 +164,11 @@ fn unknown(pattern: &str, stored: &[&str], candidates: &[&str], numeric: &impl F
     let hint = taglake_base::suggest(pattern, candidates.iter().copied())
         .map(|s| format!("; did you mean `{s}`?"))
         .unwrap_or_default();
-    Error::Params(format!("unknown feature `{pattern}`{hint} (see `taglake cluster --help` for the columns)").into())
+    Error::Params(
+        ParamMessage::text(format!("unknown feature `{pattern}`{hint} ("))
+            .then_param("features")
+            .then_text(" takes the numeric columns of the `features` table)"),
+    )
 }
 
 /// `*` matches any run of characters; everything else matches itself.
@@ -239,7 +245,7 @@ mod tests {
         assert_eq!(
             err("recency_dayz"),
             "invalid clustering parameter: unknown feature `recency_dayz`; did you mean `recency_days`? \
-             (see `taglake cluster --help` for the columns)"
+             (`features` takes the numeric columns of the `features` table)"
         );
         assert_eq!(
             err("city"),

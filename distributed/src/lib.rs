@@ -50,12 +50,13 @@ pub enum Error {
     #[error("{0}")]
     Parameter(#[source] taglake_storage::ParamMessage),
     /// The scheduler could not be reached.
-    #[error("cannot reach the taglake scheduler at {url}: {message} (is `taglake scheduler` running there?)")]
+    #[error("cannot reach the taglake scheduler at {url}: {cause} (is `taglake scheduler` running there?)")]
     Unreachable {
         /// The cluster address.
         url: String,
-        /// What failed.
-        message: String,
+        /// What failed: the connection's error, or the wait that ran out.
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Ballista, DataFusion or Arrow failed.
     #[error("{context}: {source}")]

@@ -88,8 +88,8 @@ pub async fn remote_state(url: &ClusterUrl) -> Result<SessionState> {
     let address = format!("{}:{}", url.host, url.port);
     match tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(&address)).await {
         Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(Error::Unreachable { url: url.to_string(), message: e.to_string() }),
-        Err(_) => return Err(Error::Unreachable { url: url.to_string(), message: "no answer within 10 s".into() }),
+        Ok(Err(e)) => return Err(Error::Unreachable { url: url.to_string(), cause: e.into() }),
+        Err(_) => return Err(Error::Unreachable { url: url.to_string(), cause: "no answer within 10 s".into() }),
     }
     let state = SessionStateBuilder::new().with_config(cluster_config()).with_default_features().build();
     let ctx = SessionContext::remote_with_state(&format!("df://{address}"), state)

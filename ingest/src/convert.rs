@@ -382,6 +382,7 @@ fn fill<T: Clone>(
         Some(d) => Some(from_default(d).map_err(|msg: String| Error::Mapping {
             path: None,
             message: format!("columns.{}: `default` {msg}", rule.name),
+            cause: None,
         })?),
     };
     for i in 0..n {

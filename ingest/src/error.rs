@@ -9,20 +9,31 @@ use std::path::PathBuf;
 pub enum Error {
     /// A source file cannot be read at all (missing, not a CSV/JSON/Parquet
     /// file, a required column absent, …).
-    #[error("{}: {message}", path.display())]
+    #[error("{}: {}", path.display(), joined(message, cause))]
     Source {
         /// The file.
         path: PathBuf,
-        /// What is wrong with it.
+        /// What is wrong with it, or where (`line 12`) the cause struck.
         message: String,
+        /// The error that showed it (the file system's, the CSV, JSON or
+        /// Parquet reader's), if any.
+        #[source]
+        cause: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// The mapping file is invalid.
-    #[error("mapping {}: {message}", path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(inline)".into()))]
+    #[error(
+        "mapping {}: {}",
+        path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(inline)".into()),
+        joined(message, cause)
+    )]
     Mapping {
         /// The mapping file, when it came from one.
         path: Option<PathBuf>,
-        /// What is wrong, naming the key.
+        /// What is wrong, naming the key (empty when the cause says it all).
         message: String,
+        /// The error that showed it (the file system's, the TOML parser's).
+        #[source]
+        cause: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// An option of the ingest is unusable (names the parameter).
     #[error("{parameter}: {message}")]
@@ -71,9 +82,28 @@ pub enum Error {
     },
 }
 
+/// `message: cause`, or whichever of the two there is.
+pub(crate) fn joined(message: &str, cause: &Option<Box<dyn std::error::Error + Send + Sync>>) -> String {
+    match cause {
+        Some(c) if message.is_empty() => c.to_string().trim_end().to_string(),
+        Some(c) => format!("{message}: {}", c.to_string().trim_end()),
+        None => message.to_string(),
+    }
+}
+
 impl Error {
     pub(crate) fn source(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::Source { path: path.into(), message: message.into() }
+        Error::Source { path: path.into(), message: message.into(), cause: None }
+    }
+
+    /// A file that cannot be read because of `cause`, struck at `at`
+    /// (`line 12`; empty: anywhere).
+    pub(crate) fn unreadable(
+        path: impl Into<PathBuf>,
+        at: impl Into<String>,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Source { path: path.into(), message: at.into(), cause: Some(cause.into()) }
     }
 
     pub(crate) fn internal(context: &'static str) -> impl FnOnce(arrow::error::ArrowError) -> Error {

@@ -200,10 +200,13 @@ impl Mapping {
     /// Reads and parses a mapping file (unknown keys are errors: a typo must
     /// not silently do nothing).
     pub fn from_file(path: &Path) -> Result<Mapping> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Mapping { path: Some(path.into()), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Mapping {
+            path: Some(path.into()),
+            message: String::new(),
+            cause: Some(e.into()),
+        })?;
         let mut m = Mapping::parse(&text).map_err(|e| match e {
-            Error::Mapping { message, .. } => Error::Mapping { path: Some(path.into()), message },
+            Error::Mapping { message, cause, .. } => Error::Mapping { path: Some(path.into()), message, cause },
             other => other,
         })?;
         m.path = Some(path.into());
@@ -212,11 +215,11 @@ impl Mapping {
 
     /// Parses mapping text.
     pub fn parse(text: &str) -> Result<Mapping> {
-        toml::from_str(text).map_err(|e| Error::Mapping { path: None, message: e.to_string().trim_end().to_string() })
+        toml::from_str(text).map_err(|e| Error::Mapping { path: None, message: String::new(), cause: Some(e.into()) })
     }
 
     fn err(&self, message: String) -> Error {
-        Error::Mapping { path: self.path.clone(), message }
+        Error::Mapping { path: self.path.clone(), message, cause: None }
     }
 
     // Long on purpose: one check per mapping section, in the order the file is documented, each adding to the

@@ -85,10 +85,10 @@ pub fn expand_inputs(args: &[impl AsRef<str>]) -> Result<Vec<PathBuf>> {
         } else if path.exists() {
             out.push(path.to_path_buf());
         } else if arg.contains(['*', '?', '[']) {
-            let matches = glob::glob(arg).map_err(|e| Error::source(path, format!("bad pattern: {e}")))?;
+            let matches = glob::glob(arg).map_err(|e| Error::unreadable(path, "bad pattern", e))?;
             let before = out.len();
             for m in matches {
-                let m = m.map_err(|e| Error::source(e.path(), e.error().to_string()))?;
+                let m = m.map_err(|e| Error::unreadable(e.path().to_path_buf(), "", std::io::Error::from(e)))?;
                 if m.is_file() {
                     out.push(m);
                 }
@@ -106,9 +106,9 @@ pub fn expand_inputs(args: &[impl AsRef<str>]) -> Result<Vec<PathBuf>> {
 }
 
 fn walk_dir(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::source(dir, e.to_string()))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::unreadable(dir, "", e))?;
     for entry in entries {
-        let p = entry.map_err(|e| Error::source(dir, e.to_string()))?.path();
+        let p = entry.map_err(|e| Error::unreadable(dir, "", e))?.path();
         if p.is_dir() {
             walk_dir(&p, out)?;
         } else if SourceFormat::from_path(&p).is_some() {
@@ -187,7 +187,7 @@ pub fn open(path: &Path, opts: &ReadOptions) -> Result<RawBatches> {
     let format = SourceFormat::from_path(path).ok_or_else(|| {
         Error::source(path, "unknown file type (expected .csv, .tsv, .jsonl, .ndjson, .json or .parquet)")
     })?;
-    let file = File::open(path).map_err(|e| Error::source(path, e.to_string()))?;
+    let file = File::open(path).map_err(|e| Error::unreadable(path, "", e))?;
     match format {
         SourceFormat::Csv => Ok(Box::new(CsvReader::new(path, file, opts)?)),
         SourceFormat::Jsonl => Ok(Box::new(JsonlReader::new(path, file, opts))),
@@ -299,11 +299,11 @@ impl CsvReader {
     fn new(path: &Path, file: File, opts: &ReadOptions) -> Result<Self> {
         let mut buf = BufReader::with_capacity(1 << 20, file);
         // Skip a UTF-8 byte order mark, which spreadsheet exports often add.
-        let head = buf.fill_buf().map_err(|e| Error::source(path, e.to_string()))?;
+        let head = buf.fill_buf().map_err(|e| Error::unreadable(path, "", e))?;
         if head.starts_with(&[0xEF, 0xBB, 0xBF]) {
             buf.consume(3);
         }
-        let head = buf.fill_buf().map_err(|e| Error::source(path, e.to_string()))?;
+        let head = buf.fill_buf().map_err(|e| Error::unreadable(path, "", e))?;
         if head.is_empty() {
             return Err(Error::source(path, "file is empty (expected a header line)"));
         }
@@ -323,10 +323,8 @@ impl CsvReader {
             .flexible(true)
             .buffer_capacity(1 << 20)
             .from_reader(inner);
-        let raw_headers = reader
-            .byte_headers()
-            .map_err(|e| Error::source(path, format!("cannot read the header line: {e}")))?
-            .clone();
+        let raw_headers =
+            reader.byte_headers().map_err(|e| Error::unreadable(path, "cannot read the header line", e))?.clone();
         let mut headers = Vec::with_capacity(raw_headers.len());
         for (i, h) in raw_headers.iter().enumerate() {
             let h = std::str::from_utf8(h)
@@ -367,7 +365,7 @@ impl CsvReader {
                 Err(e) => {
                     let line = e.position().map_or(0, |p| self.reader.get_mut().line_at(p.byte()));
                     if matches!(e.kind(), csv::ErrorKind::Io(_)) {
-                        return Err(Error::source(&self.path, format!("line {line}: {e}")));
+                        return Err(Error::unreadable(&self.path, format!("line {line}"), e));
                     }
                     rejects.push(Reject {
                         row: line,
@@ -506,7 +504,7 @@ impl JsonlReader {
         while objects.len() < self.batch_rows && taken < JSONL_BATCH_BYTES {
             buf.clear();
             let (n, too_long) = read_line_capped(&mut self.reader, &mut buf, MAX_JSONL_LINE_BYTES)
-                .map_err(|e| Error::source(&self.path, format!("line {}: {e}", self.line + 1)))?;
+                .map_err(|e| Error::unreadable(&self.path, format!("line {}", self.line + 1), e))?;
             if n == 0 {
                 self.done = true;
                 break;
@@ -610,16 +608,16 @@ impl Iterator for JsonlReader {
 
 fn open_parquet(path: &Path, file: File, opts: &ReadOptions) -> Result<RawBatches> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| Error::source(path, format!("not a readable Parquet file: {e}")))?;
+        .map_err(|e| Error::unreadable(path, "not a readable Parquet file", e))?;
     let reader = builder
         .with_batch_size(opts.batch_rows.max(1))
         .build()
-        .map_err(|e| Error::source(path, format!("not a readable Parquet file: {e}")))?;
+        .map_err(|e| Error::unreadable(path, "not a readable Parquet file", e))?;
     let headers = Arc::new(reader.schema().fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>());
     let path = path.to_path_buf();
     let mut next_row = 1u64;
     Ok(Box::new(reader.map(move |batch| {
-        let batch = batch.map_err(|e| Error::source(&path, format!("record {next_row}: {e}")))?;
+        let batch = batch.map_err(|e| Error::unreadable(&path, format!("record {next_row}"), e))?;
         let rows: Vec<u64> = (next_row..next_row + batch.num_rows() as u64).collect();
         next_row += batch.num_rows() as u64;
         Ok(RawBatch { headers: headers.clone(), columns: batch.columns().to_vec(), rows, rejects: Vec::new() })

@@ -492,7 +492,7 @@ fn cohort(keys: Vec<i64>, ids: Vec<&str>, arms: Vec<&str>) -> Result<RecordBatch
             Arc::new(StringArray::from(arms)),
         ],
     )
-    .map_err(|e| Error::Sql(e.to_string()))
+    .map_err(|e| Error::datafusion(e.into()))
 }
 
 /// Where each `--columns` entry comes from: `members` (attributes and tags)
@@ -551,7 +551,7 @@ async fn with_columns(ctx: &SessionContext, cohort: RecordBatch, columns: &[(Tab
         let frame = ctx.sql(&sql).await.map_err(sql_err)?;
         let schema = Arc::new(frame.schema().as_arrow().clone());
         let batches = frame.collect().await.map_err(sql_err)?;
-        arrow::compute::concat_batches(&schema, &batches).map_err(|e| Error::Sql(e.to_string()))
+        arrow::compute::concat_batches(&schema, &batches).map_err(|e| Error::datafusion(e.into()))
     }
     .await;
     ctx.deregister_table("__cohort").map_err(sql_err)?;

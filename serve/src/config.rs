@@ -32,6 +32,16 @@ use crate::{Error, Result};
 /// The default address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5433";
 
+/// How the server's messages (to clients and in its log) name one of its
+/// settings, given the setting's builder name (`max_connections`). A
+/// program names them as its users set them: `taglake serve` by its flags.
+pub type SettingName = fn(&'static str) -> String;
+
+/// The default naming: the setting's own name.
+fn setting_by_name(setting: &'static str) -> String {
+    format!("setting `{setting}`")
+}
+
 /// A validated server configuration. Its fields are private: the only way
 /// to get one is [`ServeConfigBuilder::build`], which enforces the rules
 /// above (and [`crate::Server::start`] checks the security rule again).
@@ -53,6 +63,7 @@ pub struct ServeConfig {
     auth_timeout: Duration,
     idle_timeout: Duration,
     refresh_interval: Duration,
+    setting_name: SettingName,
 }
 
 impl ServeConfig {
@@ -79,7 +90,13 @@ impl ServeConfig {
             auth_timeout: "10s".into(),
             idle_timeout: "30m".into(),
             refresh_interval: "5s".into(),
+            setting_name: setting_by_name,
         }
+    }
+
+    /// A setting as the server's messages name it (see [`SettingName`]).
+    pub fn setting(&self, setting: &'static str) -> String {
+        (self.setting_name)(setting)
     }
 
     /// The address to listen on.
@@ -186,6 +203,7 @@ pub struct ServeConfigBuilder {
     auth_timeout: String,
     idle_timeout: String,
     refresh_interval: String,
+    setting_name: SettingName,
 }
 
 impl ServeConfigBuilder {
@@ -273,6 +291,12 @@ impl ServeConfigBuilder {
     /// How often to look for new table versions and snapshots.
     pub fn refresh_interval(mut self, d: impl Into<String>) -> Self {
         self.refresh_interval = d.into();
+        self
+    }
+    /// How the server's messages name its settings (default: by their
+    /// names, as `` setting `max_connections` ``).
+    pub fn setting_names(mut self, name: SettingName) -> Self {
+        self.setting_name = name;
         self
     }
 
@@ -382,6 +406,7 @@ impl ServeConfigBuilder {
             auth_timeout,
             idle_timeout,
             refresh_interval,
+            setting_name: self.setting_name,
         })
     }
 }

@@ -51,12 +51,14 @@ pub type Socket<S> = Framed<S, PgWireMessageServerCodec<Prepared>>;
 pub const GRACE: Duration = Duration::from_secs(10);
 
 /// The limits of one connection's loop.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// When logging in must be finished.
     pub login_deadline: Instant,
     /// Longest silence of a logged-in connection.
     pub idle: Duration,
+    /// How the message that closes an idle connection names that setting.
+    pub idle_setting: String,
     /// Longest the work of one message may take.
     pub message: Duration,
 }
@@ -114,8 +116,9 @@ pub async fn serve<S, A, Q, E, X>(
                 Err(_) => {
                     log(format_args!("{peer}: closed after {:?} idle", limits.idle));
                     let message = format!(
-                        "terminating connection due to idle-session timeout ({}s, taglake serve --idle-timeout)",
-                        limits.idle.as_secs()
+                        "terminating connection due to idle-session timeout ({}s, {})",
+                        limits.idle.as_secs(),
+                        limits.idle_setting
                     );
                     fatal(&mut socket, "57P05", message).await;
                     return;
@@ -273,6 +276,7 @@ mod tests {
             let limits = Limits {
                 login_deadline: Instant::now() + Duration::from_secs(10),
                 idle: Duration::from_secs(10),
+                idle_setting: "idle_timeout".into(),
                 message: Duration::from_secs(10),
             };
             let serving = tokio::spawn(serve(framed, parts, None, limits));

@@ -27,14 +27,15 @@ use url::Url;
 #[derive(Debug)]
 pub struct Budget {
     limit: u64,
+    setting: String,
     written: AtomicU64,
     exceeded: AtomicBool,
 }
 
 impl Budget {
-    /// A budget of `limit` bytes.
-    pub fn new(limit: u64) -> Arc<Budget> {
-        Arc::new(Budget { limit, written: AtomicU64::new(0), exceeded: AtomicBool::new(false) })
+    /// A budget of `limit` bytes, a limit its error names as `setting`.
+    pub fn new(limit: u64, setting: String) -> Arc<Budget> {
+        Arc::new(Budget { limit, setting, written: AtomicU64::new(0), exceeded: AtomicBool::new(false) })
     }
 
     /// Whether a write was refused for passing the cap.
@@ -55,7 +56,7 @@ impl Budget {
             self.exceeded.store(true, Ordering::Relaxed);
             return Err(datafusion::object_store::Error::Generic {
                 store: "export",
-                source: format!("the export would pass {} bytes (taglake serve --export-max)", self.limit).into(),
+                source: format!("the export would pass {} bytes ({})", self.limit, self.setting).into(),
             });
         }
         Ok(())
@@ -183,7 +184,7 @@ mod tests {
     #[test]
     fn writes_past_the_cap_are_refused_and_leave_no_file() {
         let dir = tempfile::tempdir().unwrap();
-        let budget = Budget::new(100);
+        let budget = Budget::new(100, "export_max".into());
         let registry = ExportRegistry::new(default_registry(), budget.clone());
         let url = Url::parse("file:///").unwrap();
         let store = registry.get_store(&url).unwrap();
@@ -193,7 +194,7 @@ mod tests {
         assert!(!budget.exceeded());
         let big = Path::from_absolute_path(dir.path().join("big.csv")).unwrap();
         let e = rt.block_on(store.put(&big, PutPayload::from(vec![b'x'; 60]))).unwrap_err();
-        assert!(e.to_string().contains("--export-max"), "{e}");
+        assert!(e.to_string().contains("100 bytes (export_max)"), "{e}");
         assert!(budget.exceeded());
         assert!(!dir.path().join("big.csv").exists());
         let parts = Path::from_absolute_path(dir.path().join("parts.csv")).unwrap();

@@ -93,6 +93,7 @@ impl Harness {
             let limits = Limits {
                 login_deadline: tokio::time::Instant::now() + Duration::from_secs(2),
                 idle: Duration::from_millis(200),
+                idle_setting: "idle_timeout".into(),
                 message: Duration::from_secs(4),
             };
             let serving = tokio::spawn(serve(framed, parts, None, limits));

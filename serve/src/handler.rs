@@ -110,8 +110,10 @@ impl Service {
         let hooks: Vec<Arc<dyn QueryHook>> = vec![Arc::new(SetShowHook), Arc::new(TransactionStatementHook)];
         // The parser runs the hooks at Parse time; the policy goes first so
         // a refused statement is never planned.
-        let mut parse_hooks: Vec<Arc<dyn QueryHook>> =
-            vec![Arc::new(PolicyHook { export_dir: config.export_dir().map(Into::into) })];
+        let mut parse_hooks: Vec<Arc<dyn QueryHook>> = vec![Arc::new(PolicyHook {
+            export_dir: config.export_dir().map(Into::into),
+            export_setting: config.setting("export_dir"),
+        })];
         parse_hooks.extend(hooks.iter().cloned());
         let ctx = Arc::new(live.context().clone());
         let inner = DfSessionService::new_with_hooks(ctx, parse_hooks.clone()).query_parser();
@@ -130,7 +132,7 @@ impl Service {
     }
 
     fn check(&self, statement: &Statement) -> PgWireResult<Kind> {
-        policy::check(statement, self.config.export_dir()).map_err(refused)
+        policy::check(statement, self.config.export_dir(), &self.config.setting("export_dir")).map_err(refused)
     }
 
     /// Plans a statement against the current tables; a plan that would
@@ -170,7 +172,12 @@ impl Service {
             return Ok(Runner::Session(on_cluster));
         }
         let connection = Connection::of(client, self.config.connection_memory());
-        let pool = QueryPool::new(self.config.query_memory(), connection.pool(), self.config.connection_memory());
+        let pool = QueryPool::new(
+            self.config.query_memory(),
+            connection.pool(),
+            self.config.connection_memory(),
+            self.config.setting("connection_memory"),
+        );
         let registry = exports.map(|budget| {
             Arc::new(ExportRegistry::new(self.live.context().runtime_env().object_store_registry.clone(), budget)) as _
         });
@@ -272,7 +279,7 @@ impl Service {
             taglake_query::narrow::plan(&self.live.context().state(), statement).await.map_err(|e| self.error(e))?
         };
         let existed = copy.path.exists();
-        let budget = Budget::new(self.config.export_max());
+        let budget = Budget::new(self.config.export_max(), self.config.setting("export_max"));
         let written = async {
             let runner = self.query_context(client, &plan, Some(budget.clone()))?;
             let (_, mut rows) = self.start(runner, plan, self.timeout(client)).await?;
@@ -427,7 +434,11 @@ impl Service {
     }
 
     fn errors(&self) -> Errors {
-        Errors { query_memory: self.config.query_memory(), live: self.live.clone() }
+        Errors {
+            query_memory: self.config.query_memory(),
+            query_setting: self.config.setting("query_memory"),
+            live: self.live.clone(),
+        }
     }
 
     fn error(&self, e: DataFusionError) -> PgWireError {
@@ -898,7 +909,7 @@ impl QueryParser for LiveParser {
     {
         let sql = &*balanced(sql)?;
         let _reading = self.live.swap.read().await;
-        let errors = Errors { query_memory: 0, live: self.live.clone() };
+        let errors = Errors { query_memory: 0, query_setting: String::new(), live: self.live.clone() };
         let prepared = self.parse(client, sql).await.map_err(|e| match e {
             PgWireError::ApiError(inner) => match inner.downcast::<DataFusionError>() {
                 Ok(df) if matches!(*df, DataFusionError::SQL(..)) => syntax(sql, &df.to_string()),
@@ -935,6 +946,7 @@ impl QueryParser for LiveParser {
 /// empty one.
 struct PolicyHook {
     export_dir: Option<std::path::PathBuf>,
+    export_setting: String,
 }
 
 fn empty_plan() -> LogicalPlan {
@@ -961,7 +973,7 @@ impl QueryHook for PolicyHook {
         ctx: &SessionContext,
         _: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        match policy::check(statement, self.export_dir.as_deref()) {
+        match policy::check(statement, self.export_dir.as_deref(), &self.export_setting) {
             Err(r) => Some(Err(refused(r))),
             Ok(Kind::Copy(_)) => Some(Ok(empty_plan())),
             Ok(Kind::Cursor) => match statement {
@@ -1003,6 +1015,8 @@ pub struct Startup {
     login: Login,
     slots: Arc<tokio::sync::Semaphore>,
     max_connections: usize,
+    /// How the refusal names the `max_connections` setting.
+    max_connections_setting: String,
     /// Held for as long as the connection lives (pgwire keeps this handler).
     slot: Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
 }
@@ -1041,7 +1055,7 @@ impl StartupHandler for Startup {
             return Err(user_error(
                 "FATAL",
                 "53300",
-                format!("sorry, too many clients already (taglake serve --max-connections {})", self.max_connections),
+                format!("sorry, too many clients already ({} {})", self.max_connections_setting, self.max_connections),
             ));
         }
         Ok(())
@@ -1172,6 +1186,7 @@ pub struct Handlers {
     scram: Option<(crate::Users, Arc<DefaultServerParameterProvider>)>,
     slots: Arc<tokio::sync::Semaphore>,
     max_connections: usize,
+    max_connections_setting: String,
     panics: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -1189,6 +1204,7 @@ impl Handlers {
         Handlers {
             slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections())),
             max_connections: config.max_connections(),
+            max_connections_setting: config.setting("max_connections"),
             service: Arc::new(Service::new(live, config)),
             cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
             connections,
@@ -1237,6 +1253,7 @@ impl Handlers {
             login,
             slots: self.slots.clone(),
             max_connections: self.max_connections,
+            max_connections_setting: self.max_connections_setting.clone(),
             slot: Mutex::new(None),
         })
     }

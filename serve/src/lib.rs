@@ -74,6 +74,15 @@ pub enum Error {
     /// The server cannot be set up or run as configured (the message says why).
     #[error("{0}")]
     Config(String),
+    /// A part of the server could not be set up: what, and the cause.
+    #[error("{what}: {source}")]
+    Setup {
+        /// What was being set up.
+        what: &'static str,
+        /// Why it failed (DataFusion's error, a task's panic).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A setting is invalid: the message names it apart from its text, for
     /// a program to show as its flag, and says why.
     #[error("{0}")]

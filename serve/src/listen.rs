@@ -107,7 +107,7 @@ async fn accept(listener: TcpListener, handlers: Arc<Handlers>, tls: Option<TlsA
         };
         let Ok(permit) = pending.clone().try_acquire_owned() else {
             // Dropped unread: a flood of silent sockets costs nothing.
-            turned_away.note(peer, config.max_pending());
+            turned_away.note(peer, &config);
             continue;
         };
         let _ = socket.set_nodelay(true);
@@ -116,6 +116,7 @@ async fn accept(listener: TcpListener, handlers: Arc<Handlers>, tls: Option<TlsA
             let limits = Limits {
                 login_deadline: tokio::time::Instant::now() + config.auth_timeout(),
                 idle: config.idle_timeout(),
+                idle_setting: config.setting("idle_timeout"),
                 message: config.statement_timeout() + GRACE,
             };
             let mut socket = socket;
@@ -147,12 +148,13 @@ struct Quiet {
 }
 
 impl Quiet {
-    fn note(&mut self, peer: SocketAddr, max: usize) {
+    fn note(&mut self, peer: SocketAddr, config: &ServeConfig) {
         self.since += 1;
         if self.last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             log(format_args!(
-                "{peer}: closed, {max} connections are still logging in (taglake serve --max-pending); {} turned \
-                 away since the last note",
+                "{peer}: closed, {} connections are still logging in ({}); {} turned away since the last note",
+                config.max_pending(),
+                config.setting("max_pending"),
                 self.since
             ));
             self.last = Some(std::time::Instant::now());

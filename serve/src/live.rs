@@ -92,10 +92,10 @@ impl Live {
         let runtime = RuntimeEnvBuilder::new()
             .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
             .build_arc()
-            .map_err(|e| Error::Config(format!("cannot set up the query runtime: {e}")))?;
+            .map_err(|e| Error::Setup { what: "cannot set up the query runtime", source: e.into() })?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         setup_pg_catalog(&ctx, "datafusion", EmptyContextProvider)
-            .map_err(|e| Error::Config(format!("cannot set up pg_catalog: {e}")))?;
+            .map_err(|e| Error::Setup { what: "cannot set up pg_catalog", source: e.into() })?;
         let live = Arc::new(Live {
             wh,
             cluster,
@@ -227,7 +227,7 @@ impl Live {
             let t = t.clone();
             tokio::task::spawn_blocking(move || t.warm())
                 .await
-                .map_err(|e| Error::Config(format!("warming the tags failed: {e}")))??;
+                .map_err(|e| Error::Setup { what: "warming the tags failed", source: e.into() })??;
         }
         let catalog = match &self.cluster {
             None => Catalog::load(&self.wh, &self.ctx, tags.clone()).await?,

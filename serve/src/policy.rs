@@ -78,12 +78,14 @@ pub struct CopyPlan {
     pub sql: String,
 }
 
-/// Classifies a statement, or refuses it.
-pub fn check(statement: &Statement, export_dir: Option<&Path>) -> Result<Kind, Refusal> {
+/// Classifies a statement, or refuses it. Without an `export_dir`, a
+/// `COPY … TO` file is refused with a hint naming `export_setting`, the
+/// setting that would allow it.
+pub fn check(statement: &Statement, export_dir: Option<&Path>, export_setting: &str) -> Result<Kind, Refusal> {
     use Statement::*;
     match statement {
         Query(_) => Ok(Kind::Query),
-        Explain { statement: inner, .. } => match check(inner, export_dir)? {
+        Explain { statement: inner, .. } => match check(inner, export_dir, export_setting)? {
             Kind::Query => Ok(Kind::Query),
             _ => Err(Refusal::unsupported("EXPLAIN works on queries only".into())),
         },
@@ -104,7 +106,7 @@ pub fn check(statement: &Statement, export_dir: Option<&Path>) -> Result<Kind, R
         | Rollback { .. } => Ok(Kind::Session),
         Declare { .. } | Fetch { .. } | Close { .. } => Ok(Kind::Cursor),
         Copy { source, to: true, target, options, legacy_options, .. } => {
-            copy(source, target, options, legacy_options, export_dir).map(Kind::Copy)
+            copy(source, target, options, legacy_options, export_dir, export_setting).map(Kind::Copy)
         }
         Copy { to: false, .. } => Err(Refusal::read_only("COPY … FROM")),
         other => Err(Refusal::read_only(&verb(other))),
@@ -165,6 +167,7 @@ fn copy(
     options: &[CopyOption],
     legacy: &[CopyLegacyOption],
     export_dir: Option<&Path>,
+    export_setting: &str,
 ) -> Result<CopyPlan, Refusal> {
     let file = match target {
         CopyTarget::File { filename } => filename,
@@ -179,7 +182,7 @@ fn copy(
     };
     let Some(dir) = export_dir else {
         return Err(Refusal::privilege(format!(
-            "COPY … TO '{file}' is refused: this server has no export directory (start it with --export-dir DIR)"
+            "COPY … TO '{file}' is refused: this server has no export directory (start it with {export_setting})"
         )));
     };
     let path = export_path(dir, file)?;
@@ -309,7 +312,7 @@ mod tests {
     }
 
     fn verdict(sql: &str, dir: Option<&Path>) -> Result<Kind, Refusal> {
-        check(&parse(sql), dir)
+        check(&parse(sql), dir, "export_dir")
     }
 
     #[test]
@@ -356,7 +359,7 @@ mod tests {
     fn copy_is_refused_without_an_export_directory() {
         let r = verdict("COPY (SELECT 1) TO '/tmp/x.csv'", None).unwrap_err();
         assert_eq!(r.code, "42501");
-        assert!(r.message.contains("no export directory (start it with --export-dir DIR)"), "{r:?}");
+        assert!(r.message.contains("no export directory (start it with export_dir)"), "{r:?}");
         let r = verdict("COPY members TO STDOUT", None).unwrap_err();
         assert_eq!(r.code, "0A000");
         let r = verdict("COPY members TO PROGRAM 'rm -rf /'", None).unwrap_err();

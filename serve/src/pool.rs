@@ -16,8 +16,9 @@ use datafusion::execution::memory_pool::{
     GreedyMemoryPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation, TrackConsumersPool,
 };
 
-/// The words of a connection-limit error ([`crate::handler`] maps it to 53200).
-pub(crate) const CONNECTION_LIMIT: &str = "taglake serve --connection-memory";
+/// The words that start a connection-limit error ([`crate::handler`] maps
+/// it to 53200).
+pub(crate) const CONNECTION_LIMIT: &str = "the connection's queries and open cursors would need more than";
 
 /// The memory of one connection, shared by all its queries.
 pub fn connection_pool(limit: usize) -> Arc<dyn MemoryPool> {
@@ -31,15 +32,23 @@ pub struct QueryPool {
     query: TrackConsumersPool<GreedyMemoryPool>,
     connection: Mutex<MemoryReservation>,
     connection_limit: usize,
+    connection_setting: String,
 }
 
 impl QueryPool {
-    /// A pool of `limit` bytes inside `connection` (of `connection_limit` bytes).
-    pub fn new(limit: usize, connection: &Arc<dyn MemoryPool>, connection_limit: usize) -> QueryPool {
+    /// A pool of `limit` bytes inside `connection` (of `connection_limit`
+    /// bytes, a limit its error names as `connection_setting`).
+    pub fn new(
+        limit: usize,
+        connection: &Arc<dyn MemoryPool>,
+        connection_limit: usize,
+        connection_setting: String,
+    ) -> QueryPool {
         QueryPool {
             query: TrackConsumersPool::new(GreedyMemoryPool::new(limit), std::num::NonZeroUsize::MIN.saturating_add(2)),
             connection: Mutex::new(MemoryConsumer::new("taglake query").register(connection)),
             connection_limit,
+            connection_setting,
         }
     }
 
@@ -80,9 +89,9 @@ impl MemoryPool for QueryPool {
             drop(connection);
             self.query.shrink(reservation, additional);
             return Err(DataFusionError::ResourcesExhausted(format!(
-                "the connection's queries and open cursors would need more than its {} MiB ({CONNECTION_LIMIT}); \
-                 close cursors you no longer read (CLOSE name): {e}",
-                self.connection_limit >> 20
+                "{CONNECTION_LIMIT} its {} MiB ({}); close cursors you no longer read (CLOSE name): {e}",
+                self.connection_limit >> 20,
+                self.connection_setting
             )));
         }
         Ok(())
@@ -102,8 +111,10 @@ mod tests {
     #[test]
     fn queries_share_their_connections_memory() {
         let connection = connection_pool(10 << 20);
-        let a: Arc<dyn MemoryPool> = Arc::new(QueryPool::new(6 << 20, &connection, 10 << 20));
-        let b: Arc<dyn MemoryPool> = Arc::new(QueryPool::new(6 << 20, &connection, 10 << 20));
+        let a: Arc<dyn MemoryPool> =
+            Arc::new(QueryPool::new(6 << 20, &connection, 10 << 20, "connection_memory".into()));
+        let b: Arc<dyn MemoryPool> =
+            Arc::new(QueryPool::new(6 << 20, &connection, 10 << 20, "connection_memory".into()));
         let ra = MemoryConsumer::new("a").register(&a);
         let rb = MemoryConsumer::new("b").register(&b);
         ra.try_grow(6 << 20).unwrap();
@@ -111,7 +122,7 @@ mod tests {
         assert!(e.contains("Resources exhausted"), "the per-query limit: {e}");
         rb.try_grow(4 << 20).unwrap();
         let e = rb.try_grow(1 << 20).unwrap_err().to_string();
-        assert!(e.contains(CONNECTION_LIMIT) && e.contains("10 MiB"), "{e}");
+        assert!(e.contains(CONNECTION_LIMIT) && e.contains("10 MiB (connection_memory)"), "{e}");
         assert_eq!(b.reserved(), 4 << 20, "a refused reservation leaves nothing behind");
         assert_eq!(connection.reserved(), 10 << 20);
         drop(ra);

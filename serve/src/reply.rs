@@ -35,6 +35,8 @@ pub type Prepared = (String, Option<(Statement, LogicalPlan)>);
 #[derive(Clone)]
 pub(crate) struct Errors {
     pub(crate) query_memory: usize,
+    /// How the per-query limit is named to the client.
+    pub(crate) query_setting: String,
     pub(crate) live: Arc<Live>,
 }
 
@@ -47,8 +49,9 @@ impl Errors {
             DataFusionError::ResourcesExhausted(_) => (
                 "53200",
                 format!(
-                    "the query needs more memory than the per-query limit of {} MiB (taglake serve --query-memory): {text}",
-                    self.query_memory >> 20
+                    "the query needs more memory than the per-query limit of {} MiB ({}): {text}",
+                    self.query_memory >> 20,
+                    self.query_setting
                 ),
             ),
             DataFusionError::SQL(..) => ("42601", text),

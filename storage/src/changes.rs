@@ -62,7 +62,8 @@ impl Warehouse {
                 let action: serde_json::Value = serde_json::from_str(line).map_err(|e| Error::Schema {
                     table: table.name(),
                     path: path.clone(),
-                    message: format!("unreadable Delta log entry: {e}"),
+                    message: "unreadable Delta log entry".into(),
+                    cause: Some(e.into()),
                 })?;
                 let Some((kind, body)) = action.as_object().and_then(|o| o.iter().next()) else { continue };
                 let data_change = body.get("dataChange").and_then(|v| v.as_bool()).unwrap_or(true);
@@ -166,9 +167,14 @@ impl Warehouse {
     /// The local file of a Delta `add` action (as JSON, from
     /// [`PartWriter::finish`](crate::PartWriter::finish)) of `table`.
     pub fn added_file(&self, table: Table, add: &str) -> Result<PathBuf> {
-        let bad = |message: String| Error::Schema { table: table.name(), path: self.table_path(table), message };
-        let value: serde_json::Value =
-            serde_json::from_str(add).map_err(|e| bad(format!("unreadable add action: {e}")))?;
+        let bad =
+            |message: String| Error::Schema { table: table.name(), path: self.table_path(table), message, cause: None };
+        let value: serde_json::Value = serde_json::from_str(add).map_err(|e| Error::Schema {
+            table: table.name(),
+            path: self.table_path(table),
+            message: "unreadable add action".into(),
+            cause: Some(e.into()),
+        })?;
         let rel = value.get("path").and_then(|p| p.as_str()).ok_or_else(|| bad("add action without a path".into()))?;
         local_file(&self.table_path(table), rel).ok_or_else(|| bad(format!("data file {rel} is not a local file")))
     }

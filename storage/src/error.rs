@@ -16,16 +16,20 @@ pub enum Error {
     },
     /// The table on disk does not have the columns taglake expects.
     #[error(
-        "warehouse table `{table}` at {}: {message} (was it written by another tool or an older taglake?)",
-        path.display()
+        "warehouse table `{table}` at {}: {message}{} (was it written by another tool or an older taglake?)",
+        path.display(),
+        cause.as_ref().map(|c| format!(": {c}")).unwrap_or_default()
     )]
     Schema {
         /// Table name.
         table: &'static str,
-        /// Folder of the table.
+        /// Folder of the table (or the log file).
         path: PathBuf,
         /// What is wrong.
         message: String,
+        /// The error that showed it (Arrow's cast, the JSON parser), if any.
+        #[source]
+        cause: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// A batch handed to a writer does not match the table schema: a bug in
     /// the caller, not bad input data.
@@ -89,12 +93,15 @@ pub enum Error {
         source: arrow::error::ArrowError,
     },
     /// Another process holds the warehouse writer lock.
-    #[error("warehouse {} is being written by {holder}; use --wait to queue", warehouse.display())]
+    #[error("warehouse {} is being written by {holder}; {queue}", warehouse.display())]
     Locked {
         /// The warehouse directory.
         warehouse: PathBuf,
         /// Who holds the lock: command, pid, host and since when.
         holder: String,
+        /// How to queue behind it instead: the `wait` parameter.
+        #[source]
+        queue: crate::ParamMessage,
     },
     /// A writer lock of one warehouse was handed to a write of another.
     #[error(

@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-use crate::{Error, Result, Warehouse};
+use crate::{Error, ParamMessage, Result, Warehouse};
 
 /// Folder of taglake's own files inside the warehouse (not a table).
 pub const STATE_DIR: &str = "_taglake";
@@ -170,7 +170,11 @@ impl Warehouse {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) if wait == Wait::Yes => file.lock().map_err(io)?,
             Err(TryLockError::WouldBlock) => {
-                return Err(Error::Locked { warehouse: self.root().to_path_buf(), holder: refused_by(&path) });
+                return Err(Error::Locked {
+                    warehouse: self.root().to_path_buf(),
+                    holder: refused_by(&path),
+                    queue: ParamMessage::text("use ").then_param("wait").then_text(" to queue"),
+                });
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
@@ -215,7 +219,7 @@ mod tests {
             err,
             format!(
                 "warehouse {} is being written by `taglake tag --as-of 2026-11-01` (pid {} on {}, since {since}); \
-                 use --wait to queue",
+                 use `wait` to queue",
                 wh.root().display(),
                 std::process::id(),
                 host_name()

@@ -139,6 +139,7 @@ impl Warehouse {
                     table: table.name(),
                     path: self.table_path(table),
                     message: format!("column `{}` is missing", field.name()),
+                    cause: None,
                 });
             };
             let col = if col.data_type() == field.data_type() {
@@ -148,11 +149,12 @@ impl Warehouse {
                     table: table.name(),
                     path: self.table_path(table),
                     message: format!(
-                        "column `{}` has type {} and cannot be read as {}: {e}",
+                        "column `{}` has type {} and cannot be read as {}",
                         field.name(),
                         col.data_type(),
                         field.data_type()
                     ),
+                    cause: Some(e.into()),
                 })?
             };
             cols.push(col);
@@ -162,7 +164,8 @@ impl Warehouse {
         RecordBatch::try_new(relaxed.into(), cols).map_err(|e| Error::Schema {
             table: table.name(),
             path: self.table_path(table),
-            message: e.to_string(),
+            message: "its columns do not make a batch".into(),
+            cause: Some(e.into()),
         })
     }
 
@@ -235,6 +238,7 @@ impl Warehouse {
             table: table.name(),
             path: self.table_path(table),
             message: "the table disappeared while its schema was brought up to date".into(),
+            cause: None,
         })
     }
 
@@ -405,6 +409,7 @@ impl Warehouse {
                         table: table.name(),
                         path: self.table_path(table),
                         message: format!("data file {uri} is not a local file"),
+                        cause: None,
                     }
                 })?;
             let mut partition: Vec<(String, Option<String>)> = file.partition_values_map().into_iter().collect();
@@ -937,6 +942,7 @@ fn check_table_schema(wh: &Warehouse, table: Table, delta: &DeltaTable) -> Resul
                 table: table.name(),
                 path: wh.table_path(table),
                 message: format!("column `{}` is missing; the table has {}", c.name, names.join(", ")),
+                cause: None,
             });
         }
     }

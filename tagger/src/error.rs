@@ -49,14 +49,15 @@ pub enum Error {
     #[error("{0}")]
     NotFound(String),
     /// A stored bitmap does not deserialize: the snapshot is damaged.
-    #[error("tag snapshot {snapshot}, tag `{tag}`: the stored bitmap is damaged: {message}")]
+    #[error("tag snapshot {snapshot}, tag `{tag}`: the stored bitmap is damaged: {cause}")]
     Bitmap {
         /// Snapshot version.
         snapshot: i64,
         /// Tag name.
         tag: String,
-        /// What roaring reported.
-        message: String,
+        /// What roaring reported, or what is missing.
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A broken internal invariant.
     #[error("{0} (this is likely a bug in taglake)")]

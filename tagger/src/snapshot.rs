@@ -410,7 +410,11 @@ fn each_bitmap(
         Wanted::plain(t, "bitmap"),
         Wanted::plain(t, "bitmap_snapshot").or_null(),
     ];
-    let damaged = |snapshot: i64, tag: &str, message: String| Error::Bitmap { snapshot, tag: tag.into(), message };
+    let damaged = |snapshot: i64, tag: &str, cause: Box<dyn std::error::Error + Send + Sync>| Error::Bitmap {
+        snapshot,
+        tag: tag.into(),
+        cause,
+    };
     // Referenced tags by holder: name → position in `v`.
     let referenced: Mutex<HashMap<i64, HashMap<String, i32>>> = Mutex::new(HashMap::new());
     taglake_storage::scan::blocking(|| {
@@ -432,8 +436,7 @@ fn each_bitmap(
                     refs.entry(holder.value(r)).or_default().insert(name.to_string(), pos.value(r));
                     continue;
                 }
-                let bm =
-                    RoaringBitmap::deserialize_from(bytes.value(r)).map_err(|e| damaged(v, name, e.to_string()))?;
+                let bm = RoaringBitmap::deserialize_from(bytes.value(r)).map_err(|e| damaged(v, name, e.into()))?;
                 each(pos.value(r), name, bm);
             }
             Ok(())
@@ -442,7 +445,7 @@ fn each_bitmap(
     for (h, positions) in referenced.into_inner().expect("references") {
         let names: Vec<&str> = positions.keys().map(String::as_str).collect();
         each_held(v, h, &files_of(all, h), &names, |name, bytes| {
-            let bm = RoaringBitmap::deserialize_from(bytes).map_err(|e| damaged(h, name, e.to_string()))?;
+            let bm = RoaringBitmap::deserialize_from(bytes).map_err(|e| damaged(h, name, e.into()))?;
             each(positions[name], name, bm);
             Ok(())
         })?;
@@ -462,7 +465,7 @@ fn each_held(
     each: impl Fn(&str, &[u8]) -> Result<()> + Sync,
 ) -> Result<()> {
     let t = Table::Tags;
-    let damaged = |tag: &str, message: String| Error::Bitmap { snapshot: v, tag: tag.into(), message };
+    let damaged = |tag: &str, message: String| Error::Bitmap { snapshot: v, tag: tag.into(), cause: message.into() };
     let wanted: HashSet<&str> = names.iter().copied().collect();
     let found = Mutex::new(HashSet::new());
     taglake_storage::scan::blocking(|| {

@@ -201,7 +201,7 @@ fn bad_parameters_give_clear_errors() {
     assert_eq!(
         err(&["cluster", "--k", "4", "--features", "recency_dayz"]),
         "error: invalid clustering parameter: unknown feature `recency_dayz`; did you mean `recency_days`? \
-         (see `taglake cluster --help` for the columns)"
+         (--features takes the numeric columns of the `features` table)"
     );
     assert_eq!(err(&["cluster", "--k", "eight"]), "error: --k `eight` is neither a number nor `auto`");
     assert_eq!(

@@ -208,7 +208,7 @@ fn writes_and_path_escapes_are_refused_and_exports_stay_inside() {
     assert_eq!(server.psql_ok("SELECT 1").trim(), "1");
     let no_dir = Server::start(&f.dir, &[]);
     let err = no_dir.psql_err("COPY (SELECT 1) TO 'x.csv'");
-    assert!(err.contains("this server has no export directory (start it with --export-dir DIR)"), "{err}");
+    assert!(err.contains("this server has no export directory (start it with taglake serve --export-dir)"), "{err}");
 }
 
 /// psycopg (libpq): the extended protocol, prepared statements with

@@ -182,7 +182,7 @@ fn spawn_reader(
             })();
             if let Err(e) = result {
                 let msg = match e {
-                    Error::Source { message, .. } => message,
+                    Error::Source { message, cause, .. } => crate::error::joined(&message, &cause),
                     other => other.to_string(),
                 };
                 if tx.blocking_send(Message::FileFailed(path, msg)).is_err() {
