@@ -13,6 +13,7 @@
 //!   and the seeded uniform sample built on it.
 //! - [`names`]: "did you mean …?" for any name a person types.
 //! - [`csv`]: a field of a CSV line, quoted when it must be.
+//! - [`svg`]: charts as SVG text: escaped text, finite coordinates.
 //!
 //! The crate depends on nothing but `std`, so any crate may use it.
 #![warn(missing_docs)]
@@ -20,6 +21,7 @@
 pub mod csv;
 pub mod names;
 pub mod seeded;
+pub mod svg;
 pub mod units;
 
 pub use names::suggest;

@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 use taglake_base::csv;
+use taglake_base::svg::xml;
 
 /// A community's profile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -257,10 +258,6 @@ fn number(v: Option<f64>) -> String {
         Some(v) if v.abs() >= 10.0 => format!("{v:.1}"),
         Some(v) => format!("{v:.3}"),
     }
-}
-
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// How far (in standard deviations) a centroid must sit from the base on a

@@ -14,9 +14,10 @@
 //! goes through `xml`, every coordinate through `P`, which never writes
 //! `NaN` or `inf` into an attribute.
 
-use std::fmt::{self, Write};
+use std::fmt::Write;
 
 use chrono::{DateTime, NaiveTime, Utc};
+use taglake_base::svg::{P, Svg};
 
 use super::{ArmResult, Comparison, Metric, Report};
 use crate::stats::{Correction, Uplift};
@@ -432,79 +433,6 @@ fn p_text(p: f64) -> String {
 fn when(t: DateTime<Utc>) -> String {
     let format = if t.time() == NaiveTime::MIN { "%Y-%m-%d" } else { "%Y-%m-%d %H:%M" };
     t.format(format).to_string()
-}
-
-/// A coordinate as written into an attribute: one decimal, and 0 rather
-/// than `NaN` or `inf` (which no SVG reader accepts).
-struct P(f64);
-
-impl fmt::Display for P {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_finite() { write!(f, "{:.1}", self.0) } else { f.write_str("0") }
-    }
-}
-
-/// SVG elements, one per line. `attrs` are this module's own attributes
-/// (never user text); text is escaped by [`xml`], coordinates written by [`P`].
-struct Svg(String);
-
-impl Svg {
-    fn push(&mut self, element: fmt::Arguments<'_>) {
-        self.0.write_fmt(element).expect("writing to a String");
-        self.0.push('\n');
-    }
-
-    fn line(&mut self, (x1, y1): (f64, f64), (x2, y2): (f64, f64), attrs: &str) {
-        self.push(format_args!("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" {attrs}/>", P(x1), P(y1), P(x2), P(y2)));
-    }
-
-    fn circle(&mut self, (x, y): (f64, f64), r: f64, attrs: &str) {
-        self.push(format_args!("<circle cx=\"{}\" cy=\"{}\" r=\"{}\" {attrs}/>", P(x), P(y), P(r)));
-    }
-
-    fn polyline(&mut self, points: &[(f64, f64)], attrs: &str) {
-        let points: Vec<String> = points.iter().map(|&(x, y)| format!("{},{}", P(x), P(y))).collect();
-        self.push(format_args!("<polyline points=\"{}\" {attrs}/>", points.join(" ")));
-    }
-
-    fn text(&mut self, (x, y): (f64, f64), attrs: &str, text: &str) {
-        self.push(format_args!("<text x=\"{}\" y=\"{}\" {attrs}>{}</text>", P(x), P(y), xml(text)));
-    }
-
-    /// Text cut to `max_chars`, the whole of it as a tooltip when cut.
-    fn label(&mut self, at: (f64, f64), attrs: &str, text: &str, max_chars: usize) {
-        if text.chars().count() <= max_chars {
-            return self.text(at, attrs, text);
-        }
-        let cut: String = text.chars().take(max_chars.saturating_sub(1)).chain(['…']).collect();
-        let (x, y) = at;
-        self.push(format_args!(
-            "<text x=\"{}\" y=\"{}\" {attrs}>{}<title>{}</title></text>",
-            P(x),
-            P(y),
-            xml(&cut),
-            xml(text)
-        ));
-    }
-}
-
-/// `s` as XML text or attribute value: markup characters escaped, and the
-/// control characters XML forbids replaced by U+FFFD.
-fn xml(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if c < ' ' || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
