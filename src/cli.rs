@@ -57,6 +57,8 @@ enum Command {
     Experiment(crate::audience::ExperimentArgs),
     /// Serve the warehouse over the PostgreSQL wire protocol (psql, BI tools), read-only.
     Serve(crate::serve::ServeArgs),
+    /// A web audience builder for marketers: overview, tag catalog, live counts, in a browser.
+    Studio(crate::studio::StudioArgs),
     /// Add a user to a `taglake serve` users file, or change their password (read from stdin).
     Passwd(crate::serve::PasswdArgs),
     /// Run a cluster's scheduler (Ballista): clients connect with --cluster, executors with --scheduler.
@@ -244,6 +246,7 @@ pub fn run() -> ExitCode {
             Command::Export(a) => crate::audience::export_cmd(a).await,
             Command::Experiment(a) => crate::audience::experiment_cmd(a).await,
             Command::Serve(a) => crate::serve::serve(a).await,
+            Command::Studio(a) => crate::studio::studio(a).await,
             Command::Passwd(a) => crate::serve::passwd(a),
             Command::Scheduler(a) => crate::distributed::scheduler(a).await,
             Command::Executor(a) => crate::distributed::executor(a).await,

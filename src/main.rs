@@ -15,6 +15,7 @@ mod repl;
 mod report;
 mod serve;
 mod sql;
+mod studio;
 mod tags;
 
 fn main() -> std::process::ExitCode {

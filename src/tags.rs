@@ -348,21 +348,15 @@ fn print_tags(tags: &[&TagInfo], format: OutputFormat) -> Result<()> {
 
 async fn diff(wh: &Warehouse, a: DiffArgs) -> Result<()> {
     if let (Some(tag), Some(who)) = (&a.tag, a.who) {
-        let (_, old) = snapshot::bitmaps(wh, Some(a.from), Some(&[tag.as_str()])).await?;
-        let (_, new) = snapshot::bitmaps(wh, Some(a.to), Some(&[tag.as_str()])).await?;
-        let (o, n) = (&old[0].1, &new[0].1);
-        let keys = if who == Who::Entered { n - o } else { o - n };
-        let ids = snapshot::member_ids(wh, &keys).await?;
+        let movement = if who == Who::Entered { snapshot::Movement::Entered } else { snapshot::Movement::Exited };
+        let ids = snapshot::movers(wh, a.from, a.to, tag, movement).await?;
         let mut out: Box<dyn Write> = match &a.out {
             Some(p) => Box::new(std::io::BufWriter::new(
                 std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
             )),
             None => Box::new(std::io::stdout().lock()),
         };
-        writeln!(out, "member_id,member_key")?;
-        for (k, id) in &ids {
-            writeln!(out, "{},{k}", csv::field(id))?;
-        }
+        snapshot::write_movers_csv(&mut out, &ids)?;
         out.flush()?;
         if let Some(p) = &a.out {
             eprintln!(

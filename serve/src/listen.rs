@@ -216,9 +216,15 @@ async fn refuse(mut socket: TcpStream, code: &str, message: &str) {
     let _ = answer.await;
 }
 
-/// A TLS acceptor, with ring as the crypto provider. Any problem is an
-/// error: the server never falls back to plaintext when TLS was asked for.
-fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
+/// The acceptor [`tls_acceptor`] returns (tokio-rustls', through pgwire).
+pub use datafusion_postgres::pgwire::tokio::tokio_rustls::TlsAcceptor as Acceptor;
+
+/// A TLS acceptor for a certificate chain and a private key (PEM), with
+/// ring as the crypto provider. Any problem is an error naming the
+/// `tls_cert` or `tls_key` setting: a server never falls back to plaintext
+/// when TLS was asked for. The studio loads its certificate through this
+/// too.
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
     let pem = std::fs::read(cert).map_err(file_err(cert))?;
     let certs =
         rustls_pemfile::certs(&mut BufReader::new(&pem[..])).collect::<std::result::Result<Vec<_>, _>>().map_err(

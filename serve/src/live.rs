@@ -184,6 +184,19 @@ impl Live {
         (ours && scans > 0).then(|| SessionContext::new_with_state(cluster.state()))
     }
 
+    /// The tags `members` answers from now (`None` before the first
+    /// snapshot). A caller that reads several figures holds this one
+    /// `Arc`, so they all come from the same snapshot even if a refresh
+    /// swaps in the next one meanwhile.
+    pub fn tags(&self) -> Option<Arc<TagSet>> {
+        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).tags.clone()
+    }
+
+    /// The warehouse this session reads.
+    pub fn warehouse(&self) -> &Warehouse {
+        &self.wh
+    }
+
     /// What is served now.
     pub fn served(&self) -> Served {
         let g = self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner);

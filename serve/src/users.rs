@@ -155,6 +155,26 @@ impl Users {
         Secret { salt: derive(b"salt", self.salt_len), salted_password: derive(b"salted-password", 32) }
     }
 
+    /// Whether `password` is `name`'s password, for a login form (the
+    /// studio's) rather than a SCRAM exchange. The typed password is
+    /// salted and stretched as SCRAM does (PBKDF2-HMAC-SHA-256 with the
+    /// stored salt and iteration count), both salted passwords are turned
+    /// into the RFC 5802 `StoredKey` (SHA-256 of HMAC(SaltedPassword,
+    /// "Client Key")), and those are compared in constant time. An unknown
+    /// name is checked against its stand-in secret ([`Users::stand_in`]):
+    /// the same work and the same answer as a known name with a wrong
+    /// password, so names cannot be probed by timing either.
+    pub fn verify(&self, name: &str, password: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let (secret, known) = match self.by_name.get(name) {
+            Some(s) => (s.clone(), true),
+            None => (self.stand_in(name), false),
+        };
+        let typed = gen_salted_password(password, &secret.salt, self.iterations);
+        let same: bool = stored_key(&typed).ct_eq(&stored_key(&secret.salted_password)).into();
+        same && known
+    }
+
     /// The names, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.by_name.keys().map(String::as_str)
@@ -205,6 +225,15 @@ impl Users {
         write_private(path, &out)?;
         Ok(!replaced)
     }
+}
+
+/// RFC 5802's `StoredKey`: SHA-256 of HMAC(SaltedPassword, "Client Key").
+fn stored_key(salted_password: &[u8]) -> [u8; 32] {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, salted_password);
+    let client_key = ring::hmac::sign(&key, b"Client Key");
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, client_key.as_ref()).as_ref());
+    out
 }
 
 fn check_name(name: &str) -> std::result::Result<(), String> {
@@ -297,6 +326,32 @@ mod tests {
         assert!(Users::load(&empty).unwrap_err().to_string().contains("no users in the file"));
         assert!(Users::set_password(&empty, "a:b", "x").unwrap_err().to_string().contains("without ':'"));
         assert_eq!(Users::set_password(&empty, "a", "").unwrap_err().to_string(), "the password is empty");
+    }
+
+    /// A login form's check: the password `set_password` wrote verifies,
+    /// any other does not, and an unknown name never does.
+    #[test]
+    fn verify_accepts_the_password_set_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        Users::set_password(&path, "ana", "s3cret pass").unwrap();
+        Users::set_password(&path, "bo", "other").unwrap();
+        let users = Users::load(&path).unwrap();
+        assert!(users.verify("ana", "s3cret pass"));
+        assert!(users.verify("bo", "other"));
+        for (name, pw) in [("ana", "s3cret"), ("ana", "s3cret pass "), ("ana", ""), ("bo", "s3cret pass")] {
+            assert!(!users.verify(name, pw), "{name} / {pw:?}");
+        }
+        assert!(!users.verify("mallory", "s3cret pass"));
+        assert!(!users.verify("", ""));
+        // The stored key of the secret is RFC 5802's: HMAC then SHA-256.
+        let ana = &users.by_name["ana"];
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &ana.salted_password);
+        let client = ring::hmac::sign(&key, b"Client Key");
+        assert_eq!(
+            &stored_key(&ana.salted_password)[..],
+            ring::digest::digest(&ring::digest::SHA256, client.as_ref()).as_ref()
+        );
     }
 
     /// An unknown name is answered like a known one: the same iteration

@@ -560,6 +560,35 @@ pub async fn diff(wh: &Warehouse, from: i64, to: i64) -> Result<Vec<TagDiff>> {
     Ok(out)
 }
 
+/// Which way members moved through a tag between two snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Movement {
+    /// In the tag in the newer snapshot, not in the older.
+    Entered,
+    /// In the tag in the older snapshot, not in the newer.
+    Exited,
+}
+
+/// The members (key and external id, in key order) who entered or exited
+/// `tag` between snapshots `from` and `to`: the trigger list `taglake
+/// tags diff --tag --who` writes and the studio downloads.
+pub async fn movers(wh: &Warehouse, from: i64, to: i64, tag: &str, movement: Movement) -> Result<Vec<(u32, String)>> {
+    let (_, old) = bitmaps(wh, Some(from), Some(&[tag])).await?;
+    let (_, new) = bitmaps(wh, Some(to), Some(&[tag])).await?;
+    let (o, n) = (&old[0].1, &new[0].1);
+    let keys = if movement == Movement::Entered { n - o } else { o - n };
+    member_ids(wh, &keys).await
+}
+
+/// [`movers`] as CSV: a `member_id,member_key` header, then one line per member.
+pub fn write_movers_csv(out: &mut dyn std::io::Write, ids: &[(u32, String)]) -> std::io::Result<()> {
+    writeln!(out, "member_id,member_key")?;
+    for (k, id) in ids {
+        writeln!(out, "{},{k}", taglake_base::csv::field(id))?;
+    }
+    Ok(())
+}
+
 /// The external member ids of the keys in `keys`, in key order.
 pub async fn member_ids(wh: &Warehouse, keys: &RoaringBitmap) -> Result<Vec<(u32, String)>> {
     let files = taglake_storage::scan::table_files(wh, Table::MemberIds).await?;
