@@ -21,6 +21,7 @@ mod serve_attacks;
 mod slt;
 mod snapshots_shared;
 mod sql;
+mod studio;
 mod tag_cli;
 mod tag_kill;
 mod tag_reference;

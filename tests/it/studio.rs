@@ -1,0 +1,518 @@
+//! `taglake studio`: the real binary on a free port over a generated,
+//! tagged warehouse, driven over HTTP by a small client of this module's
+//! own (raw requests, so a test can leave out a cookie or a CSRF token or
+//! send a hostile string exactly as written). Every figure a page shows is
+//! compared with what the CLI prints for the same question.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use crate::serve::audience_count;
+use crate::{Tagged, taglake, taglake_ok, taglake_with_input};
+
+/// 3,000 generated members tagged three times: snapshot 1 and 3 as of the
+/// day after the newest order, snapshot 2 45 days before, so the newest
+/// snapshot has movement against the one before it.
+fn fixture() -> &'static Tagged {
+    static F: OnceLock<Tagged> = OnceLock::new();
+    F.get_or_init(|| {
+        let t = crate::tagged(3_000, 31);
+        let listed = taglake_ok(&["tags", "snapshots"], &t.dir);
+        let as_of = listed.lines().nth(1).and_then(|l| l.split_whitespace().nth(1)).unwrap();
+        let as_of: chrono::NaiveDate = as_of.parse().unwrap();
+        let earlier = (as_of - chrono::Duration::days(45)).to_string();
+        taglake_ok(&["tag", "--as-of", &earlier], &t.dir);
+        taglake_ok(&["tag"], &t.dir);
+        t
+    })
+}
+
+/// A running `taglake studio`, killed when dropped.
+struct Studio {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _logdir: tempfile::TempDir,
+}
+
+impl Studio {
+    fn start(cwd: &Path, args: &[&str]) -> Studio {
+        let logdir = tempfile::tempdir().unwrap();
+        let log = logdir.path().join("studio.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_taglake"))
+            .args(["studio", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("TAGLAKE_WAREHOUSE")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("taglake studio starts");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        let Some(addr) = first.trim().strip_prefix("listening on ") else {
+            let _ = child.wait();
+            panic!("taglake studio did not start: {first}\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        };
+        let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        Studio { child, port, log, _logdir: logdir }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A browser of its own: a cookie jar of one cookie.
+    fn browser(&self) -> Browser {
+        Browser { port: self.port, cookie: None }
+    }
+}
+
+impl Drop for Studio {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The CSRF token of the page's forms.
+    fn csrf(&self) -> String {
+        between(&self.body, "name=\"csrf\" value=\"", "\"").expect("the page has a form with a CSRF token")
+    }
+}
+
+/// One HTTP/1.1 exchange on a new connection.
+fn exchange(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Response {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if method == "POST" {
+        req.push_str(&format!("Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a header block");
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let mut body = raw[split + 4..].to_vec();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
+    if headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked")) {
+        body = dechunk(&body);
+    }
+    Response { status, headers, body: String::from_utf8(body).unwrap() }
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[..line_end]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[line_end + 2..line_end + 2 + size]);
+        raw = &raw[line_end + 4 + size..];
+    }
+}
+
+struct Browser {
+    port: u16,
+    cookie: Option<String>,
+}
+
+impl Browser {
+    fn send(&mut self, method: &str, path: &str, extra: &[(&str, &str)], body: &str) -> Response {
+        let cookie = self.cookie.as_ref().map(|c| format!("taglake_studio={c}"));
+        let mut headers: Vec<(&str, &str)> = extra.to_vec();
+        if let Some(c) = &cookie {
+            headers.push(("Cookie", c.as_str()));
+        }
+        let r = exchange(self.port, method, path, &headers, body);
+        for (k, v) in &r.headers {
+            if k.eq_ignore_ascii_case("set-cookie") {
+                let value = v.split(';').next().unwrap().strip_prefix("taglake_studio=").unwrap();
+                self.cookie = (!value.is_empty()).then(|| value.to_string());
+            }
+        }
+        r
+    }
+
+    fn get(&mut self, path: &str) -> Response {
+        self.send("GET", path, &[], "")
+    }
+
+    fn post(&mut self, path: &str, headers: &[(&str, &str)], form: &[(&str, &str)]) -> Response {
+        self.send("POST", path, headers, &encode(form))
+    }
+}
+
+fn encode(pairs: &[(&str, &str)]) -> String {
+    pairs.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The text between the first `start` and the next `end`.
+fn between(text: &str, start: &str, end: &str) -> Option<String> {
+    let from = text.find(start)? + start.len();
+    let to = text[from..].find(end)? + from;
+    Some(text[from..to].to_string())
+}
+
+/// Every text between `start` and `end`, in order.
+fn all_between(text: &str, start: &str, end: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(start) {
+        rest = &rest[i + start.len()..];
+        let Some(j) = rest.find(end) else { break };
+        out.push(rest[..j].to_string());
+        rest = &rest[j..];
+    }
+    out
+}
+
+/// HTML text back to plain text (what maud escapes).
+fn unescape(s: &str) -> String {
+    s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&#39;", "'").replace("&amp;", "&")
+}
+
+fn number(text: &str) -> u64 {
+    text.trim().replace(',', "").parse().unwrap_or_else(|_| panic!("a number: {text:?}"))
+}
+
+const AUDIENCE: &str = "tier_gold AND category_lover_beauty AND NOT dormant_90_plus";
+
+#[test]
+fn the_builder_counts_what_the_cli_counts() {
+    let f = fixture();
+    let studio = Studio::start(&f.dir, &[]);
+    let mut b = studio.browser();
+    let page = b.get(&format!("/builder?expr={}&by=tier&n=7&seed=5", enc(AUDIENCE)));
+    assert_eq!(page.status, 200, "{}", studio.log());
+    let want = audience_count(&f.dir, AUDIENCE);
+    assert!(want > 0, "the fixture has members in {AUDIENCE}");
+    let shown = between(&page.body, "id=\"audience-count\">", "<").unwrap();
+    assert_eq!(number(&shown), want);
+    // The expression reads back as two blocks; the funnel is the count of each prefix.
+    assert!(page.body.contains("name=\"b0.tags\" value=\"tier_gold category_lover_beauty\""), "{}", page.body);
+    assert!(page.body.contains("name=\"b1.tags\" value=\"dormant_90_plus\""));
+    let prefixes: Vec<String> = all_between(&page.body, "class=\"prefix\">", "<").iter().map(|p| unescape(p)).collect();
+    let running: Vec<u64> = all_between(&page.body, "class=\"num running\">", "<").iter().map(|r| number(r)).collect();
+    assert_eq!(prefixes, ["tier_gold AND category_lover_beauty", AUDIENCE]);
+    for (p, n) in prefixes.iter().zip(&running) {
+        assert_eq!(*n, audience_count(&f.dir, p), "funnel step {p}");
+    }
+    // The breakdown by tier is `audience breakdown`'s.
+    let csv = taglake_ok(&["audience", "breakdown", AUDIENCE, "--by", "tier", "--format", "csv"], &f.dir);
+    let table = between(&page.body, "id=\"breakdown\">", "</table>").unwrap();
+    let shown: Vec<Vec<String>> = all_between(&table, "<tr><td>", "</tr>")
+        .iter()
+        .map(|row| {
+            format!("<td>{row}").split("</td>").filter_map(|c| c.rsplit_once('>').map(|(_, t)| unescape(t))).collect()
+        })
+        .collect();
+    let cli: Vec<(String, u64, u64)> = csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let c: Vec<&str> = l.split(',').collect();
+            let value = if c[0].is_empty() { "(none)".to_string() } else { c[0].to_string() };
+            (value, c[2].parse().unwrap(), c[4].parse().unwrap())
+        })
+        .filter(|r| r.1 > 0 || r.2 > 0)
+        .collect();
+    let page_rows: Vec<(String, u64, u64)> =
+        shown.iter().map(|r| (r[0].clone(), number(&r[1]), number(&r[3]))).collect();
+    assert_eq!(page_rows, cli);
+    // The sample is `audience sample`'s, for the same size and seed.
+    let csv = taglake_ok(&["audience", "sample", AUDIENCE, "--n", "7", "--seed", "5", "--format", "csv"], &f.dir);
+    let want_ids: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    let sample = between(&page.body, "id=\"sample\">", "</table>").unwrap();
+    let ids: Vec<String> = all_between(&sample, "<tr><td>", "</td>");
+    assert_eq!(ids, want_ids);
+    assert_eq!(csv.lines().next().unwrap().split(',').next(), Some("member_id"));
+}
+
+#[test]
+fn live_updates_count_each_block_and_follow_the_expression() {
+    let f = fixture();
+    let studio = Studio::start(&f.dir, &[]);
+    let mut b = studio.browser();
+    let page = b.get("/builder");
+    let csrf = page.csrf();
+    let hx = [("HX-Request", "true"), ("X-CSRF-Token", csrf.as_str())];
+    let blocks = [
+        ("b0.kind", "all"),
+        ("b0.tags", "tier_gold category_lover_beauty"),
+        ("b1.join", "AND"),
+        ("b1.kind", "none"),
+        ("b1.tags", "dormant_90_plus"),
+        ("n", "0"),
+    ];
+    let r = b.post("/builder/live?from=blocks", &hx, &blocks);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(number(&between(&r.body, "id=\"audience-count\">", "<").unwrap()), audience_count(&f.dir, AUDIENCE));
+    let own: Vec<u64> = all_between(&r.body, "class=\"count\" id=\"b", "<")
+        .iter()
+        .map(|s| number(s.split_once('>').unwrap().1))
+        .collect();
+    assert_eq!(
+        own,
+        [audience_count(&f.dir, "tier_gold AND category_lover_beauty"), audience_count(&f.dir, "NOT dormant_90_plus")]
+    );
+    // The expression field is swapped in with the blocks' expression.
+    let expr = between(&r.body, "hx-swap-oob=\"true\">", "</textarea>").unwrap();
+    assert_eq!(unescape(&expr), AUDIENCE);
+    // "has any of" and OR.
+    let any = [
+        ("b0.kind", "any"),
+        ("b0.tags", "tier_gold tier_silver"),
+        ("b1.join", "OR"),
+        ("b1.kind", "all"),
+        ("b1.tags", "dormant_90_plus"),
+        ("n", "0"),
+    ];
+    let r = b.post("/builder/live?from=blocks", &hx, &any);
+    assert_eq!(
+        number(&between(&r.body, "id=\"audience-count\">", "<").unwrap()),
+        audience_count(&f.dir, "tier_gold OR tier_silver OR dormant_90_plus")
+    );
+    // Editing the expression re-renders the blocks.
+    let r = b.post(
+        "/builder/live?from=expr",
+        &hx,
+        &[("expr", "lifecycle_mature AND NOT (tier_gold OR tier_silver)"), ("n", "0")],
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("name=\"b0.tags\" value=\"lifecycle_mature\""), "{}", r.body);
+    assert!(r.body.contains("name=\"b1.tags\" value=\"tier_gold tier_silver\""), "{}", r.body);
+    assert!(r.body.contains("<option value=\"none\" selected>has none of</option>"), "{}", r.body);
+    // Autocomplete over names and descriptions.
+    let r = b.send("GET", "/builder/suggest?b0.tags=tier_gold+dorm", &[("HX-Request", "true")], "");
+    assert!(r.body.contains("<option value=\"tier_gold dormant_90_plus\">"), "{}", r.body);
+}
+
+#[test]
+fn a_bad_expression_shows_the_clis_error() {
+    let f = fixture();
+    let studio = Studio::start(&f.dir, &[]);
+    let mut b = studio.browser();
+    for bad in ["tier_gold AND NOT dormat_90_plus", "tier_gold AND (", "tier_gold & <b>x</b>"] {
+        let out = taglake(&["audience", "count", bad], &f.dir);
+        assert!(!out.status.success());
+        let cli = String::from_utf8(out.stderr).unwrap();
+        let cli = cli.strip_prefix("error: ").unwrap().trim_end();
+        let page = b.get(&format!("/builder?expr={}", enc(bad)));
+        assert_eq!(page.status, 200);
+        let shown = between(&page.body, "<div id=\"expr-error\" role=\"alert\"><pre class=\"error\">", "</pre>")
+            .unwrap_or_else(|| panic!("no error for {bad}: {}", page.body));
+        assert_eq!(unescape(&shown), cli);
+        assert!(!page.body.contains("<b>x</b>"), "escaped");
+        // And live, next to the field.
+        let csrf = page.csrf();
+        let r = b.post("/builder/live?from=expr", &[("X-CSRF-Token", csrf.as_str())], &[("expr", bad), ("n", "0")]);
+        assert_eq!(unescape(&between(&r.body, "<pre class=\"error\">", "</pre>").unwrap()), cli);
+    }
+}
+
+#[test]
+fn a_post_without_the_csrf_token_is_refused() {
+    let f = fixture();
+    let studio = Studio::start(&f.dir, &[]);
+    let mut b = studio.browser();
+    let page = b.get("/builder");
+    let csrf = page.csrf();
+    let form = [("b0.kind", "all"), ("b0.tags", "tier_gold"), ("n", "0")];
+    let r = b.post("/builder/live?from=blocks", &[], &form);
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = b.post("/builder/live?from=blocks", &[("X-CSRF-Token", "forged")], &form);
+    assert_eq!(r.status, 403);
+    let r = b.post("/builder", &[], &[("csrf", "forged"), ("action", "add")]);
+    assert_eq!(r.status, 403);
+    let r = b.post("/logout", &[], &[]);
+    assert_eq!(r.status, 403);
+    // Another browser's token does not work with this cookie.
+    let other = studio.browser().get("/builder").csrf();
+    assert_eq!(b.post("/builder/live?from=blocks", &[("X-CSRF-Token", other.as_str())], &form).status, 403);
+    // The right one does, as a header or as the form field.
+    assert_eq!(b.post("/builder/live?from=blocks", &[("X-CSRF-Token", csrf.as_str())], &form).status, 200);
+    let mut with_field = form.to_vec();
+    with_field.push(("csrf", csrf.as_str()));
+    assert_eq!(b.post("/builder", &[], &with_field).status, 200);
+    // Security headers on every answer.
+    assert_eq!(
+        page.header("content-security-policy"),
+        Some("default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'")
+    );
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    let cookie = page.header("set-cookie").unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && !cookie.contains("Secure"),
+        "{cookie}"
+    );
+    // The vendored script is served from the binary, cached for long.
+    let js = b.get("/assets/htmx-2.0.4.min.js");
+    assert_eq!(js.status, 200);
+    assert!(js.header("cache-control").unwrap().contains("immutable"));
+    assert!(!page.body.contains("<script>"), "no inline script");
+}
+
+#[test]
+fn with_users_a_login_is_needed_and_checked() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.txt");
+    let users = users.to_str().unwrap();
+    let out = taglake_with_input(&["passwd", "ana", "--users", users], &f.dir, "correct horse\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let studio = Studio::start(&f.dir, &["--users", users]);
+    let mut b = studio.browser();
+    let page = b.get("/");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("action=\"/login\"") && !page.body.contains("id=\"members\""), "{}", page.body);
+    assert!(b.get("/tags/tier_gold").body.contains("action=\"/login\""));
+    assert_eq!(b.send("GET", "/builder/suggest?q=tier", &[("HX-Request", "true")], "").status, 401);
+    let csrf = page.csrf();
+    let r = b.post("/builder/live?from=blocks", &[("X-CSRF-Token", csrf.as_str())], &[("b0.tags", "tier_gold")]);
+    assert_eq!(r.status, 401, "a fragment without a login");
+    // Wrong passwords and unknown names are refused alike.
+    for (user, pw) in [("ana", "wrong"), ("ana", "correct horse "), ("mallory", "correct horse")] {
+        let r = b.post("/login", &[], &[("csrf", csrf.as_str()), ("user", user), ("password", pw)]);
+        assert_eq!(r.status, 401, "{user}");
+        assert!(r.body.contains("Wrong user name or password."));
+    }
+    // The login form needs its CSRF token too.
+    assert_eq!(b.post("/login", &[], &[("user", "ana"), ("password", "correct horse")]).status, 403);
+    let before = b.cookie.clone().unwrap();
+    let r = b.post("/login", &[], &[("csrf", csrf.as_str()), ("user", "ana"), ("password", "correct horse")]);
+    assert_eq!(r.status, 303, "{}", r.body);
+    let after = b.cookie.clone().unwrap();
+    assert_ne!(before, after, "a new session after the login");
+    let page = b.get("/");
+    assert!(page.body.contains("id=\"members\"") && page.body.contains("Signed in as ana"), "{}", page.body);
+    // The session from before the login is worth nothing.
+    let mut stale = Browser { port: studio.port, cookie: Some(before) };
+    assert!(stale.get("/").body.contains("action=\"/login\""));
+    // Logging out ends the session.
+    let csrf = page.csrf();
+    assert_eq!(b.post("/logout", &[], &[("csrf", csrf.as_str())]).status, 303);
+    let mut old = Browser { port: studio.port, cookie: Some(after) };
+    assert!(old.get("/").body.contains("action=\"/login\""));
+    assert!(studio.log().contains("ana logged in"));
+}
+
+#[test]
+fn a_public_address_without_users_is_refused() {
+    let f = fixture();
+    let out = taglake(&["studio", "--listen", "0.0.0.0:0"], &f.dir);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.starts_with("error: refusing to listen on 0.0.0.0:0 without logins"), "{err}");
+    assert!(err.contains("--users FILE"), "{err}");
+    let out = taglake(&["studio", "--tls-cert", "c.pem"], &f.dir);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-cert needs --tls-key"));
+}
+
+#[test]
+fn a_hostile_search_is_shown_as_text() {
+    let f = fixture();
+    let studio = Studio::start(&f.dir, &[]);
+    let mut b = studio.browser();
+    let hostile = "<script>alert(1)</script>\"><img src=x onerror=alert(2)>";
+    let page = b.get(&format!("/tags?q={}", enc(hostile)));
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("<script>alert(1)"), "{}", page.body);
+    assert!(!page.body.contains("<img src=x"), "{}", page.body);
+    assert!(page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&gt;&lt;img src=x onerror=alert(2)&gt;"));
+    // A search finds tags by name and description.
+    let page = b.get("/tags?q=gold");
+    assert!(page.body.contains("href=\"/tags/tier_gold\""));
+    let page = b.get(&format!("/tags/{}", enc("<script>")));
+    assert_eq!(page.status, 404);
+    assert!(page.body.contains("no tag `&lt;script&gt;`"));
+}
+
+/// The CLI's per-tag movement: name → (entered, exited).
+fn cli_diff(dir: &Path, from: i64, to: i64) -> BTreeMap<String, (u64, u64)> {
+    let csv =
+        taglake_ok(&["tags", "diff", "--from", &from.to_string(), "--to", &to.to_string(), "--format", "csv"], dir);
+    csv.lines()
+        .skip(1)
+        .map(|l| {
+            let c: Vec<&str> = l.split(',').collect();
+            (c[0].to_string(), (c[1].parse().unwrap(), c[2].parse().unwrap()))
+        })
+        .collect()
+}
+
+#[test]
+fn tag_pages_and_the_overview_show_the_tag_diff() {
+    let f = fixture();
+    let studio = Studio::start(&f.dir, &[]);
+    let mut b = studio.browser();
+    let diff = cli_diff(&f.dir, 2, 3);
+    let tag = "dormant_90_plus";
+    let page = b.get(&format!("/tags/{tag}"));
+    assert_eq!(page.status, 200, "{}", studio.log());
+    assert_eq!(number(&between(&page.body, "id=\"entered\">", "<").unwrap()), diff[tag].0);
+    assert_eq!(number(&between(&page.body, "id=\"exited\">", "<").unwrap()), diff[tag].1);
+    for who in ["entered", "exited"] {
+        let href = between(&page.body, &format!("id=\"{who}-csv\" href=\""), "\"").unwrap();
+        assert_eq!(unescape(&href), format!("/tags/{tag}/{who}.csv?from=2&to=3"));
+        let csv = b.get(&unescape(&href));
+        assert_eq!(csv.status, 200);
+        assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
+        let cli = taglake_ok(&["tags", "diff", "--from", "2", "--to", "3", "--tag", tag, "--who", who], &f.dir);
+        assert_eq!(csv.body, cli, "{who}");
+        assert!(csv.body.lines().count() > 1, "the fixture has members who {who} {tag}");
+    }
+    let count = audience_count(&f.dir, tag);
+    assert_eq!(number(&between(&page.body, "id=\"count\">", " (").unwrap()), count);
+    // The overview: members, and the lifecycle and tier tags' movement.
+    let page = b.get("/");
+    assert_eq!(number(&between(&page.body, "id=\"members\">", "<").unwrap()), audience_count(&f.dir, "true"));
+    assert_eq!(between(&page.body, "id=\"snapshot\">", "<").unwrap(), "#3");
+    let rows = all_between(&page.body, "<tr data-tag=\"", "</tr>");
+    assert!(rows.len() >= 8, "lifecycle and tier tags: {rows:?}");
+    for row in rows {
+        let name = row.split('"').next().unwrap();
+        let entered = number(&between(&row, "class=\"num entered\">", "<").unwrap());
+        let exited = number(&between(&row, "class=\"num exited\">", "<").unwrap());
+        assert_eq!((entered, exited), diff[name], "{name}");
+        assert_eq!(number(&between(&row, "class=\"num members\">", "<").unwrap()), audience_count(&f.dir, name));
+    }
+    // Unknown files and snapshots are 404, not a failure.
+    assert_eq!(b.get(&format!("/tags/{tag}/all.csv?from=2&to=3")).status, 404);
+    assert_eq!(b.get(&format!("/tags/{tag}/entered.csv?from=99&to=3")).status, 404);
+}
