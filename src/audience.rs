@@ -690,20 +690,16 @@ pub async fn export_cmd(a: ExportArgs) -> Result<()> {
             Some(experiment::window_end(launched_at, duration).context("--launch-at and --duration")?)
         }
     };
-    let options = ExportOptions {
-        audience: a.audience,
-        split: Split::parse(&a.split)?,
-        salt,
-        name: a.name,
-        stratify_by: a.stratify_by,
-        columns: a.columns,
-        out: a.out,
-        holdout_share: a.holdout / 100.0,
-        holdout_salt: a.holdout_salt,
-        include_holdout: a.include_holdout,
-        launched_at,
-        ends_at,
-    };
+    let options = ExportOptions::builder(a.audience, Split::parse(&a.split)?, salt, a.out)
+        .name(a.name)
+        .stratify_by(a.stratify_by)
+        .columns(a.columns)
+        .holdout_share(a.holdout / 100.0)
+        .holdout_salt(a.holdout_salt)
+        .include_holdout(a.include_holdout)
+        .launched_at(launched_at)
+        .ends_at(ends_at)
+        .build()?;
     let lock = crate::args::lock_writer(&wh, &a.wait)?;
     let s = export::export(&wh, &lock, &options).await?;
     let e = &s.experiment;
@@ -717,7 +713,7 @@ pub async fn export_cmd(a: ExportArgs) -> Result<()> {
             e.name,
             e.snapshot,
             e.launched_at.format("%Y-%m-%d %H:%M:%S UTC"),
-            options.out.display(),
+            options.out().display(),
             report::count(s.rows),
             started.elapsed().as_secs_f64()
         );
@@ -729,8 +725,8 @@ pub async fn export_cmd(a: ExportArgs) -> Result<()> {
         e.name,
         report::count(s.audience_members),
         report::count(s.held_out),
-        if options.include_holdout { "exported as arm holdout" } else { "left out" },
-        options.out.display(),
+        if options.include_holdout() { "exported as arm holdout" } else { "left out" },
+        options.out().display(),
         report::count(s.rows),
         e.snapshot,
         started.elapsed().as_secs_f64()

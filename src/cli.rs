@@ -494,7 +494,7 @@ async fn demo(a: DemoArgs) -> Result<()> {
         );
     }
     println!("\n5. find communities of similar members");
-    let options = taglake_cluster::ClusterOptions { seed: a.seed, ..Default::default() };
+    let options = taglake_cluster::ClusterOptions::builder().seed(a.seed).build()?;
     let clustered = crate::cluster::fit(&wh, &lock, &options).await?;
     drop(lock);
     println!("\n   community profiles (`taglake cluster profile --format json|csv` for machines):");

@@ -45,16 +45,16 @@ pub struct FitArgs {
     #[arg(long)]
     pub features: Option<String>,
     /// Members the fit trains on; every member is then assigned.
-    #[arg(long, default_value_t = ClusterOptions::default().sample)]
+    #[arg(long, default_value_t = ClusterOptions::default().sample())]
     pub sample: usize,
     /// Seed of the sample and of the k-means++ initialisation.
-    #[arg(long, default_value_t = ClusterOptions::default().seed)]
+    #[arg(long, default_value_t = ClusterOptions::default().seed())]
     pub seed: u64,
     /// k-means++ starts per fit (the lowest inertia wins).
-    #[arg(long, default_value_t = ClusterOptions::default().runs)]
+    #[arg(long, default_value_t = ClusterOptions::default().runs())]
     pub runs: usize,
     /// Iteration cap per fit.
-    #[arg(long, default_value_t = ClusterOptions::default().max_iterations)]
+    #[arg(long, default_value_t = ClusterOptions::default().max_iterations())]
     pub max_iterations: u64,
     /// Assign members with the saved model (stable community numbers)
     /// instead of fitting a new one.
@@ -123,16 +123,16 @@ impl FitArgs {
         if largest > MAX_K {
             bail!("--k / --k-range asks for {largest} communities; at most {MAX_K}");
         }
-        Ok(ClusterOptions {
-            k,
-            features: self.features.clone(),
-            sample: self.sample,
-            seed: self.seed,
-            runs: self.runs,
-            max_iterations: self.max_iterations,
-            reuse_model: self.reuse_model,
-            stability: self.stability,
-        })
+        Ok(ClusterOptions::builder()
+            .k(k)
+            .features(self.features.clone())
+            .sample(self.sample)
+            .seed(self.seed)
+            .runs(self.runs)
+            .max_iterations(self.max_iterations)
+            .reuse_model(self.reuse_model)
+            .stability(self.stability)
+            .build()?)
     }
 }
 
@@ -199,12 +199,12 @@ pub async fn fit(wh: &Warehouse, lock: &WriterLock, options: &ClusterOptions) ->
         report::count(p.members_without_orders),
         m.features.len(),
         report::count(m.sample_rows as u64),
-        if options.reuse_model { " (model reused)" } else { "" },
+        if options.reuse_model() { " (model reused)" } else { "" },
         s.snapshot,
         phases.join(", "),
         report::timing_of(p.members_clustered, "members", start.elapsed().as_secs_f64())
     );
-    if !options.reuse_model {
+    if !options.reuse_model() {
         report::say!("  {}", starts_line(&m.starts));
     }
     if let Some(st) = &m.stability {

@@ -68,9 +68,7 @@ pub(crate) async fn ingest_files(
         None => CheckedMapping::canonical(table),
     };
     let files = taglake_ingest::source::expand_inputs(files)?;
-    let mut opts = IngestOptions::new(mapping);
-    opts.create_members = create_members;
-    opts.memory = memory;
+    let opts = IngestOptions::builder(mapping).create_members(create_members).memory(memory).build()?;
     let (bar, pb) = IngestBar::new(&format!("ingest {}", table.name()));
     let s = taglake_ingest::ingest(wh, &files, &opts, bar).await?;
     pb.finish_and_clear();

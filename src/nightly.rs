@@ -255,7 +255,7 @@ async fn run(a: &NightlyArgs, summary: &mut Summary) -> Result<()> {
             "no saved model: run `taglake cluster` once to fit one; nights then assign with it",
         ));
     } else {
-        let options = ClusterOptions { reuse_model: true, ..ClusterOptions::default() };
+        let options = ClusterOptions::builder().reuse_model(true).build()?;
         step(summary, "cluster".into(), async {
             let s = crate::cluster::fit(&wh, &lock, &options).await?;
             Ok(BTreeMap::from([

@@ -192,13 +192,13 @@ pub async fn tag(wh: &Warehouse, lock: &WriterLock, a: &TagArgs) -> Result<Refre
             "--max-family-values does not reach a cluster's executors; set max_family_values in the catalog's [settings]"
         );
     }
+    let options = RefreshOptions::builder()
+        .as_of(a.as_of)
+        .catalog(a.catalog.clone())
+        .keep_features(chrono::Duration::days(a.keep_features_days.into()))
+        .max_family_values(a.max_family_values)
+        .build()?;
     let pb = report::spinner("tag: features, tags, snapshot");
-    let options = RefreshOptions {
-        as_of: a.as_of,
-        catalog: a.catalog.clone(),
-        keep_features: Some(chrono::Duration::days(a.keep_features_days.into())),
-        max_family_values: a.max_family_values,
-    };
     let s = match &a.cluster.cluster {
         None => taglake_tagger::refresh(wh, lock, &options).await.map_err(anyhow::Error::from),
         Some(url) => crate::distributed::refresh(url, wh, lock, &options, a.range_members).await,

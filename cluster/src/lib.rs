@@ -46,7 +46,7 @@ pub use kmeans::{
     FitParams, Model, START_ROWS, Standardizer, assign, fit, fit_linfa, greedy_kmeans_pp, silhouette,
     silhouette_with_error,
 };
-pub use run::{ClusterOptions, ClusterSummary, KChoice, cluster, standardized_matrix};
+pub use run::{ClusterOptions, ClusterOptionsBuilder, ClusterSummary, KChoice, cluster, standardized_matrix};
 
 /// Errors of the clustering layer.
 #[derive(Debug, thiserror::Error)]

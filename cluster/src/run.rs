@@ -55,31 +55,29 @@ pub enum KChoice {
     },
 }
 
-/// Options of a clustering run.
-#[derive(Debug, Clone)]
+/// Options of a clustering run. Its fields are private: the only way to
+/// get one is [`ClusterOptionsBuilder::build`] (or [`Default`], the
+/// builder's defaults), which checks what can be checked without the data
+/// (k, the sample against k, starts and iterations), so [`cluster`] relies
+/// on them and checks only k against the members it finds.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClusterOptions {
-    /// Number of communities, or auto.
-    pub k: KChoice,
-    /// Feature list (see [`crate::spec`]); `None` is the default set.
-    pub features: Option<String>,
-    /// Members the fit trains on (all when the base is smaller).
-    pub sample: usize,
-    /// Seed of the sample and the k-means++ initialisation.
-    pub seed: u64,
-    /// k-means++ starts per fit.
-    pub runs: usize,
-    /// Iteration cap per fit.
-    pub max_iterations: u64,
-    /// Assign with the saved model instead of fitting a new one.
-    pub reuse_model: bool,
-    /// Refits on bootstrap resamples of the sample whose agreement with
-    /// the fit is reported (0: none).
-    pub stability: usize,
+    k: KChoice,
+    features: Option<String>,
+    sample: usize,
+    seed: u64,
+    runs: usize,
+    max_iterations: u64,
+    reuse_model: bool,
+    stability: usize,
 }
 
-impl Default for ClusterOptions {
-    fn default() -> Self {
-        ClusterOptions {
+impl ClusterOptions {
+    /// A builder with the defaults: k chosen by silhouette in 4..=12, the
+    /// default features, a sample of 200,000 members, seed 1, 10 starts of
+    /// at most 300 iterations each, a new fit and no stability refits.
+    pub fn builder() -> ClusterOptionsBuilder {
+        ClusterOptionsBuilder {
             k: KChoice::Auto { min: 4, max: 12 },
             features: None,
             sample: 200_000,
@@ -89,6 +87,152 @@ impl Default for ClusterOptions {
             reuse_model: false,
             stability: 0,
         }
+    }
+
+    /// Number of communities, or auto.
+    pub fn k(&self) -> KChoice {
+        self.k
+    }
+    /// Feature list (see [`crate::spec`]); `None` is the default set.
+    pub fn features(&self) -> Option<&str> {
+        self.features.as_deref()
+    }
+    /// Members the fit trains on (all when the base is smaller).
+    pub fn sample(&self) -> usize {
+        self.sample
+    }
+    /// Seed of the sample and the k-means++ initialisation.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+    /// k-means++ starts per fit.
+    pub fn runs(&self) -> usize {
+        self.runs
+    }
+    /// Iteration cap per fit.
+    pub fn max_iterations(&self) -> u64 {
+        self.max_iterations
+    }
+    /// Whether members are assigned with the saved model instead of a new fit.
+    pub fn reuse_model(&self) -> bool {
+        self.reuse_model
+    }
+    /// Refits on bootstrap resamples of the sample whose agreement with
+    /// the fit is reported (0: none).
+    pub fn stability(&self) -> usize {
+        self.stability
+    }
+}
+
+impl Default for ClusterOptions {
+    /// The builder's defaults, which pass its checks.
+    fn default() -> Self {
+        ClusterOptions::builder().build().expect("the default clustering options are valid")
+    }
+}
+
+/// The options as given; [`build`](Self::build) checks them.
+#[derive(Debug, Clone)]
+pub struct ClusterOptionsBuilder {
+    k: KChoice,
+    features: Option<String>,
+    sample: usize,
+    seed: u64,
+    runs: usize,
+    max_iterations: u64,
+    reuse_model: bool,
+    stability: usize,
+}
+
+impl ClusterOptionsBuilder {
+    /// Number of communities (at least 1), or auto over a range of at
+    /// least 2.
+    pub fn k(mut self, k: KChoice) -> Self {
+        self.k = k;
+        self
+    }
+    /// Feature list (see [`crate::spec`]); `None` is the default set.
+    pub fn features(mut self, features: impl Into<Option<String>>) -> Self {
+        self.features = features.into();
+        self
+    }
+    /// Members the fit trains on: at least the largest k asked for.
+    pub fn sample(mut self, members: usize) -> Self {
+        self.sample = members;
+        self
+    }
+    /// Seed of the sample and the k-means++ initialisation.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+    /// k-means++ starts per fit (at least 1).
+    pub fn runs(mut self, runs: usize) -> Self {
+        self.runs = runs;
+        self
+    }
+    /// Iteration cap per fit (at least 1).
+    pub fn max_iterations(mut self, n: u64) -> Self {
+        self.max_iterations = n;
+        self
+    }
+    /// Assign with the saved model instead of fitting a new one.
+    pub fn reuse_model(mut self, yes: bool) -> Self {
+        self.reuse_model = yes;
+        self
+    }
+    /// Refits on bootstrap resamples to report the fit's stability (0: none).
+    pub fn stability(mut self, refits: usize) -> Self {
+        self.stability = refits;
+        self
+    }
+
+    /// Checks the options that do not depend on the data: k is at least 1
+    /// (auto: a range of at least 2 clusters), the sample holds at least the
+    /// largest k, and a fit makes at least one start of at least one
+    /// iteration. A reused model fits nothing, so these are not checked
+    /// then (`taglake cluster --reuse-model` has always ignored them).
+    pub fn build(self) -> Result<ClusterOptions> {
+        if !self.reuse_model {
+            let (lo, hi) = match self.k {
+                KChoice::Fixed(k) => (k, k),
+                KChoice::Auto { min, max } => {
+                    if min < 2 || max < min {
+                        return Err(Error::Params(ParamMessage::param("k").then_text(format!(
+                            " auto needs a range of at least 2 clusters, like 2..12; got {min}..{max}"
+                        ))));
+                    }
+                    (min, max)
+                }
+            };
+            // In plain words, as `FitParams` words the same checks (which
+            // stay, for callers of `fit`): `taglake cluster` has always
+            // shown these three so, not with the flag.
+            if lo == 0 {
+                return Err(Error::Params("k must be at least 1".into()));
+            }
+            if self.sample < hi {
+                return Err(Error::Params(
+                    ParamMessage::param("sample").then_text(format!(" {} is smaller than k = {hi}", self.sample)),
+                ));
+            }
+            if self.runs == 0 {
+                return Err(Error::Params("runs must be at least 1".into()));
+            }
+            if self.max_iterations == 0 {
+                return Err(Error::Params("max_iterations must be at least 1".into()));
+            }
+        }
+        Ok(ClusterOptions {
+            k: self.k,
+            features: self.features,
+            sample: self.sample,
+            seed: self.seed,
+            runs: self.runs,
+            max_iterations: self.max_iterations,
+            reuse_model: self.reuse_model,
+            stability: self.stability,
+        })
     }
 }
 
@@ -167,7 +311,7 @@ pub async fn cluster(wh: &Warehouse, lock: &WriterLock, opts: &ClusterOptions) -
     } else {
         let stored: Vec<&str> = stored.iter().map(String::as_str).collect();
         let spec = FeatureSpec::parse(opts.features.as_deref().unwrap_or(DEFAULT_FEATURES), &stored, is_numeric)?;
-        check_k(opts, eligible.len() as u64)?;
+        check_members(opts.k, eligible.len() as u64)?;
         let sample = sample_keys(&eligible, opts.sample, opts.seed);
         lap("select", &mut timings);
         let fitted = taglake_storage::scan::blocking(|| fit_sample(&files, &spec, &sample, opts))?;
@@ -278,30 +422,16 @@ fn is_numeric(column: &str) -> bool {
     }
 }
 
-fn check_k(opts: &ClusterOptions, members: u64) -> Result<()> {
-    let (lo, hi) = match opts.k {
-        KChoice::Fixed(k) => (k, k),
-        KChoice::Auto { min, max } => {
-            if min < 2 || max < min {
-                return Err(Error::Params(
-                    ParamMessage::param("k")
-                        .then_text(format!(" auto needs a range of at least 2 clusters, like 2..12; got {min}..{max}")),
-                ));
-            }
-            (min, max)
-        }
+/// k against the members there are to cluster (the rest of k was
+/// checked when the options were built).
+fn check_members(k: KChoice, members: u64) -> Result<()> {
+    let hi = match k {
+        KChoice::Fixed(k) => k,
+        KChoice::Auto { max, .. } => max,
     };
-    if lo == 0 {
-        return Err(Error::Params("k must be at least 1".into()));
-    }
     if hi as u64 > members {
         return Err(Error::Params(
             format!("k = {hi} is more than the {members} members with orders to cluster").into(),
-        ));
-    }
-    if opts.sample < hi {
-        return Err(Error::Params(
-            ParamMessage::param("sample").then_text(format!(" {} is smaller than k = {hi}", opts.sample)),
         ));
     }
     Ok(())
@@ -746,31 +876,75 @@ mod tests {
         assert_eq!(sample_keys(&keys[..5], 10, 1).len(), 5);
     }
 
-    #[test]
-    fn k_is_checked_against_the_members_with_orders() {
-        let opts = |k| ClusterOptions { k, sample: 100, ..ClusterOptions::default() };
-        // As `taglake cluster` shows it: parameters named by their flags.
-        let shown = |e: Error| match e {
+    /// As `taglake cluster` shows it: parameters named by their flags.
+    fn shown(e: Error) -> String {
+        match e {
             Error::Params(m) => format!("invalid clustering parameter: {}", m.render(|p| format!("--{p}"))),
             other => other.to_string(),
-        };
-        let err = |k| shown(check_k(&opts(k), 50).unwrap_err());
-        assert_eq!(err(KChoice::Fixed(0)), "invalid clustering parameter: k must be at least 1");
+        }
+    }
+
+    #[test]
+    fn every_bad_option_is_refused_naming_its_parameter() {
+        let err = |b: ClusterOptionsBuilder| shown(b.build().unwrap_err());
+        let b = || ClusterOptions::builder().sample(100);
+        assert_eq!(err(b().k(KChoice::Fixed(0))), "invalid clustering parameter: k must be at least 1");
         assert_eq!(
-            err(KChoice::Fixed(51)),
-            "invalid clustering parameter: k = 51 is more than the 50 members with orders to cluster"
-        );
-        assert_eq!(
-            err(KChoice::Auto { min: 1, max: 5 }),
+            err(b().k(KChoice::Auto { min: 1, max: 5 })),
             "invalid clustering parameter: --k auto needs a range of at least 2 clusters, like 2..12; got 1..5"
         );
         assert_eq!(
-            shown(
-                check_k(&ClusterOptions { k: KChoice::Fixed(20), sample: 10, ..ClusterOptions::default() }, 50)
-                    .unwrap_err()
-            ),
+            err(b().k(KChoice::Auto { min: 6, max: 5 })),
+            "invalid clustering parameter: --k auto needs a range of at least 2 clusters, like 2..12; got 6..5"
+        );
+        assert_eq!(
+            err(b().k(KChoice::Fixed(20)).sample(10)),
             "invalid clustering parameter: --sample 10 is smaller than k = 20"
         );
-        assert!(check_k(&opts(KChoice::Fixed(50)), 50).is_ok());
+        assert_eq!(err(b().sample(11)), "invalid clustering parameter: --sample 11 is smaller than k = 12");
+        assert_eq!(err(b().runs(0)), "invalid clustering parameter: runs must be at least 1");
+        assert_eq!(err(b().max_iterations(0)), "invalid clustering parameter: max_iterations must be at least 1");
+        // The library names the parameter, not a flag.
+        let e = b().sample(3).k(KChoice::Fixed(4)).build().unwrap_err();
+        assert_eq!(e.to_string(), "invalid clustering parameter: `sample` 3 is smaller than k = 4");
+        assert!(matches!(&e, Error::Params(m) if m.parameter() == Some("sample")), "{e:?}");
+        // A reused model fits nothing: the fit's options are not checked.
+        let reused = b().reuse_model(true).k(KChoice::Fixed(0)).runs(0).max_iterations(0).sample(0).build();
+        assert!(reused.unwrap().reuse_model());
+    }
+
+    #[test]
+    fn good_options_read_back_as_built() {
+        let o = ClusterOptions::default();
+        assert_eq!(o, ClusterOptions::builder().build().unwrap());
+        assert_eq!(o.k(), KChoice::Auto { min: 4, max: 12 });
+        assert_eq!((o.features(), o.sample(), o.seed(), o.runs()), (None, 200_000, 1, 10));
+        assert_eq!((o.max_iterations(), o.reuse_model(), o.stability()), (300, false, 0));
+        let o = ClusterOptions::builder()
+            .k(KChoice::Fixed(3))
+            .features(Some("recency_days,orders_total".to_string()))
+            .sample(3)
+            .seed(7)
+            .runs(2)
+            .max_iterations(9)
+            .stability(4)
+            .build()
+            .unwrap();
+        assert_eq!(o.k(), KChoice::Fixed(3));
+        assert_eq!((o.features(), o.sample(), o.seed(), o.runs()), (Some("recency_days,orders_total"), 3, 7, 2));
+        assert_eq!((o.max_iterations(), o.reuse_model(), o.stability()), (9, false, 4));
+    }
+
+    #[test]
+    fn k_is_checked_against_the_members_with_orders() {
+        assert_eq!(
+            shown(check_members(KChoice::Fixed(51), 50).unwrap_err()),
+            "invalid clustering parameter: k = 51 is more than the 50 members with orders to cluster"
+        );
+        assert_eq!(
+            shown(check_members(KChoice::Auto { min: 2, max: 60 }, 50).unwrap_err()),
+            "invalid clustering parameter: k = 60 is more than the 50 members with orders to cluster"
+        );
+        assert!(check_members(KChoice::Fixed(50), 50).is_ok());
     }
 }

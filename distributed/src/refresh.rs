@@ -502,12 +502,12 @@ pub async fn refresh_on(
     cluster: &ClusterRefresh,
 ) -> Result<RefreshSummary> {
     lock.check(wh)?;
-    let user = taglake_tagger::read_catalog(options.catalog.as_deref()).map_err(tagger)?;
+    let user = taglake_tagger::read_catalog(options.catalog()).map_err(tagger)?;
     let (catalog, source, digest) =
         taglake_tagger::catalog_from(user.as_ref().map(|(t, s)| (t.as_str(), s.as_str()))).map_err(tagger)?;
     let growth = catalog.growth_per_unit();
     let t0 = Instant::now();
-    let globals = globals(runner.ctx(), options.as_of).await?;
+    let globals = globals(runner.ctx(), options.as_of()).await?;
     globals.check().map_err(tagger)?;
     let coordinator = FeatureSet::for_globals(&globals, growth);
     let compiled = Compiled::new(&catalog, &source, &coordinator).map_err(tagger)?;
@@ -589,7 +589,7 @@ pub async fn refresh_on(
     )
     .await
     .map_err(tagger)?;
-    let features_files_vacuumed = match options.keep_features {
+    let features_files_vacuumed = match options.keep_features() {
         Some(keep) => wh.vacuum(lock, Table::Features, keep, false).await?.files.len(),
         None => 0,
     };

@@ -35,14 +35,10 @@ pub enum Error {
         #[source]
         cause: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
-    /// An option of the ingest is unusable (names the parameter).
-    #[error("{parameter}: {message}")]
-    Options {
-        /// The parameter (`memory`, …).
-        parameter: &'static str,
-        /// What is wrong.
-        message: String,
-    },
+    /// An option of the ingest is unusable: the message names it apart
+    /// from its text, for a program to show as its flag.
+    #[error("{0}")]
+    Parameter(#[source] taglake_storage::ParamMessage),
     /// An input pattern matched no file.
     #[error("no input file matches `{0}`")]
     NoFiles(String),

@@ -16,7 +16,7 @@
 //!
 //! let wh = Warehouse::open("warehouse")?;
 //! let files = taglake_ingest::source::expand_inputs(&["data/orders/*.parquet"])?;
-//! let opts = IngestOptions::new(CheckedMapping::canonical(Table::Orders));
+//! let opts = IngestOptions::builder(CheckedMapping::canonical(Table::Orders)).build()?;
 //! let summary = ingest(&wh, &files, &opts, Arc::new(NoProgress)).await?;
 //! println!("{} rows in, {} quarantined", summary.inserted, summary.quarantined);
 //! # Ok(()) }
@@ -37,4 +37,6 @@ pub mod source;
 pub use dictionary::MemberDictionary;
 pub use error::{Error, Result};
 pub use mapping::{CheckedMapping, Mapping};
-pub use pipeline::{DEFAULT_MEMORY, IngestOptions, IngestSummary, MIN_MEMORY, NoProgress, Progress, ingest};
+pub use pipeline::{
+    DEFAULT_MEMORY, IngestOptions, IngestOptionsBuilder, IngestSummary, MIN_MEMORY, NoProgress, Progress, ingest,
+};

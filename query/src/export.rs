@@ -178,33 +178,213 @@ impl Split {
     }
 }
 
-/// What to export.
+/// What to export. Its fields are private: the only way to get one is
+/// [`ExportOptionsBuilder::build`], which checks what can be checked
+/// without the warehouse (the holdout share, the salt, the output file's
+/// format, the columns that are always exported, the window), so
+/// [`export`] relies on them and checks only what needs the data (the
+/// audience, the stratifying family, the other columns).
 #[derive(Debug, Clone)]
 pub struct ExportOptions {
+    audience: String,
+    split: Split,
+    salt: String,
+    name: Option<String>,
+    stratify_by: Option<String>,
+    columns: Vec<String>,
+    out: PathBuf,
+    /// The format `out` names, found when the options were built.
+    format: Format,
+    holdout_share: f64,
+    holdout_salt: String,
+    include_holdout: bool,
+    launched_at: DateTime<Utc>,
+    ends_at: Option<DateTime<Utc>>,
+}
+
+impl ExportOptions {
+    /// A builder exporting `audience` split into `split`'s arms by `salt`
+    /// to `out`, with the defaults: named after the salt, unstratified, no
+    /// extra columns, the global holdout ([`HOLDOUT_SHARE`],
+    /// [`HOLDOUT_SALT`]) left out, launched now and open-ended.
+    pub fn builder(
+        audience: impl Into<String>,
+        split: Split,
+        salt: impl Into<String>,
+        out: impl Into<PathBuf>,
+    ) -> ExportOptionsBuilder {
+        ExportOptionsBuilder {
+            audience: audience.into(),
+            split,
+            salt: salt.into(),
+            name: None,
+            stratify_by: None,
+            columns: Vec::new(),
+            out: out.into(),
+            holdout_share: HOLDOUT_SHARE,
+            holdout_salt: HOLDOUT_SALT.into(),
+            include_holdout: false,
+            launched_at: Utc::now(),
+            ends_at: None,
+        }
+    }
+
     /// Audience expression.
-    pub audience: String,
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
     /// Arms.
-    pub split: Split,
+    pub fn split(&self) -> &Split {
+        &self.split
+    }
     /// Salt of the assignment.
-    pub salt: String,
-    /// Experiment name (defaults to the salt).
-    pub name: Option<String>,
+    pub fn salt(&self) -> &str {
+        &self.salt
+    }
+    /// Experiment name, when it is not the salt.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
     /// Tag family to balance arms within.
-    pub stratify_by: Option<String>,
+    pub fn stratify_by(&self) -> Option<&str> {
+        self.stratify_by.as_deref()
+    }
     /// Columns of `members` (attributes or tags) or `features` to add.
-    pub columns: Vec<String>,
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
     /// Output file (`.csv` or `.parquet`).
-    pub out: PathBuf,
-    /// Global holdout share.
-    pub holdout_share: f64,
+    pub fn out(&self) -> &Path {
+        &self.out
+    }
+    /// Global holdout share, in `[0, 1)`.
+    pub fn holdout_share(&self) -> f64 {
+        self.holdout_share
+    }
     /// Global holdout salt.
-    pub holdout_salt: String,
-    /// Export holdout members too (as arm `holdout`).
-    pub include_holdout: bool,
+    pub fn holdout_salt(&self) -> &str {
+        &self.holdout_salt
+    }
+    /// Whether holdout members are exported too (as arm `holdout`).
+    pub fn include_holdout(&self) -> bool {
+        self.include_holdout
+    }
     /// When the experiment starts (orders from then on count in reports).
-    pub launched_at: DateTime<Utc>,
+    pub fn launched_at(&self) -> DateTime<Utc> {
+        self.launched_at
+    }
     /// When it stops counting as running (`None`: open-ended).
-    pub ends_at: Option<DateTime<Utc>>,
+    pub fn ends_at(&self) -> Option<DateTime<Utc>> {
+        self.ends_at
+    }
+}
+
+/// The export as given; [`build`](Self::build) checks it.
+#[derive(Debug, Clone)]
+pub struct ExportOptionsBuilder {
+    audience: String,
+    split: Split,
+    salt: String,
+    name: Option<String>,
+    stratify_by: Option<String>,
+    columns: Vec<String>,
+    out: PathBuf,
+    holdout_share: f64,
+    holdout_salt: String,
+    include_holdout: bool,
+    launched_at: DateTime<Utc>,
+    ends_at: Option<DateTime<Utc>>,
+}
+
+impl ExportOptionsBuilder {
+    /// Experiment name in the registry (`None`: the salt).
+    pub fn name(mut self, name: impl Into<Option<String>>) -> Self {
+        self.name = name.into();
+        self
+    }
+    /// Tag family to balance arms within (`None`: unstratified).
+    pub fn stratify_by(mut self, family: impl Into<Option<String>>) -> Self {
+        self.stratify_by = family.into();
+        self
+    }
+    /// Columns of `members` (attributes or tags) or `features` to add.
+    pub fn columns(mut self, columns: Vec<String>) -> Self {
+        self.columns = columns;
+        self
+    }
+    /// Share of all members in the global holdout: at least 0, below 1.
+    pub fn holdout_share(mut self, share: f64) -> Self {
+        self.holdout_share = share;
+        self
+    }
+    /// Salt of the global holdout (change it only to start a new holdout).
+    pub fn holdout_salt(mut self, salt: impl Into<String>) -> Self {
+        self.holdout_salt = salt.into();
+        self
+    }
+    /// Export holdout members too, as arm `holdout`.
+    pub fn include_holdout(mut self, yes: bool) -> Self {
+        self.include_holdout = yes;
+        self
+    }
+    /// When the experiment starts.
+    pub fn launched_at(mut self, at: DateTime<Utc>) -> Self {
+        self.launched_at = at;
+        self
+    }
+    /// When it stops counting as running: after the launch (`None`:
+    /// open-ended).
+    pub fn ends_at(mut self, at: impl Into<Option<DateTime<Utc>>>) -> Self {
+        self.ends_at = at.into();
+        self
+    }
+
+    /// Checks the export before anything is read, in this order: the
+    /// holdout share, a salt that is not blank (the split depends on it),
+    /// an output file named `.csv` or `.parquet`, no extra column the
+    /// cohort always has, and an end after the launch (an experiment that
+    /// ends before it starts is never running).
+    pub fn build(self) -> Result<ExportOptions> {
+        check_holdout_share(self.holdout_share)?;
+        if self.salt.trim().is_empty() {
+            return Err(Error::Parameter(
+                ParamMessage::text("the salt is empty: give ")
+                    .then_param("salt")
+                    .then_text(" (the split depends on it)"),
+            ));
+        }
+        let format = Format::of(&self.out)?;
+        if let Some(c) = self.columns.iter().find(|c| *c == "member_id" || *c == "arm") {
+            return Err(Error::Parameter(
+                ParamMessage::param("columns").then_text(format!(": `{c}` is always exported")),
+            ));
+        }
+        if let Some(ends_at) = self.ends_at
+            && ends_at <= self.launched_at
+        {
+            return Err(Error::Parameter(
+                ParamMessage::param("ends_at")
+                    .then_text(format!(" {ends_at} must be after "))
+                    .then_param("launched_at")
+                    .then_text(format!(" {}", self.launched_at)),
+            ));
+        }
+        Ok(ExportOptions {
+            audience: self.audience,
+            split: self.split,
+            salt: self.salt,
+            name: self.name,
+            stratify_by: self.stratify_by,
+            columns: self.columns,
+            out: self.out,
+            format,
+            holdout_share: self.holdout_share,
+            holdout_salt: self.holdout_salt,
+            include_holdout: self.include_holdout,
+            launched_at: self.launched_at,
+            ends_at: self.ends_at,
+        })
+    }
 }
 
 /// What an export did.
@@ -241,13 +421,7 @@ pub struct ExportSummary {
 /// when its audience excludes `in_experiment`.
 pub async fn export(wh: &Warehouse, lock: &WriterLock, o: &ExportOptions) -> Result<ExportSummary> {
     lock.check(wh)?;
-    check_holdout_share(o.holdout_share)?;
-    if o.salt.trim().is_empty() {
-        return Err(Error::Parameter(
-            ParamMessage::text("the salt is empty: give ").then_param("salt").then_text(" (the split depends on it)"),
-        ));
-    }
-    let format = Format::of(&o.out)?;
+    let format = o.format;
     let output = std::path::absolute(&o.out)
         .map_err(|e| Error::File { path: o.out.clone(), source: e.into() })?
         .display()
@@ -496,7 +670,8 @@ fn cohort(keys: Vec<i64>, ids: Vec<&str>, arms: Vec<&str>) -> Result<RecordBatch
 }
 
 /// Where each `--columns` entry comes from: `members` (attributes and tags)
-/// or `features`, checked before any work is done.
+/// or `features`, checked before any work is done (`member_id` and `arm`
+/// were refused when the options were built).
 async fn resolve_columns(ctx: &SessionContext, columns: &[String]) -> Result<Vec<(Table, String)>> {
     let mut schemas = Vec::new();
     for t in [Table::Members, Table::Features] {
@@ -506,11 +681,6 @@ async fn resolve_columns(ctx: &SessionContext, columns: &[String]) -> Result<Vec
     }
     let mut out: Vec<(Table, String)> = Vec::new();
     for c in columns {
-        if c == "member_id" || c == "arm" {
-            return Err(Error::Parameter(
-                ParamMessage::param("columns").then_text(format!(": `{c}` is always exported")),
-            ));
-        }
         if out.iter().any(|(_, have)| have == c) {
             continue;
         }
@@ -643,6 +813,101 @@ mod tests {
             let e = Split::parse(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    /// The error as `taglake export` shows it (`holdout_share` is `--holdout` there).
+    fn shown(e: Error) -> String {
+        match e {
+            Error::Parameter(m) => m.render(|p| match p {
+                "holdout_share" => "--holdout".into(),
+                p => format!("--{}", p.replace('_', "-")),
+            }),
+            other => other.to_string(),
+        }
+    }
+
+    fn builder() -> ExportOptionsBuilder {
+        ExportOptions::builder("tier_gold", Split::parse("a=1,b=1").unwrap(), "spring", "cohort.csv")
+    }
+
+    #[test]
+    fn every_bad_option_is_refused_naming_its_parameter() {
+        let err = |b: ExportOptionsBuilder| {
+            let e = b.build().unwrap_err();
+            let Error::Parameter(m) = &e else { panic!("a parameter error: {e:?}") };
+            (m.parameter(), e.to_string(), shown(e))
+        };
+        for share in [1.0, 1.5, -0.01, f64::NAN] {
+            let (p, text, flag) = err(builder().holdout_share(share));
+            assert_eq!(p, Some("holdout_share"));
+            assert!(text.starts_with("`holdout_share` must be at least 0 and below 100 %, not "), "{text}");
+            assert!(flag.starts_with("--holdout must be at least 0 and below 100 %"), "{flag}");
+        }
+        for salt in ["", "  "] {
+            let b = ExportOptions::builder("tier_gold", Split::parse("a=1").unwrap(), salt, "cohort.csv");
+            assert_eq!(
+                err(b),
+                (
+                    Some("salt"),
+                    "the salt is empty: give `salt` (the split depends on it)".into(),
+                    "the salt is empty: give --salt (the split depends on it)".into()
+                )
+            );
+        }
+        for out in ["cohort.xlsx", "cohort", "dir/"] {
+            let b = ExportOptions::builder("tier_gold", Split::parse("a=1").unwrap(), "s", out);
+            let (p, text, flag) = err(b);
+            assert_eq!(p, Some("out"));
+            assert!(text.ends_with(": write a .csv or .parquet file"), "{text}");
+            assert!(flag.starts_with("--out "), "{flag}");
+        }
+        for c in ["member_id", "arm"] {
+            let (p, text, flag) = err(builder().columns(vec!["city".into(), c.into()]));
+            assert_eq!(p, Some("columns"));
+            assert_eq!(text, format!("`columns`: `{c}` is always exported"));
+            assert_eq!(flag, format!("--columns: `{c}` is always exported"));
+        }
+        let launch = "2026-03-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        for ends in [launch, launch - chrono::Duration::hours(1)] {
+            let (p, text, _) = err(builder().launched_at(launch).ends_at(ends));
+            assert_eq!(p, Some("ends_at"));
+            assert_eq!(text, format!("`ends_at` {ends} must be after `launched_at` {launch}"));
+        }
+    }
+
+    #[test]
+    fn good_options_read_back_as_built() {
+        let before = Utc::now();
+        let o = builder().build().unwrap();
+        assert_eq!((o.audience(), o.salt(), o.name(), o.stratify_by()), ("tier_gold", "spring", None, None));
+        assert_eq!(o.split(), &Split::parse("a=1,b=1").unwrap());
+        assert!(o.columns().is_empty());
+        assert_eq!(o.out(), Path::new("cohort.csv"));
+        assert!(matches!(o.format, Format::Csv));
+        assert_eq!((o.holdout_share(), o.holdout_salt(), o.include_holdout()), (HOLDOUT_SHARE, HOLDOUT_SALT, false));
+        assert!(o.launched_at() >= before && o.ends_at().is_none());
+        let launch = "2026-03-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let ends = launch + chrono::Duration::days(28);
+        let o = ExportOptions::builder("vip", Split::parse("t=9,c=1").unwrap(), "s1", "out/cohort.PARQUET")
+            .name(Some("spring push".to_string()))
+            .stratify_by(Some("tier".to_string()))
+            .columns(vec!["city".into(), "tier_gold".into()])
+            .holdout_share(0.0)
+            .holdout_salt("another-holdout")
+            .include_holdout(true)
+            .launched_at(launch)
+            .ends_at(ends)
+            .build()
+            .unwrap();
+        assert_eq!(
+            (o.audience(), o.salt(), o.name(), o.stratify_by()),
+            ("vip", "s1", Some("spring push"), Some("tier"))
+        );
+        assert_eq!(o.columns(), ["city", "tier_gold"]);
+        assert_eq!(o.out(), Path::new("out/cohort.PARQUET"));
+        assert!(matches!(o.format, Format::Parquet));
+        assert_eq!((o.holdout_share(), o.holdout_salt(), o.include_holdout()), (0.0, "another-holdout", true));
+        assert_eq!((o.launched_at(), o.ends_at()), (launch, Some(ends)));
     }
 
     #[test]

@@ -42,8 +42,8 @@ mod union;
 
 pub use error::{Error, Result};
 pub use refresh::{
-    RefreshOptions, RefreshSummary, catalog_from, evaluate_all, features_batch, features_schema, load_catalog,
-    read_catalog, refresh, snapshot_tags,
+    RefreshOptions, RefreshOptionsBuilder, RefreshSummary, catalog_from, evaluate_all, features_batch, features_schema,
+    load_catalog, read_catalog, refresh, snapshot_tags,
 };
 
 pub use union::Union;

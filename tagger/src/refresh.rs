@@ -14,7 +14,7 @@ use arrow::compute::FilterBuilder;
 use arrow::datatypes::{DataType, Date32Type, Field, Float64Type, Int32Type, Int64Type, Schema, SchemaRef};
 
 use roaring::RoaringBitmap;
-use taglake_storage::{Table, Warehouse, WriterLock};
+use taglake_storage::{ParamMessage, Table, Warehouse, WriterLock};
 
 use crate::catalog::CatalogFile;
 use crate::evaluate::Compiled;
@@ -23,20 +23,106 @@ use crate::snapshot::{self, NewSnapshot, TagInfo};
 use crate::union::Union;
 use crate::{Error, Result};
 
-/// What to run.
-#[derive(Debug, Clone, Default)]
+/// What to run. Its fields are private: the only way to get one is
+/// [`RefreshOptionsBuilder::build`] (or [`Default`]: nothing set, which
+/// passes every check), so [`refresh`] and a cluster's refresh rely on
+/// them as they are.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RefreshOptions {
-    /// The as-of date; default the day after the newest order.
-    pub as_of: Option<chrono::NaiveDate>,
+    as_of: Option<chrono::NaiveDate>,
+    catalog: Option<PathBuf>,
+    keep_features: Option<chrono::Duration>,
+    max_family_values: Option<usize>,
+}
+
+impl RefreshOptions {
+    /// A builder with nothing set: as of the day after the newest order,
+    /// the built-in catalog alone, every `features` version kept, the
+    /// catalog's own `max_family_values`.
+    pub fn builder() -> RefreshOptionsBuilder {
+        RefreshOptionsBuilder::default()
+    }
+
+    /// The as-of date; `None`: the day after the newest order.
+    pub fn as_of(&self) -> Option<chrono::NaiveDate> {
+        self.as_of
+    }
     /// A user catalog file added to (or replacing) the built-in one.
-    pub catalog: Option<PathBuf>,
+    pub fn catalog(&self) -> Option<&std::path::Path> {
+        self.catalog.as_deref()
+    }
+    /// How long the files of replaced `features` versions are kept (see
+    /// [`RefreshOptionsBuilder::keep_features`]); `None` keeps all.
+    pub fn keep_features(&self) -> Option<chrono::Duration> {
+        self.keep_features
+    }
+    /// The override of the catalog's `max_family_values`, at least 1.
+    pub fn max_family_values(&self) -> Option<usize> {
+        self.max_family_values
+    }
+}
+
+/// The options as given; [`build`](Self::build) checks them.
+#[derive(Debug, Clone, Default)]
+pub struct RefreshOptionsBuilder {
+    as_of: Option<chrono::NaiveDate>,
+    catalog: Option<PathBuf>,
+    keep_features: Option<chrono::Duration>,
+    max_family_values: Option<usize>,
+}
+
+impl RefreshOptionsBuilder {
+    /// The as-of date (`None`: the day after the newest order).
+    pub fn as_of(mut self, date: impl Into<Option<chrono::NaiveDate>>) -> Self {
+        self.as_of = date.into();
+        self
+    }
+    /// A user catalog file added to (or replacing) the built-in one.
+    pub fn catalog(mut self, path: impl Into<Option<PathBuf>>) -> Self {
+        self.catalog = path.into();
+        self
+    }
     /// Keep the files of `features` versions replaced within this long
-    /// (time travel); older ones are deleted after the run. `None` keeps all.
-    /// The previous version is kept whatever this says (zero included), so
-    /// a server or query still reading it when the run ends is not broken.
-    pub keep_features: Option<chrono::Duration>,
-    /// Overrides the catalog's `max_family_values`.
-    pub max_family_values: Option<usize>,
+    /// (time travel; zero or more); older ones are deleted after the run.
+    /// `None` keeps all. The previous version is kept whatever this says
+    /// (zero included), so a server or query still reading it when the
+    /// run ends is not broken.
+    pub fn keep_features(mut self, keep: impl Into<Option<chrono::Duration>>) -> Self {
+        self.keep_features = keep.into();
+        self
+    }
+    /// Overrides the catalog's `max_family_values` (at least 1).
+    pub fn max_family_values(mut self, n: impl Into<Option<usize>>) -> Self {
+        self.max_family_values = n.into();
+        self
+    }
+
+    /// Checks the options: a family override of at least 1 value (worded
+    /// as the catalog's own check, which then cannot fail in the run), and
+    /// a retention that is not negative (the vacuum would read a negative
+    /// one as zero and delete every replaced version but the previous).
+    pub fn build(self) -> Result<RefreshOptions> {
+        if self.max_family_values == Some(0) {
+            return Err(Error::Parameter(
+                ParamMessage::text("tag catalog ")
+                    .then_param("max_family_values")
+                    .then_text(": a family needs at least 1 value"),
+            ));
+        }
+        if let Some(keep) = self.keep_features
+            && keep < chrono::Duration::zero()
+        {
+            return Err(Error::Parameter(
+                ParamMessage::param("keep_features").then_text(format!(" must not be negative, not {keep}")),
+            ));
+        }
+        Ok(RefreshOptions {
+            as_of: self.as_of,
+            catalog: self.catalog,
+            keep_features: self.keep_features,
+            max_family_values: self.max_family_values,
+        })
+    }
 }
 
 /// What a run did, with timings.
@@ -168,6 +254,7 @@ pub(crate) async fn compute(wh: &Warehouse, lock: &WriterLock, options: &Refresh
     lock.check(wh)?;
     let (mut catalog, source, digest) = load_catalog(options.catalog.as_deref())?;
     if let Some(n) = options.max_family_values {
+        // Cannot fail: the options' builder refused 0 already.
         catalog.set_max_family_values(n)?;
     }
     let inputs = inputs(wh, options, &digest).await?;
@@ -555,6 +642,46 @@ mod tests {
     use crate::features::{CHUNK, FeatureColumn, FeatureOptions, TextKind};
     use arrow::array::{Date32Array, Float64Array, Int32Array, Int64Array};
     use proptest::prelude::*;
+
+    /// The error as `taglake tag` shows it: parameters named by its flags.
+    fn shown(e: Error) -> String {
+        match e {
+            Error::Parameter(m) => m.render(|p| format!("--{}", p.replace('_', "-"))),
+            other => other.to_string(),
+        }
+    }
+
+    #[test]
+    fn every_bad_option_is_refused_naming_its_parameter() {
+        let e = RefreshOptions::builder().max_family_values(0).build().unwrap_err();
+        assert_eq!(e.to_string(), "tag catalog `max_family_values`: a family needs at least 1 value");
+        assert!(matches!(&e, Error::Parameter(m) if m.parameter() == Some("max_family_values")), "{e:?}");
+        assert_eq!(shown(e), "tag catalog --max-family-values: a family needs at least 1 value");
+        let e = RefreshOptions::builder().keep_features(chrono::Duration::days(-1)).build().unwrap_err();
+        assert!(e.to_string().starts_with("`keep_features` must not be negative"), "{e}");
+        assert!(matches!(&e, Error::Parameter(m) if m.parameter() == Some("keep_features")), "{e:?}");
+    }
+
+    #[test]
+    fn good_options_read_back_as_built() {
+        let o = RefreshOptions::builder().build().unwrap();
+        assert_eq!(o, RefreshOptions::default());
+        assert_eq!((o.as_of(), o.catalog(), o.keep_features(), o.max_family_values()), (None, None, None, None));
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+        let o = RefreshOptions::builder()
+            .as_of(day)
+            .catalog(PathBuf::from("tags.toml"))
+            .keep_features(chrono::Duration::zero())
+            .max_family_values(1)
+            .build()
+            .unwrap();
+        assert_eq!(o.as_of(), Some(day));
+        assert_eq!(o.catalog(), Some(std::path::Path::new("tags.toml")));
+        assert_eq!((o.keep_features(), o.max_family_values()), (Some(chrono::Duration::zero()), Some(1)));
+        // `None` unsets what was set.
+        let o = RefreshOptions::builder().as_of(day).as_of(None).max_family_values(3).max_family_values(None);
+        assert_eq!(o.build().unwrap(), RefreshOptions::default());
+    }
 
     /// The plain way to build a features column: value by value, then a
     /// filter of its own.

@@ -145,10 +145,13 @@ async fn core_rules(stride: u32) {
     let wh = warehouse_with_stride(dir.path(), &members, &lines, stride as i64).await;
     let s = refresh(&wh, &lock(&wh), &RefreshOptions::default()).await.unwrap();
     assert_eq!(s.as_of, NaiveDate::from_ymd_opt(2026, 11, 2).unwrap(), "the day after the newest order");
-    let s =
-        refresh(&wh, &lock(&wh), &RefreshOptions { as_of: NaiveDate::from_ymd_opt(2026, 11, 1), ..Default::default() })
-            .await
-            .unwrap();
+    let s = refresh(
+        &wh,
+        &lock(&wh),
+        &RefreshOptions::builder().as_of(NaiveDate::from_ymd_opt(2026, 11, 1)).build().unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(s.base_members, 5);
     assert_eq!(s.order_lines, 8);
     let t = tags_of(&wh).await;
@@ -201,7 +204,7 @@ async fn catalog_errors_name_the_tag_and_position() {
         std::fs::write(&path, text).unwrap();
         let wh = wh.clone();
         async move {
-            refresh(&wh, &lock(&wh), &RefreshOptions { catalog: Some(path), ..Default::default() })
+            refresh(&wh, &lock(&wh), &RefreshOptions::builder().catalog(path).build().unwrap())
                 .await
                 .unwrap_err()
                 .to_string()
@@ -223,11 +226,11 @@ async fn catalog_errors_name_the_tag_and_position() {
     // A valid user catalog adds its tags to the default; `replace_default` keeps only its own.
     let path = dir.path().join("ok.toml");
     std::fs::write(&path, "[[tag]]\nname = \"big_spender\"\nfamily = \"mine\"\ndescription = \"d\"\nrule = \"tier_gold or spend_total > 0.5\"\n").unwrap();
-    refresh(&wh, &lock(&wh), &RefreshOptions { catalog: Some(path.clone()), ..Default::default() }).await.unwrap();
+    refresh(&wh, &lock(&wh), &RefreshOptions::builder().catalog(path.clone()).build().unwrap()).await.unwrap();
     let info = snapshot::info(&wh, None).await.unwrap();
     assert!(info.tags.len() > 100 && info.tags.iter().any(|t| t.name == "big_spender" && t.members == 1));
     std::fs::write(&path, "replace_default = true\n[[tag]]\nname = \"big_spender\"\nfamily = \"mine\"\ndescription = \"d\"\nrule = \"spend_total > 0.5\"\n").unwrap();
-    refresh(&wh, &lock(&wh), &RefreshOptions { catalog: Some(path), ..Default::default() }).await.unwrap();
+    refresh(&wh, &lock(&wh), &RefreshOptions::builder().catalog(path).build().unwrap()).await.unwrap();
     assert_eq!(snapshot::info(&wh, None).await.unwrap().tags.len(), 1);
 }
 
@@ -261,7 +264,7 @@ async fn a_rerun_keeps_the_features_an_interrupted_run_committed() {
     let s = refresh(&wh, &lock, &options).await.unwrap();
     assert!(s.features_version > interrupted);
     // An interrupted run over other inputs (another as-of) is not kept.
-    let other = RefreshOptions { as_of: NaiveDate::from_ymd_opt(2026, 10, 1), ..Default::default() };
+    let other = RefreshOptions::builder().as_of(NaiveDate::from_ymd_opt(2026, 10, 1)).build().unwrap();
     drop(crate::refresh::compute(&wh, &lock, &other).await.unwrap());
     let stale = wh.version(Table::Features).await.unwrap().unwrap();
     let s = refresh(&wh, &lock, &options).await.unwrap();
@@ -319,14 +322,14 @@ async fn families_over_too_many_values_are_left_out_and_the_run_goes_on() {
     let lock = lock(&wh);
     let names = |t: &[(String, RoaringBitmap)], prefix: &str| t.iter().filter(|(n, _)| n.starts_with(prefix)).count();
     // Under the cap: a family per category.
-    let s = refresh(&wh, &lock, &RefreshOptions { max_family_values: Some(30), ..Default::default() }).await.unwrap();
+    let s = refresh(&wh, &lock, &RefreshOptions::builder().max_family_values(30).build().unwrap()).await.unwrap();
     assert!(s.skipped.is_empty(), "{:?}", s.skipped);
     let t = tags_of(&wh).await;
     assert_eq!(names(&t, "category_lover_note_"), 30);
     assert_eq!(members_of(&t, "category_buyer_note_7", 1), [7]);
     // Over it: the per-category accumulators and every family over them
     // are left out, with a note; the other tags are as before.
-    let s = refresh(&wh, &lock, &RefreshOptions { max_family_values: Some(10), ..Default::default() }).await.unwrap();
+    let s = refresh(&wh, &lock, &RefreshOptions::builder().max_family_values(10).build().unwrap()).await.unwrap();
     assert_eq!(s.skipped.len(), 1, "{:?}", s.skipped);
     assert!(s.skipped[0].starts_with("orders.category has more than 10 distinct values"), "{}", s.skipped[0]);
     let t = tags_of(&wh).await;
@@ -340,7 +343,7 @@ async fn families_over_too_many_values_are_left_out_and_the_run_goes_on() {
         "[[partition]]\nname = \"shop_{value}\"\nfamily = \"f\"\ndescription = \"d\"\nfeature = \"home_store\"\nmax_values = 3\n",
     )
     .unwrap();
-    let s = refresh(&wh, &lock, &RefreshOptions { catalog: Some(path), ..Default::default() }).await.unwrap();
+    let s = refresh(&wh, &lock, &RefreshOptions::builder().catalog(path).build().unwrap()).await.unwrap();
     assert_eq!(
         s.skipped,
         [

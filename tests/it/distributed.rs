@@ -349,12 +349,10 @@ fn the_range_steps_in_process_commit_the_embedded_snapshot() {
     let run = || {
         rt.block_on(async {
             let (ctx, _) = taglake_query::open(&wh).await.unwrap();
-            let options = taglake_tagger::RefreshOptions {
-                as_of: Some(chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap()),
-                catalog: None,
-                keep_features: None,
-                max_family_values: None,
-            };
+            let options = taglake_tagger::RefreshOptions::builder()
+                .as_of(chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap())
+                .build()
+                .unwrap();
             let split = taglake_distributed::refresh::ClusterRefresh { range_members: Some(65_536) };
             let runner = taglake_distributed::refresh::Runner::InProcess(ctx);
             taglake_distributed::refresh::refresh_on(&runner, &wh, &lock, &options, &split).await.unwrap()

@@ -668,7 +668,7 @@ fn run_and_compare(
     as_of: Option<NaiveDate>,
 ) -> (Reference, Vec<(String, BTreeSet<u32>)>) {
     let lock = wh.lock_writer("tag reference test", taglake_storage::Wait::No).unwrap();
-    let summary = rt.block_on(refresh(wh, &lock, &RefreshOptions { as_of, ..Default::default() })).unwrap();
+    let summary = rt.block_on(refresh(wh, &lock, &RefreshOptions::builder().as_of(as_of).build().unwrap())).unwrap();
     drop(lock);
     let info = rt.block_on(snapshot::info(wh, Some(summary.snapshot))).unwrap();
     let (_, bitmaps) = rt.block_on(snapshot::bitmaps(wh, Some(summary.snapshot), None)).unwrap();

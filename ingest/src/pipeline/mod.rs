@@ -39,28 +39,25 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{ArrayRef, RecordBatch};
-use taglake_storage::{Table, Warehouse};
+use taglake_storage::{ParamMessage, Table, Warehouse};
 
 use crate::convert::{Converted, ConvertedFile};
 use crate::mapping::CheckedMapping;
 use crate::source::ReadOptions;
 use crate::{Error, Result};
 
-/// What to ingest and how.
+/// What to ingest and how. Its fields are private: the only way to get
+/// one is [`IngestOptionsBuilder::build`], which checks them once (an
+/// input table, a memory budget of at least [`MIN_MEMORY`], batches of at
+/// least one row), so [`ingest`] and its steps rely on them as they are.
 #[derive(Debug, Clone)]
 pub struct IngestOptions {
-    /// The validated mapping (its table is the target table).
-    pub mapping: CheckedMapping,
-    /// Orders of members not yet known create them instead of being
-    /// quarantined.
-    pub create_members: bool,
-    /// Rows per batch.
-    pub batch_rows: usize,
-    /// Memory the ingest may hold, in bytes (see the module docs for how
-    /// it is shared out). Default [`DEFAULT_MEMORY`].
-    pub memory: usize,
+    mapping: CheckedMapping,
+    create_members: bool,
+    batch_rows: usize,
+    memory: usize,
     /// Tests force chunking and spilling on tiny inputs with these.
-    pub(crate) limits: Option<Limits>,
+    limits: Option<Limits>,
 }
 
 /// Sizes that otherwise follow from the memory budget.
@@ -77,6 +74,37 @@ pub(crate) struct Limits {
 }
 
 impl IngestOptions {
+    /// A builder for `mapping`'s table with the defaults: unknown members
+    /// quarantined, batches of 65,536 rows, [`DEFAULT_MEMORY`].
+    pub fn builder(mapping: CheckedMapping) -> IngestOptionsBuilder {
+        IngestOptionsBuilder {
+            mapping,
+            create_members: false,
+            batch_rows: 65_536,
+            memory: DEFAULT_MEMORY,
+            limits: None,
+        }
+    }
+
+    /// The validated mapping (its table is the target table).
+    pub fn mapping(&self) -> &CheckedMapping {
+        &self.mapping
+    }
+    /// Whether orders of members not yet known create them instead of
+    /// being quarantined.
+    pub fn create_members(&self) -> bool {
+        self.create_members
+    }
+    /// Rows per batch read from a file.
+    pub fn batch_rows(&self) -> usize {
+        self.batch_rows
+    }
+    /// Memory the ingest may hold, in bytes (see the module docs for how
+    /// it is shared out).
+    pub fn memory(&self) -> usize {
+        self.memory
+    }
+
     fn rows_per_file(&self) -> u64 {
         self.limits.map(|l| l.rows_per_file).unwrap_or(sink::ROWS_PER_FILE)
     }
@@ -91,10 +119,69 @@ pub const DEFAULT_MEMORY: usize = 2 << 30;
 /// The smallest budget accepted: 64 MiB.
 pub const MIN_MEMORY: usize = 64 << 20;
 
-impl IngestOptions {
-    /// Options for a table with the canonical layout.
-    pub fn new(mapping: CheckedMapping) -> Self {
-        IngestOptions { mapping, create_members: false, batch_rows: 65_536, memory: DEFAULT_MEMORY, limits: None }
+/// The options as given; [`build`](Self::build) checks them.
+#[derive(Debug, Clone)]
+pub struct IngestOptionsBuilder {
+    mapping: CheckedMapping,
+    create_members: bool,
+    batch_rows: usize,
+    memory: usize,
+    limits: Option<Limits>,
+}
+
+impl IngestOptionsBuilder {
+    /// Orders of members not yet known create them instead of being
+    /// quarantined.
+    pub fn create_members(mut self, yes: bool) -> Self {
+        self.create_members = yes;
+        self
+    }
+    /// Rows per batch read from a file (at least 1).
+    pub fn batch_rows(mut self, rows: usize) -> Self {
+        self.batch_rows = rows;
+        self
+    }
+    /// Memory the ingest may hold, in bytes (at least [`MIN_MEMORY`]).
+    pub fn memory(mut self, bytes: usize) -> Self {
+        self.memory = bytes;
+        self
+    }
+    /// Sizes that force chunking and spilling on a few rows (tests).
+    #[cfg(test)]
+    pub(crate) fn limits(mut self, limits: Limits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// Checks the options: the mapping's table is one taglake ingests, the
+    /// budget is at least [`MIN_MEMORY`] (below it, the shares of the
+    /// module docs leave the steps too little to make progress) and a
+    /// batch holds at least one row.
+    pub fn build(self) -> Result<IngestOptions> {
+        let table = self.mapping.table;
+        if !Table::INPUTS.contains(&table) {
+            return Err(Error::Parameter(
+                ParamMessage::param("mapping")
+                    .then_text(format!(": table `{}` is written by taglake itself, not ingested", table.name())),
+            ));
+        }
+        if self.memory < MIN_MEMORY {
+            return Err(Error::Parameter(ParamMessage::param("memory").then_text(format!(
+                ": {} bytes is below the smallest budget, {} MiB",
+                self.memory,
+                MIN_MEMORY >> 20
+            ))));
+        }
+        if self.batch_rows == 0 {
+            return Err(Error::Parameter(ParamMessage::param("batch_rows").then_text(" must be at least 1")));
+        }
+        Ok(IngestOptions {
+            mapping: self.mapping,
+            create_members: self.create_members,
+            batch_rows: self.batch_rows,
+            memory: self.memory,
+            limits: self.limits,
+        })
     }
 }
 
@@ -195,8 +282,8 @@ fn spawn_reader(
 }
 
 /// Ingests files into one warehouse table. Row-level problems are
-/// quarantined; an error is returned only when the warehouse fails or the
-/// options are unusable.
+/// quarantined; an error is returned only when the warehouse fails (the
+/// options were checked when they were built).
 pub async fn ingest(
     wh: &Warehouse,
     files: &[PathBuf],
@@ -205,15 +292,6 @@ pub async fn ingest(
 ) -> Result<IngestSummary> {
     let start = Instant::now();
     let table = opts.mapping.table;
-    if !Table::INPUTS.contains(&table) {
-        return Err(Error::source(table.name(), "this table is written by taglake itself, not ingested"));
-    }
-    if opts.memory < MIN_MEMORY {
-        return Err(Error::Options {
-            parameter: "memory",
-            message: format!("{} bytes is below the smallest budget, {} MiB", opts.memory, MIN_MEMORY >> 20),
-        });
-    }
     let mut summary = IngestSummary { table: table.name(), files: files.len(), ..Default::default() };
     let mut quarantine = quarantine::Quarantine::open(wh, table, opts.memory / 8).await?;
     let rx = spawn_reader(files.to_vec(), opts.clone(), progress);

@@ -22,9 +22,8 @@ async fn run(wh: &Warehouse, table: Table, files: &[PathBuf], mapping: Option<&s
         Some(m) => Mapping::parse(m).unwrap().check(table).unwrap(),
         None => CheckedMapping::canonical(table),
     };
-    let mut opts = IngestOptions::new(mapping);
-    opts.create_members = create;
-    opts.batch_rows = 3; // several batches even for tiny files
+    // Batches of 3 rows: several batches even for tiny files.
+    let opts = IngestOptions::builder(mapping).create_members(create).batch_rows(3).build().unwrap();
     ingest(wh, files, &opts, Arc::new(NoProgress)).await.unwrap()
 }
 
@@ -276,11 +275,66 @@ async fn unreadable_files_fail_alone() {
 /// lines, a line-key map of 5 entries, incoming members spilled after a
 /// few hundred bytes, files of 4 rows.
 fn tiny(table: Table, create: bool) -> IngestOptions {
-    let mut opts = IngestOptions::new(CheckedMapping::canonical(table));
-    opts.create_members = create;
-    opts.batch_rows = 3;
-    opts.limits = Some(Limits { chunk_rows: 7, line_keys: 5, incoming_bytes: 300, rows_per_file: 4 });
-    opts
+    IngestOptions::builder(CheckedMapping::canonical(table))
+        .create_members(create)
+        .batch_rows(3)
+        .limits(Limits { chunk_rows: 7, line_keys: 5, incoming_bytes: 300, rows_per_file: 4 })
+        .build()
+        .unwrap()
+}
+
+/// The default options for a table with the canonical layout.
+fn canonical(table: Table) -> IngestOptions {
+    IngestOptions::builder(CheckedMapping::canonical(table)).build().unwrap()
+}
+
+/// The error as a program shows it: parameters named by its flags.
+fn shown(e: Error) -> String {
+    match e {
+        Error::Parameter(m) => m.render(|p| format!("--{}", p.replace('_', "-"))),
+        other => other.to_string(),
+    }
+}
+
+#[test]
+fn every_bad_option_is_refused_naming_its_parameter() {
+    let b = |table| IngestOptions::builder(CheckedMapping::canonical(table));
+    let e = b(Table::Orders).memory(MIN_MEMORY - 1).build().unwrap_err();
+    assert_eq!(e.to_string(), format!("`memory`: {} bytes is below the smallest budget, 64 MiB", MIN_MEMORY - 1));
+    assert!(matches!(&e, Error::Parameter(m) if m.parameter() == Some("memory")), "{e:?}");
+    assert!(shown(e).starts_with("--memory: "));
+    let e = b(Table::Orders).batch_rows(0).build().unwrap_err();
+    assert_eq!(e.to_string(), "`batch_rows` must be at least 1");
+    assert_eq!(shown(e), "--batch-rows must be at least 1");
+    for table in [Table::Quarantine, Table::Features, Table::MemberIds] {
+        let e = b(table).build().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("`mapping`: table `{}` is written by taglake itself, not ingested", table.name())
+        );
+        assert!(matches!(&e, Error::Parameter(m) if m.parameter() == Some("mapping")), "{e:?}");
+    }
+}
+
+#[test]
+fn good_options_read_back_as_built() {
+    let o = IngestOptions::builder(CheckedMapping::canonical(Table::Members)).build().unwrap();
+    assert_eq!(
+        (o.mapping().table(), o.create_members(), o.batch_rows(), o.memory()),
+        (Table::Members, false, 65_536, DEFAULT_MEMORY)
+    );
+    let o = IngestOptions::builder(CheckedMapping::canonical(Table::Orders))
+        .create_members(true)
+        .batch_rows(1)
+        .memory(MIN_MEMORY)
+        .build()
+        .unwrap();
+    assert_eq!(
+        (o.mapping().table(), o.create_members(), o.batch_rows(), o.memory()),
+        (Table::Orders, true, 1, MIN_MEMORY)
+    );
+    assert!(o.limits.is_none());
+    assert_eq!(o.rows_per_file(), sink::ROWS_PER_FILE);
 }
 
 async fn run_with(wh: &Warehouse, files: &[PathBuf], opts: &IngestOptions) -> IngestSummary {
@@ -359,7 +413,7 @@ async fn bounded_paths_give_what_one_pass_in_memory_gives() {
     assert!(rows(&small, Table::Orders, &[]).await.iter().all(|r| amount(r) < 1000.0), "a later copy won");
     assert!(small.files(Table::Orders).await.unwrap().len() > 2, "small files");
     // Again, in both ways: nothing changes.
-    for opts in [tiny(Table::Orders, false), IngestOptions::new(CheckedMapping::canonical(Table::Orders))] {
+    for opts in [tiny(Table::Orders, false), canonical(Table::Orders)] {
         let s = run_with(&small, std::slice::from_ref(&o), &opts).await;
         assert_eq!((s.inserted, s.unchanged, s.quarantined), (0, 60, 0), "{s:?}");
     }
@@ -389,9 +443,7 @@ async fn member_upserts_spilled_by_key_hash_keep_keys_dense_and_rows_exact() {
     let next = write(dir.path(), "m2.csv", next.as_bytes());
     let plain = Warehouse::open(dir.path().join("plain")).unwrap();
     let small = Warehouse::open(dir.path().join("small")).unwrap();
-    for (wh, opts) in
-        [(&plain, IngestOptions::new(CheckedMapping::canonical(Table::Members))), (&small, tiny(Table::Members, false))]
-    {
+    for (wh, opts) in [(&plain, canonical(Table::Members)), (&small, tiny(Table::Members, false))] {
         let s = run_with(wh, std::slice::from_ref(&first), &opts).await;
         assert_eq!((s.inserted, s.replaced, s.unchanged, s.new_members), (300, 0, 0, 300), "{s:?}");
         let s = run_with(wh, std::slice::from_ref(&next), &opts).await;
