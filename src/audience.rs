@@ -14,6 +14,7 @@ use taglake_query::experiment::plan::{self, Effect, PlanMetric, PlanOptions};
 use taglake_query::experiment::{self, Metric, Report, ReportOptions};
 use taglake_query::export::{self, ExportOptions, Split};
 use taglake_query::members::family_column_names;
+use taglake_query::saved;
 use taglake_query::stats::{Correction, Uplift};
 use taglake_query::survey;
 use taglake_storage::Warehouse;
@@ -77,6 +78,33 @@ pub enum AudienceCommand {
         columns: Vec<String>,
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
+    },
+    /// Saves an audience expression under a name, usable as `audience:NAME`
+    /// in every audience expression (the CLI, SQL `audience('…')`, the
+    /// server, the studio). Saving a name again keeps the old definition in
+    /// its history.
+    Save {
+        /// The name: lower-case letters, digits and `_` (e.g. vip_beauty).
+        name: String,
+        /// Audience expression (it may refer to other saved audiences).
+        expr: String,
+        /// What the audience is for.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// The saved audiences with their current counts, or one audience's
+    /// history of definitions.
+    Saved {
+        /// Show the history of this saved audience instead.
+        #[arg(long)]
+        history: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// Removes a saved audience (its history stays in the `audiences` table).
+    Remove {
+        /// The saved audience's name.
+        name: String,
     },
 }
 
@@ -337,6 +365,15 @@ pub async fn audience(a: AudienceArgs) -> Result<()> {
         _ => {}
     }
     let wh = Warehouse::open(&a.wh.warehouse)?;
+    match a.command {
+        AudienceCommand::Saved { history: Some(name), format } => return saved_history(&wh, &name, format).await,
+        AudienceCommand::Remove { name } => {
+            saved::remove(&wh, &name, None).await?;
+            println!("removed saved audience `{name}` (its history stays in the `audiences` table)");
+            return Ok(());
+        }
+        _ => {}
+    }
     let sample = matches!(a.command, AudienceCommand::Sample { .. });
     let opened = Opened::open(&wh, &a.cluster, sample).await?;
     match a.command {
@@ -346,7 +383,132 @@ pub async fn audience(a: AudienceArgs) -> Result<()> {
         AudienceCommand::Sample { expr, n, seed, columns, format } => {
             sample_audience(opened, &expr, (n, seed), columns, format).await
         }
+        AudienceCommand::Save { name, expr, description } => {
+            let a = saved::save(&wh, &opened.tags, &name, description.as_deref(), &expr, None).await?;
+            let members = opened.count(&format!("audience:{name}")).await?;
+            let revision =
+                if a.revisions == 1 { "saved".to_string() } else { format!("saved revision {}", a.revisions) };
+            println!(
+                "{revision} of audience:{name} · {} members in snapshot {}",
+                report::count(members),
+                opened.snapshot
+            );
+            Ok(())
+        }
+        AudienceCommand::Saved { format, .. } => saved_list(&wh, &opened, format).await,
+        AudienceCommand::Remove { .. } => unreachable!("handled before the snapshot is opened"),
     }
+}
+
+/// `audience saved`: every saved audience with its count in the newest
+/// snapshot (or the error its expression now gives).
+async fn saved_list(wh: &Warehouse, o: &Opened, format: OutputFormat) -> Result<()> {
+    let all = saved::list(wh).await?;
+    let mut rows = Vec::with_capacity(all.len());
+    for a in &all {
+        let count = o.count(&format!("audience:{}", a.name)).await.map_err(|e| report::error_text(&e));
+        rows.push((a, count));
+    }
+    match format {
+        OutputFormat::Table => {
+            if rows.is_empty() {
+                println!("no saved audiences yet: `taglake audience save NAME EXPR` saves one");
+            }
+            for (a, count) in &rows {
+                let count = match count {
+                    Ok(n) => format!("{} members", report::count(*n)),
+                    Err(e) => format!("cannot be counted: {}", e.lines().next().unwrap_or_default()),
+                };
+                println!(
+                    "audience:{}  {count}  (saved {}, revision {})",
+                    a.name,
+                    a.saved_at.format("%Y-%m-%d %H:%M UTC"),
+                    a.revisions
+                );
+                println!("  {}", a.expression);
+                if let Some(d) = &a.description {
+                    println!("  {d}");
+                }
+            }
+            println!("snapshot {}", o.snapshot);
+        }
+        OutputFormat::Csv => {
+            println!("name,members,expression,description,saved_at,revisions,snapshot");
+            for (a, count) in &rows {
+                let members = count.as_ref().map(u64::to_string).unwrap_or_default();
+                println!(
+                    "{},{members},{},{},{},{},{}",
+                    csv::field(&a.name),
+                    csv::field(&a.expression),
+                    csv::field(a.description.as_deref().unwrap_or_default()),
+                    a.saved_at.to_rfc3339(),
+                    a.revisions,
+                    o.snapshot
+                );
+            }
+        }
+        OutputFormat::Json => {
+            let items: Vec<_> = rows
+                .iter()
+                .map(|(a, count)| {
+                    serde_json::json!({
+                        "name": a.name, "expression": a.expression, "description": a.description,
+                        "saved_at": a.saved_at.to_rfc3339(), "saved_by": a.saved_by, "revisions": a.revisions,
+                        "members": count.as_ref().ok(), "error": count.as_ref().err(),
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::json!({"snapshot": o.snapshot, "audiences": items}));
+        }
+    }
+    Ok(())
+}
+
+/// `audience saved --history NAME`: every definition the name had, oldest first.
+async fn saved_history(wh: &Warehouse, name: &str, format: OutputFormat) -> Result<()> {
+    let all = saved::history(wh).await?;
+    let revisions: Vec<_> = all.iter().filter(|r| r.name == name).collect();
+    if revisions.is_empty() {
+        let hint = taglake_base::suggest(name, all.iter().map(|r| r.name.as_str()))
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        bail!("no saved audience `{name}` was ever saved{hint}");
+    }
+    match format {
+        OutputFormat::Table => {
+            for r in &revisions {
+                let by = r.saved_by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default();
+                let what = r.expression.as_deref().unwrap_or("(removed)");
+                println!("{}{by}  {what}", r.saved_at.format("%Y-%m-%d %H:%M:%S UTC"));
+            }
+        }
+        OutputFormat::Csv => {
+            println!("name,saved_at,saved_by,expression,description");
+            for r in &revisions {
+                println!(
+                    "{},{},{},{},{}",
+                    csv::field(&r.name),
+                    r.saved_at.to_rfc3339(),
+                    csv::field(r.saved_by.as_deref().unwrap_or_default()),
+                    csv::field(r.expression.as_deref().unwrap_or_default()),
+                    csv::field(r.description.as_deref().unwrap_or_default())
+                );
+            }
+        }
+        OutputFormat::Json => {
+            let items: Vec<_> = revisions
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "name": r.name, "saved_at": r.saved_at.to_rfc3339(), "saved_by": r.saved_by,
+                        "expression": r.expression, "description": r.description,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::json!(items));
+        }
+    }
+    Ok(())
 }
 
 /// What every `audience` command starts from: the tags of the newest

@@ -332,6 +332,7 @@ fn vacuumed_key(table: Table) -> &'static str {
         Table::Tags => "tags_files",
         Table::Features => "features_files",
         Table::Experiments => "experiments_files",
+        Table::Audiences => "audiences_files",
     }
 }
 

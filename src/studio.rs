@@ -24,6 +24,9 @@ pub struct StudioArgs {
     /// Directory audience exports will be written into (it may not hold or lie inside the warehouse).
     #[arg(long)]
     export_dir: Option<PathBuf>,
+    /// How often to look for a new snapshot, saved audience or community model (e.g. 5s, 500ms).
+    #[arg(long, default_value = "5s")]
+    refresh_interval: String,
     #[command(flatten)]
     wh: crate::args::WarehouseArg,
 }
@@ -35,6 +38,7 @@ pub async fn studio(a: StudioArgs) -> Result<()> {
         .tls_cert(a.tls_cert)
         .tls_key(a.tls_key)
         .export_dir(a.export_dir)
+        .refresh_interval(a.refresh_interval)
         .build()?;
     let logins = match config.users() {
         Some(u) => format!("logins for {} user(s)", u.names().count()),

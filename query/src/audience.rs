@@ -16,7 +16,15 @@
 //! `NOT NOT NOT …` chain) must be refused with an error instead of
 //! overflowing the stack of a server thread. `AND` and `OR` chains are flat
 //! [`Node::And`] / [`Node::Or`] lists, so their length costs no depth.
+//!
+//! `audience:NAME` stands for a saved audience ([`crate::saved`]): its
+//! expression is parsed in place, as if it were written in parentheses, so
+//! every caller (the CLI, SQL `audience('…')`, the server, the studio)
+//! takes saved audiences without knowing of them. A saved audience may
+//! refer to others; a reference back to one being expanded is refused
+//! (`a → b → a`), and each level of references counts toward [`MAX_DEPTH`].
 
+use std::cell::Cell;
 use std::fmt;
 
 use roaring::RoaringBitmap;
@@ -26,6 +34,11 @@ use crate::tagset::TagSet;
 
 /// How deep parentheses and `NOT` may nest in an audience expression.
 pub const MAX_DEPTH: usize = 200;
+
+/// Most characters the saved audiences one expression refers to may expand to
+/// in all (counted as they are expanded): a saved audience that refers twice to one that refers twice to
+/// … doubles at every level, and must be refused before it is expanded.
+pub const MAX_EXPANDED: usize = 100_000;
 
 /// Characters of the expression an error shows on each side of the caret.
 const EXCERPT: usize = 60;
@@ -64,6 +77,8 @@ impl std::error::Error for AudienceError {}
 #[derive(Debug, Clone, PartialEq)]
 enum Token {
     Word(String),
+    /// `audience:NAME`: a saved audience.
+    Saved(String),
     And,
     Or,
     Not,
@@ -76,6 +91,7 @@ impl Token {
     fn describe(&self) -> String {
         match self {
             Token::Word(w) => format!("`{w}`"),
+            Token::Saved(name) => format!("`audience:{name}`"),
             Token::And => "AND".into(),
             Token::Or => "OR".into(),
             Token::Not => "NOT".into(),
@@ -88,8 +104,28 @@ impl Token {
 
 /// Parses `text` against the tags of `tags`.
 pub fn parse(text: &str, tags: &TagSet) -> Result<Node, AudienceError> {
+    parse_nested(text, tags, 0, Vec::new(), &Cell::new(0))
+}
+
+/// Parses `text` as the new definition of the saved audience `name`: as
+/// [`parse`], and a reference back to `name` through any chain of saved
+/// audiences is refused, so saving it cannot make a cycle.
+pub fn parse_definition(text: &str, tags: &TagSet, name: &str) -> Result<Node, AudienceError> {
+    parse_nested(text, tags, 0, vec![name.to_string()], &Cell::new(0))
+}
+
+/// [`parse`] at `depth` levels of nesting, inside the saved audiences
+/// `expanding` (outermost first), which have expanded to `expanded` tokens
+/// so far.
+fn parse_nested<'a>(
+    text: &'a str,
+    tags: &'a TagSet,
+    depth: usize,
+    expanding: Vec<String>,
+    expanded: &'a Cell<usize>,
+) -> Result<Node, AudienceError> {
     let tokens = tokenize(text)?;
-    let mut p = Parser { text, tokens, at: 0, tags, depth: 0 };
+    let mut p = Parser { text, tokens, at: 0, tags, depth, expanding, expanded };
     if matches!(p.peek().0, Token::End) {
         return Err(p.error(0, 0, "the audience is empty: give tag names joined by AND, OR, NOT".into()));
     }
@@ -129,6 +165,24 @@ fn tokenize(text: &str) -> Result<Vec<(Token, usize, usize)>, AudienceError> {
                     i += 1;
                 }
                 let word: String = chars[start..i].iter().collect();
+                if word.eq_ignore_ascii_case("audience") && chars.get(i) == Some(&':') {
+                    let from = i + 1;
+                    i = from;
+                    while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                        i += 1;
+                    }
+                    if i == from {
+                        return Err(AudienceError {
+                            text: text.into(),
+                            position: start,
+                            width: from - start,
+                            message: "`audience:` needs the name of a saved audience, e.g. `audience:vip_beauty`"
+                                .into(),
+                        });
+                    }
+                    out.push((Token::Saved(chars[from..i].iter().collect()), start, i - start));
+                    continue;
+                }
                 match word.to_ascii_uppercase().as_str() {
                     "AND" => Token::And,
                     "OR" => Token::Or,
@@ -163,8 +217,12 @@ struct Parser<'a> {
     tokens: Vec<(Token, usize, usize)>,
     at: usize,
     tags: &'a TagSet,
-    /// Parentheses and `NOT`s open around the current token.
+    /// Parentheses, `NOT`s and saved audiences open around the current token.
     depth: usize,
+    /// The saved audiences being expanded, outermost first.
+    expanding: Vec<String>,
+    /// Tokens of saved audiences expanded so far (see [`MAX_EXPANDED`]).
+    expanded: &'a Cell<usize>,
 }
 
 impl Parser<'_> {
@@ -239,6 +297,7 @@ impl Parser<'_> {
                     }
                 }
             }
+            Token::Saved(name) => self.saved(&name, pos, width),
             Token::Word(w) if w.eq_ignore_ascii_case("true") => Ok(Node::Const(true)),
             Token::Word(w) if w.eq_ignore_ascii_case("false") => Ok(Node::Const(false)),
             Token::Word(w) => match self.tags.position(&w) {
@@ -254,6 +313,55 @@ impl Parser<'_> {
             },
             t => Err(self.error(pos, width, format!("expected a tag name, NOT or `(`, found {}", t.describe()))),
         }
+    }
+
+    /// The saved audience `name` (written at `pos`), parsed in place.
+    fn saved(&mut self, name: &str, pos: usize, width: usize) -> Result<Node, AudienceError> {
+        let Some(text) = self.tags.saved(name) else {
+            let names = self.tags.saved_names();
+            let hint = match taglake_base::suggest(name, names.iter().map(String::as_str)) {
+                Some(s) => format!("; did you mean `audience:{s}`?"),
+                None if names.is_empty() => "; none is saved yet (`taglake audience save NAME EXPR`)".into(),
+                None => String::new(),
+            };
+            return Err(self.error(pos, width, format!("no saved audience `{name}`{hint}")));
+        };
+        if self.expanding.iter().any(|n| n == name) {
+            let chain: Vec<&str> = self.expanding.iter().map(String::as_str).chain([name]).collect();
+            let message = format!("saved audience `{name}` refers to itself: {}", chain.join(" → "));
+            return Err(self.error(pos, width, message));
+        }
+        self.enter(pos, width)?;
+        self.expanded.set(self.expanded.get() + text.len());
+        if self.expanded.get() > MAX_EXPANDED {
+            let message = format!(
+                "the saved audiences it refers to expand to more than {MAX_EXPANDED} characters \
+                 (a saved audience that refers to another twice doubles at every level)"
+            );
+            return Err(self.error(pos, width, message));
+        }
+        let mut expanding = self.expanding.clone();
+        expanding.push(name.to_string());
+        let node = parse_nested(&text, self.tags, self.depth, expanding, self.expanded).map_err(|inner| {
+            // The inner error points into the saved text, which the caller
+            // did not write: point at the reference, and say what is wrong
+            // where in the saved text (an error from a deeper reference
+            // already says so).
+            let message = if inner.message.starts_with("saved audience `") {
+                inner.message
+            } else {
+                let shown: String = text.chars().take(EXCERPT).collect();
+                let more = if text.chars().count() > EXCERPT { "…" } else { "" };
+                format!(
+                    "saved audience `{name}` ({shown}{more}): {} (at position {} of its expression)",
+                    inner.message,
+                    inner.position + 1
+                )
+            };
+            self.error(pos, width, message)
+        })?;
+        self.depth -= 1;
+        Ok(node)
     }
 }
 

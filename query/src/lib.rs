@@ -49,6 +49,7 @@ pub mod narrow;
 mod node;
 pub mod parse;
 mod registry;
+pub mod saved;
 pub mod stats;
 pub mod survey;
 pub mod tagset;

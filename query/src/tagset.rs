@@ -132,6 +132,10 @@ pub struct TagSet {
     families: Vec<Family>,
     /// The warehouse it was read from.
     root: Option<PathBuf>,
+    /// Saved audiences: name → expression (`audience:NAME`); replaced in
+    /// place when one is saved ([`TagSet::set_saved`]), since they do not
+    /// depend on the snapshot.
+    saved: std::sync::RwLock<HashMap<String, String>>,
 }
 
 impl TagSet {
@@ -176,7 +180,8 @@ impl TagSet {
         tags.retain(|t| t.name != IN_EXPERIMENT);
         tags.push(Tag::new(IN_EXPERIMENT, "experiment", in_experiment));
         let root = Some(wh.root().to_path_buf());
-        let mut set = TagSet { snapshot: version, tags, member_files, files, root, ..TagSet::default() };
+        let saved = crate::saved::current(wh).await?.into();
+        let mut set = TagSet { snapshot: version, tags, member_files, files, root, saved, ..TagSet::default() };
         set.index_names();
         Ok(set)
     }
@@ -358,6 +363,31 @@ impl TagSet {
     /// The tags of one family, in order.
     pub fn family(&self, family: &str) -> Vec<usize> {
         (0..self.tags.len()).filter(|&i| self.tags[i].family == family).collect()
+    }
+
+    /// The same set with these saved audiences (name → expression) as the
+    /// ones `audience:NAME` refers to.
+    pub fn with_saved(self, saved: HashMap<String, String>) -> TagSet {
+        self.set_saved(saved);
+        self
+    }
+
+    /// Replaces the saved audiences `audience:NAME` refers to.
+    pub fn set_saved(&self, saved: HashMap<String, String>) {
+        *self.saved.write().unwrap_or_else(std::sync::PoisonError::into_inner) = saved;
+    }
+
+    /// The expression of the saved audience `name`.
+    pub fn saved(&self, name: &str) -> Option<String> {
+        self.saved.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned()
+    }
+
+    /// The names of the saved audiences, sorted.
+    pub fn saved_names(&self) -> Vec<String> {
+        let mut names: Vec<String> =
+            self.saved.read().unwrap_or_else(std::sync::PoisonError::into_inner).keys().cloned().collect();
+        names.sort_unstable();
+        names
     }
 
     /// "did you mean" for an unknown tag name.

@@ -221,7 +221,8 @@ impl Live {
         }
         let started = Instant::now();
         // The tag columns come from `members`, `tags` and `experiments`; a
-        // new ingest of orders alone keeps the warm bitmaps it has.
+        // new ingest of orders alone keeps the warm bitmaps it has, and a
+        // saved audience (`audiences`) is swapped into the set in place.
         let previous = self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let tag_inputs = |v: &[Option<u64>]| -> Vec<Option<u64>> {
             Table::ALL
@@ -233,7 +234,10 @@ impl Live {
         };
         let unchanged = !previous.versions.is_empty() && tag_inputs(&previous.versions) == tag_inputs(&versions);
         let tags = match previous.tags {
-            Some(t) if unchanged => Some(t),
+            Some(t) if unchanged => {
+                t.set_saved(taglake_query::saved::current(&self.wh).await?);
+                Some(t)
+            }
             _ => TagSet::load(&self.wh, None).await?.map(Arc::new),
         };
         if let Some(t) = tags.as_ref().filter(|_| !unchanged) {

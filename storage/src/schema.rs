@@ -244,6 +244,19 @@ const EXPERIMENTS: &[Column] = &[
     derived("bitmap", Binary),
 ];
 
+/// Saved audiences: one row per save of a named audience expression. A
+/// name's current definition is its latest row (by `saved_at`) and the rows
+/// before it are its history; a row without an expression removes the
+/// name. Written by `taglake audience save` and the studio; read wherever
+/// `audience:NAME` is written in an audience expression.
+const AUDIENCES: &[Column] = &[
+    derived("name", Text),
+    nullable("description", Text),
+    nullable("expression", Text),
+    derived("saved_at", Timestamp),
+    nullable("saved_by", Text),
+];
+
 /// A warehouse table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
@@ -265,11 +278,13 @@ pub enum Table {
     Communities,
     /// Exported experiment cohorts, one row per experiment and arm.
     Experiments,
+    /// Saved audiences, one row per save (the definition history).
+    Audiences,
 }
 
 impl Table {
     /// Every table, in dependency order.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::MemberIds,
         Table::Members,
         Table::Products,
@@ -279,6 +294,7 @@ impl Table {
         Table::Tags,
         Table::Communities,
         Table::Experiments,
+        Table::Audiences,
     ];
 
     /// The tables a user ingests from exports.
@@ -296,6 +312,7 @@ impl Table {
             Table::Tags => "tags",
             Table::Communities => "communities",
             Table::Experiments => "experiments",
+            Table::Audiences => "audiences",
         }
     }
 
@@ -316,6 +333,7 @@ impl Table {
             Table::Tags => TAGS,
             Table::Communities => COMMUNITIES,
             Table::Experiments => EXPERIMENTS,
+            Table::Audiences => AUDIENCES,
         }
     }
 
@@ -342,6 +360,7 @@ impl Table {
             Table::Tags => &["snapshot", "name"],
             Table::Communities => &["member_key"],
             Table::Experiments => &["experiment_id", "arm"],
+            Table::Audiences => &["name", "saved_at"],
         }
     }
 

@@ -14,7 +14,7 @@
 //! the one before (`snapshot::diff`, what `taglake tags diff` prints) reads
 //! every bitmap of both, so it is computed once per pair, on first use.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use taglake_query::TagSet;
@@ -30,11 +30,18 @@ pub const MAX_HISTORY: usize = 120;
 /// The movement between a pair of snapshots (from, to), kept.
 type KeptDiff = ((i64, i64), Arc<Vec<TagDiff>>);
 
+/// Most (snapshot, audience) counts kept for the saved audiences' history.
+const MAX_KEPT_COUNTS: usize = 100_000;
+
 /// The studio's view of the warehouse.
 pub struct Data {
     live: Arc<Live>,
     infos: Mutex<BTreeMap<i64, Arc<SnapshotInfo>>>,
     diff: tokio::sync::Mutex<Option<KeptDiff>>,
+    /// (snapshot, audience in tag names) → members (`None`: the audience
+    /// names a tag the snapshot lacks). A snapshot never changes, so a
+    /// count once made stands.
+    counts: Mutex<HashMap<(i64, String), Option<u64>>>,
 }
 
 /// The newest snapshot's metadata and the stored snapshots before it.
@@ -57,7 +64,12 @@ impl Snapshots {
 impl Data {
     /// The view over a live session.
     pub fn new(live: Arc<Live>) -> Data {
-        Data { live, infos: Mutex::new(BTreeMap::new()), diff: tokio::sync::Mutex::new(None) }
+        Data {
+            live,
+            infos: Mutex::new(BTreeMap::new()),
+            diff: tokio::sync::Mutex::new(None),
+            counts: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The warehouse.
@@ -110,5 +122,45 @@ impl Data {
         let rows = Arc::new(snapshot::diff(self.warehouse(), from, to).await?);
         *kept = Some(((from, to), rows.clone()));
         Ok(rows)
+    }
+
+    /// The members of each audience (written in tag names only, as
+    /// `taglake_query::audience::display` writes a parsed one) in snapshot
+    /// `v`: `None` for one naming a tag the snapshot lacks. Counts once
+    /// made are kept; the snapshot's tags are read only for the missing.
+    pub async fn counts_at(&self, v: i64, audiences: &[String]) -> Result<Vec<Option<u64>>> {
+        let kept = |counts: &HashMap<(i64, String), Option<u64>>| -> Vec<Option<Option<u64>>> {
+            audiences.iter().map(|a| counts.get(&(v, a.clone())).copied()).collect()
+        };
+        let found = kept(&self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        if found.iter().all(Option::is_some) {
+            return Ok(found.into_iter().flatten().collect());
+        }
+        let tags = match self.tags() {
+            Some((t, current)) if current == v => t,
+            _ => match TagSet::load(self.warehouse(), Some(v)).await? {
+                Some(t) => Arc::new(t),
+                None => return Ok(vec![None; audiences.len()]),
+            },
+        };
+        let mut out = Vec::with_capacity(audiences.len());
+        for (a, found) in audiences.iter().zip(found) {
+            let n = match found {
+                Some(n) => n,
+                None => match taglake_query::audience::parse(a, &tags) {
+                    Ok(node) => Some(taglake_query::audience::count(&node, &tags)?),
+                    Err(_) => None,
+                },
+            };
+            out.push(n);
+        }
+        let mut counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if counts.len() + audiences.len() > MAX_KEPT_COUNTS {
+            counts.clear();
+        }
+        for (a, n) in audiences.iter().zip(&out) {
+            counts.insert((v, a.clone()), *n);
+        }
+        Ok(out)
     }
 }

@@ -17,6 +17,10 @@ pub enum Nav {
     Tags,
     /// `/builder`
     Builder,
+    /// `/audiences`
+    Audiences,
+    /// `/communities`
+    Communities,
     /// None of them (login, errors).
     None,
 }
@@ -57,6 +61,8 @@ pub fn page(ctx: &Ctx, title: &str, nav: Nav, body: Markup) -> Markup {
                             (link(Nav::Overview, "/", "Overview"))
                             (link(Nav::Tags, "/tags", "Tag catalog"))
                             (link(Nav::Builder, "/builder", "Audience builder"))
+                            (link(Nav::Audiences, "/audiences", "Saved audiences"))
+                            (link(Nav::Communities, "/communities", "Communities"))
                         }
                     }
                     @if let Some(user) = &ctx.user {

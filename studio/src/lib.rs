@@ -114,6 +114,9 @@ pub enum Error {
     /// The warehouse could not be opened.
     #[error(transparent)]
     Storage(#[from] taglake_storage::Error),
+    /// The community model could not be read.
+    #[error(transparent)]
+    Cluster(#[from] taglake_cluster::Error),
 }
 
 impl From<ParamMessage> for Error {

@@ -79,6 +79,8 @@ pub fn router(app: Arc<App>) -> axum::Router {
         .merge(crate::pages::overview::router())
         .merge(crate::pages::tags::router())
         .merge(crate::pages::builder::router())
+        .merge(crate::pages::audiences::router())
+        .merge(crate::pages::communities::router())
         .merge(crate::app::routes())
         .layer(middleware::from_fn_with_state(app.clone(), crate::app::gate));
     axum::Router::new()

@@ -516,3 +516,133 @@ fn tag_pages_and_the_overview_show_the_tag_diff() {
     assert_eq!(b.get(&format!("/tags/{tag}/all.csv?from=2&to=3")).status, 404);
     assert_eq!(b.get(&format!("/tags/{tag}/entered.csv?from=99&to=3")).status, 404);
 }
+
+#[test]
+fn saved_audiences_are_saved_in_the_builder_and_used_everywhere() {
+    // A copy: saving writes the warehouse's `audiences` table.
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    crate::copy_dir(&f.dir.join("warehouse"), &tmp.path().join("warehouse"));
+    let dir = tmp.path();
+    let studio = Studio::start(dir, &[]);
+    let mut b = studio.browser();
+    let csrf = b.get("/builder").csrf();
+    let want = audience_count(dir, AUDIENCE);
+    let save = |b: &mut Browser, name: &str, expr: &str| {
+        let form = [
+            ("csrf", csrf.as_str()),
+            ("b0.kind", "expr"),
+            ("b0.tags", expr),
+            ("expr", expr),
+            ("save_name", name),
+            ("save_description", "gold beauty lovers, still active"),
+            ("action", "save"),
+        ];
+        b.post("/builder", &[], &form)
+    };
+    // A name that is not one is refused next to the field; nothing is saved.
+    let r = save(&mut b, "Gold Beauty", AUDIENCE);
+    assert_eq!(r.status, 200);
+    let error = between(&r.body, "id=\"save-error\" role=\"alert\">", "</div>").unwrap();
+    assert!(unescape(&error).contains("`Gold Beauty` is not a name"), "{error}");
+    // So is an expression the CLI refuses, with the CLI's text.
+    let r = save(&mut b, "gold_beauty", "tier_gold AND nonsense");
+    let error = unescape(&between(&r.body, "id=\"save-error\" role=\"alert\">", "</div>").unwrap());
+    assert!(error.contains("unknown tag `nonsense`"), "{error}");
+    let r = save(&mut b, "gold_beauty", AUDIENCE);
+    assert_eq!((r.status, r.header("location")), (303, Some("/audiences/gold_beauty")), "{}", r.body);
+    // The list shows it with the CLI's count.
+    let list = b.get("/audiences");
+    let row = between(&list.body, "href=\"/audiences/gold_beauty\"", "</tr>").unwrap();
+    assert_eq!(number(&between(&row, "class=\"num count\">", "<").unwrap()), want, "{row}");
+    assert!(row.contains("gold beauty lovers, still active"));
+    // The CLI, SQL and another saved audience use it by name.
+    assert_eq!(audience_count(dir, "audience:gold_beauty"), want);
+    let sql =
+        taglake_ok(&["sql", "SELECT count(*) AS n FROM audience('audience:gold_beauty')", "--format", "csv"], dir);
+    assert_eq!(sql.lines().nth(1).unwrap().trim().parse::<u64>().unwrap(), want, "{sql}");
+    let r = save(&mut b, "gold_beauty_mature", "audience:gold_beauty AND lifecycle_mature");
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(
+        audience_count(dir, "audience:gold_beauty_mature"),
+        audience_count(dir, &format!("({AUDIENCE}) AND lifecycle_mature"))
+    );
+    // A cycle is refused: gold_beauty may not refer to what refers to it.
+    let r = save(&mut b, "gold_beauty", "audience:gold_beauty_mature");
+    let error = unescape(&between(&r.body, "id=\"save-error\" role=\"alert\">", "</div>").unwrap());
+    assert!(error.contains("refers to itself: gold_beauty → gold_beauty_mature → gold_beauty"), "{error}");
+    // A second definition keeps the first in the history.
+    let r = save(&mut b, "gold_beauty", "tier_gold AND category_lover_beauty");
+    assert_eq!(r.status, 303);
+    let one = b.get("/audiences/gold_beauty");
+    let revisions = between(&one.body, "id=\"revisions\">", "</table>").unwrap();
+    assert_eq!(all_between(&revisions, "<code>", "</code>").len(), 2, "{revisions}");
+    assert!(unescape(&revisions).contains(AUDIENCE));
+    assert_eq!(
+        number(&between(&one.body, "id=\"count\">", " in snapshot").unwrap()),
+        audience_count(dir, "tier_gold AND category_lover_beauty")
+    );
+    // A new studio process (a reload of everything) finds them.
+    drop(studio);
+    let studio = Studio::start(dir, &[]);
+    let mut b = studio.browser();
+    let list = b.get("/audiences");
+    assert!(list.body.contains("href=\"/audiences/gold_beauty\"") && list.body.contains("gold_beauty_mature"));
+    let saved = taglake_ok(&["audience", "saved", "--format", "json"], dir);
+    let v: serde_json::Value = serde_json::from_str(&saved).unwrap();
+    let names: Vec<&str> = v["audiences"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["gold_beauty", "gold_beauty_mature"]);
+    // Removing one: gone from the list and from every expression, with the CLI's error.
+    let csrf = list.csrf();
+    let r = b.post("/audiences/gold_beauty_mature/remove", &[], &[("csrf", csrf.as_str())]);
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert!(!b.get("/audiences").body.contains("gold_beauty_mature"));
+    let out = taglake(&["audience", "count", "audience:gold_beauty_mature"], dir);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no saved audience `gold_beauty_mature`"));
+    let history = taglake_ok(&["audience", "saved", "--history", "gold_beauty_mature"], dir);
+    assert!(history.contains("(removed)"), "{history}");
+    // Without the CSRF token nothing is removed.
+    let r = b.post("/audiences/gold_beauty/remove", &[], &[]);
+    assert_eq!(r.status, 403);
+    assert!(b.get("/audiences").body.contains("href=\"/audiences/gold_beauty\""));
+}
+
+#[test]
+fn the_communities_page_is_the_cluster_profile() {
+    let t = crate::tagged(2_000, 41);
+    let studio = Studio::start(&t.dir, &["--refresh-interval", "100ms"]);
+    let mut b = studio.browser();
+    let before = b.get("/communities");
+    assert_eq!(before.status, 200);
+    assert!(before.body.contains("id=\"no-model\""), "{}", before.body);
+    taglake_ok(&["cluster", "--k", "4", "--seed", "2"], &t.dir);
+    let json = taglake_ok(&["cluster", "profile", "--format", "json"], &t.dir);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    // A new fit shows without a restart: the model at once, its snapshot
+    // (the community tags) at the next refresh.
+    let mut page = b.get("/communities");
+    for _ in 0..600 {
+        if page.body.contains("href=\"/builder?expr=community_1\"") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        page = b.get("/communities");
+    }
+    let table = between(&page.body, "id=\"communities\">", "</table>").unwrap();
+    let rows = all_between(&table, "<tr><td>community_", "</tr>");
+    assert_eq!(rows.len(), 4, "{table}");
+    for (row, c) in rows.iter().zip(v["communities"].as_array().unwrap()) {
+        let cells: Vec<String> =
+            format!("<td>{row}").split("</td>").map(|c| unescape(c.rsplit('>').next().unwrap())).collect();
+        assert_eq!(cells[1], c["name"].as_str().unwrap());
+        assert_eq!(number(&cells[2]), c["members"].as_u64().unwrap());
+    }
+    // One click builds an audience from a community: the builder counts its tag.
+    let link = between(&page.body, "href=\"/builder?expr=community_1\"", ">").map(|_| "/builder?expr=community_1");
+    let builder = b.get(link.expect("a link to build an audience from community_1"));
+    let shown = number(&between(&builder.body, "id=\"audience-count\">", "<").unwrap());
+    assert_eq!(shown, audience_count(&t.dir, "community_1"));
+    // The heat map and the z-scores are on the page.
+    assert!(page.body.contains("<svg") && page.body.contains("id=\"zscores\""));
+}

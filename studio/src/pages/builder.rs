@@ -58,14 +58,18 @@ struct Form {
     n: usize,
     seed: u64,
     action: String,
+    /// The "Save as" fields.
+    save_name: String,
+    save_description: String,
+    /// Why the save was refused (shown next to the name).
+    save_error: Option<String>,
 }
 
 impl Form {
     /// Reads the form's fields (anything malformed falls back to a default).
     fn read(pairs: impl Iterator<Item = (String, String)>) -> Form {
         let mut blocks: BTreeMap<usize, Block> = BTreeMap::new();
-        let mut f =
-            Form { blocks: Vec::new(), expr: String::new(), by: String::new(), n: 20, seed: 1, action: String::new() };
+        let mut f = Form { blocks: Vec::new(), ..Form::empty() };
         for (k, v) in pairs {
             match k.as_str() {
                 "expr" => f.expr = v,
@@ -73,6 +77,8 @@ impl Form {
                 "n" => f.n = v.trim().parse().unwrap_or(20).min(MAX_SAMPLE),
                 "seed" => f.seed = v.trim().parse().unwrap_or(1),
                 "action" => f.action = v,
+                "save_name" => f.save_name = v,
+                "save_description" => f.save_description = v,
                 _ => {
                     let Some((i, field)) = k.strip_prefix('b').and_then(|r| r.split_once('.')) else { continue };
                     let Some(i) = i.parse::<usize>().ok().filter(|&i| i < MAX_BLOCKS) else { continue };
@@ -91,6 +97,22 @@ impl Form {
             f.blocks.push(empty_block());
         }
         f
+    }
+}
+
+impl Form {
+    fn empty() -> Form {
+        Form {
+            blocks: vec![empty_block()],
+            expr: String::new(),
+            by: String::new(),
+            n: 20,
+            seed: 1,
+            action: String::new(),
+            save_name: String::new(),
+            save_description: String::new(),
+            save_error: None,
+        }
     }
 }
 
@@ -160,19 +182,22 @@ struct Start {
 /// `GET /builder[?expr=…]`: the page, its blocks read from `expr`.
 async fn show(State(app): State<Arc<App>>, Extension(ctx): Extension<Ctx>, Query(s): Query<Start>) -> Response {
     let mut form = Form {
-        blocks: vec![empty_block()],
         expr: s.expr,
         by: s.by,
         n: s.n.unwrap_or(20).min(MAX_SAMPLE),
         seed: s.seed.unwrap_or(1),
-        action: String::new(),
+        ..Form::empty()
     };
     whole_page(&app, &ctx, &mut form, true).await
 }
 
-/// `POST /builder`: the page without JavaScript (add, remove, count, use the expression).
+/// `POST /builder`: the page without JavaScript (add, remove, count, use
+/// the expression), and saving the audience.
 async fn submit(State(app): State<Arc<App>>, Extension(ctx): Extension<Ctx>, body: Bytes) -> Response {
     let mut form = Form::read(form_pairs(&body));
+    if form.action == "save" {
+        return save(&app, &ctx, form).await;
+    }
     let from_expr = form.action == "expr";
     match form.action.as_str() {
         "add" if form.blocks.len() < MAX_BLOCKS => form.blocks.push(empty_block()),
@@ -188,6 +213,46 @@ async fn submit(State(app): State<Arc<App>>, Extension(ctx): Extension<Ctx>, bod
         }
     }
     whole_page(&app, &ctx, &mut form, from_expr).await
+}
+
+/// "Save as": the expression field as typed when it means what the blocks
+/// mean (it keeps references to other saved audiences), else the blocks'
+/// expression; then the saved audience's page, or the builder with the
+/// reason next to the name.
+async fn save(app: &App, ctx: &Ctx, mut form: Form) -> Response {
+    let Some((tags, _)) = app.data.tags() else {
+        return page(ctx, "Audience builder", Nav::Builder, not_tagged()).into_response();
+    };
+    let blocks = match builder::steps(&form.blocks, &tags) {
+        Ok(steps) => steps.last().map(|s| audience::display(&s.running, &tags)),
+        Err(_) => None,
+    };
+    let typed = builder::parse(&form.expr, &tags).ok().map(|n| audience::display(&n, &tags));
+    let text = match (&blocks, &typed) {
+        (Some(b), Some(t)) if b == t => form.expr.trim().to_string(),
+        (Some(b), _) => b.clone(),
+        (None, _) => form.expr.trim().to_string(),
+    };
+    let user = ctx.user.as_deref();
+    let description = Some(form.save_description.as_str());
+    let name = form.save_name.trim().to_string();
+    match taglake_query::saved::save(app.data.warehouse(), &tags, &name, description, &text, user).await {
+        Ok(a) => {
+            if let Err(e) = super::audiences::refresh_saved(app).await {
+                return super::internal(ctx, Nav::Builder, &e);
+            }
+            axum::response::Redirect::to(&format!("/audiences/{}", crate::html::enc(&a.name))).into_response()
+        }
+        Err(taglake_query::Error::Invalid(m)) => {
+            form.save_error = Some(m);
+            whole_page(app, ctx, &mut form, false).await
+        }
+        Err(taglake_query::Error::Audience(e)) => {
+            form.save_error = Some(e.to_string());
+            whole_page(app, ctx, &mut form, false).await
+        }
+        Err(e) => super::internal(ctx, Nav::Builder, &e.into()),
+    }
 }
 
 async fn whole_page(app: &App, ctx: &Ctx, form: &mut Form, from_expr: bool) -> Response {
@@ -286,6 +351,23 @@ fn editor(ctx: &Ctx, tags: &TagSet, form: &Form, outcome: &Outcome) -> Markup {
                 (expr_field(&form.expr, false))
                 (expr_error_box(outcome.expr_error.as_deref(), false))
                 button.secondary type="submit" name="action" value="expr" { "Use the expression" }
+            }
+            section #save aria-label="Save the audience" {
+                h2 { "Save as" }
+                div.row {
+                    div {
+                        label for="save-name" { "Name (lower-case letters, digits and _)" }
+                        input #save-name type="text" name="save_name" value=(form.save_name) maxlength=(taglake_query::saved::MAX_NAME)
+                            autocomplete="off" spellcheck="false" aria-describedby="save-error";
+                    }
+                    div {
+                        label for="save-description" { "Description" }
+                        input #save-description type="text" name="save_description" value=(form.save_description)
+                            maxlength=(taglake_query::saved::MAX_DESCRIPTION);
+                    }
+                    div { button.secondary type="submit" name="action" value="save" { "Save the audience" } }
+                }
+                div #save-error role="alert" { @if let Some(e) = &form.save_error { pre.error { (e) } } }
             }
             section #view.row aria-label="Breakdown and sample settings" {
                 div {

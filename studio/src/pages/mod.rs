@@ -7,7 +7,9 @@
 //! error's text (the warehouse is the server's, not the user's, so its
 //! messages say nothing a user may not see), never a panic.
 
+pub mod audiences;
 pub mod builder;
+pub mod communities;
 pub mod overview;
 pub mod tags;
 
