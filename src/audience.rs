@@ -825,11 +825,8 @@ fn print_breakdown(
 
 /// Parses `2026-03-01` (midnight UTC) or an RFC 3339 instant.
 fn parse_instant(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
-    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
-    }
-    chrono::DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&chrono::Utc)).with_context(|| {
-        format!("--launch-at `{text}`: write a date (2026-03-01) or an RFC 3339 time (2026-03-01T09:00:00Z)")
+    experiment::parse_instant(text).map_err(|_| {
+        anyhow::anyhow!("--launch-at `{text}`: write a date (2026-03-01) or an RFC 3339 time (2026-03-01T09:00:00Z)")
     })
 }
 

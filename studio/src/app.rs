@@ -43,6 +43,8 @@ const LOGINS_AT_ONCE: usize = 2;
 pub struct App {
     /// The warehouse as the pages read it.
     pub data: Data,
+    /// Where exports are written (`--export-dir`); `None`: exports are off.
+    pub export_dir: Option<std::path::PathBuf>,
     sessions: Sessions,
     users: Option<Users>,
     /// Cookies get `Secure` (the studio is served over TLS).
@@ -53,7 +55,13 @@ pub struct App {
 impl App {
     /// The application over `data`, with `users` to log in (or none).
     pub fn new(data: Data, users: Option<Users>, sessions: Sessions, secure: bool) -> App {
-        App { data, sessions, users, secure, logins: tokio::sync::Semaphore::new(LOGINS_AT_ONCE) }
+        App { data, export_dir: None, sessions, users, secure, logins: tokio::sync::Semaphore::new(LOGINS_AT_ONCE) }
+    }
+
+    /// The same, writing exports into `dir`.
+    pub fn with_export_dir(mut self, dir: Option<std::path::PathBuf>) -> App {
+        self.export_dir = dir;
+        self
     }
 
     fn cookie(&self, token: &str) -> HeaderValue {

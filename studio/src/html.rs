@@ -21,6 +21,8 @@ pub enum Nav {
     Audiences,
     /// `/communities`
     Communities,
+    /// `/experiments` and `/export`
+    Experiments,
     /// None of them (login, errors).
     None,
 }
@@ -63,6 +65,7 @@ pub fn page(ctx: &Ctx, title: &str, nav: Nav, body: Markup) -> Markup {
                             (link(Nav::Builder, "/builder", "Audience builder"))
                             (link(Nav::Audiences, "/audiences", "Saved audiences"))
                             (link(Nav::Communities, "/communities", "Communities"))
+                            (link(Nav::Experiments, "/experiments", "Experiments"))
                         }
                     }
                     @if let Some(user) = &ctx.user {

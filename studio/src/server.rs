@@ -49,7 +49,9 @@ impl Studio {
             listener.local_addr().map_err(|source| Error::Listen { addr: config.listen().to_string(), source })?;
         let watch = live.watch(config.refresh_interval());
         let sessions = Sessions::new(config.session_idle(), config.session_max());
-        let app = Arc::new(App::new(Data::new(live), config.users().cloned(), sessions, tls.is_some()));
+        let app = App::new(Data::new(live), config.users().cloned(), sessions, tls.is_some())
+            .with_export_dir(config.export_dir().map(std::path::Path::to_path_buf));
+        let app = Arc::new(app);
         let router = router(app);
         let accept = tokio::spawn(accept(listener, router, tls));
         Ok(Studio { addr, accept, watch })
@@ -81,6 +83,7 @@ pub fn router(app: Arc<App>) -> axum::Router {
         .merge(crate::pages::builder::router())
         .merge(crate::pages::audiences::router())
         .merge(crate::pages::communities::router())
+        .merge(crate::pages::experiments::router())
         .merge(crate::app::routes())
         .layer(middleware::from_fn_with_state(app.clone(), crate::app::gate));
     axum::Router::new()

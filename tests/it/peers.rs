@@ -1,5 +1,6 @@
 //! The external clients some tests check taglake against: `psql`,
-//! `openssl`, and a Python with psycopg, or with DuckDB and pyroaring.
+//! `openssl`, a Python with psycopg, or with DuckDB and pyroaring, and
+//! Debian's Chromium with its ChromeDriver driven by Selenium.
 //!
 //! `cargo test --workspace --locked` must pass on a machine with only a
 //! Rust toolchain, so a test whose client is missing is skipped with one
@@ -28,20 +29,32 @@ pub enum Peer {
     Psycopg,
     /// A Python that imports duckdb and pyroaring.
     DuckDb,
+    /// A Python that imports selenium, with Debian's `chromium` and
+    /// `chromium-driver` (`/usr/bin/chromium`, `/usr/bin/chromedriver`):
+    /// the studio's browser tests. The program is that Python.
+    Browser,
 }
 
 impl Peer {
     /// The program, or why there is none; looked for once per test binary.
     fn found(self) -> &'static Result<PathBuf, String> {
-        static FOUND: [OnceLock<Result<PathBuf, String>>; 4] = [const { OnceLock::new() }; 4];
+        static FOUND: [OnceLock<Result<PathBuf, String>>; 5] = [const { OnceLock::new() }; 5];
         FOUND[self as usize].get_or_init(|| match self {
             Peer::Psql => on_path("psql", "--version"),
             Peer::Openssl => on_path("openssl", "version"),
             Peer::Psycopg => python_with(&["psycopg"]),
             Peer::DuckDb => python_with(&["duckdb", "pyroaring"]),
+            Peer::Browser => on_path(CHROMIUM, "--version")
+                .and_then(|_| on_path(CHROMEDRIVER, "--version"))
+                .and_then(|_| python_with(&["selenium"])),
         })
     }
 }
+
+/// Debian's Chromium (package `chromium`): the only browser the tests drive.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+/// Debian's ChromeDriver (package `chromium-driver`), of the same version.
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// `name` when `name arg` runs and succeeds.
 fn on_path(name: &str, arg: &str) -> Result<PathBuf, String> {
@@ -104,7 +117,8 @@ fn check(part: Option<&str>, needs: &[Peer]) -> bool {
     assert!(
         !required(),
         "{what} cannot run: {why}. TAGLAKE_REQUIRE_PEERS is set, so that fails rather than skips: \
-         install psql and openssl (Debian: postgresql-client, openssl) and `pip install -r \
+         install psql, openssl, chromium and chromium-driver (Debian: postgresql-client, openssl, chromium, \
+         chromium-driver) and `pip install -r \
          benches/requirements.txt` into the Python that TAGLAKE_PYTHON names, as .ci/run does"
     );
     // Straight to the stream, not through `eprintln!`, which the harness

@@ -59,6 +59,18 @@ pub fn window_end(
         .ok_or_else(|| Error::Invalid(format!("{at} plus a window of {window} is past the last representable date")))
 }
 
+/// An instant as people write one: a date (midnight UTC, `2026-03-01`) or
+/// an RFC 3339 time (`2026-03-01T09:00:00Z`).
+pub fn parse_instant(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    let text = text.trim();
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
+    }
+    chrono::DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&chrono::Utc)).map_err(|_| {
+        Error::Invalid(format!("`{text}`: write a date (2026-03-01) or an RFC 3339 time (2026-03-01T09:00:00Z)"))
+    })
+}
+
 fn bad_window(text: &str) -> Error {
     Error::Invalid(format!(
         "`{text}` is not a window: write a positive number of days, weeks or hours, e.g. 14d, 2w, 36h"

@@ -38,6 +38,8 @@ use crate::html::{Ctx, Nav, count, csrf_field, not_tagged, page, percent};
 
 /// Most members a sample on the page shows.
 pub const MAX_SAMPLE: usize = 1_000;
+/// Most saved audiences the overlap matrix compares the audience with.
+pub const MAX_SAVED_OVERLAP: usize = 12;
 /// Most suggestions the autocomplete offers.
 const SUGGESTIONS: usize = 20;
 
@@ -380,7 +382,11 @@ fn editor(ctx: &Ctx, tags: &TagSet, form: &Form, outcome: &Outcome) -> Markup {
                 div { label for="seed" { "Sample seed" } input #seed type="number" name="seed" min="0" value=(form.seed); }
             }
             div #live-blocks hx-post="/builder/live?from=blocks" hx-trigger="input delay:300ms from:#blocks, change from:#blocks, change from:#view, input delay:300ms from:#view" hx-target="#results" hx-swap="innerHTML" {}
-            div #live-expr hx-post="/builder/live?from=expr" hx-trigger="input delay:500ms from:#expr" hx-target="#blocks" hx-swap="innerHTML" {}
+            // The expression field is replaced whenever the blocks' update
+            // brings their expression, so the trigger listens on the body
+            // and filters on the field (a listener on the field itself
+            // would stay on the replaced one).
+            div #live-expr hx-post="/builder/live?from=expr" hx-trigger="input delay:500ms from:body target:#expr" hx-target="#blocks" hx-swap="innerHTML" {}
         }
     }
 }
@@ -465,9 +471,11 @@ async fn results(app: &App, tags: &TagSet, v: i64, form: &Form, o: &Outcome) -> 
         Some(f) => Some((f, taglake_query::breakdown::breakdown(Some(node), tags, f)?)),
         None => None,
     };
+    let overlap = saved_overlap(node, tags)?;
     let sample = sample(app, node, tags, form.n, form.seed).await?;
     Ok(html! {
-        p #total { strong #audience-count { (count(total)) } " members (" (percent(total, base)) " of " (count(base)) ") · snapshot " (v) }
+        p #total { strong #audience-count { (count(total)) } " members (" (percent(total, base)) " of " (count(base)) ") · snapshot " (v)
+            " · " a #export-link href=(format!("/export?expr={}", crate::html::enc(&audience::display(node, tags)))) { "Export this audience" } }
         h2 { "Funnel" }
         (charts::funnel("running total after each block", &o.funnel.iter().map(|(b, n, _)| (format!("block {}", b + 1), *n)).collect::<Vec<_>>(), base))
         table.funnel #funnel {
@@ -485,8 +493,50 @@ async fn results(app: &App, tags: &TagSet, v: i64, form: &Form, o: &Outcome) -> 
             }
         }
         @if let Some((f, rows)) = &breakdown { (breakdown_html(&tags.families()[*f].name, rows)) }
+        @if let Some((labels, matrix)) = &overlap { (overlap_html(labels, matrix)) }
         (sample)
     })
+}
+
+/// The labels of an overlap matrix and the members in both of each pair.
+type Overlap = (Vec<String>, Vec<Vec<u64>>);
+
+/// The audience and the saved audiences (the first [`MAX_SAVED_OVERLAP`]
+/// by name that still parse): their labels and the members in both of
+/// every pair, as `taglake audience overlap` counts them.
+fn saved_overlap(node: &Node, tags: &TagSet) -> taglake_query::Result<Option<Overlap>> {
+    let names = tags.saved_names();
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let mut labels = vec!["this audience".to_string()];
+    let mut sets = vec![audience::evaluate(node, tags)?];
+    for name in names.into_iter().take(MAX_SAVED_OVERLAP) {
+        if let Ok(saved) = audience::parse(&format!("audience:{name}"), tags) {
+            sets.push(audience::evaluate(&saved, tags)?);
+            labels.push(format!("audience:{name}"));
+        }
+    }
+    Ok(Some((labels, survey::overlap(&sets))))
+}
+
+fn overlap_html(labels: &[String], matrix: &[Vec<u64>]) -> Markup {
+    html! {
+        h2 { "Overlap with the saved audiences" }
+        div.scroll {
+            table #overlap {
+                thead { tr { th scope="col" { "members in both (and % of the row)" } @for l in labels { th.num scope="col" { (l) } } } }
+                tbody {
+                    @for (i, row) in matrix.iter().enumerate() {
+                        tr {
+                            th scope="row" { (labels[i]) }
+                            @for v in row { td.num { (count(*v)) br; span.muted { (percent(*v, row[i])) } } }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn breakdown_html(family: &str, rows: &[Share]) -> Markup {

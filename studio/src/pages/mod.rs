@@ -10,6 +10,7 @@
 pub mod audiences;
 pub mod builder;
 pub mod communities;
+pub mod experiments;
 pub mod overview;
 pub mod tags;
 
