@@ -50,6 +50,7 @@ mod node;
 pub mod parse;
 mod registry;
 pub mod saved;
+mod saved_table;
 pub mod stats;
 pub mod survey;
 pub mod tagset;

@@ -180,7 +180,7 @@ impl TagSet {
         tags.retain(|t| t.name != IN_EXPERIMENT);
         tags.push(Tag::new(IN_EXPERIMENT, "experiment", in_experiment));
         let root = Some(wh.root().to_path_buf());
-        let saved = crate::saved::current(wh).await?.into();
+        let saved = crate::saved_table::current(wh).await?.into();
         let mut set = TagSet { snapshot: version, tags, member_files, files, root, saved, ..TagSet::default() };
         set.index_names();
         Ok(set)
