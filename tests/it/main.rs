@@ -152,6 +152,57 @@ pub fn tagged(members: u64, seed: u64) -> Tagged {
     Tagged { _tmp: tmp, dir }
 }
 
+/// A running `taglake SUBCOMMAND` server (`serve`, `studio`) on a free
+/// loopback port unless `args` give `--listen`: the port from the one line
+/// it prints (`listening on ADDR`), its standard error in a file. Killed
+/// when dropped.
+pub struct Listening {
+    pub child: Child,
+    pub port: u16,
+    log: PathBuf,
+    _logdir: tempfile::TempDir,
+}
+
+impl Listening {
+    pub fn start(subcommand: &str, cwd: &Path, args: &[&str]) -> Listening {
+        let logdir = tempfile::tempdir().unwrap();
+        let log = logdir.path().join(format!("{subcommand}.log"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_taglake"))
+            .arg(subcommand)
+            .args(if args.contains(&"--listen") { &[][..] } else { &["--listen", "127.0.0.1:0"][..] })
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("TAGLAKE_WAREHOUSE")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("taglake {subcommand} starts: {e}"));
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first).unwrap();
+        let Some(addr) = first.trim().strip_prefix("listening on ") else {
+            let _ = child.wait();
+            panic!(
+                "taglake {subcommand} did not start: {first}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
+        let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        Listening { child, port, log, _logdir: logdir }
+    }
+
+    /// What it wrote to standard error so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Copies a directory tree (a warehouse a test is about to change).
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

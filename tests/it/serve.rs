@@ -3,10 +3,10 @@
 //! faults. Every server here is the built binary, started as a child
 //! process on a free port, over one generated, tagged warehouse.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -33,38 +33,27 @@ fn fixture_copy() -> tempfile::TempDir {
 
 /// A running `taglake serve`, killed when dropped.
 pub(crate) struct Server {
-    pub(crate) child: Child,
+    server: crate::Listening,
     pub(crate) port: u16,
-    log: PathBuf,
-    _logdir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Server {
+    type Target = crate::Listening;
+    fn deref(&self) -> &crate::Listening {
+        &self.server
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut crate::Listening {
+        &mut self.server
+    }
 }
 
 impl Server {
     pub(crate) fn start(cwd: &Path, args: &[&str]) -> Server {
-        let logdir = tempfile::tempdir().unwrap();
-        let log = logdir.path().join("serve.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_taglake"))
-            .arg("serve")
-            .args(if args.contains(&"--listen") { &[][..] } else { &["--listen", "127.0.0.1:0"][..] })
-            .args(args)
-            .current_dir(cwd)
-            .env_remove("TAGLAKE_WAREHOUSE")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("taglake serve starts");
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
-        let Some(addr) = first.trim().strip_prefix("listening on ") else {
-            let _ = child.wait();
-            panic!("taglake serve did not start: {first}\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-        };
-        let port = addr.rsplit(':').next().unwrap().parse().unwrap();
-        Server { child, port, log, _logdir: logdir }
-    }
-
-    pub(crate) fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let server = crate::Listening::start("serve", cwd, args);
+        Server { port: server.port, server }
     }
 
     /// `psql -c …` as `user`, unaligned and tuples-only.
@@ -107,13 +96,6 @@ impl Server {
             self.log()
         );
         String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

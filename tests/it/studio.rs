@@ -5,10 +5,10 @@
 //! compared with what the CLI prints for the same question.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::OnceLock;
 
 use crate::serve::audience_count;
@@ -33,49 +33,23 @@ fn fixture() -> &'static Tagged {
 
 /// A running `taglake studio`, killed when dropped.
 struct Studio {
-    child: Child,
+    server: crate::Listening,
     port: u16,
-    log: PathBuf,
-    _logdir: tempfile::TempDir,
 }
 
 impl Studio {
     fn start(cwd: &Path, args: &[&str]) -> Studio {
-        let logdir = tempfile::tempdir().unwrap();
-        let log = logdir.path().join("studio.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_taglake"))
-            .args(["studio", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .current_dir(cwd)
-            .env_remove("TAGLAKE_WAREHOUSE")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("taglake studio starts");
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
-        let Some(addr) = first.trim().strip_prefix("listening on ") else {
-            let _ = child.wait();
-            panic!("taglake studio did not start: {first}\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-        };
-        let port = addr.rsplit(':').next().unwrap().parse().unwrap();
-        Studio { child, port, log, _logdir: logdir }
+        let server = crate::Listening::start("studio", cwd, args);
+        Studio { port: server.port, server }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.server.log()
     }
 
     /// A browser of its own: a cookie jar of one cookie.
     fn browser(&self) -> Browser {
         Browser { port: self.port, cookie: None }
-    }
-}
-
-impl Drop for Studio {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
