@@ -55,19 +55,29 @@ def browser(profile):
 
 def wait_for(d, step, check):
     try:
-        return WebDriverWait(d, WAIT, poll_frequency=0.1).until(lambda d: check(d))
+        # A live update may replace an element between finding and reading
+        # it: that poll failed, the next one finds the new element.
+        return WebDriverWait(d, WAIT, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException]).until(
+            lambda d: check(d)
+        )
     except Exception as e:  # noqa: BLE001 - the step's name says what was awaited
         fail(step, f"{type(e).__name__} after {WAIT} s; page {d.current_url}:\n{d.find_element(By.TAG_NAME, 'main').text[:2000]}")
 
 
 def text_of(d, css):
-    found = d.find_elements(By.CSS_SELECTOR, css)
-    return found[0].text if found else None
+    try:
+        found = d.find_elements(By.CSS_SELECTOR, css)
+        return found[0].text if found else None
+    except StaleElementReferenceException:
+        return None
 
 
 def value_of(d, css):
-    found = d.find_elements(By.CSS_SELECTOR, css)
-    return found[0].get_attribute("value") if found else None
+    try:
+        found = d.find_elements(By.CSS_SELECTOR, css)
+        return found[0].get_attribute("value") if found else None
+    except StaleElementReferenceException:
+        return None
 
 
 def quiet(d, step):
