@@ -29,6 +29,7 @@ use std::fmt;
 
 use roaring::RoaringBitmap;
 
+use crate::attribute::{Cmp, Condition, Literal};
 pub use crate::node::Node;
 use crate::tagset::TagSet;
 
@@ -77,6 +78,11 @@ impl std::error::Error for AudienceError {}
 #[derive(Debug, Clone, PartialEq)]
 enum Token {
     Word(String),
+    /// `'…'`: a value of a condition.
+    Text(String),
+    /// `=`, `!=`, `<>`, `<`, `<=`, `>`, `>=`.
+    Cmp(Cmp),
+    Comma,
     /// `audience:NAME`: a saved audience.
     Saved(String),
     And,
@@ -91,6 +97,9 @@ impl Token {
     fn describe(&self) -> String {
         match self {
             Token::Word(w) => format!("`{w}`"),
+            Token::Text(t) => format!("the value {}", crate::attribute::quote(t)),
+            Token::Cmp(c) => format!("`{}`", c.symbol()),
+            Token::Comma => "`,`".into(),
             Token::Saved(name) => format!("`audience:{name}`"),
             Token::And => "AND".into(),
             Token::Or => "OR".into(),
@@ -190,12 +199,72 @@ fn tokenize(text: &str) -> Result<Vec<(Token, usize, usize)>, AudienceError> {
                     _ => Token::Word(word),
                 }
             }
+            ',' => {
+                i += 1;
+                Token::Comma
+            }
+            '=' => {
+                i += 1;
+                Token::Cmp(Cmp::Eq)
+            }
+            '<' | '>' | '!'
+                if matches!(chars.get(i + 1), Some('=')) || (c == '<' && chars.get(i + 1) == Some(&'>')) =>
+            {
+                i += 2;
+                Token::Cmp(match (c, chars[i - 1]) {
+                    ('<', '=') => Cmp::Le,
+                    ('>', '=') => Cmp::Ge,
+                    _ => Cmp::Ne,
+                })
+            }
+            '<' | '>' => {
+                i += 1;
+                Token::Cmp(if c == '<' { Cmp::Lt } else { Cmp::Gt })
+            }
+            '-' if chars.get(i + 1).is_some_and(char::is_ascii_digit) => {
+                i += 1;
+                while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                    i += 1;
+                }
+                Token::Word(chars[start..i].iter().collect())
+            }
+            '\'' => {
+                let mut value = String::new();
+                i += 1;
+                loop {
+                    match chars.get(i) {
+                        None => {
+                            return Err(AudienceError {
+                                text: text.into(),
+                                position: start,
+                                width: 1,
+                                message: "the quoted value is not closed: end it with `'` (write `''` for a quote \
+                                          inside it)"
+                                    .into(),
+                            });
+                        }
+                        Some('\'') if chars.get(i + 1) == Some(&'\'') => {
+                            value.push('\'');
+                            i += 2;
+                        }
+                        Some('\'') => {
+                            i += 1;
+                            break;
+                        }
+                        Some(&c) => {
+                            value.push(c);
+                            i += 1;
+                        }
+                    }
+                }
+                Token::Text(value)
+            }
             other => {
                 let hint = match other {
                     '&' => "; write AND",
                     '|' => "; write OR",
                     '!' | '-' => "; write NOT",
-                    '\'' | '"' => "; tag names are written without quotes",
+                    '"' => "; tag names are written without quotes, values of conditions in single quotes",
                     _ => "",
                 };
                 return Err(AudienceError {
@@ -300,6 +369,7 @@ impl Parser<'_> {
             Token::Saved(name) => self.saved(&name, pos, width),
             Token::Word(w) if w.eq_ignore_ascii_case("true") => Ok(Node::Const(true)),
             Token::Word(w) if w.eq_ignore_ascii_case("false") => Ok(Node::Const(false)),
+            Token::Word(w) if self.condition_follows() => self.condition(&w, pos, width),
             Token::Word(w) => match self.tags.position(&w) {
                 Some(i) => Ok(Node::Tag(i)),
                 None => {
@@ -311,7 +381,117 @@ impl Parser<'_> {
                     Err(self.error(pos, width, format!("unknown tag `{w}`{snapshot}{hint}")))
                 }
             },
+            Token::Text(_) => Err(self.error(
+                pos,
+                width,
+                format!(
+                    "expected a tag name, NOT or `(`, found {}; tag names are written without quotes, and a value \
+                     follows an attribute and an operator (city = 'Shanghai')",
+                    token.describe()
+                ),
+            )),
             t => Err(self.error(pos, width, format!("expected a tag name, NOT or `(`, found {}", t.describe()))),
+        }
+    }
+
+    /// Whether the word just read starts a condition: an operator, `IN`,
+    /// `IS` or `NOT IN` follows it (after a tag only AND, OR, `)` or the end can).
+    fn condition_follows(&self) -> bool {
+        let keyword = |t: &Token, k: &str| matches!(t, Token::Word(w) if w.eq_ignore_ascii_case(k));
+        match &self.tokens[self.at].0 {
+            Token::Cmp(_) => true,
+            t if keyword(t, "in") || keyword(t, "is") => true,
+            Token::Not => self.tokens.get(self.at + 1).is_some_and(|(t, _, _)| keyword(t, "in")),
+            _ => false,
+        }
+    }
+
+    /// The condition on the attribute `column` (written at `pos`): its
+    /// operator and values, checked against the column's type.
+    fn condition(&mut self, column: &str, pos: usize, width: usize) -> Result<Node, AudienceError> {
+        let keyword = |t: &Token, k: &str| matches!(t, Token::Word(w) if w.eq_ignore_ascii_case(k));
+        let (token, op_pos, op_width) = self.peek();
+        self.at += 1;
+        let cmp = match token {
+            Token::Cmp(c) => c,
+            Token::Not => {
+                self.at += 1;
+                Cmp::NotIn
+            }
+            t if keyword(&t, "in") => Cmp::In,
+            _ => {
+                // `IS [NOT] NULL`.
+                let negated = matches!(self.peek().0, Token::Not);
+                if negated {
+                    self.at += 1;
+                }
+                let (t, p, w) = self.peek();
+                if !keyword(&t, "null") {
+                    let message = format!("expected NULL after `{column} IS`, found {}", t.describe());
+                    return Err(self.error(p, w, message));
+                }
+                self.at += 1;
+                if negated { Cmp::IsNotNull } else { Cmp::IsNull }
+            }
+        };
+        let mut values: Vec<(Literal, usize, usize)> = Vec::new();
+        let mut value = |p: &mut Self| -> Result<(), AudienceError> {
+            let (t, at, w) = p.peek();
+            let literal = match t {
+                Token::Text(s) => Literal::Quoted(s),
+                // Any word: the column's check says how to write it.
+                Token::Word(s) => Literal::Bare(s),
+                other => {
+                    let message = format!(
+                        "expected a value after `{column} {}`, found {}: write text and dates in single quotes \
+                         ('Shanghai', '2024-03-01'), numbers bare (1000)",
+                        cmp.symbol(),
+                        other.describe()
+                    );
+                    return Err(p.error(at, w, message));
+                }
+            };
+            p.at += 1;
+            values.push((literal, at, w));
+            Ok(())
+        };
+        match cmp {
+            Cmp::IsNull | Cmp::IsNotNull => {}
+            Cmp::In | Cmp::NotIn => {
+                let (t, p, w) = self.peek();
+                if t != Token::Open {
+                    let message = format!("expected `(` after `{column} {}`, found {}", cmp.symbol(), t.describe());
+                    return Err(self.error(p, w, message));
+                }
+                self.at += 1;
+                loop {
+                    value(self)?;
+                    match self.peek() {
+                        (Token::Comma, _, _) => self.at += 1,
+                        (Token::Close, _, _) => {
+                            self.at += 1;
+                            break;
+                        }
+                        (t, p, w) => {
+                            let message = format!("expected `,` or `)` in the list of values, found {}", t.describe());
+                            return Err(self.error(p, w, message));
+                        }
+                    }
+                }
+            }
+            _ => value(self)?,
+        }
+        let literals: Vec<Literal> = values.iter().map(|(l, _, _)| l.clone()).collect();
+        match Condition::new(column, cmp, &literals) {
+            Ok(c) => Ok(Node::Attr(self.tags.attribute(c))),
+            Err(refused) => {
+                let (at, w) = match refused.value.and_then(|i| values.get(i)) {
+                    Some((_, at, w)) => (*at, *w),
+                    None if refused.value.is_some() => (op_pos, op_width),
+                    None => (pos, width),
+                };
+                Err(self.error(at, w, refused.message))
+            }
         }
     }
 
@@ -391,6 +571,7 @@ pub fn display(node: &Node, tags: &TagSet) -> String {
         // Binding strength: OR 1, AND 2, NOT and atoms 3.
         match node {
             Node::Tag(i) => out.push_str(&tags.tag(*i).name),
+            Node::Attr(a) => out.push_str(a.condition().text()),
             Node::Const(b) => out.push_str(if *b { "true" } else { "false" }),
             Node::Not(inner) => {
                 out.push_str("NOT ");
@@ -473,6 +654,53 @@ pub(crate) mod tests {
         assert!(err("tier_gold tier_regular").starts_with("expected AND, OR or the end, found `tier_regular`"));
         assert!(err("tier_gold && x").starts_with("unexpected character `&`; write AND (at position 11)"));
         assert!(err("'tier_gold'").contains("written without quotes"));
+        assert!(err("\"tier_gold\"").contains("written without quotes"));
+    }
+
+    #[test]
+    fn conditions_on_attributes_parse_and_print_back() {
+        let t = small_tags();
+        let n = parse("tier_gold AND city = 'Shanghai' AND NOT points_balance<100", &t).unwrap();
+        assert_eq!(display(&n, &t), "tier_gold AND city = 'Shanghai' AND NOT points_balance < 100");
+        for (text, shown) in [
+            ("gender in ('F','U')", "gender IN ('F', 'U')"),
+            ("gender NOT IN ('F')", "gender NOT IN ('F')"),
+            ("birthday is null OR birthday IS NOT NULL", "birthday IS NULL OR birthday IS NOT NULL"),
+            (
+                "registered_at>='2024-03-01' and points_balance <> -5",
+                "registered_at >= '2024-03-01' AND points_balance != -5",
+            ),
+            ("city = 'it''s'", "city = 'it''s'"),
+        ] {
+            let n = parse(text, &t).unwrap();
+            assert_eq!(display(&n, &t), shown);
+            assert_eq!(parse(shown, &t).unwrap(), n, "{shown}");
+        }
+        // One condition is one kept attribute, however often it is written.
+        let (a, b) = (parse("city = 'x'", &t).unwrap(), parse("city='x'", &t).unwrap());
+        let (Node::Attr(a), Node::Attr(b)) = (a, b) else { panic!("not conditions") };
+        assert!(std::sync::Arc::ptr_eq(&a, &b));
+        // In memory there are no member rows: no one matches.
+        assert_eq!(count(&parse("city = 'x' OR city != 'x'", &t).unwrap(), &t).unwrap(), 0);
+        assert_eq!(count(&parse("NOT city = 'x'", &t).unwrap(), &t).unwrap(), 200);
+    }
+
+    #[test]
+    fn bad_conditions_point_at_the_value() {
+        let e = parse("tier_gold AND city = Shanghai", &small_tags()).unwrap_err();
+        assert_eq!((e.position, e.width), (21, 8));
+        assert!(e.message.contains("write the value in single quotes"), "{e}");
+        let e = parse("cty = 'x'", &small_tags()).unwrap_err();
+        assert_eq!(e.position, 0);
+        assert!(e.message.contains("did you mean `city`?"), "{e}");
+        assert!(err("points_balance > '10'").contains("whole number without quotes"));
+        assert!(err("city = 'open").starts_with("the quoted value is not closed"));
+        assert!(err("city IN 'a'").starts_with("expected `(` after `city IN`"));
+        assert!(err("city IN ('a' 'b')").starts_with("expected `,` or `)` in the list of values"));
+        assert!(err("city IS 'a'").starts_with("expected NULL after `city IS`"));
+        assert!(err("city = ").starts_with("expected a value after `city =`, found the end"));
+        assert!(err("city = AND").contains("found AND"));
+        assert!(err("registered_at < '2024-13-01'").contains("is a timestamp"));
         assert!(err("  ").starts_with("the audience is empty"));
     }
 
@@ -536,6 +764,7 @@ pub(crate) mod tests {
         let universe = || tags.universe().unwrap().clone();
         match node {
             Node::Tag(i) => tags.bitmap(*i).unwrap().to_roaring(),
+            Node::Attr(a) => a.bits(tags.member_files()).unwrap().to_roaring(),
             Node::Const(true) => universe(),
             Node::Const(false) => RoaringBitmap::new(),
             Node::Not(inner) => universe() - algebra(inner, tags),
@@ -557,6 +786,7 @@ pub(crate) mod tests {
     fn member_has(node: &Node, t: &TagSet, k: u32) -> bool {
         match node {
             Node::Tag(i) => t.bitmap(*i).unwrap().contains(k),
+            Node::Attr(a) => a.condition().evaluate(t.member_files()).unwrap().contains(k),
             Node::Const(b) => *b,
             Node::Not(n) => !member_has(n, t, k),
             Node::And(v) => v.iter().all(|n| member_has(n, t, k)),
@@ -607,6 +837,21 @@ pub(crate) mod tests {
                 "true",
                 "FALSE",
                 "tier_gld",
+                "city",
+                "points_balance",
+                "registered_at",
+                "=",
+                ">=",
+                "<>",
+                "!",
+                "'Shanghai'",
+                "'2024-03-01'",
+                "10",
+                "-",
+                ",",
+                "IN",
+                "IS",
+                "NULL",
                 "'",
                 "\"",
                 "é",

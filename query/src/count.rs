@@ -90,7 +90,7 @@ struct Plan<'a> {
 }
 
 impl<'a> Plan<'a> {
-    fn new(node: &Node, tags: &'a TagSet) -> crate::Result<Plan<'a>> {
+    fn new(node: &'a Node, tags: &'a TagSet) -> crate::Result<Plan<'a>> {
         let mut leaves = Vec::new();
         let expr = compile(node, tags, &mut leaves)?;
         Ok(Plan { expr, leaves })
@@ -483,9 +483,10 @@ fn set_range(out: &mut Words, first: u16, last: u16, on: bool) {
 
 /// Compiles `node` over the bitmaps of `tags`, pushing each operand's
 /// bitmap once.
-fn compile<'a>(node: &Node, tags: &'a TagSet, leaves: &mut Vec<&'a Bits>) -> crate::Result<Expr> {
+fn compile<'a>(node: &'a Node, tags: &'a TagSet, leaves: &mut Vec<&'a Bits>) -> crate::Result<Expr> {
     Ok(match node {
         Node::Tag(i) => leaf_of(tags.bitmap(*i)?, leaves),
+        Node::Attr(a) => leaf_of(a.bits(tags.member_files())?, leaves),
         Node::Const(true) => leaf_of(tags.universe_bits()?, leaves),
         Node::Const(false) => Expr::Empty,
         Node::Not(inner) => {

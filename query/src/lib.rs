@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 
 pub mod activity;
+pub mod attribute;
 pub mod audience;
 pub mod balance;
 pub mod bits;

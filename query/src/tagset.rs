@@ -32,6 +32,7 @@ use roaring::RoaringBitmap;
 use taglake_storage::scan::{Wanted, scan, table_files};
 use taglake_storage::{Table, Warehouse};
 
+use crate::attribute::{Attribute, Condition};
 use crate::bits::Bits;
 use crate::{Cause, Error, Result};
 
@@ -136,6 +137,9 @@ pub struct TagSet {
     /// place when one is saved ([`TagSet::set_saved`]), since they do not
     /// depend on the snapshot.
     saved: std::sync::RwLock<HashMap<String, String>>,
+    /// Conditions on member attributes parsed against this set, with
+    /// their members once evaluated (see [`TagSet::attribute`]).
+    attributes: Mutex<Vec<Arc<Attribute>>>,
 }
 
 impl TagSet {
@@ -388,6 +392,32 @@ impl TagSet {
             self.saved.read().unwrap_or_else(std::sync::PoisonError::into_inner).keys().cloned().collect();
         names.sort_unstable();
         names
+    }
+
+    /// The kept [`Attribute`] for `condition` (the same for the same
+    /// condition, so it is scanned once), or a new one. At most
+    /// [`crate::attribute::KEPT`] are kept: past that, those no parsed
+    /// audience holds any more are let go, the oldest first.
+    pub fn attribute(&self, condition: Condition) -> Arc<Attribute> {
+        let mut kept = self.attributes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(i) = kept.iter().position(|a| a.condition() == &condition) {
+            let a = kept.remove(i);
+            kept.push(a.clone());
+            return a;
+        }
+        while kept.len() >= crate::attribute::KEPT {
+            match kept.iter().position(|a| Arc::strong_count(a) == 1) {
+                Some(i) => {
+                    kept.remove(i);
+                }
+                None => break,
+            }
+        }
+        let a = Arc::new(Attribute::new(condition));
+        if kept.len() < crate::attribute::KEPT {
+            kept.push(a.clone());
+        }
+        a
     }
 
     /// "did you mean" for an unknown tag name.

@@ -553,3 +553,115 @@ fn family_columns_and_breakdowns_equal_a_reference_without_pushdown() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("did you mean `tier`?"), "{err}");
 }
+
+/// A random condition on a member attribute as audience text and as a SQL
+/// filter that is true exactly for the members it selects (null is false;
+/// a day on a timestamp column is that whole day).
+fn random_condition(rng: &mut Rng, cities: &[String]) -> (String, String) {
+    let city = |rng: &mut Rng| cities[rng.below(cities.len())].replace('\'', "''");
+    let (text, sql) = match rng.below(9) {
+        0 => {
+            let c = city(rng);
+            (format!("city = '{c}'"), format!("city = '{c}'"))
+        }
+        1 => {
+            let (a, b) = (city(rng), city(rng));
+            (format!("city IN ('{a}', '{b}')"), format!("city IN ('{a}', '{b}')"))
+        }
+        2 => {
+            let c = city(rng);
+            (format!("city NOT IN ('{c}')"), format!("city NOT IN ('{c}')"))
+        }
+        3 => {
+            let g = ["F", "M", "U", "x"][rng.below(4)];
+            let op = ["=", "!=", "<>"][rng.below(3)];
+            (format!("gender {op} '{g}'"), format!("gender {op} '{g}'"))
+        }
+        4 => {
+            let p = rng.below(4_000) as i64 - 100;
+            let op = ["<", "<=", ">", ">=", "=", "!="][rng.below(6)];
+            (format!("points_balance {op} {p}"), format!("points_balance {op} {p}"))
+        }
+        5 | 6 => {
+            let day =
+                chrono::NaiveDate::from_ymd_opt(2019, 1, 1).unwrap() + chrono::Duration::days(rng.below(2_500) as i64);
+            let next = day + chrono::Duration::days(1);
+            let ts = |d: chrono::NaiveDate| format!("CAST('{d}T00:00:00Z' AS TIMESTAMP)");
+            let op = ["<", "<=", ">", ">=", "=", "!="][rng.below(6)];
+            let sql = match op {
+                "<" => format!("registered_at < {}", ts(day)),
+                "<=" => format!("registered_at < {}", ts(next)),
+                ">" => format!("registered_at >= {}", ts(next)),
+                ">=" => format!("registered_at >= {}", ts(day)),
+                "=" => format!("registered_at >= {} AND registered_at < {}", ts(day), ts(next)),
+                _ => format!("NOT (registered_at >= {} AND registered_at < {})", ts(day), ts(next)),
+            };
+            (format!("registered_at {op} '{day}'"), sql)
+        }
+        7 => {
+            let day =
+                chrono::NaiveDate::from_ymd_opt(1960, 1, 1).unwrap() + chrono::Duration::days(rng.below(16_000) as i64);
+            (format!("birthday >= '{day}'"), format!("birthday >= DATE '{day}'"))
+        }
+        _ => {
+            let (col, not) = (["birthday", "gender", "city", "points_balance"][rng.below(4)], rng.below(2) == 0);
+            let op = if not { "IS NOT NULL" } else { "IS NULL" };
+            (format!("{col} {op}"), format!("{col} {op}"))
+        }
+    };
+    (text, format!("coalesce(({sql}), false)"))
+}
+
+#[test]
+fn attribute_conditions_count_the_same_as_sql_without_pushdown() {
+    let (ctx, tags) = open(&fixture().dir);
+    query(&ctx, "CREATE TABLE plain_attributes AS SELECT * FROM members");
+    let batches = runtime()
+        .block_on(taglake_query::sql(&ctx, "SELECT DISTINCT city FROM members WHERE city IS NOT NULL"))
+        .unwrap();
+    let cities: Vec<String> = batches
+        .iter()
+        .flat_map(|b| {
+            let text = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+            arrow::array::AsArray::as_string::<i32>(text.as_ref())
+                .iter()
+                .flatten()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .chain(["Nowhere".to_string(), "O'Hare".to_string()])
+        .collect();
+    assert!(cities.len() > 3, "{cities:?}");
+    let mut rng = Rng(0x5eed_a770_0000_0007);
+    let mut counts = Vec::new();
+    for i in 0..80 {
+        let (cond, cond_sql) = random_condition(&mut rng, &cities);
+        let (tag, tag_sql) = random_expression(&mut rng, 2);
+        let (text, sql) = match i % 4 {
+            0 => (cond.clone(), cond_sql.clone()),
+            1 => (format!("({tag}) AND {cond}"), format!("({tag_sql}) AND {cond_sql}")),
+            2 => (format!("({tag}) OR NOT {cond}"), format!("({tag_sql}) OR NOT {cond_sql}")),
+            _ => {
+                let (other, other_sql) = random_condition(&mut rng, &cities);
+                (
+                    format!("{cond} AND NOT ({other} OR {tag})"),
+                    format!("{cond_sql} AND NOT ({other_sql} OR ({tag_sql}))"),
+                )
+            }
+        };
+        let node = taglake_query::audience::parse(&text, &tags).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let n = taglake_query::audience::count(&node, &tags).unwrap();
+        let reference = count(&ctx, &format!("SELECT count(*) FROM plain_attributes WHERE {sql}"));
+        assert_eq!(n, reference, "{text}\n  vs SQL: {sql}");
+        let quoted = text.replace('\'', "''");
+        assert_eq!(count(&ctx, &format!("SELECT count(*) FROM audience('{quoted}')")), n, "audience(): {text}");
+        // Printed back, it is the same audience.
+        let shown = taglake_query::audience::display(&node, &tags);
+        assert_eq!(
+            taglake_query::audience::count(&taglake_query::audience::parse(&shown, &tags).unwrap(), &tags).unwrap(),
+            n
+        );
+        counts.push(n);
+    }
+    assert!(counts.iter().filter(|&&n| n > 0 && n < MEMBERS).count() > 40, "{counts:?}");
+}
