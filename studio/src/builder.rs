@@ -2,7 +2,9 @@
 //! they make, and the way back from an expression to blocks.
 //!
 //! A marketer builds an audience as a list of [`Block`]s: "has all of",
-//! "has any of", "has none of" a few tags, or an expression typed by hand.
+//! "has any of", "has none of" a few tags, a condition on a member
+//! attribute ("whose city is in Shanghai, Beijing"), or an expression
+//! typed by hand.
 //! Each block after the first is joined to everything before it by AND or
 //! OR, read left to right, so the running total after each block is a
 //! funnel: `((b1 op2 b2) op3 b3) …`. The blocks are one audience
@@ -15,7 +17,9 @@
 //! message, the text the CLI prints.
 
 use taglake_query::TagSet;
+use taglake_query::attribute::{self, Arity, Cmp};
 use taglake_query::audience::{self, AudienceError, Node};
+use taglake_storage::ColumnType;
 
 /// Most blocks one audience may have.
 pub const MAX_BLOCKS: usize = 30;
@@ -33,17 +37,23 @@ pub enum Kind {
     Any,
     /// Has none of the tags.
     None,
+    /// A condition on a member attribute ([`Condition`]).
+    Attr,
     /// Matches an audience expression.
     Expr,
 }
 
 impl Kind {
+    /// Every kind, in the order the form offers them.
+    pub const ALL: [Kind; 5] = [Kind::All, Kind::Any, Kind::None, Kind::Attr, Kind::Expr];
+
     /// The form value.
     pub fn code(self) -> &'static str {
         match self {
             Kind::All => "all",
             Kind::Any => "any",
             Kind::None => "none",
+            Kind::Attr => "attr",
             Kind::Expr => "expr",
         }
     }
@@ -53,6 +63,7 @@ impl Kind {
         match code {
             "any" => Kind::Any,
             "none" => Kind::None,
+            "attr" => Kind::Attr,
             "expr" => Kind::Expr,
             _ => Kind::All,
         }
@@ -64,6 +75,7 @@ impl Kind {
             Kind::All => "has all of",
             Kind::Any => "has any of",
             Kind::None => "has none of",
+            Kind::Attr => "whose attribute",
             Kind::Expr => "matches the expression",
         }
     }
@@ -94,8 +106,9 @@ impl Join {
 }
 
 /// One block: how it joins the blocks before it (ignored on the first),
-/// what it asks, and its text: tag names (separated by spaces or commas)
-/// or, for [`Kind::Expr`], an expression.
+/// what it asks, and its text: tag names (separated by spaces or commas),
+/// for [`Kind::Expr`] an expression, and for [`Kind::Attr`] the
+/// [`Condition`] its fields make.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Block {
     /// How it joins the blocks before it.
@@ -104,12 +117,100 @@ pub struct Block {
     pub kind: Kind,
     /// Tag names, or the expression.
     pub text: String,
+    /// The condition of a [`Kind::Attr`] block.
+    pub condition: Condition,
+}
+
+/// A condition on a member attribute as the form holds it: the column, the
+/// operator's symbol and the values as typed (`Shanghai, Beijing`; quotes
+/// optional).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Condition {
+    /// A `members` column.
+    pub column: String,
+    /// An operator's symbol (`=`, `IN`, `IS NULL`, …).
+    pub op: String,
+    /// The values as typed.
+    pub value: String,
+}
+
+impl Condition {
+    /// The operator (`=` when the symbol is unknown).
+    pub fn cmp(&self) -> Cmp {
+        Cmp::from_symbol(&self.op).unwrap_or(Cmp::Eq)
+    }
+
+    /// As audience text: the values quoted as the column needs (text and
+    /// dates in quotes unless typed with them, integers bare), lists split
+    /// at commas outside quotes. The parser checks the rest.
+    pub fn expression(&self) -> String {
+        let column = self.column.trim();
+        let cmp = self.cmp();
+        let quoted = attribute::column(column).is_ok_and(|c| !matches!(c.ty, ColumnType::Int32 | ColumnType::Int64));
+        let write = |v: &str| {
+            let v = v.trim();
+            if !quoted || v.starts_with('\'') { v.to_string() } else { attribute::quote(v) }
+        };
+        match cmp.arity() {
+            Arity::None => format!("{column} {}", cmp.symbol()),
+            Arity::One => format!("{column} {} {}", cmp.symbol(), write(&self.value)),
+            Arity::List => {
+                let items: Vec<String> = split_values(&self.value).iter().map(|v| write(v)).collect();
+                format!("{column} {} ({})", cmp.symbol(), items.join(", "))
+            }
+        }
+    }
+
+    /// The form's fields for a parsed condition: values without their
+    /// quotes unless a quote or comma in one needs them.
+    fn of(c: &attribute::Condition) -> Condition {
+        let values: Vec<String> = c
+            .values_text()
+            .into_iter()
+            .map(|v| match v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+                Some(inner) if !inner.contains(['\'', ',']) && inner.trim() == inner && !inner.is_empty() => {
+                    inner.to_string()
+                }
+                _ => v,
+            })
+            .collect();
+        Condition { column: c.column().to_string(), op: c.cmp().symbol().to_string(), value: values.join(", ") }
+    }
+}
+
+/// The values typed in a list field, split at commas outside quotes.
+fn split_values(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for c in text.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                current.push(c);
+            }
+            ',' if !quoted => out.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    out.push(current);
+    out.into_iter().map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect()
 }
 
 impl Block {
     /// A block of tag names.
     pub fn tags(join: Join, kind: Kind, names: &[&str]) -> Block {
-        Block { join, kind, text: names.join(" ") }
+        Block { join, kind, text: names.join(" "), condition: Condition::default() }
+    }
+
+    /// An expression block.
+    pub fn expr(join: Join, text: String) -> Block {
+        Block { join, kind: Kind::Expr, text, condition: Condition::default() }
+    }
+
+    /// A block of one condition on a member attribute.
+    pub fn attribute(join: Join, condition: Condition) -> Block {
+        Block { join, kind: Kind::Attr, text: String::new(), condition }
     }
 
     /// The tag names of a tag block.
@@ -119,7 +220,13 @@ impl Block {
 
     /// Whether the block asks nothing yet (it is left out).
     pub fn is_empty(&self) -> bool {
-        self.text.trim().is_empty()
+        match self.kind {
+            Kind::Attr => {
+                let c = &self.condition;
+                c.column.trim().is_empty() || (c.cmp().arity() != Arity::None && c.value.trim().is_empty())
+            }
+            _ => self.text.trim().is_empty(),
+        }
     }
 
     /// The block alone as audience text.
@@ -127,6 +234,7 @@ impl Block {
         let names = self.names();
         match self.kind {
             Kind::Expr => self.text.clone(),
+            Kind::Attr => self.condition.expression(),
             Kind::All => names.join(" AND "),
             Kind::Any => names.join(" OR "),
             Kind::None if names.len() == 1 => format!("NOT {}", names[0]),
@@ -226,23 +334,24 @@ fn all_tags<'a>(items: &[Node], tags: &'a TagSet) -> Option<Vec<&'a str>> {
 fn single(node: &Node, op: Join, tags: &TagSet) -> Block {
     match node {
         Node::Tag(t) => Block::tags(op, Kind::All, &[&tags.tag(*t).name]),
+        Node::Attr(a) => Block::attribute(op, Condition::of(a.condition())),
         Node::And(items) => match all_tags(items, tags) {
             Some(names) => Block::tags(op, Kind::All, &names),
-            None => Block { join: op, kind: Kind::Expr, text: audience::display(node, tags) },
+            None => Block::expr(op, audience::display(node, tags)),
         },
         Node::Or(items) => match all_tags(items, tags) {
             Some(names) => Block::tags(op, Kind::Any, &names),
-            None => Block { join: op, kind: Kind::Expr, text: audience::display(node, tags) },
+            None => Block::expr(op, audience::display(node, tags)),
         },
         Node::Not(inner) => match inner.as_ref() {
             Node::Tag(t) => Block::tags(op, Kind::None, &[&tags.tag(*t).name]),
             Node::Or(items) => match all_tags(items, tags) {
                 Some(names) => Block::tags(op, Kind::None, &names),
-                None => Block { join: op, kind: Kind::Expr, text: audience::display(node, tags) },
+                None => Block::expr(op, audience::display(node, tags)),
             },
-            _ => Block { join: op, kind: Kind::Expr, text: audience::display(node, tags) },
+            _ => Block::expr(op, audience::display(node, tags)),
         },
-        Node::Const(_) => Block { join: op, kind: Kind::Expr, text: audience::display(node, tags) },
+        Node::Const(_) => Block::expr(op, audience::display(node, tags)),
     }
 }
 
@@ -281,7 +390,7 @@ pub fn blocks_of(node: &Node, tags: &TagSet) -> Vec<Block> {
     if op == Join::Or && out.len() > 1 && single_tags && out[1..].iter().all(|b| b.join == Join::Or) {
         // `a OR b OR c`: one "any of" block reads better than three.
         let names: Vec<String> = out.iter().map(|b| b.text.clone()).collect();
-        return vec![Block { join: Join::And, kind: Kind::Any, text: names.join(" ") }];
+        return vec![Block::tags(Join::And, Kind::Any, &names.iter().map(String::as_str).collect::<Vec<_>>())];
     }
     out
 }
@@ -315,7 +424,7 @@ mod tests {
             Block::tags(Join::And, Kind::All, &["tier_gold", "beauty"]),
             Block::tags(Join::And, Kind::None, &["dormant"]),
             Block::tags(Join::Or, Kind::Any, &["snacks", "toys"]),
-            Block { join: Join::And, kind: Kind::Expr, text: "vip or not vip".into() },
+            Block::expr(Join::And, "vip or not vip".into()),
         ];
         let expr = expression(&blocks, &t).unwrap().unwrap();
         assert_eq!(expr, "(tier_gold AND beauty AND NOT dormant OR snacks OR toys) AND (vip OR NOT vip)");
@@ -353,7 +462,7 @@ mod tests {
         );
         // Not the builder's shape: one expression block, the same members.
         let odd = read("NOT (tier_gold AND beauty)");
-        assert_eq!(odd, [Block { join: Join::And, kind: Kind::Expr, text: "NOT (tier_gold AND beauty)".into() }]);
+        assert_eq!(odd, [Block::expr(Join::And, "NOT (tier_gold AND beauty)".into())]);
     }
 
     #[test]
@@ -383,7 +492,7 @@ mod tests {
         let blocks = [
             Block::tags(Join::And, Kind::All, &["tier_gold"]),
             Block::tags(Join::And, Kind::None, &["dormat"]),
-            Block { join: Join::And, kind: Kind::All, text: "   ".into() },
+            Block::tags(Join::And, Kind::All, &["   "]),
         ];
         let errors = steps(&blocks, &t).unwrap_err();
         assert_eq!(errors.len(), 1);
@@ -397,5 +506,37 @@ mod tests {
         let long = "vip OR ".repeat(2000) + "vip";
         assert!(parse(&long, &t).unwrap_err().contains("at most 10000"));
         assert_eq!(expression(&[], &t).unwrap(), None);
+    }
+
+    #[test]
+    fn attribute_blocks_quote_their_values_and_read_back() {
+        let t = tags();
+        let cond = |column: &str, op: &str, value: &str| Condition {
+            column: column.into(),
+            op: op.into(),
+            value: value.into(),
+        };
+        let blocks = [
+            Block::tags(Join::And, Kind::All, &["tier_gold"]),
+            Block::attribute(Join::And, cond("city", "IN", "Shanghai, 'a, b', it's")),
+            Block::attribute(Join::Or, cond("points_balance", ">=", " 1000 ")),
+            Block::attribute(Join::And, cond("birthday", "IS NULL", "ignored")),
+            Block::attribute(Join::And, cond("registered_at", "<", "2024-03-01")),
+        ];
+        assert_eq!(blocks[2].expression(), "points_balance >= 1000");
+        let expr = expression(&blocks, &t).unwrap().unwrap();
+        assert_eq!(
+            expr,
+            "(tier_gold AND city IN ('Shanghai', 'a, b', 'it''s') OR points_balance >= 1000) AND birthday IS NULL \
+             AND registered_at < '2024-03-01'"
+        );
+        let back = blocks_of(&audience::parse(&expr, &t).unwrap(), &t);
+        assert_eq!(back[1].condition, cond("city", "IN", "Shanghai, 'a, b', 'it''s'"));
+        assert_eq!(expression(&back, &t).unwrap().unwrap(), expr);
+        // Half-filled conditions are left out; a wrong one is the parser's error.
+        assert!(Block::attribute(Join::And, cond("city", "=", " ")).is_empty());
+        assert!(!Block::attribute(Join::And, cond("city", "IS NOT NULL", "")).is_empty());
+        let bad = Block::attribute(Join::And, cond("points_balance", ">", "many"));
+        assert!(bad.parse(&t).unwrap_err().contains("is an integer"));
     }
 }

@@ -166,6 +166,21 @@ def run(d, c, base, shots, violations):
     quiet(d, "the blocks' updates")
     check_page(d, "builder", shots, violations)
 
+    # A condition on a member attribute: its own fields, shown by choosing the kind.
+    d.find_element(By.CSS_SELECTOR, "button[name=action][value=add]").click()
+    wait_for(d, "adding a third block", lambda d: d.find_elements(By.ID, "b2-kind"))
+    Select(d.find_element(By.ID, "b2-kind")).select_by_value("attr")
+    wait_for(d, "the attribute's fields replace the tags field",
+             lambda d: d.find_element(By.ID, "b2-column").is_displayed() and not d.find_element(By.ID, "b2-tags").is_displayed())
+    Select(d.find_element(By.ID, "b2-column")).select_by_value("points_balance")
+    Select(d.find_element(By.ID, "b2-op")).select_by_value(">=")
+    d.find_element(By.ID, "b2-value").send_keys("500")
+    wait_for(d, f"the running total with the condition reads {c['points_count']}",
+             lambda d: text_of(d, "#audience-count") == c["points_count"])
+    wait_for(d, "the expression has the condition", lambda d: value_of(d, "#expr") == c["with_points"])
+    quiet(d, "the condition's updates")
+    check_page(d, "builder-attribute", shots, violations)
+
     # Edit the expression: the blocks follow.
     retype(d, "expr", "lifecycle_mature AND NOT tier_gold")
     wait_for(d, "the blocks follow the expression",

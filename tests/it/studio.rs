@@ -298,6 +298,81 @@ fn live_updates_count_each_block_and_follow_the_expression() {
 }
 
 #[test]
+fn attribute_blocks_count_what_the_cli_counts_and_read_back_from_the_expression() {
+    let f = fixture();
+    let studio = Studio::start(&f.dir, &[]);
+    let mut b = studio.browser();
+    let page = b.get("/builder");
+    let csrf = page.csrf();
+    let hx = [("HX-Request", "true"), ("X-CSRF-Token", csrf.as_str())];
+    let blocks = [
+        ("b0.kind", "all"),
+        ("b0.tags", "tier_gold"),
+        ("b1.join", "AND"),
+        ("b1.kind", "attr"),
+        ("b1.column", "points_balance"),
+        ("b1.op", ">="),
+        ("b1.value", "500"),
+        ("b2.join", "AND"),
+        ("b2.kind", "attr"),
+        ("b2.column", "registered_at"),
+        ("b2.op", "<"),
+        ("b2.value", "2024-01-01"),
+        ("b3.join", "AND"),
+        ("b3.kind", "attr"),
+        ("b3.column", "gender"),
+        ("b3.op", "NOT IN"),
+        ("b3.value", "M, it's"),
+        ("n", "0"),
+    ];
+    let want = "tier_gold AND points_balance >= 500 AND registered_at < '2024-01-01' AND gender NOT IN ('M', 'it''s')";
+    let r = b.post("/builder/live?from=blocks", &hx, &blocks);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let expr = between(&r.body, "hx-swap-oob=\"true\">", "</textarea>").unwrap();
+    assert_eq!(unescape(&expr), want);
+    let total = number(&between(&r.body, "id=\"audience-count\">", "<").unwrap());
+    assert_eq!(total, audience_count(&f.dir, want));
+    assert!(total > 0 && total < audience_count(&f.dir, "tier_gold"), "{total}");
+    let own: Vec<u64> = all_between(&r.body, "class=\"count\" id=\"b", "<")
+        .iter()
+        .map(|s| number(s.split_once('>').unwrap().1))
+        .collect();
+    assert_eq!(own[1], audience_count(&f.dir, "points_balance >= 500"));
+    // SQL agrees: the same condition as a filter on `members`.
+    let sql = taglake_ok(
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT count(*) AS n FROM members WHERE tier_gold AND points_balance >= 500 \
+           AND registered_at < '2024-01-01T00:00:00Z' AND gender NOT IN ('M', 'it''s')",
+        ],
+        &f.dir,
+    );
+    assert_eq!(sql.lines().nth(1).unwrap().trim().parse::<u64>().unwrap(), total, "{sql}");
+    // The expression reads back into attribute blocks.
+    let r = b.post("/builder/live?from=expr", &hx, &[("expr", want), ("n", "0")]);
+    assert!(r.body.contains("<option value=\"attr\" selected>whose attribute</option>"), "{}", r.body);
+    assert!(r.body.contains("name=\"b1.value\" value=\"500\""), "{}", r.body);
+    assert!(r.body.contains("<option value=\"registered_at\" selected>"), "{}", r.body);
+    assert!(
+        r.body.contains("name=\"b3.value\" value=\"M, &#39;it&#39;&#39;s&#39;\"")
+            || r.body.contains("name=\"b3.value\" value=\"M, 'it''s'\""),
+        "{}",
+        r.body
+    );
+    // A value the column cannot take: the parser's error next to the block.
+    let bad = [("b0.kind", "attr"), ("b0.column", "points_balance"), ("b0.op", ">"), ("b0.value", "lots"), ("n", "0")];
+    let r = b.post("/builder/live?from=blocks", &hx, &bad);
+    let error = unescape(
+        &between(&r.body, "id=\"b0-error\" role=\"alert\">", "</pre>").unwrap_or_else(|| panic!("{}", r.body)),
+    );
+    let cli = taglake(&["audience", "count", "points_balance > lots"], &f.dir);
+    assert!(error.contains("`points_balance` is an integer"), "{error}");
+    assert!(String::from_utf8_lossy(&cli.stderr).contains(error.lines().next().unwrap()), "{error}");
+}
+
+#[test]
 fn a_bad_expression_shows_the_clis_error() {
     let f = fixture();
     let studio = Studio::start(&f.dir, &[]);
@@ -756,6 +831,8 @@ fn a_marketer_builds_saves_and_exports_in_chromium() {
                 ]
             })
             .collect();
+    let with_points = format!("{AUDIENCE} AND points_balance >= 500");
+    let points_count = audience_count(dir, &with_points);
     let bad = "tier_gold AND nonsense_tag";
     let refused = taglake(&["audience", "count", bad], dir);
     let stderr = String::from_utf8_lossy(&refused.stderr).to_string();
@@ -766,6 +843,7 @@ fn a_marketer_builds_saves_and_exports_in_chromium() {
         "base": format!("http://127.0.0.1:{}", studio.port),
         "user": "analyst", "password": "s3cret pw",
         "audience": AUDIENCE, "count": taglake_studio::html::count(count), "breakdown": breakdown,
+        "with_points": with_points, "points_count": taglake_studio::html::count(points_count),
         "bad_expression": bad, "bad_error": bad_error,
         "saved_name": "gold_beauty_active",
         "salt": "browser-spring", "launch_at": "2026-01-05", "export_file": "browser.csv",

@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use maud::{Markup, html};
 use taglake_query::TagSet;
+use taglake_query::attribute::{self, Cmp};
 use taglake_query::audience::{self, Node};
 use taglake_query::breakdown::Share;
 use taglake_query::survey;
@@ -84,11 +85,14 @@ impl Form {
                 _ => {
                     let Some((i, field)) = k.strip_prefix('b').and_then(|r| r.split_once('.')) else { continue };
                     let Some(i) = i.parse::<usize>().ok().filter(|&i| i < MAX_BLOCKS) else { continue };
-                    let b = blocks.entry(i).or_insert(Block { join: Join::And, kind: Kind::All, text: String::new() });
+                    let b = blocks.entry(i).or_insert_with(empty_block);
                     match field {
                         "join" => b.join = Join::from_code(&v),
                         "kind" => b.kind = Kind::from_code(&v),
                         "tags" => b.text = v,
+                        "column" => b.condition.column = v,
+                        "op" => b.condition.op = v,
+                        "value" => b.condition.value = v,
                         _ => {}
                     }
                 }
@@ -119,7 +123,7 @@ impl Form {
 }
 
 fn empty_block() -> Block {
-    Block { join: Join::And, kind: Kind::All, text: String::new() }
+    Block::tags(Join::And, Kind::All, &[])
 }
 
 /// What the blocks (or the expression) come to.
@@ -349,7 +353,7 @@ fn editor(ctx: &Ctx, tags: &TagSet, form: &Form, outcome: &Outcome) -> Markup {
             }
             h2 { "Expression" }
             div {
-                label for="expr" { "Audience expression (tag names with AND, OR, NOT and parentheses)" }
+                label for="expr" { "Audience expression (tag names and conditions such as city = 'Shanghai', with AND, OR, NOT and parentheses)" }
                 (expr_field(&form.expr, false))
                 (expr_error_box(outcome.expr_error.as_deref(), false))
                 button.secondary type="submit" name="action" value="expr" { "Use the expression" }
@@ -422,20 +426,51 @@ fn blocks_html(blocks: &[Block], outcome: &Outcome) -> Markup {
                     }
                     div {
                         label for=(format!("b{i}-kind")) { "Members who" }
-                        select #(format!("b{i}-kind")) name=(format!("b{i}.kind")) {
-                            @for k in [Kind::All, Kind::Any, Kind::None, Kind::Expr] { option value=(k.code()) selected[b.kind == k] { (k.label()) } }
+                        select.kind #(format!("b{i}-kind")) name=(format!("b{i}.kind")) {
+                            @for k in Kind::ALL { option value=(k.code()) selected[b.kind == k] { (k.label()) } }
                         }
                     }
-                    div {
+                    // Both sets of fields are sent; the stylesheet shows the
+                    // ones the chosen kind uses (no script needed).
+                    div.tag-fields {
                         label for=(format!("b{i}-tags")) { "Tags (names separated by spaces), or an expression" }
                         input.tags-input #(format!("b{i}-tags")) type="text" name=(format!("b{i}.tags")) value=(b.text)
                             list=(format!("b{i}-list")) autocomplete="off" maxlength=(builder::MAX_EXPRESSION)
                             hx-get="/builder/suggest" hx-trigger="input delay:200ms" hx-target=(format!("#b{i}-list")) hx-swap="innerHTML";
                         datalist #(format!("b{i}-list")) {}
                     }
+                    (attribute_fields(i, b))
                     div { button.secondary type="submit" name="action" value=(format!("remove-{i}")) aria-label=(format!("Remove block {}", i + 1)) { "Remove" } }
                 }
                 (block_status(i, outcome.per_block.get(&i), false))
+            }
+        }
+    }
+}
+
+/// The fields of a condition on a member attribute: column, operator, values.
+fn attribute_fields(i: usize, b: &Block) -> Markup {
+    let c = &b.condition;
+    let column = c.column.trim().to_ascii_lowercase();
+    let cmp = c.cmp();
+    html! {
+        div.attr-fields {
+            div {
+                label for=(format!("b{i}-column")) { "Attribute" }
+                select #(format!("b{i}-column")) name=(format!("b{i}.column")) {
+                    @for col in attribute::columns() { option value=(col.name) selected[col.name == column] { (col.name) } }
+                }
+            }
+            div {
+                label for=(format!("b{i}-op")) { "Is" }
+                select #(format!("b{i}-op")) name=(format!("b{i}.op")) {
+                    @for op in Cmp::ALL { option value=(op.symbol()) selected[op == cmp] { (op.symbol()) } }
+                }
+            }
+            div {
+                label for=(format!("b{i}-value")) { "Value (a list: a, b)" }
+                input #(format!("b{i}-value")) type="text" name=(format!("b{i}.value")) value=(c.value)
+                    autocomplete="off" maxlength=(builder::MAX_EXPRESSION) placeholder="Shanghai, Beijing · 2024-03-01 · 1000";
             }
         }
     }
@@ -447,7 +482,7 @@ fn block_status(i: usize, status: Option<&Result<u64, String>>, oob: bool) -> Ma
             @match status {
                 Some(Ok(n)) => p { "This block alone: " span.count #(format!("b{i}-count")) { (count(*n)) } " members" },
                 Some(Err(e)) => pre.error role="alert" #(format!("b{i}-error")) { (e) },
-                None => p.muted { "Empty: add tags to count." },
+                None => p.muted { "Empty: add tags or a condition to count." },
             }
         }
     }
