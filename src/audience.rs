@@ -1058,10 +1058,6 @@ fn signed(v: f64, digits: usize) -> String {
     format!("{}{:.*}", if v >= 0.0 { "+" } else { "" }, digits, v)
 }
 
-fn p_value(p: f64) -> String {
-    if p < 1e-4 { "< 0.0001".into() } else { format!("{p:.4}") }
-}
-
 // Long on purpose: the report's text in the order it is printed (arms, SRM, each metric with its CUPED line).
 /// The report as text.
 fn render_report(r: &Report, window: &str) -> String {
@@ -1091,7 +1087,7 @@ fn render_report(r: &Report, window: &str) -> String {
             out.push_str(&format!(
                 "\nWARNING: SAMPLE RATIO MISMATCH (p = {}): the arms' sizes do not fit the configured split, so the\n\
                  assignment or the data went wrong and the comparisons below cannot be trusted.\n",
-                p_value(srm.p_value)
+                experiment::p_text(srm.p_value)
             ));
         }
         out.push_str(&format!(
@@ -1099,7 +1095,7 @@ fn render_report(r: &Report, window: &str) -> String {
             r.srm_arms.join(" · "),
             srm.chi2,
             srm.df,
-            p_value(srm.p_value),
+            experiment::p_text(srm.p_value),
             if srm.mismatch { " — MISMATCH" } else { " (no mismatch)" }
         ));
     }
@@ -1108,7 +1104,9 @@ fn render_report(r: &Report, window: &str) -> String {
             .srm_strata
             .iter()
             .filter_map(|s| s.srm.as_ref().filter(|x| x.mismatch).map(|x| (s, x)))
-            .map(|(s, x)| format!("{} (p = {})", s.stratum.as_deref().unwrap_or("(none)"), p_value(x.p_value)))
+            .map(|(s, x)| {
+                format!("{} (p = {})", s.stratum.as_deref().unwrap_or("(none)"), experiment::p_text(x.p_value))
+            })
             .collect();
         match &r.srm_strata_note {
             Some(note) => out.push_str(&format!("sample ratio per stratum: {note}\n")),
@@ -1204,7 +1202,7 @@ fn arm_table(arms: &[experiment::ArmResult]) -> String {
 /// one) with the plain estimate below it, or the plain estimate alone.
 fn comparison_lines(tests: usize, correction: Correction, c: &experiment::Comparison, m: Metric) -> String {
     let adjusted = |u: &Uplift| match u.p_adjusted {
-        Some(a) if tests > 1 && correction != Correction::None => format!(", adjusted {}", p_value(a)),
+        Some(a) if tests > 1 && correction != Correction::None => format!(", adjusted {}", experiment::p_text(a)),
         _ => String::new(),
     };
     let df = |u: &Uplift| u.df.map(|d| format!(", df = {d:.1}")).unwrap_or_default();
@@ -1339,7 +1337,7 @@ fn render_holdout(r: &experiment::holdout::HoldoutReport, window: &str, options:
         out.push_str(&format!(
             "size against its share: chi-square = {:.3}, p = {}{}\n",
             srm.chi2,
-            p_value(srm.p_value),
+            experiment::p_text(srm.p_value),
             if srm.mismatch { " — MISMATCH: the holdout is not the share it should be" } else { " (as configured)" }
         ));
     }
@@ -1391,6 +1389,6 @@ fn metric_line(
         signed(scale * u.diff, digits),
         signed(scale * u.ci_low, digits),
         signed(scale * u.ci_high, digits),
-        p_value(u.p_value),
+        experiment::p_text(u.p_value),
     )
 }

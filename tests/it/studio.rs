@@ -671,6 +671,48 @@ fn saved_audiences_are_saved_in_the_builder_and_used_everywhere() {
 }
 
 #[test]
+fn long_descriptions_are_refused_and_concurrent_saves_all_land() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    crate::copy_dir(&f.dir.join("warehouse"), &tmp.path().join("warehouse"));
+    let dir = tmp.path();
+    let studio = Studio::start(dir, &[]);
+    let save = |name: String, description: String| {
+        let mut b = studio.browser();
+        let csrf = b.get("/builder").csrf();
+        let form = [
+            ("csrf", csrf.as_str()),
+            ("expr", AUDIENCE),
+            ("save_name", name.as_str()),
+            ("save_description", description.as_str()),
+            ("action", "save"),
+        ];
+        b.post("/builder", &[], &form)
+    };
+    let max = taglake_query::saved::MAX_DESCRIPTION;
+    let r = save("too_long".into(), "d".repeat(max + 1));
+    assert_eq!(r.status, 200);
+    let error = unescape(&between(&r.body, "id=\"save-error\" role=\"alert\">", "</div>").unwrap());
+    assert!(error.contains(&format!("longer than {max} characters")), "{error}");
+    assert_eq!(save("just_right".into(), "d".repeat(max)).status, 303);
+    // Eight marketers save at once: every save is kept (appends do not conflict).
+    std::thread::scope(|scope| {
+        let saves: Vec<_> = (0..8)
+            .map(|i| scope.spawn(move || save(format!("together_{i}"), format!("saved by marketer {i}"))))
+            .collect();
+        for s in saves {
+            let r = s.join().unwrap();
+            assert_eq!(r.status, 303, "{}", r.body);
+        }
+    });
+    let listed = taglake_ok(&["audience", "saved", "--format", "csv"], dir);
+    for name in (0..8).map(|i| format!("together_{i}")).chain(["just_right".to_string()]) {
+        assert!(listed.lines().any(|l| l.starts_with(&format!("{name},"))), "{name} missing:\n{listed}");
+    }
+    assert!(!listed.contains("too_long"));
+}
+
+#[test]
 fn the_communities_page_is_the_cluster_profile() {
     let t = crate::tagged(2_000, 41);
     let studio = Studio::start(&t.dir, &["--refresh-interval", "100ms"]);

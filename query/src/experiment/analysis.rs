@@ -179,6 +179,21 @@ pub enum Metric {
 impl Metric {
     /// Every metric, in report order.
     pub const ALL: [Metric; 4] = [Metric::Conversion, Metric::Revenue, Metric::Orders, Metric::AverageOrderValue];
+
+    /// Its name where there is room for one (charts, the studio's tables).
+    pub fn label(self) -> &'static str {
+        match self {
+            Metric::Conversion => "Conversion",
+            Metric::Revenue => "Revenue per member",
+            Metric::Orders => "Orders per member",
+            Metric::AverageOrderValue => "Average order value",
+        }
+    }
+}
+
+/// A p-value as reports print it: four decimals, and `< 0.0001` below that.
+pub fn p_text(p: f64) -> String {
+    if p < 1e-4 { "< 0.0001".into() } else { format!("{p:.4}") }
 }
 
 /// The default CUPED lookback: 30 days before launch.

@@ -124,7 +124,7 @@ fn forest_panel(svg: &mut Svg, r: &Report, metric: Metric, top: f64) -> f64 {
     let control = r.comparisons.first().map_or("control", |c| c.control.as_str());
     let unit =
         if relative { format!("change vs {control}, in % of its value") } else { format!("difference vs {control}") };
-    svg.text((10.0, top + 14.0), "font-weight=\"bold\"", metric_name(metric));
+    svg.text((10.0, top + 14.0), "font-weight=\"bold\"", Metric::label(metric));
     let rows_top = top + 22.0;
     let rows_bottom = rows_top + ROW * r.comparisons.len() as f64;
     // A panel of notes only ("not compared") has no axis to show.
@@ -232,15 +232,6 @@ fn plain_beside_cuped(c: &Comparison, metric: Metric) -> Option<&Uplift> {
 fn effect(u: &Uplift, relative: bool) -> [f64; 3] {
     let k = if relative { 100.0 / u.control } else { 1.0 };
     [u.diff * k, u.ci_low * k, u.ci_high * k]
-}
-
-fn metric_name(metric: Metric) -> &'static str {
-    match metric {
-        Metric::Conversion => "Conversion",
-        Metric::Revenue => "Revenue per member",
-        Metric::Orders => "Orders per member",
-        Metric::AverageOrderValue => "Average order value",
-    }
 }
 
 /// Each arm's share of members who had bought by the end of each day since

@@ -20,7 +20,7 @@ pub use crate::registry::{Arm, Experiment, from_micros_utc, get, list, record, r
 use crate::registry::{from_micros, micros};
 pub use analysis::{
     Analysis, ArmResult, Comparison, CupedPeriod, DEFAULT_CUPED_DAYS, Metric, Report, ReportOptions, RevenueCap,
-    StratumSrm, analyse, report,
+    StratumSrm, analyse, p_text, report,
 };
 
 /// The longest window [`parse_window`] accepts, in days (100 years): a

@@ -466,15 +466,6 @@ fn report_html(r: &Report, window: &str) -> Markup {
     }
 }
 
-fn metric_name(m: Metric) -> &'static str {
-    match m {
-        Metric::Conversion => "conversion",
-        Metric::Orders => "orders per member",
-        Metric::Revenue => "revenue per member",
-        Metric::AverageOrderValue => "average order value",
-    }
-}
-
 fn correction_name(c: taglake_query::stats::Correction) -> &'static str {
     use taglake_query::stats::Correction;
     match c {
@@ -496,10 +487,10 @@ fn metric_pair(c: &experiment::Comparison, m: Metric) -> (Option<&Uplift>, Optio
 }
 
 fn effect_row(arm: &str, m: Metric, u: &Uplift, estimate: &str) -> Markup {
-    let p = |v: f64| if v < 1e-4 { "< 0.0001".to_string() } else { format!("{v:.4}") };
+    let p = taglake_query::experiment::p_text;
     html! {
         tr {
-            td { (arm) } td { (metric_name(m)) }
+            td { (arm) } td { (Metric::label(m)) }
             td.num { (format!("{:+.4}", u.diff)) }
             td.num { (u.relative.map_or("-".to_string(), |r| format!("{:+.2}%", r * 100.0))) }
             td.num { (format!("[{:+.4}, {:+.4}]", u.ci_low, u.ci_high)) }
