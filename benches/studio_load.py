@@ -3,17 +3,22 @@ the peer, in one run.
 
 A scripted session of EDITS edits (tags typed into blocks one at a time,
 blocks added and removed, "has all/any/none of" switched, AND/OR
-switched, and one edit in five typed into the expression field) is sent
+switched, conditions on member attributes added (`points_balance >=
+500`, `registered_at >= '2024-01-01'`), and one edit in ten typed into
+the expression field) is sent
 to `taglake studio` exactly as the page sends it with htmx: each edit is a
 POST of the whole form to `/builder/live` on one kept-alive connection,
-with the breakdown by tier and a sample of 20 (the page's defaults). The
-studio answers with every block's own count, the running total after
-each block (the funnel), the breakdown and the sample; the time measured
-is from sending the request to the last byte of the answer, on loopback.
+with the breakdown by tier (the page's default). The studio answers with
+every block's own count, the running total after each block (the
+funnel) and the breakdown; the time measured is from sending the request
+to the last byte of the answer, on loopback. The page then asks
+`/builder/sample` for a sample of 20 members with their attributes (a
+query over `members`): that request is timed apart, as the page makes it.
 
 The peer is DuckDB holding the same tags as boolean columns of an
 in-memory table (exported from the same snapshot by `audience_side
-export`), counting the audience the studio's answer says it counted (the
+export`) joined with the attributes the conditions name (read from the
+warehouse's `members` files), counting the audience the studio's answer says it counted (the
 expression field it sends back): one `SELECT count(*) … WHERE <expr>` per
 edit, which is less work than the studio's answer (one count, no funnel,
 no breakdown, no sample). Every count the studio shows is checked against
@@ -61,8 +66,9 @@ PAGES = [
 
 
 def session(edits):
-    """The scripted session: per edit, the blocks [(join, kind, text)] and
-    whether it is typed into the expression field (then the text)."""
+    """The scripted session: per edit, the blocks [(join, kind, text[,
+    (column, op, value)])] and whether it is typed into the expression
+    field (then the text)."""
     out = []
     blocks = [["AND", "all", ""]]
     k = 0
@@ -82,6 +88,7 @@ def session(edits):
             blocks.append(["OR", "all", tag])
         elif step == 7:
             blocks[-1][0] = "AND"
+            blocks.append(["AND", "attr", "", ("points_balance", ">=", "500")])
         elif step == 8:
             blocks[-1][2] += " " + tag
         elif step == 9:
@@ -98,8 +105,10 @@ def session(edits):
             blocks[-1][1] = "any"
         elif step == 14:
             blocks.pop()
-        elif step in (16, 17):
-            blocks.append(["AND" if step == 16 else "OR", "all", tag])
+        elif step == 16:
+            blocks.append(["AND", "all", tag])
+        elif step == 17:
+            blocks.append(["AND", "attr", "", ("registered_at", ">=", "2024-01-01")])
         elif step == 18:
             blocks[0][2] = ""
         else:  # start over: one empty block
@@ -108,13 +117,31 @@ def session(edits):
     return out
 
 
+def delta_files(table):
+    """The data files of a Delta table's newest version (its JSON log replayed)."""
+    live = set()
+    log = os.path.join(table, "_delta_log")
+    for name in sorted(n for n in os.listdir(log) if n.endswith(".json")):
+        with open(os.path.join(log, name)) as f:
+            for line in f:
+                action = json.loads(line)
+                if "add" in action:
+                    live.add(urllib.parse.unquote(action["add"]["path"]))
+                elif "remove" in action:
+                    live.discard(urllib.parse.unquote(action["remove"]["path"]))
+    return sorted(os.path.join(table, p) for p in live)
+
+
 def form(csrf, blocks, text):
     pairs = [("csrf", csrf), ("by", "tier"), ("n", "20"), ("seed", "1")]
     if text is not None:
         pairs.append(("expr", text))
     else:
-        for i, (join, kind, tags) in enumerate(blocks):
+        for i, (join, kind, tags, *cond) in enumerate(blocks):
             pairs += [(f"b{i}.join", join), (f"b{i}.kind", kind), (f"b{i}.tags", tags)]
+            if cond:
+                column, op, value = cond[0]
+                pairs += [(f"b{i}.column", column), (f"b{i}.op", op), (f"b{i}.value", value)]
     return urllib.parse.urlencode(pairs)
 
 
@@ -157,8 +184,11 @@ def main():
 
     import duckdb
     con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
     path = os.path.join(export, "tags_bool.parquet").replace("'", "''")
-    con.execute(f"CREATE TABLE members AS SELECT * FROM read_parquet('{path}')")
+    attributes = ", ".join("'" + f.replace("'", "''") + "'" for f in delta_files(os.path.join(wh, "members")))
+    con.execute(f"CREATE TABLE members AS SELECT t.*, m.points_balance, m.registered_at FROM read_parquet('{path}') t "
+                f"JOIN read_parquet([{attributes}]) m USING (member_key)")
 
     studio = subprocess.Popen([a.taglake, "studio", "--listen", "127.0.0.1:0", "--warehouse", wh],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -179,7 +209,7 @@ def main():
         csrf = between(page, 'name="csrf" value="', '"')
         headers = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie,
                    "HX-Request": "true", "X-CSRF-Token": csrf}
-        studio_s, duck_s, edits, wrong = [], [], [], []
+        studio_s, duck_s, sample_s, edits, wrong = [], [], [], [], []
         for blocks, text in session(a.edits):
             body = form(csrf, blocks, text)
             which = "expr" if text is not None else "blocks"
@@ -194,6 +224,15 @@ def main():
             shown = between(answer, 'id="audience-count">', "<")
             expr = text if text is not None else html.unescape(between(answer, 'hx-swap-oob="true">', "</textarea>") or "")
             edit = {"from": which, "seconds": dt, "expression": expr, "count": None}
+            box = between(answer, 'id="sample-box" hx-get="', '"')
+            if box is not None:
+                t0 = time.perf_counter()
+                conn.request("GET", html.unescape(box), headers={"Cookie": cookie})
+                r = conn.getresponse()
+                drawn = r.read().decode()
+                sample_s.append(time.perf_counter() - t0)
+                if r.status != 200 or 'id="sample"' not in drawn:
+                    sys.exit(f"sample answered {r.status}: {drawn[:500]}")
             if shown is not None and expr:
                 n = int(shown.replace(",", ""))
                 t0 = time.perf_counter()
@@ -219,13 +258,18 @@ def main():
         "duckdb_p50_seconds": percentile(duck_s, 50) if duck_s else None,
         "duckdb_p99_seconds": percentile(duck_s, 99) if duck_s else None,
         "counted_edits": len(duck_s), "wrong_counts": wrong,
+        "sample_p50_seconds": percentile(sample_s, 50) if sample_s else None,
+        "sample_p99_seconds": percentile(sample_s, 99) if sample_s else None, "samples": len(sample_s),
     }
     print(f"\n{len(studio_s)} edits at {a.members:,} members:")
-    print(f"  studio (whole answer: block counts, funnel, breakdown, sample)  p50 {summary['studio_p50_seconds'] * 1e3:.1f} ms"
+    print(f"  studio (whole answer: block counts, funnel, breakdown)        p50 {summary['studio_p50_seconds'] * 1e3:.1f} ms"
           f"  p99 {summary['studio_p99_seconds'] * 1e3:.1f} ms  max {summary['studio_max_seconds'] * 1e3:.1f} ms")
     if duck_s:
         print(f"  DuckDB (one count over boolean columns)                       p50 {summary['duckdb_p50_seconds'] * 1e3:.1f} ms"
               f"  p99 {summary['duckdb_p99_seconds'] * 1e3:.1f} ms")
+    if sample_s:
+        print(f"  studio sample of 20 (asked for after each answer, {len(sample_s)} times)  p50 {summary['sample_p50_seconds'] * 1e3:.1f} ms"
+              f"  p99 {summary['sample_p99_seconds'] * 1e3:.1f} ms")
     print("  time to first byte (p50 of 10):")
     for name, t in pages.items():
         print(f"    {name:<16} {t['p50_seconds'] * 1e3:8.1f} ms")

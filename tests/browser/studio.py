@@ -163,6 +163,8 @@ def run(d, c, base, shots, violations):
     want = c["count"]
     wait_for(d, f"the running total reads {want}", lambda d: text_of(d, "#audience-count") == want)
     wait_for(d, "the expression follows the blocks", lambda d: value_of(d, "#expr") == c["audience"])
+    wait_for(d, "the sample, asked for once the counts are shown",
+             lambda d: len(d.find_elements(By.CSS_SELECTOR, "#sample tbody tr")) > 0)
     quiet(d, "the blocks' updates")
     check_page(d, "builder", shots, violations)
 

@@ -232,7 +232,11 @@ fn the_builder_counts_what_the_cli_counts() {
     // The sample is `audience sample`'s, for the same size and seed.
     let csv = taglake_ok(&["audience", "sample", AUDIENCE, "--n", "7", "--seed", "5", "--format", "csv"], &f.dir);
     let want_ids: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
-    let sample = between(&page.body, "id=\"sample\">", "</table>").unwrap();
+    // The page asks for the sample once shown, so a count never waits for the members' rows.
+    let url = unescape(&between(&page.body, "id=\"sample-box\" hx-get=\"", "\"").unwrap());
+    let drawn = b.get(&url);
+    assert_eq!(drawn.status, 200, "{url}");
+    let sample = between(&drawn.body, "id=\"sample\">", "</table>").unwrap();
     let ids: Vec<String> = all_between(&sample, "<tr><td>", "</td>");
     assert_eq!(ids, want_ids);
     assert_eq!(csv.lines().next().unwrap().split(',').next(), Some("member_id"));
