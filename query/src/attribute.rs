@@ -165,6 +165,8 @@ pub struct Condition {
     column: &'static Column,
     cmp: Cmp,
     values: Values,
+    /// The values as written back.
+    shown: Vec<String>,
     text: String,
 }
 
@@ -300,7 +302,7 @@ impl Condition {
             Arity::One => format!("{name} {} {}", cmp.symbol(), shown[0]),
             Arity::List => format!("{name} {} ({})", cmp.symbol(), shown.join(", ")),
         };
-        Ok(Condition { column, cmp, values, text })
+        Ok(Condition { column, cmp, values, shown, text })
     }
 
     /// The column it names.
@@ -315,15 +317,7 @@ impl Condition {
 
     /// The values as written back (quoted where the column needs quotes).
     pub fn values_text(&self) -> Vec<String> {
-        match self.cmp.arity() {
-            Arity::None => Vec::new(),
-            _ => {
-                let start = self.text.find(self.cmp.symbol()).map_or(0, |i| i + self.cmp.symbol().len());
-                let rest = self.text[start..].trim();
-                let rest = rest.strip_prefix('(').and_then(|r| r.strip_suffix(')')).unwrap_or(rest);
-                split_list(rest)
-            }
-        }
+        self.shown.clone()
     }
 
     /// The condition as an audience expression writes it (its canonical
@@ -440,28 +434,6 @@ impl Condition {
 /// `s` in single quotes, inner quotes doubled.
 pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
-}
-
-/// The items of a `, `-separated list of written values (quoted ones may
-/// hold commas).
-fn split_list(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    let mut quoted = false;
-    for c in text.chars() {
-        match c {
-            '\'' => {
-                quoted = !quoted;
-                current.push(c);
-            }
-            ',' if !quoted => out.push(std::mem::take(&mut current).trim().to_string()),
-            _ => current.push(c),
-        }
-    }
-    if !current.trim().is_empty() {
-        out.push(current.trim().to_string());
-    }
-    out
 }
 
 /// A date or time written for a date (`timestamp` false) or timestamp
