@@ -141,6 +141,17 @@ impl Browser {
     fn post(&mut self, path: &str, headers: &[(&str, &str)], form: &[(&str, &str)]) -> Response {
         self.send("POST", path, headers, &encode(form))
     }
+
+    /// A session on the builder page: its CSRF token, as htmx sends it.
+    fn builder_session(&mut self) -> String {
+        self.get("/builder").csrf()
+    }
+
+    /// The form posted to `/builder/live?from=FROM` as htmx posts it.
+    fn live(&mut self, csrf: &str, from: &str, form: &[(&str, &str)]) -> Response {
+        let headers = [("HX-Request", "true"), ("X-CSRF-Token", csrf)];
+        self.post(&format!("/builder/live?from={from}"), &headers, form)
+    }
 }
 
 fn encode(pairs: &[(&str, &str)]) -> String {
@@ -247,9 +258,7 @@ fn live_updates_count_each_block_and_follow_the_expression() {
     let f = fixture();
     let studio = Studio::start(&f.dir, &[]);
     let mut b = studio.browser();
-    let page = b.get("/builder");
-    let csrf = page.csrf();
-    let hx = [("HX-Request", "true"), ("X-CSRF-Token", csrf.as_str())];
+    let csrf = b.builder_session();
     let blocks = [
         ("b0.kind", "all"),
         ("b0.tags", "tier_gold category_lover_beauty"),
@@ -258,7 +267,7 @@ fn live_updates_count_each_block_and_follow_the_expression() {
         ("b1.tags", "dormant_90_plus"),
         ("n", "0"),
     ];
-    let r = b.post("/builder/live?from=blocks", &hx, &blocks);
+    let r = b.live(&csrf, "blocks", &blocks);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(number(&between(&r.body, "id=\"audience-count\">", "<").unwrap()), audience_count(&f.dir, AUDIENCE));
     let own: Vec<u64> = all_between(&r.body, "class=\"count\" id=\"b", "<")
@@ -281,17 +290,13 @@ fn live_updates_count_each_block_and_follow_the_expression() {
         ("b1.tags", "dormant_90_plus"),
         ("n", "0"),
     ];
-    let r = b.post("/builder/live?from=blocks", &hx, &any);
+    let r = b.live(&csrf, "blocks", &any);
     assert_eq!(
         number(&between(&r.body, "id=\"audience-count\">", "<").unwrap()),
         audience_count(&f.dir, "tier_gold OR tier_silver OR dormant_90_plus")
     );
     // Editing the expression re-renders the blocks.
-    let r = b.post(
-        "/builder/live?from=expr",
-        &hx,
-        &[("expr", "lifecycle_mature AND NOT (tier_gold OR tier_silver)"), ("n", "0")],
-    );
+    let r = b.live(&csrf, "expr", &[("expr", "lifecycle_mature AND NOT (tier_gold OR tier_silver)"), ("n", "0")]);
     assert_eq!(r.status, 200);
     assert!(r.body.contains("name=\"b0.tags\" value=\"lifecycle_mature\""), "{}", r.body);
     assert!(r.body.contains("name=\"b1.tags\" value=\"tier_gold tier_silver\""), "{}", r.body);
@@ -306,9 +311,7 @@ fn attribute_blocks_count_what_the_cli_counts_and_read_back_from_the_expression(
     let f = fixture();
     let studio = Studio::start(&f.dir, &[]);
     let mut b = studio.browser();
-    let page = b.get("/builder");
-    let csrf = page.csrf();
-    let hx = [("HX-Request", "true"), ("X-CSRF-Token", csrf.as_str())];
+    let csrf = b.builder_session();
     let blocks = [
         ("b0.kind", "all"),
         ("b0.tags", "tier_gold"),
@@ -330,7 +333,7 @@ fn attribute_blocks_count_what_the_cli_counts_and_read_back_from_the_expression(
         ("n", "0"),
     ];
     let want = "tier_gold AND points_balance >= 500 AND registered_at < '2024-01-01' AND gender NOT IN ('M', 'it''s')";
-    let r = b.post("/builder/live?from=blocks", &hx, &blocks);
+    let r = b.live(&csrf, "blocks", &blocks);
     assert_eq!(r.status, 200, "{}", r.body);
     let expr = between(&r.body, "hx-swap-oob=\"true\">", "</textarea>").unwrap();
     assert_eq!(unescape(&expr), want);
@@ -355,7 +358,7 @@ fn attribute_blocks_count_what_the_cli_counts_and_read_back_from_the_expression(
     );
     assert_eq!(sql.lines().nth(1).unwrap().trim().parse::<u64>().unwrap(), total, "{sql}");
     // The expression reads back into attribute blocks.
-    let r = b.post("/builder/live?from=expr", &hx, &[("expr", want), ("n", "0")]);
+    let r = b.live(&csrf, "expr", &[("expr", want), ("n", "0")]);
     assert!(r.body.contains("<option value=\"attr\" selected>whose attribute</option>"), "{}", r.body);
     assert!(r.body.contains("name=\"b1.value\" value=\"500\""), "{}", r.body);
     assert!(r.body.contains("<option value=\"registered_at\" selected>"), "{}", r.body);
@@ -367,7 +370,7 @@ fn attribute_blocks_count_what_the_cli_counts_and_read_back_from_the_expression(
     );
     // A value the column cannot take: the parser's error next to the block.
     let bad = [("b0.kind", "attr"), ("b0.column", "points_balance"), ("b0.op", ">"), ("b0.value", "lots"), ("n", "0")];
-    let r = b.post("/builder/live?from=blocks", &hx, &bad);
+    let r = b.live(&csrf, "blocks", &bad);
     let error = unescape(
         &between(&r.body, "id=\"b0-error\" role=\"alert\">", "</pre>").unwrap_or_else(|| panic!("{}", r.body)),
     );
