@@ -134,6 +134,16 @@ pub enum Literal {
     Bare(String),
 }
 
+impl Literal {
+    /// The value as it was written (quoted again when it was).
+    fn written(&self) -> String {
+        match self {
+            Literal::Bare(s) => s.clone(),
+            Literal::Quoted(s) => quote(s),
+        }
+    }
+}
+
 /// Why a condition is refused: the message, and which value it is about
 /// (`None`: the column or the operator).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,13 +258,9 @@ impl Condition {
                         Literal::Quoted(_) => None,
                     };
                     let Some(n) = n else {
-                        let written = match v {
-                            Literal::Bare(s) => s.clone(),
-                            Literal::Quoted(s) => quote(s),
-                        };
                         return Err(refused(
                             Some(i),
-                            format!("`{name}` is an integer: write a whole number without quotes, not {written}"),
+                            format!("`{name}` is an integer: write a whole number without quotes, not {}", v.written()),
                         ));
                     };
                     shown.push(n.to_string());
@@ -276,15 +282,12 @@ impl Condition {
                         } else {
                             "'2024-03-01'"
                         };
-                        let written = match v {
-                            Literal::Bare(s) => s.clone(),
-                            Literal::Quoted(s) => quote(s),
-                        };
                         refused(
                             Some(i),
                             format!(
-                                "`{name}` is {}: write it in quotes as {example}, not {written}",
-                                column.ty.describe()
+                                "`{name}` is {}: write it in quotes as {example}, not {}",
+                                column.ty.describe(),
+                                v.written()
                             ),
                         )
                     })?;
@@ -297,11 +300,7 @@ impl Condition {
                 return Err(refused(None, format!("`{name}` is {}: audiences cannot compare it", other.describe())));
             }
         };
-        let text = match cmp.arity() {
-            Arity::None => format!("{name} {}", cmp.symbol()),
-            Arity::One => format!("{name} {} {}", cmp.symbol(), shown[0]),
-            Arity::List => format!("{name} {} ({})", cmp.symbol(), shown.join(", ")),
-        };
+        let text = write(name, cmp, &shown);
         Ok(Condition { column, cmp, values, shown, text })
     }
 
@@ -376,10 +375,7 @@ impl Condition {
             let values = b.column(1);
             let mut found = RoaringBitmap::new();
             let mut keep = |row: usize| -> Result<()> {
-                let k = keys.value(row);
-                let k = u32::try_from(k)
-                    .map_err(|_| Error::Corrupt(format!("members has a member_key out of range: {k}")))?;
-                found.insert(k);
+                found.insert(crate::tagset::member_key(keys.value(row))?);
                 Ok(())
             };
             let nulls_match = self.cmp == Cmp::IsNull;
@@ -429,6 +425,21 @@ impl Condition {
         })?;
         Ok(parts.into_inner().expect("condition parts").into_iter().fold(RoaringBitmap::new(), |a, b| a | b))
     }
+}
+
+/// `column cmp values` as an expression writes it, the values as given
+/// (one, a parenthesised list, or none, as `cmp` takes them).
+pub fn write(column: &str, cmp: Cmp, values: &[String]) -> String {
+    match cmp.arity() {
+        Arity::None => format!("{column} {}", cmp.symbol()),
+        Arity::One => format!("{column} {} {}", cmp.symbol(), values.first().map_or("", String::as_str)),
+        Arity::List => format!("{column} {} ({})", cmp.symbol(), values.join(", ")),
+    }
+}
+
+/// Whether values of `column` are written in quotes (all but integers).
+pub fn quoted(column: &Column) -> bool {
+    !matches!(column.ty, ColumnType::Int32 | ColumnType::Int64)
 }
 
 /// `s` in single quotes, inner quotes doubled.
@@ -494,11 +505,6 @@ impl Attribute {
         }
         let b = Bits::from_roaring(&self.condition.evaluate(files)?);
         Ok(self.bits.get_or_init(|| b))
-    }
-
-    /// Whether it was evaluated.
-    pub fn is_evaluated(&self) -> bool {
-        self.bits.get().is_some()
     }
 }
 

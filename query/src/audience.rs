@@ -94,6 +94,12 @@ enum Token {
 }
 
 impl Token {
+    /// Whether it is the word `k` in any case (`IN`, `IS`, `NULL`: words,
+    /// not keywords, outside a condition).
+    fn is_keyword(&self, k: &str) -> bool {
+        matches!(self, Token::Word(w) if w.eq_ignore_ascii_case(k))
+    }
+
     fn describe(&self) -> String {
         match self {
             Token::Word(w) => format!("`{w}`"),
@@ -397,7 +403,7 @@ impl Parser<'_> {
     /// Whether the word just read starts a condition: an operator, `IN`,
     /// `IS` or `NOT IN` follows it (after a tag only AND, OR, `)` or the end can).
     fn condition_follows(&self) -> bool {
-        let keyword = |t: &Token, k: &str| matches!(t, Token::Word(w) if w.eq_ignore_ascii_case(k));
+        let keyword = Token::is_keyword;
         match &self.tokens[self.at].0 {
             Token::Cmp(_) => true,
             t if keyword(t, "in") || keyword(t, "is") => true,
@@ -409,7 +415,7 @@ impl Parser<'_> {
     /// The condition on the attribute `column` (written at `pos`): its
     /// operator and values, checked against the column's type.
     fn condition(&mut self, column: &str, pos: usize, width: usize) -> Result<Node, AudienceError> {
-        let keyword = |t: &Token, k: &str| matches!(t, Token::Word(w) if w.eq_ignore_ascii_case(k));
+        let keyword = Token::is_keyword;
         let (token, op_pos, op_width) = self.peek();
         self.at += 1;
         let cmp = match token {
@@ -434,7 +440,9 @@ impl Parser<'_> {
                 if negated { Cmp::IsNotNull } else { Cmp::IsNull }
             }
         };
-        let mut values: Vec<(Literal, usize, usize)> = Vec::new();
+        // The values, and where each was written (for an error about one).
+        let mut values: Vec<Literal> = Vec::new();
+        let mut spans: Vec<(usize, usize)> = Vec::new();
         let mut value = |p: &mut Self| -> Result<(), AudienceError> {
             let (t, at, w) = p.peek();
             let literal = match t {
@@ -452,7 +460,8 @@ impl Parser<'_> {
                 }
             };
             p.at += 1;
-            values.push((literal, at, w));
+            values.push(literal);
+            spans.push((at, w));
             Ok(())
         };
         match cmp {
@@ -481,12 +490,11 @@ impl Parser<'_> {
             }
             _ => value(self)?,
         }
-        let literals: Vec<Literal> = values.iter().map(|(l, _, _)| l.clone()).collect();
-        match Condition::new(column, cmp, &literals) {
+        match Condition::new(column, cmp, &values) {
             Ok(c) => Ok(Node::Attr(self.tags.attribute(c))),
             Err(refused) => {
-                let (at, w) = match refused.value.and_then(|i| values.get(i)) {
-                    Some((_, at, w)) => (*at, *w),
+                let (at, w) = match refused.value.and_then(|i| spans.get(i)) {
+                    Some(&span) => span,
                     None if refused.value.is_some() => (op_pos, op_width),
                     None => (pos, width),
                 };

@@ -19,7 +19,6 @@
 use taglake_query::TagSet;
 use taglake_query::attribute::{self, Arity, Cmp};
 use taglake_query::audience::{self, AudienceError, Node};
-use taglake_storage::ColumnType;
 
 /// Most blocks one audience may have.
 pub const MAX_BLOCKS: usize = 30;
@@ -146,19 +145,17 @@ impl Condition {
     pub fn expression(&self) -> String {
         let column = self.column.trim();
         let cmp = self.cmp();
-        let quoted = attribute::column(column).is_ok_and(|c| !matches!(c.ty, ColumnType::Int32 | ColumnType::Int64));
+        let quoted = attribute::column(column).is_ok_and(attribute::quoted);
         let write = |v: &str| {
             let v = v.trim();
             if !quoted || v.starts_with('\'') { v.to_string() } else { attribute::quote(v) }
         };
-        match cmp.arity() {
-            Arity::None => format!("{column} {}", cmp.symbol()),
-            Arity::One => format!("{column} {} {}", cmp.symbol(), write(&self.value)),
-            Arity::List => {
-                let items: Vec<String> = split_values(&self.value).iter().map(|v| write(v)).collect();
-                format!("{column} {} ({})", cmp.symbol(), items.join(", "))
-            }
-        }
+        let values: Vec<String> = match cmp.arity() {
+            Arity::None => Vec::new(),
+            Arity::One => vec![write(&self.value)],
+            Arity::List => split_values(&self.value).iter().map(|v| write(v)).collect(),
+        };
+        attribute::write(column, cmp, &values)
     }
 
     /// The form's fields for a parsed condition: values without their

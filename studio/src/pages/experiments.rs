@@ -226,6 +226,14 @@ fn show_dialog(app: &App, ctx: &Ctx, f: &ExportForm, error: Option<&FieldError>,
             }
         }
     };
+    let check = |field: &'static str, label: &str, checked: bool| -> Markup {
+        html! {
+            div {
+                input #(field) type="checkbox" name=(field) value="1" checked[checked];
+                label for=(field) { (label) }
+            }
+        }
+    };
     let body = html! {
         p { "Writes the audience's members into " code { (dir.display()) } ", split into arms, and records the experiment, exactly as "
             code { "taglake export" } " does with the same options." }
@@ -255,18 +263,12 @@ fn show_dialog(app: &App, ctx: &Ctx, f: &ExportForm, error: Option<&FieldError>,
             div.row {
                 (text("holdout", "Global holdout (% of all members)", &f.holdout))
                 (text("holdout_salt", "Holdout salt", &f.holdout_salt))
-                div {
-                    input #include_holdout type="checkbox" name="include_holdout" value="1" checked[f.include_holdout];
-                    label for="include_holdout" { "Export holdout members as arm holdout" }
-                }
+                (check("include_holdout", "Export holdout members as arm holdout", f.include_holdout))
             }
             div.row {
                 (text("launch_at", "Launch (YYYY-MM-DD or RFC 3339; empty: now)", &f.launch_at))
                 (text("duration", "Duration", &f.duration))
-                div {
-                    input #open_ended type="checkbox" name="open_ended" value="1" checked[f.open_ended];
-                    label for="open_ended" { "Open-ended" }
-                }
+                (check("open_ended", "Open-ended", f.open_ended))
             }
             div.row {
                 (text("file", "File name (.csv or .parquet)", &f.file))
