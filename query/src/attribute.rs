@@ -375,7 +375,7 @@ impl Condition {
             let values = b.column(1);
             let mut found = RoaringBitmap::new();
             let mut keep = |row: usize| -> Result<()> {
-                found.insert(crate::tagset::member_key(keys.value(row))?);
+                found.insert(member_key(keys.value(row))?);
                 Ok(())
             };
             let nulls_match = self.cmp == Cmp::IsNull;
@@ -440,6 +440,13 @@ pub fn write(column: &str, cmp: Cmp, values: &[String]) -> String {
 /// Whether values of `column` are written in quotes (all but integers).
 pub fn quoted(column: &Column) -> bool {
     !matches!(column.ty, ColumnType::Int32 | ColumnType::Int64)
+}
+
+/// A `member_key` of `members` as the bitmaps hold it (dense keys fit
+/// 32 bits; one that does not is damage). Here, below the tag set, which
+/// reads the universe with it too.
+pub(crate) fn member_key(k: i64) -> Result<u32> {
+    u32::try_from(k).map_err(|_| Error::Corrupt(format!("members has a member_key out of range: {k}")))
 }
 
 /// `s` in single quotes, inner quotes doubled.

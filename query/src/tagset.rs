@@ -573,12 +573,6 @@ fn index_snapshot(paths: &[PathBuf], first_file: usize) -> Result<(Vec<TagFile>,
     Ok((files, found.into_iter().map(|(_, t, h)| (t, h)).collect()))
 }
 
-/// A `member_key` of `members` as the bitmaps hold it (dense keys fit
-/// 32 bits; one that does not is damage).
-pub(crate) fn member_key(k: i64) -> Result<u32> {
-    u32::try_from(k).map_err(|_| Error::Corrupt(format!("members has a member_key out of range: {k}")))
-}
-
 /// The `member_key` of every row of `members` (its data files `files`).
 pub(crate) fn member_keys(files: &[PathBuf]) -> Result<RoaringBitmap> {
     let t = Table::Members;
@@ -587,7 +581,7 @@ pub(crate) fn member_keys(files: &[PathBuf]) -> Result<RoaringBitmap> {
         let keys = b.column(0).as_primitive::<Int64Type>();
         let mut bm = RoaringBitmap::new();
         for k in keys.iter().flatten() {
-            bm.insert(member_key(k)?);
+            bm.insert(crate::attribute::member_key(k)?);
         }
         parts.lock().expect("keys").push(bm);
         Ok(())
