@@ -19,5 +19,6 @@ mod studio;
 mod tags;
 
 fn main() -> std::process::ExitCode {
+    report::configure_allocator();
     cli::run()
 }

@@ -136,20 +136,25 @@ impl FeatureSet {
             c.num(name, Int32, |m| o.orders[w][m] as f64);
         }
         for (name, w) in [("spend_30d", 3), ("spend_90d", 2), ("spend_365d", 1), ("spend_total", 0)] {
-            c.num(name, Float64, |m| money(s.spend[w][m]));
+            c.num(name, Float64, |m| money(s.totals[m].spend[w]));
         }
-        c.num("avg_order_value", Float64, |m| nan_if(!has_orders(m), money(s.spend[0][m]) / o.orders[0][m] as f64));
-        c.num("items_total", Int64, |m| s.items[m] as f64);
-        c.num("items_per_order", Float64, |m| nan_if(!has_orders(m), s.items[m] as f64 / o.orders[0][m] as f64));
-        c.num("lines_total", Int64, |m| s.lines[m] as f64);
-        c.values("distinct_categories", Int32, || count_set(&s.category_last, len, |l| l != 0));
+        c.num("avg_order_value", Float64, |m| {
+            nan_if(!has_orders(m), money(s.totals[m].spend[0]) / o.orders[0][m] as f64)
+        });
+        c.num("items_total", Int64, |m| s.totals[m].items as f64);
+        c.num("items_per_order", Float64, |m| nan_if(!has_orders(m), s.totals[m].items as f64 / o.orders[0][m] as f64));
+        c.num("lines_total", Int64, |m| s.totals[m].lines as f64);
+        c.values("distinct_categories", Int32, || count_set(&s.category, len, |t| t.last() != 0));
         c.values("distinct_channels", Int32, || count_set(&mix().channel_orders, len, |n| n > 0));
         c.values("weekend_share", Float64, || {
             let weekend = &mix().weekend_orders;
             (0..len).map(|m| nan_if(!has_orders(m), weekend[m] as f64 / o.orders[0][m] as f64)).collect()
         });
-        c.num("promotion_share", Float64, |m| nan_if(s.lines[m] == 0, s.promo_lines[m] as f64 / s.lines[m] as f64));
-        c.num("growth_value", Float64, |m| self.growth_per_unit * money(s.spend[1][m]));
+        c.num("promotion_share", Float64, |m| {
+            let t = &s.totals[m];
+            nan_if(t.lines == 0, t.promo_lines as f64 / t.lines as f64)
+        });
+        c.num("growth_value", Float64, |m| self.growth_per_unit * money(s.totals[m].spend[1]));
         let (as_of_month, as_of_day) = (self.as_of.month(), self.as_of.day());
         let as_of_year = i64::from(self.as_of.year());
         c.num("age", Int32, |m| {
@@ -178,14 +183,15 @@ impl FeatureSet {
         let category_slugs = unique_slugs(&self.categories.values);
         for (k, slug) in category_slugs.iter().enumerate() {
             c.values(format!("spend_share_{slug}"), Float64, || {
-                let (spend, total) = (&category_spend()[k], &s.spend[0]);
-                (0..len).map(|m| nan_if(total[m] <= 0, spend[m] as f64 / total[m] as f64)).collect()
+                let spend = &category_spend()[k];
+                let total = |m: usize| s.totals[m].spend[0];
+                (0..len).map(|m| nan_if(total(m) <= 0, spend[m] as f64 / total(m) as f64)).collect()
             });
         }
         for (k, slug) in category_slugs.iter().enumerate() {
             c.values(format!("category_recency_days_{slug}"), Int32, || {
-                let last = &s.category_last[k];
-                (0..len).map(|m| nan_if(last[m] == 0, days(d, last[m] as i32 - 1))).collect()
+                let last = |m: usize| s.category[k][m].last();
+                (0..len).map(|m| nan_if(last(m) == 0, days(d, last(m) as i32 - 1))).collect()
             });
         }
         for (k, slug) in unique_slugs(&self.channels.values).iter().enumerate() {

@@ -91,9 +91,7 @@ pub(super) fn accumulate(
     let mut shards: Vec<Shard> = shards.into_iter().map(|s| s.into_inner().expect("shard lock")).collect();
     if categories.values.is_empty() {
         // Over the cap: the accumulators of the values seen before it go too.
-        shards.iter_mut().for_each(|s| {
-            (s.category_spend, s.category_last, s.category_wide) = (Vec::new(), Vec::new(), HashMap::new())
-        });
+        shards.iter_mut().for_each(|s| (s.category, s.category_wide) = (Vec::new(), HashMap::new()));
     }
     shards.par_iter_mut().for_each(|s| finish_orders(s, &categories));
     Ok(FeatureSet {
@@ -287,21 +285,22 @@ fn read_orders(
                 let day = t_us.div_euclid(DAY_US) as i32;
                 let age = as_of_day - day;
                 let units = (amount.value(row) * UNITS).round() as i64;
-                s.spend[0][m] += units;
-                if age <= 365 {
-                    s.spend[1][m] += units;
-                }
-                if age <= 90 {
-                    s.spend[2][m] += units;
-                }
-                if age <= 30 {
-                    s.spend[3][m] += units;
-                }
-                s.items[m] += qty.value(row) as i64;
-                s.lines[m] += 1;
                 let promo = (!discount.is_null(row) && discount.value(row) > 0.0)
                     || (!coupon.is_null(row) && coupon.value(row));
-                s.promo_lines[m] += promo as u32;
+                let totals = &mut s.totals[m];
+                totals.spend[0] += units;
+                if age <= 365 {
+                    totals.spend[1] += units;
+                }
+                if age <= 90 {
+                    totals.spend[2] += units;
+                }
+                if age <= 30 {
+                    totals.spend[3] += units;
+                }
+                totals.items += qty.value(row) as i64;
+                totals.lines += 1;
+                totals.promo_lines += promo as u32;
                 let cat = code_at(&cac, &cad, row);
                 if cat != NO_CODE {
                     s.add_category(cat as usize, m, units, day);

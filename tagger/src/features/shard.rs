@@ -20,22 +20,137 @@ pub(super) struct Shard {
     pub(super) register_channel: Vec<u32>,
     pub(super) home_store_attr: Vec<u32>,
     pub(super) points: Vec<i64>,
-    // from order lines: [total, 365 d, 90 d, 30 d]
-    pub(super) spend: [Vec<i64>; 4],
-    pub(super) items: Vec<i64>,
-    pub(super) lines: Vec<u32>,
-    pub(super) promo_lines: Vec<u32>,
-    /// Spend per category, in 32 bits: the per-category sums are most of a
-    /// shard's memory (13 categories: 104 of ~280 bytes a member as
-    /// `i64`), and almost all of them fit. A sum that leaves the 32-bit
-    /// range is [`WIDE`] here and exact in `category_wide`.
-    pub(super) category_spend: Vec<Vec<i32>>,
-    /// The sums marked [`WIDE`], by [`wide_key`].
+    /// What every order line adds to, per member.
+    pub(super) totals: Vec<Totals>,
+    /// Per category (first-seen code until [`finish_orders`], then sorted
+    /// code), per member: spend and day of the last line.
+    pub(super) category: Vec<Vec<CategoryTotal>>,
+    /// The category sums marked [`WIDE`], by [`wide_key`].
     pub(super) category_wide: HashMap<u32, i64>,
-    /// Day of the last line per category, as [`category_day`] (0 = none).
-    pub(super) category_last: Vec<Vec<u16>>,
-    /// One record per (member, order); sorted and deduplicated by `finish`.
-    pub(super) records: Vec<u128>,
+    /// One record per order line group as the lines arrive; emptied by
+    /// [`finish_orders`] into [`Shard::orders`].
+    pub(super) records: Records,
+    /// The distinct orders, by member (after [`finish_orders`]).
+    pub(super) orders: MemberOrders,
+}
+
+/// What each order line of a member adds to, side by side in one 48-byte
+/// record: a line updates all of them, and as one array each (the layout
+/// before) a line cost a cache miss per array on the shard's megabytes of
+/// state; the per-line accumulation was most of the pass's own time.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(super) struct Totals {
+    /// Spend in 1/10,000 units: [total, 365 d, 90 d, 30 d].
+    pub(super) spend: [i64; 4],
+    /// Sum of `quantity`.
+    pub(super) items: i64,
+    /// Order lines.
+    pub(super) lines: u32,
+    /// Lines with a discount or a coupon.
+    pub(super) promo_lines: u32,
+}
+
+/// A member's spend and last day in one category, in six bytes: the
+/// per-category state is the largest part of a shard (13 categories: 78
+/// bytes a member), and a line reads and writes both, so they share a
+/// cache line. The spend is 32-bit ([`WIDE`] when the sum left that range;
+/// it is then exact in [`Shard::category_wide`]); the day is
+/// [`category_day`] (0 = none).
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, packed(2))]
+pub(super) struct CategoryTotal {
+    spend: i32,
+    last: u16,
+}
+
+impl CategoryTotal {
+    /// The day of the member's last line in the category, as [`category_day`].
+    pub(super) fn last(self) -> u16 {
+        self.last
+    }
+}
+
+/// Order records of a shard as the pass adds them, in blocks of a fixed
+/// size: a growing `Vec` doubles, which at the end of the pass left a
+/// third of the records' memory unused on average (the peak of the run)
+/// and moved every record once more per doubling.
+#[derive(Default)]
+pub(super) struct Records {
+    full: Vec<Vec<u128>>,
+    last: Vec<u128>,
+}
+
+/// Records per block (256 KiB).
+const BLOCK: usize = 1 << 14;
+
+impl Records {
+    pub(super) fn push(&mut self, record: u128) {
+        if self.last.len() == BLOCK {
+            self.full.push(std::mem::replace(&mut self.last, Vec::with_capacity(BLOCK)));
+        }
+        self.last.push(record);
+    }
+
+    fn len(&self) -> usize {
+        self.full.len() * BLOCK + self.last.len()
+    }
+
+    /// Every record in one vector, each block freed once copied.
+    fn into_vec(self) -> Vec<u128> {
+        let mut all = Vec::with_capacity(self.len());
+        for block in self.full {
+            all.extend_from_slice(&block);
+        }
+        all.extend_from_slice(&self.last);
+        all
+    }
+}
+
+/// A shard's distinct orders, member by member: those of member `m` are
+/// `orders[offsets[m]..offsets[m + 1]]`, each as [`compact`] packs it. The
+/// member and the order-id hash of a record are no longer needed once the
+/// records are deduplicated, so an order takes 8 bytes here instead of 16.
+#[derive(Default)]
+pub(super) struct MemberOrders {
+    offsets: Vec<u32>,
+    orders: Vec<u64>,
+}
+
+impl MemberOrders {
+    /// The orders of member `m` (packed).
+    fn of(&self, m: usize) -> &[u64] {
+        match self.offsets.get(m..m + 2) {
+            Some(&[from, to]) => &self.orders[from as usize..to as usize],
+            _ => &[],
+        }
+    }
+
+    /// Members (offsets in the shard) with at least one order, with theirs.
+    fn members(&self) -> impl Iterator<Item = (usize, &[u64])> {
+        (0..self.offsets.len().saturating_sub(1)).map(|m| (m, self.of(m))).filter(|(_, o)| !o.is_empty())
+    }
+}
+
+/// An order record without its member and order-id hash: day (16 bits),
+/// store (24), channel (8), part of the day (2).
+fn compact(record: u128) -> u64 {
+    ((record >> 22) & ((1 << 50) - 1)) as u64
+}
+
+fn order_day(order: u64) -> i32 {
+    (order >> 34) as i32
+}
+
+fn order_store(order: u64) -> u32 {
+    ((order >> 10) & 0xFF_FFFF) as u32
+}
+
+fn order_channel(order: u64) -> u32 {
+    ((order >> 2) & 0xFF) as u32
+}
+
+fn order_daypart(order: u64) -> usize {
+    (order & 0b11) as usize
 }
 
 /// Per-member order counts and first and last order days of one chunk,
@@ -72,10 +187,7 @@ impl Shard {
             register_channel: vec![NO_CODE; len],
             home_store_attr: vec![NO_CODE; len],
             points: vec![NO_POINTS; len],
-            spend: std::array::from_fn(|_| zeros(len)),
-            items: zeros(len),
-            lines: zeros(len),
-            promo_lines: zeros(len),
+            totals: zeros(len),
             ..Shard::default()
         }
     }
@@ -83,22 +195,21 @@ impl Shard {
     /// Adds `units` to member `m`'s spend in category `code` and records
     /// the line's day.
     pub(super) fn add_category(&mut self, code: usize, m: usize, units: i64, day: i32) {
-        while self.category_spend.len() <= code {
-            self.category_spend.push(zeros(self.len));
-            self.category_last.push(zeros(self.len));
+        while self.category.len() <= code {
+            self.category.push(zeros(self.len));
         }
-        let last = &mut self.category_last[code][m];
-        *last = (*last).max(category_day(day));
-        let narrow = &mut self.category_spend[code][m];
-        if *narrow != WIDE {
+        let total = &mut self.category[code][m];
+        total.last = total.last.max(category_day(day));
+        let narrow = total.spend;
+        if narrow != WIDE {
             match i32::try_from(units).ok().and_then(|u| narrow.checked_add(u)).filter(|sum| *sum != WIDE) {
                 Some(sum) => {
-                    *narrow = sum;
+                    total.spend = sum;
                     return;
                 }
                 None => {
-                    self.category_wide.insert(wide_key(code, m), i64::from(*narrow));
-                    *narrow = WIDE;
+                    self.category_wide.insert(wide_key(code, m), i64::from(narrow));
+                    total.spend = WIDE;
                 }
             }
         }
@@ -107,14 +218,17 @@ impl Shard {
 
     /// The spend of every category as 64-bit sums.
     pub(super) fn category_spend_wide(&self) -> Vec<Vec<i64>> {
-        self.category_spend
+        self.category
             .iter()
             .enumerate()
-            .map(|(code, narrow)| {
-                narrow
+            .map(|(code, totals)| {
+                totals
                     .iter()
                     .enumerate()
-                    .map(|(m, v)| if *v == WIDE { self.category_wide[&wide_key(code, m)] } else { i64::from(*v) })
+                    .map(|(m, t)| {
+                        let spend = t.spend;
+                        if spend == WIDE { self.category_wide[&wide_key(code, m)] } else { i64::from(spend) }
+                    })
                     .collect()
             })
             .collect()
@@ -153,44 +267,51 @@ fn wide_key(code: usize, m: usize) -> u32 {
 fn category_day(day: i32) -> u16 {
     (day.clamp(0, 65_534) + 1) as u16
 }
-/// Sorts and deduplicates a shard's order records (one per distinct order)
-/// and puts its category columns in sorted-name order.
+/// Sorts and deduplicates a shard's order records into its orders by
+/// member (one per distinct order) and puts its category columns in
+/// sorted-name order.
 pub(super) fn finish_orders(s: &mut Shard, categories: &Dictionary) {
     let len = s.len;
-    s.records.sort_unstable();
-    s.records.dedup_by_key(|r| *r >> 72);
-    s.records.shrink_to_fit();
-    let mut spend = vec![Vec::new(); categories.values.len()];
-    let mut last = vec![Vec::new(); categories.values.len()];
-    for (first_seen, (sp, la)) in
-        std::mem::take(&mut s.category_spend).into_iter().zip(std::mem::take(&mut s.category_last)).enumerate()
-    {
-        let c = categories.remap[first_seen] as usize;
-        spend[c] = sp;
-        last[c] = la;
+    let mut records = std::mem::take(&mut s.records).into_vec();
+    records.sort_unstable();
+    records.dedup_by_key(|r| *r >> 72);
+    let mut offsets = Vec::with_capacity(len + 1);
+    let mut orders = Vec::with_capacity(records.len());
+    for (i, &r) in records.iter().enumerate() {
+        while offsets.len() <= record_member(r) {
+            offsets.push(order_offset(i));
+        }
+        orders.push(compact(r));
+    }
+    drop(records);
+    offsets.resize(len + 1, order_offset(orders.len()));
+    s.orders = MemberOrders { offsets, orders };
+
+    let mut by_name = vec![Vec::new(); categories.values.len()];
+    for (first_seen, totals) in std::mem::take(&mut s.category).into_iter().enumerate() {
+        by_name[categories.remap[first_seen] as usize] = totals;
     }
     s.category_wide = std::mem::take(&mut s.category_wide)
         .into_iter()
         .map(|(key, sum)| (wide_key(categories.remap[(key >> 16) as usize] as usize, (key & 0xFFFF) as usize), sum))
         .collect();
-    for c in 0..categories.values.len() {
-        if spend[c].is_empty() {
-            spend[c] = vec![0; len];
-            last[c] = vec![0; len];
+    for totals in &mut by_name {
+        if totals.is_empty() {
+            *totals = zeros(len);
         }
     }
-    s.category_spend = spend;
-    s.category_last = last;
+    s.category = by_name;
+}
+
+/// An index into a shard's orders: a shard holds at most 65,536 members,
+/// and 4 billion orders of theirs would take 64 GiB of records first.
+fn order_offset(i: usize) -> u32 {
+    u32::try_from(i).expect("more than 4 billion orders in one shard of 65,536 members")
 }
 
 /// The member (offset in its shard) of an order record.
 fn record_member(r: u128) -> usize {
     (r >> 112) as usize
-}
-
-/// The day of an order record.
-fn record_day(r: u128) -> i32 {
-    ((r >> 56) & 0xFFFF) as i32
 }
 
 impl FeatureSet {
@@ -202,11 +323,10 @@ impl FeatureSet {
             first_day: vec![NO_DAY; len],
             last_day: vec![NO_DAY; len],
         };
-        for member_records in s.records.chunk_by(|a, b| record_member(*a) == record_member(*b)) {
-            let m = record_member(member_records[0]);
+        for (m, member_orders) in s.orders.members() {
             let (mut counts, mut first, mut last) = ([0u32; 4], i32::MAX, i32::MIN);
-            for &r in member_records {
-                let day = record_day(r);
+            for &order in member_orders {
+                let day = order_day(order);
                 let age = self.as_of_day - day;
                 counts[0] += 1;
                 counts[1] += (age <= 365) as u32;
@@ -238,14 +358,13 @@ impl FeatureSet {
             store: vec![NO_CODE; len],
         };
         let mut member_stores: Vec<u32> = Vec::new();
-        for member_records in s.records.chunk_by(|a, b| record_member(*a) == record_member(*b)) {
-            let m = record_member(member_records[0]);
+        for (m, member_orders) in s.orders.members() {
             member_stores.clear();
-            for &r in member_records {
-                let day = record_day(r);
-                let store = ((r >> 32) & 0xFF_FFFF) as u32;
-                let channel = ((r >> 24) & 0xFF) as u32;
-                let daypart = ((r >> 22) & 0b11) as usize;
+            for &order in member_orders {
+                let day = order_day(order);
+                let store = order_store(order);
+                let channel = order_channel(order);
+                let daypart = order_daypart(order);
                 let weekday = (day + 3).rem_euclid(7) as usize;
                 o.weekend_orders[m] += (weekday >= 5) as u32;
                 o.weekday_orders[m][weekday] += 1;
@@ -322,6 +441,6 @@ mod tests {
         let categories = Dictionary { values: vec!["a".into(), "b".into(), "c".into()], remap: vec![2, 0, 1] };
         finish_orders(&mut s, &categories);
         assert_eq!(s.category_spend_wide(), vec![want[1].clone(), want[2].clone(), want[0].clone()]);
-        assert_eq!(s.category_last[2], [101, 0, 0, 101, 0]);
+        assert_eq!(s.category[2].iter().map(|t| t.last()).collect::<Vec<_>>(), [101, 0, 0, 101, 0]);
     }
 }
