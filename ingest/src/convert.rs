@@ -411,7 +411,7 @@ fn fill<T: Clone>(
 /// Parquet columns that already have the warehouse type skip text parsing,
 /// but still get null handling, defaults and the same checks.
 fn typed_fast_path(m: &CheckedMapping, rule: &ColumnRule, src: &ArrayRef, errors: &mut Errors) -> Option<ArrayRef> {
-    if !rule.values.is_empty() || rule.scale.is_some() || rule.default.is_some() {
+    if !rule.values.is_empty() || rule.scale.is_some() || matches!(rule.default, Some(DefaultValue::Parsed(_))) {
         return None;
     }
     let want = rule.ty.arrow();
@@ -430,7 +430,7 @@ fn typed_fast_path(m: &CheckedMapping, rule: &ColumnRule, src: &ArrayRef, errors
     };
     for i in 0..array.len() {
         if array.is_null(i) {
-            if rule.required {
+            if rule.required && rule.default.is_none() {
                 errors.push((i, "required value is missing".into()));
             }
             continue;
@@ -474,7 +474,26 @@ fn typed_fast_path(m: &CheckedMapping, rule: &ColumnRule, src: &ArrayRef, errors
             return None;
         }
     }
-    Some(array)
+    match &rule.default {
+        Some(d) if array.null_count() > 0 => with_default(&array, d),
+        _ => Some(array),
+    }
+}
+
+/// `array` with its missing values replaced by `default`, as the text path
+/// fills them; `None` when the default is not of the array's type.
+fn with_default(array: &ArrayRef, default: &DefaultValue) -> Option<ArrayRef> {
+    use arrow::array::{BooleanArray, Float64Array, Int32Array, Int64Array, Scalar};
+    let fill: ArrayRef = match (array.data_type(), default) {
+        (DataType::Int32, DefaultValue::Int(x)) => Arc::new(Int32Array::from(vec![i32::try_from(*x).ok()?])),
+        (DataType::Int64, DefaultValue::Int(x)) => Arc::new(Int64Array::from(vec![*x])),
+        (DataType::Float64, DefaultValue::Float(x)) => Arc::new(Float64Array::from(vec![*x])),
+        (DataType::Boolean, DefaultValue::Bool(b)) => Arc::new(BooleanArray::from(vec![*b])),
+        (DataType::Utf8, DefaultValue::Text(t)) => Arc::new(StringArray::from(vec![t.as_str()])),
+        _ => return None,
+    };
+    let present = arrow::compute::is_not_null(array.as_ref()).ok()?;
+    arrow::compute::kernels::zip::zip(&present, array, &Scalar::new(fill)).ok()
 }
 
 fn check_int(m: &CheckedMapping, rule: &ColumnRule, x: i64) -> std::result::Result<(), String> {
@@ -592,5 +611,67 @@ mod tests {
         assert_eq!(lines(&a), [1, 2, 1]);
         assert_eq!(lines(&b), [3, 2]);
         assert_eq!(a.batch.column_by_name("channel").unwrap().as_string::<i32>().value(0), "store");
+    }
+
+    proptest::proptest! {
+        /// Typed Parquet-like columns (the fast path, defaults filled in
+        /// place) convert exactly as the same values written as text.
+        #[test]
+        fn typed_columns_convert_as_their_text(
+            rows in proptest::collection::vec(
+                (
+                    proptest::option::of(-3i32..5),
+                    proptest::option::of(-1e3f64..1e3),
+                    proptest::option::of(0f64..50.0),
+                    proptest::option::of(proptest::bool::ANY),
+                    proptest::option::of("[a-c ]{0,3}"),
+                ),
+                1..40,
+            ),
+        ) {
+            use arrow::array::{BooleanArray, Float64Array, Int32Array};
+            let mapping = CheckedMapping::canonical(Table::Orders);
+            let headers: Vec<String> = ["order_id", "line_no", "member_id", "ordered_at", "channel", "sku", "quantity",
+                "amount", "discount", "coupon_used"].map(String::from).to_vec();
+            let n = rows.len();
+            let text = |v: Vec<Option<String>>| Arc::new(StringArray::from(v)) as ArrayRef;
+            let fixed = |v: &str| text(vec![Some(v.to_string()); n]);
+            let ids = text((0..n).map(|i| Some(format!("o{i}"))).collect());
+            let shared = |ids: &ArrayRef, line: ArrayRef| {
+                vec![ids.clone(), line, fixed("m1"), fixed("2026-01-01T10:00:00Z")]
+            };
+            let lines = Arc::new(Int32Array::from(vec![1; n])) as ArrayRef;
+            let mut typed = shared(&ids, lines.clone());
+            typed.extend([
+                text(rows.iter().map(|r| r.4.clone()).collect()),
+                fixed("s1"),
+                Arc::new(Int32Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())) as ArrayRef,
+                Arc::new(Float64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+                Arc::new(Float64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+                Arc::new(BooleanArray::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())),
+            ]);
+            let mut as_text = shared(&ids, text(vec![Some("1".into()); n]));
+            as_text.extend([
+                text(rows.iter().map(|r| r.4.clone()).collect()),
+                fixed("s1"),
+                text(rows.iter().map(|r| r.0.map(|x| x.to_string())).collect()),
+                text(rows.iter().map(|r| r.1.map(|x| x.to_string())).collect()),
+                text(rows.iter().map(|r| r.2.map(|x| x.to_string())).collect()),
+                text(rows.iter().map(|r| r.3.map(|x| x.to_string())).collect()),
+            ]);
+            let batch = |columns| RawBatch {
+                headers: Arc::new(headers.clone()),
+                columns,
+                rows: (1..=n as u64).collect(),
+                rejects: vec![],
+            };
+            let bindings = mapping.bind(&headers).unwrap();
+            let a = Converter::new(&mapping).convert(&batch(typed), &bindings).unwrap();
+            let b = Converter::new(&mapping).convert(&batch(as_text), &bindings).unwrap();
+            proptest::prop_assert_eq!(&a.batch, &b.batch);
+            proptest::prop_assert_eq!(a.rows, b.rows);
+            let shown = |c: &Converted| c.rejects.iter().map(|r| (r.row, r.column.clone(), r.reason.clone())).collect::<Vec<_>>();
+            proptest::prop_assert_eq!(shown(&a), shown(&b));
+        }
     }
 }

@@ -586,15 +586,46 @@ impl Resident {
 /// K-way merge of cursors (oldest first) in key order: calls `each(key,
 /// sources)` once per distinct key, `sources` being `(cursor, value)` of
 /// every cursor that holds it, oldest first.
-pub fn merge_cursors(
+pub fn merge_cursors(cursors: &mut [run::Cursor], each: impl FnMut(u128, &[(usize, u64)]) -> Result<()>) -> Result<()> {
+    let heads = cursors.iter_mut().map(run::Cursor::next_entry).collect::<Result<Vec<_>>>()?;
+    merge_heads(cursors, heads, None, each)
+}
+
+/// [`merge_cursors`] over the keys `from..to` of `runs` only (`to: None`:
+/// to the end): each run is read from the key block holding `from`, so
+/// disjoint ranges of the same runs can be merged side by side.
+pub fn merge_range(
+    runs: &[Run],
+    from: u128,
+    to: Option<u128>,
+    each: impl FnMut(u128, &[(usize, u64)]) -> Result<()>,
+) -> Result<()> {
+    let mut cursors = runs.iter().map(|r| r.cursor_near(from)).collect::<Result<Vec<_>>>()?;
+    let mut heads = Vec::with_capacity(cursors.len());
+    for c in &mut cursors {
+        let mut head = c.next_entry()?;
+        while head.is_some_and(|(k, _)| k < from) {
+            head = c.next_entry()?;
+        }
+        heads.push(head);
+    }
+    merge_heads(&mut cursors, heads, to, each)
+}
+
+/// The merge itself, from each cursor's first entry (`heads`), stopping at
+/// `to`.
+fn merge_heads(
     cursors: &mut [run::Cursor],
+    heads: Vec<Option<(u128, u64)>>,
+    to: Option<u128>,
     mut each: impl FnMut(u128, &[(usize, u64)]) -> Result<()>,
 ) -> Result<()> {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
-    let mut heap = BinaryHeap::new();
-    for (i, c) in cursors.iter_mut().enumerate() {
-        if let Some((k, v)) = c.next_entry()? {
+    let below = |k: u128| to.is_none_or(|t| k < t);
+    let mut heap = BinaryHeap::with_capacity(cursors.len());
+    for (i, head) in heads.into_iter().enumerate() {
+        if let Some((k, v)) = head.filter(|(k, _)| below(*k)) {
             heap.push(Reverse((k, i, v)));
         }
     }
@@ -602,7 +633,7 @@ pub fn merge_cursors(
     while let Some(Reverse((key, i, value))) = heap.pop() {
         sources.clear();
         sources.push((i, value));
-        if let Some((k, v)) = cursors[i].next_entry()? {
+        if let Some((k, v)) = cursors[i].next_entry()?.filter(|(k, _)| below(*k)) {
             heap.push(Reverse((k, i, v)));
         }
         while let Some(Reverse((k, j, v))) = heap.peek().copied() {
@@ -611,7 +642,7 @@ pub fn merge_cursors(
             }
             heap.pop();
             sources.push((j, v));
-            if let Some((k2, v2)) = cursors[j].next_entry()? {
+            if let Some((k2, v2)) = cursors[j].next_entry()?.filter(|(k, _)| below(*k)) {
                 heap.push(Reverse((k2, j, v2)));
             }
         }

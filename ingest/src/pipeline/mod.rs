@@ -13,10 +13,13 @@
 //! the input or of the warehouse: which keys a table already holds comes
 //! from its key index ([`crate::keys`]), probed a chunk of input at a time,
 //! never loaded whole. The budget is split as follows:
-//! - orders: a chunk of converted rows (1/8); this run's set of new line
-//!   keys (1/4: when it fills up it is written out as a sorted run and a
-//!   fresh one starts, and duplicates between such runs are found by one
-//!   merge at the end and taken out of the files before the commit); from
+//! - orders: a chunk of converted rows (1/8); this run's new line keys
+//!   (1/4: each chunk sorts its keys once, which finds the chunk's own
+//!   repeats and is the index probe, and keeps the new ones as a sorted run
+//!   in memory; held runs are merged onto disk by a background thread, and
+//!   duplicates between chunks are found by those merges and one last
+//!   merge split by key range over the cores, then taken out of the files
+//!   before the commit); from
 //!   the second chunk on, the member dictionary (24 bytes a member) and the
 //!   line keys' filters (1.25 bytes a stored line) held in memory when they
 //!   fit in 3/8 and 1/2 of the budget together, instead of being read again
@@ -65,7 +68,7 @@ pub struct IngestOptions {
 pub(crate) struct Limits {
     /// Order lines per chunk.
     pub chunk_rows: usize,
-    /// Entries of this run's line-key map before it spills.
+    /// Line keys of this run held in memory before they spill.
     pub line_keys: usize,
     /// Bytes of incoming member or product rows before they spill.
     pub incoming_bytes: usize,

@@ -4,8 +4,15 @@
 //! skipped; the first one in input order is kept. Lines are checked a chunk
 //! at a time: the chunk's distinct member ids are looked up in the
 //! dictionary and its line keys in the orders key index (one sorted probe
-//! each), then the rows go through in order against this run's own set of
-//! new keys ([`LineKeys`]).
+//! each; sorting the keys with their rows also finds the chunk's own
+//! repeats), then the rows go through in order. A line repeated across
+//! chunks is found later, when this run's keys are merged ([`LineKeys`]),
+//! and taken out of the written files before the commit.
+//!
+//! The per-line work of the thread that checks the chunks (hashing,
+//! sorting) runs on every core: it was the backfill's bottleneck, a
+//! per-line hash map insert (cache misses) and its regrowth after each
+//! spill taking a third of that thread's time.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -15,6 +22,7 @@ use arrow::array::{
 };
 use arrow::compute::filter;
 use arrow::datatypes::{Int32Type, TimestampMicrosecondType};
+use rayon::prelude::*;
 use taglake_storage::{Table, Warehouse};
 
 use super::quarantine::Quarantine;
@@ -23,49 +31,52 @@ use super::{IngestOptions, IngestSummary, Message, Piece, commit_with_index, des
 use crate::convert::input_schema;
 use crate::dictionary::MemberDictionary;
 use crate::keys::run::{Run, RunWriter};
-use crate::keys::{FINAL_RUN_KEYS, KeyIndex, KeyKind, merge_cursors, order_line_key, row_digests, text_key};
+use crate::keys::{FINAL_RUN_KEYS, KeyIndex, KeyKind, merge_range, order_line_key, row_digests, text_key};
 use crate::source::Reject;
 use crate::{Error, Result};
 
 /// Bytes a converted order line takes in memory, for sizing chunks.
 const LINE_BYTES: usize = 160;
 
-/// Line keys are already uniform 128-bit hashes: the set uses their low
-/// bits directly instead of hashing them again.
-#[derive(Default, Clone, Copy)]
-struct PreHashed(u64);
-
-impl std::hash::Hasher for PreHashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only reached for non-u128 keys; fold the bytes in.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u128(&mut self, v: u128) {
-        self.0 = v as u64;
-    }
-}
-
-type KeyMap = HashMap<u128, u64, std::hash::BuildHasherDefault<PreHashed>>;
-
 /// The line keys of the warehouse (through its index) and of this run.
 ///
-/// This run's new keys live in a hash map from key to the row's sequence
-/// number, up to a share of the memory budget; when it is full it is written
-/// out as a sorted run ("pending") and a fresh map starts, so a backfill of
-/// any size stays within the budget. A key repeated across two pending runs
-/// was written twice: [`LineKeys::finish`] finds such keys in one merge of
-/// the pending runs and returns the later rows' sequence numbers to be
-/// taken out of the files before the commit.
+/// Each chunk's new keys arrive sorted, with the sequence numbers of their
+/// rows (the chunk found its own repeats and the stored keys while sorting
+/// for the index probe: no per-line hash map). They are held in memory as
+/// sorted runs up to a share of the budget; then a background thread
+/// merges the held runs into one run on disk ("pending") while the next
+/// chunks arrive, so a backfill of any size stays within the budget. A key
+/// that two chunks both hold was written twice: the merges find it (the
+/// smaller sequence number is the first occurrence) and
+/// [`LineKeys::finish`] returns the later rows' sequence numbers, to be
+/// taken out of the files before the commit. The last merge of the pending
+/// runs is split into key ranges merged in parallel.
 pub struct LineKeys {
     index: KeyIndex,
-    map: KeyMap,
+    /// This run's new keys not yet on disk: sorted runs of (key, sequence
+    /// number), in input order.
+    held: Vec<Vec<(u128, u64)>>,
+    held_len: usize,
+    /// Keys held before they are spilled.
     cap: usize,
-    pending: Vec<Run>,
+    /// Spilled runs in input order, each with the sequence numbers its
+    /// merge found repeated.
+    pending: Vec<(Run, Vec<u64>)>,
+    /// The newest spill while a background thread writes it.
+    writing: Option<Spill>,
+}
+
+/// A spill of held runs being written by a background thread.
+struct Spill {
+    path: std::path::PathBuf,
+    thread: std::thread::JoinHandle<Result<(Run, Vec<u64>)>>,
+}
+
+impl Spill {
+    fn join(self) -> Result<(Run, Vec<u64>)> {
+        let path = self.path;
+        self.thread.join().map_err(|_| Error::Spill { path, source: "the thread writing it panicked".into() })?
+    }
 }
 
 impl LineKeys {
@@ -73,83 +84,99 @@ impl LineKeys {
     /// `cap` of them).
     pub async fn open(wh: &Warehouse, memory: usize, cap: Option<usize>) -> Result<LineKeys> {
         let index = KeyIndex::open(wh, KeyKind::OrderLines, memory / 4).await?;
-        // A map entry takes 25 bytes at full load, up to twice that while
-        // it grows: cap the entries so the map stays within `memory`.
-        let cap = cap.unwrap_or((memory / 50).max(1 << 16));
-        Ok(LineKeys { index, map: KeyMap::default(), cap, pending: Vec::new() })
+        // An entry takes 32 bytes; while one spill is written the next
+        // runs fill up: two caps' worth within `memory`.
+        let cap = cap.unwrap_or((memory / 64).max(1 << 16));
+        Ok(LineKeys { index, held: Vec::new(), held_len: 0, cap, pending: Vec::new(), writing: None })
     }
 
-    /// Which of `keys` (sorted, distinct) the warehouse holds.
-    pub fn stored(&self, keys: &[u128]) -> Result<HashSet<u128>> {
-        let found = self.index.lookup(keys, true)?;
-        Ok(keys.iter().zip(found).filter(|(_, f)| f.is_some()).map(|(k, _)| *k).collect())
+    /// For each of `keys` (sorted, distinct): whether the warehouse holds it.
+    pub fn stored(&self, keys: &[u128]) -> Result<Vec<bool>> {
+        Ok(self.index.lookup(keys, true)?.into_iter().map(|f| f.is_some()).collect())
     }
 
-    /// Records a key of this run for the row numbered `seq`; `false` when
-    /// this run's map has it already.
-    pub fn insert(&mut self, key: u128, seq: u64) -> Result<bool> {
-        use std::collections::hash_map::Entry;
-        match self.map.entry(key) {
-            Entry::Occupied(_) => return Ok(false),
-            Entry::Vacant(v) => {
-                v.insert(seq);
-            }
+    /// Takes a chunk's new keys (sorted, distinct) with their rows'
+    /// sequence numbers.
+    pub fn add(&mut self, run: Vec<(u128, u64)>) -> Result<()> {
+        if run.is_empty() {
+            return Ok(());
         }
-        if self.map.len() >= self.cap {
+        self.held_len += run.len();
+        self.held.push(run);
+        if self.held_len >= self.cap {
             self.spill()?;
         }
-        Ok(true)
+        Ok(())
     }
 
+    /// Hands the held runs to a background thread that merges them into
+    /// one run on disk; waits for the previous spill first, so at most one
+    /// is in flight (and its held runs are freed before more are taken).
     fn spill(&mut self) -> Result<()> {
-        let mut entries: Vec<(u128, u64)> = self.map.drain().collect();
-        self.map.shrink_to(0);
-        entries.sort_unstable_by_key(|e| e.0);
-        let mut w = RunWriter::create(&self.index.new_run_path(), true, entries.len() as u64)?;
-        for (k, seq) in entries {
-            w.push(k, seq)?;
+        if let Some(previous) = self.writing.take() {
+            self.pending.push(previous.join()?);
         }
-        self.pending.push(w.finish()?);
+        let held = std::mem::take(&mut self.held);
+        let n = std::mem::take(&mut self.held_len) as u64;
+        let path = self.index.new_run_path();
+        let target = path.clone();
+        let thread = std::thread::spawn(move || {
+            let mut w = RunWriter::create(&target, true, n)?;
+            let mut dups = Vec::new();
+            merge_held(held, |key, seq| w.push(key, seq), &mut dups)?;
+            Ok((w.finish()?, dups))
+        });
+        self.writing = Some(Spill { path, thread });
         Ok(())
     }
 
     /// The runs holding this run's keys (to commit with the table) and the
     /// sequence numbers of rows that repeat an earlier row's key, sorted.
     pub fn finish(&mut self) -> Result<(Vec<Run>, Vec<u64>)> {
-        if self.pending.is_empty() {
-            let mut keys: Vec<u128> = self.map.drain().map(|(k, _)| k).collect();
-            keys.sort_unstable();
-            let n = keys.len();
-            let run = self.index.write_run(keys.into_iter().map(|k| (k, 0)).take(n))?;
-            return Ok((vec![run], Vec::new()));
-        }
-        self.spill()?;
-        let pending = std::mem::take(&mut self.pending);
-        let total: u64 = pending.iter().map(Run::len).sum();
-        let mut cursors = pending.iter().map(Run::cursor).collect::<Result<Vec<_>>>()?;
-        let mut runs = Vec::new();
         let mut dups = Vec::new();
-        let mut left = total;
-        let mut writer: Option<RunWriter> = None;
-        merge_cursors(&mut cursors, |key, sources| {
-            // Pending runs are in input order: the first source holds the
-            // first occurrence; the others are rows written twice.
-            dups.extend(sources[1..].iter().map(|(_, seq)| *seq));
-            let w = match &mut writer {
-                Some(w) if w.len() < FINAL_RUN_KEYS => w,
-                _ => {
-                    if let Some(full) = writer.take() {
-                        runs.push(full.finish()?);
-                    }
-                    writer.insert(RunWriter::create(&self.index.new_run_path(), false, left.min(FINAL_RUN_KEYS))?)
-                }
-            };
-            w.push(key, 0)?;
-            left -= sources.len() as u64;
-            Ok(())
-        })?;
-        if let Some(w) = writer {
-            runs.push(w.finish()?);
+        if self.pending.is_empty() && self.writing.is_none() {
+            // Everything is in memory: merge it into the index's run.
+            let mut entries = Vec::with_capacity(self.held_len);
+            merge_held(
+                std::mem::take(&mut self.held),
+                |key, _| {
+                    entries.push((key, 0));
+                    Ok(())
+                },
+                &mut dups,
+            )?;
+            let run = self.index.write_run(entries.into_iter())?;
+            dups.sort_unstable();
+            return Ok((vec![run], dups));
+        }
+        if !self.held.is_empty() {
+            self.spill()?;
+        }
+        if let Some(last) = self.writing.take() {
+            self.pending.push(last.join()?);
+        }
+        let pending: Vec<Run> = std::mem::take(&mut self.pending)
+            .into_iter()
+            .map(|(run, d)| {
+                dups.extend(d);
+                run
+            })
+            .collect();
+        let total: u64 = pending.iter().map(Run::len).sum();
+        // Keys are uniform hashes: equal ranges of the key space hold about
+        // as many keys, so the final merge is split into one range per core.
+        let parts = rayon::current_num_threads().clamp(1, 16) as u128;
+        let bound = |i: u128| (i < parts).then(|| u128::MAX / parts * i);
+        let index = &self.index;
+        let merged: Vec<Result<(Vec<Run>, Vec<u64>)>> = (0..parts)
+            .into_par_iter()
+            .map(|i| merge_pending(index, &pending, bound(i).unwrap_or(0), bound(i + 1), total / parts as u64 + 1))
+            .collect();
+        let mut runs = Vec::new();
+        for m in merged {
+            let (r, d) = m?;
+            runs.extend(r);
+            dups.extend(d);
         }
         for p in pending {
             std::fs::remove_file(p.path())
@@ -158,6 +185,77 @@ impl LineKeys {
         dups.sort_unstable();
         Ok((runs, dups))
     }
+}
+
+/// Merges held runs (each sorted by key) in key order, calling `each(key,
+/// seq)` with the first occurrence of every key and putting the later
+/// occurrences' sequence numbers in `dups`.
+fn merge_held(
+    held: Vec<Vec<(u128, u64)>>,
+    mut each: impl FnMut(u128, u64) -> Result<()>,
+    dups: &mut Vec<u64>,
+) -> Result<()> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    if let [one] = held.as_slice() {
+        return one.iter().try_for_each(|&(k, seq)| each(k, seq));
+    }
+    let mut at = vec![0usize; held.len()];
+    let mut heap: BinaryHeap<Reverse<(u128, u64, usize)>> =
+        held.iter().enumerate().filter_map(|(i, r)| r.first().map(|&(k, seq)| Reverse((k, seq, i)))).collect();
+    let mut last: Option<u128> = None;
+    while let Some(Reverse((key, seq, i))) = heap.pop() {
+        at[i] += 1;
+        if let Some(&(k, s)) = held[i].get(at[i]) {
+            heap.push(Reverse((k, s, i)));
+        }
+        // Equal keys pop smallest sequence number first: the first occurrence.
+        if last == Some(key) {
+            dups.push(seq);
+        } else {
+            each(key, seq)?;
+            last = Some(key);
+        }
+    }
+    Ok(())
+}
+
+/// Merges the keys `from..to` of the pending runs into the index's runs
+/// (at most [`FINAL_RUN_KEYS`] keys each), with the sequence numbers of
+/// repeated rows.
+fn merge_pending(
+    index: &KeyIndex,
+    pending: &[Run],
+    from: u128,
+    to: Option<u128>,
+    expected: u64,
+) -> Result<(Vec<Run>, Vec<u64>)> {
+    let mut runs = Vec::new();
+    let mut dups = Vec::new();
+    let mut written = 0u64;
+    let mut writer: Option<RunWriter> = None;
+    merge_range(pending, from, to, |key, sources| {
+        // The smallest sequence number is the first occurrence.
+        let first = sources.iter().map(|s| s.1).min().expect("one source at least");
+        dups.extend(sources.iter().map(|s| s.1).filter(|&s| s != first));
+        let w = match &mut writer {
+            Some(w) if w.len() < FINAL_RUN_KEYS => w,
+            _ => {
+                if let Some(full) = writer.take() {
+                    runs.push(full.finish()?);
+                }
+                let size = expected.saturating_sub(written).clamp(1, FINAL_RUN_KEYS);
+                writer.insert(RunWriter::create(&index.new_run_path(), false, size)?)
+            }
+        };
+        w.push(key, 0)?;
+        written += 1;
+        Ok(())
+    })?;
+    if let Some(w) = writer {
+        runs.push(w.finish()?);
+    }
+    Ok((runs, dups))
 }
 
 /// A member first met in this run's orders (`--create-members`).
@@ -289,24 +387,22 @@ impl OrdersRun<'_> {
         let (c_order, c_line, c_member, c_at, c_cat, c_sku) =
             (idx("order_id"), idx("line_no"), idx("member_id"), idx("ordered_at"), idx("category"), idx("sku"));
 
-        // The chunk's members and line keys, looked up once for all pieces.
-        let member_hashes: Vec<Vec<u128>> = pieces
-            .iter()
-            .map(|p| {
-                let ids = p.converted.batch.column(c_member).as_string::<i32>();
-                (0..ids.len()).map(|i| text_key(ids.value(i))).collect()
-            })
-            .collect();
-        let line_keys: Vec<Vec<u128>> = pieces
-            .iter()
+        // The chunk's members and line keys, hashed on every core and
+        // looked up once for all pieces.
+        let (member_hashes, line_keys): (Vec<Vec<u128>>, Vec<Vec<u128>>) = pieces
+            .par_iter()
             .map(|p| {
                 let b = &p.converted.batch;
+                let members = b.column(c_member).as_string::<i32>();
                 let (ids, lines) = (b.column(c_order).as_string::<i32>(), b.column(c_line).as_primitive::<Int32Type>());
-                (0..ids.len()).map(|i| order_line_key(ids.value(i), lines.value(i))).collect()
+                (
+                    (0..members.len()).map(|i| text_key(members.value(i))).collect(),
+                    (0..ids.len()).map(|i| order_line_key(ids.value(i), lines.value(i))).collect(),
+                )
             })
-            .collect();
+            .unzip();
         let mut distinct: Vec<u128> = member_hashes.iter().flatten().copied().collect();
-        distinct.sort_unstable();
+        distinct.par_sort_unstable();
         distinct.dedup();
         let known = self.dict.lookup(&distinct)?;
         let mut without_row: HashSet<u128> = HashSet::new();
@@ -319,13 +415,43 @@ impl OrdersRun<'_> {
                 }
             }
         }
-        let mut probes: Vec<u128> = line_keys.iter().flatten().copied().collect();
-        probes.sort_unstable();
-        probes.dedup();
+
+        // Which rows bring a new line: sorted by key (then row), the first
+        // row of each key is its first occurrence in the chunk, and the
+        // distinct keys are the probe of the orders index. Rows of unknown
+        // members (rejected below) take no part.
+        let total: usize = line_keys.iter().map(Vec::len).sum();
+        // Each row's member, as its place in `distinct`.
+        let member_at: Vec<u32> = member_hashes
+            .par_iter()
+            .flatten()
+            .map(|h| distinct.binary_search(h).expect("every member hash is in the chunk's set") as u32)
+            .collect();
+        let mut by_key: Vec<(u128, u32)> = Vec::with_capacity(total);
+        for (row, k) in line_keys.iter().flatten().enumerate() {
+            if self.opts.create_members || known[member_at[row] as usize].is_some() {
+                by_key.push((*k, row as u32));
+            }
+        }
+        drop(line_keys);
+        by_key.par_sort_unstable();
+        let mut firsts: Vec<(u128, u32)> = Vec::with_capacity(by_key.len());
+        for group in by_key.chunk_by(|a, b| a.0 == b.0) {
+            firsts.push(group[0]);
+        }
+        drop(by_key);
+        let probes: Vec<u128> = firsts.iter().map(|f| f.0).collect();
         let stored = self.lines.stored(&probes)?;
         drop(probes);
+        let mut new_line = vec![false; total];
+        for (f, stored) in firsts.iter().zip(&stored) {
+            new_line[f.1 as usize] = !stored;
+        }
+        // The sequence number each kept row gets, by row.
+        let mut seq_of = vec![u64::MAX; total];
 
-        for ((piece, hashes), keys) in pieces.into_iter().zip(member_hashes).zip(line_keys) {
+        let mut row = 0usize;
+        for (piece, hashes) in pieces.into_iter().zip(member_hashes) {
             let Piece { file, converted } = piece;
             let batch = &converted.batch;
             let mut rejects = converted.rejects;
@@ -335,9 +461,10 @@ impl OrdersRun<'_> {
             let mut member_keys = Vec::with_capacity(batch.num_rows());
             let mut seq = self.sinks.next_seq();
             for i in 0..batch.num_rows() {
+                let this = row;
+                row += 1;
                 let h = hashes[i];
-                let pos = distinct.binary_search(&h).expect("every member hash is in the chunk's set");
-                let key = match known[pos] {
+                let key = match known[member_at[this] as usize] {
                     Some(k) => {
                         if without_row.contains(&h) {
                             self.record_created(h, members.value(i), k, at.value(i));
@@ -363,11 +490,12 @@ impl OrdersRun<'_> {
                         continue;
                     }
                 };
-                if stored.contains(&keys[i]) || !self.lines.insert(keys[i], seq)? {
+                if !new_line[this] {
                     summary.unchanged += 1;
                     keep.push(false);
                     continue;
                 }
+                seq_of[this] = seq;
                 seq += 1;
                 keep.push(true);
                 member_keys.push(key);
@@ -402,7 +530,13 @@ impl OrdersRun<'_> {
             let out = with_member_key(Table::Orders, &kept, Arc::new(Int64Array::from(member_keys)))?;
             self.sinks.write(out).await?;
         }
-        Ok(())
+        // The chunk's new keys, sorted, with their rows' sequence numbers.
+        let run: Vec<(u128, u64)> = firsts
+            .into_iter()
+            .filter(|f| seq_of[f.1 as usize] != u64::MAX)
+            .map(|f| (f.0, seq_of[f.1 as usize]))
+            .collect();
+        self.lines.add(run)
     }
 
     fn record_created(&mut self, h: u128, id: &str, key: i64, at: i64) {
@@ -435,4 +569,57 @@ fn created_members_batch(created: &[Created]) -> Result<RecordBatch> {
         })
         .collect();
     RecordBatch::try_new(schema, cols).map_err(Error::internal("creating members"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Chunks' new keys, held, spilled and merged in any sizes, give
+        /// exactly what one set in input order gives: every key once, and
+        /// every later occurrence's sequence number as a repeat.
+        #[test]
+        fn held_and_spilled_keys_find_exactly_the_repeats(
+            chunks in proptest::collection::vec(proptest::collection::btree_set(0u128..60, 0..20), 0..12),
+            cap in 1usize..40,
+            spread in proptest::bool::ANY,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let wh = Warehouse::open(dir.path().join("wh")).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let mut keys = rt.block_on(LineKeys::open(&wh, 1 << 20, Some(cap))).unwrap();
+            // Spread the small keys over the whole key space, so that the
+            // final merge's ranges all get some.
+            let key = |k: u128| if spread { k.wrapping_mul(u128::MAX / 61) } else { k };
+            let mut seq = 0u64;
+            let mut first: HashMap<u128, u64> = HashMap::new();
+            let mut want_dups = Vec::new();
+            for chunk in &chunks {
+                let mut run: Vec<(u128, u64)> = chunk.iter().map(|&k| (key(k), 0)).collect();
+                run.sort_unstable();
+                for e in &mut run {
+                    e.1 = seq;
+                    seq += 1;
+                    if first.contains_key(&e.0) { want_dups.push(e.1) } else { first.insert(e.0, e.1); }
+                }
+                keys.add(run).unwrap();
+            }
+            let (runs, dups) = keys.finish().unwrap();
+            want_dups.sort_unstable();
+            proptest::prop_assert_eq!(dups, want_dups);
+            let mut got = Vec::new();
+            for r in &runs {
+                let mut c = r.cursor().unwrap();
+                while let Some((k, _)) = c.next_entry().unwrap() {
+                    got.push(k);
+                }
+            }
+            got.sort_unstable();
+            let mut want: Vec<u128> = first.keys().copied().collect();
+            want.sort_unstable();
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
 }

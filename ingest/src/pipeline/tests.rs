@@ -272,7 +272,7 @@ async fn unreadable_files_fail_alone() {
 }
 
 /// Options that force every bounded-memory path on a few rows: chunks of 7
-/// lines, a line-key map of 5 entries, incoming members spilled after a
+/// lines, 5 line keys held in memory, incoming members spilled after a
 /// few hundred bytes, files of 4 rows.
 fn tiny(table: Table, create: bool) -> IngestOptions {
     IngestOptions::builder(CheckedMapping::canonical(table))
