@@ -19,6 +19,5 @@ mod studio;
 mod tags;
 
 fn main() -> std::process::ExitCode {
-    report::configure_allocator();
     cli::run()
 }

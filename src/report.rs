@@ -36,32 +36,34 @@ pub fn reset_peak_memory() {
 }
 
 /// Allocations of this size or more get their own mapping from the
-/// kernel (glibc's `M_MMAP_THRESHOLD`), fixed for the whole process.
+/// kernel (glibc's `M_MMAP_THRESHOLD`) once [`fix_mmap_threshold`] ran.
 ///
 /// glibc's own threshold moves: it starts at 128 KiB and rises to the
-/// size of every mapped block freed, up to 32 MiB. After a command's first
-/// large buffers are freed (an ingest's batches in `nightly`), the tag
-/// refresh's per-shard arrays of 1–3 MiB came from the per-thread arenas
-/// instead, and what they left free there stayed resident: the refresh in
-/// `nightly` peaked 10–16 % above the same refresh run alone (2.95 against
-/// 2.6 GiB at 10 M members, 11.8–12.1 against 10.1 GiB at 42 M).
+/// size of every mapped block freed, up to 32 MiB. In `nightly`, after the
+/// ingests have freed their large buffers, the tag refresh's per-shard
+/// arrays of 1–3 MiB came from the per-thread arenas instead, and what
+/// they left free there stayed resident: the refresh in `nightly` peaked
+/// 10–16 % above the same refresh run alone (2.95 against 2.6 GiB at 10 M
+/// members, 11.8–12.1 against 10.1 GiB at 42 M).
 ///
 /// At 1 MiB the long-lived per-shard arrays are mapped (and unmapped whole
 /// when freed) and the per-chunk feature columns of 512 KiB, made and
-/// dropped thousands of times a run, are reused from the arenas. Measured
-/// at 10 M members (release, 2 cores): `nightly`'s refresh 2.57 GiB, the
-/// refresh alone 2.6 GiB and 22.5 s (22.8–23.3 s before); 128 KiB maps
-/// the columns too and took 35.6 s (system time 6.5 → 24 s), 4 MiB
-/// brought the nightly's excess back (2.93 GiB).
+/// dropped thousands of times a run, are reused from the arenas: the
+/// nightly's refresh at 10 M peaked at 2.57 GiB (128 KiB: 2.19 GiB but
+/// 35.6 s instead of 22.5 s; 4 MiB: 2.93 GiB). It costs time, mapping and
+/// faulting in every shard array afresh: at 42 M a refresh run alone took
+/// 149.5 s (35 s system time) with it against 140.9–143.5 s (23–27 s) with
+/// glibc's own threshold, so only `nightly` fixes it, for its refresh.
 pub const MMAP_THRESHOLD: usize = 1 << 20;
 
-/// Fixes the allocator's mapping threshold at [`MMAP_THRESHOLD`] (glibc on
-/// Linux; elsewhere nothing). Called once, first thing in `main`.
-pub fn configure_allocator() {
+/// Fixes the allocator's mapping threshold at [`MMAP_THRESHOLD`] for the
+/// rest of the process (glibc on Linux; elsewhere nothing).
+pub fn fix_mmap_threshold() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[allow(unsafe_code)]
-    // SAFETY: mallopt only changes the allocator's parameters; it is called
-    // before any other thread exists.
+    // SAFETY: mallopt only changes the allocator's parameters, under the
+    // main arena's lock; `nightly` calls it between steps, when no other
+    // thread is allocating.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
     }
