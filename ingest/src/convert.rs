@@ -669,7 +669,7 @@ mod tests {
             let a = Converter::new(&mapping).convert(&batch(typed), &bindings).unwrap();
             let b = Converter::new(&mapping).convert(&batch(as_text), &bindings).unwrap();
             proptest::prop_assert_eq!(&a.batch, &b.batch);
-            proptest::prop_assert_eq!(a.rows, b.rows);
+            proptest::prop_assert_eq!(&a.rows, &b.rows);
             let shown = |c: &Converted| c.rejects.iter().map(|r| (r.row, r.column.clone(), r.reason.clone())).collect::<Vec<_>>();
             proptest::prop_assert_eq!(shown(&a), shown(&b));
         }

@@ -460,10 +460,10 @@ impl OrdersRun<'_> {
             let mut keep = Vec::with_capacity(batch.num_rows());
             let mut member_keys = Vec::with_capacity(batch.num_rows());
             let mut seq = self.sinks.next_seq();
-            for i in 0..batch.num_rows() {
+            // One member hash per row of the batch.
+            for (i, &h) in hashes.iter().enumerate() {
                 let this = row;
                 row += 1;
-                let h = hashes[i];
                 let key = match known[member_at[this] as usize] {
                     Some(k) => {
                         if without_row.contains(&h) {
@@ -602,7 +602,8 @@ mod tests {
                 for e in &mut run {
                     e.1 = seq;
                     seq += 1;
-                    if first.contains_key(&e.0) { want_dups.push(e.1) } else { first.insert(e.0, e.1); }
+                    let at = *first.entry(e.0).or_insert(e.1);
+                    if at != e.1 { want_dups.push(e.1) }
                 }
                 keys.add(run).unwrap();
             }
