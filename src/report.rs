@@ -25,6 +25,14 @@ pub fn peak_memory() -> Option<u64> {
 /// the tag refresh in `nightly` started from the refresh's ~10 GiB at 42 M
 /// members and its peak was the refresh's.
 pub fn reset_peak_memory() {
+    release_free_memory();
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Gives the pages the allocator holds free back to the system (glibc on
+/// Linux; elsewhere nothing), so what a step allocates next does not come
+/// on top of what the step before it freed.
+pub fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[allow(unsafe_code)]
     // SAFETY: malloc_trim only returns free pages to the kernel; it has no
@@ -32,7 +40,6 @@ pub fn reset_peak_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Allocations of this size or more get their own mapping from the

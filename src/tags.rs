@@ -183,6 +183,21 @@ pub struct DiffArgs {
 /// Longest `--keep-features-days` (100 years): the cut-off date must stay a date.
 pub(crate) const MAX_KEEP_FEATURES_DAYS: u32 = 36_525;
 
+/// [`taglake_tagger::refresh`], with the feature set's pages given back to
+/// the system before the snapshot is serialized (see
+/// [`taglake_tagger::Computed`]): a refresh that writes every bitmap (the
+/// first snapshot) at 42 M members peaked at 11.7 GiB without it and 10.6
+/// GiB with it, in the same wall time (114.5 and 115.3 s).
+async fn embedded_refresh(
+    wh: &Warehouse,
+    lock: &WriterLock,
+    options: &RefreshOptions,
+) -> taglake_tagger::Result<RefreshSummary> {
+    let computed = taglake_tagger::compute(wh, lock, options).await?;
+    report::release_free_memory();
+    taglake_tagger::publish(wh, lock, options, computed).await
+}
+
 pub async fn tag(wh: &Warehouse, lock: &WriterLock, a: &TagArgs) -> Result<RefreshSummary> {
     if a.keep_features_days > MAX_KEEP_FEATURES_DAYS {
         bail!("--keep-features-days {}: at most {MAX_KEEP_FEATURES_DAYS} (100 years)", a.keep_features_days);
@@ -200,7 +215,7 @@ pub async fn tag(wh: &Warehouse, lock: &WriterLock, a: &TagArgs) -> Result<Refre
         .build()?;
     let pb = report::spinner("tag: features, tags, snapshot");
     let s = match &a.cluster.cluster {
-        None => taglake_tagger::refresh(wh, lock, &options).await.map_err(anyhow::Error::from),
+        None => embedded_refresh(wh, lock, &options).await.map_err(anyhow::Error::from),
         Some(url) => crate::distributed::refresh(url, wh, lock, &options, a.range_members).await,
     };
     pb.finish_and_clear();

@@ -42,8 +42,8 @@ mod union;
 
 pub use error::{Error, Result};
 pub use refresh::{
-    RefreshOptions, RefreshOptionsBuilder, RefreshSummary, catalog_from, evaluate_all, features_batch, features_schema,
-    load_catalog, read_catalog, refresh, snapshot_tags,
+    Computed, RefreshOptions, RefreshOptionsBuilder, RefreshSummary, catalog_from, compute, evaluate_all,
+    features_batch, features_schema, load_catalog, publish, read_catalog, refresh, snapshot_tags,
 };
 
 pub use union::Union;
