@@ -799,16 +799,34 @@ impl Warehouse {
 ///   are not interned (interning every value was the largest single cost)
 ///   but delta-encoded (`DELTA_BINARY_PACKED`): small counts bit-pack to a
 ///   few bits a value, which leaves Snappy a tenth of the bytes;
-/// - its statistics are kept per column chunk, not per page (no page
-///   index): nothing reads `features` by page; its text columns (gender,
-///   city, stores, channels, categories) have none, since every row group
-///   holds nearly every value and the minimum and maximum of each cost a
-///   string comparison per member (~2 % of a run's CPU).
+/// - those integers are not Snappy-compressed: after bit-packing, Snappy
+///   found only ~6 % more to gain, at a pass over every page;
+/// - only `member_key` has statistics (per column chunk: no page index),
+///   the one column read by its statistics (a chunk of members reads just
+///   the row groups of its keys, see `scan`). Nothing prunes `features` by
+///   any other column: every row group of 128 Ki members spans nearly the
+///   whole range of each feature, so their minima and maxima cost a
+///   comparison per value (two per double, NaN-aware) and skip nothing.
 ///
 /// Measured (release, 2 cores, `taglake tag`): interning off took 10 M
 /// members from 30.6–35.4 s to 28.2–29.7 s; delta and chunk statistics
 /// took 42 M members from 186 to 175 CPU-seconds (wall 99.7 s → 91.1–94.8
-/// s) and the table from ~6.1 to 4.5 GB.
+/// s) and the table from ~6.1 to 4.5 GB. Statistics on `member_key` only
+/// took the tags phase at 42 M from 57–59 s to 51–53 s (user CPU 175–180 s
+/// to 155–160 s, `benches/README.md`).
+/// The text columns of `orders` with nearly one value per order: written
+/// plain, and with statistics per column chunk only.
+///
+/// A row group of 128 Ki generated lines holds ~54 k orders of ~12 k
+/// members; their values repeat only in neighbouring lines, which Snappy
+/// finds without interning every value (the writers' dictionaries were
+/// ~11 % of a backfill's CPU). Their per-page minima and maxima cost two
+/// string comparisons a line; a query for one member or order still skips
+/// row groups by their column chunk statistics. Measured (release, 2 cores, 105 M
+/// lines into 42 M members, alternated): 72.7 and 77.3 s → 69.1 and 72.4
+/// s, user CPU 92–93 → 86–87 s, and the files 4 % smaller (2.05 → 1.96 GB).
+const NEARLY_UNIQUE_ORDER_TEXT: [&str; 2] = ["order_id", "member_id"];
+
 fn parquet_properties(table: Table, schema: &SchemaRef) -> parquet::file::properties::WriterProperties {
     use parquet::basic::Encoding;
     use parquet::file::properties::EnabledStatistics;
@@ -818,20 +836,25 @@ fn parquet_properties(table: Table, schema: &SchemaRef) -> parquet::file::proper
         .set_max_row_group_row_count(Some(128 * 1024));
     let features = table == Table::Features;
     if features {
-        props = props.set_statistics_enabled(EnabledStatistics::Chunk);
+        props = props
+            .set_statistics_enabled(EnabledStatistics::None)
+            .set_column_statistics_enabled(Table::Features.key()[0].into(), EnabledStatistics::Chunk);
     }
     for f in schema.fields() {
         use arrow::datatypes::DataType::*;
         let column = || f.name().as_str().into();
         match f.data_type() {
-            Utf8 if features => {
-                props = props
-                    .set_column_dictionary_enabled(column(), true)
-                    .set_column_statistics_enabled(column(), EnabledStatistics::None)
+            Utf8 if features => props = props.set_column_dictionary_enabled(column(), true),
+            Utf8 if table == Table::Orders && NEARLY_UNIQUE_ORDER_TEXT.contains(&f.name().as_str()) => {
+                props = props.set_column_statistics_enabled(column(), EnabledStatistics::Chunk)
             }
             Utf8 | Date32 => props = props.set_column_dictionary_enabled(column(), true),
             Int32 if !features => props = props.set_column_dictionary_enabled(column(), true),
-            Int32 | Int64 if features => props = props.set_column_encoding(column(), Encoding::DELTA_BINARY_PACKED),
+            Int32 | Int64 if features => {
+                props = props
+                    .set_column_encoding(column(), Encoding::DELTA_BINARY_PACKED)
+                    .set_column_compression(column(), parquet::basic::Compression::UNCOMPRESSED)
+            }
             _ => {}
         }
     }
@@ -987,9 +1010,26 @@ pub(crate) mod tests {
         let statistics = |table: Table, column: &str| {
             parquet_properties(table, &schema).statistics_enabled(&ColumnPath::from(column))
         };
-        assert_eq!(statistics(Table::Features, "city"), EnabledStatistics::None);
-        assert_eq!(statistics(Table::Features, "quantity"), EnabledStatistics::Chunk);
+        // `features` keeps statistics on its key only, the one column read by them.
+        assert_eq!(statistics(Table::Features, "member_key"), EnabledStatistics::Chunk);
+        for column in ["city", "quantity", "spend"] {
+            assert_eq!(statistics(Table::Features, column), EnabledStatistics::None, "{column}");
+        }
         assert_eq!(statistics(Table::Orders, "city"), EnabledStatistics::Page);
+        let ids: SchemaRef = Table::Orders.arrow_schema();
+        let orders = parquet_properties(Table::Orders, &ids);
+        for column in NEARLY_UNIQUE_ORDER_TEXT {
+            assert!(!orders.dictionary_enabled(&ColumnPath::from(column)), "{column}");
+            assert_eq!(orders.statistics_enabled(&ColumnPath::from(column)), EnabledStatistics::Chunk, "{column}");
+        }
+        assert!(orders.dictionary_enabled(&ColumnPath::from("sku")));
+        assert_eq!(orders.statistics_enabled(&ColumnPath::from("sku")), EnabledStatistics::Page);
+        use parquet::basic::Compression;
+        let compression =
+            |table: Table, column: &str| parquet_properties(table, &schema).compression(&ColumnPath::from(column));
+        assert_eq!(compression(Table::Features, "quantity"), Compression::UNCOMPRESSED);
+        assert_eq!(compression(Table::Features, "spend"), Compression::SNAPPY);
+        assert_eq!(compression(Table::Orders, "quantity"), Compression::SNAPPY);
     }
 
     /// The `features` encodings read back value for value, nulls included,
@@ -1015,7 +1055,12 @@ pub(crate) mod tests {
         let props = parquet_properties(Table::Features, &schema);
         let mut w = parquet::arrow::ArrowWriter::try_new(file.try_clone().unwrap(), schema, Some(props)).unwrap();
         w.write(&batch).unwrap();
-        w.close().unwrap();
+        let meta = w.close().unwrap();
+        // Every row group can be found by its keys, and by nothing else.
+        for rg in meta.row_groups() {
+            assert!(rg.column(0).statistics().is_some_and(|s| s.min_bytes_opt().is_some()));
+            assert!(rg.columns()[1..].iter().all(|c| c.statistics().is_none()));
+        }
         let read: Vec<RecordBatch> = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 8192)
             .unwrap()
             .collect::<std::result::Result<_, _>>()
