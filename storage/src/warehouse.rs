@@ -788,9 +788,24 @@ impl Warehouse {
     }
 }
 
+/// The text columns of `orders` with nearly one value per order: written
+/// plain, and with statistics per column chunk only.
+///
+/// A row group of 128 Ki generated lines holds ~54 k orders of ~12 k
+/// members; their values repeat only in neighbouring lines, which Snappy
+/// finds without interning every value (the writers' dictionaries were
+/// ~11 % of a backfill's CPU). Their per-page minima and maxima cost two
+/// string comparisons a line; a query for one member or order still skips
+/// row groups by their column chunk statistics. Measured (release, 2
+/// cores, 105 M lines into 42 M members, alternated): 72.7 and 77.3 s →
+/// 69.1 and 72.4 s, user CPU 92–93 → 86–87 s, and the files 4 % smaller
+/// (2.05 → 1.96 GB).
+const NEARLY_UNIQUE_ORDER_TEXT: [&str; 2] = ["order_id", "member_id"];
+
 /// Parquet settings of data-dependent wide tables: small row groups bound
 /// each encoder's memory; text, 32-bit integers and dates (few distinct
-/// values) dictionary-encoded, 64-bit numbers not.
+/// values) dictionary-encoded, 64-bit numbers not, nor
+/// [`NEARLY_UNIQUE_ORDER_TEXT`].
 ///
 /// The `features` table is rewritten whole on every night, beside the tag
 /// evaluation and on the same cores, so its encoding is chosen for the
@@ -812,21 +827,9 @@ impl Warehouse {
 /// members from 30.6–35.4 s to 28.2–29.7 s; delta and chunk statistics
 /// took 42 M members from 186 to 175 CPU-seconds (wall 99.7 s → 91.1–94.8
 /// s) and the table from ~6.1 to 4.5 GB. Statistics on `member_key` only
-/// took the tags phase at 42 M from 57–59 s to 51–53 s (user CPU 175–180 s
-/// to 155–160 s, `benches/README.md`).
-/// The text columns of `orders` with nearly one value per order: written
-/// plain, and with statistics per column chunk only.
-///
-/// A row group of 128 Ki generated lines holds ~54 k orders of ~12 k
-/// members; their values repeat only in neighbouring lines, which Snappy
-/// finds without interning every value (the writers' dictionaries were
-/// ~11 % of a backfill's CPU). Their per-page minima and maxima cost two
-/// string comparisons a line; a query for one member or order still skips
-/// row groups by their column chunk statistics. Measured (release, 2 cores, 105 M
-/// lines into 42 M members, alternated): 72.7 and 77.3 s → 69.1 and 72.4
-/// s, user CPU 92–93 → 86–87 s, and the files 4 % smaller (2.05 → 1.96 GB).
-const NEARLY_UNIQUE_ORDER_TEXT: [&str; 2] = ["order_id", "member_id"];
-
+/// and uncompressed integers took the tags phase's median from 53.1 to 50.6
+/// s at 42 M and from 14.6 to 12.4 s at 10 M (binaries alternated on one
+/// warehouse, `benches/README.md`).
 fn parquet_properties(table: Table, schema: &SchemaRef) -> parquet::file::properties::WriterProperties {
     use parquet::basic::Encoding;
     use parquet::file::properties::EnabledStatistics;
@@ -844,7 +847,6 @@ fn parquet_properties(table: Table, schema: &SchemaRef) -> parquet::file::proper
         use arrow::datatypes::DataType::*;
         let column = || f.name().as_str().into();
         match f.data_type() {
-            Utf8 if features => props = props.set_column_dictionary_enabled(column(), true),
             Utf8 if table == Table::Orders && NEARLY_UNIQUE_ORDER_TEXT.contains(&f.name().as_str()) => {
                 props = props.set_column_statistics_enabled(column(), EnabledStatistics::Chunk)
             }
