@@ -29,16 +29,19 @@
 #![warn(missing_docs)]
 
 mod changes;
+pub mod direct;
 mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod lock;
 pub mod param;
+mod parts;
 pub mod scan;
 pub mod schema;
 mod warehouse;
 
 pub use changes::TableState;
+pub use direct::DirectWriter;
 pub use error::{Error, Result};
 pub use lock::{Wait, WriterLock};
 pub use param::ParamMessage;

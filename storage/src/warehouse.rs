@@ -12,6 +12,7 @@ use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::TryStreamExt;
 
+use crate::parts::DirectParts;
 use crate::{Error, Result, Table};
 
 /// Key of the commit metadata [`Warehouse::last_inputs`] reads.
@@ -612,11 +613,12 @@ impl Warehouse {
         Ok(inputs.map(|i| (version, i.to_string())))
     }
 
-    /// Each partition is encoded to Parquet by a writer on its own task, so
-    /// the partitions use as many cores as there are: a Delta `write` of a
-    /// many-partition plan drains every partition into one writer task,
-    /// which made the `features` encoding of a tag run single-threaded (one
-    /// core at ~90 % while the tag evaluation waited for it). The files are
+    /// Each partition is encoded to Parquet by a writer on its own blocking
+    /// thread, so the partitions use as many cores as there are: a Delta
+    /// `write` of a many-partition plan drains every partition into one
+    /// writer task, which made the `features` encoding of a tag run
+    /// single-threaded (one core at ~90 % while the tag evaluation waited
+    /// for it). The files bypass the page cache ([`DirectParts`]) and are
     /// committed together as one overwrite.
     async fn write_streaming(
         &self,
@@ -626,27 +628,51 @@ impl Warehouse {
         inputs: Option<&str>,
     ) -> Result<u64> {
         check_schema(table, &schema)?;
+        if !table.partition_columns().is_empty() {
+            return Err(Error::Unsupported {
+                table: table.name(),
+                message: "a streaming overwrite of a partitioned table".into(),
+            });
+        }
+        let dir = self.table_path(table);
+        std::fs::create_dir_all(&dir).map_err(|source| Error::File { path: dir.clone(), source })?;
+        let props = parquet_properties(table, &schema);
+        let id = uuid::Uuid::new_v4();
         let writers: Vec<_> = partitions
             .into_iter()
-            .map(|mut rx| {
-                let writer = self.part_writer(table, schema.clone());
-                tokio::spawn(async move {
-                    let mut writer = writer?;
-                    while let Some(batch) = rx.recv().await {
-                        match batch {
-                            Ok(batch) => writer.write(batch).await?,
-                            Err(message) => return Err(Error::Producer { table: table.name(), message }),
+            .enumerate()
+            .map(|(k, mut rx)| {
+                let mut parts = DirectParts::new(
+                    table,
+                    dir.clone(),
+                    schema.clone(),
+                    props.clone(),
+                    TARGET_FILE_SIZE,
+                    format!("{id}-{k}"),
+                );
+                // Encoding is CPU work and direct writes wait for the
+                // device: a blocking thread per partition, not a task.
+                tokio::task::spawn_blocking(move || {
+                    while let Some(batch) = rx.blocking_recv() {
+                        let written = match batch {
+                            Ok(batch) => parts.write(&batch),
+                            Err(message) => Err(Error::Producer { table: table.name(), message }),
+                        };
+                        if let Err(e) = written {
+                            parts.abort();
+                            return Err(e);
                         }
                     }
-                    writer.finish().await
+                    parts.finish()
                 })
             })
             .collect();
         let mut adds = Vec::new();
         let mut failed = None;
         // Every writer runs to its end (a failed one drops its receiver,
-        // which stops the producer); the first error is the answer. Files
-        // of a failed write are left to `vacuum`, as a killed one's are.
+        // which stops the producer); the first error is the answer. A
+        // failed write deletes its files (a killed one leaves them to
+        // `vacuum`).
         for w in writers {
             match w.await {
                 Ok(Ok(files)) => adds.extend(files),
@@ -662,6 +688,11 @@ impl Warehouse {
             }
         }
         if let Some(e) = failed {
+            for add in &adds {
+                if let Ok(add) = serde_json::from_str::<deltalake::kernel::Add>(add) {
+                    let _ = std::fs::remove_file(dir.join(add.path));
+                }
+            }
             return Err(e);
         }
         self.commit_overwrite(table, schema, &adds, inputs).await

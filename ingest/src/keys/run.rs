@@ -20,9 +20,11 @@
 //! damaged later, and the index is then rebuilt from its table.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+use taglake_storage::DirectWriter;
 
 use super::bloom::{self, BLOCK_BYTES, BloomBuilder};
 use crate::{Error, Result};
@@ -309,7 +311,8 @@ impl Cursor {
 pub struct RunWriter {
     tmp: PathBuf,
     path: PathBuf,
-    out: BufWriter<File>,
+    /// Runs are written once and read back rarely: past the page cache.
+    out: DirectWriter,
     width: u64,
     entries: u64,
     bloom: BloomBuilder,
@@ -323,10 +326,10 @@ impl RunWriter {
     /// size), with 8-byte values when `with_values`.
     pub fn create(path: &Path, with_values: bool, max_entries: u64) -> Result<RunWriter> {
         let tmp = path.with_extension("tmp");
-        let mut file = File::create(&tmp).map_err(io(&tmp))?;
-        file.write_all(&[0u8; HEADER as usize]).map_err(io(&tmp))?;
+        let mut out = DirectWriter::create(&tmp).map_err(io(&tmp))?;
+        out.write_all(&[0u8; HEADER as usize]).map_err(io(&tmp))?;
         Ok(RunWriter {
-            out: BufWriter::with_capacity(1 << 20, file),
+            out,
             tmp,
             path: path.to_path_buf(),
             width: if with_values { 8 } else { 0 },
@@ -399,9 +402,8 @@ impl RunWriter {
         digest.update(&header[0..64]);
         digest.update(&fences);
         header[64..72].copy_from_slice(&digest.digest().to_le_bytes());
-        let mut file = self.out.into_inner().map_err(|e| io(&self.tmp)(e.into_error()))?;
-        file.seek(SeekFrom::Start(0)).map_err(io(&self.tmp))?;
-        file.write_all(&header).map_err(io(&self.tmp))?;
+        let file = self.out.finish().map_err(io(&self.tmp))?;
+        file.write_all_at(&header, 0).map_err(io(&self.tmp))?;
         file.sync_all().map_err(io(&self.tmp))?;
         drop(file);
         std::fs::rename(&self.tmp, &self.path).map_err(io(&self.path))?;
