@@ -216,7 +216,7 @@ mod tests {
         // tmpfs refuses O_DIRECT before Linux 6.6 and takes it since.
         let Ok(dir) = tempfile::tempdir_in("/dev/shm") else { return };
         let data: Vec<u8> = (0..BUFFER + 77).map(|i| (i % 13) as u8).collect();
-        let (bytes, _) = written(dir.path(), &[data.clone()]);
+        let (bytes, _) = written(dir.path(), std::slice::from_ref(&data));
         assert_eq!(bytes, data);
     }
 

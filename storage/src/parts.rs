@@ -62,6 +62,25 @@ impl DirectParts {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        // Parquet's writer takes columns by position and panics on a type
+        // it did not expect: a batch of another schema is an error here.
+        let (got, want) = (batch.schema(), &self.schema);
+        let same = got.fields().len() == want.fields().len()
+            && got
+                .fields()
+                .iter()
+                .zip(want.fields())
+                .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+        if !same {
+            let names = |s: &SchemaRef| {
+                s.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect::<Vec<_>>()
+            };
+            return Err(Error::Parquet {
+                table: self.table.name(),
+                path: self.dir.clone(),
+                message: format!("a batch with columns {:?} where the files have {:?}", names(&got), names(want)),
+            });
+        }
         if self.current.is_none() {
             let name = self.name(self.files);
             self.files += 1;
@@ -125,47 +144,90 @@ impl DirectParts {
     }
 }
 
+/// A column's bound in a file's Delta statistics.
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+enum Bound {
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl Bound {
+    fn json(self) -> serde_json::Value {
+        match self {
+            Bound::Int(v) => v.into(),
+            Bound::Float(v) => v.into(),
+            Bound::Text(v) => v.into(),
+        }
+    }
+}
+
+/// One row group's bounds and null count of a column; `None` when it has
+/// no statistics a Delta reader could use (or bounds JSON cannot hold:
+/// infinities, text that is not UTF-8).
+fn row_group_bounds(stats: Option<&Statistics>) -> Option<(Option<(Bound, Bound)>, u64)> {
+    let float = |v: &f64| v.is_finite().then_some(Bound::Float(*v));
+    let text = |v: &parquet::data_type::ByteArray| v.as_utf8().ok().map(|t| Bound::Text(t.to_string()));
+    let stats = stats?;
+    let (lo, hi, nulls) = match stats {
+        Statistics::Int32(s) => {
+            (s.min_opt().map(|v| Bound::Int(*v as i64)), s.max_opt().map(|v| Bound::Int(*v as i64)), s.null_count_opt())
+        }
+        Statistics::Int64(s) => {
+            (s.min_opt().map(|v| Bound::Int(*v)), s.max_opt().map(|v| Bound::Int(*v)), s.null_count_opt())
+        }
+        Statistics::Double(s) => (s.min_opt().and_then(float), s.max_opt().and_then(float), s.null_count_opt()),
+        Statistics::ByteArray(s) => (s.min_opt().and_then(text), s.max_opt().and_then(text), s.null_count_opt()),
+        _ => return None,
+    };
+    let nulls = nulls?;
+    match (lo, hi, stats.min_bytes_opt().is_some()) {
+        (Some(lo), Some(hi), _) => Some((Some((lo, hi)), nulls)),
+        // Only nulls: no bounds to add.
+        (None, None, false) => Some((None, nulls)),
+        // Bounds JSON cannot hold.
+        _ => None,
+    }
+}
+
 /// Delta statistics of a file: its row count, and the minimum, maximum and
-/// null count of every integer column whose every row group has Parquet
-/// statistics.
+/// null count of every integer, double and text column whose every row
+/// group has Parquet statistics (Parquet's bounds of long text are
+/// truncated, and still bounds).
 fn stats(schema: &SchemaRef, metadata: &ParquetMetaData) -> String {
     let mut min = serde_json::Map::new();
     let mut max = serde_json::Map::new();
     let mut nulls = serde_json::Map::new();
     let groups = metadata.row_groups();
     for (i, field) in schema.fields().iter().enumerate() {
-        if !matches!(field.data_type(), DataType::Int32 | DataType::Int64) || groups.is_empty() {
+        let kept = matches!(field.data_type(), DataType::Int32 | DataType::Int64 | DataType::Float64 | DataType::Utf8);
+        if !kept || groups.is_empty() {
             continue;
         }
-        let mut range: Option<(i64, i64)> = None;
+        let mut range: Option<(Bound, Bound)> = None;
         let mut null_count = 0u64;
         let complete = groups.iter().all(|g| {
-            let Some(column) = g.columns().get(i) else { return false };
-            let (lo, hi, n) = match column.statistics() {
-                Some(Statistics::Int32(s)) => {
-                    (s.min_opt().map(|v| *v as i64), s.max_opt().map(|v| *v as i64), s.null_count_opt())
-                }
-                Some(Statistics::Int64(s)) => (s.min_opt().copied(), s.max_opt().copied(), s.null_count_opt()),
-                _ => return false,
+            let Some((bounds, n)) = row_group_bounds(g.columns().get(i).and_then(|c| c.statistics())) else {
+                return false;
             };
-            let Some(n) = n else { return false };
             null_count += n;
-            match (lo, hi) {
-                (Some(lo), Some(hi)) => {
-                    range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+            match bounds {
+                Some((lo, hi)) => {
+                    range = Some(match range.take() {
+                        None => (lo, hi),
+                        Some((a, b)) => (if lo < a { lo } else { a }, if hi > b { hi } else { b }),
+                    });
                     true
                 }
-                // Only nulls in this row group: no bounds to add.
-                (None, None) => n == g.num_rows() as u64,
-                _ => false,
+                None => n == g.num_rows() as u64,
             }
         });
         if !complete {
             continue;
         }
         if let Some((lo, hi)) = range {
-            min.insert(field.name().clone(), lo.into());
-            max.insert(field.name().clone(), hi.into());
+            min.insert(field.name().clone(), lo.json());
+            max.insert(field.name().clone(), hi.json());
         }
         nulls.insert(field.name().clone(), null_count.into());
     }
@@ -200,7 +262,7 @@ mod tests {
     }
 
     #[test]
-    fn files_roll_at_the_target_and_their_adds_hold_integer_statistics() {
+    fn files_roll_at_the_target_and_their_adds_hold_the_statistics() {
         let dir = tempfile::tempdir().unwrap();
         let schema: SchemaRef = Arc::new(Schema::new(vec![
             Field::new("member_key", DataType::Int64, false),
@@ -223,9 +285,9 @@ mod tests {
             stats[0],
             serde_json::json!({
                 "numRecords": 3,
-                "minValues": {"member_key": 3, "age": 20},
-                "maxValues": {"member_key": 7, "age": 40},
-                "nullCount": {"member_key": 0, "age": 1},
+                "minValues": {"member_key": 3, "age": 20, "spend": 1.5, "city": "x"},
+                "maxValues": {"member_key": 7, "age": 40, "spend": 1.5, "city": "x"},
+                "nullCount": {"member_key": 0, "age": 1, "spend": 0, "city": 0},
             })
         );
         // A column of nulls only has a null count and no bounds.
@@ -233,9 +295,9 @@ mod tests {
             stats[1],
             serde_json::json!({
                 "numRecords": 1,
-                "minValues": {"member_key": 11},
-                "maxValues": {"member_key": 11},
-                "nullCount": {"member_key": 0, "age": 1},
+                "minValues": {"member_key": 11, "spend": 1.5, "city": "x"},
+                "maxValues": {"member_key": 11, "spend": 1.5, "city": "x"},
+                "nullCount": {"member_key": 0, "age": 1, "spend": 0, "city": 0},
             })
         );
         for add in &adds {
@@ -251,6 +313,34 @@ mod tests {
                 serde_json::from_str::<serde_json::Value>(add.stats.as_deref().unwrap()).unwrap()["numRecords"]
             );
         }
+    }
+
+    #[test]
+    fn row_group_bounds_keep_what_json_holds_and_nothing_else() {
+        let text = |v: &[u8]| Some(parquet::data_type::ByteArray::from(v.to_vec()));
+        let cases = [
+            (
+                Statistics::int32(Some(-3), Some(9), None, Some(2), false),
+                Some((Some((Bound::Int(-3), Bound::Int(9))), 2)),
+            ),
+            (
+                Statistics::double(Some(0.5), Some(2.0), None, Some(0), false),
+                Some((Some((Bound::Float(0.5), Bound::Float(2.0))), 0)),
+            ),
+            (Statistics::double(Some(0.5), Some(f64::INFINITY), None, Some(0), false), None),
+            (Statistics::double(None, None, None, Some(4), false), Some((None, 4))),
+            (
+                Statistics::byte_array(text(b"a"), text(b"z"), None, Some(1), false),
+                Some((Some((Bound::Text("a".into()), Bound::Text("z".into()))), 1)),
+            ),
+            (Statistics::byte_array(text(b"a"), text(&[0xff, 0xfe]), None, Some(0), false), None),
+            (Statistics::int64(Some(1), Some(2), None, None, false), None),
+            (Statistics::boolean(Some(false), Some(true), None, Some(0), false), None),
+        ];
+        for (stats, expected) in cases {
+            assert_eq!(row_group_bounds(Some(&stats)), expected, "{stats:?}");
+        }
+        assert_eq!(row_group_bounds(None), None);
     }
 
     #[test]
