@@ -247,6 +247,15 @@ mod tests {
     use arrow::datatypes::{Field, Schema};
     use std::sync::Arc;
 
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("member_key", DataType::Int64, false),
+            Field::new("age", DataType::Int32, true),
+            Field::new("spend", DataType::Float64, true),
+            Field::new("city", DataType::Utf8, true),
+        ]))
+    }
+
     fn batch(schema: &SchemaRef, keys: Vec<Option<i64>>, ages: Vec<Option<i32>>) -> RecordBatch {
         let n = keys.len();
         RecordBatch::try_new(
@@ -264,12 +273,7 @@ mod tests {
     #[test]
     fn files_roll_at_the_target_and_their_adds_hold_the_statistics() {
         let dir = tempfile::tempdir().unwrap();
-        let schema: SchemaRef = Arc::new(Schema::new(vec![
-            Field::new("member_key", DataType::Int64, false),
-            Field::new("age", DataType::Int32, true),
-            Field::new("spend", DataType::Float64, true),
-            Field::new("city", DataType::Utf8, true),
-        ]));
+        let schema = schema();
         let props = WriterProperties::builder().set_max_row_group_row_count(Some(2)).build();
         // A target of one byte closes a file after every batch.
         let mut parts = DirectParts::new(Table::Features, dir.path().into(), schema.clone(), props, 1, "t".into());
@@ -346,12 +350,7 @@ mod tests {
     #[test]
     fn a_column_without_statistics_in_some_row_group_has_none_in_the_add() {
         let dir = tempfile::tempdir().unwrap();
-        let schema: SchemaRef = Arc::new(Schema::new(vec![
-            Field::new("member_key", DataType::Int64, false),
-            Field::new("age", DataType::Int32, true),
-            Field::new("spend", DataType::Float64, true),
-            Field::new("city", DataType::Utf8, true),
-        ]));
+        let schema = schema();
         let props = WriterProperties::builder()
             .set_statistics_enabled(parquet::file::properties::EnabledStatistics::None)
             .set_column_statistics_enabled("member_key".into(), parquet::file::properties::EnabledStatistics::Chunk)
