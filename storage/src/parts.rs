@@ -10,9 +10,9 @@
 //! written here with the table's Parquet settings into a
 //! [`DirectWriter`], and each closed file becomes the Delta `add` action
 //! Delta's writer would have made: its path, size and statistics (the row
-//! count, and the minimum, maximum and null count of each integer column
-//! that has Parquet statistics: what readers use to skip files; Delta
-//! makes every other column's statistics optional).
+//! count, and the minimum, maximum and null count of each integer, double
+//! and text column that has Parquet statistics: what readers use to skip
+//! files; Delta makes every other column's statistics optional).
 
 use std::path::PathBuf;
 
@@ -24,6 +24,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::file::statistics::Statistics;
 
 use crate::direct::DirectWriter;
+use crate::warehouse::check_columns;
 use crate::{Error, Result, Table};
 
 /// One partition of a streaming overwrite: files of about `target` bytes.
@@ -64,23 +65,7 @@ impl DirectParts {
         }
         // Parquet's writer takes columns by position and panics on a type
         // it did not expect: a batch of another schema is an error here.
-        let (got, want) = (batch.schema(), &self.schema);
-        let same = got.fields().len() == want.fields().len()
-            && got
-                .fields()
-                .iter()
-                .zip(want.fields())
-                .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
-        if !same {
-            let names = |s: &SchemaRef| {
-                s.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect::<Vec<_>>()
-            };
-            return Err(Error::Parquet {
-                table: self.table.name(),
-                path: self.dir.clone(),
-                message: format!("a batch with columns {:?} where the files have {:?}", names(&got), names(want)),
-            });
-        }
+        check_columns(self.table, &batch.schema(), &self.schema, true)?;
         if self.current.is_none() {
             let name = self.name(self.files);
             self.files += 1;

@@ -696,8 +696,8 @@ impl Warehouse {
         }
         if let Some(e) = failed {
             for add in &adds {
-                if let Ok(add) = serde_json::from_str::<deltalake::kernel::Add>(add) {
-                    let _ = std::fs::remove_file(dir.join(add.path));
+                if let Ok(path) = self.added_file(table, add) {
+                    let _ = std::fs::remove_file(path);
                 }
             }
             return Err(e);
@@ -1007,12 +1007,14 @@ fn check_batch(table: Table, batch: &RecordBatch) -> Result<()> {
 /// The fixed columns must come first, in order and type; tables with
 /// data-dependent columns may have more after them.
 fn check_schema(table: Table, got: &SchemaRef) -> Result<()> {
-    let want = table.arrow_schema();
-    let len_ok = if table.has_data_dependent_columns() {
-        got.fields().len() >= want.fields().len()
-    } else {
-        got.fields().len() == want.fields().len()
-    };
+    check_columns(table, got, &table.arrow_schema(), !table.has_data_dependent_columns())
+}
+
+/// `got` must have `want`'s columns (names and types) in order: exactly
+/// those when `exact`, else those first and any after them.
+pub(crate) fn check_columns(table: Table, got: &SchemaRef, want: &SchemaRef, exact: bool) -> Result<()> {
+    let len_ok =
+        if exact { got.fields().len() == want.fields().len() } else { got.fields().len() >= want.fields().len() };
     if !len_ok
         || got.fields().iter().zip(want.fields()).any(|(g, w)| g.name() != w.name() || g.data_type() != w.data_type())
     {
@@ -1293,7 +1295,7 @@ pub(crate) mod tests {
         tx1.send(Ok(other)).await.unwrap();
         drop((tx0, tx1));
         let err = wh.overwrite_streaming(Table::Features, good.schema(), vec![rx0, rx1]).await.unwrap_err();
-        assert!(matches!(err, Error::Parquet { .. }), "{err}");
+        assert!(matches!(err, Error::BatchSchema { .. }), "{err}");
         assert_eq!(wh.version(Table::Features).await.unwrap(), None);
         let left: Vec<_> = std::fs::read_dir(wh.table_path(Table::Features))
             .unwrap()
