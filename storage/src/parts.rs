@@ -24,7 +24,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::file::statistics::Statistics;
 
 use crate::direct::DirectWriter;
-use crate::warehouse::check_columns;
+use crate::schema::check_columns;
 use crate::{Error, Result, Table};
 
 /// One partition of a streaming overwrite: files of about `target` bytes.

@@ -10,6 +10,8 @@ use std::sync::{Arc, OnceLock};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
+use crate::{Error, Result};
+
 /// Logical type of a warehouse column, mapped to one Arrow (and Delta) type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColumnType {
@@ -400,6 +402,19 @@ impl std::fmt::Display for Table {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// `got` must have `want`'s columns (names and types) in order: exactly
+/// those when `exact`, else those first and any after them.
+pub(crate) fn check_columns(table: Table, got: &SchemaRef, want: &SchemaRef, exact: bool) -> Result<()> {
+    let len_ok =
+        if exact { got.fields().len() == want.fields().len() } else { got.fields().len() >= want.fields().len() };
+    if !len_ok
+        || got.fields().iter().zip(want.fields()).any(|(g, w)| g.name() != w.name() || g.data_type() != w.data_type())
+    {
+        return Err(Error::BatchSchema { table: table.name(), message: format!("expected {want:?}, got {got:?}") });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

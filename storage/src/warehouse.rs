@@ -13,6 +13,7 @@ use deltalake::{DeltaTable, DeltaTableError};
 use futures::TryStreamExt;
 
 use crate::parts::DirectParts;
+use crate::schema::check_columns;
 use crate::{Error, Result, Table};
 
 /// Key of the commit metadata [`Warehouse::last_inputs`] reads.
@@ -1008,19 +1009,6 @@ fn check_batch(table: Table, batch: &RecordBatch) -> Result<()> {
 /// data-dependent columns may have more after them.
 fn check_schema(table: Table, got: &SchemaRef) -> Result<()> {
     check_columns(table, got, &table.arrow_schema(), !table.has_data_dependent_columns())
-}
-
-/// `got` must have `want`'s columns (names and types) in order: exactly
-/// those when `exact`, else those first and any after them.
-pub(crate) fn check_columns(table: Table, got: &SchemaRef, want: &SchemaRef, exact: bool) -> Result<()> {
-    let len_ok =
-        if exact { got.fields().len() == want.fields().len() } else { got.fields().len() >= want.fields().len() };
-    if !len_ok
-        || got.fields().iter().zip(want.fields()).any(|(g, w)| g.name() != w.name() || g.data_type() != w.data_type())
-    {
-        return Err(Error::BatchSchema { table: table.name(), message: format!("expected {want:?}, got {got:?}") });
-    }
-    Ok(())
 }
 
 fn check_table_schema(wh: &Warehouse, table: Table, delta: &DeltaTable) -> Result<()> {
