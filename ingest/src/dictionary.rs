@@ -48,7 +48,7 @@ impl MemberDictionary {
     }
 
     /// Holds the whole dictionary in memory when it takes at most `budget`
-    /// bytes (24 per member): an ingest that looks members up chunk after
+    /// bytes (20 per member): an ingest that looks members up chunk after
     /// chunk then reads it once instead of once per chunk.
     pub fn keep_in_memory(&mut self, budget: u64) -> Result<()> {
         if self.resident.is_none() && self.index.resident_bytes() <= budget {

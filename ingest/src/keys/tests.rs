@@ -160,7 +160,13 @@ proptest! {
     fn lookups_agree_with_a_map(
         batches in proptest::collection::vec(proptest::collection::vec((0u128..400, any::<u64>()), 0..200), 1..12),
         probe in proptest::collection::btree_set(0u128..450, 0..100),
+        narrow in any::<bool>(),
     ) {
+        // Values that all fit 32 bits are held in 32 bits when resident.
+        let batches: Vec<Vec<(u128, u64)>> = match narrow {
+            true => batches.into_iter().map(|b| b.into_iter().map(|(k, v)| (k, v & u32::MAX as u64)).collect()).collect(),
+            false => batches,
+        };
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let wh = Warehouse::open(dir.path()).unwrap();
@@ -178,6 +184,8 @@ proptest! {
         prop_assert_eq!(index.lookup(&probes, true).unwrap(), want.clone());
         prop_assert_eq!(index.lookup(&probes, false).unwrap(), want.clone());
         prop_assert_eq!(index.resident().unwrap().lookup(&probes), want.clone());
+        let wide = batches.iter().flatten().any(|(_, v)| *v > u32::MAX as u64);
+        prop_assert_eq!(index.resident_bytes(), index.entries() * if wide { 24 } else { 20 });
         index.keep_blooms(u64::MAX).unwrap();
         prop_assert_eq!(index.lookup(&probes, true).unwrap(), want);
     }
