@@ -22,11 +22,8 @@
 //!   before the commit); from
 //!   the second chunk on, the member dictionary (20 bytes a member) and the
 //!   line keys' filters (1.25 bytes a stored line) held in memory when they
-//!   fit in half the budget together, instead of being read again for every
-//!   chunk: the dictionary first, in up to 3/8 of the budget, or in all of
-//!   the half the filters leave (a backfill, whose index has no filters
-//!   yet, holds up to 53 M members in 2 GiB); the writers and the
-//!   read-ahead (the rest);
+//!   fit in 3/8 and 1/2 of the budget together, instead of being read again
+//!   for every chunk; the writers and the read-ahead (the rest);
 //! - members and products: the incoming rows (1/3; beyond, they are spilled
 //!   to 64 files by key hash and processed a part at a time), the lookups
 //!   and the writers (the rest).

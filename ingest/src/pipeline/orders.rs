@@ -329,13 +329,9 @@ pub(super) async fn ingest_orders(
                     if chunks == 2 {
                         // More than one chunk: the dictionary and the line
                         // keys' filters would be read once per chunk. Hold
-                        // them instead, in half the budget, when they fit:
-                        // the dictionary in 3/8 of it, or in all of the
-                        // half the filters leave (a backfill has none).
-                        let half = memory as u64 / 2;
-                        let filters = run.lines.index.bloom_bytes().min(half);
-                        run.dict.keep_in_memory((memory as u64 * 3 / 8).max(half - filters))?;
-                        run.lines.index.keep_blooms(half - run.dict.resident_bytes())?;
+                        // them instead, in half the budget, when they fit.
+                        run.dict.keep_in_memory(memory as u64 * 3 / 8)?;
+                        run.lines.index.keep_blooms(memory as u64 / 2 - run.dict.resident_bytes())?;
                     }
                     run.chunk(std::mem::take(&mut chunk), quarantine, summary).await?;
                     rows = 0;
