@@ -1,4 +1,5 @@
-//! The Parquet files of a streaming overwrite, written past the page cache.
+//! The Parquet files of streaming overwrites and appends, written past the
+//! page cache.
 //!
 //! A tag refresh rewrites the whole `features` table every night (4.85 GB
 //! at 42 M members) and `cluster` its `communities`. Through Delta's
@@ -10,9 +11,12 @@
 //! written here with the table's Parquet settings into a
 //! [`DirectWriter`], and each closed file becomes the Delta `add` action
 //! Delta's writer would have made: its path, size and statistics (the row
-//! count, and the minimum, maximum and null count of each integer, double
-//! and text column that has Parquet statistics: what readers use to skip
-//! files; Delta makes every other column's statistics optional).
+//! count, and the minimum, maximum and null count of each integer, double,
+//! date and text column that has Parquet statistics: what readers use to
+//! skip files; Delta makes every other column's statistics optional).
+//!
+//! Appends (`Warehouse::append`: tag snapshots, audiences, experiments)
+//! write their files the same way, one writer per partition value.
 
 use std::path::PathBuf;
 
@@ -27,10 +31,16 @@ use crate::direct::DirectWriter;
 use crate::schema::check_columns;
 use crate::{Error, Result, Table};
 
-/// One partition of a streaming overwrite: files of about `target` bytes.
+/// One partition of a streaming overwrite, or the files of one partition
+/// value of an append: files of about `target` bytes.
 pub(crate) struct DirectParts {
     table: Table,
     dir: PathBuf,
+    /// The files' directory under the table's, with its `/`: `snapshot=7/`
+    /// for a partitioned table, empty otherwise.
+    prefix: String,
+    /// The `partitionValues` of every add.
+    partition: std::collections::HashMap<String, Option<String>>,
     schema: SchemaRef,
     props: WriterProperties,
     target: u64,
@@ -50,7 +60,32 @@ impl DirectParts {
         target: u64,
         id: String,
     ) -> DirectParts {
-        DirectParts { table, dir, schema, props, target, id, files: 0, current: None, adds: Vec::new() }
+        DirectParts {
+            table,
+            dir,
+            prefix: String::new(),
+            partition: Default::default(),
+            schema,
+            props,
+            target,
+            id,
+            files: 0,
+            current: None,
+            adds: Vec::new(),
+        }
+    }
+
+    /// Writes into the Hive-style directory of one partition value per
+    /// partition column (`snapshot=7/`), as Delta lays out a partitioned
+    /// table; `schema` then leaves the partition columns out, as Delta's
+    /// data files do. Values are integers: text would need escaping.
+    pub(crate) fn in_partition(mut self, values: &[(&str, i64)]) -> DirectParts {
+        for (column, value) in values {
+            self.prefix.push_str(&format!("{column}={value}/"));
+            self.partition.insert(column.to_string(), Some(value.to_string()));
+        }
+        self.dir = self.dir.join(&self.prefix);
+        self
     }
 
     fn parquet_err(&self, name: &str) -> impl Fn(parquet::errors::ParquetError) -> Error + '_ {
@@ -67,6 +102,9 @@ impl DirectParts {
         // it did not expect: a batch of another schema is an error here.
         check_columns(self.table, &batch.schema(), &self.schema, true)?;
         if self.current.is_none() {
+            if self.files == 0 && !self.prefix.is_empty() {
+                std::fs::create_dir_all(&self.dir).map_err(|source| Error::File { path: self.dir.clone(), source })?;
+            }
             let name = self.name(self.files);
             self.files += 1;
             let path = self.dir.join(&name);
@@ -93,8 +131,8 @@ impl DirectParts {
         let file = writer.inner_mut().finish().map_err(|source| Error::File { path: path.clone(), source })?;
         let size = file.metadata().map_err(|source| Error::File { path: path.clone(), source })?.len();
         let add = deltalake::kernel::Add {
-            path: name,
-            partition_values: Default::default(),
+            path: format!("{}{name}", self.prefix),
+            partition_values: self.partition.clone(),
             size: size as i64,
             modification_time: chrono::Utc::now().timestamp_millis(),
             data_change: true,
@@ -175,6 +213,13 @@ fn row_group_bounds(stats: Option<&Statistics>) -> Option<(Option<(Bound, Bound)
     }
 }
 
+/// A date column's bound (days since 1970) as Delta's `YYYY-MM-DD` text.
+fn date(days: &Bound) -> Option<Bound> {
+    let Bound::Int(days) = days else { return None };
+    let day = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?.checked_add_signed(chrono::Duration::days(*days))?;
+    Some(Bound::Text(day.format("%Y-%m-%d").to_string()))
+}
+
 /// Delta statistics of a file: its row count, and the minimum, maximum and
 /// null count of every integer, double and text column whose every row
 /// group has Parquet statistics (Parquet's bounds of long text are
@@ -185,7 +230,10 @@ fn stats(schema: &SchemaRef, metadata: &ParquetMetaData) -> String {
     let mut nulls = serde_json::Map::new();
     let groups = metadata.row_groups();
     for (i, field) in schema.fields().iter().enumerate() {
-        let kept = matches!(field.data_type(), DataType::Int32 | DataType::Int64 | DataType::Float64 | DataType::Utf8);
+        let kept = matches!(
+            field.data_type(),
+            DataType::Int32 | DataType::Int64 | DataType::Float64 | DataType::Utf8 | DataType::Date32
+        );
         if !kept || groups.is_empty() {
             continue;
         }
@@ -211,6 +259,14 @@ fn stats(schema: &SchemaRef, metadata: &ParquetMetaData) -> String {
             continue;
         }
         if let Some((lo, hi)) = range {
+            // Delta writes dates as `YYYY-MM-DD`; Parquet holds days.
+            let (lo, hi) = match field.data_type() {
+                DataType::Date32 => match (date(&lo), date(&hi)) {
+                    (Some(lo), Some(hi)) => (lo, hi),
+                    _ => continue,
+                },
+                _ => (lo, hi),
+            };
             min.insert(field.name().clone(), lo.json());
             max.insert(field.name().clone(), hi.json());
         }

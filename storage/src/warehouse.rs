@@ -181,8 +181,9 @@ impl Warehouse {
 
     /// Starts a streaming append: batches go to Parquet files as they come;
     /// nothing is visible until [`TableWriter::commit`] makes them one
-    /// Delta commit. Dropping the writer without committing leaves only
-    /// unreferenced files behind, never a partial table. A table written by
+    /// Delta commit. Dropping the writer without committing deletes its
+    /// files; a killed process leaves only unreferenced files behind (for
+    /// `vacuum`), never a partial table. A table written by
     /// an older taglake first gains the columns added since
     /// ([`Warehouse::evolve`]).
     pub async fn append(&self, table: Table) -> Result<TableWriter> {
@@ -191,10 +192,15 @@ impl Warehouse {
             None => self.create(table).await?,
         };
         check_table_schema(self, table, &delta)?;
-        let writer = RecordBatchWriter::for_table(&delta)
-            .map_err(self.delta_err(table))?
-            .with_target_file_size(TARGET_FILE_SIZE);
-        Ok(TableWriter { warehouse: self.clone(), table, delta, writer, rows: 0, claims: Vec::new() })
+        Ok(TableWriter {
+            warehouse: self.clone(),
+            table,
+            delta,
+            id: uuid::Uuid::new_v4().to_string(),
+            parts: Default::default(),
+            rows: 0,
+            claims: Vec::new(),
+        })
     }
 
     /// Brings a table written by an older taglake to the current schema:
@@ -921,11 +927,23 @@ fn parquet_properties(table: Table, schema: &SchemaRef) -> parquet::file::proper
 }
 
 /// An open append to one table; see [`Warehouse::append`].
+///
+/// Its files are written as they come, past the page cache, by one
+/// [`DirectParts`] per partition value: a tag snapshot at 42 M members is
+/// 1.4 GB of bitmaps, and through Delta's writer it was encoded into one
+/// buffer in memory, then copied into the page cache at ~6 CPU-seconds a
+/// GB on the machine this project is measured on (see [`crate::direct`]).
 pub struct TableWriter {
     warehouse: Warehouse,
     table: Table,
     delta: DeltaTable,
-    writer: RecordBatchWriter,
+    /// Unique to this append: its files' names.
+    id: String,
+    /// The writer of each partition value met (`None`: an unpartitioned
+    /// table), in the order met. Behind a mutex only to make the writer
+    /// `Sync` (Parquet's writer is not), as async callers hold `&self`
+    /// across awaits; every use has `&mut self`.
+    parts: std::sync::Mutex<Vec<(Option<i64>, DirectParts)>>,
     rows: u64,
     claims: Vec<deltalake::kernel::Transaction>,
 }
@@ -938,7 +956,66 @@ impl TableWriter {
         }
         check_batch(self.table, &batch)?;
         self.rows += batch.num_rows() as u64;
-        self.writer.write(batch).await.map_err(self.warehouse.delta_err(self.table))
+        let [column] = self.table.partition_columns() else {
+            if !self.table.partition_columns().is_empty() {
+                return Err(Error::Unsupported {
+                    table: self.table.name(),
+                    message: "an append to a table partitioned by more than one column".into(),
+                });
+            }
+            return self.parts_of(None, &batch.schema())?.write(&batch);
+        };
+        // Delta's data files leave the partition column out.
+        let at = batch.schema().index_of(column).map_err(|e| self.batch_err(e.to_string()))?;
+        let values = arrow::array::AsArray::as_primitive_opt::<arrow::datatypes::Int64Type>(batch.column(at))
+            .ok_or_else(|| {
+                self.batch_err(format!("partition column `{column}` is {}, not Int64", batch.column(at).data_type()))
+            })?;
+        if arrow::array::Array::null_count(values) > 0 {
+            return Err(self.batch_err(format!("partition column `{column}` holds nulls")));
+        }
+        let rest: Vec<usize> = (0..batch.num_columns()).filter(|&i| i != at).collect();
+        let mut distinct: Vec<i64> = values.values().to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        for &value in &distinct {
+            let part = match distinct.len() {
+                1 => batch.clone(),
+                _ => {
+                    let mask = arrow::compute::kernels::cmp::eq(values, &arrow::array::Int64Array::new_scalar(value))
+                        .map_err(|e| self.batch_err(e.to_string()))?;
+                    arrow::compute::filter_record_batch(&batch, &mask).map_err(|e| self.batch_err(e.to_string()))?
+                }
+            };
+            let part = part.project(&rest).map_err(|e| self.batch_err(e.to_string()))?;
+            self.parts_of(Some(value), &part.schema())?.write(&part)?;
+        }
+        Ok(())
+    }
+
+    fn batch_err(&self, message: String) -> Error {
+        Error::BatchSchema { table: self.table.name(), message }
+    }
+
+    /// The writer of one partition value (opened on first use).
+    fn parts_of(&mut self, value: Option<i64>, schema: &SchemaRef) -> Result<&mut DirectParts> {
+        let all = self.parts.get_mut().unwrap_or_else(|e| e.into_inner());
+        let k = match all.iter().position(|(v, _)| *v == value) {
+            Some(k) => k,
+            None => {
+                let (table, dir) = (self.table, self.warehouse.table_path(self.table));
+                let props = parquet_properties(table, schema);
+                let id = format!("{}-{}", self.id, all.len());
+                let parts = DirectParts::new(table, dir, schema.clone(), props, TARGET_FILE_SIZE, id);
+                let parts = match (value, table.partition_columns()) {
+                    (Some(v), [column]) => parts.in_partition(&[(column, v)]),
+                    _ => parts,
+                };
+                all.push((value, parts));
+                all.len() - 1
+            }
+        };
+        Ok(&mut all[k].1)
     }
 
     /// Rows written so far.
@@ -973,21 +1050,73 @@ impl TableWriter {
 
     /// Commits everything written as one Delta commit. Returns the new
     /// version, or `None` when no row was written (no commit is made). A
-    /// lost claim is [`Error::Conflict`] and commits nothing.
-    pub async fn commit(self) -> Result<Option<u64>> {
-        let TableWriter { warehouse, table, mut delta, writer, rows, claims } = self;
-        if rows == 0 {
+    /// lost claim is [`Error::Conflict`] and commits nothing; a commit that
+    /// fails deletes the files written.
+    pub async fn commit(mut self) -> Result<Option<u64>> {
+        if self.rows == 0 {
             return Ok(None);
         }
-        let what = match claims.first() {
+        let (warehouse, table) = (self.warehouse.clone(), self.table);
+        let what = match self.claims.first() {
             Some(c) => format!("another writer claimed `{}` {} (or later) at the same time", c.app_id, c.version),
             None => "another writer changed the table at the same time".to_string(),
         };
-        let mut writer = writer.with_commit_properties(
-            deltalake::kernel::transaction::CommitProperties::default().with_application_transactions(claims),
-        );
-        let version = writer.flush_and_commit(&mut delta).await.map_err(warehouse.commit_err(table, &what))?;
-        Ok(Some(version))
+        let mut adds = Vec::new();
+        let mut failed = None;
+        for (_, parts) in self.take_parts() {
+            match failed {
+                Some(_) => parts.abort(),
+                None => match parts.finish() {
+                    Ok(a) => adds.extend(a),
+                    Err(e) => failed = Some(e),
+                },
+            }
+        }
+        let committed = match failed {
+            Some(e) => Err(e),
+            None => self.commit_adds(&adds).await.map_err(warehouse.commit_err(table, &what)),
+        };
+        if committed.is_err() {
+            for add in &adds {
+                if let Ok(path) = warehouse.added_file(table, add) {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+        committed.map(Some)
+    }
+
+    fn take_parts(&mut self) -> Vec<(Option<i64>, DirectParts)> {
+        std::mem::take(self.parts.get_mut().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// One commit of `adds` and the claims, on the version this writer
+    /// read: Delta's conflict checker compares it with every commit since.
+    async fn commit_adds(&self, adds: &[String]) -> std::result::Result<u64, DeltaTableError> {
+        use deltalake::kernel::Action;
+        let mut actions = Vec::with_capacity(adds.len() + self.claims.len());
+        for a in adds {
+            actions.push(Action::Add(serde_json::from_str(a).map_err(DeltaTableError::from)?));
+        }
+        actions.extend(self.claims.iter().cloned().map(Action::Txn));
+        let partition_by = Some(self.table.partition_columns().iter().map(|c| c.to_string()).collect())
+            .filter(|p: &Vec<String>| !p.is_empty());
+        let operation =
+            deltalake::protocol::DeltaOperation::Write { mode: SaveMode::Append, partition_by, predicate: None };
+        let done = deltalake::kernel::transaction::CommitBuilder::default()
+            .with_actions(actions)
+            .build(Some(self.delta.snapshot()?), self.delta.log_store(), operation)
+            .await?;
+        Ok(done.version() as u64)
+    }
+}
+
+/// An append dropped without its commit deletes its files.
+impl Drop for TableWriter {
+    fn drop(&mut self) {
+        for (_, parts) in self.take_parts() {
+            parts.abort();
+        }
     }
 }
 
@@ -1162,8 +1291,22 @@ pub(crate) mod tests {
         let wh = Warehouse::open(dir.path()).unwrap();
         let mut w = wh.append(Table::MemberIds).await.unwrap();
         w.write(ids(&[("a", 0)])).await.unwrap();
+        assert_eq!(parquet_files(dir.path()), 1, "written as it comes");
         drop(w);
         assert_eq!(wh.row_count(Table::MemberIds).await.unwrap(), 0);
+        assert_eq!(parquet_files(dir.path()), 0, "a dropped append deletes its files");
+    }
+
+    /// Parquet files under `dir`, at any depth.
+    fn parquet_files(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| match p.is_dir() {
+                true => parquet_files(&p),
+                false => usize::from(p.extension().is_some_and(|x| x == "parquet")),
+            })
+            .sum()
     }
 
     #[tokio::test]
@@ -1374,6 +1517,7 @@ pub(crate) mod tests {
             "{err}"
         );
         assert_eq!(wh.row_count(Table::MemberIds).await.unwrap(), 4, "only the first claim committed");
+        assert_eq!(parquet_files(dir.path()), 4, "the refused commit deleted its file");
         let third = wh.append(Table::MemberIds).await.unwrap();
         assert_eq!(third.claimed("test.id").await.unwrap(), Some(1));
         assert_eq!(third.claimed("other").await.unwrap(), None);
@@ -1529,36 +1673,78 @@ pub(crate) mod tests {
         assert!(wh.reclaimable(Table::MemberIds, chrono::Duration::zero()).await.unwrap().files.is_empty());
     }
 
-    /// `status` counted rows by reading the first key column, which for a
-    /// partitioned table (`tags`, by `snapshot`) is not in the files.
-    #[tokio::test(flavor = "multi_thread")]
-    async fn row_count_counts_a_partitioned_table() {
+    /// Rows of `tags` with the given snapshot numbers (every other Int64
+    /// column 1, dates day `day`).
+    fn tag_rows(snapshots: &[i64], day: i32) -> RecordBatch {
         use arrow::datatypes::{DataType, TimeUnit};
-        let dir = tempfile::tempdir().unwrap();
-        let wh = Warehouse::open(dir.path()).unwrap();
         let schema = Table::Tags.arrow_schema();
+        let n = snapshots.len();
         let columns: Vec<ArrayRef> = schema
             .fields()
             .iter()
             .map(|f| -> ArrayRef {
                 match f.data_type() {
-                    DataType::Int64 => Arc::new(Int64Array::from(vec![1, 1])),
-                    DataType::Int32 => Arc::new(arrow::array::Int32Array::from(vec![0, 1])),
-                    DataType::Utf8 => Arc::new(StringArray::from(vec!["a", "b"])),
-                    DataType::Float64 => Arc::new(arrow::array::Float64Array::from(vec![0.5, 0.5])),
-                    DataType::Binary => Arc::new(arrow::array::BinaryArray::from_iter_values([b"x", b"y"])),
-                    DataType::Date32 => Arc::new(arrow::array::Date32Array::from(vec![0, 0])),
+                    DataType::Int64 if f.name() == "snapshot" => Arc::new(Int64Array::from(snapshots.to_vec())),
+                    DataType::Int64 => Arc::new(Int64Array::from(vec![1; n])),
+                    DataType::Int32 => Arc::new(arrow::array::Int32Array::from_iter_values(0..n as i32)),
+                    DataType::Utf8 => Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("t{i}")))),
+                    DataType::Float64 => Arc::new(arrow::array::Float64Array::from(vec![0.5; n])),
+                    DataType::Binary => Arc::new(arrow::array::BinaryArray::from_iter_values((0..n).map(|_| b"x"))),
+                    DataType::Date32 => Arc::new(arrow::array::Date32Array::from(vec![day; n])),
                     DataType::Timestamp(TimeUnit::Microsecond, _) => {
-                        Arc::new(arrow::array::TimestampMicrosecondArray::from(vec![0, 0]).with_timezone("UTC"))
+                        Arc::new(arrow::array::TimestampMicrosecondArray::from(vec![0; n]).with_timezone("UTC"))
                     }
                     other => panic!("no test values for {other}"),
                 }
             })
             .collect();
+        RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    /// `status` counted rows by reading the first key column, which for a
+    /// partitioned table (`tags`, by `snapshot`) is not in the files.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn row_count_counts_a_partitioned_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Warehouse::open(dir.path()).unwrap();
         let mut w = wh.append(Table::Tags).await.unwrap();
-        w.write(RecordBatch::try_new(schema, columns).unwrap()).await.unwrap();
+        w.write(tag_rows(&[1, 1], 0)).await.unwrap();
         w.commit().await.unwrap();
         assert_eq!(wh.row_count(Table::Tags).await.unwrap(), 2);
+    }
+
+    /// An append's rows land in the directory of their partition value,
+    /// whatever mix of values a batch holds, with Delta's statistics.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_partitioned_append_splits_rows_by_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Warehouse::open(dir.path()).unwrap();
+        let mut w = wh.append(Table::Tags).await.unwrap();
+        w.write(tag_rows(&[2, 1, 2], 19_000)).await.unwrap();
+        w.write(tag_rows(&[3], 19_000)).await.unwrap();
+        w.write(tag_rows(&[1], 19_000)).await.unwrap();
+        w.commit().await.unwrap();
+        assert_eq!(wh.row_count(Table::Tags).await.unwrap(), 5);
+        let mut rows: Vec<(String, String)> = Vec::new();
+        for f in wh.files(Table::Tags).await.unwrap() {
+            let value = f.partition_value("snapshot").unwrap().to_string();
+            let dir_name = f.path.parent().unwrap().file_name().unwrap().to_string_lossy().to_string();
+            assert_eq!(dir_name, format!("snapshot={value}"));
+            for b in crate::scan::file_batches(Table::Tags, &f.path, &[crate::scan::Wanted::plain(Table::Tags, "name")])
+                .unwrap()
+            {
+                let b = b.unwrap();
+                let names = b.column(0).as_string::<i32>();
+                rows.extend((0..b.num_rows()).map(|i| (value.clone(), names.value(i).to_string())));
+            }
+        }
+        rows.sort();
+        let want = [("1", "t0"), ("1", "t1"), ("2", "t0"), ("2", "t2"), ("3", "t0")];
+        assert_eq!(rows, want.map(|(a, b)| (a.to_string(), b.to_string())));
+        let log = std::fs::read_to_string(dir.path().join("tags/_delta_log/00000000000000000001.json")).unwrap();
+        assert_eq!(log.matches("\"add\"").count(), 3, "one file per value: {log}");
+        assert!(log.contains(r#"\"as_of\":\"2022-01-08\""#), "dates as Delta writes them: {log}");
+        assert!(!log.contains(r#"\"snapshot\":1"#), "no statistics of the partition column: {log}");
     }
 
     #[tokio::test]

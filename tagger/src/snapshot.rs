@@ -181,9 +181,22 @@ async fn commit(wh: &Warehouse, lock: &WriterLock, base: Option<i64>, new: NewSn
             shared.entry(name).or_insert(row);
         }
     }
-    let batch = snapshot_batch(snapshot, new, &shared)?;
     writer.claim(SNAPSHOT_CLAIM, snapshot);
-    writer.write(batch).await?;
+    // A few hundred tags at a time: the bitmaps are serialized, written and
+    // freed block by block, never held twice whole.
+    const WRITE_BLOCK: usize = 256;
+    let created = chrono::Utc::now().timestamp_micros();
+    let NewSnapshot { as_of, base_members, features_version, catalog_digest, tags } = new;
+    let mut pending = tags.into_iter();
+    loop {
+        let block: Vec<(TagInfo, RoaringBitmap)> = pending.by_ref().take(WRITE_BLOCK).collect();
+        if block.is_empty() {
+            break;
+        }
+        let head =
+            NewSnapshot { as_of, base_members, features_version, catalog_digest: catalog_digest.clone(), tags: block };
+        writer.write(snapshot_batch(snapshot, created, head, &shared)?).await?;
+    }
     writer.commit().await?;
     Ok(snapshot)
 }
@@ -218,11 +231,16 @@ pub fn digest(bytes: &[u8]) -> String {
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(bytes))
 }
 
-/// The rows of snapshot `snapshot`: each tag's bytes, or a reference to
-/// the holder `shared` names for it when its digest equals the one there.
-fn snapshot_batch(snapshot: i64, new: NewSnapshot, shared: &HashMap<String, (String, i64)>) -> Result<RecordBatch> {
+/// Rows of snapshot `snapshot` (committed at `created`, in microseconds):
+/// each tag's bytes, or a reference to the holder `shared` names for it
+/// when its digest equals the one there.
+fn snapshot_batch(
+    snapshot: i64,
+    created: i64,
+    new: NewSnapshot,
+    shared: &HashMap<String, (String, i64)>,
+) -> Result<RecordBatch> {
     let n = new.tags.len();
-    let created = chrono::Utc::now().timestamp_micros();
     let as_of = crate::features::date_to_day(new.as_of);
     // Serialize each bitmap straight into the column and free it: the
     // snapshot never holds a tag twice in memory.

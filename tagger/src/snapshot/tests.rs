@@ -167,7 +167,7 @@ async fn rows_without_a_digest_hold_their_bytes_and_are_stored_again_once() {
     // Rows as a table written before references reads them: no digest,
     // no reference (storage's tests cover gaining the columns).
     let a = RoaringBitmap::from_iter(0..10u32);
-    let full = snapshot_batch(1, new_snapshot(day(0), &[("a", a.clone())]), &HashMap::new()).unwrap();
+    let full = snapshot_batch(1, 0, new_snapshot(day(0), &[("a", a.clone())]), &HashMap::new()).unwrap();
     let mut columns = full.columns().to_vec();
     columns[14] = arrow::array::new_null_array(columns[14].data_type(), 1);
     let batch = RecordBatch::try_new(full.schema(), columns).unwrap();
@@ -318,7 +318,7 @@ async fn a_reference_without_its_bytes_is_an_error_naming_the_tag_and_snapshot()
         ("c".to_string(), (digest(&bytes), 9)),
     ]);
     let tags = [("a", a.clone()), ("b", b.clone()), ("c", b.clone())];
-    let batch = snapshot_batch(2, new_snapshot(day(1), &tags), &shared).unwrap();
+    let batch = snapshot_batch(2, 0, new_snapshot(day(1), &tags), &shared).unwrap();
     let mut w = wh.append(Table::Tags).await.unwrap();
     w.write(batch).await.unwrap();
     w.commit().await.unwrap();
