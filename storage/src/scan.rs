@@ -12,6 +12,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::{Error, Result, Table, Warehouse};
 use arrow::array::RecordBatch;
@@ -301,7 +302,109 @@ where
             units.push((path.clone(), meta.clone(), indices.clone(), rg));
         }
     }
-    units.into_par_iter().try_for_each(|(path, meta, indices, rg)| {
+    // Row groups are taken in file order, one at a time per thread, so the
+    // read-ahead knows what comes next.
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| read_ahead(&units, &next, &stop));
+        let done = (0..rayon::current_num_threads().max(1)).into_par_iter().try_for_each(|_| {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= units.len() || stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                if let Err(e) = read_unit(table, &units[i], wanted, &each) {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        });
+        stop.store(true, Ordering::Relaxed);
+        done
+    })
+}
+
+/// A row group to read: its file, the file's metadata, the projected
+/// columns and the row group's index.
+type Unit = (PathBuf, ArrowReaderMetadata, Vec<usize>, usize);
+
+/// Bytes the read-ahead asks for beyond the row group being read.
+const READ_AHEAD: u64 = 256 << 20;
+
+/// Reads the projected column chunks of the coming row groups into the
+/// page cache, up to [`READ_AHEAD`] bytes beyond the next one to be taken,
+/// until `stop`.
+///
+/// A scan reads each column chunk with one blocking read. When the files
+/// are not in the page cache (a nightly refresh reads the 7 GB of `orders`
+/// at 42 M members, and the machine measured gives pages idle for a
+/// minute back to its host), every read waited for the device while the
+/// core idled: the `features` phase of a 42 M refresh took 56 s from a
+/// cold cache against 36 s from a warm one. This thread waits for the
+/// device instead, ahead of the decoders; it changes nothing but timing.
+fn read_ahead(units: &[Unit], next: &AtomicUsize, stop: &AtomicBool) {
+    let mut ahead: std::collections::VecDeque<(usize, u64)> = Default::default();
+    let mut asked = 0u64;
+    let mut open: Option<(&Path, File)> = None;
+    let mut scratch = vec![0u8; 1 << 20];
+    for (i, (path, meta, indices, rg)) in units.iter().enumerate() {
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let taken = next.load(Ordering::Relaxed);
+            while ahead.front().is_some_and(|(k, _)| *k < taken) {
+                asked -= ahead.pop_front().expect("checked").1;
+            }
+            if asked < READ_AHEAD {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if open.as_ref().is_none_or(|(p, _)| *p != path.as_path()) {
+            let Ok(file) = File::open(path) else { continue };
+            open = Some((path.as_path(), file));
+        }
+        let file = &open.as_ref().expect("opened above").1;
+        let group = meta.metadata().row_group(*rg);
+        let mut bytes = 0;
+        for &c in indices {
+            if let Some(chunk) = group.columns().get(c) {
+                let (start, len) = chunk.byte_range();
+                will_need(file, start, len, &mut scratch);
+                bytes += len;
+            }
+        }
+        ahead.push_back((i, bytes));
+        asked += bytes;
+    }
+}
+
+/// Reads `len` bytes of `file` from `start` into `scratch` and drops them:
+/// what stays is the page cache's copy, for the reader that comes next.
+/// A failed read only loses the read-ahead (the reader reports errors).
+fn will_need(file: &File, start: u64, len: u64, scratch: &mut [u8]) {
+    use std::os::unix::fs::FileExt;
+    let mut at = start;
+    while at < start + len {
+        let n = scratch.len().min((start + len - at) as usize);
+        match file.read_at(&mut scratch[..n], at) {
+            Ok(0) | Err(_) => return,
+            Ok(read) => at += read as u64,
+        }
+    }
+}
+
+/// Reads one row group and calls `each` with its batches.
+fn read_unit<F, E>(table: Table, unit: &Unit, wanted: &[Wanted], each: &F) -> std::result::Result<(), E>
+where
+    F: Fn(&RecordBatch) -> std::result::Result<(), E> + Sync,
+    E: From<Error> + Send,
+{
+    let (path, meta, indices, rg) = unit;
+    let (meta, rg) = (meta.clone(), *rg);
+    {
         let err = |message: String| Error::Parquet { table: table.name(), path: path.clone(), message };
         let file = File::open(&path).map_err(|source| Error::File { path: path.clone(), source })?;
         let mask = ProjectionMask::roots(meta.parquet_schema(), indices.iter().copied());
@@ -312,12 +415,12 @@ where
             .build()
             .map_err(parquet_err(table, &path))?;
         for batch in reader {
-            let batch = batch.map_err(arrow_err(table, &path))?;
+            let batch = batch.map_err(arrow_err(table, path))?;
             let batch = conform(&batch, wanted).map_err(err)?;
             each(&batch)?;
         }
         Ok(())
-    })
+    }
 }
 
 /// The batches of one file of `table`, in file order, holding `wanted`
@@ -447,6 +550,50 @@ mod footer_tests {
         w.write(&batch).unwrap();
         w.close().unwrap();
         path
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(16))]
+        /// Every row of every row group arrives exactly once, whatever the
+        /// files and row groups (the threads take row groups in order, a
+        /// read-ahead thread reading ahead of them); a failing `each` stops
+        /// the scan with its error.
+        #[test]
+        fn a_scan_delivers_every_row_once_and_stops_at_an_error(
+            sizes in proptest::collection::vec((0usize..300, 1usize..40), 0..8),
+            fail_at in proptest::option::of(0i64..2_000),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut files = Vec::new();
+            let mut want = Vec::new();
+            for (f, (rows, per_group)) in sizes.iter().enumerate() {
+                let values: Vec<Option<i64>> = (0..*rows).map(|r| Some((f * 1_000 + r) as i64)).collect();
+                want.extend(values.iter().flatten().copied());
+                files.push(file(dir.path(), &format!("{f}.parquet"), &values, *per_group, true));
+            }
+            let got = std::sync::Mutex::new(Vec::new());
+            let result = scan::<_, Error>(Table::Orders, &files, &[Wanted::plain(Table::Orders, "member_key")], |b| {
+                let keys = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                if let Some(bad) = fail_at.filter(|v| keys.values().contains(v)) {
+                    return Err(Error::Unsupported { table: "orders", message: format!("row {bad}") });
+                }
+                got.lock().unwrap().extend(keys.values().iter().copied());
+                Ok(())
+            });
+            let mut got = got.into_inner().unwrap();
+            got.sort_unstable();
+            match fail_at.filter(|v| want.contains(v)) {
+                Some(bad) => {
+                    let e = result.unwrap_err().to_string();
+                    proptest::prop_assert!(e.contains(&format!("row {bad}")), "{}", e);
+                    proptest::prop_assert!(!got.contains(&bad));
+                }
+                None => {
+                    result.unwrap();
+                    proptest::prop_assert_eq!(got, want);
+                }
+            }
+        }
     }
 
     /// The footers' maximum equals the maximum a scan finds, over row
