@@ -403,24 +403,21 @@ where
     E: From<Error> + Send,
 {
     let (path, meta, indices, rg) = unit;
-    let (meta, rg) = (meta.clone(), *rg);
-    {
-        let err = |message: String| Error::Parquet { table: table.name(), path: path.clone(), message };
-        let file = File::open(&path).map_err(|source| Error::File { path: path.clone(), source })?;
-        let mask = ProjectionMask::roots(meta.parquet_schema(), indices.iter().copied());
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
-            .with_projection(mask)
-            .with_row_groups(vec![rg])
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .map_err(parquet_err(table, &path))?;
-        for batch in reader {
-            let batch = batch.map_err(arrow_err(table, path))?;
-            let batch = conform(&batch, wanted).map_err(err)?;
-            each(&batch)?;
-        }
-        Ok(())
+    let err = |message: String| Error::Parquet { table: table.name(), path: path.clone(), message };
+    let file = File::open(path).map_err(|source| Error::File { path: path.clone(), source })?;
+    let mask = ProjectionMask::roots(meta.parquet_schema(), indices.iter().copied());
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta.clone())
+        .with_projection(mask)
+        .with_row_groups(vec![*rg])
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(parquet_err(table, path))?;
+    for batch in reader {
+        let batch = batch.map_err(arrow_err(table, path))?;
+        let batch = conform(&batch, wanted).map_err(err)?;
+        each(&batch)?;
     }
+    Ok(())
 }
 
 /// The batches of one file of `table`, in file order, holding `wanted`
