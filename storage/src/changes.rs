@@ -144,26 +144,52 @@ impl Warehouse {
                 ),
             });
         }
-        for a in adds {
-            let add: deltalake::kernel::Add = serde_json::from_str(a).map_err(|e| err(DeltaTableError::from(e)))?;
-            actions.push(Action::Add(add));
-        }
-        actions.extend(claims.iter().map(|&(app, id)| Action::Txn(deltalake::kernel::Transaction::new(app, id))));
+        let claims = claims.iter().map(|&(app, id)| deltalake::kernel::Transaction::new(app, id)).collect();
         let operation = if removes.is_empty() {
             DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: None }
         } else {
             DeltaOperation::Update { predicate: None }
         };
-        let done = CommitBuilder::default()
-            .with_actions(actions)
-            .build(Some(snapshot), delta.log_store(), operation)
+        let version = commit_on(&delta, actions, adds, claims, operation)
             .await
             .map_err(self.commit_err(table, "another writer changed the table at the same time"))?;
-        Ok(Some(done.version() as u64))
+        Ok(Some(version))
     }
 }
 
+/// One commit on the version `delta` holds of `actions`, then `adds` (add
+/// actions as JSON), then `claims` (txn actions): Delta's conflict checker
+/// compares it with every commit since that version.
+pub(crate) async fn commit_on(
+    delta: &deltalake::DeltaTable,
+    mut actions: Vec<Action>,
+    adds: &[String],
+    claims: Vec<deltalake::kernel::Transaction>,
+    operation: DeltaOperation,
+) -> std::result::Result<u64, DeltaTableError> {
+    for a in adds {
+        actions.push(Action::Add(serde_json::from_str(a)?));
+    }
+    actions.extend(claims.into_iter().map(Action::Txn));
+    let done = CommitBuilder::default()
+        .with_actions(actions)
+        .build(Some(delta.snapshot()?), delta.log_store(), operation)
+        .await?;
+    Ok(done.version() as u64)
+}
+
 impl Warehouse {
+    /// Deletes the files of `adds` (add actions never committed), as far
+    /// as it can: the cleanup after a failed write, whose own error is the
+    /// answer.
+    pub(crate) fn remove_added(&self, table: Table, adds: &[String]) {
+        for add in adds {
+            if let Ok(path) = self.added_file(table, add) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
     /// The local file of a Delta `add` action (as JSON, from
     /// [`PartWriter::finish`](crate::PartWriter::finish)) of `table`.
     pub fn added_file(&self, table: Table, add: &str) -> Result<PathBuf> {

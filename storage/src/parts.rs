@@ -147,10 +147,16 @@ impl DirectParts {
         Ok(())
     }
 
-    /// Closes the last file; returns the `add` actions of every file, as JSON.
+    /// Closes the last file; returns the `add` actions of every file, as
+    /// JSON. When the last file cannot be closed, deletes them all.
     pub(crate) fn finish(mut self) -> Result<Vec<String>> {
-        self.close_file()?;
-        Ok(self.adds)
+        match self.close_file() {
+            Ok(()) => Ok(self.adds),
+            Err(e) => {
+                self.abort();
+                Err(e)
+            }
+        }
     }
 
     /// Deletes every file this writer made: a write that failed leaves

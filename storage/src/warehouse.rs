@@ -702,11 +702,7 @@ impl Warehouse {
             }
         }
         if let Some(e) = failed {
-            for add in &adds {
-                if let Ok(path) = self.added_file(table, add) {
-                    let _ = std::fs::remove_file(path);
-                }
-            }
+            self.remove_added(table, &adds);
             return Err(e);
         }
         self.commit_overwrite(table, schema, &adds, inputs).await
@@ -1077,11 +1073,7 @@ impl TableWriter {
             None => self.commit_adds(&adds).await.map_err(warehouse.commit_err(table, &what)),
         };
         if committed.is_err() {
-            for add in &adds {
-                if let Ok(path) = warehouse.added_file(table, add) {
-                    let _ = std::fs::remove_file(path);
-                }
-            }
+            warehouse.remove_added(table, &adds);
         }
         committed.map(Some)
     }
@@ -1093,21 +1085,11 @@ impl TableWriter {
     /// One commit of `adds` and the claims, on the version this writer
     /// read: Delta's conflict checker compares it with every commit since.
     async fn commit_adds(&self, adds: &[String]) -> std::result::Result<u64, DeltaTableError> {
-        use deltalake::kernel::Action;
-        let mut actions = Vec::with_capacity(adds.len() + self.claims.len());
-        for a in adds {
-            actions.push(Action::Add(serde_json::from_str(a).map_err(DeltaTableError::from)?));
-        }
-        actions.extend(self.claims.iter().cloned().map(Action::Txn));
         let partition_by = Some(self.table.partition_columns().iter().map(|c| c.to_string()).collect())
             .filter(|p: &Vec<String>| !p.is_empty());
         let operation =
             deltalake::protocol::DeltaOperation::Write { mode: SaveMode::Append, partition_by, predicate: None };
-        let done = deltalake::kernel::transaction::CommitBuilder::default()
-            .with_actions(actions)
-            .build(Some(self.delta.snapshot()?), self.delta.log_store(), operation)
-            .await?;
-        Ok(done.version() as u64)
+        crate::changes::commit_on(&self.delta, Vec::new(), adds, self.claims.clone(), operation).await
     }
 }
 
