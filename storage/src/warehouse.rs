@@ -951,7 +951,13 @@ impl TableWriter {
             return Ok(());
         }
         check_batch(self.table, &batch)?;
+        self.write_parts(&batch)?;
         self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Writes a checked batch into the files of its partition values.
+    fn write_parts(&mut self, batch: &RecordBatch) -> Result<()> {
         let [column] = self.table.partition_columns() else {
             if !self.table.partition_columns().is_empty() {
                 return Err(Error::Unsupported {
@@ -959,7 +965,7 @@ impl TableWriter {
                     message: "an append to a table partitioned by more than one column".into(),
                 });
             }
-            return self.parts_of(None, &batch.schema())?.write(&batch);
+            return self.parts_of(None, &batch.schema())?.write(batch);
         };
         // Delta's data files leave the partition column out.
         let at = batch.schema().index_of(column).map_err(|e| self.batch_err(e.to_string()))?;
@@ -980,7 +986,7 @@ impl TableWriter {
                 _ => {
                     let mask = arrow::compute::kernels::cmp::eq(values, &arrow::array::Int64Array::new_scalar(value))
                         .map_err(|e| self.batch_err(e.to_string()))?;
-                    arrow::compute::filter_record_batch(&batch, &mask).map_err(|e| self.batch_err(e.to_string()))?
+                    arrow::compute::filter_record_batch(batch, &mask).map_err(|e| self.batch_err(e.to_string()))?
                 }
             };
             let part = part.project(&rest).map_err(|e| self.batch_err(e.to_string()))?;
@@ -1691,6 +1697,31 @@ pub(crate) mod tests {
         let wh = Warehouse::open(dir.path()).unwrap();
         let mut w = wh.append(Table::Tags).await.unwrap();
         w.write(tag_rows(&[1, 1], 0)).await.unwrap();
+        w.commit().await.unwrap();
+        assert_eq!(wh.row_count(Table::Tags).await.unwrap(), 2);
+    }
+
+    /// A batch whose partition column holds a null (its field made
+    /// nullable) is refused with the column named; the append goes on.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_null_partition_value_is_refused_and_the_append_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Warehouse::open(dir.path()).unwrap();
+        let good = tag_rows(&[1, 1], 0);
+        let fields: Vec<_> = good
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| if f.name() == "snapshot" { f.as_ref().clone().with_nullable(true) } else { f.as_ref().clone() })
+            .collect();
+        let mut columns = good.columns().to_vec();
+        columns[good.schema().index_of("snapshot").unwrap()] = Arc::new(Int64Array::from(vec![Some(1), None]));
+        let bad = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+        let mut w = wh.append(Table::Tags).await.unwrap();
+        let err = w.write(bad).await.unwrap_err().to_string();
+        assert!(err.contains("partition column `snapshot` holds nulls"), "{err}");
+        assert_eq!(w.rows(), 0, "a refused batch is not counted");
+        w.write(good).await.unwrap();
         w.commit().await.unwrap();
         assert_eq!(wh.row_count(Table::Tags).await.unwrap(), 2);
     }
