@@ -13,7 +13,8 @@
 //! the input or of the warehouse: which keys a table already holds comes
 //! from its key index ([`crate::keys`]), probed a chunk of input at a time,
 //! never loaded whole. The budget is split as follows:
-//! - orders: a chunk of converted rows (1/8); this run's new line keys
+//! - orders: a chunk of converted rows (1/8) and the next chunk, read and
+//!   converted while the current one is checked (1/8); this run's new line keys
 //!   (1/4: each chunk sorts its keys once, which finds the chunk's own
 //!   repeats and is the index probe, and keeps the new ones as a sorted run
 //!   in memory; held runs are merged onto disk by a background thread, and
@@ -22,8 +23,8 @@
 //!   before the commit); from
 //!   the second chunk on, the member dictionary (20 bytes a member) and the
 //!   line keys' filters (1.25 bytes a stored line) held in memory when they
-//!   fit in 3/8 and 1/2 of the budget together, instead of being read again
-//!   for every chunk; the writers and the read-ahead (the rest);
+//!   fit in 3/8 of the budget together, instead of being read again for
+//!   every chunk; the writers (the rest);
 //! - members and products: the incoming rows (1/3; beyond, they are spilled
 //!   to 64 files by key hash and processed a part at a time), the lookups
 //!   and the writers (the rest).
@@ -114,6 +115,25 @@ impl IngestOptions {
 
     fn writers(&self) -> usize {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8)
+    }
+
+    /// Order lines checked at a time: 1/8 of the budget.
+    fn chunk_rows(&self) -> usize {
+        self.limits.map(|l| l.chunk_rows).unwrap_or((self.memory / 8 / orders::LINE_BYTES).max(1 << 16))
+    }
+
+    /// Messages the reader may send ahead of the consumer. For orders,
+    /// one chunk's worth of pieces (a piece holds at most `batch_rows`
+    /// rows and comes with its row count): the next chunk is read and
+    /// converted while the consumer checks the current one. Without it the
+    /// two took turns, and the consumer's share of a chunk ran on one core
+    /// (a third of a 42 M-member backfill's time). Members and products
+    /// are read into a spill, not checked a chunk at a time: a few pieces.
+    fn read_ahead(&self) -> usize {
+        match self.mapping.table {
+            Table::Orders => 2 * self.chunk_rows().div_ceil(self.batch_rows).max(2),
+            _ => 4,
+        }
     }
 }
 
@@ -250,7 +270,7 @@ fn spawn_reader(
     opts: IngestOptions,
     progress: Arc<dyn Progress>,
 ) -> tokio::sync::mpsc::Receiver<Message> {
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let (tx, rx) = tokio::sync::mpsc::channel(opts.read_ahead());
     std::thread::spawn(move || {
         let read_opts =
             ReadOptions { delimiter: opts.mapping.delimiter, batch_rows: opts.batch_rows, ..ReadOptions::default() };

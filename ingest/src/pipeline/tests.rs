@@ -429,6 +429,62 @@ async fn bounded_paths_give_what_one_pass_in_memory_gives() {
     assert_eq!(rows(&plain, Table::Orders, &["member_key"]).await, rows(&small, Table::Orders, &["member_key"]).await);
 }
 
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+    /// Orders checked a chunk at a time, in chunks and batches of any
+    /// sizes (so chunks of every size follow one another in the buffers
+    /// they share, and the reader runs ahead by as many pieces), keep
+    /// exactly the first occurrence of each line of a known member, as one
+    /// naive pass over the lines says.
+    #[test]
+    fn chunked_orders_keep_the_first_of_each_known_line_at_any_size(
+        lines in proptest::collection::vec((0u32..25, 1u32..3, 0u32..8), 1..80),
+        chunk_rows in 1usize..20,
+        batch_rows in 1usize..8,
+        line_keys in 1usize..10,
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let (got, inserted) = rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let wh = Warehouse::open(dir.path().join("wh")).unwrap();
+            // Members M0..M5 are known; M6 and M7 are not.
+            let m = members_csv(dir.path(), "m.csv", 6, "Lyon");
+            run(&wh, Table::Members, &[m], None, false).await;
+            let mut csv = String::from("order_id,line_no,member_id,ordered_at,channel,sku,quantity,amount\n");
+            for (i, (order, line, member)) in lines.iter().enumerate() {
+                csv.push_str(&format!("o{order},{line},M{member},2025-06-01T10:00:00Z,store,S1,1,{i}\n"));
+            }
+            let o = write(dir.path(), "o.csv", csv.as_bytes());
+            let opts = IngestOptions::builder(CheckedMapping::canonical(Table::Orders))
+                .batch_rows(batch_rows)
+                .limits(Limits { chunk_rows, line_keys, incoming_bytes: 300, rows_per_file: 4 })
+                .build()
+                .unwrap();
+            let s = run_with(&wh, &[o], &opts).await;
+            let mut got = Vec::new();
+            for b in wh.read(Table::Orders, Some(&["order_id", "line_no", "amount"])).await.unwrap() {
+                let (id, line) = (b.column(0).as_string::<i32>(), b.column(1).as_primitive::<arrow::datatypes::Int32Type>());
+                let amount = b.column(2).as_primitive::<arrow::datatypes::Float64Type>();
+                for r in 0..b.num_rows() {
+                    got.push(format!("{}/{}/{}", id.value(r), line.value(r), amount.value(r)));
+                }
+            }
+            got.sort();
+            (got, s.inserted)
+        });
+        let mut seen = std::collections::HashSet::new();
+        let mut want = Vec::new();
+        for (i, (order, line, member)) in lines.iter().enumerate() {
+            if *member < 6 && seen.insert((order, line)) {
+                want.push(format!("o{order}/{line}/{i}"));
+            }
+        }
+        want.sort();
+        proptest::prop_assert_eq!(inserted as usize, want.len());
+        proptest::prop_assert_eq!(got, want);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn member_upserts_spilled_by_key_hash_keep_keys_dense_and_rows_exact() {
     let dir = tempfile::tempdir().unwrap();
