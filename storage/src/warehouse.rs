@@ -911,6 +911,11 @@ fn parquet_properties(table: Table, schema: &SchemaRef) -> parquet::file::proper
                 props = props.set_column_dictionary_enabled(column(), true)
             }
             Int32 if !features => props = props.set_column_dictionary_enabled(column(), true),
+            // Serialized roaring bitmaps: Snappy made a 42 M-member
+            // snapshot 5.5 % smaller (1.41 against 1.49 GB) for a second of
+            // the commit, on the one thread that encodes the snapshot, and
+            // every reader then decompressed it again.
+            Binary => props = props.set_column_compression(column(), parquet::basic::Compression::UNCOMPRESSED),
             Int32 | Int64 if features => {
                 props = props
                     .set_column_encoding(column(), Encoding::DELTA_BINARY_PACKED)
