@@ -127,7 +127,8 @@ impl IngestOptions {
     /// rows and comes with its row count): the next chunk is read and
     /// converted while the consumer checks the current one. Without it the
     /// two took turns, and the consumer's share of a chunk ran on one core
-    /// (a third of a 42 M-member backfill's time). Members and products
+    /// (about half of each chunk's time in a 42 M-member backfill, which
+    /// now takes 0.78 of its time before). Members and products
     /// are read into a spill, not checked a chunk at a time: a few pieces.
     fn read_ahead(&self) -> usize {
         match self.mapping.table {
