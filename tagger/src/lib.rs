@@ -34,6 +34,7 @@ mod exclusive;
 pub mod features;
 mod refresh;
 pub mod rule;
+mod select;
 pub mod snapshot;
 mod tagdef;
 #[cfg(test)]
