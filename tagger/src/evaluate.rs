@@ -26,13 +26,9 @@ pub use crate::tagdef::TagDef;
 use crate::tagdef::{Kind, Origin};
 use crate::{Error, Result};
 
+pub use crate::select::{CUT_END, CutStart};
+
 /// An ordered cut of the base (a score or a rank).
-/// A place in a cut's order: the ordered value bits and the member key.
-pub type CutStart = (u64, u32);
-
-/// A [`CutStart`] past every member (a group that starts after the last one).
-pub const CUT_END: CutStart = (u64::MAX, u32::MAX);
-
 #[derive(Debug, Clone)]
 struct Cut {
     feature: usize,

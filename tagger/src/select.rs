@@ -21,7 +21,11 @@
 
 use rayon::prelude::*;
 
-use crate::evaluate::{CUT_END, CutStart};
+/// A place in a cut's order: the ordered value bits and the member key.
+pub type CutStart = (u64, u32);
+
+/// A [`CutStart`] past every member (a group that starts after the last one).
+pub const CUT_END: CutStart = (u64::MAX, u32::MAX);
 
 /// Pairs of one group gathered and sorted instead of counted further.
 const COLLECT: usize = 1 << 10;
