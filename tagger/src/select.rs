@@ -18,6 +18,11 @@
 //! differ in fewer bits every round, so there are at most eight rounds;
 //! once the groups left hold a quarter of the pairs in question or fewer,
 //! those are copied out and the later rounds read only them.
+//!
+//! Beside the pairs, it holds 192 KiB of counts per group still counted
+//! per thread (a group per wanted position at most), at most [`COLLECT`]
+//! gathered pairs per wanted position, and the copied pairs: none of it
+//! grows with more than the pairs themselves.
 
 use rayon::prelude::*;
 
