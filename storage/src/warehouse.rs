@@ -520,6 +520,49 @@ impl Warehouse {
         Ok(plan)
     }
 
+    /// Deletes the data files of `table` written since `since` that its
+    /// current version does not reference: what a command holding `lock`
+    /// wrote and never committed because it failed. Returns them, with
+    /// sizes.
+    ///
+    /// A failed ingest of a day's or a history's orders otherwise leaves
+    /// every file it wrote until `taglake vacuum`, and when it failed
+    /// because the disk was full, the disk stays full. Under the writer
+    /// lock nothing else writes, so an unreferenced file written since is
+    /// garbage; a file the table replaced keeps the date it was written
+    /// (before `since`), so older versions stay readable. Commit files
+    /// (`_delta_log`) are not touched.
+    pub async fn remove_uncommitted(
+        &self,
+        lock: &crate::WriterLock,
+        table: Table,
+        since: std::time::SystemTime,
+    ) -> Result<Vacuumed> {
+        lock.check(self)?;
+        let folder = self.table_path(table);
+        let mut files = Vec::new();
+        if !folder.is_dir() {
+            return Ok(Vacuumed { table, files });
+        }
+        let live: std::collections::HashSet<PathBuf> = self.files(table).await?.into_iter().map(|f| f.path).collect();
+        let log = folder.join("_delta_log");
+        walk(&folder, &mut |path, meta| {
+            let recent = meta.modified().is_ok_and(|m| m >= since);
+            if recent && !path.starts_with(&log) && !live.contains(path) {
+                files.push((path.to_path_buf(), meta.len()));
+            }
+        })?;
+        files.sort();
+        for (path, _) in &files {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(Error::File { path: path.clone(), source }),
+            }
+        }
+        Ok(Vacuumed { table, files })
+    }
+
     /// What [`Warehouse::vacuum`] would delete with this `retain`, without
     /// deleting anything or taking the writer lock (`taglake status`).
     pub async fn reclaimable(&self, table: Table, retain: chrono::Duration) -> Result<Vacuumed> {
@@ -1616,6 +1659,60 @@ pub(crate) mod tests {
         let v1 = wh.version(t).await.unwrap();
         drop(wh.append(t).await.unwrap());
         assert_eq!(wh.version(t).await.unwrap(), v1);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn remove_uncommitted_takes_only_unreferenced_files_written_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Warehouse::open(dir.path()).unwrap();
+        let lock = wh.lock_writer("storage test", crate::Wait::No).unwrap();
+        // Version 0 holds `old`; version 1 replaces it with `live`, so `old`
+        // is what version 0 still reads.
+        let mut w = wh.append(Table::MemberIds).await.unwrap();
+        w.write(ids(&[("a", 0)])).await.unwrap();
+        w.commit().await.unwrap();
+        let old = wh.files(Table::MemberIds).await.unwrap()[0].path.clone();
+        wh.overwrite(Table::MemberIds, vec![ids(&[("a", 0), ("b", 1)])]).await.unwrap();
+        let live = wh.files(Table::MemberIds).await.unwrap()[0].path.clone();
+        assert_ne!(old, live);
+        let folder = wh.table_path(Table::MemberIds);
+        for f in [&old, &live] {
+            age(f, std::time::Duration::from_secs(60));
+        }
+        let since = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
+        // What a failed command left: a finished file never committed, a
+        // file cut off while being written, one in a partition folder.
+        let never = folder.join("part-00000-never.parquet");
+        std::fs::copy(&live, &never).unwrap();
+        let partial = folder.join("part-00001-cut.parquet#1");
+        std::fs::write(&partial, b"PAR1 half").unwrap();
+        let nested = folder.join("x=1").join("part-00000-nested.parquet");
+        std::fs::create_dir_all(nested.parent().unwrap()).unwrap();
+        std::fs::write(&nested, b"PAR1").unwrap();
+        // An orphan from before `since` is left to `vacuum`.
+        let earlier = folder.join("part-00000-earlier.parquet");
+        std::fs::write(&earlier, b"PAR1").unwrap();
+        age(&earlier, std::time::Duration::from_secs(60));
+        // A file committed since `since` is referenced: it stays.
+        let mut w = wh.append(Table::MemberIds).await.unwrap();
+        w.write(ids(&[("c", 2)])).await.unwrap();
+        w.commit().await.unwrap();
+        let fresh: Vec<PathBuf> =
+            wh.files(Table::MemberIds).await.unwrap().into_iter().map(|f| f.path).filter(|p| *p != live).collect();
+        assert_eq!(fresh.len(), 1);
+        let logs_before = std::fs::read_dir(folder.join("_delta_log")).unwrap().count();
+
+        let done = wh.remove_uncommitted(&lock, Table::MemberIds, since).await.unwrap();
+        let mut want: Vec<PathBuf> = vec![never.clone(), partial.clone(), nested.clone()];
+        want.sort();
+        assert_eq!(done.files.iter().map(|f| f.0.clone()).collect::<Vec<_>>(), want);
+        assert!(want.iter().all(|f| !f.exists()));
+        assert!(live.exists() && old.exists() && earlier.exists() && fresh[0].exists());
+        assert_eq!(std::fs::read_dir(folder.join("_delta_log")).unwrap().count(), logs_before);
+        assert_eq!(wh.row_count(Table::MemberIds).await.unwrap(), 3);
+        // A table never written, and nothing left to take.
+        assert!(wh.remove_uncommitted(&lock, Table::Orders, since).await.unwrap().files.is_empty());
+        assert!(wh.remove_uncommitted(&lock, Table::MemberIds, since).await.unwrap().files.is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread")]
