@@ -70,7 +70,29 @@ pub(crate) async fn ingest_files(
     let files = taglake_ingest::source::expand_inputs(files)?;
     let opts = IngestOptions::builder(mapping).create_members(create_members).memory(memory).build()?;
     let (bar, pb) = IngestBar::new(&format!("ingest {}", table.name()));
-    let s = taglake_ingest::ingest(wh, &files, &opts, bar).await?;
+    let started = std::time::SystemTime::now();
+    let s = match taglake_ingest::ingest(wh, &files, &opts, bar).await {
+        Ok(s) => s,
+        Err(e) => {
+            pb.finish_and_clear();
+            // What the failed run wrote goes now, not at the next vacuum:
+            // after a full disk, the disk is usable again.
+            match taglake_ingest::discard_failed(wh, lock, started).await {
+                Ok(d) if d.files > 0 => eprintln!(
+                    "note: the files this ingest wrote and did not commit were deleted ({} file{}, {})",
+                    d.files,
+                    if d.files == 1 { "" } else { "s" },
+                    report::bytes(d.bytes)
+                ),
+                Ok(_) => {}
+                Err(c) => eprintln!(
+                    "note: the files this ingest wrote and did not commit could not be deleted ({c}); \
+                     `taglake vacuum --retain 0` deletes them"
+                ),
+            }
+            return Err(e.into());
+        }
+    };
     pb.finish_and_clear();
     for (path, reason) in &s.failed_files {
         eprintln!("error: {}: {reason}", path.display());

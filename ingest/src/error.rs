@@ -67,6 +67,17 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The thread reading the input stopped in the middle of a file (a
+    /// panic in a decoder, or in the caller's [`crate::Progress`]). The
+    /// ingest then commits nothing: before, the rows read so far were
+    /// committed as if the input had ended there.
+    #[error("reading {} stopped: {message}; nothing was committed (this is likely a bug)", path.display())]
+    ReaderStopped {
+        /// The file being read.
+        path: PathBuf,
+        /// The panic's message.
+        message: String,
+    },
     /// An Arrow kernel failed on data ingest had already validated: a bug.
     #[error("internal error while {context}: {source} (this is likely a bug in taglake)")]
     Internal {

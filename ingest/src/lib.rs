@@ -38,5 +38,6 @@ pub use dictionary::MemberDictionary;
 pub use error::{Error, Result};
 pub use mapping::{CheckedMapping, Mapping};
 pub use pipeline::{
-    DEFAULT_MEMORY, IngestOptions, IngestOptionsBuilder, IngestSummary, MIN_MEMORY, NoProgress, Progress, ingest,
+    DEFAULT_MEMORY, Discarded, IngestOptions, IngestOptionsBuilder, IngestSummary, MIN_MEMORY, NoProgress, Progress,
+    discard_failed, ingest,
 };

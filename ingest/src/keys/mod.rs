@@ -70,6 +70,10 @@ pub enum KeyKind {
 }
 
 impl KeyKind {
+    /// Every kind.
+    pub const ALL: [KeyKind; 5] =
+        [KeyKind::OrderLines, KeyKind::MemberIds, KeyKind::Members, KeyKind::Products, KeyKind::Quarantine];
+
     /// The table indexed.
     pub fn table(self) -> Table {
         match self {
@@ -256,13 +260,59 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::Index { path: path.to_path_buf(), source: e.into() }
 }
 
+fn index_dir(wh: &Warehouse, kind: KeyKind) -> PathBuf {
+    wh.root().join("_taglake").join("index").join(kind.table().name())
+}
+
+/// Deletes every file of `dir` but its manifest and `keep`; returns them
+/// with sizes.
+fn remove_all_but(dir: &Path, keep: &HashSet<PathBuf>) -> Result<Vec<(PathBuf, u64)>> {
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let path = entry.map_err(io_err(dir))?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if name != MANIFEST && !keep.contains(&path) {
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+            removed.push((path, size));
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}
+
+/// Deletes the files of every key index that its manifest does not list:
+/// the runs of an ingest that failed before committing them, and run files
+/// cut off while being written. Returns them with sizes.
+///
+/// [`KeyIndex::open`] deletes the same files, but only when the next
+/// ingest of that table starts; after a failure for a full disk that is
+/// too late for everything else. An index whose manifest cannot be read
+/// is left alone (its next open rebuilds it), and an index whose manifest
+/// is behind its table catches up from the table's files at its next open.
+/// Call only while holding the warehouse's writer lock: another ingest's
+/// runs are unlisted until it commits.
+pub fn discard_unlisted(wh: &Warehouse) -> Result<Vec<(PathBuf, u64)>> {
+    let mut removed = Vec::new();
+    for kind in KeyKind::ALL {
+        let index = KeyIndex { kind, dir: index_dir(wh, kind), state: None, runs: Vec::new(), memory: 0 };
+        if !index.dir.is_dir() {
+            continue;
+        }
+        let Some(manifest) = index.read_manifest() else { continue };
+        let keep: HashSet<PathBuf> = manifest.runs.iter().map(|r| index.dir.join(&r.file)).collect();
+        removed.extend(remove_all_but(&index.dir, &keep)?);
+    }
+    Ok(removed)
+}
+
 impl KeyIndex {
     /// Opens the index of `kind`'s table, bringing it up to the table's
     /// current version (catching up on appended files, or rebuilding).
     /// `memory` bounds what a rebuild holds.
     pub async fn open(wh: &Warehouse, kind: KeyKind, memory: usize) -> Result<KeyIndex> {
         let table = kind.table();
-        let dir = wh.root().join("_taglake").join("index").join(table.name());
+        let dir = index_dir(wh, kind);
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let state = wh.state(table).await?;
         let mut index = KeyIndex { kind, dir, state: None, runs: Vec::new(), memory };
@@ -365,14 +415,7 @@ impl KeyIndex {
     /// Deletes run files no manifest names (left by a killed ingest).
     fn remove_unreferenced(&self) -> Result<()> {
         let keep: HashSet<PathBuf> = self.runs.iter().map(|r| r.path().to_path_buf()).collect();
-        for entry in std::fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
-            let path = entry.map_err(io_err(&self.dir))?.path();
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            if name != MANIFEST && !keep.contains(&path) {
-                std::fs::remove_file(&path).map_err(io_err(&path))?;
-            }
-        }
-        Ok(())
+        remove_all_but(&self.dir, &keep).map(|_| ())
     }
 
     /// A fresh path for a new run in this index.

@@ -7,7 +7,10 @@
 //! the end, made in dependency order — `member_ids`, then `members`, then
 //! the data table, then `quarantine` — so a kill at any moment leaves each
 //! table as it was before or as after, and a re-run converges on what one
-//! clean run gives.
+//! clean run gives. A run that fails waits for its writers and returns the
+//! error; its caller then deletes the files it left ([`discard_failed`]).
+//! A reader that panics ends the run with [`Error::ReaderStopped`]: ending
+//! the input early would commit a truncated file as if it were whole.
 //!
 //! **Memory is bounded by [`IngestOptions::memory`]**, whatever the size of
 //! the input or of the warehouse: which keys a table already holds comes
@@ -263,6 +266,17 @@ enum Message {
     Rows(u64),
     Piece(Piece),
     FileFailed(PathBuf, String),
+    /// The reader stopped (the file it was reading, the panic's message).
+    Stopped(PathBuf, String),
+}
+
+/// What a panic carried, as text.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+        (Some(s), _) => s.to_string(),
+        (_, Some(s)) => s.clone(),
+        _ => "a panic".to_string(),
+    }
 }
 
 /// Reads and converts the files on a separate thread, in order.
@@ -273,36 +287,58 @@ fn spawn_reader(
 ) -> tokio::sync::mpsc::Receiver<Message> {
     let (tx, rx) = tokio::sync::mpsc::channel(opts.read_ahead());
     std::thread::spawn(move || {
-        let read_opts =
-            ReadOptions { delimiter: opts.mapping.delimiter, batch_rows: opts.batch_rows, ..ReadOptions::default() };
-        let total = files.len();
-        for (index, path) in files.into_iter().enumerate() {
-            progress.file(&path, index, total);
-            let file: Arc<str> = std::fs::canonicalize(&path).unwrap_or(path.clone()).to_string_lossy().into();
-            let result = (|| -> Result<()> {
-                for batch in ConvertedFile::open(&path, &opts.mapping, &read_opts)? {
-                    let (read, converted) = batch?;
-                    progress.rows(read);
-                    let sent = tx.blocking_send(Message::Rows(read)).is_ok()
-                        && tx.blocking_send(Message::Piece(Piece { file: file.clone(), converted })).is_ok();
-                    if !sent {
-                        return Ok(()); // the consumer stopped
-                    }
-                }
-                Ok(())
-            })();
-            if let Err(e) = result {
-                let msg = match e {
-                    Error::Source { message, cause, .. } => crate::error::joined(&message, &cause),
-                    other => other.to_string(),
-                };
-                if tx.blocking_send(Message::FileFailed(path, msg)).is_err() {
-                    return;
-                }
-            }
+        // A panic here must not look like the end of the input: the
+        // consumer would commit what it had. It is sent as `Stopped`.
+        let reading = std::sync::Mutex::new(PathBuf::new());
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            read_files(files, &opts, progress.as_ref(), &tx, &reading)
+        }));
+        if let Err(payload) = read {
+            let path = std::mem::take(&mut *reading.lock().unwrap_or_else(|e| e.into_inner()));
+            let _ = tx.blocking_send(Message::Stopped(path, panic_text(payload.as_ref())));
         }
     });
     rx
+}
+
+/// The reader's body: every file in order, each batch sent as it comes;
+/// `reading` names the file being read.
+fn read_files(
+    files: Vec<PathBuf>,
+    opts: &IngestOptions,
+    progress: &dyn Progress,
+    tx: &tokio::sync::mpsc::Sender<Message>,
+    reading: &std::sync::Mutex<PathBuf>,
+) {
+    let read_opts =
+        ReadOptions { delimiter: opts.mapping.delimiter, batch_rows: opts.batch_rows, ..ReadOptions::default() };
+    let total = files.len();
+    for (index, path) in files.into_iter().enumerate() {
+        path.clone_into(&mut reading.lock().unwrap_or_else(|e| e.into_inner()));
+        progress.file(&path, index, total);
+        let file: Arc<str> = std::fs::canonicalize(&path).unwrap_or(path.clone()).to_string_lossy().into();
+        let result = (|| -> Result<()> {
+            for batch in ConvertedFile::open(&path, &opts.mapping, &read_opts)? {
+                let (read, converted) = batch?;
+                progress.rows(read);
+                let sent = tx.blocking_send(Message::Rows(read)).is_ok()
+                    && tx.blocking_send(Message::Piece(Piece { file: file.clone(), converted })).is_ok();
+                if !sent {
+                    return Ok(()); // the consumer stopped
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let msg = match e {
+                Error::Source { message, cause, .. } => crate::error::joined(&message, &cause),
+                other => other.to_string(),
+            };
+            if tx.blocking_send(Message::FileFailed(path, msg)).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// Ingests files into one warehouse table. Row-level problems are
@@ -327,6 +363,48 @@ pub async fn ingest(
     quarantine.commit(wh).await?;
     summary.seconds = start.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// What [`discard_failed`] deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Discarded {
+    /// Files deleted.
+    pub files: usize,
+    /// Their total size in bytes.
+    pub bytes: u64,
+}
+
+/// Deletes what an ingest that failed wrote and never committed: the data
+/// files of every table an ingest writes that were written since `since`
+/// and that no version references, and the key-index runs no manifest
+/// lists. Call it after [`ingest`] returned an error, with the time taken
+/// just before the ingest started and the writer lock held throughout.
+///
+/// Without it a failed ingest left its files to `taglake vacuum` (whose
+/// default keeps files written in the last 7 days): a backfill of 420 M
+/// lines that failed for a full disk left gigabytes of Parquet and key
+/// runs behind, and the disk full. Tables the ingest committed before it
+/// failed (a member dictionary before its orders) keep their commits: only
+/// unreferenced files go.
+pub async fn discard_failed(
+    wh: &Warehouse,
+    lock: &taglake_storage::WriterLock,
+    since: std::time::SystemTime,
+) -> Result<Discarded> {
+    // File times are coarser than the clock (a kernel tick): a file written
+    // just after `since` may carry a slightly earlier time.
+    let since = since.checked_sub(std::time::Duration::from_secs(1)).unwrap_or(since);
+    let mut out = Discarded::default();
+    for table in [Table::Orders, Table::Members, Table::MemberIds, Table::Products, Table::Quarantine] {
+        let removed = wh.remove_uncommitted(lock, table, since).await?;
+        out.files += removed.files.len();
+        out.bytes += removed.bytes();
+    }
+    for (_, size) in crate::keys::discard_unlisted(wh)? {
+        out.files += 1;
+        out.bytes += size;
+    }
+    Ok(out)
 }
 
 /// A row of a converted batch as `name=value` text, for quarantine.

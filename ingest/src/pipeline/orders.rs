@@ -341,30 +341,38 @@ pub(super) async fn ingest_orders(
     let mut chunk: Vec<Piece> = Vec::new();
     let mut rows = 0usize;
     let mut chunks = 0usize;
-    while let Some(msg) = rx.recv().await {
-        match msg {
-            Message::Rows(n) => summary.rows_read += n,
-            Message::FileFailed(path, reason) => summary.failed_files.push((path, reason)),
-            Message::Piece(p) => {
-                rows += p.converted.batch.num_rows() + p.converted.rejects.len();
-                chunk.push(p);
-                if rows >= chunk_rows {
-                    chunks += 1;
-                    if chunks == 2 {
-                        // More than one chunk: the dictionary and the line
-                        // keys' filters would be read once per chunk. Hold
-                        // them instead, in 3/8 of the budget, when they fit.
-                        let share = memory as u64 * 3 / 8;
-                        run.dict.keep_in_memory(share)?;
-                        run.lines.index.keep_blooms(share - run.dict.resident_bytes())?;
+    let read = async {
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                Message::Rows(n) => summary.rows_read += n,
+                Message::FileFailed(path, reason) => summary.failed_files.push((path, reason)),
+                Message::Stopped(path, message) => return Err(Error::ReaderStopped { path, message }),
+                Message::Piece(p) => {
+                    rows += p.converted.batch.num_rows() + p.converted.rejects.len();
+                    chunk.push(p);
+                    if rows >= chunk_rows {
+                        chunks += 1;
+                        if chunks == 2 {
+                            // More than one chunk: the dictionary and the line
+                            // keys' filters would be read once per chunk. Hold
+                            // them instead, in 3/8 of the budget, when they fit.
+                            let share = memory as u64 * 3 / 8;
+                            run.dict.keep_in_memory(share)?;
+                            run.lines.index.keep_blooms(share - run.dict.resident_bytes())?;
+                        }
+                        run.chunk(std::mem::take(&mut chunk), quarantine, summary).await?;
+                        rows = 0;
                     }
-                    run.chunk(std::mem::take(&mut chunk), quarantine, summary).await?;
-                    rows = 0;
                 }
             }
         }
+        run.chunk(chunk, quarantine, summary).await
     }
-    run.chunk(chunk, quarantine, summary).await?;
+    .await;
+    if let Err(e) = read {
+        run.sinks.stop().await;
+        return Err(e);
+    }
 
     let OrdersRun { mut dict, mut lines, members, created, sinks, .. } = run;
     let mut files = sinks.finish().await?;

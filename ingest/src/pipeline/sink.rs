@@ -8,7 +8,9 @@
 //! holds, so a row found to be a duplicate only after it was written (see
 //! the orders path) can be taken out of its file before anything is
 //! committed. Files stay invisible until the caller commits their `add`
-//! actions; an ingest that stops before leaves them to `taglake vacuum`.
+//! actions; an ingest that fails before has them deleted by its caller
+//! (`Warehouse::remove_uncommitted`), one that is killed leaves them to
+//! `taglake vacuum`.
 
 use std::path::PathBuf;
 
@@ -81,25 +83,56 @@ impl Sinks {
     }
 
     async fn fail(&mut self) -> Error {
+        match self.join().await {
+            Err(e) => e,
+            Ok(_) => Error::Spill { path: self.wh.table_path(self.table), source: "a data file writer stopped".into() },
+        }
+    }
+
+    /// Closes every writer and waits for all of them, even after one
+    /// failed (the first error is returned): none is left running.
+    async fn join(&mut self) -> Result<Vec<WrittenFile>> {
         self.senders.clear();
+        let mut files = Vec::new();
+        let mut failed = None;
         for t in std::mem::take(&mut self.tasks) {
             match t.await {
-                Ok(Err(e)) => return e,
-                Err(e) => return writer_panicked(e),
-                Ok(Ok(_)) => {}
+                Ok(Ok(written)) => files.extend(written),
+                Ok(Err(e)) => {
+                    failed.get_or_insert(e);
+                }
+                Err(e) => {
+                    failed.get_or_insert(writer_panicked(e));
+                }
             }
         }
-        Error::Spill { path: self.wh.table_path(self.table), source: "a data file writer stopped".into() }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(files),
+        }
+    }
+
+    /// Stops every writer after an error and waits for it, its rows
+    /// written: every file of this ingest exists once this returns, so
+    /// that its caller can delete them all (`discard_failed`). Writers
+    /// stopped halfway (aborted) could leave a file behind the deletion.
+    pub async fn stop(&mut self) {
+        let _ = self.join().await;
     }
 
     /// Closes every writer; the files, in no particular order.
     pub async fn finish(mut self) -> Result<Vec<WrittenFile>> {
-        self.senders.clear();
-        let mut files = Vec::new();
-        for t in std::mem::take(&mut self.tasks) {
-            files.extend(t.await.map_err(writer_panicked)??);
+        self.join().await
+    }
+}
+
+/// Writers still running when the ingest unwinds without [`Sinks::stop`]
+/// (a panic) are aborted rather than left to write on, unobserved.
+impl Drop for Sinks {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
         }
-        Ok(files)
     }
 }
 

@@ -608,3 +608,98 @@ async fn created_members_get_rows_even_after_a_kill_between_the_commits() {
         assert_eq!(rows(&clean, t, &[]).await, rows(&killed, t, &[]).await, "{t}");
     }
 }
+
+/// A [`Progress`] that, at file `at`, waits until the ingest has written a
+/// data file of `folder`, then panics: a reader that stops in the middle,
+/// after uncommitted files exist.
+struct StopAt {
+    at: usize,
+    folder: PathBuf,
+}
+
+impl Progress for StopAt {
+    fn file(&self, _path: &Path, index: usize, _total: usize) {
+        if index != self.at {
+            return;
+        }
+        let written = || {
+            std::fs::read_dir(&self.folder)
+                .map(|d| d.flatten().any(|e| e.path().extension().is_some_and(|x| x == "parquet")))
+                .unwrap_or(false)
+        };
+        for _ in 0..3000 {
+            if written() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("injected reader failure");
+    }
+}
+
+/// Every file under `dir`, sorted.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                out.extend(files_under(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reader_that_stops_commits_nothing_and_its_files_are_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = Warehouse::open(dir.path().join("wh")).unwrap();
+    let lock = wh.lock_writer("ingest test", taglake_storage::Wait::No).unwrap();
+    let m = members_csv(dir.path(), "m.csv", 4, "Lyon");
+    run(&wh, Table::Members, std::slice::from_ref(&m), None, false).await;
+    let members_before = rows(&wh, Table::Members, &[]).await;
+    let index_before = files_under(&wh.root().join("_taglake").join("index"));
+    // Orders of known and unknown members (created), in many files and runs.
+    let inputs: Vec<PathBuf> = (0..3).map(|i| orders_csv(dir.path(), &format!("o{i}.csv"), i)).collect();
+    let opts = tiny(Table::Orders, true);
+    let started = std::time::SystemTime::now();
+    let stop = Arc::new(StopAt { at: 2, folder: wh.table_path(Table::Orders) });
+    let e = ingest(&wh, &inputs, &opts, stop).await.unwrap_err();
+    match &e {
+        Error::ReaderStopped { path, message } => {
+            assert_eq!(path, &inputs[2]);
+            assert_eq!(message, "injected reader failure");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(e.to_string().contains("nothing was committed"), "{e}");
+    // Nothing committed, but files were written (the test means something).
+    assert_eq!(wh.state(Table::Orders).await.unwrap(), None);
+    let written = files_under(&wh.table_path(Table::Orders));
+    assert!(written.iter().any(|p| p.extension().is_some_and(|x| x == "parquet")), "{written:?}");
+    // Key runs beyond the manifests' (spilled line keys of this run).
+    let new_runs = |after: Vec<PathBuf>| -> Vec<PathBuf> {
+        after.into_iter().filter(|p| !index_before.contains(p) && !p.ends_with("manifest.json")).collect()
+    };
+    assert!(!new_runs(files_under(&wh.root().join("_taglake").join("index"))).is_empty());
+
+    let d = discard_failed(&wh, &lock, started).await.unwrap();
+    assert!(d.files >= 1 && d.bytes > 0, "{d:?}");
+    assert!(files_under(&wh.table_path(Table::Orders)).is_empty());
+    assert_eq!(rows(&wh, Table::Members, &[]).await, members_before);
+    assert_eq!(new_runs(files_under(&wh.root().join("_taglake").join("index"))), Vec::<PathBuf>::new());
+    assert_eq!(discard_failed(&wh, &lock, started).await.unwrap(), Discarded::default());
+
+    // The same ingest again ends where one clean run ends.
+    let s = run_with(&wh, &inputs, &opts).await;
+    let clean = Warehouse::open(dir.path().join("clean")).unwrap();
+    run(&clean, Table::Members, std::slice::from_ref(&m), None, false).await;
+    let c = run_with(&clean, &inputs, &opts).await;
+    assert_eq!((s.inserted, s.new_members), (c.inserted, c.new_members));
+    for t in [Table::Orders, Table::Members, Table::MemberIds] {
+        assert_eq!(rows(&wh, t, &[]).await, rows(&clean, t, &[]).await, "{}", t.name());
+    }
+}

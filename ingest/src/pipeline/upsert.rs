@@ -57,6 +57,7 @@ pub(super) async fn ingest_upsert(
         match msg {
             Message::Rows(n) => summary.rows_read += n,
             Message::FileFailed(path, reason) => summary.failed_files.push((path, reason)),
+            Message::Stopped(path, message) => return Err(Error::ReaderStopped { path, message }),
             Message::Piece(Piece { file, converted }) => {
                 quarantine.add(&file, &converted.rejects).await?;
                 incoming.push(converted.batch)?;
@@ -75,13 +76,25 @@ pub(super) async fn ingest_upsert(
         changed: Changed::default(),
         sinks: Sinks::new(wh, table, table.arrow_schema(), opts.writers(), opts.rows_per_file())?,
     };
-    for part in incoming.parts()? {
-        let part = part?;
-        run.part(&part, &index, dict.as_mut(), summary).await?;
+    let parts = async {
+        for part in incoming.parts()? {
+            let part = part?;
+            run.part(&part, &index, dict.as_mut(), summary).await?;
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = parts {
+        run.sinks.stop().await;
+        return Err(e);
     }
     let Upsert { index_run, changed, sinks, .. } = run;
-    let (removes, mut adds) = rewrite_changed(wh, table, &changed).await?;
-    adds.extend(sinks.finish().await?.into_iter().map(|f| f.add));
+    // The writers finish before an error of the rewrite is returned, so
+    // that every file of this run exists for `discard_failed`.
+    let rewritten = rewrite_changed(wh, table, &changed).await;
+    let written = sinks.finish().await;
+    let (removes, mut adds) = rewritten?;
+    adds.extend(written?.into_iter().map(|f| f.add));
     // Dependency order: keys first, then the rows that use them.
     if let Some(dict) = dict {
         summary.new_members = dict.added;
