@@ -8,9 +8,9 @@
 //! holds, so a row found to be a duplicate only after it was written (see
 //! the orders path) can be taken out of its file before anything is
 //! committed. Files stay invisible until the caller commits their `add`
-//! actions; an ingest that fails before has them deleted by its caller
-//! (`Warehouse::remove_uncommitted`), one that is killed leaves them to
-//! `taglake vacuum`.
+//! actions. An ingest that fails first stops its writers ([`Sinks::stop`])
+//! so that its caller can delete every file ([`crate::discard_failed`]);
+//! one that is killed leaves them to `taglake vacuum`.
 
 use std::path::PathBuf;
 
