@@ -366,6 +366,18 @@ fn is_partial(path: &Path) -> bool {
         .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// Deletes the files of a vacuum or a clean-up; one already gone is fine.
+fn remove_listed(files: &[(PathBuf, u64)]) -> Result<()> {
+    for (path, _) in files {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(Error::File { path: path.clone(), source }),
+        }
+    }
+    Ok(())
+}
+
 /// Calls `f` on every file under `dir` (recursively).
 fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &std::fs::Metadata)) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|source| Error::File { path: dir.into(), source })?;
@@ -509,13 +521,7 @@ impl Warehouse {
         lock.check(self)?;
         let plan = self.reclaimable(table, retain).await?;
         if !dry_run {
-            for (path, _) in &plan.files {
-                match std::fs::remove_file(path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(source) => return Err(Error::File { path: path.clone(), source }),
-                }
-            }
+            remove_listed(&plan.files)?;
         }
         Ok(plan)
     }
@@ -553,13 +559,7 @@ impl Warehouse {
             }
         })?;
         files.sort();
-        for (path, _) in &files {
-            match std::fs::remove_file(path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(Error::File { path: path.clone(), source }),
-            }
-        }
+        remove_listed(&files)?;
         Ok(Vacuumed { table, files })
     }
 
