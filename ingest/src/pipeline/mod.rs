@@ -395,8 +395,9 @@ pub async fn discard_failed(
     // just after `since` may carry a slightly earlier time.
     let since = since.checked_sub(std::time::Duration::from_secs(1)).unwrap_or(since);
     let mut out = Discarded::default();
-    for table in [Table::Orders, Table::Members, Table::MemberIds, Table::Products, Table::Quarantine] {
-        let removed = wh.remove_uncommitted(lock, table, since).await?;
+    // Every table an ingest writes has a key index: one list for both.
+    for kind in crate::keys::KeyKind::ALL {
+        let removed = wh.remove_uncommitted(lock, kind.table(), since).await?;
         out.files += removed.files.len();
         out.bytes += removed.bytes();
     }
